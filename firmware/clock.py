@@ -1,0 +1,62 @@
+"""Time as evidence: one monotonic timebase for media, mapped to wall time per segment.
+
+Every media timestamp in kiroku is CLOCK_BOOTTIME in microseconds: it is what the Pi's
+camera stamps frames with (libcamera's SensorTimestamp), it never jumps when NTP corrects
+the wall clock, and it keeps counting through a suspend. Wall time is attached to a
+segment when it is written, together with whether the clock was synchronised then
+(DESIGN.md §5).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+from datetime import datetime, timezone
+
+_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised (STA_UNSYNC is set)
+
+
+def boottime_us() -> int:
+    """Now, on the media timebase (CLOCK_BOOTTIME, µs)."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1000
+
+
+def wall_at(boot_us: int) -> datetime:
+    """The wall-clock time (UTC, aware) at which the boottime instant ``boot_us`` happened."""
+    wall_ns = time.time_ns()
+    boot_now_us = boottime_us()
+    return datetime.fromtimestamp((wall_ns / 1000 - (boot_now_us - boot_us)) / 1e6, tz=timezone.utc)
+
+
+def _load_adjtimex():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.adjtimex
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_adjtimex = _load_adjtimex()
+
+
+def clock_synchronised() -> bool:
+    """Whether the kernel considers the wall clock synchronised (NTP/chrony or an RTC sync).
+
+    Reads adjtimex(2) with modes=0, which any user may do and which never blocks; this
+    is the same bit that ``timedatectl`` reports as "System clock synchronized".
+    """
+    if _adjtimex is None:
+        return False
+    # struct timex is ~208 bytes on 64-bit Linux; a zeroed, larger buffer means modes=0 (read only).
+    buf = ctypes.create_string_buffer(512)
+    state = _adjtimex(buf)
+    return state >= 0 and state != _TIME_ERROR
+
+
+def iso(dt: datetime) -> str:
+    """An ISO 8601 timestamp with milliseconds and offset, as stored in metadata."""
+    return dt.isoformat(timespec="milliseconds")

@@ -1,0 +1,172 @@
+"""The appliance's configuration: validated once, immutable, every field defaulted and bounded.
+
+The file is TOML (``kiroku.toml`` in the data folder, or ``--config``). Unknown keys are
+refused with their location, so a typo never silently leaves a default in force. The
+shipped, commented ``default-config.toml`` holds exactly the defaults below (a test
+checks that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or holds a value outside its bounds."""
+
+
+def _f(default, *, lo=None, hi=None, choices=None, pattern=None, doc=""):
+    return field(default=default, metadata={"lo": lo, "hi": hi, "choices": choices, "pattern": pattern, "doc": doc})
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    id: str = _f("counter-1", pattern=r"[a-z0-9][a-z0-9-]{0,31}", doc="short name of this counter")
+    location: str = _f("", doc="where the device is mounted, as the public notice names it")
+    mode: str = _f("on_demand", choices=("on_demand", "continuous"))
+
+
+@dataclass(frozen=True)
+class NoticeConfig:
+    delay: float = _f(2.0, lo=0.5, hi=30.0, doc="seconds the sign is lit before anything is stored")
+    announcement: str = _f("", doc='"" for none, "chime", or the path of a WAV file')
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    segment_seconds: float = _f(4.0, lo=1.0, hi=30.0)
+    max_minutes: float = _f(120.0, lo=0.0, hi=1440.0, doc="stop an on-demand recording after this long; 0 = never")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    width: int = _f(1280, lo=160, hi=1920)
+    height: int = _f(720, lo=120, hi=1080)
+    framerate: float = _f(30.0, lo=5.0, hi=60.0)
+    bitrate: int = _f(4_000_000, lo=100_000, hi=20_000_000)
+    keyframe_interval: float = _f(1.0, lo=0.2, hi=4.0)
+
+
+@dataclass(frozen=True)
+class MicrophoneConfig:
+    enabled: bool = _f(True)
+    samplerate: int = _f(48000, choices=(16000, 32000, 44100, 48000))
+    channels: int = _f(1, lo=1, hi=2)
+    device: str = _f("", doc="PortAudio device name or index; empty = the default input")
+    simulated_wav: str = _f("", doc="simulated hardware only: a WAV file to loop instead of the test tone")
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    button: str = _f("GPIO17", pattern=r"GPIO\d{1,2}")
+    sign: str = _f("GPIO27", pattern=r"GPIO\d{1,2}")
+    sign_readback: str = _f("GPIO22", pattern=r"(GPIO\d{1,2})?", doc='optocoupler across the lamp; "" if not fitted')
+    sign_active_high: bool = _f(True)
+    status_light: str = _f("GPIO23", pattern=r"GPIO\d{1,2}")
+
+
+@dataclass(frozen=True)
+class ButtonConfig:
+    long_press: float = _f(2.0, lo=0.5, hi=10.0)
+    debounce: float = _f(0.05, lo=0.0, hi=0.5)
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    camera_stall: float = _f(3.0, lo=0.5, hi=30.0, doc="seconds without a frame before the camera is restarted")
+    microphone_stall: float = _f(2.0, lo=0.5, hi=30.0)
+    sign_confirm: float = _f(0.5, lo=0.05, hi=5.0, doc="seconds for the read-back to confirm the lamp is lit")
+    restart_attempts: int = _f(3, lo=0, hi=10)
+    camera_stop_timeout: float = _f(5.0, lo=0.5, hi=60.0, doc="a camera that takes longer to stop is hung")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = _f("127.0.0.1")
+    port: int = _f(8080, lo=1, hi=65535)
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+    notice: NoticeConfig = field(default_factory=NoticeConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    button: ButtonConfig = field(default_factory=ButtonConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """A copy with some fields changed, validated like a file: ``replace(camera={"width": 640})``."""
+        merged = {s.name: dict(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}
+        for name, values in sections.items():
+            if name not in merged:
+                raise ConfigError(f"unknown section [{name}]")
+            merged[name].update(values)
+        return from_dict(merged, source="<override>")
+
+
+def _check(value: Any, f: dataclasses.Field, where: str) -> Any:
+    expected = f.type if isinstance(f.type, type) else {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
+    meta = f.metadata
+    if meta.get("lo") is not None and value < meta["lo"] or meta.get("hi") is not None and value > meta["hi"]:
+        raise ConfigError(f"{where}: {value!r} is outside {meta['lo']}…{meta['hi']}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(f"{where}: {value!r} does not match {meta['pattern']}")
+    return value
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    sections = {}
+    known = {s.name: s for s in dataclasses.fields(Config)}
+    for name, values in data.items():
+        if name not in known:
+            raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(known)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        cls = known[name].default_factory  # type: ignore[misc]
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(f"{source}: unknown key {name}.{key} (known: {', '.join(fields)})")
+            kwargs[key] = _check(value, fields[key], f"{source}: {name}.{key}")
+        sections[name] = cls(**kwargs)
+    config = Config(**sections)
+    if config.camera.width % 2 or config.camera.height % 2:
+        raise ConfigError(f"{source}: camera.width and camera.height must be even")
+    if config.recording.segment_seconds < config.camera.keyframe_interval:
+        raise ConfigError(f"{source}: recording.segment_seconds must be at least camera.keyframe_interval")
+    return config
+
+
+def load(path: Path | str | None) -> Config:
+    """The configuration in ``path``; the defaults when ``path`` is None."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return from_dict(data, source=str(path))
+
+
+DEFAULT_FILE = Path(__file__).with_name("default-config.toml")

@@ -1,0 +1,196 @@
+"""The control socket: the only way another process can affect the recorder.
+
+A Unix stream socket in the data folder speaking JSON lines: one request object per
+line, one reply object per line. Requests are ``{"op": "status"}``, ``{"op": "start",
+"by": NAME}``, ``{"op": "stop", "by": NAME}``, ``{"op": "mark", "by": NAME, "note": …,
+"section": …}`` and, on simulated hardware only, ``{"op": "sim", "action": …}``. Replies
+are ``{"ok": true, "status": {…}}`` or ``{"ok": false, "error": "…"}``. The socket is
+mode 0660, so only the recorder's user and group (the web UI's) can connect; the caller's
+uid is logged with every command.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import struct
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 64 * 1024
+SOCKET_NAME = "control.sock"
+
+
+class ControlError(Exception):
+    """The recorder could not be reached, or refused the request; the message says which."""
+
+
+def socket_path(data_dir: Path) -> Path:
+    return Path(data_dir) / SOCKET_NAME
+
+
+def _check_length(path: Path) -> None:
+    if len(os.fsencode(path)) > 107:
+        raise ControlError(f"the data folder path is too long for a control socket ({path}); use a shorter --data")
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        server: ControlServer = self.server  # type: ignore[assignment]
+        try:
+            creds = self.request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("3i", creds)
+        except OSError:
+            uid = -1
+        while True:
+            line = self.rfile.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE:
+                self._reply({"ok": False, "error": f"request longer than {MAX_LINE} bytes"})
+                return
+            if not line.strip():
+                continue
+            self._reply(server.dispatch(line, uid))
+
+    def _reply(self, obj: dict) -> None:
+        try:
+            self.wfile.write(json.dumps(obj, ensure_ascii=False).encode() + b"\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """Serves a :class:`~firmware.recorder.Recorder` on ``<data>/control.sock``."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path, recorder):
+        path = Path(path)
+        _check_length(path)
+        self.recorder = recorder
+        if path.exists():
+            if _listening(path):
+                raise ControlError(f"another recorder is already running on this data folder ({path})")
+            path.unlink()  # left behind by a crash
+        super().__init__(str(path), _Handler)
+        os.chmod(path, 0o660)
+        self.path = path
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "ControlServer":
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="control", daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(2)
+            self._thread = None
+        self.server_close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def dispatch(self, line: bytes, uid: int) -> dict:
+        from firmware.recorder import RecorderError
+
+        try:
+            request = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return {"ok": False, "error": f"not a JSON object: {exc}"}
+        if not isinstance(request, dict) or not isinstance(request.get("op"), str):
+            return {"ok": False, "error": 'a request is a JSON object with an "op" string'}
+        op = request["op"]
+        by = str(request.get("by") or f"uid:{uid}")[:80]
+        rec = self.recorder
+        try:
+            if op == "status":
+                return {"ok": True, "status": rec.status()}
+            if op in ("start", "stop", "mark"):
+                log.info("control: %s by %s (uid %d)", op, by, uid)
+            if op == "start":
+                return {"ok": True, "status": rec.start_recording(by=by)}
+            if op == "stop":
+                return {"ok": True, "status": rec.stop_recording(by=by)}
+            if op == "mark":
+                note, section = request.get("note", ""), request.get("section", "")
+                if not isinstance(note, str) or not isinstance(section, str):
+                    return {"ok": False, "error": "note and section must be strings"}
+                return {"ok": True, "status": rec.mark(by=by, note=note[:500], section=section[:80])}
+            if op == "sim":
+                if rec.hw.simulator is None:
+                    return {"ok": False, "error": "sim: this recorder runs on real hardware"}
+                action = request.get("action")
+                if not isinstance(action, str):
+                    return {"ok": False, "error": 'sim needs an "action" string'}
+                rec.hw.simulator.act(action)
+                return {"ok": True, "status": rec.status()}
+        except (RecorderError, ValueError) as exc:
+            return {"ok": False, "error": str(exc)}
+        except TimeoutError:
+            return {"ok": False, "error": "the recorder did not answer in time"}
+        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, sim)"}
+
+
+def _listening(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1)
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+class ControlClient:
+    """Talks to a running recorder. Each call opens a short connection."""
+
+    def __init__(self, path: Path, timeout: float = 15.0):
+        self.path = Path(path)
+        self.timeout = timeout
+
+    def request(self, op: str, **fields) -> dict:
+        """Send one request; returns the recorder's status, or raises :class:`ControlError`."""
+        _check_length(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError):
+                raise ControlError(
+                    f"the recorder is not running (no control socket at {self.path}) — "
+                    "start it with `kiroku run` or `kiroku recorder`"
+                ) from None
+            except PermissionError:
+                raise ControlError(f"not allowed to use {self.path} — run as the kiroku user or its group") from None
+            sock.sendall(json.dumps({"op": op, **fields}, ensure_ascii=False).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ControlError("the recorder closed the connection without answering")
+                reply += chunk
+        except socket.timeout:
+            raise ControlError(f"the recorder did not answer within {self.timeout:g} s") from None
+        finally:
+            sock.close()
+        answer = json.loads(reply)
+        if not answer.get("ok"):
+            raise ControlError(answer.get("error", "refused"))
+        return answer["status"]
+
+    def status(self) -> dict:
+        return self.request("status")

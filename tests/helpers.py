@@ -1,0 +1,115 @@
+"""What the tests look at, the way a person or a player would: ffprobe, decoding, pins."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from firmware import clock
+from firmware.hardware.synth import read_capture_time, tick_onsets
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def ffprobe(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def decodes_cleanly(path: Path) -> str:
+    """ffmpeg's complaints when decoding the whole file on its own ('' if none)."""
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                         capture_output=True, text=True)
+    return out.stderr.strip() + ("" if out.returncode == 0 else f" (exit {out.returncode})")
+
+
+@dataclass
+class Decoded:
+    frame_times_us: list[int | None]  # capture time read from each frame's barcode
+    frame_pts_us: list[int]  # presentation time in the file
+    audio_first_pts_s: float | None
+    tick_positions_s: list[float]  # in the file's timeline
+    audio_seconds: float
+
+
+def decode(path: Path) -> Decoded:
+    with av.open(str(path)) as c:
+        times, pts = [], []
+        for f in c.decode(video=0):
+            times.append(read_capture_time(f.to_ndarray(format="gray")))
+            pts.append(round(float(f.pts * f.time_base) * 1e6))
+    first = None
+    tick_positions: list[float] = []
+    seconds = 0.0
+    with av.open(str(path)) as c:
+        if c.streams.audio:
+            chunks = []
+            rate = c.streams.audio[0].rate
+            for f in c.decode(audio=0):
+                if first is None:
+                    first = float(f.pts * f.time_base)
+                chunks.append(f.to_ndarray().reshape(-1) if f.format.is_planar else f.to_ndarray()[0])
+            pcm = np.concatenate(chunks) if chunks else np.zeros(0)
+            seconds = len(pcm) / rate
+            if pcm.dtype.kind == "f":
+                pcm = (pcm * 32767).astype(np.int16)
+            tick_positions = [first + p for p in tick_onsets(pcm[:, None], rate)]
+    return Decoded(times, pts, first, tick_positions, seconds)
+
+
+def av_offsets_us(path: Path, start_us: int) -> tuple[list[int], list[int]]:
+    """How far each frame and each audio tick sits from where its capture time belongs.
+
+    Video: (file start + pts) − the capture time burned into the frame. Audio: the
+    simulated microphone ticks at every whole second of capture time, so a tick heard at
+    file position p belongs at a whole second; the offset is the distance to it.
+    """
+    d = decode(path)
+    video = [start_us + p - t for p, t in zip(d.frame_pts_us, d.frame_times_us) if t is not None]
+    audio = []
+    for pos in d.tick_positions_s:
+        t = start_us + round(pos * 1e6)
+        audio.append(((t + 500_000) % 1_000_000) - 500_000)
+    return video, audio
+
+
+class PinLog:
+    """When a mock pin changed, on the media timebase — the pin's own record, not kiroku's."""
+
+    def __init__(self, pin):
+        self.pin = pin
+        pin.clear_states()
+        # MockPin timestamps are monotonic deltas from its last change.
+        self._origin_monotonic = pin._last_change
+        self._offset_us = clock.boottime_us() - round(time.monotonic() * 1e6)
+
+    def changes(self) -> list[tuple[int, bool]]:
+        t = self._origin_monotonic
+        out = []
+        for state in self.pin.states[1:]:
+            t += state.timestamp
+            out.append((round(t * 1e6) + self._offset_us, bool(state.state)))
+        return out
+
+    def first(self, value: bool) -> int:
+        for t, v in self.changes():
+            if v == value:
+                return t
+        raise AssertionError(f"pin never went {'high' if value else 'low'}")

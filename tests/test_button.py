@@ -1,0 +1,91 @@
+"""The record button, as a clerk uses it: press to start, press to stop, hold to mark."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from firmware.recorder import Recorder, State
+from tests.conftest import small_config
+from tests.helpers import wait_for
+
+
+def tap(sim, hold: float = 0.1):
+    sim.press()
+    time.sleep(hold)
+    sim.release()
+
+
+def test_a_second_press_stops_and_leaves_one_recording(recorder, hardware, store):
+    tap(hardware.simulator)
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+    time.sleep(1.0)
+    tap(hardware.simulator)
+    wait_for(lambda: recorder.state == State.IDLE, what="idle after the second press")
+    assert not hardware.sign.is_lit
+    recs = store.recordings()
+    assert len(recs) == 1 and recs[0].ended_at and recs[0].end_reason == "stopped by button"
+    assert len(store.segment_paths(recs[0])) >= 1
+
+
+def test_contact_chatter_counts_as_one_press(recorder, hardware):
+    pin = hardware.simulator.button_pin
+    pin.drive_low()
+    pin.drive_high()  # bounces within the debounce time
+    pin.drive_low()
+    time.sleep(0.15)
+    pin.drive_high()
+    wait_for(lambda: recorder.state in (State.NOTICE, State.RECORDING), what="the notice")
+    time.sleep(0.3)
+    assert recorder.state in (State.NOTICE, State.RECORDING), "chatter must not stop the recording it started"
+
+
+def test_a_long_press_while_recording_marks_an_incident_and_keeps_recording(recorder, hardware, store):
+    tap(hardware.simulator)
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+    tap(hardware.simulator, hold=1.3)  # long_press is 1.0 s in the test configuration
+    time.sleep(0.3)
+    assert recorder.state == State.RECORDING, "a long press must not stop the recording"
+    wait_for(lambda: recorder.status()["recording"]["marks"] == 1, what="the mark")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    rec = store.recordings()[0]
+    meta = json.loads((store.root / rec.day / rec.id / "recording.json").read_text())
+    assert [m["by"] for m in meta["marks"]] == ["button"]
+    assert rec.started_us < meta["marks"][0]["time_us"] < rec.ended_us
+
+
+def test_a_long_press_from_idle_starts_recording_and_marks_it(recorder, hardware, store):
+    tap(hardware.simulator, hold=1.3)
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    assert len(store.recordings()[0].marks) == 1
+
+
+def test_a_press_during_the_notice_cancels_before_anything_is_stored(data_dir, store):
+    from firmware.hardware import open_hardware
+
+    config = small_config(notice={"delay": 3.0})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+        tap(hw.simulator)
+        wait_for(lambda: rec.state == State.NOTICE, what="the notice")
+        tap(hw.simulator)
+        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        assert not hw.sign.is_lit
+    assert store.recordings() == []
+
+
+def test_continuous_mode_keeps_the_sign_lit_and_ignores_short_presses(data_dir, store):
+    from firmware.hardware import open_hardware
+
+    config = small_config(device={"mode": "continuous"})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+        wait_for(lambda: rec.state == State.RECORDING, what="continuous recording")
+        assert hw.sign.is_lit
+        tap(hw.simulator)
+        time.sleep(0.5)
+        assert rec.state == State.RECORDING
+        tap(hw.simulator, hold=1.3)
+        wait_for(lambda: rec.status()["recording"]["marks"] == 1, what="the mark")
+        assert rec.state == State.RECORDING and hw.sign.is_lit

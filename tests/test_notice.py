@@ -1,0 +1,109 @@
+"""Art. 4(2): the person is told before anything is recorded, and nothing is stored while the
+sign is dark. Frame times here are read from the pixels of the stored frames and the sign's
+times from its mock pins, not from anything kiroku wrote about itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.hardware import LightPattern
+from firmware.recorder import Recorder, State
+from tests.conftest import small_config
+from tests.helpers import PinLog, decode, wait_for
+
+
+def _first_recording(store):
+    recs = wait_for(store.recordings, what="a stored recording")
+    return recs[0]
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5])
+def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay(delay, data_dir, store):
+    from firmware.hardware import open_hardware
+
+    config = small_config(notice={"delay": delay})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+        lamp = PinLog(hw.simulator.sign_readback_pin)
+        hw.simulator.press()
+        hw.simulator.release()
+        wait_for(lambda: rec.state == State.RECORDING, what="recording to start")
+        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
+        rec.stop_recording()
+        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        sign_on = lamp.first(True)
+
+    recording = _first_recording(store)
+    first_segment = store.segment_paths(recording)[0]
+    frames = decode(first_segment)
+    first_frame_time = frames.frame_times_us[0]
+    assert first_frame_time is not None, "the first stored frame carries its capture time"
+    assert first_frame_time >= sign_on + delay * 1e6, (
+        f"first frame captured {(first_frame_time - sign_on) / 1e3:.0f} ms after the sign lit; "
+        f"the notice lasts {delay * 1e3:.0f} ms"
+    )
+    # Audio starts with the segment, never before its first frame.
+    assert frames.audio_first_pts_s is not None and frames.audio_first_pts_s >= 0
+
+
+def test_a_failing_lamp_stops_storage_and_shows_a_fault(recorder, hardware, store):
+    lamp = PinLog(hardware.simulator.sign_readback_pin)  # the read-back: what the lamp really did
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.segments_written >= 1, timeout=10, what="a first segment")
+    hardware.simulator.lamp_fail()
+    wait_for(lambda: recorder.state == State.FAULT, what="the fault state")
+    lamp_dark = lamp.first(False)
+
+    status = recorder.status()
+    assert any(f["device"] == "sign" for f in status["faults"])
+    assert status["status_light"]["pattern"] == LightPattern.FAULT.value
+    assert not hardware.sign.is_commanded, "the sign output is switched off after the fault"
+
+    recording = _first_recording(store)
+    wait_for(lambda: store.recordings()[0].ended_at, what="the recording to be closed")
+    stored = [t for p in store.segment_paths(recording) for t in decode(p).frame_times_us]
+    assert stored and all(t is not None for t in stored)
+    assert max(stored) < lamp_dark, "a frame captured after the lamp went dark was stored"
+    assert store.recordings()[0].end_reason == "sign went dark"
+
+
+def test_nothing_is_recorded_when_the_lamp_never_lights(recorder, hardware, store):
+    hardware.simulator.lamp_fail()
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.FAULT, what="the fault state")
+    status = recorder.status()
+    assert "lamp did not light" in " ".join(f["message"] for f in status["faults"])
+    assert store.recordings() == []
+    assert recorder.gate.frames_refused >= 0 and recorder.segments_written == 0
+    assert not hardware.camera.is_running, "the camera is not left running"
+
+
+def test_after_a_lamp_repair_the_next_press_records_again(recorder, hardware, store):
+    hardware.simulator.lamp_fail()
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.FAULT, what="the fault state")
+    hardware.simulator.lamp_repair()
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording after the repair")
+    assert recorder.status()["faults"] == []
+
+
+def test_the_announcement_is_played_first_and_lengthens_the_notice(data_dir, store):
+    from firmware.hardware import open_hardware
+
+    config = small_config(notice={"delay": 0.5, "announcement": "chime"})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+        hw.simulator.press()
+        hw.simulator.release()
+        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
+        rec.stop_recording()
+        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        played = hw.speaker.played
+    assert len(played) == 1
+    started, seconds = played[0]
+    assert seconds > 0.5, "the chime is longer than the configured delay"
+    first = decode(store.segment_paths(_first_recording(store))[0]).frame_times_us[0]
+    assert first >= started + seconds * 1e6, "recording began before the announcement ended"

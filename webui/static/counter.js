@@ -1,0 +1,71 @@
+// The virtual counter: polls the recorder's status and drives the simulated button.
+"use strict";
+(function () {
+  const messages = JSON.parse(document.getElementById("messages").textContent);
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const msg = (key) => messages[key] || key;
+
+  function describe(rec) {
+    if (!rec) return msg("rec.none");
+    let text = `${rec.id} — ${rec.duration_s.toFixed(1)} ${msg("rec.seconds")}, ${rec.segments} ${msg("rec.segments")}`;
+    if (rec.marks) text += `, ${rec.marks} ${msg("rec.marks")}`;
+    return text;
+  }
+
+  function render(s) {
+    $("unreachable").hidden = true;
+    const sign = $("sign");
+    sign.dataset.lit = String(s.sign.lit);
+    $("sign-state").textContent = s.sign.lit ? msg("sign.lit")
+      : (s.sign.commanded ? msg("sign.not_lit") : msg("sign.off"));
+    const light = $("light");
+    light.dataset.pattern = s.status_light.pattern;
+    $("light-state").textContent = msg("light." + s.status_light.pattern);
+    $("state").textContent = msg("state." + s.state);
+    $("state").dataset.state = s.state;
+    $("recording").textContent = describe(s.recording);
+    $("last-recording").textContent = describe(s.last_recording);
+    $("faults").textContent = s.faults.length ? s.faults.map((f) => f.message).join(" / ") : msg("faults.none");
+    $("clock").textContent = `${s.clock.now} (${s.clock.synchronised ? msg("clock.synced") : msg("clock.unsynced")})`;
+    const button = $("record-button");
+    if (button) button.setAttribute("aria-pressed", String(s.button.pressed));
+  }
+
+  async function poll() {
+    try {
+      const response = await fetch("/api/v1/status", { cache: "no-store" });
+      if (!response.ok) throw new Error(String(response.status));
+      render(await response.json());
+    } catch (e) {
+      $("unreachable").hidden = false;
+    }
+  }
+
+  async function simulate(action) {
+    const response = await fetch("/api/v1/simulator/" + action, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrf },
+    });
+    if (response.ok) render(await response.json());
+  }
+
+  const button = $("record-button");
+  if (button) {
+    // Press on pointer down, release on pointer up: holding the button holds the pin low.
+    let down = false;
+    const press = (e) => { e.preventDefault(); if (!down) { down = true; simulate("press"); } };
+    const release = () => { if (down) { down = false; simulate("release"); } };
+    button.addEventListener("pointerdown", press);
+    button.addEventListener("pointerup", release);
+    button.addEventListener("pointerleave", release);
+    button.addEventListener("pointercancel", release);
+    button.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && !e.repeat) press(e); });
+    button.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") release(); });
+  }
+  document.querySelectorAll(".sim-action").forEach((b) =>
+    b.addEventListener("click", () => simulate(b.dataset.action)));
+
+  poll();
+  setInterval(poll, 250);
+})();
