@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from firmware.control import socket_path
+from firmware.control import ControlClient, ControlError, socket_path
 
 log = logging.getLogger("kiroku.run")
 
@@ -34,6 +34,15 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> bool:
             return False
         time.sleep(0.1)
     return False
+
+
+def _answers(sock: Path) -> bool:
+    # A socket file alone proves nothing: a killed recorder leaves its file behind.
+    try:
+        ControlClient(sock, timeout=2).status()
+        return True
+    except ControlError:
+        return False
 
 
 def _port_open(host: str, port: int) -> bool:
@@ -80,7 +89,7 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         proc = recorder.spawn()
-        if not _wait_for(sock.exists, 30, proc):
+        if not _wait_for(lambda: _answers(sock), 30, proc):
             recorder.stop()
             return proc.returncode if proc.returncode not in (None, 0) else 2
         proc = web.spawn()

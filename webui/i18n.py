@@ -56,6 +56,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sim.camera_unplug": ("カメラを外す", "Unplug camera"),
     "sim.camera_replug": ("カメラをつなぐ", "Plug camera in"),
     "sim.camera_stall": ("カメラを停止させる", "Stall camera"),
+    "sim.camera_hang": ("カメラを固まらせる（再起動が必要）", "Hang camera (needs a restart)"),
     "sim.microphone_unplug": ("マイクを外す", "Unplug microphone"),
     "sim.microphone_replug": ("マイクをつなぐ", "Plug microphone in"),
     "sim.lamp_fail": ("表示灯を断線させる", "Break the sign's lamp"),

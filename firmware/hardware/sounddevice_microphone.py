@@ -36,16 +36,20 @@ class SoundDeviceMicrophone(Microphone):
         self._stream = None
         self.audio_clock = AudioClock(fmt.samplerate)
         self.statuses: list[str] = []
+        info = self._find_device()
+        self.name = str(info.get("name", "?")) if isinstance(info, dict) else "?"
+
+    def _find_device(self):
         try:
-            info = self._sd.query_devices(self._device, "input")
+            return self._sd.query_devices(self._device, "input")
         except (self._sd.PortAudioError, ValueError) as exc:
             what = "no audio input device found" if self._device is None else f"input device {self._device!r} not found"
             raise DeviceUnavailable("microphone", f"{what} ({exc})", _CHECK) from None
-        self.name = str(info.get("name", "?")) if isinstance(info, dict) else "?"
 
     def start(self, sink: AudioSink) -> None:
         if self._running:
             raise RuntimeError("microphone already started")
+        self._find_device()  # a card that went away says so, rather than "could not start"
         self.audio_clock.reset()
         rate = self.format.samplerate
 

@@ -1,0 +1,41 @@
+# The whole set-up on a fresh Debian/Ubuntu machine is `make run` (the appliance on
+# simulated hardware) and `make test` (every test). Both create the virtual environment
+# and install what is missing, system packages included; the second time they are quick.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   ?= data
+PORT   ?= 8080
+PYTEST_ARGS ?=
+
+# On a Raspberry Pi the venv must see apt's picamera2, libcamera, numpy and av.
+VENV_FLAGS := $(shell grep -qs 'Raspberry Pi' /proc/device-tree/model && echo --system-site-packages)
+
+.PHONY: run test setup-run setup-test clean
+
+run: setup-run
+	$(BIN)/kiroku run --data $(DATA) --port $(PORT)
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup-run: $(VENV)/.run-installed
+setup-test: $(VENV)/.test-installed
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.run-installed: pyproject.toml tools/system-packages | $(VENV)/bin/python
+	tools/system-packages run
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml tools/system-packages | $(VENV)/bin/python
+	tools/system-packages test
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-installed
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache test-results

@@ -1,0 +1,91 @@
+"""The control socket and `kiroku ctl`: what scripts, the web UI and people rely on."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from firmware import cli
+from firmware.control import ControlClient, ControlError, ControlServer, socket_path
+from firmware.recorder import State
+from tests.helpers import wait_for
+
+
+@pytest.fixture
+def server(recorder, data_dir):
+    srv = ControlServer(socket_path(data_dir), recorder).start()
+    yield srv
+    srv.close()
+
+
+def raw_exchange(path, *lines: bytes) -> list[dict]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        replies = []
+        f = s.makefile("rb")
+        for line in lines:
+            s.sendall(line)
+            replies.append(json.loads(f.readline()))
+        return replies
+
+
+def test_start_mark_stop_through_ctl(server, data_dir, capsys, store):
+    assert cli.main(["ctl", "--data", str(data_dir), "--by", "suzuki", "start"]) == 0
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+    assert cli.main(["ctl", "--data", str(data_dir), "mark", "--note", "raised voice", "--section", "市民課"]) == 0
+    assert cli.main(["ctl", "--data", str(data_dir), "stop"]) == 0
+    wait_for(lambda: server.recorder.state == State.IDLE, what="idle")
+    rec = store.recordings()[0]
+    assert rec.started_by == "suzuki"
+    assert [(m.note, m.section) for m in rec.marks] == [("raised voice", "市民課")]
+    capsys.readouterr()
+    assert cli.main(["ctl", "--data", str(data_dir), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "state      idle" in out and "1 incident mark(s)" in out
+
+
+def test_refusals_are_explained(server, data_dir, capsys):
+    assert cli.main(["ctl", "--data", str(data_dir), "stop"]) == 1
+    assert "not recording (state: idle)" in capsys.readouterr().err
+    assert cli.main(["ctl", "--data", str(data_dir), "mark"]) == 1
+    assert "there is no recording to mark" in capsys.readouterr().err
+
+
+def test_malformed_requests_get_errors_and_the_server_keeps_serving(server):
+    replies = raw_exchange(server.path, b"not json\n", b'["op"]\n', b'{"op": "explode"}\n',
+                           b'{"op": "mark", "note": 5}\n', b'{"op": "status"}\n')
+    assert [r["ok"] for r in replies] == [False, False, False, False, True]
+    assert "not a JSON object" in replies[0]["error"]
+    assert "unknown op 'explode'" in replies[2]["error"]
+    assert replies[4]["status"]["state"] == "idle"
+
+
+def test_the_simulator_presses_the_pin_not_the_state_machine(server, hardware):
+    client = ControlClient(server.path)
+    client.request("sim", action="press")
+    assert hardware.button.is_pressed and hardware.simulator.button_pin.state is False
+    client.request("sim", action="release")
+    wait_for(lambda: server.recorder.state == State.NOTICE, what="the notice")
+    with pytest.raises(ControlError, match="unknown simulator action"):
+        client.request("sim", action="explode")
+
+
+def test_ctl_without_a_recorder_says_how_to_start_one(tmp_path, capsys):
+    assert cli.main(["ctl", "--data", str(tmp_path), "status"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kiroku ctl: the recorder is not running (no control socket at")
+    assert "kiroku run" in err
+
+
+def test_a_stale_socket_file_is_replaced(recorder, data_dir):
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(socket_path(data_dir)))
+    stale.close()  # bound, never listening: what a killed recorder leaves behind
+    srv = ControlServer(socket_path(data_dir), recorder).start()
+    try:
+        assert ControlClient(srv.path).status()["state"] == "idle"
+    finally:
+        srv.close()

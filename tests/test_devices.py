@@ -1,0 +1,217 @@
+"""Real backends: picamera2, sounddevice and gpiozero, against faithful doubles where the real
+library cannot run here, and against the real library where it can. A missing device is one
+line naming it and what to check — never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import av
+import pytest
+
+from firmware.hardware import DeviceFailed, DeviceUnavailable, VideoFormat, open_hardware
+from firmware.hardware.media import AudioFormat
+from firmware.recorder import Recorder, State
+from firmware.store import FolderStore
+from tests.conftest import small_config
+from tests.helpers import decodes_cleanly, ffprobe, wait_for
+
+VIDEO = VideoFormat(640, 360, 15.0)
+
+
+def pi_camera(**kw):
+    from firmware.hardware.picamera2_camera import PiCamera
+
+    return PiCamera(VIDEO, bitrate=800_000, keyframe_interval=1.0, **kw)
+
+
+# -- the whole command, on this machine (no camera, no GPIO, no sound card) -------------
+
+def test_the_real_recorder_here_fails_with_one_line_naming_the_camera(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "firmware", "recorder", "--real", "--data", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert lines[0].startswith("kiroku recorder: camera: picamera2 is not available")
+    assert "python3-picamera2" in lines[0]
+
+
+def test_no_gpio_library_is_one_line(picamera2_double, sounddevice_double, tmp_path):
+    with pytest.raises(DeviceUnavailable) as err:
+        open_hardware(small_config(), simulate=False)
+    assert str(err.value).startswith("gpio") or str(err.value).startswith("sign")
+    assert "python3-lgpio" in str(err.value)
+    assert all(cam.closed for cam in picamera2_double.instances), "devices opened before the failure are closed"
+
+
+# -- picamera2 ------------------------------------------------------------------------------
+
+def test_no_camera_module_is_reported_with_what_to_check(picamera2_double):
+    picamera2_double.attached.clear()
+    with pytest.raises(DeviceUnavailable) as err:
+        pi_camera()
+    assert err.value.one_line() == (
+        "camera: no camera module found — check the ribbon cable and that "
+        "`rpicam-hello --list-cameras` lists the camera"
+    )
+
+
+@pytest.mark.parametrize("platform", ["vc4", "pisp"], ids=["pi4-hardware-encoder", "pi5-libx264"])
+def test_frames_arrive_as_h264_stamped_with_sensor_time(picamera2_double, platform):
+    from firmware import clock
+
+    picamera2_double.encoders.use_platform(platform)
+    frames = []
+    with pi_camera() as cam:
+        before = clock.boottime_us()
+        cam.start(frames.append)
+        wait_for(lambda: len(frames) >= 20, what="20 frames")
+        cam.request_keyframe()
+        time.sleep(0.2)
+        cam.stop()
+        after = clock.boottime_us()
+    assert all(before <= f.time_us <= after for f in frames), "times are absolute sensor (boottime) times"
+    steps = [b.time_us - a.time_us for a, b in zip(frames, frames[1:])]
+    assert all(40_000 < s < 95_000 for s in steps[1:]), "about 15 frames per second"
+    assert frames[0].keyframe and sum(f.keyframe for f in frames) >= 2
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = sum(len(decoder.decode(av.Packet(f.data))) for f in frames)
+    assert decoded >= len(frames) - 2
+
+
+def test_the_adapter_passes_only_arguments_both_pi_encoders_accept(picamera2_double):
+    picamera2_double.encoders.use_platform("pisp")
+    with pi_camera() as cam:
+        cam.start(lambda f: None)  # a Pi 5 TypeError here would mean an argument only the Pi 4 takes
+        cam.stop()
+
+
+def test_a_hung_stop_recording_is_bounded(picamera2_double):
+    with pi_camera() as cam:
+        cam.start(lambda f: None)
+        time.sleep(0.2)
+        picamera2_double.hang_on_stop = True
+        started = time.monotonic()
+        with pytest.raises(DeviceFailed) as err:
+            cam.stop(timeout=1.0)
+        assert time.monotonic() - started < 3
+        assert "stop_recording did not return" in str(err.value)
+        picamera2_double.hang_on_stop = False
+
+
+@pytest.mark.slow
+def test_the_recorder_records_through_picamera2_and_sounddevice(picamera2_double, sounddevice_double, tmp_path,
+                                                                 monkeypatch):
+    """The real backends end to end, with only the GPIO simulated (the Pi's pins don't exist here)."""
+    from firmware.hardware import Hardware, SimulatedSpeaker, Simulator
+    from firmware.hardware.gpio import RecordButton, Sign, StatusLight, simulated_pin_factory
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    config = small_config()
+    gpio = config.gpio
+    factory, lamp = simulated_pin_factory(sign=gpio.sign, readback=gpio.sign_readback, status_light=gpio.status_light)
+    camera = pi_camera()
+    mic = SoundDeviceMicrophone(AudioFormat(48000, 1))
+    button = RecordButton(gpio.button, hold_time=1.0, pin_factory=factory)
+    hw = Hardware(camera=camera, microphone=mic, sign=Sign(gpio.sign, readback=gpio.sign_readback, pin_factory=factory),
+                  button=button, status_light=StatusLight(gpio.status_light, pin_factory=factory),
+                  speaker=SimulatedSpeaker(), simulator=Simulator(button_pin=button.pin, lamp=lamp, camera=None,
+                                                                  microphone=None))
+    store = FolderStore(tmp_path)
+    with hw, Recorder(hw, config, store, data_dir=tmp_path) as rec:
+        hw.simulator.press()
+        hw.simulator.release()
+        wait_for(lambda: rec.state == State.RECORDING, what="recording")
+        wait_for(lambda: rec.segments_written >= 2, timeout=15, what="two segments")
+        rec.stop_recording()
+        wait_for(lambda: rec.state == State.IDLE, what="idle")
+    recording = store.recordings()[0]
+    for path in store.segment_paths(recording):
+        assert sorted(s["codec_name"] for s in ffprobe(path)["streams"]) == ["aac", "h264"]
+        assert decodes_cleanly(path) == ""
+
+
+# -- sounddevice --------------------------------------------------------------------------
+
+def test_blocks_are_stamped_from_the_adc_time_and_counted_in_samples(sounddevice_double):
+    from firmware import clock
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    sounddevice_double.adc_latency = 0.030
+    blocks = []
+    mic = SoundDeviceMicrophone(AudioFormat(48000, 1), blocksize=480)
+    mic.start(lambda b: blocks.append((clock.boottime_us(), b)))
+    wait_for(lambda: len(blocks) >= 30, what="30 blocks")
+    mic.stop()
+    for received, block in blocks:
+        age = received - block.time_us
+        assert 10_000 + 25_000 <= age <= 10_000 + 60_000, "the first sample was captured a block + latency ago"
+    times = [b.time_us for _, b in blocks]
+    assert all(b - a == 10_000 for a, b in zip(times[1:], times[2:])), "480 samples at 48 kHz are 10 ms"
+    assert mic.audio_clock.reanchors == 0
+
+
+def test_a_drifting_sound_card_is_re_anchored(sounddevice_double):
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    sounddevice_double.rate_error = 0.02  # 2 % fast: 20 ms of drift a second
+    blocks = []
+    mic = SoundDeviceMicrophone(AudioFormat(48000, 1), blocksize=960)
+    mic.start(blocks.append)
+    wait_for(lambda: len(blocks) >= 150, timeout=10, what="three seconds of audio")
+    mic.stop()
+    assert mic.audio_clock.reanchors >= 2
+
+
+def test_input_overflows_are_counted(sounddevice_double):
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    sounddevice_double.overflow_every = 5
+    mic = SoundDeviceMicrophone(AudioFormat(48000, 1), blocksize=480)
+    blocks = []
+    mic.start(blocks.append)
+    wait_for(lambda: len(blocks) >= 20, what="20 blocks")
+    mic.stop()
+    assert mic.overflows >= 3
+
+
+def test_no_sound_card_with_the_real_portaudio_is_one_line():
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    with pytest.raises(DeviceUnavailable) as err:
+        SoundDeviceMicrophone(AudioFormat(48000, 1))
+    text = err.value.one_line()
+    assert text.startswith("microphone: no audio input device found")
+    assert "arecord -l" in text
+
+
+def test_a_named_microphone_that_is_not_there(sounddevice_double):
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    with pytest.raises(DeviceUnavailable) as err:
+        SoundDeviceMicrophone(AudioFormat(48000, 1), device="ReSpeaker")
+    assert "input device 'ReSpeaker' not found" in str(err.value)
+
+
+def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, tmp_path):
+    from firmware.hardware import SimulatedCamera
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    config = small_config()
+    hw = open_hardware(config, simulate=True)
+    hw.microphone.close()
+    hw.microphone = SoundDeviceMicrophone(AudioFormat(48000, 1))
+    assert isinstance(hw.camera, SimulatedCamera)
+    with hw, Recorder(hw, config, FolderStore(tmp_path), data_dir=tmp_path) as rec:
+        hw.simulator.press()
+        hw.simulator.release()
+        wait_for(lambda: rec.state == State.RECORDING, what="recording")
+        sounddevice_double.unplug_all()
+        wait_for(lambda: any(f["device"] == "microphone" for f in rec.status()["faults"]), timeout=4,
+                 what="the microphone fault")
+        message = next(f["message"] for f in rec.status()["faults"] if f["device"] == "microphone")
+        assert "no audio input device found" in message or "no sound" in message
+        assert rec.state == State.RECORDING

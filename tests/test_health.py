@@ -1,0 +1,160 @@
+"""Devices fail at counters that run for years: the recorder notices within seconds, keeps
+what it has, recovers what it can and says so on the light, in ctl status and the web UI."""
+
+from __future__ import annotations
+
+import errno
+import time
+
+from firmware.hardware import LightPattern
+from firmware.recorder import Recorder, State
+from firmware.store import FolderStore, StoreError
+from tests.conftest import small_config
+from tests.helpers import decodes_cleanly, ffprobe, wait_for
+
+
+def start(recorder, hardware):
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+
+
+def fault_devices(recorder):
+    return {f["device"] for f in recorder.status()["faults"]}
+
+
+def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware, store):
+    start(recorder, hardware)
+    wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
+    stalled_at = time.monotonic()
+    hardware.simulator.camera_stall()
+    wait_for(lambda: "camera" in fault_devices(recorder) or recorder.status()["fault_history"],
+             timeout=3, what="the camera fault")
+    detected = time.monotonic() - stalled_at
+    assert detected < 2.5, f"a stalled camera took {detected:.1f} s to notice"
+    written = recorder.segments_written
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after the restart")
+    assert recorder.state == State.RECORDING
+    history = recorder.status()["fault_history"]
+    assert any("no frame" in h["message"] for h in history)
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    rec = store.recordings()[0]
+    for path in store.segment_paths(rec):
+        assert decodes_cleanly(path) == "", f"{path.name} was not closed cleanly"
+
+
+def test_an_unplugged_camera_ends_in_a_visible_fault_and_recovers_when_plugged_in(recorder, hardware, store):
+    start(recorder, hardware)
+    wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
+    hardware.simulator.camera_unplug()
+    wait_for(lambda: recorder.state == State.FAULT, timeout=10, what="the fault state")
+    status = recorder.status()
+    assert "camera" in fault_devices(recorder)
+    assert status["status_light"]["pattern"] == LightPattern.FAULT.value
+    assert not status["sign"]["lit"], "the sign does not claim a recording that is not happening"
+    rec = wait_for(lambda: [r for r in store.recordings() if r.ended_at], what="the recording closed")[0]
+    assert "camera" in rec.end_reason
+    for path in store.segment_paths(rec):
+        assert decodes_cleanly(path) == ""
+    hardware.simulator.camera_replug()
+    wait_for(lambda: recorder.state == State.IDLE, timeout=12, what="recovery after replugging")
+    assert "camera" not in fault_devices(recorder)
+    start(recorder, hardware)
+
+
+def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(recorder, hardware, store):
+    start(recorder, hardware)
+    wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
+    hardware.simulator.microphone_unplug()
+    wait_for(lambda: "microphone" in fault_devices(recorder), timeout=3, what="the microphone fault")
+    assert recorder.state == State.RECORDING, "video goes on without sound"
+    assert recorder.status()["status_light"]["pattern"] == LightPattern.DEGRADED.value
+    written = recorder.segments_written
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="more segments")
+    hardware.simulator.microphone_replug()
+    wait_for(lambda: "microphone" not in fault_devices(recorder), timeout=10, what="the microphone back")
+    written = recorder.segments_written
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments with sound")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    rec = store.recordings()[0]
+    kinds = [sorted(s["codec_type"] for s in ffprobe(p)["streams"]) for p in store.segment_paths(rec)]
+    assert ["video"] in kinds, "some segments were stored without sound, and say so"
+    assert kinds[-1] == ["audio", "video"], "sound returned after the microphone came back"
+    infos = store.segment_infos(rec)
+    assert all(i.has_audio == (k == ["audio", "video"]) for i, k in zip(infos, kinds))
+
+
+class SlowStore(FolderStore):
+    """An SD card that stalls: every write of a segment takes a while."""
+
+    delay = 0.0
+
+    def open_segment(self, recording, seq):
+        segment = super().open_segment(recording, seq)
+        write = segment.write
+
+        def slow_write(data):
+            time.sleep(self.delay)
+            return write(data)
+
+        segment.write = slow_write
+        return segment
+
+
+def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe(config, data_dir):
+    from firmware.hardware import open_hardware
+
+    store = SlowStore(data_dir)
+    with open_hardware(config, simulate=True) as hw, \
+            Recorder(hw, config, store, data_dir=data_dir, media_queue_seconds=0.5) as rec:
+        start(rec, hw)
+        wait_for(lambda: rec.segments_written >= 1, what="a first segment")
+        store.delay = 1.5
+        wait_for(lambda: "storage" in fault_devices(rec), timeout=10, what="the write-queue fault")
+        assert "write queue" in rec.status()["faults"][0]["message"]
+        store.delay = 0.0
+        written = rec.segments_written
+        wait_for(lambda: rec.segments_written >= written + 2, timeout=15, what="segments after the stall")
+        rec.stop_recording()
+        wait_for(lambda: rec.state == State.IDLE, timeout=15, what="idle")
+    recording = store.recordings()[0]
+    infos = store.segment_infos(recording)
+    assert any(a.end_us < b.start_us for a, b in zip(infos, infos[1:])), "the lost time is a visible gap"
+    for path in store.segment_paths(recording):
+        assert decodes_cleanly(path) == ""
+
+
+class FullStore(FolderStore):
+    full = False
+
+    def open_segment(self, recording, seq):
+        segment = super().open_segment(recording, seq)
+        write = segment.write
+
+        def write_or_fail(data):
+            if self.full:
+                raise StoreError(errno.ENOSPC, "cannot write: No space left on device")
+            return write(data)
+
+        segment.write = write_or_fail
+        return segment
+
+
+def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out(config, data_dir):
+    from firmware.hardware import open_hardware
+
+    store = FullStore(data_dir)
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+        start(rec, hw)
+        wait_for(lambda: rec.segments_written >= 1, what="a first segment")
+        store.full = True
+        wait_for(lambda: rec.state == State.FAULT, timeout=10, what="the storage fault")
+        assert "No space left" in " ".join(f["message"] for f in rec.status()["faults"])
+        assert not hw.sign.is_lit
+    recording = store.recordings()[0]
+    paths = store.segment_paths(recording)
+    assert paths and all(decodes_cleanly(p) == "" for p in paths)
+    assert not list(data_dir.rglob("*.part")), "the half-written segment is removed"
+    assert recording.end_reason.startswith("storage failure")
