@@ -171,3 +171,26 @@ def test_ctl_status_during_recording_reports_the_sign_on(tmp_path):
     assert json.loads(as_json.stdout)["sign"]["lit"] is True
     proc.terminate()
     assert proc.wait(15) == 0
+
+
+def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_segment(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "kiroku.toml").write_text(CONFIG_TOML)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = recording(data, proc)
+    wait_for(lambda: client.status()["recording"]["segments"] >= 1, timeout=10, what="a first segment")
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert "kiroku stopped." in proc.stdout.read()
+    store = FolderStore(data)
+    rec = store.recordings()[0]
+    paths = store.segment_paths(rec)
+    assert len(paths) == 2 and all(decodes_cleanly(p) == "" for p in paths)
+    assert rec.end_reason == "stopped by shutdown"
+    assert not answers(data), "no recorder is left running"
