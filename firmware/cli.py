@@ -63,11 +63,71 @@ def build_parser() -> argparse.ArgumentParser:
     m = ctl.add_parser("mark", help="mark an incident on the current (or last) recording")
     m.add_argument("--note", default="", help="a short note")
     m.add_argument("--section", default="", help="the responsible section (対応担当課)")
+    r = ctl.add_parser("release", help="release a hold (an incident closed, a request ended)")
+    r.add_argument("hold", type=int, help="the hold's number (kiroku vault holds)")
     s = ctl.add_parser("sim", help="simulated hardware only: press the button, unplug a device…")
     from firmware.hardware import Simulator
 
     s.add_argument("sim_action", choices=Simulator.ACTIONS, metavar="ACTION",
                    help=", ".join(Simulator.ACTIONS))
+    p = sub.add_parser("init", help="first-run set-up: device keys, the recovery key, optionally a manager")
+    _add_data(p)
+    p.add_argument("--recovery-key-out", required=True, type=Path, metavar="FILE",
+                   help="where to write the recovery key (an age identity) — print it, keep it in a safe, delete the file")
+    p.add_argument("--recovery-qr-out", type=Path, metavar="FILE.svg", help="also write it as a QR code (SVG)")
+    p.add_argument("--device", default=None, help="device name (default: device.id from the config)")
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--manager", metavar="NAME", help="also create the first manager")
+    p.add_argument("--password-file", type=Path, metavar="FILE", help="the manager's passphrase (first line)")
+    p.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("vault", help="the vault: capacity and retention, recordings, consistency, holds")
+    _add_data(p)
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    v = p.add_subparsers(dest="action", metavar="ACTION")
+    v.required = True
+    v.add_parser("status", help="capacity, use, projected retention per record class, holds, last overwrite")
+    v.add_parser("list", help="recordings with their times and segments")
+    v.add_parser("holds", help="open holds")
+    c = v.add_parser("check", help="do the files and the index agree? (reads every segment)")
+    c.add_argument("--repair", action="store_true", help="fix what can be fixed without losing a complete segment")
+
+    p = sub.add_parser("audit", help="the audit log: verify it, show entries, prove an entry or that the log only grew")
+    _add_data(p)
+    p.add_argument("--json", action="store_true")
+    a = p.add_subparsers(dest="action", metavar="ACTION")
+    a.required = True
+    ver = a.add_parser("verify", help="recompute the tree and check every signed checkpoint")
+    ver.add_argument("--checkpoint", type=Path, metavar="FILE",
+                     help="a checkpoint that left the device earlier: check the log still contains it")
+    a.add_parser("checkpoint", help="print the latest signed checkpoint")
+    lg = a.add_parser("log", help="the latest entries")
+    lg.add_argument("--actor")
+    lg.add_argument("--subject")
+    lg.add_argument("--limit", type=int, default=50)
+    pr = a.add_parser("prove", help="an inclusion proof for one entry, or a consistency proof from an old size")
+    g = pr.add_mutually_exclusive_group(required=True)
+    g.add_argument("--entry", type=int)
+    g.add_argument("--since-size", type=int)
+    chk = a.add_parser("check-proof", help="offline: check a proof (from `prove`) with the device's verifier key")
+    chk.add_argument("proof", type=Path)
+    chk.add_argument("--vkey", type=Path, required=True, help="keys/device.vkey of the device")
+    chk.add_argument("--old-checkpoint", type=Path, help="for a consistency proof: the older checkpoint")
+
+    p = sub.add_parser("keys", help="managers' keys")
+    _add_data(p)
+    k = p.add_subparsers(dest="action", metavar="ACTION")
+    k.required = True
+    am = k.add_parser("add-manager", help="add a manager; existing day keys are re-encrypted to include them")
+    am.add_argument("--name", required=True)
+    am.add_argument("--password-file", type=Path, required=True)
+    who = am.add_mutually_exclusive_group()
+    who.add_argument("--recovery-key", type=Path, help="unlock the existing day keys with the recovery key")
+    who.add_argument("--unlock-manager", metavar="NAME", help="unlock them with this manager's key")
+    am.add_argument("--unlock-password-file", type=Path)
+    am.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
+    k.add_parser("list", help="managers and day keys")
     return parser
 
 
@@ -105,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "ctl":
         return _ctl(args)
+    if args.command in ("vault", "audit", "keys", "init"):
+        from firmware import vault_cli
+
+        return vault_cli.main(args)
     config = _load_config(args)
     if config is None:
         return 2
@@ -125,7 +189,7 @@ def _dispatch(args) -> int:
 
         _setup_logging("run", args.verbose)
         return supervisor.main(data_dir=args.data, config_path=args.config, simulate=args.simulate,
-                               host=host, port=port)
+                               host=host, port=port, device=config.device.id)
     raise AssertionError(args.command)
 
 
@@ -141,6 +205,8 @@ def _ctl(args) -> int:
             status = client.request("mark", note=args.note, section=args.section, **fields)
         elif args.action == "sim":
             status = client.request("sim", action=args.sim_action)
+        elif args.action == "release":
+            status = client.request("release", hold=args.hold, **fields)
         else:
             status = client.request(args.action, **fields)
     except ControlError as exc:

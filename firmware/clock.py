@@ -29,6 +29,20 @@ def wall_at(boot_us: int) -> datetime:
     return datetime.fromtimestamp((wall_ns / 1000 - (boot_now_us - boot_us)) / 1e6, tz=timezone.utc)
 
 
+def wall_us_at(boot_us: int) -> int:
+    """Like :func:`wall_at`, as µs since the Unix epoch (what the index stores)."""
+    return time.time_ns() // 1000 - (boottime_us() - boot_us)
+
+
+def boot_id() -> str:
+    """This boot's identity: boottime values are comparable only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
 def _load_adjtimex():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

@@ -86,6 +86,22 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    # Art. 6(2): footage at least 3 months, calls at least 1 year. Upward only.
+    footage_min_days: int = _f(90, lo=90, hi=3650)
+    call_min_days: int = _f(365, lo=365, hi=3650)
+    footage_max_days: int = _f(0, lo=0, hi=3650, doc="erase footage older than this even with space left; 0 = no limit")
+    call_max_days: int = _f(0, lo=0, hi=3650)
+    capacity_mb: int = _f(0, lo=0, hi=10_000_000, doc="space the vault may use; 0 = the whole data partition")
+    reserve_mb: int = _f(256, lo=16, hi=100_000, doc="always left free for the database and the system")
+    high_water: float = _f(0.90, lo=0.5, hi=0.99, doc="start overwriting above this share of the capacity")
+    low_water: float = _f(0.85, lo=0.4, hi=0.98, doc="overwrite down to this share")
+    warn_margin_days: int = _f(14, lo=0, hi=365)
+    hours_per_day: float = _f(2.0, lo=0.1, hi=24.0, doc="expected recording hours a day, until there is history")
+    require_clock_sync: bool = _f(True, doc="never overwrite while the wall clock is not synchronised")
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = _f("127.0.0.1")
     port: int = _f(8080, lo=1, hi=65535)
@@ -101,6 +117,7 @@ class Config:
     gpio: GpioConfig = field(default_factory=GpioConfig)
     button: ButtonConfig = field(default_factory=ButtonConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
     def replace(self, **sections: dict[str, Any]) -> "Config":
@@ -150,6 +167,13 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: camera.width and camera.height must be even")
     if config.recording.segment_seconds < config.camera.keyframe_interval:
         raise ConfigError(f"{source}: recording.segment_seconds must be at least camera.keyframe_interval")
+    r = config.retention
+    for cls in ("footage", "call"):
+        low, high = getattr(r, f"{cls}_min_days"), getattr(r, f"{cls}_max_days")
+        if high and high < low:
+            raise ConfigError(f"{source}: retention.{cls}_max_days must be 0 or at least {cls}_min_days ({low})")
+    if r.low_water >= r.high_water:
+        raise ConfigError(f"{source}: retention.low_water must be below retention.high_water")
     return config
 
 

@@ -3,7 +3,7 @@
 A Unix stream socket in the data folder speaking JSON lines: one request object per
 line, one reply object per line. Requests are ``{"op": "status"}``, ``{"op": "start",
 "by": NAME}``, ``{"op": "stop", "by": NAME}``, ``{"op": "mark", "by": NAME, "note": …,
-"section": …}`` and, on simulated hardware only, ``{"op": "sim", "action": …}``. Replies
+"section": …}``, ``{"op": "release", "hold": N}`` and, on simulated hardware only, ``{"op": "sim", "action": …}``. Replies
 are ``{"ok": true, "status": {…}}`` or ``{"ok": false, "error": "…"}``. The socket is
 mode 0660, so only the recorder's user and group (the web UI's) can connect; the caller's
 uid is logged with every command.
@@ -127,6 +127,16 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 if not isinstance(note, str) or not isinstance(section, str):
                     return {"ok": False, "error": "note and section must be strings"}
                 return {"ok": True, "status": rec.mark(by=by, note=note[:500], section=section[:80])}
+            if op == "release":
+                hold = request.get("hold")
+                if not isinstance(hold, int):
+                    return {"ok": False, "error": 'release needs a "hold" number'}
+                log.info("control: release hold %d by %s (uid %d)", hold, by, uid)
+                try:
+                    rec.store.release_hold(hold, by=by)
+                except KeyError as exc:
+                    return {"ok": False, "error": str(exc.args[0])}
+                return {"ok": True, "status": rec.status()}
             if op == "sim":
                 if rec.hw.simulator is None:
                     return {"ok": False, "error": "sim: this recorder runs on real hardware"}
@@ -139,7 +149,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"ok": False, "error": str(exc)}
         except TimeoutError:
             return {"ok": False, "error": "the recorder did not answer in time"}
-        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, sim)"}
+        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, sim)"}
 
 
 def _listening(path: Path) -> bool:

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -21,7 +22,7 @@ from firmware.config import Config
 from firmware.control import ControlError, ControlServer, socket_path
 from firmware.hardware import HardwareError, open_hardware
 from firmware.recorder import Recorder
-from firmware.store import FolderStore
+from firmware.vault import Vault
 
 log = logging.getLogger("kiroku.recorder")
 
@@ -47,6 +48,15 @@ def lock_data_dir(data_dir: Path):
     return fd
 
 
+def config_digest(config: Config) -> str:
+    """A short fingerprint of the settings in force, recorded in the audit log at start."""
+    import dataclasses
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def main(data_dir: Path, config: Config, *, simulate: bool) -> int:
     data_dir = Path(data_dir)
     try:
@@ -54,19 +64,30 @@ def main(data_dir: Path, config: Config, *, simulate: bool) -> int:
     except DataDirError as exc:
         print(f"kiroku recorder: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    store = FolderStore(data_dir)
-    for part in store.recover():
-        log.warning("removed %s, a segment left unfinished by a crash", part)
     try:
         hardware = open_hardware(config, simulate=simulate)
     except HardwareError as exc:
         print(f"kiroku recorder: {exc.one_line()}", file=sys.stderr)
         os.close(lock)
         return EXIT_UNUSABLE
+    try:
+        vault = Vault.open(data_dir, config)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"kiroku recorder: vault in {data_dir}: {exc} — check the data partition", file=sys.stderr)
+        hardware.close()
+        os.close(lock)
+        return EXIT_UNUSABLE
+    for finding in vault.recover():
+        log.warning("recovered after a crash: %s: %s", finding.path, finding.detail)
+    if not vault.ready:
+        log.warning("the vault is not set up: recording is refused until `kiroku init` or the first-run page")
 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    recorder = Recorder(hardware, config, store, data_dir=data_dir)
+    recorder = Recorder(hardware, config, vault)
+    if vault.ready:
+        vault.audit("recorder", "recorder.start", detail={
+            "simulated": hardware.simulated, "mode": config.device.mode, "config": config_digest(config)})
     server = None
     code = EXIT_OK
     try:
@@ -100,6 +121,9 @@ def main(data_dir: Path, config: Config, *, simulate: bool) -> int:
             server.close()
         recorder.close()
         hardware.close()
+        if vault.ready:
+            vault.audit("recorder", "recorder.stop", detail={"exit_code": code})
+        vault.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         os.close(lock)

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import shutil
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from firmware import clock
 from firmware.config import Config
@@ -48,10 +46,18 @@ from firmware.store import Mark, Recording, StoreError
 log = logging.getLogger(__name__)
 
 _MEDIA_QUEUE_SECONDS = 10  # how long the SD card may stall before frames are dropped
-_MIN_FREE_BYTES = 64 * 1024 * 1024
+_ROOM_SECONDS = 300  # a recording may start only with room for this long
+_SWEEP_SECONDS = 60.0  # how often retention runs
 _RETRY_SECONDS = 5.0
 _STOP_GRACE_US = 500_000  # wait this long for in-flight frames captured before "stop"
 _STORE_TIMEOUT = 5.0
+
+
+def _set_end(rec: Recording, end_us: int, reason: str) -> None:
+    rec.ended_us = end_us
+    rec.ended_at = clock.iso(clock.wall_at(end_us).astimezone())
+    rec.ended_wall_us = clock.wall_us_at(end_us)
+    rec.end_reason = reason
 
 
 class State(str, Enum):
@@ -149,12 +155,14 @@ class NoticeGate:
 class Recorder:
     """Runs one counter: the state machine, the media thread and the device health checks."""
 
-    def __init__(self, hardware: Hardware, config: Config, store, *, data_dir: Path | None = None,
-                 media_queue_seconds: float = _MEDIA_QUEUE_SECONDS):
+    def __init__(self, hardware: Hardware, config: Config, store, *, media_queue_seconds: float = _MEDIA_QUEUE_SECONDS,
+                 sweep_seconds: float = _SWEEP_SECONDS):
         self.hw = hardware
         self.config = config
         self.store = store
-        self.data_dir = Path(data_dir) if data_dir else None
+        # Room for a few minutes of recording before the sign may light.
+        self._room_needed = int((config.camera.bitrate + 128_000) / 8 * _ROOM_SECONDS)
+        self._sweep_seconds = sweep_seconds
         cam, mic = config.camera, config.microphone
         self._video_format = VideoFormat(cam.width, cam.height, cam.framerate)
         audio_format = AudioFormat(mic.samplerate, mic.channels) if hardware.microphone else None
@@ -202,6 +210,7 @@ class Recorder:
         hardware.button.on_event = lambda ev: self._events.put(("button", ev))
         self._control = threading.Thread(target=self._control_loop, name="recorder", daemon=True)
         self._media_thread = threading.Thread(target=self._media_loop, name="media", daemon=True)
+        self._retention_thread = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> "Recorder":
@@ -209,6 +218,7 @@ class Recorder:
         self.hw.status_light.show(LightPattern.READY)
         self._media_thread.start()
         self._control.start()
+        self._retention_thread.start()
         if self.config.device.mode == "continuous":
             self._events.put(("command", "start", {"by": "continuous"}, Future()))
         return self
@@ -227,6 +237,7 @@ class Recorder:
         except Exception as exc:
             log.error("recorder did not shut down cleanly: %s", exc)
         self._closed.set()
+        self._retention_thread.join(5)
         self._control.join(2)
         self._media.put(("quit",))
         self._media_thread.join(timeout)
@@ -369,13 +380,9 @@ class Recorder:
                     self.store.begin(recording)
                     seg.begin(recording)
                 elif item[0] == "mark":
-                    if recording is not None:
-                        recording.marks.append(item[1])
-                        self.store.update(recording)
-                elif item[0] == "mark_last":
-                    rec, mark = item[1], item[2]
+                    _, rec, mark = item
                     rec.marks.append(mark)
-                    self.store.update(rec)
+                    self.store.add_mark(rec.id, mark)
                 elif item[0] == "audio_enabled":
                     seg.set_audio(item[1])
                 elif item[0] == "end":
@@ -383,9 +390,7 @@ class Recorder:
                     ending = True
                     seg.end(until_us, wait_for_audio=not audio_over)
                     if recording is not None:
-                        recording.ended_us = until_us
-                        recording.ended_at = clock.iso(clock.wall_at(until_us).astimezone())
-                        recording.end_reason = reason
+                        _set_end(recording, until_us, reason)
                 elif item[0] == "flush":
                     seg.flush()
                 elif item[0] == "quit":
@@ -407,12 +412,17 @@ class Recorder:
 
     def _finish_recording(self, rec: Recording, reason: str | None = None) -> None:
         if rec.ended_us is None or reason:
-            end_us = clock.boottime_us() if rec.ended_us is None else rec.ended_us
-            rec.ended_us = end_us
-            rec.ended_at = clock.iso(clock.wall_at(end_us).astimezone())
-            rec.end_reason = reason or "stopped"
-        self.store.update(rec)
+            _set_end(rec, rec.ended_us or clock.boottime_us(), reason or "stopped")
+        self.store.end(rec)
         self._events.put(("stored", rec.id))
+
+    def _retention_loop(self) -> None:
+        """Overwrite expired footage in the background, never on the media thread."""
+        while not self._closed.wait(self._sweep_seconds):
+            try:
+                self.store.sweep()
+            except Exception:
+                log.exception("retention sweep failed")
 
     def _segment_stored(self, rec: Recording, info) -> None:
         self.segments_written += 1
@@ -491,14 +501,19 @@ class Recorder:
             raise RecorderError("still storing the previous recording; try again in a moment")
         if self.fatal:
             raise RecorderError(f"the recorder must restart: {self.fatal}")
-        if self.data_dir is not None:
-            free = shutil.disk_usage(self.data_dir).free
-            if free < _MIN_FREE_BYTES:
-                # The sign must not light for a recording that cannot be kept.
-                self._fault("storage", f"only {free // 2**20} MiB free: a recording could not be kept", blocking=True)
-                self.state = State.FAULT
-                self._show()
-                raise RecorderError("the disk is full: recording cannot start")
+        # The sign must not light for a recording that cannot be kept.
+        if not self.store.ready:
+            self._fault("storage", "the vault is not set up — run `kiroku init` or open the web UI's first-run page",
+                        blocking=True)
+            self.state = State.FAULT
+            self._show()
+            raise RecorderError("the vault is not set up: nothing could be sealed")
+        if not self.store.room_for(self._room_needed):
+            self._fault("storage", "the disk is full of footage still within its retention or on hold: "
+                                   "a recording could not be kept", blocking=True)
+            self.state = State.FAULT
+            self._show()
+            raise RecorderError("the disk is full: recording cannot start")
         self.faults.pop("sign", None)
         self.faults.pop("storage", None)
         now = clock.boottime_us()
@@ -542,13 +557,14 @@ class Recorder:
 
     def _cmd_mark(self, by: str, note: str = "", section: str = "") -> dict:
         now = clock.boottime_us()
-        mark = Mark(time_us=now, at=clock.iso(clock.wall_at(now).astimezone()), by=by, note=note, section=section)
+        mark = Mark(time_us=now, at=clock.iso(clock.wall_at(now).astimezone()), wall_us=clock.wall_us_at(now), by=by,
+                    note=note, section=section)
         if self.state == State.NOTICE:
             self._pending_marks.append(mark)
         elif self.state in (State.RECORDING, State.STOPPING) and self.recording is not None:
-            self._media.put(("mark", mark))  # the media thread owns the recording's metadata
+            self._media.put(("mark", self.recording, mark))  # the media thread writes the store
         elif self.last_recording is not None:
-            self._media.put(("mark_last", self.last_recording, mark))
+            self._media.put(("mark", self.last_recording, mark))
         else:
             raise RecorderError("there is no recording to mark")
         log.info("incident marked by %s", by)
@@ -583,6 +599,7 @@ class Recorder:
             mode=self.config.device.mode,
             started_at=clock.iso(wall),
             started_us=now,
+            started_wall_us=clock.wall_us_at(now),
             started_by=self._started_by,
             clock_synchronised=clock.clock_synchronised(),
         )
@@ -672,6 +689,10 @@ class Recorder:
         del self.fault_history[:-50]
         log.error("fault: %s", message)
         self._show()
+        try:
+            self.store.audit("recorder", "fault", subject=device, detail={"message": message, "blocking": blocking})
+        except Exception:  # a fault must show even when the vault cannot record it
+            log.exception("could not write the fault to the audit log")
 
     def _clear_fault(self, device: str) -> None:
         if self.faults.pop(device, None) is not None:

@@ -27,7 +27,7 @@ import numpy as np
 from firmware import clock
 from firmware.h264 import ParameterSets
 from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
-from firmware.store import Recording, SegmentFile, SegmentInfo
+from firmware.store import Recording, SegmentInfo
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _add_template_stream(container, template):
 class _Muxer:
     """One MP4 file being written: H.264 packets passed through, PCM encoded to AAC."""
 
-    def __init__(self, out: SegmentFile, keyframe: bytes, video: VideoFormat, audio: AudioFormat | None):
+    def __init__(self, out, keyframe: bytes, video: VideoFormat, audio: AudioFormat | None):
         import av
 
         self._av = av
@@ -115,7 +115,7 @@ class _Muxer:
 class _Segment:
     seq: int
     start_us: int
-    file: SegmentFile
+    file: object  # the store's segment: write / commit / abort
     muxer: _Muxer
     has_audio: bool
     end_us: int | None = None
@@ -125,6 +125,8 @@ class _Segment:
     audio_next: int | None = None  # pts (in samples) the next audio chunk should have
     started_at: str = ""
     ended_at: str = ""
+    start_wall_us: int = 0
+    end_wall_us: int = 0
     clock_synchronised: bool = False
 
 
@@ -283,7 +285,7 @@ class Segmenter:
     def _open(self, keyframe: EncodedFrame) -> _Segment:
         assert self._recording is not None
         data = self._params.self_contained(keyframe.data)
-        file = self.store.open_segment(self._recording, self._next_seq)
+        file = self.store.open_segment(self._recording, self._next_seq, keyframe.time_us)
         has_audio = self._audio_enabled
         try:
             muxer = _Muxer(file, data, self.video_format, self.audio_format if has_audio else None)
@@ -293,6 +295,7 @@ class Segmenter:
         seg = _Segment(self._next_seq, keyframe.time_us, file, muxer, has_audio)
         # Wall time is read as the segment happens, so a later clock step does not move it.
         seg.started_at = clock.iso(clock.wall_at(keyframe.time_us).astimezone())
+        seg.start_wall_us = clock.wall_us_at(keyframe.time_us)
         seg.clock_synchronised = clock.clock_synchronised()
         seg.pending = EncodedFrame(data, True, keyframe.time_us)
         self._next_seq += 1
@@ -310,6 +313,7 @@ class Segmenter:
         self._flush_pending(seg, end_us)
         seg.end_us = end_us
         seg.ended_at = clock.iso(clock.wall_at(end_us).astimezone())
+        seg.end_wall_us = seg.start_wall_us + (end_us - seg.start_us)
         seg.clock_synchronised = seg.clock_synchronised and clock.clock_synchronised()
         self._closing.append(seg)
 
@@ -382,6 +386,8 @@ class Segmenter:
             end_us=seg.end_us,
             started_at=seg.started_at,
             ended_at=seg.ended_at,
+            start_wall_us=seg.start_wall_us,
+            end_wall_us=seg.end_wall_us,
             clock_synchronised=seg.clock_synchronised,
             video_frames=seg.frames,
             audio_samples=seg.samples,

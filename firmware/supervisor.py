@@ -77,7 +77,28 @@ class _Child:
             proc.wait()
 
 
-def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, port: int) -> int:
+def _first_run_for_demo(data_dir: Path, device: str) -> None:
+    """On simulated hardware only: set a fresh data folder up so the demo records at once.
+
+    The recovery key goes beside the data folder, not into it, and no manager is made
+    (the web UI's first-run page will). On a real device set-up is never automatic.
+    """
+    from firmware.vault.keys import KeyStore
+    from firmware.vault.setup import init
+
+    if KeyStore(data_dir).initialised:
+        return
+    out = data_dir.resolve().parent / f"{data_dir.resolve().name}-recovery-key.txt"
+    if out.exists():
+        print(f"kiroku: {data_dir} has no keys but {out} exists; move it away or run `kiroku init`", file=sys.stderr)
+        return
+    init(data_dir, device=device, recovery_out=out)
+    print(f"kiroku: first run on simulated hardware: set up {data_dir}; its recovery key is in {out}\n"
+          f"        (it opens the recordings: `age -d -i {out} {data_dir}/keys/day/footage/DAY.age`)", flush=True)
+
+
+def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, port: int,
+         device: str = "counter-1") -> int:
     common = ["--data", str(data_dir)] + (["--config", config_path] if config_path else [])
     common += ["--simulate"] if simulate else ["--real"]
     python = [sys.executable, "-m", "firmware"]
@@ -85,6 +106,8 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
     web = _Child("web", python + ["web"] + common + ["--host", host, "--port", str(port)])
     sock = socket_path(data_dir)
 
+    if simulate:
+        _first_run_for_demo(Path(data_dir), device)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

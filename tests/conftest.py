@@ -8,7 +8,10 @@ import pytest
 from firmware.config import Config
 from firmware.hardware import open_hardware
 from firmware.recorder import Recorder
-from firmware.store import FolderStore
+from firmware.vault import Vault
+from firmware.vault.age import X25519Identity
+from firmware.vault.setup import init
+from tests.helpers import Footage
 
 DOUBLES = Path(__file__).parent / "doubles"
 
@@ -46,14 +49,43 @@ def hardware(config):
     hw.close()
 
 
-@pytest.fixture
-def store(data_dir) -> FolderStore:
-    return FolderStore(data_dir)
+def set_up(data_dir: Path, *, manager: str | None = None, passphrase: str | None = None) -> X25519Identity:
+    """`kiroku init` for tests; returns the recovery identity (read back from the file it wrote)."""
+    out = data_dir.parent / f"{data_dir.name}-recovery.txt"
+    init(data_dir, device="counter-1", recovery_out=out, manager=manager, passphrase=passphrase, work_factor=10)
+    return recovery_identity(out)
+
+
+def recovery_identity(path: Path) -> X25519Identity:
+    return X25519Identity.parse(next(l for l in path.read_text().splitlines() if l.startswith("AGE-SECRET-KEY-")))
 
 
 @pytest.fixture
-def recorder(hardware, config, store, data_dir):
-    rec = Recorder(hardware, config, store, data_dir=data_dir).start()
+def recovery(data_dir) -> X25519Identity:
+    return set_up(data_dir)
+
+
+@pytest.fixture
+def vault(data_dir, config, recovery):
+    v = Vault.open(data_dir, config)
+    yield v
+    v.close()
+
+
+@pytest.fixture
+def store(vault):
+    """Kept for readability in tests: the recorder's store is the vault."""
+    return vault
+
+
+@pytest.fixture
+def footage(vault, recovery) -> Footage:
+    return Footage(vault, recovery)
+
+
+@pytest.fixture
+def recorder(hardware, config, vault):
+    rec = Recorder(hardware, config, vault).start()
     yield rec
     rec.close()
 

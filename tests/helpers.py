@@ -25,19 +25,54 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-def ffprobe(path: Path) -> dict:
+def _media_args(media: Path | bytes) -> tuple[str, bytes | None]:
+    # Decrypted footage is only ever piped, never written to disk (as on the device).
+    return ("pipe:0", media) if isinstance(media, (bytes, bytearray)) else (str(media), None)
+
+
+def ffprobe(media: Path | bytes) -> dict:
+    source, data = _media_args(media)
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True, text=True, check=True,
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", source],
+        input=data, capture_output=True, check=True,
     )
     return json.loads(out.stdout)
 
 
-def decodes_cleanly(path: Path) -> str:
+def decodes_cleanly(media: Path | bytes) -> str:
     """ffmpeg's complaints when decoding the whole file on its own ('' if none)."""
-    out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
-                         capture_output=True, text=True)
-    return out.stderr.strip() + ("" if out.returncode == 0 else f" (exit {out.returncode})")
+    source, data = _media_args(media)
+    out = subprocess.run(["ffmpeg", "-v", "error", "-i", source, "-f", "null", "-"],
+                         input=data, capture_output=True)
+    return out.stderr.decode().strip() + ("" if out.returncode == 0 else f" (exit {out.returncode})")
+
+
+def _open(media: Path | bytes):
+    import io
+
+    return av.open(io.BytesIO(media) if isinstance(media, (bytes, bytearray)) else str(media))
+
+
+class Footage:
+    """What a manager holding the recovery key can see in a vault: recordings, decrypted in memory."""
+
+    def __init__(self, vault, identity):
+        self.vault = vault
+        self.identity = identity
+
+    def recordings(self) -> list[dict]:
+        return list(reversed(self.vault.recordings()))  # oldest first
+
+    def segments(self, recording_id: str):
+        return self.vault.segments(recording_id)
+
+    def plaintexts(self, recording_id: str) -> list[bytes]:
+        return [self.vault.open_segment_plaintext(info, self.identity) for info in self.segments(recording_id)]
+
+    def marks(self, recording_id: str) -> list[dict]:
+        rows = self.vault.db.execute("SELECT by, note, section, wall_us FROM marks WHERE recording_id = ? ORDER BY id",
+                                     (recording_id,)).fetchall()
+        return [dict(zip(("by", "note", "section", "wall_us"), r)) for r in rows]
 
 
 @dataclass
@@ -49,8 +84,8 @@ class Decoded:
     audio_seconds: float
 
 
-def decode(path: Path) -> Decoded:
-    with av.open(str(path)) as c:
+def decode(media: Path | bytes) -> Decoded:
+    with _open(media) as c:
         times, pts = [], []
         for f in c.decode(video=0):
             times.append(read_capture_time(f.to_ndarray(format="gray")))
@@ -58,7 +93,7 @@ def decode(path: Path) -> Decoded:
     first = None
     tick_positions: list[float] = []
     seconds = 0.0
-    with av.open(str(path)) as c:
+    with _open(media) as c:
         if c.streams.audio:
             chunks = []
             rate = c.streams.audio[0].rate
@@ -74,14 +109,14 @@ def decode(path: Path) -> Decoded:
     return Decoded(times, pts, first, tick_positions, seconds)
 
 
-def av_offsets_us(path: Path, start_us: int) -> tuple[list[int], list[int]]:
+def av_offsets_us(media: Path | bytes, start_us: int) -> tuple[list[int], list[int]]:
     """How far each frame and each audio tick sits from where its capture time belongs.
 
     Video: (file start + pts) − the capture time burned into the frame. Audio: the
     simulated microphone ticks at every whole second of capture time, so a tick heard at
     file position p belongs at a whole second; the offset is the distance to it.
     """
-    d = decode(path)
+    d = decode(media)
     video = [start_us + p - t for p, t in zip(d.frame_pts_us, d.frame_times_us) if t is not None]
     audio = []
     for pos in d.tick_positions_s:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 from firmware.recorder import Recorder, State
@@ -16,16 +15,16 @@ def tap(sim, hold: float = 0.1):
     sim.release()
 
 
-def test_a_second_press_stops_and_leaves_one_recording(recorder, hardware, store):
+def test_a_second_press_stops_and_leaves_one_recording(recorder, hardware, footage):
     tap(hardware.simulator)
     wait_for(lambda: recorder.state == State.RECORDING, what="recording")
     time.sleep(1.0)
     tap(hardware.simulator)
     wait_for(lambda: recorder.state == State.IDLE, what="idle after the second press")
     assert not hardware.sign.is_lit
-    recs = store.recordings()
-    assert len(recs) == 1 and recs[0].ended_at and recs[0].end_reason == "stopped by button"
-    assert len(store.segment_paths(recs[0])) >= 1
+    recs = footage.recordings()
+    assert len(recs) == 1 and recs[0]["ended_at"] and recs[0]["end_reason"] == "stopped by button"
+    assert recs[0]["segments"] >= 1
 
 
 def test_contact_chatter_counts_as_one_press(recorder, hardware):
@@ -40,7 +39,7 @@ def test_contact_chatter_counts_as_one_press(recorder, hardware):
     assert recorder.state in (State.NOTICE, State.RECORDING), "chatter must not stop the recording it started"
 
 
-def test_a_long_press_while_recording_marks_an_incident_and_keeps_recording(recorder, hardware, store):
+def test_a_long_press_while_recording_marks_an_incident_and_keeps_recording(recorder, hardware, footage, vault):
     tap(hardware.simulator)
     wait_for(lambda: recorder.state == State.RECORDING, what="recording")
     tap(hardware.simulator, hold=1.3)  # long_press is 1.0 s in the test configuration
@@ -49,38 +48,40 @@ def test_a_long_press_while_recording_marks_an_incident_and_keeps_recording(reco
     wait_for(lambda: recorder.status()["recording"]["marks"] == 1, what="the mark")
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
-    rec = store.recordings()[0]
-    meta = json.loads((store.root / rec.day / rec.id / "recording.json").read_text())
-    assert [m["by"] for m in meta["marks"]] == ["button"]
-    assert rec.started_us < meta["marks"][0]["time_us"] < rec.ended_us
+    rec = footage.recordings()[0]
+    marks = footage.marks(rec["id"])
+    assert [m["by"] for m in marks] == ["button"]
+    started, ended = vault.db.execute("SELECT started_wall_us, ended_wall_us FROM recordings").fetchone()
+    assert started < marks[0]["wall_us"] < ended
+    assert rec["held"], "a marked incident is kept until it is closed"
 
 
-def test_a_long_press_from_idle_starts_recording_and_marks_it(recorder, hardware, store):
+def test_a_long_press_from_idle_starts_recording_and_marks_it(recorder, hardware, footage):
     tap(hardware.simulator, hold=1.3)
     wait_for(lambda: recorder.state == State.RECORDING, what="recording")
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
-    assert len(store.recordings()[0].marks) == 1
+    assert footage.recordings()[0]["marks"] == 1
 
 
-def test_a_press_during_the_notice_cancels_before_anything_is_stored(data_dir, store):
+def test_a_press_during_the_notice_cancels_before_anything_is_stored(vault, footage):
     from firmware.hardware import open_hardware
 
     config = small_config(notice={"delay": 3.0})
-    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         tap(hw.simulator)
         wait_for(lambda: rec.state == State.NOTICE, what="the notice")
         tap(hw.simulator)
         wait_for(lambda: rec.state == State.IDLE, what="idle")
         assert not hw.sign.is_lit
-    assert store.recordings() == []
+    assert footage.recordings() == []
 
 
-def test_continuous_mode_keeps_the_sign_lit_and_ignores_short_presses(data_dir, store):
+def test_continuous_mode_keeps_the_sign_lit_and_ignores_short_presses(vault):
     from firmware.hardware import open_hardware
 
     config = small_config(device={"mode": "continuous"})
-    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         wait_for(lambda: rec.state == State.RECORDING, what="continuous recording")
         assert hw.sign.is_lit
         tap(hw.simulator)

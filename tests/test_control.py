@@ -32,15 +32,15 @@ def raw_exchange(path, *lines: bytes) -> list[dict]:
         return replies
 
 
-def test_start_mark_stop_through_ctl(server, data_dir, capsys, store):
+def test_start_mark_stop_through_ctl(server, data_dir, capsys, footage):
     assert cli.main(["ctl", "--data", str(data_dir), "--by", "suzuki", "start"]) == 0
     wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
     assert cli.main(["ctl", "--data", str(data_dir), "mark", "--note", "raised voice", "--section", "市民課"]) == 0
     assert cli.main(["ctl", "--data", str(data_dir), "stop"]) == 0
     wait_for(lambda: server.recorder.state == State.IDLE, what="idle")
-    rec = store.recordings()[0]
-    assert rec.started_by == "suzuki"
-    assert [(m.note, m.section) for m in rec.marks] == [("raised voice", "市民課")]
+    rec = footage.recordings()[0]
+    assert rec["started_by"] == "suzuki"
+    assert [(m["note"], m["section"]) for m in footage.marks(rec["id"])] == [("raised voice", "市民課")]
     capsys.readouterr()
     assert cli.main(["ctl", "--data", str(data_dir), "status"]) == 0
     out = capsys.readouterr().out

@@ -14,7 +14,6 @@ import pytest
 from firmware.hardware import DeviceFailed, DeviceUnavailable, VideoFormat, open_hardware
 from firmware.hardware.media import AudioFormat
 from firmware.recorder import Recorder, State
-from firmware.store import FolderStore
 from tests.conftest import small_config
 from tests.helpers import decodes_cleanly, ffprobe, wait_for
 
@@ -103,8 +102,7 @@ def test_a_hung_stop_recording_is_bounded(picamera2_double):
 
 
 @pytest.mark.slow
-def test_the_recorder_records_through_picamera2_and_sounddevice(picamera2_double, sounddevice_double, tmp_path,
-                                                                 monkeypatch):
+def test_the_recorder_records_through_picamera2_and_sounddevice(picamera2_double, sounddevice_double, vault, footage):
     """The real backends end to end, with only the GPIO simulated (the Pi's pins don't exist here)."""
     from firmware.hardware import Hardware, SimulatedSpeaker, Simulator
     from firmware.hardware.gpio import RecordButton, Sign, StatusLight, simulated_pin_factory
@@ -120,18 +118,17 @@ def test_the_recorder_records_through_picamera2_and_sounddevice(picamera2_double
                   button=button, status_light=StatusLight(gpio.status_light, pin_factory=factory),
                   speaker=SimulatedSpeaker(), simulator=Simulator(button_pin=button.pin, lamp=lamp, camera=None,
                                                                   microphone=None))
-    store = FolderStore(tmp_path)
-    with hw, Recorder(hw, config, store, data_dir=tmp_path) as rec:
+    with hw, Recorder(hw, config, vault) as rec:
         hw.simulator.press()
         hw.simulator.release()
         wait_for(lambda: rec.state == State.RECORDING, what="recording")
         wait_for(lambda: rec.segments_written >= 2, timeout=15, what="two segments")
         rec.stop_recording()
         wait_for(lambda: rec.state == State.IDLE, what="idle")
-    recording = store.recordings()[0]
-    for path in store.segment_paths(recording):
-        assert sorted(s["codec_name"] for s in ffprobe(path)["streams"]) == ["aac", "h264"]
-        assert decodes_cleanly(path) == ""
+    recording = footage.recordings()[0]
+    for mp4 in footage.plaintexts(recording["id"]):
+        assert sorted(s["codec_name"] for s in ffprobe(mp4)["streams"]) == ["aac", "h264"]
+        assert decodes_cleanly(mp4) == ""
 
 
 # -- sounddevice --------------------------------------------------------------------------
@@ -196,7 +193,7 @@ def test_a_named_microphone_that_is_not_there(sounddevice_double):
     assert "input device 'ReSpeaker' not found" in str(err.value)
 
 
-def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, tmp_path):
+def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, vault):
     from firmware.hardware import SimulatedCamera
     from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
 
@@ -205,7 +202,7 @@ def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, tm
     hw.microphone.close()
     hw.microphone = SoundDeviceMicrophone(AudioFormat(48000, 1))
     assert isinstance(hw.camera, SimulatedCamera)
-    with hw, Recorder(hw, config, FolderStore(tmp_path), data_dir=tmp_path) as rec:
+    with hw, Recorder(hw, config, vault) as rec:
         hw.simulator.press()
         hw.simulator.release()
         wait_for(lambda: rec.state == State.RECORDING, what="recording")

@@ -8,9 +8,10 @@ import time
 
 from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
-from firmware.store import FolderStore, StoreError
+from firmware.store import StoreError
+from firmware.vault import Vault
 from tests.conftest import small_config
-from tests.helpers import decodes_cleanly, ffprobe, wait_for
+from tests.helpers import Footage, decodes_cleanly, ffprobe, wait_for
 
 
 def start(recorder, hardware):
@@ -23,7 +24,7 @@ def fault_devices(recorder):
     return {f["device"] for f in recorder.status()["faults"]}
 
 
-def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware, store):
+def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware, footage):
     start(recorder, hardware)
     wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
     stalled_at = time.monotonic()
@@ -39,12 +40,12 @@ def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware,
     assert any("no frame" in h["message"] for h in history)
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
-    rec = store.recordings()[0]
-    for path in store.segment_paths(rec):
-        assert decodes_cleanly(path) == "", f"{path.name} was not closed cleanly"
+    rec = footage.recordings()[0]
+    for i, mp4 in enumerate(footage.plaintexts(rec["id"])):
+        assert decodes_cleanly(mp4) == "", f"segment {i} was not closed cleanly"
 
 
-def test_an_unplugged_camera_ends_in_a_visible_fault_and_recovers_when_plugged_in(recorder, hardware, store):
+def test_an_unplugged_camera_ends_in_a_visible_fault_and_recovers_when_plugged_in(recorder, hardware, footage):
     start(recorder, hardware)
     wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
     hardware.simulator.camera_unplug()
@@ -53,17 +54,17 @@ def test_an_unplugged_camera_ends_in_a_visible_fault_and_recovers_when_plugged_i
     assert "camera" in fault_devices(recorder)
     assert status["status_light"]["pattern"] == LightPattern.FAULT.value
     assert not status["sign"]["lit"], "the sign does not claim a recording that is not happening"
-    rec = wait_for(lambda: [r for r in store.recordings() if r.ended_at], what="the recording closed")[0]
-    assert "camera" in rec.end_reason
-    for path in store.segment_paths(rec):
-        assert decodes_cleanly(path) == ""
+    rec = wait_for(lambda: [r for r in footage.recordings() if r["ended_at"]], what="the recording closed")[0]
+    assert "camera" in rec["end_reason"]
+    for mp4 in footage.plaintexts(rec["id"]):
+        assert decodes_cleanly(mp4) == ""
     hardware.simulator.camera_replug()
     wait_for(lambda: recorder.state == State.IDLE, timeout=12, what="recovery after replugging")
     assert "camera" not in fault_devices(recorder)
     start(recorder, hardware)
 
 
-def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(recorder, hardware, store):
+def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(recorder, hardware, footage):
     start(recorder, hardware)
     wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
     hardware.simulator.microphone_unplug()
@@ -78,21 +79,21 @@ def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(rec
     wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments with sound")
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
-    rec = store.recordings()[0]
-    kinds = [sorted(s["codec_type"] for s in ffprobe(p)["streams"]) for p in store.segment_paths(rec)]
+    rec = footage.recordings()[0]
+    kinds = [sorted(s["codec_type"] for s in ffprobe(p)["streams"]) for p in footage.plaintexts(rec["id"])]
     assert ["video"] in kinds, "some segments were stored without sound, and say so"
     assert kinds[-1] == ["audio", "video"], "sound returned after the microphone came back"
-    infos = store.segment_infos(rec)
+    infos = footage.segments(rec["id"])
     assert all(i.has_audio == (k == ["audio", "video"]) for i, k in zip(infos, kinds))
 
 
-class SlowStore(FolderStore):
+class SlowStore(Vault):
     """An SD card that stalls: every write of a segment takes a while."""
 
     delay = 0.0
 
-    def open_segment(self, recording, seq):
-        segment = super().open_segment(recording, seq)
+    def open_segment(self, recording, seq, start_us):
+        segment = super().open_segment(recording, seq, start_us)
         write = segment.write
 
         def slow_write(data):
@@ -103,12 +104,11 @@ class SlowStore(FolderStore):
         return segment
 
 
-def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe(config, data_dir):
+def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe(config, data_dir, recovery):
     from firmware.hardware import open_hardware
 
-    store = SlowStore(data_dir)
-    with open_hardware(config, simulate=True) as hw, \
-            Recorder(hw, config, store, data_dir=data_dir, media_queue_seconds=0.5) as rec:
+    store = SlowStore.open(data_dir, config)
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, media_queue_seconds=0.5) as rec:
         start(rec, hw)
         wait_for(lambda: rec.segments_written >= 1, what="a first segment")
         store.delay = 1.5
@@ -119,18 +119,19 @@ def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe
         wait_for(lambda: rec.segments_written >= written + 2, timeout=15, what="segments after the stall")
         rec.stop_recording()
         wait_for(lambda: rec.state == State.IDLE, timeout=15, what="idle")
-    recording = store.recordings()[0]
-    infos = store.segment_infos(recording)
+    footage = Footage(store, recovery)
+    recording = footage.recordings()[0]
+    infos = footage.segments(recording["id"])
     assert any(a.end_us < b.start_us for a, b in zip(infos, infos[1:])), "the lost time is a visible gap"
-    for path in store.segment_paths(recording):
-        assert decodes_cleanly(path) == ""
+    for mp4 in footage.plaintexts(recording["id"]):
+        assert decodes_cleanly(mp4) == ""
 
 
-class FullStore(FolderStore):
+class FullStore(Vault):
     full = False
 
-    def open_segment(self, recording, seq):
-        segment = super().open_segment(recording, seq)
+    def open_segment(self, recording, seq, start_us):
+        segment = super().open_segment(recording, seq, start_us)
         write = segment.write
 
         def write_or_fail(data):
@@ -142,19 +143,20 @@ class FullStore(FolderStore):
         return segment
 
 
-def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out(config, data_dir):
+def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out(config, data_dir, recovery):
     from firmware.hardware import open_hardware
 
-    store = FullStore(data_dir)
-    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+    store = FullStore.open(data_dir, config)
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store) as rec:
         start(rec, hw)
         wait_for(lambda: rec.segments_written >= 1, what="a first segment")
         store.full = True
         wait_for(lambda: rec.state == State.FAULT, timeout=10, what="the storage fault")
         assert "No space left" in " ".join(f["message"] for f in rec.status()["faults"])
         assert not hw.sign.is_lit
-    recording = store.recordings()[0]
-    paths = store.segment_paths(recording)
-    assert paths and all(decodes_cleanly(p) == "" for p in paths)
+    footage = Footage(store, recovery)
+    recording = footage.recordings()[0]
+    mp4s = footage.plaintexts(recording["id"])
+    assert mp4s and all(decodes_cleanly(p) == "" for p in mp4s)
     assert not list(data_dir.rglob("*.part")), "the half-written segment is removed"
-    assert recording.end_reason.startswith("storage failure")
+    assert recording["end_reason"].startswith("storage failure")

@@ -12,17 +12,16 @@ from tests.conftest import small_config
 from tests.helpers import PinLog, decode, wait_for
 
 
-def _first_recording(store):
-    recs = wait_for(store.recordings, what="a stored recording")
-    return recs[0]
+def _first_recording(footage):
+    return wait_for(footage.recordings, what="a stored recording")[0]
 
 
 @pytest.mark.parametrize("delay", [0.5, 1.5])
-def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay(delay, data_dir, store):
+def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay(delay, vault, footage):
     from firmware.hardware import open_hardware
 
     config = small_config(notice={"delay": delay})
-    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         lamp = PinLog(hw.simulator.sign_readback_pin)
         hw.simulator.press()
         hw.simulator.release()
@@ -32,9 +31,8 @@ def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay
         wait_for(lambda: rec.state == State.IDLE, what="idle")
         sign_on = lamp.first(True)
 
-    recording = _first_recording(store)
-    first_segment = store.segment_paths(recording)[0]
-    frames = decode(first_segment)
+    recording = _first_recording(footage)
+    frames = decode(footage.plaintexts(recording["id"])[0])
     first_frame_time = frames.frame_times_us[0]
     assert first_frame_time is not None, "the first stored frame carries its capture time"
     assert first_frame_time >= sign_on + delay * 1e6, (
@@ -45,7 +43,7 @@ def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay
     assert frames.audio_first_pts_s is not None and frames.audio_first_pts_s >= 0
 
 
-def test_a_failing_lamp_stops_storage_and_shows_a_fault(recorder, hardware, store):
+def test_a_failing_lamp_stops_storage_and_shows_a_fault(recorder, hardware, footage):
     lamp = PinLog(hardware.simulator.sign_readback_pin)  # the read-back: what the lamp really did
     hardware.simulator.press()
     hardware.simulator.release()
@@ -59,27 +57,26 @@ def test_a_failing_lamp_stops_storage_and_shows_a_fault(recorder, hardware, stor
     assert status["status_light"]["pattern"] == LightPattern.FAULT.value
     assert not hardware.sign.is_commanded, "the sign output is switched off after the fault"
 
-    recording = _first_recording(store)
-    wait_for(lambda: store.recordings()[0].ended_at, what="the recording to be closed")
-    stored = [t for p in store.segment_paths(recording) for t in decode(p).frame_times_us]
+    recording = wait_for(lambda: [r for r in footage.recordings() if r["ended_at"]], what="the recording closed")[0]
+    stored = [t for p in footage.plaintexts(recording["id"]) for t in decode(p).frame_times_us]
     assert stored and all(t is not None for t in stored)
     assert max(stored) < lamp_dark, "a frame captured after the lamp went dark was stored"
-    assert store.recordings()[0].end_reason == "sign went dark"
+    assert recording["end_reason"] == "sign went dark"
 
 
-def test_nothing_is_recorded_when_the_lamp_never_lights(recorder, hardware, store):
+def test_nothing_is_recorded_when_the_lamp_never_lights(recorder, hardware, footage):
     hardware.simulator.lamp_fail()
     hardware.simulator.press()
     hardware.simulator.release()
     wait_for(lambda: recorder.state == State.FAULT, what="the fault state")
     status = recorder.status()
     assert "lamp did not light" in " ".join(f["message"] for f in status["faults"])
-    assert store.recordings() == []
-    assert recorder.gate.frames_refused >= 0 and recorder.segments_written == 0
+    assert footage.recordings() == []
+    assert recorder.segments_written == 0
     assert not hardware.camera.is_running, "the camera is not left running"
 
 
-def test_after_a_lamp_repair_the_next_press_records_again(recorder, hardware, store):
+def test_after_a_lamp_repair_the_next_press_records_again(recorder, hardware):
     hardware.simulator.lamp_fail()
     hardware.simulator.press()
     hardware.simulator.release()
@@ -91,11 +88,11 @@ def test_after_a_lamp_repair_the_next_press_records_again(recorder, hardware, st
     assert recorder.status()["faults"] == []
 
 
-def test_the_announcement_is_played_first_and_lengthens_the_notice(data_dir, store):
+def test_the_announcement_is_played_first_and_lengthens_the_notice(vault, footage):
     from firmware.hardware import open_hardware
 
     config = small_config(notice={"delay": 0.5, "announcement": "chime"})
-    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, data_dir=data_dir) as rec:
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         hw.simulator.press()
         hw.simulator.release()
         wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
@@ -105,5 +102,5 @@ def test_the_announcement_is_played_first_and_lengthens_the_notice(data_dir, sto
     assert len(played) == 1
     started, seconds = played[0]
     assert seconds > 0.5, "the chime is longer than the configured delay"
-    first = decode(store.segment_paths(_first_recording(store))[0]).frame_times_us[0]
+    first = decode(footage.plaintexts(_first_recording(footage)["id"])[0]).frame_times_us[0]
     assert first >= started + seconds * 1e6, "recording began before the announcement ended"

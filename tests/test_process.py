@@ -14,8 +14,13 @@ import time
 import pytest
 
 from firmware.control import ControlClient, socket_path
-from firmware.store import FolderStore
-from tests.helpers import decodes_cleanly, ffprobe, wait_for
+from firmware.vault import Vault
+from tests.conftest import recovery_identity, set_up
+from tests.helpers import Footage, decodes_cleanly, ffprobe, wait_for
+
+
+def footage_of(data_dir) -> Footage:
+    return Footage(Vault.open(data_dir), recovery_identity(data_dir.parent / f"{data_dir.name}-recovery.txt"))
 
 CONFIG_TOML = """
 [camera]
@@ -36,6 +41,8 @@ restart_attempts = 1
 
 def spawn(data_dir, *extra, env=None):
     (data_dir / "kiroku.toml").write_text(CONFIG_TOML)
+    if not (data_dir / "keys").exists():
+        set_up(data_dir)
     return subprocess.Popen(
         [sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -70,15 +77,15 @@ def test_stopping_the_process_mid_segment_closes_that_segment_properly(sig, tmp_
     time.sleep(2.0)  # halfway through the second 4-second segment
     proc.send_signal(sig)
     assert proc.wait(15) == 0
-    store = FolderStore(data)
-    rec = store.recordings()[0]
-    paths = store.segment_paths(rec)
-    assert len(paths) == 2
-    last = ffprobe(paths[-1])
+    footage = footage_of(data)
+    rec = footage.recordings()[0]
+    mp4s = footage.plaintexts(rec["id"])
+    assert len(mp4s) == 2
+    last = ffprobe(mp4s[-1])
     assert 1.5 < float(last["format"]["duration"]) < 3.0, "the half-written segment was kept, not lost"
-    assert all(decodes_cleanly(p) == "" for p in paths)
+    assert all(decodes_cleanly(p) == "" for p in mp4s)
     assert not list(data.rglob("*.part"))
-    assert rec.end_reason == "stopped by shutdown" and rec.ended_at
+    assert rec["end_reason"] == "stopped by shutdown" and rec["ended_at"]
     assert not socket_path(data).exists()
 
 
@@ -91,16 +98,17 @@ def test_after_a_crash_at_most_the_segment_in_flight_is_missing(tmp_path):
     time.sleep(1.0)
     proc.kill()
     proc.wait()
-    store = FolderStore(data)
-    rec = store.recordings()[0]
-    complete = store.segment_paths(rec)
+    footage = footage_of(data)
+    rec = footage.recordings()[0]
+    complete = footage.segments(rec["id"])
     assert len(complete) >= 2 and list(data.rglob("*.part")), "a segment was in flight"
     assert socket_path(data).exists(), "the killed process left its socket behind"
     proc = spawn(data)
     wait_for(lambda: answers(data), timeout=20, what="the restarted recorder")
     assert not list(data.rglob("*.part")), "the unfinished segment is cleared away on start"
-    assert store.segment_paths(rec) == complete
-    assert all(decodes_cleanly(p) == "" for p in complete)
+    assert footage.segments(rec["id"]) == complete
+    assert all(decodes_cleanly(p) == "" for p in footage.plaintexts(rec["id"]))
+    assert footage.recordings()[0]["end_reason"] == "the recorder stopped unexpectedly"
     proc.terminate()
     assert proc.wait(15) == 0
 
@@ -150,9 +158,9 @@ def test_systemd_hears_ready_and_watchdog_only_while_frames_flow(tmp_path):
     fed_after = [t for t, m in messages if "WATCHDOG=1" in m and t > hung_at + 2.5]
     assert fed_after == [], "the watchdog was fed while no frames flowed"
     assert any("STOPPING=1" in m for _, m in messages)
-    store = FolderStore(data)
-    rec = store.recordings()[0]
-    assert all(decodes_cleanly(p) == "" for p in store.segment_paths(rec))
+    footage = footage_of(data)
+    rec = footage.recordings()[0]
+    assert all(decodes_cleanly(p) == "" for p in footage.plaintexts(rec["id"]))
     notify.close()
 
 
@@ -177,6 +185,7 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     data = tmp_path / "data"
     data.mkdir()
     (data / "kiroku.toml").write_text(CONFIG_TOML)
+    set_up(data)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -188,9 +197,9 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
     assert "kiroku stopped." in proc.stdout.read()
-    store = FolderStore(data)
-    rec = store.recordings()[0]
-    paths = store.segment_paths(rec)
-    assert len(paths) == 2 and all(decodes_cleanly(p) == "" for p in paths)
-    assert rec.end_reason == "stopped by shutdown"
+    footage = footage_of(data)
+    rec = footage.recordings()[0]
+    mp4s = footage.plaintexts(rec["id"])
+    assert len(mp4s) == 2 and all(decodes_cleanly(p) == "" for p in mp4s)
+    assert rec["end_reason"] == "stopped by shutdown"
     assert not answers(data), "no recorder is left running"

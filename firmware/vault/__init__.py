@@ -1,1 +1,8 @@
-"""The vault: sealed segments, day keys, the index, retention and the audit log (issue 3)."""
+"""The vault: sealed segments, day keys, the index, retention and the audit log.
+
+``Vault`` is the recorder's store; ``init`` is first-run set-up (``kiroku init``).
+"""
+
+from firmware.vault.vault import Finding, SealedSegment, Vault, VaultNotReady
+
+__all__ = ["Finding", "SealedSegment", "Vault", "VaultNotReady"]

@@ -1,0 +1,257 @@
+"""The device's keys (DESIGN.md §4), as files under ``<data>/keys``.
+
+    device.key                 Ed25519 private key that signs the audit log's checkpoints
+    device.pub.pem, device.vkey  its public half (PEM for openssl; signed-note verifier key)
+    recovery.recipient         the recovery key's public half; the identity itself was
+                               handed over once at set-up and is not kept here
+    managers/NAME.recipient    a manager's public key
+    managers/NAME.identity.age the manager's identity, wrapped under their passphrase (scrypt,
+                               work factor calibrated on this device)
+    day/CLASS/DAY.age          a day's identity for a record class, encrypted to every manager
+                               and the recovery key; DAY.recipient beside it is its public half
+
+The recorder creates a day key the first time it seals a segment of that day and class,
+writes the private half as a small age file and forgets it: it can never read footage.
+Destroying a day's key file is what makes that day's footage unrecoverable everywhere,
+including copies wear levelling left on the flash (crypto-shredding).
+
+``keys/.lock`` serialises the two writers of day key files: the recorder creating one, and
+a manager being added (which re-encrypts all of them).
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
+from firmware.vault import age
+
+RECORD_CLASSES = ("footage", "call")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class KeyError_(Exception):
+    """Base of the key store's errors (named to avoid shadowing the builtin)."""
+
+
+class NotInitialised(KeyError_, FileNotFoundError):
+    """The device has no keys yet."""
+
+
+class WrongPassphrase(KeyError_, PermissionError):
+    """The passphrase does not unwrap this manager's key."""
+
+
+class DayKeyMissing(KeyError_, FileNotFoundError):
+    """The day's key file does not exist (never created, or destroyed by overwrite)."""
+
+
+def _private_write(path: Path, data: bytes) -> None:
+    makedirs_durable(path.parent)
+    atomic_write(path, data, mode=0o600)
+
+
+def key_id(name: str, public: bytes) -> bytes:
+    """The signed-note key ID of an Ed25519 key: SHA-256(name || LF || 0x01 || key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
+
+
+class KeyStore:
+    def __init__(self, data_dir: Path):
+        self.root = Path(data_dir) / "keys"
+
+    # -- set-up ---------------------------------------------------------------------------
+    @property
+    def initialised(self) -> bool:
+        return (self.root / "device.key").exists() and (self.root / "recovery.recipient").exists()
+
+    def initialise(self, device_name: str, recovery: age.X25519Recipient) -> None:
+        """Create the device signing key and record the recovery key's public half.
+
+        The caller generates the recovery identity, hands it over (and makes sure that
+        worked) before calling this: the identity itself is never stored here."""
+        if self.initialised:
+            raise FileExistsError(f"{self.root} already holds this device's keys")
+        makedirs_durable(self.root)
+        os.chmod(self.root, 0o700)
+        signing = Ed25519PrivateKey.generate()
+        _private_write(self.root / "device.key", signing.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        public = signing.public_key()
+        atomic_write(self.root / "device.pub.pem", public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
+        atomic_write(self.root / "device.name", device_name.encode(), mode=0o644)
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        encoded = base64.b64encode(b"\x01" + raw).decode()
+        vkey = f"{self.signer_name}+{key_id(self.signer_name, raw).hex()}+{encoded}"
+        atomic_write(self.root / "device.vkey", (vkey + "\n").encode(), mode=0o644)
+        atomic_write(self.root / "recovery.recipient", f"{recovery}\n".encode(), mode=0o644)
+
+    @property
+    def signer_name(self) -> str:
+        """The name checkpoints are signed under: ``kiroku/<device>``."""
+        try:
+            device = (self.root / "device.name").read_text().strip()
+        except FileNotFoundError:
+            raise NotInitialised(f"{self.root}: no device keys — run `kiroku init`") from None
+        return f"kiroku/{device}"
+
+    def signing_key(self) -> Ed25519PrivateKey:
+        try:
+            data = (self.root / "device.key").read_bytes()
+        except FileNotFoundError:
+            raise NotInitialised(f"{self.root}: no device signing key — run `kiroku init`") from None
+        key = serialization.load_pem_private_key(data, password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        return key
+
+    def public_key(self) -> Ed25519PublicKey:
+        key = serialization.load_pem_public_key((self.root / "device.pub.pem").read_bytes())
+        assert isinstance(key, Ed25519PublicKey)
+        return key
+
+    # -- managers -------------------------------------------------------------------------
+    def managers(self) -> list[str]:
+        return sorted(p.name.removesuffix(".recipient") for p in (self.root / "managers").glob("*.recipient"))
+
+    def recipients(self) -> list[age.X25519Recipient]:
+        """Everyone a day key is encrypted to: every manager and the recovery key."""
+        try:
+            found = [age.X25519Recipient.parse((self.root / "recovery.recipient").read_text())]
+        except FileNotFoundError:
+            raise NotInitialised(f"{self.root}: no recovery key — run `kiroku init`") from None
+        for name in self.managers():
+            found.append(age.X25519Recipient.parse((self.root / "managers" / f"{name}.recipient").read_text()))
+        return found
+
+    def add_manager(self, name: str, passphrase: str, *, unlock: age.X25519Identity | None,
+                    work_factor: int | None = None) -> age.X25519Recipient:
+        """Give ``name`` a key wrapped under ``passphrase`` and re-encrypt every day key to
+        include them. Existing day keys can only be opened by someone who can already open
+        them, so ``unlock`` (a manager's or the recovery identity) is needed when any exist."""
+        if not _NAME.fullmatch(name):
+            raise ValueError("a manager's name is 1–32 of a-z, 0-9, _ and -, starting with a letter or digit")
+        if len(passphrase) < 12:
+            raise ValueError("a passphrase needs at least 12 characters")
+        if name in self.managers():
+            raise FileExistsError(f"manager {name!r} already exists")
+        identity = age.X25519Identity.generate()
+        wf = work_factor or age.calibrate_work_factor()
+        wrapped = age.encrypt(f"{identity}\n".encode(), [age.Passphrase(passphrase, work_factor=wf)])
+        with self._locked():
+            day_files = sorted((self.root / "day").glob("*/*.age"))
+            if day_files and unlock is None:
+                raise PermissionError("existing day keys must be re-encrypted: unlock with a manager's key or the recovery key")
+            opened = [(path, age.decrypt(path.read_bytes(), [unlock])) for path in day_files]
+            _private_write(self.root / "managers" / f"{name}.identity.age", wrapped)
+            atomic_write(self.root / "managers" / f"{name}.recipient", f"{identity.recipient}\n".encode(), mode=0o644)
+            recipients = self.recipients()
+            for path, secret in opened:
+                _private_write(path, age.encrypt(secret, recipients))
+        return identity.recipient
+
+    def unlock_manager(self, name: str, passphrase: str) -> age.X25519Identity:
+        try:
+            wrapped = (self.root / "managers" / f"{name}.identity.age").read_bytes()
+        except FileNotFoundError:
+            raise WrongPassphrase(f"no manager {name!r} on this device") from None
+        try:
+            return age.X25519Identity.parse(age.decrypt(wrapped, [age.Passphrase(passphrase)]).decode())
+        except age.NoIdentityMatched:
+            raise WrongPassphrase(f"the passphrase does not unlock {name!r}'s key") from None
+
+    # -- day keys -------------------------------------------------------------------------
+    def _day_paths(self, record_class: str, day: str) -> tuple[Path, Path]:
+        if record_class not in RECORD_CLASSES or not _DAY.fullmatch(day):
+            raise ValueError(f"bad record class or day: {record_class!r}, {day!r}")
+        base = self.root / "day" / record_class
+        return base / f"{day}.age", base / f"{day}.recipient"
+
+    def day_recipient(self, record_class: str, day: str) -> tuple[age.X25519Recipient, bool]:
+        """The public key segments of ``day`` are sealed to, creating the day key if needed.
+
+        Returns ``(recipient, created)``. The private half is written (durably) encrypted
+        to every manager and the recovery key before this returns, then forgotten.
+        """
+        secret_path, public_path = self._day_paths(record_class, day)
+        if public_path.exists() and secret_path.exists():
+            return age.X25519Recipient.parse(public_path.read_text()), False
+        with self._locked():
+            if public_path.exists() and secret_path.exists():
+                return age.X25519Recipient.parse(public_path.read_text()), False
+            if public_path.exists() or secret_path.exists():
+                raise DayKeyMissing(f"{record_class} key for {day} is half there (destroyed?) — not reusing it")
+            identity = age.X25519Identity.generate()
+            _private_write(secret_path, age.encrypt(f"{identity}\n".encode(), self.recipients()))
+            atomic_write(public_path, f"{identity.recipient}\n".encode(), mode=0o644)
+            recipient = identity.recipient
+            del identity
+        return recipient, True
+
+    def open_day_key(self, record_class: str, day: str, opener: age.X25519Identity) -> age.X25519Identity:
+        secret_path, _ = self._day_paths(record_class, day)
+        try:
+            data = secret_path.read_bytes()
+        except FileNotFoundError:
+            raise DayKeyMissing(f"no {record_class} key for {day} (destroyed by overwrite, or never made)") from None
+        return age.X25519Identity.parse(age.decrypt(data, [opener]).decode())
+
+    def day_keys(self, record_class: str) -> list[str]:
+        return sorted(p.stem for p in (self.root / "day" / record_class).glob("*.age"))
+
+    def destroy_day_key(self, record_class: str, day: str) -> bool:
+        """Overwrite and remove the day's key file: its footage can never be opened again."""
+        secret_path, public_path = self._day_paths(record_class, day)
+        with self._locked():
+            existed = secret_path.exists()
+            if existed:
+                overwrite_and_unlink(secret_path)
+            if public_path.exists():
+                public_path.unlink()
+                fsync_dir(public_path.parent)
+        return existed
+
+    @contextmanager
+    def _locked(self):
+        makedirs_durable(self.root)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def overwrite_and_unlink(path: Path, limit: int | None = None) -> None:
+    """The regulation's "erase by overwrite": random bytes over the file (or its first
+    ``limit`` bytes), then remove it.
+
+    For a sealed segment the first 64 KiB hold the header with its wrapped file key and
+    the first chunk: without them no key opens the rest. On flash, wear levelling may
+    keep the old blocks anyway; what truly erases footage is destroying its day key
+    (and LUKS under it all).
+    """
+    size = path.stat().st_size
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        remaining = size if limit is None else min(size, limit)
+        while remaining > 0:
+            n = min(remaining, 1 << 20)
+            os.write(fd, os.urandom(n))
+            remaining -= n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+    fsync_dir(path.parent)
