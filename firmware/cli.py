@@ -55,17 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     p.add_argument("--json", action="store_true", help="print the recorder's reply as JSON")
     p.add_argument("--by", default=None, help="who is asking (recorded with the command)")
+    # The same options after the action too (`kiroku ctl status --json`); SUPPRESS keeps a
+    # sub-command from resetting what was given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--data", type=Path, default=argparse.SUPPRESS, metavar="DIR")
+    after.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    after.add_argument("--by", default=argparse.SUPPRESS)
     ctl = p.add_subparsers(dest="action", metavar="ACTION")
     ctl.required = True
-    ctl.add_parser("status", help="state, sign, recording, faults")
-    ctl.add_parser("start", help="start recording (after the notice)")
-    ctl.add_parser("stop", help="stop recording")
-    m = ctl.add_parser("mark", help="mark an incident on the current (or last) recording")
+    ctl.add_parser("status", help="state, sign, recording, faults", parents=[after])
+    ctl.add_parser("start", help="start recording (after the notice)", parents=[after])
+    ctl.add_parser("stop", help="stop recording", parents=[after])
+    m = ctl.add_parser("mark", help="mark an incident on the current (or last) recording", parents=[after])
     m.add_argument("--note", default="", help="a short note")
     m.add_argument("--section", default="", help="the responsible section (対応担当課)")
-    r = ctl.add_parser("release", help="release a hold (an incident closed, a request ended)")
+    r = ctl.add_parser("release", help="release a hold (an incident closed, a request ended)", parents=[after])
     r.add_argument("hold", type=int, help="the hold's number (kiroku vault holds)")
-    s = ctl.add_parser("sim", help="simulated hardware only: press the button, unplug a device…")
+    s = ctl.add_parser("sim", help="simulated hardware only: press the button, unplug a device…", parents=[after])
     from firmware.hardware import Simulator
 
     s.add_argument("sim_action", choices=Simulator.ACTIONS, metavar="ACTION",

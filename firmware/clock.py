@@ -14,12 +14,11 @@ import ctypes.util
 import time
 from datetime import datetime, timezone
 
+from firmware.hardware.media import boottime_us  # the timebase is the hardware's: re-exported here
+
+__all__ = ["boottime_us", "boot_id", "clock_synchronised", "iso", "wall_at", "wall_us_at"]
+
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised (STA_UNSYNC is set)
-
-
-def boottime_us() -> int:
-    """Now, on the media timebase (CLOCK_BOOTTIME, µs)."""
-    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1000
 
 
 def wall_at(boot_us: int) -> datetime:

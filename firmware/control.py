@@ -149,6 +149,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"ok": False, "error": str(exc)}
         except TimeoutError:
             return {"ok": False, "error": "the recorder did not answer in time"}
+        except Exception as exc:  # an answer, always: a caller must never hang on a bug here
+            log.exception("control: %s failed", op)
+            return {"ok": False, "error": f"{op} failed: {exc}"}
         return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, sim)"}
 
 

@@ -87,9 +87,12 @@ class NoticeGate:
     """The only door between capture and storage.
 
     A frame or sample passes only if the gate is open, its capture time lies in
-    ``[from, until)``, and the sign is lit *now*. The first time the sign is found dark
-    the gate shuts for good (until the state machine opens it again after a new,
-    proven notice), so a lamp that flickers off and on never lets a frame through.
+    ``[from, until)``, and the sign has been lit continuously since before it was
+    captured (``sign.lit_since_us``). The moment the sign is found dark — by the
+    read-back's edge, or by a frame that arrives while it is dark — the gate shuts for
+    good (until the state machine opens it again after a new, proven notice), so a lamp
+    that flickers off and on never lets a frame captured in the dark through, however
+    late the encoder delivers it.
     """
 
     def __init__(self, sign, *, on_video, on_audio, on_sign_lost):
@@ -102,6 +105,7 @@ class NoticeGate:
         self._until_us: int | None = None
         self.shut_at_us: int | None = None  # when the sign was last found dark
         self.frames_refused = 0
+        sign.on_dark = self.sign_went_dark
 
     @property
     def is_open(self) -> bool:
@@ -118,15 +122,21 @@ class NoticeGate:
     def shut(self) -> None:
         self._open = False
 
+    def sign_went_dark(self) -> None:
+        if self._open:
+            self._open = False
+            self.shut_at_us = clock.boottime_us()
+            self._on_sign_lost()
+
     def _admits(self, time_us: int) -> bool:
         if not self._open or time_us < self._from_us:
             return False
         if self._until_us is not None and time_us >= self._until_us:
             return False
-        if not self._sign.is_lit:
-            self._open = False
-            self.shut_at_us = clock.boottime_us()
-            self._on_sign_lost()
+        lit_since = self._sign.lit_since_us
+        if lit_since is None or lit_since > self._from_us:
+            # Dark now, or dark at some moment since the notice: nothing more passes.
+            self.sign_went_dark()
             return False
         return True
 
@@ -173,8 +183,10 @@ class Recorder:
             segment_us=round(config.recording.segment_seconds * 1e6),
             on_segment=self._segment_stored,
         )
-        qsize = int(media_queue_seconds * (cam.framerate + (mic.samplerate / 1024 if hardware.microphone else 0)))
-        self._media: queue.Queue = queue.Queue(maxsize=qsize)
+        # One queue keeps frames and the recorder's messages in order; only frames and audio
+        # count against the limit, so the state machine never blocks on a stalled card.
+        self._media_limit = int(media_queue_seconds * (cam.framerate + (mic.samplerate / 1024 if hardware.microphone else 0)))
+        self._media: queue.Queue = queue.Queue()
         self._events: queue.Queue = queue.Queue()
         self.gate = NoticeGate(
             hardware.sign, on_video=self._queue_video, on_audio=self._queue_audio, on_sign_lost=self._sign_lost
@@ -187,7 +199,8 @@ class Recorder:
         self.last_recording: Recording | None = None
         self.sign_on_us: int | None = None
         self.recording_from_us: int | None = None
-        self._notice_until_us = 0
+        self._notice_delay_us = 0
+        self._announcement_until_us = 0
         self._stop_until_us: int | None = None
         self._end_sent = False
         self._stop_started = 0.0
@@ -201,6 +214,7 @@ class Recorder:
         self._last_audio_us = 0
         self._camera_restarts = 0
         self._camera_restarted_us = 0
+        self._mic_restarted_us = 0
         self._next_retry = 0.0
         self._heartbeat = time.monotonic()
         self._started_monotonic = time.monotonic()
@@ -304,8 +318,8 @@ class Recorder:
             "button": {"pressed": self.hw.button.is_pressed},
             "recording": rec_json(rec),
             "last_recording": rec_json(self.last_recording),
-            "faults": [f.to_json() for f in self.faults.values()],
-            "fault_history": self.fault_history[-10:],
+            "faults": [f.to_json() for f in list(self.faults.values())],
+            "fault_history": list(self.fault_history[-10:]),
             "devices": {
                 "camera": {
                     "backend": cam.backend, "running": cam.is_running,
@@ -337,20 +351,20 @@ class Recorder:
         if self._need_keyframe and not frame.keyframe:
             self.frames_dropped_queue += self._overflowed
             return
-        try:
-            self._media.put_nowait(("video", frame, self._need_keyframe))
-            self._need_keyframe = False
-        except queue.Full:
+        if self._media.qsize() >= self._media_limit:
             # The store is stalled: drop, and resume at the next keyframe in a new segment.
             self.frames_dropped_queue += 1
             self._overflowed = True
             self._need_keyframe = True
+            return
+        self._media.put(("video", frame, self._need_keyframe))
+        self._need_keyframe = False
 
     def _queue_audio(self, block: AudioBlock) -> None:
-        try:
-            self._media.put_nowait(("audio", block))
-        except queue.Full:
+        if self._media.qsize() >= self._media_limit:
             self._overflowed = True
+            return
+        self._media.put(("audio", block))
 
     def _sign_lost(self) -> None:
         self._events.put(("sign_lost",))
@@ -382,7 +396,11 @@ class Recorder:
                 elif item[0] == "mark":
                     _, rec, mark = item
                     rec.marks.append(mark)
-                    self.store.add_mark(rec.id, mark)
+                    try:
+                        self.store.add_mark(rec.id, mark)
+                    except Exception as exc:  # the mark is lost, not the footage: say so, keep recording
+                        log.exception("could not store an incident mark")
+                        self._events.put(("store_problem", f"storage: an incident mark could not be saved ({exc})"))
                 elif item[0] == "audio_enabled":
                     seg.set_audio(item[1])
                 elif item[0] == "end":
@@ -395,12 +413,18 @@ class Recorder:
                     seg.flush()
                 elif item[0] == "quit":
                     seg.flush()
+                    if recording is not None:
+                        self._finish_recording(recording, reason=recording.end_reason or "stopped by shutdown")
                     return
                 if ending and recording is not None and not seg.busy:
                     self._finish_recording(recording)
                     recording, ending = None, False
-            except (StoreError, Exception) as exc:  # noqa: BLE001 - every failure here is a storage fault
+            except Exception as exc:  # every failure here is a storage fault
                 log.exception("storing failed")
+                try:
+                    seg.flush()  # keep the segments that were complete but waiting for their audio
+                except Exception:
+                    pass
                 seg.abort()
                 if recording is not None:
                     try:
@@ -462,6 +486,8 @@ class Recorder:
                 self._abandon_recording("sign went dark")
         elif kind == "stored":
             self._recording_stored(event[1])
+        elif kind == "store_problem":
+            self._fault("storage", event[1], blocking=False)
         elif kind == "storage_failed":
             self._fault("storage", event[1], blocking=True)
             if self.state != State.IDLE:
@@ -521,13 +547,15 @@ class Recorder:
         self.sign_on_us = now
         self.state = State.NOTICE
         self._started_by = by
-        delay = self.config.notice.delay
+        announcement = 0.0
         if self.hw.announcement is not None and self.hw.speaker is not None:
             try:
-                delay = max(delay, self.hw.speaker.play(*self.hw.announcement))
+                announcement = self.hw.speaker.play(*self.hw.announcement)
             except DeviceUnavailable as exc:
                 self._fault("speaker", exc.one_line(), blocking=False)
-        self._notice_until_us = now + round(delay * 1e6)
+        # The notice counts from when the lamp is proven lit, and lasts the announcement too.
+        self._notice_delay_us = round(self.config.notice.delay * 1e6)
+        self._announcement_until_us = now + round(announcement * 1e6)
         try:
             self._start_devices()
         except DeviceUnavailable as exc:
@@ -537,7 +565,8 @@ class Recorder:
             self._show()
             raise RecorderError(exc.one_line()) from None
         self._show()
-        log.info("notice started by %s; recording from +%.1f s", by, delay)
+        log.info("notice started by %s; recording %.1f s after the lamp is lit", by,
+                 max(self.config.notice.delay, announcement))
         return self.status()
 
     def _cmd_stop(self, by: str) -> dict:
@@ -578,14 +607,20 @@ class Recorder:
         cam, mic = self.hw.camera, self.hw.microphone
         if not cam.is_running:
             self._last_video_us = clock.boottime_us()
-            cam.start(self._on_camera_frame)
+            try:
+                cam.start(self._on_camera_frame)
+            except DeviceUnavailable:
+                raise
+            except Exception as exc:  # e.g. the encoder device busy: a fault like any other
+                raise DeviceUnavailable("camera", f"could not start ({exc})", "check the camera and the journal") from exc
         if mic is not None and not mic.is_running:
             self._last_audio_us = clock.boottime_us()
             try:
                 mic.start(self._on_microphone_block)
-            except DeviceUnavailable as exc:
+            except Exception as exc:
                 # Video without sound is better evidence than nothing: record on, and say so.
-                self._fault("microphone", f"{exc.one_line()}; recording without sound", blocking=False)
+                text = exc.one_line() if isinstance(exc, DeviceUnavailable) else f"microphone: could not start ({exc})"
+                self._fault("microphone", f"{text}; recording without sound", blocking=False)
             else:
                 self._clear_fault("microphone")
             self._media.put(("audio_enabled", mic.is_running))
@@ -648,8 +683,8 @@ class Recorder:
         if self.state == State.STOPPING:
             log.info("recording %s stored", rec_id)
             if self.config.device.mode == "continuous" and self._stop_reason != "stopped by shutdown":
-                self.state = State.NOTICE  # a continuous recording rolls straight on
-                self._notice_until_us = clock.boottime_us()
+                self.state = State.NOTICE  # a continuous recording rolls straight on: the sign never went out
+                self._notice_delay_us = self._announcement_until_us = 0
             else:
                 self._to_idle_devices_off()
                 self.state = State.IDLE
@@ -703,14 +738,24 @@ class Recorder:
     def _tick(self) -> None:
         now = clock.boottime_us()
         health = self.config.health
+        sign = self.hw.sign
         if self.state == State.NOTICE:
-            if not self.hw.sign.is_lit:
+            lit = sign.lit_since_us
+            if lit is None:
                 if now - (self.sign_on_us or now) > health.sign_confirm * 1e6:
                     self._fault("sign", "sign: the lamp did not light — check the lamp and its wiring", blocking=True)
                     self._abandon_recording("sign did not light")
-            elif now >= self._notice_until_us:
+            elif now >= max(lit + self._notice_delay_us, self._announcement_until_us):
                 self._begin_recording()
-        elif self.state == State.RECORDING:
+        elif self.state == State.IDLE and sign.has_readback:
+            if sign.is_lit and not sign.is_commanded:
+                self._fault("sign", "sign: the read-back reports the lamp lit while the sign is off — "
+                                    "check the optocoupler wiring", blocking=False)
+            elif "sign" in self.faults and not self.faults["sign"].blocking and not sign.is_lit:
+                self._clear_fault("sign")
+        if self.state == State.RECORDING and sign.lit_since_us is None:
+            self.gate.sign_went_dark()  # even when no frame comes to notice it
+        if self.state == State.RECORDING:
             limit = self.config.recording.max_minutes
             if limit and self.config.device.mode == "on_demand" and self.recording and \
                     now - self.recording.started_us > limit * 60e6:
@@ -738,15 +783,26 @@ class Recorder:
     def _check_devices(self, now: int) -> None:
         health = self.config.health
         cam = self.hw.camera
-        if cam.is_running and now - self._last_video_us > health.camera_stall * 1e6:
+        if not cam.is_running:
+            self._restart_camera("camera: not running")
+        elif now - self._last_video_us > health.camera_stall * 1e6:
             self._restart_camera(f"camera: no frame for {health.camera_stall:g} s")
         elif "camera" in self.faults and self._camera_restarted_us and self._last_video_us > self._camera_restarted_us:
+            # Frames flow again: the fault is over (the history keeps it), and so is the count.
             self._camera_restarted_us = 0
-            self._clear_fault("camera")  # frames flow again; the history keeps the event
+            self._camera_restarts = 0
+            self._clear_fault("camera")
         mic = self.hw.microphone
-        if mic is not None and mic.is_running and now - self._last_audio_us > health.microphone_stall * 1e6:
+        if mic is None:
+            return
+        if mic.is_running and now - self._last_audio_us > health.microphone_stall * 1e6:
             self._restart_microphone(f"microphone: no sound for {health.microphone_stall:g} s")
-        elif mic is not None and not mic.is_running and "microphone" in self.faults and time.monotonic() >= self._next_retry:
+        elif mic.is_running and "microphone" in self.faults and self._mic_restarted_us \
+                and self._last_audio_us > self._mic_restarted_us:
+            self._mic_restarted_us = 0
+            self._clear_fault("microphone")
+            self._media.put(("audio_enabled", True))  # from the next segment on
+        elif not mic.is_running and "microphone" in self.faults and time.monotonic() >= self._next_retry:
             self._next_retry = time.monotonic() + _RETRY_SECONDS
             self._restart_microphone(None)
 
@@ -773,8 +829,9 @@ class Recorder:
             self._camera_restarted_us = self._last_video_us
             cam.start(self._on_camera_frame)
             cam.request_keyframe()
-        except DeviceUnavailable as exc:
-            self._fault("camera", exc.one_line(), blocking=True)
+        except Exception as exc:
+            text = exc.one_line() if isinstance(exc, DeviceUnavailable) else f"camera: could not start ({exc})"
+            self._fault("camera", text, blocking=True)
             self._abandon_on_device_failure()
 
     def _abandon_on_device_failure(self) -> None:
@@ -792,21 +849,20 @@ class Recorder:
         self._show()
 
     def _restart_microphone(self, why: str | None) -> None:
+        """Restart the microphone; the fault clears once sound flows again (``_check_devices``)."""
         mic = self.hw.microphone
         assert mic is not None
         if why:
             self._fault("microphone", f"{why} — restarting it; recording continues without sound", blocking=False)
             self._media.put(("audio_enabled", False))
         mic.stop()
+        mic.reset()
         try:
-            self._last_audio_us = clock.boottime_us()
+            self._last_audio_us = self._mic_restarted_us = clock.boottime_us()
             mic.start(self._on_microphone_block)
-        except DeviceUnavailable as exc:
-            self._fault("microphone", f"{exc.one_line()}; recording continues without sound", blocking=False)
-            return
-        if why is None:
-            self._clear_fault("microphone")
-            self._media.put(("audio_enabled", True))
+        except Exception as exc:
+            text = exc.one_line() if isinstance(exc, DeviceUnavailable) else f"microphone: could not start ({exc})"
+            self._fault("microphone", f"{text}; recording continues without sound", blocking=False)
 
     def _retry_after_fault(self) -> None:
         """In FAULT: see whether the devices work again.
@@ -827,11 +883,16 @@ class Recorder:
             except (DeviceUnavailable, DeviceFailed):
                 return
             self._clear_fault(device)
+        if self.config.device.mode == "continuous":
+            # Nobody presses a button in continuous mode: try again, which proves the lamp and the disk anew.
+            try:
+                self._cmd_start(by="continuous")
+            except RecorderError as exc:
+                log.info("continuous mode: still cannot record: %s", exc)
+            return
         if not any(f.blocking for f in self.faults.values()):
             self.state = State.IDLE
             self._show()
-            if self.config.device.mode == "continuous":
-                self._events.put(("command", "start", {"by": "continuous"}, Future()))
 
     def _shutdown(self, done: Future) -> None:
         """Stop: end a recording properly, then put the sign out."""

@@ -203,6 +203,7 @@ class Segmenter:
         elif frame.keyframe and frame.time_us - cur.start_us >= self.segment_us - self.video_format.frame_us // 2:
             # (half a frame of slack: 120 frames at 30 fps are 3.99996 s of µs timestamps)
             self._close_at(cur, frame.time_us)
+            self._current = None
             self._current = self._open(frame)
         else:
             self._flush_pending(cur, frame.time_us)
@@ -243,13 +244,14 @@ class Segmenter:
 
     def cut(self, until_us: int | None = None) -> None:
         """Close the open segment now; the next keyframe starts a new one (after lost frames)."""
-        cur, self._current = self._current, None
+        cur = self._current
         if cur is not None:
             last = cur.pending.time_us if cur.pending else cur.start_us
             end = last + self.video_format.frame_us
             if until_us is not None and last < until_us < end:
                 end = until_us
-            self._close_at(cur, end)
+            self._close_at(cur, end)  # if this fails, the segment is still current, and abort() finds it
+            self._current = None
             self._horizon_us = max(self._horizon_us or end, end)
             self._place_audio()
         self._finish_ready()

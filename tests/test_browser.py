@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,9 @@ def appliance(tmp_path):
 
     wait_for(ready, timeout=40, what="kiroku run to print its URL")
     assert proc.poll() is None, "".join(lines)
+    # Keep reading its output, or a full pipe would block the appliance's logging.
+    drain = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    drain.start()
     yield url, data
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0

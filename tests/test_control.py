@@ -89,3 +89,11 @@ def test_a_stale_socket_file_is_replaced(recorder, data_dir):
         assert ControlClient(srv.path).status()["state"] == "idle"
     finally:
         srv.close()
+
+
+def test_options_may_follow_the_action(server, data_dir, capsys):
+    assert cli.main(["ctl", "status", "--data", str(data_dir), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["state"] == "idle"
+    assert cli.main(["ctl", "--data", str(data_dir), "start", "--by", "tanaka"]) == 0
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+    assert server.recorder.recording.started_by == "tanaka"

@@ -41,8 +41,8 @@ def test_the_real_recorder_here_fails_with_one_line_naming_the_camera(tmp_path):
 def test_no_gpio_library_is_one_line(picamera2_double, sounddevice_double, tmp_path):
     with pytest.raises(DeviceUnavailable) as err:
         open_hardware(small_config(), simulate=False)
-    assert str(err.value).startswith("gpio") or str(err.value).startswith("sign")
-    assert "python3-lgpio" in str(err.value)
+    assert err.value.one_line() == ("sign: no GPIO pin library found — on a Raspberry Pi install python3-lgpio; "
+                                    "elsewhere run with --simulate")
     assert all(cam.closed for cam in picamera2_double.instances), "devices opened before the failure are closed"
 
 
@@ -73,8 +73,9 @@ def test_frames_arrive_as_h264_stamped_with_sensor_time(picamera2_double, platfo
         cam.stop()
         after = clock.boottime_us()
     assert all(before <= f.time_us <= after for f in frames), "times are absolute sensor (boottime) times"
-    steps = [b.time_us - a.time_us for a, b in zip(frames, frames[1:])]
-    assert all(40_000 < s < 95_000 for s in steps[1:]), "about 15 frames per second"
+    span = (frames[-1].time_us - frames[0].time_us) / (len(frames) - 1)
+    assert 50_000 < span < 85_000, "about 15 frames per second"
+    assert all(b.time_us > a.time_us for a, b in zip(frames, frames[1:])), "in capture order"
     assert frames[0].keyframe and sum(f.keyframe for f in frames) >= 2
     decoder = av.CodecContext.create("h264", "r")
     decoded = sum(len(decoder.decode(av.Packet(f.data))) for f in frames)
@@ -143,9 +144,10 @@ def test_blocks_are_stamped_from_the_adc_time_and_counted_in_samples(sounddevice
     mic.start(lambda b: blocks.append((clock.boottime_us(), b)))
     wait_for(lambda: len(blocks) >= 30, what="30 blocks")
     mic.stop()
-    for received, block in blocks:
-        age = received - block.time_us
-        assert 10_000 + 25_000 <= age <= 10_000 + 60_000, "the first sample was captured a block + latency ago"
+    ages = sorted(received - block.time_us for received, block in blocks)
+    # The first sample of a 10 ms block reached us 10 ms + 30 ms latency after capture;
+    # scheduling can only add to that.
+    assert 10_000 + 30_000 - 2_000 <= ages[len(ages) // 2] <= 10_000 + 30_000 + 20_000
     times = [b.time_us for _, b in blocks]
     assert all(b - a == 10_000 for a, b in zip(times[1:], times[2:])), "480 samples at 48 kHz are 10 ms"
     assert mic.audio_clock.reanchors == 0
@@ -176,13 +178,27 @@ def test_input_overflows_are_counted(sounddevice_double):
 
 
 def test_no_sound_card_with_the_real_portaudio_is_one_line():
+    import sounddevice
+
     from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    if any(d["max_input_channels"] > 0 for d in sounddevice.query_devices()):
+        pytest.skip("this machine has a sound input; the test needs one without (as CI is)")
 
     with pytest.raises(DeviceUnavailable) as err:
         SoundDeviceMicrophone(AudioFormat(48000, 1))
     text = err.value.one_line()
     assert text.startswith("microphone: no audio input device found")
     assert "arecord -l" in text
+
+
+def test_a_microphone_index_in_the_config_is_an_index_not_a_name(sounddevice_double):
+    from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+
+    mic = SoundDeviceMicrophone(AudioFormat(48000, 1), device="0")
+    assert mic.name.startswith("USB PnP Sound Device")
+    with pytest.raises(DeviceUnavailable):
+        SoundDeviceMicrophone(AudioFormat(48000, 1), device="1")
 
 
 def test_a_named_microphone_that_is_not_there(sounddevice_double):
@@ -193,7 +209,7 @@ def test_a_named_microphone_that_is_not_there(sounddevice_double):
     assert "input device 'ReSpeaker' not found" in str(err.value)
 
 
-def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, vault):
+def test_a_vanished_sound_card_is_noticed_and_found_again(sounddevice_double, vault):
     from firmware.hardware import SimulatedCamera
     from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
 
@@ -207,8 +223,10 @@ def test_a_vanished_sound_card_is_noticed_by_the_recorder(sounddevice_double, va
         hw.simulator.release()
         wait_for(lambda: rec.state == State.RECORDING, what="recording")
         sounddevice_double.unplug_all()
-        wait_for(lambda: any(f["device"] == "microphone" for f in rec.status()["faults"]), timeout=4,
-                 what="the microphone fault")
-        message = next(f["message"] for f in rec.status()["faults"] if f["device"] == "microphone")
-        assert "no audio input device found" in message or "no sound" in message
+        wait_for(lambda: "no audio input device found" in " ".join(f["message"] for f in rec.status()["faults"]),
+                 timeout=6, what="the microphone reported missing")
+        assert rec.state == State.RECORDING, "video goes on"
+        sounddevice_double.plug_in()
+        wait_for(lambda: not any(f["device"] == "microphone" for f in rec.status()["faults"]), timeout=12,
+                 what="the microphone found again after it is plugged back in")
         assert rec.state == State.RECORDING

@@ -29,7 +29,7 @@ def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware,
     wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
     stalled_at = time.monotonic()
     hardware.simulator.camera_stall()
-    wait_for(lambda: "camera" in fault_devices(recorder) or recorder.status()["fault_history"],
+    wait_for(lambda: any(h["device"] == "camera" for h in recorder.status()["fault_history"]),
              timeout=3, what="the camera fault")
     detected = time.monotonic() - stalled_at
     assert detected < 2.5, f"a stalled camera took {detected:.1f} s to notice"
@@ -160,3 +160,31 @@ def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out
     assert mp4s and all(decodes_cleanly(p) == "" for p in mp4s)
     assert not list(data_dir.rglob("*.part")), "the half-written segment is removed"
     assert recording["end_reason"].startswith("storage failure")
+
+
+def test_a_stalled_microphone_is_restarted_and_sound_returns(recorder, hardware, footage):
+    start(recorder, hardware)
+    wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
+    hardware.simulator.microphone_stall()
+    wait_for(lambda: "microphone" in fault_devices(recorder), timeout=3, what="the microphone fault")
+    wait_for(lambda: "microphone" not in fault_devices(recorder), timeout=6, what="the microphone recovered")
+    written = recorder.segments_written
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after recovery")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    infos = footage.segments(footage.recordings()[0]["id"])
+    missing = [i.duration - i.audio_samples / 48000 for i in infos]
+    assert max(missing) > 0.5, "the stall shows as missing sound, not as invented silence"
+    assert all(m < 0.05 for m in missing[-2:]), "sound came back whole after the restart"
+
+
+def test_a_camera_that_fails_to_start_with_an_os_error_is_a_fault_not_a_stuck_notice(recorder, hardware):
+    def broken(sink):
+        raise OSError(16, "Device or resource busy: /dev/video11")
+
+    hardware.camera.start = broken
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.FAULT, what="the fault")
+    assert "Device or resource busy" in " ".join(f["message"] for f in recorder.status()["faults"])
+    assert not hardware.sign.is_lit, "the sign is not left claiming a recording"

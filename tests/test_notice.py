@@ -104,3 +104,53 @@ def test_the_announcement_is_played_first_and_lengthens_the_notice(vault, footag
     assert seconds > 0.5, "the chime is longer than the configured delay"
     first = decode(footage.plaintexts(_first_recording(footage)["id"])[0]).frame_times_us[0]
     assert first >= started + seconds * 1e6, "recording began before the announcement ended"
+
+
+def test_a_lamp_that_flickers_while_frames_are_in_flight_stores_nothing_from_the_dark(recorder, hardware, footage):
+    """The encoder hands frames over 150 ms after capture; the lamp goes dark for 50 ms and
+    comes back before any frame captured in the dark arrives. Those frames must still be refused."""
+    hardware.camera.latency_us = 150_000
+    readback = PinLog(hardware.simulator.sign_readback_pin)
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.segments_written >= 1, timeout=10, what="a first segment")
+    hardware.simulator.lamp_flicker()
+    wait_for(lambda: recorder.state == State.FAULT, what="the fault state")
+    dark = readback.first(False)
+    recording = wait_for(lambda: [r for r in footage.recordings() if r["ended_at"]], what="the recording closed")[0]
+    stored = [t for p in footage.plaintexts(recording["id"]) for t in decode(p).frame_times_us]
+    assert stored and max(stored) < dark, "a frame captured while the lamp was dark was stored"
+    last = footage.segments(recording["id"])[-1]
+    assert last.end_us <= dark + 40_000, "audio captured in the dark was kept"
+    assert any(f["device"] == "sign" for f in recorder.status()["faults"])
+
+
+def test_the_notice_counts_from_when_the_lamp_is_proven_lit(data_dir, vault, footage):
+    from firmware.hardware import open_hardware
+
+    config = small_config(notice={"delay": 0.5}, health={"sign_confirm": 2.0})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
+        hw.simulator.sign_pin.light_delay = 0.4  # a relay and lamp that take 0.4 s to light
+        readback = PinLog(hw.simulator.sign_readback_pin)
+        hw.simulator.press()
+        hw.simulator.release()
+        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
+        rec.stop_recording()
+        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        lit = readback.first(True)
+    first = decode(footage.plaintexts(_first_recording(footage)["id"])[0]).frame_times_us[0]
+    assert first >= lit + 0.5e6, f"only {(first - lit) / 1e3:.0f} ms of notice after the lamp lit"
+
+
+def test_continuous_mode_recovers_by_itself_after_a_lamp_blip(vault):
+    from firmware.hardware import open_hardware
+
+    config = small_config(device={"mode": "continuous"})
+    with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
+        wait_for(lambda: rec.state == State.RECORDING, what="continuous recording")
+        first = rec.recording.id
+        hw.simulator.lamp_flicker()
+        wait_for(lambda: any(f["device"] == "sign" for f in rec.status()["fault_history"]), what="the fault")
+        wait_for(lambda: rec.state == State.RECORDING and rec.recording.id != first, timeout=15,
+                 what="a new recording without anyone pressing")
+        assert hw.sign.is_lit

@@ -119,3 +119,22 @@ def test_every_word_on_the_counter_exists_in_both_languages():
     missing = needed - set(MESSAGES)
     assert not missing
     assert all(ja and en for ja, en in MESSAGES.values())
+
+
+@pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "/\\evil.example", "//evil.example",
+                                    "https://evil.example/", "/%5cevil.example"])
+def test_the_language_switch_never_leads_off_site(client, target):
+    response = client.get(f"/lang/en?next={target}")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_other_host_names_are_refused_against_dns_rebinding(client):
+    assert client.get("/counter", headers={"Host": "attacker.example:8080"}).status_code == 400
+    assert client.get("/counter", headers={"Host": "127.0.0.1:8080"}).status_code == 200
+    assert client.get("/counter", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_the_virtual_counter_is_off_unless_asked_for(data_dir):
+    app = create_app({"KIROKU_DATA": str(data_dir), "TESTING": True})
+    assert app.config["KIROKU_SIMULATED"] is False

@@ -10,7 +10,9 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, redirect, request, url_for
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from firmware.control import ControlClient, socket_path
@@ -30,11 +32,22 @@ def _secret_key(data_dir: Path) -> bytes:
         return path.read_bytes()
 
 
+def _local_path(target: str) -> str:
+    """``target`` if it is a path on this site, else "/": never a way off-site."""
+    if not target.startswith("/") or "\\" in target or any(ord(c) < 32 or ord(c) == 127 for c in target):
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or target.startswith("//"):
+        return "/"
+    return target
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         KIROKU_DATA=os.environ.get("KIROKU_DATA", "data"),
-        KIROKU_SIMULATED=True,
+        KIROKU_SIMULATED=False,  # the virtual counter exists only when the caller says so
+        KIROKU_HOSTS=("127.0.0.1", "localhost", "::1"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
@@ -62,13 +75,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.route("/lang/<code>")
     @permission(PUBLIC)
     def set_language(code: str):
-        target = request.args.get("next", "/")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"  # only ever back into this site
-        response = redirect(target)
+        response = redirect(_local_path(request.args.get("next", "/")))
         if code in i18n.LANGUAGES:
             response.set_cookie("lang", code, max_age=365 * 86400, samesite="Strict", httponly=True)
         return response
+
+    @app.before_request
+    def only_our_hosts():
+        # A page on another site can point a name of its own at 127.0.0.1 (DNS rebinding);
+        # the browser then sends that name as Host. Answer only to the names we are.
+        try:
+            host = urlsplit("//" + request.host).hostname
+        except ValueError:
+            host = None
+        if host not in app.config["KIROKU_HOSTS"]:
+            abort(400, description="unknown host name")
+        return None
 
     @app.after_request
     def security_headers(response):

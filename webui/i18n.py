@@ -61,6 +61,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sim.microphone_replug": ("マイクをつなぐ", "Plug microphone in"),
     "sim.lamp_fail": ("表示灯を断線させる", "Break the sign's lamp"),
     "sim.lamp_repair": ("表示灯を直す", "Repair the sign's lamp"),
+    "sim.lamp_flicker": ("表示灯を一瞬消す（接触不良）", "Flicker the sign's lamp (loose contact)"),
+    "sim.microphone_stall": ("マイクを停止させる", "Stall microphone"),
     "error.recorder": ("記録装置に接続できません", "Cannot reach the recorder"),
     "nav.lang": ("English", "日本語"),
     "home.title": ("業務記録システム", "Counter recording appliance"),

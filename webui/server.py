@@ -20,7 +20,8 @@ def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int
         print("kiroku web: on real hardware the web UI listens only on localhost until HTTPS is set up "
               "— use --host 127.0.0.1", file=sys.stderr)
         return 2
-    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": simulate})
+    hosts = {"127.0.0.1", "localhost", "::1", host.strip("[]").lower()}
+    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": simulate, "KIROKU_HOSTS": tuple(hosts)})
     try:
         server = create_server(app, host=host, port=port, threads=8, ident="kiroku")
     except OSError as exc:

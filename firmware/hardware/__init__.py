@@ -35,7 +35,7 @@ class Simulator:
 
     ACTIONS = (
         "press", "release", "camera_unplug", "camera_replug", "camera_stall", "camera_hang",
-        "microphone_unplug", "microphone_replug", "lamp_fail", "lamp_repair",
+        "microphone_unplug", "microphone_replug", "microphone_stall", "lamp_fail", "lamp_repair", "lamp_flicker",
     )
 
     def __init__(self, *, button_pin, lamp, camera: SimulatedCamera, microphone: SimulatedMicrophone | None):
@@ -88,11 +88,18 @@ class Simulator:
     def microphone_replug(self) -> None:
         self._microphone.replug()
 
+    def microphone_stall(self) -> None:
+        self._microphone.stall()
+
     def lamp_fail(self) -> None:
         self._lamp.fail()
 
     def lamp_repair(self) -> None:
         self._lamp.repair()
+
+    def lamp_flicker(self) -> None:
+        """Dark for 50 ms, then lit again: a loose contact."""
+        self._lamp.flicker(0.05)
 
 
 @dataclass

@@ -8,13 +8,14 @@ one it has.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from abc import ABC, abstractmethod
 from fractions import Fraction
 
 from firmware.hardware.errors import DeviceFailed, DeviceUnavailable
-from firmware.hardware.media import EncodedFrame, VideoFormat, VideoSink
+from firmware.hardware.media import EncodedFrame, VideoFormat, VideoSink, boottime_us, wall_at
 
 
 class Camera(ABC):
@@ -85,16 +86,14 @@ class SimulatedCamera(Camera):
 
     def __init__(self, fmt: VideoFormat, *, bitrate: int, keyframe_interval: float, clock=None):
         super().__init__(fmt, bitrate=bitrate, keyframe_interval=keyframe_interval)
-        from firmware import clock as _clock
-
-        self._clock = clock or _clock.boottime_us
-        self._wall_at = _clock.wall_at
+        self._clock = clock or boottime_us
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._keyframe = threading.Event()
         self._stalled = False
         self._unplugged = False
         self._hung = False
+        self.latency_us = 0  # encoder pipeline delay: a real encoder hands a frame over later
         self.frames_delivered = 0
         self.frames_skipped = 0
         self.failure: Exception | None = None
@@ -173,6 +172,7 @@ class SimulatedCamera(Camera):
         keyframe = _keyframe_type()
         start = self._clock()
         index = 0
+        pipeline: collections.deque[EncodedFrame] = collections.deque()
         try:
             while True:
                 due = start + index * interval
@@ -190,7 +190,7 @@ class SimulatedCamera(Camera):
                     self.frames_skipped += behind
                     index += behind
                     due = start + index * interval
-                yuv = picture.render(due, self._wall_at(due), index)
+                yuv = picture.render(due, wall_at(due), index)
                 frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
                 frame.pts = due
                 if self._keyframe.is_set():
@@ -198,8 +198,10 @@ class SimulatedCamera(Camera):
                     frame.pict_type = keyframe
                 for packet in encoder.encode(frame):
                     if not self._stalled:
-                        sink(EncodedFrame(bytes(packet), bool(packet.is_keyframe), int(packet.pts)))
-                        self.frames_delivered += 1
+                        pipeline.append(EncodedFrame(bytes(packet), bool(packet.is_keyframe), int(packet.pts)))
+                while pipeline and pipeline[0].time_us + self.latency_us <= self._clock():
+                    sink(pipeline.popleft())
+                    self.frames_delivered += 1
                 index += 1
         except Exception as exc:  # surfaced by the health check as a stalled camera
             self.failure = exc

@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Callable
 
 from firmware.hardware.errors import DeviceUnavailable
+from firmware.hardware.media import boottime_us
 
 
 def _gpio_error(device: str, pin, exc: Exception) -> DeviceUnavailable:
@@ -29,8 +30,11 @@ def _gpio_error(device: str, pin, exc: Exception) -> DeviceUnavailable:
 class Sign:
     """The illuminated 「録画中」 sign on a GPIO output.
 
-    With a ``readback`` input (an optocoupler across the lamp) ``is_lit`` reports what the
+    With a ``readback`` input (an optocoupler across the lamp) the sign reports what the
     lamp really does; without one it reports what the output was told to do.
+    ``lit_since_us`` is when the lamp last came on (media timebase), None while dark: a
+    frame captured before it was captured in the dark. ``on_dark`` is called the moment
+    the read-back drops while the sign is commanded on (on gpiozero's thread).
     """
 
     device = "sign"
@@ -43,18 +47,33 @@ class Sign:
         except Exception as exc:
             raise _gpio_error("sign", pin, exc) from None
         self._readback = None
+        self._lit_since: int | None = None
+        self.on_dark: Callable[[], None] | None = None
         if readback is not None:
             try:
                 self._readback = DigitalInputDevice(readback, pull_up=False, pin_factory=pin_factory)
             except Exception as exc:
                 self._out.close()
                 raise _gpio_error("sign read-back", readback, exc) from None
+            self._readback.when_activated = self._lamp_lit
+            self._readback.when_deactivated = self._lamp_dark
 
     def on(self) -> None:
         self._out.on()
+        if self._readback is None or (self._readback.is_active and self._lit_since is None):
+            self._lit_since = boottime_us()
 
     def off(self) -> None:
+        self._lit_since = None
         self._out.off()
+
+    def _lamp_lit(self) -> None:
+        self._lit_since = boottime_us()
+
+    def _lamp_dark(self) -> None:
+        self._lit_since = None
+        if self._out.is_active and self.on_dark is not None:
+            self.on_dark()
 
     @property
     def is_commanded(self) -> bool:
@@ -65,6 +84,11 @@ class Sign:
         if self._readback is not None:
             return bool(self._readback.is_active)
         return bool(self._out.is_active)
+
+    @property
+    def lit_since_us(self) -> int | None:
+        since = self._lit_since
+        return since if since is not None and self.is_lit else None
 
     @property
     def has_readback(self) -> bool:
@@ -268,6 +292,8 @@ def simulated_pin_factory(*, sign, readback, status_light):
             super().__init__(factory, info)
             self.input_pin = input_pin
             self.lamp_ok = True
+            self.light_delay = 0.0  # a lamp (or relay) that takes a moment to light
+            self._timer = None
 
         def _change_state(self, value):
             changed = super()._change_state(value)
@@ -275,11 +301,22 @@ def simulated_pin_factory(*, sign, readback, status_light):
             return changed
 
         def sync(self):
-            if self.input_pin is not None:
-                if self._state and self.lamp_ok:
-                    self.input_pin.drive_high()
+            if self.input_pin is None:
+                return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._state and self.lamp_ok:
+                if self.light_delay:
+                    self._timer = _timer(self.light_delay, self._light)
                 else:
-                    self.input_pin.drive_low()
+                    self.input_pin.drive_high()
+            else:
+                self.input_pin.drive_low()
+
+        def _light(self):
+            if self._state and self.lamp_ok:
+                self.input_pin.drive_high()
 
     class Lamp:
         def __init__(self, pin):
@@ -292,6 +329,11 @@ def simulated_pin_factory(*, sign, readback, status_light):
         def repair(self):
             self.pin.lamp_ok = True
             self.pin.sync()
+
+        def flicker(self, seconds: float):
+            """The lamp goes dark for a moment and comes back (a loose contact)."""
+            self.fail()
+            _timer(seconds, self.repair)
 
     input_pin = factory.pin(readback) if readback is not None else None
     lamp_pin = factory.pin(sign, pin_class=LampPin, input_pin=input_pin)

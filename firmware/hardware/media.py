@@ -8,10 +8,23 @@ microseconds (see ``firmware.clock``), which is what libcamera stamps frames wit
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+
+
+def boottime_us() -> int:
+    """Now, on the media timebase: CLOCK_BOOTTIME in µs, what libcamera stamps frames with."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1000
+
+
+def wall_at(boot_us: int):
+    """The local wall-clock time at which the boottime instant ``boot_us`` happened."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp((time.time_ns() / 1000 - (boottime_us() - boot_us)) / 1e6).astimezone()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from firmware.hardware.errors import DeviceUnavailable
-from firmware.hardware.media import AudioBlock, AudioFormat, AudioSink
+from firmware.hardware.media import AudioBlock, AudioFormat, AudioSink, boottime_us
 
 REANCHOR_US = 20_000
 
@@ -69,6 +69,9 @@ class Microphone(ABC):
     def stop(self) -> None:
         ...
 
+    def reset(self) -> None:
+        """Forget what the sound system knew of the device before a restart (if it must)."""
+
     def close(self) -> None:
         self.stop()
 
@@ -88,17 +91,20 @@ class SimulatedMicrophone(Microphone):
 
     def __init__(self, fmt: AudioFormat, *, blocksize: int = 1024, wav_path: str | None = None, clock=None):
         super().__init__(fmt, blocksize=blocksize)
-        from firmware import clock as _clock
-
-        self._clock = clock or _clock.boottime_us
+        self._clock = clock or boottime_us
         self._wav = _load_wav(wav_path, fmt) if wav_path else None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._unplugged = False
+        self._stalled = False
         self.audio_clock = AudioClock(fmt.samplerate)
 
     def unplug(self) -> None:
         self._unplugged = True
+
+    def stall(self) -> None:
+        """Stop delivering until restarted (a USB audio device that wedges)."""
+        self._stalled = True
 
     def replug(self) -> None:
         self._unplugged = False
@@ -109,6 +115,7 @@ class SimulatedMicrophone(Microphone):
         if self._unplugged:
             raise DeviceUnavailable("microphone", "not connected", "plug the simulated microphone back in (virtual counter)")
         self._stop.clear()
+        self._stalled = False
         self.audio_clock.reset()
         self._thread = threading.Thread(target=self._run, args=(sink,), name="sim-microphone", daemon=True)
         self._running = True
@@ -138,6 +145,9 @@ class SimulatedMicrophone(Microphone):
                 return
             if self._stop.is_set() or self._unplugged:
                 return  # an unplugged card simply stops calling back
+            if self._stalled:
+                done += n
+                continue
             first_us = start + done * 1_000_000 // rate
             if self._wav is not None:
                 idx = (position + np.arange(n)) % len(self._wav)

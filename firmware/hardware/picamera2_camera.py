@@ -90,7 +90,7 @@ class PiCamera(Camera):
         output = self._Output(encoder, sink)
         try:
             self._picam2.start_recording(encoder, output)
-        except RuntimeError as exc:
+        except Exception as exc:  # RuntimeError from libcamera, OSError from the encoder's /dev/video11…
             raise DeviceUnavailable("camera", f"could not start ({exc})", "check the camera cable and the journal") from None
         self._encoder = encoder
         self._running = True

@@ -8,9 +8,8 @@ block and stamps it; it never blocks (PortAudio calls it on its real-time thread
 
 from __future__ import annotations
 
-from firmware import clock
 from firmware.hardware.errors import DeviceUnavailable
-from firmware.hardware.media import AudioBlock, AudioFormat, AudioSink
+from firmware.hardware.media import AudioBlock, AudioFormat, AudioSink, boottime_us
 from firmware.hardware.microphone import AudioClock, Microphone
 
 _CHECK = "check that the microphone is plugged in and that `arecord -l` lists it (I2S: the overlay in config.txt)"
@@ -32,6 +31,8 @@ class SoundDeviceMicrophone(Microphone):
     def __init__(self, fmt: AudioFormat, *, blocksize: int = 1024, device: str | int | None = None):
         super().__init__(fmt, blocksize=blocksize)
         self._sd = _import_sounddevice()
+        if isinstance(device, str) and device.isdigit():
+            device = int(device)  # an index; sounddevice would take "1" as part of a name
         self._device = device if device not in ("", None) else None
         self._stream = None
         self.audio_clock = AudioClock(fmt.samplerate)
@@ -54,7 +55,7 @@ class SoundDeviceMicrophone(Microphone):
         rate = self.format.samplerate
 
         def callback(indata, frames, time, status):
-            now = clock.boottime_us()
+            now = boottime_us()
             if status:
                 self.overflows += bool(status.input_overflow)
                 self.statuses.append(str(status))
@@ -89,6 +90,19 @@ class SoundDeviceMicrophone(Microphone):
                 stream.abort()
             finally:
                 stream.close()
+
+    def reset(self) -> None:
+        """Make PortAudio look for sound cards again (after one vanished or came back).
+
+        PortAudio enumerates devices once, when it is initialised; sounddevice exposes no
+        public way to redo that, so this uses its ``_terminate``/``_initialize`` pair
+        (stable since 2015). Any other stream, e.g. an announcement playing, is ended.
+        """
+        terminate = getattr(self._sd, "_terminate", None)
+        initialize = getattr(self._sd, "_initialize", None)
+        if terminate is not None and initialize is not None:
+            terminate()
+            initialize()
 
     @property
     def is_active(self) -> bool:

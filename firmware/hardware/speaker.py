@@ -12,6 +12,7 @@ import wave
 import numpy as np
 
 from firmware.hardware.errors import DeviceUnavailable
+from firmware.hardware.media import boottime_us
 
 
 def load_announcement(path: str) -> tuple[np.ndarray, int]:
@@ -58,9 +59,7 @@ class SimulatedSpeaker(Speaker):
     backend = "simulated"
 
     def __init__(self, clock=None):
-        from firmware import clock as _clock
-
-        self._clock = clock or _clock.boottime_us
+        self._clock = clock or boottime_us
         self.played: list[tuple[int, float]] = []  # (start boottime µs, seconds)
         self._lock = threading.Lock()
 

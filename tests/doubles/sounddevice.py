@@ -18,8 +18,12 @@ from types import SimpleNamespace
 import numpy as np
 
 # Test controls -------------------------------------------------------------------------
-devices = [{"name": "USB PnP Sound Device: Audio (hw:1,0)", "index": 0, "hostapi": 0,
-            "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0}]
+_USB_MIC = {"name": "USB PnP Sound Device: Audio (hw:1,0)", "index": 0, "hostapi": 0,
+            "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0}
+hardware = [dict(_USB_MIC)]  # what is plugged in right now
+# What PortAudio enumerated when it was initialised: like the real library, the device list
+# is a snapshot that only _terminate() + _initialize() refresh (python-sounddevice #125).
+devices = [dict(_USB_MIC)]
 adc_latency = 0.010  # seconds between capture of a block's first sample... and its callback, beyond the block
 rate_error = 0.0  # the card's sample clock runs this fraction fast (0.01 = 1 % fast)
 overflow_every = 0  # report input_overflow on every n-th callback
@@ -28,17 +32,30 @@ streams: list = []
 
 def reset() -> None:
     global adc_latency, rate_error, overflow_every
-    devices[:] = [{"name": "USB PnP Sound Device: Audio (hw:1,0)", "index": 0, "hostapi": 0,
-                   "max_input_channels": 1, "max_output_channels": 0, "default_samplerate": 48000.0}]
+    hardware[:] = [dict(_USB_MIC)]
+    devices[:] = [dict(_USB_MIC)]
     adc_latency, rate_error, overflow_every = 0.010, 0.0, 0
     streams.clear()
 
 
 def unplug_all() -> None:
-    """The sound card goes away: running streams stop calling back, as PortAudio does."""
-    devices.clear()
+    """The sound card goes away: running streams stop calling back, as PortAudio's ALSA
+    back end does; the enumerated device list still shows it until re-initialisation."""
+    hardware.clear()
     for stream in streams:
         stream._vanish()
+
+
+def plug_in() -> None:
+    hardware[:] = [dict(_USB_MIC)]
+
+
+def _terminate() -> None:
+    devices.clear()
+
+
+def _initialize() -> None:
+    devices[:] = [dict(d) for d in hardware]
 
 
 class PortAudioError(Exception):
@@ -69,7 +86,7 @@ def query_devices(device=None, kind=None):
             raise PortAudioError("Error querying device -1")
         return dict(candidates[0])
     if isinstance(device, int):
-        for d in devices:
+        for d in candidates:
             if d["index"] == device:
                 return dict(d)
         raise PortAudioError(f"Error querying device {device}")
@@ -91,6 +108,7 @@ class InputStream:
         self.channels = channels or 1
         self.dtype = dtype or "float32"
         self._callback = callback
+        self._device_name = info["name"]
         self._thread = None
         self._stop = threading.Event()
         self._active = False
@@ -108,6 +126,8 @@ class InputStream:
     def start(self):
         if self.closed:
             raise PortAudioError("Error starting stream: Stream is closed")
+        if not any(d["name"] == self._device_name for d in hardware):
+            raise PortAudioError("Error starting stream: Unanticipated host error [PaErrorCode -9999]")
         self._stop.clear()
         self._active = True
         self._thread = threading.Thread(target=self._run, daemon=True)

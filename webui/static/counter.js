@@ -42,12 +42,18 @@
     }
   }
 
-  async function simulate(action) {
-    const response = await fetch("/api/v1/simulator/" + action, {
-      method: "POST",
-      headers: { "X-CSRFToken": csrf },
-    });
-    if (response.ok) render(await response.json());
+  // Requests go out one after another: a release must never overtake its press, or the
+  // pin would stay low and the recorder would see a long press.
+  let queue = Promise.resolve();
+  function simulate(action) {
+    queue = queue.then(async () => {
+      const response = await fetch("/api/v1/simulator/" + action, {
+        method: "POST",
+        headers: { "X-CSRFToken": csrf },
+      });
+      if (response.ok) render(await response.json());
+    }).catch(() => { $("unreachable").hidden = false; });
+    return queue;
   }
 
   const button = $("record-button");

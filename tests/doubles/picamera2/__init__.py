@@ -110,9 +110,9 @@ class Picamera2:
         self.started = False
 
     def stop_recording(self):
+        self.stop()  # the camera stops first; then, in issue #1264, stopping the encoder never returns
         if hang_on_stop:
-            threading.Event().wait()  # never returns
-        self.stop()
+            threading.Event().wait()
         for encoder in list(self._encoders):
             encoder.stop()
         self._encoders.clear()

@@ -167,7 +167,11 @@ class Encoder:
 
 
 class _V4L2H264Encoder(Encoder):
-    """picamera2/encoders/h264_encoder.py (Pi 4): passes packet=None."""
+    """picamera2/encoders/h264_encoder.py (Pi 4): passes packet=None, and hands encoded
+    frames over from its own poll thread a couple of frames after they were queued
+    (V4L2Encoder.thread_poll)."""
+
+    PIPELINE_FRAMES = 2
 
     def __init__(self, bitrate=None, repeat=True, iperiod=None, framerate=None, enable_sps_framerate=False,
                  qp=None, profile=None):
@@ -182,6 +186,35 @@ class _V4L2H264Encoder(Encoder):
 
     def _packet_arg(self, packet):
         return None
+
+    def _start(self):
+        import queue
+
+        super()._start()
+        self._pending = queue.Queue()
+        self._poll = threading.Thread(target=self._thread_poll, daemon=True)
+        self._poll.start()
+
+    def _emit(self, packet):
+        self._pending.put((bytes(packet), bool(packet.is_keyframe), int(packet.pts)))
+
+    def _thread_poll(self):
+        held = []
+        while True:
+            item = self._pending.get()
+            if item is None:
+                break
+            held.append(item)
+            if len(held) > self.PIPELINE_FRAMES:
+                frame, keyframe, ts = held.pop(0)
+                self.outputframe(frame, keyframe, ts, None)
+        for frame, keyframe, ts in held:
+            self.outputframe(frame, keyframe, ts, None)
+
+    def _stop(self):
+        super()._stop()
+        self._pending.put(None)
+        self._poll.join()
 
 
 class _LibavH264Encoder(Encoder):
