@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--vkey", type=Path, required=True, help="keys/device.vkey of the device")
     chk.add_argument("--old-checkpoint", type=Path, help="for a consistency proof: the older checkpoint")
 
+    p = sub.add_parser("bench", help="the benchmark: what each stage costs next to its baseline")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
+
     p = sub.add_parser("keys", help="managers' keys")
     _add_data(p)
     k = p.add_subparsers(dest="action", metavar="ACTION")
@@ -171,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "ctl":
         return _ctl(args)
+    if args.command == "bench":
+        from firmware import bench
+
+        return bench.run(quick=args.quick, json_path=args.json)
     if args.command in ("vault", "audit", "keys", "init"):
         from firmware import vault_cli
 

@@ -78,7 +78,7 @@ class Checkpoint:
 def parse_vkey(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
     """A signed-note verifier key ``name+hexid+base64(0x01||key)``."""
     try:
-        name, hexid, b64 = vkey.strip().rsplit("+", 2)
+        name, hexid, b64 = vkey.strip().split("+", 2)  # the key (base64) may itself hold "+"
         raw = base64.b64decode(b64, validate=True)
     except ValueError:
         raise AuditError("not a verifier key (name+id+key)") from None

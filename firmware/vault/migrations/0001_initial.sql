@@ -51,7 +51,10 @@ CREATE TABLE segments (
     UNIQUE (recording_id, seq)
 );
 CREATE INDEX segments_by_start ON segments (start_wall_us);
-CREATE INDEX segments_kept_by_class ON segments (record_class, end_wall_us) WHERE erased_at IS NULL;
+-- Time-range queries (viewing, exports): equality on the class, a bounded range on the start.
+CREATE INDEX segments_kept_by_start ON segments (record_class, start_wall_us) WHERE erased_at IS NULL;
+-- Retention: the oldest kept segments first.
+CREATE INDEX segments_kept_by_end ON segments (record_class, end_wall_us) WHERE erased_at IS NULL;
 CREATE INDEX segments_by_day ON segments (record_class, key_day) WHERE erased_at IS NULL;
 
 CREATE TABLE holds (
