@@ -194,6 +194,7 @@ class Recorder:
         self.state = State.IDLE
         self.faults: dict[str, Fault] = {}
         self.fault_history: list[dict] = []
+        self.warnings: list[str] = []  # not faults: nothing stops, but someone should act
         self.fatal: str | None = None
         self.recording: Recording | None = None
         self.last_recording: Recording | None = None
@@ -319,6 +320,7 @@ class Recorder:
             "recording": rec_json(rec),
             "last_recording": rec_json(self.last_recording),
             "faults": [f.to_json() for f in list(self.faults.values())],
+            "warnings": list(self.warnings),
             "fault_history": list(self.fault_history[-10:]),
             "devices": {
                 "camera": {
@@ -441,12 +443,31 @@ class Recorder:
         self._events.put(("stored", rec.id))
 
     def _retention_loop(self) -> None:
-        """Overwrite expired footage in the background, never on the media thread."""
-        while not self._closed.wait(self._sweep_seconds):
+        """Overwrite expired footage in the background, never on the media thread, and keep
+        an eye on how long the card can keep footage at the rate it is being recorded."""
+        while True:
             try:
-                self.store.sweep()
+                if self.store.ready:
+                    self.store.sweep()
+                    self._plan_capacity()
             except Exception:
                 log.exception("retention sweep failed")
+            if self._closed.wait(self._sweep_seconds):
+                return
+
+    def _plan_capacity(self) -> None:
+        status = self.store.status(bitrate_guess=self._room_needed / _ROOM_SECONDS)
+        warnings = []
+        for cls, c in status["classes"].items():
+            if c["warning"] and (c["segments"] or cls == "footage"):
+                warnings.append(f"capacity: the card holds about {c['projected_days']:.0f} days of {cls} at the "
+                                f"current rate, below the {c['min_days']}-day minimum plus the margin — "
+                                "fit a larger card or record less")
+        if warnings and warnings != self.warnings:
+            self.store.audit("recorder", "capacity.warning", detail={"warnings": warnings})
+            for w in warnings:
+                log.warning(w)
+        self.warnings = warnings
 
     def _segment_stored(self, rec: Recording, info) -> None:
         self.segments_written += 1

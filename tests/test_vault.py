@@ -555,3 +555,27 @@ def test_checkpoints_verify_with_openssl_style_standard_tools(audited, tmp_path)
                           audited.data_dir / "keys" / "device.pub.pem", "-rawin", "-in", tmp_path / "body",
                           "-sigfile", tmp_path / "sig"], capture_output=True, text=True)
     assert out.returncode == 0 and "Signature Verified Successfully" in out.stdout, out.stderr
+
+
+def test_the_recorder_warns_when_the_card_is_too_small_for_the_minimum(hardware, data_dir, recovery):
+    from firmware.recorder import Recorder
+    from tests.conftest import small_config
+
+    config = small_config(retention={"capacity_mb": 64, "hours_per_day": 8.0})
+    vault = Vault.open(data_dir, config)
+    with Recorder(hardware, config, vault) as rec:
+        wait_for(lambda: rec.status()["warnings"], what="the capacity warning")
+        assert "below the 90-day minimum" in rec.status()["warnings"][0]
+        assert rec.status()["faults"] == [], "a warning, not a fault: recording is not stopped"
+    assert any(e["action"] == "capacity.warning" for e in vault.audit_log.entries(vault.db))
+    vault.close()
+
+
+def test_a_marked_section_becomes_the_recordings_responsible_section(recorder, hardware, vault):
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+    recorder.mark(by="tanaka", section="市民課")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    assert vault.db.execute("SELECT section FROM recordings").fetchone()[0] == "市民課"

@@ -49,6 +49,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "rec.marks": ("マーク", "marks"),
     "faults.caption": ("異常", "Faults"),
     "faults.none": ("なし", "none"),
+    "warnings.caption": ("注意", "Warnings"),
     "clock.caption": ("時刻", "Clock"),
     "clock.synced": ("同期済み", "synchronised"),
     "clock.unsynced": ("未同期（時刻は参考値）", "NOT synchronised (times are indicative)"),

@@ -250,6 +250,8 @@ class Vault:
     def _insert_mark(self, conn, recording_id: str, mark: Mark) -> None:
         conn.execute("INSERT INTO marks (recording_id, wall_us, at, by, note, section) VALUES (?, ?, ?, ?, ?, ?)",
                      (recording_id, mark.wall_us, mark.at, mark.by, mark.note, mark.section))
+        if mark.section:  # the responsible section (Art. 2(6)) is who asks to view it later (Art. 8)
+            conn.execute("UPDATE recordings SET section = ? WHERE id = ? AND section = ''", (mark.section, recording_id))
         # An incident keeps its recording until someone closes it (Art. 7(1): it may be verified).
         if not conn.execute("SELECT 1 FROM holds WHERE recording_id = ? AND reason = 'incident' AND released_at IS NULL",
                             (recording_id,)).fetchone():

@@ -27,6 +27,7 @@
     $("recording").textContent = describe(s.recording);
     $("last-recording").textContent = describe(s.last_recording);
     $("faults").textContent = s.faults.length ? s.faults.map((f) => f.message).join(" / ") : msg("faults.none");
+    $("warnings").textContent = (s.warnings || []).length ? s.warnings.join(" / ") : msg("faults.none");
     $("clock").textContent = `${s.clock.now} (${s.clock.synchronised ? msg("clock.synced") : msg("clock.unsynced")})`;
     const button = $("record-button");
     if (button) button.setAttribute("aria-pressed", String(s.button.pressed));
