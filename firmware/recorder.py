@@ -41,7 +41,7 @@ from firmware.hardware import (
 )
 from firmware.hardware.media import AudioFormat, VideoFormat
 from firmware.segmenter import Segmenter
-from firmware.store import Mark, Recording, StoreError
+from firmware.store import Mark, Recording
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,12 @@ def small_config(**sections) -> Config:
     return Config().replace(**base)
 
 
+def config_toml(*, notice_delay: float = 0.5, segment_seconds: float = 2.0, extra: str = "") -> str:
+    """The same small configuration as ``small_config``, as a recorder process reads it from a file."""
+    return (f"[camera]\nwidth = 640\nheight = 360\nframerate = 15.0\nbitrate = 600000\n"
+            f"[notice]\ndelay = {notice_delay}\n[recording]\nsegment_seconds = {segment_seconds}\n{extra}")
+
+
 @pytest.fixture
 def config() -> Config:
     return small_config()

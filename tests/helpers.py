@@ -30,6 +30,17 @@ def _media_args(media: Path | bytes) -> tuple[str, bytes | None]:
     return ("pipe:0", media) if isinstance(media, (bytes, bytearray)) else (str(media), None)
 
 
+def recorder_answers(data_dir: Path) -> bool:
+    """Whether a recorder is running on ``data_dir`` (its socket file alone proves nothing)."""
+    from firmware.control import ControlClient, socket_path
+
+    try:
+        ControlClient(socket_path(data_dir), timeout=2).status()
+        return True
+    except Exception:
+        return False
+
+
 def ffprobe(media: Path | bytes) -> dict:
     source, data = _media_args(media)
     out = subprocess.run(

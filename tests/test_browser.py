@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from firmware.vault import Vault
-from tests.conftest import recovery_identity
+from tests.conftest import config_toml, recovery_identity
 from tests.helpers import Footage
 from tests.helpers import decodes_cleanly, ffprobe, wait_for
 
@@ -23,17 +23,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-results"
 
-CONFIG_TOML = """
-[camera]
-width = 640
-height = 360
-framerate = 15.0
-bitrate = 600000
-[notice]
-delay = 1.0
-[recording]
-segment_seconds = 2.0
-"""
+CONFIG_TOML = config_toml(notice_delay=1.0)
 
 
 def free_port() -> int:

@@ -10,7 +10,6 @@ from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from firmware.store import StoreError
 from firmware.vault import Vault
-from tests.conftest import small_config
 from tests.helpers import Footage, decodes_cleanly, ffprobe, wait_for
 
 

@@ -15,28 +15,14 @@ import pytest
 
 from firmware.control import ControlClient, socket_path
 from firmware.vault import Vault
-from tests.conftest import recovery_identity, set_up
-from tests.helpers import Footage, decodes_cleanly, ffprobe, wait_for
+from tests.conftest import config_toml, recovery_identity, set_up
+from tests.helpers import Footage, decodes_cleanly, ffprobe, recorder_answers, wait_for
 
 
 def footage_of(data_dir) -> Footage:
     return Footage(Vault.open(data_dir), recovery_identity(data_dir.parent / f"{data_dir.name}-recovery.txt"))
 
-CONFIG_TOML = """
-[camera]
-width = 640
-height = 360
-framerate = 15.0
-bitrate = 600000
-[notice]
-delay = 0.5
-[recording]
-segment_seconds = 4.0
-[health]
-camera_stall = 1.0
-camera_stop_timeout = 1.0
-restart_attempts = 1
-"""
+CONFIG_TOML = config_toml(segment_seconds=4.0, extra="[health]\ncamera_stall = 1.0\ncamera_stop_timeout = 1.0\nrestart_attempts = 1\n")
 
 
 def spawn(data_dir, *extra, env=None):
@@ -49,17 +35,9 @@ def spawn(data_dir, *extra, env=None):
     )
 
 
-def answers(data_dir) -> bool:
-    try:
-        ControlClient(socket_path(data_dir), timeout=2).status()
-        return True
-    except Exception:
-        return False
-
-
 def recording(data_dir, proc):
     client = ControlClient(socket_path(data_dir))
-    wait_for(lambda: answers(data_dir) or proc.poll() is not None, timeout=20, what="the recorder")
+    wait_for(lambda: recorder_answers(data_dir) or proc.poll() is not None, timeout=20, what="the recorder")
     assert proc.poll() is None, proc.stderr.read()
     client.request("sim", action="press")
     client.request("sim", action="release")
@@ -104,7 +82,7 @@ def test_after_a_crash_at_most_the_segment_in_flight_is_missing(tmp_path):
     assert len(complete) >= 2 and list(data.rglob("*.part")), "a segment was in flight"
     assert socket_path(data).exists(), "the killed process left its socket behind"
     proc = spawn(data)
-    wait_for(lambda: answers(data), timeout=20, what="the restarted recorder")
+    wait_for(lambda: recorder_answers(data), timeout=20, what="the restarted recorder")
     assert not list(data.rglob("*.part")), "the unfinished segment is cleared away on start"
     assert footage.segments(rec["id"]) == complete
     assert all(decodes_cleanly(p) == "" for p in footage.plaintexts(rec["id"]))
@@ -117,7 +95,7 @@ def test_a_second_recorder_on_the_same_data_folder_is_refused(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     first = spawn(data)
-    wait_for(lambda: answers(data), timeout=20, what="the first recorder")
+    wait_for(lambda: recorder_answers(data), timeout=20, what="the first recorder")
     second = spawn(data)
     assert second.wait(20) == 2
     err = second.stderr.read()
@@ -202,4 +180,4 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     mp4s = footage.plaintexts(rec["id"])
     assert len(mp4s) == 2 and all(decodes_cleanly(p) == "" for p in mp4s)
     assert rec["end_reason"] == "stopped by shutdown"
-    assert not answers(data), "no recorder is left running"
+    assert not recorder_answers(data), "no recorder is left running"

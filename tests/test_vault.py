@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -24,8 +23,8 @@ from firmware.recorder import State
 from firmware.store import Recording, SegmentInfo
 from firmware.vault import Vault, age
 from firmware.vault.keys import KeyStore, WrongPassphrase
-from tests.conftest import recovery_identity, set_up
-from tests.helpers import Footage, ffprobe, wait_for
+from tests.conftest import config_toml, set_up
+from tests.helpers import Footage, ffprobe, recorder_answers, wait_for
 
 DAY_US = 86_400_000_000
 
@@ -70,13 +69,12 @@ def test_the_age_tool_opens_the_day_key_with_the_recovery_key_and_the_footage_wi
                  "--manager", "yamada", "--password-file", password, "--work-factor", 10)
     assert out.returncode == 0, out.stderr
     assert "Recovery key written to" in out.stdout
-    (data / "kiroku.toml").write_text("[camera]\nwidth = 640\nheight = 360\nframerate = 15.0\n"
-                                      "[notice]\ndelay = 0.5\n[recording]\nsegment_seconds = 2.0\n")
+    (data / "kiroku.toml").write_text(config_toml())
     proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = ControlClient(socket_path(data))
-        wait_for(lambda: _answers(client), timeout=20, what="the recorder")
+        wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
         client.request("start")
         wait_for(lambda: client.status()["recording"] and client.status()["recording"]["segments"] >= 2,
                  timeout=20, what="two segments")
@@ -96,14 +94,6 @@ def test_the_age_tool_opens_the_day_key_with_the_recovery_key_and_the_footage_wi
     for segment in segments:
         mp4 = subprocess.run(["age", "-d", "-i", tmp_path / "day.txt", segment], capture_output=True, check=True).stdout
         assert sorted(s["codec_name"] for s in ffprobe(mp4)["streams"]) == ["aac", "h264"]
-
-
-def _answers(client) -> bool:
-    try:
-        client.status()
-        return True
-    except Exception:
-        return False
 
 
 def test_the_recorder_keeps_no_private_key_that_opens_footage(recorder, hardware, data_dir):
@@ -144,17 +134,7 @@ def test_a_new_manager_can_open_days_recorded_before_they_were_added(recorder, h
 
 # -- crashes ---------------------------------------------------------------------------------
 
-CRASH_CONFIG = """
-[camera]
-width = 640
-height = 360
-framerate = 15.0
-bitrate = 600000
-[notice]
-delay = 0.5
-[recording]
-segment_seconds = 2.0
-"""
+CRASH_CONFIG = config_toml()
 
 
 @pytest.mark.slow
@@ -170,7 +150,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
     for trial in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for(lambda: _answers(client), timeout=20, what="the recorder")
+        wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
         client.request("start")
         wait_for(lambda: client.status()["state"] == "recording", what="recording")
         time.sleep(rng.uniform(0.2, 5.0))
@@ -180,7 +160,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
     # One last start: it recovers what the last kill left.
     proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(lambda: _answers(client), timeout=20, what="the recorder")
+    wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
     proc.terminate()
     assert proc.wait(15) == 0
 
