@@ -105,6 +105,7 @@ class RetentionConfig:
 class WebConfig:
     host: str = _f("127.0.0.1")
     port: int = _f(8080, lo=1, hi=65535)
+    hostnames: str = _f("", doc="other names the admin page is reached by, comma-separated")
 
 
 @dataclass(frozen=True)

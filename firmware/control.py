@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import socketserver
 import struct
@@ -127,6 +128,10 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 if not isinstance(note, str) or not isinstance(section, str):
                     return {"ok": False, "error": "note and section must be strings"}
                 return {"ok": True, "status": rec.mark(by=by, note=note[:500], section=section[:80])}
+            if op == "audit":
+                return self._audit(rec, request, by, uid)
+            if op == "hold":
+                return self._hold(rec, request, by)
             if op == "release":
                 hold = request.get("hold")
                 if not isinstance(hold, int):
@@ -152,7 +157,38 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:  # an answer, always: a caller must never hang on a bug here
             log.exception("control: %s failed", op)
             return {"ok": False, "error": f"{op} failed: {exc}"}
-        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, sim)"}
+        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, hold, audit, sim)"}
+
+
+    _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")
+    PURPOSES = ("", "trouble", "maintenance", "provision", "business")  # Art. 7 (1)–(4)
+
+    def _audit(self, rec, request: dict, by: str, uid: int) -> dict:
+        """An entry in the audit log, for another process (the web UI) that may not write it."""
+        action, subject = request.get("action"), request.get("subject", "")
+        purpose, detail = request.get("purpose", ""), request.get("detail", {})
+        if not isinstance(action, str) or not self._ACTION.fullmatch(action):
+            return {"ok": False, "error": "audit needs an action like 'request.file'"}
+        if not isinstance(subject, str) or len(subject) > 200 or purpose not in self.PURPOSES:
+            return {"ok": False, "error": f"audit: bad subject or purpose (one of {', '.join(self.PURPOSES[1:])})"}
+        if not isinstance(detail, dict) or len(json.dumps(detail)) > 8192:
+            return {"ok": False, "error": "audit: detail must be a JSON object under 8 KiB"}
+        if not rec.store.ready:
+            return {"ok": False, "error": "the vault is not set up"}
+        seq = rec.store.audit(by, action, purpose=purpose, subject=subject, detail={**detail, "uid": uid})
+        return {"ok": True, "status": {"seq": seq}}
+
+    def _hold(self, rec, request: dict, by: str) -> dict:
+        reason, reference = request.get("reason"), str(request.get("reference", ""))[:80]
+        ids = request.get("recording_ids", [])
+        if reason not in ("incident", "request", "provision", "disclosure") or not isinstance(ids, list) \
+                or not all(isinstance(i, str) for i in ids):
+            return {"ok": False, "error": "hold needs a reason and a list of recording_ids"}
+        start, end = request.get("start_wall_us"), request.get("end_wall_us")
+        holds = [rec.store.hold(reason=reason, by=by, recording_id=i, reference=reference) for i in ids]
+        if isinstance(start, int) and isinstance(end, int) and start < end:
+            holds.append(rec.store.hold(reason=reason, by=by, start_wall_us=start, end_wall_us=end, reference=reference))
+        return {"ok": True, "status": {"holds": holds}}
 
 
 def _listening(path: Path) -> bool:

@@ -64,7 +64,7 @@ def _reader(args):
 
     if not (Path(args.data) / "kiroku.db").exists():
         raise SystemExit(_fail(f"no vault in {args.data} (no kiroku.db) — check --data", 2))
-    return Vault.open(args.data, _config(args))
+    return Vault.open(args.data, _config(args), readonly=True)
 
 
 def main(args) -> int:

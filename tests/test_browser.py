@@ -1,9 +1,11 @@
-"""The virtual counter in a real browser (Debian's Chromium driven by Playwright), against
-`kiroku run` as a newcomer starts it."""
+"""The appliance in a real browser (Debian's Chromium driven by Playwright), against
+`kiroku run` as a newcomer starts it: first-run set-up, people, the virtual counter, a
+written request, the manager's decision and unlock, and scoped playback."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,16 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from firmware.vault import Vault
-from tests.conftest import config_toml, recovery_identity
-from tests.helpers import Footage
-from tests.helpers import decodes_cleanly, ffprobe, wait_for
+from tests.conftest import config_toml
+from tests.helpers import wait_for
+from tests.webui_helpers import PASSWORDS
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-results"
-
 CONFIG_TOML = config_toml(notice_delay=1.0)
 
 
@@ -40,7 +40,7 @@ def appliance(tmp_path):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    lines: list[str] = []
     url = f"http://127.0.0.1:{port}/"
 
     def ready():
@@ -59,17 +59,29 @@ def appliance(tmp_path):
 
 
 @pytest.fixture
-def page():
+def browser():
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), "make test installs Debian's chromium"
+    ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        yield page
-        browser.close()
+            "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+        yield b
+        b.close()
+
+
+def person(browser, url: str, username: str | None = None):
+    """A separate browser context: one person at their own desk."""
+    page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
+    if username:
+        page.goto(url + "login")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", PASSWORDS[username])
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+    return page
 
 
 def hold(page, selector, ms):
@@ -80,46 +92,120 @@ def hold(page, selector, ms):
     page.mouse.up()
 
 
-def test_a_newcomer_records_with_the_virtual_button(appliance, page):
+def add_person(page, url, username, display, section, role):
+    page.goto(url + "admin/people")
+    form = page.locator("#add-person")
+    form.locator("input[name=username]").fill(username)
+    form.locator("input[name=display_name]").fill(display)
+    form.locator("select[name=section_id]").select_option(label=section)
+    form.locator(f"input[name=roles][value={role}]").check()
+    form.locator("input[name=password]").fill(PASSWORDS[username])
+    form.locator("button[type=submit]").click()
+    page.wait_for_selector(f'tr[data-username="{username}"]')
+
+
+@pytest.mark.slow
+def test_from_first_run_to_scoped_playback(appliance, browser):
     url, data = appliance
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.goto(url)
-    assert page.url.endswith("/counter")
-    page.wait_for_selector('#state[data-state="idle"]')
-    assert page.locator("#state").inner_text() == "待機中"
-    assert page.get_attribute("#sign", "data-lit") == "false"
 
-    hold(page, "#record-button", 200)
-    page.wait_for_selector('#sign[data-lit="true"]', timeout=5000)
-    page.wait_for_selector('#state[data-state="recording"]', timeout=5000)
-    assert page.locator("#state").inner_text() == "録画中"
-    page.wait_for_timeout(4500)
-    page.screenshot(path=str(ARTIFACTS / "counter-recording.png"))
+    # 1. First run: no default password; the first visitor registers the manager.
+    manager = person(browser, url)
+    manager.goto(url)
+    assert manager.url.endswith("/setup/")
+    manager.fill("input[name=username]", "yamada")
+    manager.fill("input[name=display_name]", "山田 太郎")
+    manager.fill("input[name=password]", PASSWORDS["yamada"])
+    manager.fill("input[name=confirm]", PASSWORDS["yamada"])
+    manager.click("button[type=submit]")
+    manager.wait_for_url(re.compile(r".*/admin/$"))
 
-    hold(page, "#record-button", 200)
-    page.wait_for_selector('#state[data-state="idle"]', timeout=10000)
-    assert page.get_attribute("#sign", "data-lit") == "false"
-    assert "セグメント" in page.locator("#last-recording").inner_text()
+    # 2. People: a section, its head, and an operator designated for this device.
+    manager.goto(url + "admin/people")
+    manager.fill("#add-section input[name=name]", "市民課")
+    manager.click("#add-section button[type=submit]")
+    add_person(manager, url, "sato", "佐藤 花子", "市民課", "operator")
+    add_person(manager, url, "suzuki", "鈴木 一郎", "市民課", "section_head")
+    manager.screenshot(path=str(ARTIFACTS / "walk-1-people.png"))
 
-    # A fresh `kiroku run` on simulated hardware set itself up and left the recovery key beside the data.
-    footage = Footage(Vault.open(data), recovery_identity(data.parent / "data-recovery-key.txt"))
-    rec = footage.recordings()[0]
-    mp4s = footage.plaintexts(rec["id"])
-    assert len(mp4s) >= 2
-    total = sum(float(ffprobe(p)["format"]["duration"]) for p in mp4s)
-    assert 4.0 < total < 7.0
-    assert all(decodes_cleanly(p) == "" for p in mp4s)
+    # 3. The operator records at the counter with the virtual button, and marks the incident.
+    operator = person(browser, url, "sato")
+    operator.goto(url + "console")
+    operator.wait_for_selector('#state[data-state="idle"]')
+    hold(operator, "#record-button", 200)
+    operator.wait_for_selector('#sign[data-lit="true"]', timeout=5000)
+    operator.wait_for_selector('#state[data-state="recording"]', timeout=6000)
+    operator.select_option("#mark-form select[name=section]", label="市民課")
+    operator.click("#mark")
+    operator.wait_for_timeout(6000)
+    operator.screenshot(path=str(ARTIFACTS / "walk-2-console-recording.png"))
+    hold(operator, "#record-button", 200)
+    operator.wait_for_selector('#state[data-state="idle"]', timeout=10000)
+    assert operator.get_attribute("#sign", "data-lit") == "false"
+
+    # 4. The section head files a written request.
+    head = person(browser, url, "suzuki")
+    head.goto(url + "requests/new")
+    head.locator("input[name=recording]").first.check()
+    head.check("input[name=purpose][value=trouble]")
+    head.fill("textarea[name=reason]", "窓口での申し出内容に齟齬があったため、事実確認を行う。")
+    head.click("#request-form button[type=submit]")
+    head.wait_for_selector('#request-status[data-status="submitted"]')
+    request_url = head.url
+    pdf = head.request.get(request_url + "/form.pdf")
+    assert pdf.ok and pdf.body().startswith(b"%PDF")
+
+    # 5. The manager approves and unlocks the footage key with their password.
+    manager.goto(request_url)
+    manager.fill("#decide-form input[name=valid_hours]", "2")
+    manager.click("#approve")
+    manager.wait_for_selector("#unlock-form")
+    manager.fill("#unlock-form input[name=password]", PASSWORDS["yamada"])
+    manager.click("#unlock")
+    manager.wait_for_selector("#viewing-open")
+
+    # 6. The section head plays the approved range in the browser.
+    head.goto(request_url)
+    head.click("#watch")
+    head.wait_for_selector("#player")
+    head.wait_for_function("() => document.getElementById('player').readyState >= 2", timeout=10000)
+    head.evaluate("() => document.getElementById('player').play()")
+    head.wait_for_function("() => document.getElementById('player').currentTime > 1.5", timeout=15000)
+    head.screenshot(path=str(ARTIFACTS / "walk-3-playback.png"))
+    duration = head.evaluate("() => fetch(document.getElementById('player').dataset.manifest).then(r => r.json())")
+    viewing_url = head.url
+
+    # ...and cannot reach anything outside it: not by URL, not by changing ids, not by the API.
+    assert head.request.get(f"{viewing_url}/part/{len(duration['parts'])}.mp4").status == 404
+    assert head.request.get(url + "viewings/not-a-viewing/manifest.json").status == 404
+    assert head.request.get(url + "api/v1/audit").status == 403
+    assert head.request.get(url + "requests/999").status == 404
+    assert operator.request.get(f"{viewing_url}/manifest.json").status == 403, "the operator reached footage"
+
+    # 7. Everything is in the audit log, and it verifies.
+    manager.goto(url + "admin/audit")
+    text = manager.inner_text("#audit-entries")
+    for action in ("request.file", "request.approve", "key.unlock", "view.play", "recording.start", "incident.mark"):
+        assert action in text
+    assert "検証済み" in manager.inner_text("#verification")
+    manager.screenshot(path=str(ARTIFACTS / "walk-4-audit.png"))
 
 
-def test_a_broken_lamp_shows_as_a_fault_on_the_page(appliance, page):
+def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     url, data = appliance
-    page.goto(url + "lang/en?next=/counter")
-    page.wait_for_selector('#state[data-state="idle"]')
-    page.locator("details.sim summary").click()
-    page.locator('button[data-action="lamp_fail"]').click()
-    hold(page, "#record-button", 200)
-    page.wait_for_selector('#state[data-state="fault"]', timeout=5000)
-    assert "lamp did not light" in page.locator("#faults").inner_text()
-    assert page.get_attribute("#light", "data-pattern") == "fault"
-    page.screenshot(path=str(ARTIFACTS / "counter-fault.png"))
-    assert Vault.open(data).recordings() == []
+    manager = person(browser, url)
+    manager.goto(url)
+    manager.fill("input[name=username]", "yamada")
+    manager.fill("input[name=display_name]", "山田 太郎")
+    manager.fill("input[name=password]", PASSWORDS["yamada"])
+    manager.fill("input[name=confirm]", PASSWORDS["yamada"])
+    manager.click("button[type=submit]")
+    manager.wait_for_url(re.compile(r".*/admin/$"))
+    manager.goto(url + "lang/en?next=/console")
+    manager.wait_for_selector('#state[data-state="idle"]')
+    manager.locator("details.sim summary").click()
+    manager.locator('button[data-action="lamp_fail"]').click()
+    hold(manager, "#record-button", 200)
+    manager.wait_for_selector('#state[data-state="fault"]', timeout=5000)
+    assert "lamp did not light" in manager.locator("#faults").inner_text()
+    assert manager.get_attribute("#light", "data-pattern") == "fault"
+    manager.screenshot(path=str(ARTIFACTS / "console-fault.png"))

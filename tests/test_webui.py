@@ -1,4 +1,4 @@
-"""The web UI's virtual counter and API, through Flask's test client and a real recorder."""
+"""The web UI through Flask's test client, with a real recorder behind its control socket."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import pytest
 from flask import Flask
 
 from firmware.control import ControlServer, socket_path
-from firmware.recorder import State
+from firmware.recorder import Recorder, State
 from tests.helpers import wait_for
+from tests.webui_helpers import PASSWORDS, csrf, first_run, login, logout, post, staff
 from webui import create_app
-from webui.permissions import enforce, undeclared
+from webui.permissions import PUBLIC, SIMULATED, enforce, undeclared
 
 
 @pytest.fixture
@@ -21,9 +22,14 @@ def server(recorder, data_dir):
     srv.close()
 
 
+def make_app(data_dir, **extra):
+    return create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
+                       "KIROKU_SCRYPT_WORK_FACTOR": 10, **extra})
+
+
 @pytest.fixture
 def app(data_dir):
-    return create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True})
+    return make_app(data_dir)
 
 
 @pytest.fixture
@@ -31,10 +37,11 @@ def client(app):
     return app.test_client()
 
 
-def csrf_token(client) -> str:
-    page = client.get("/counter").get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+def audit_actions(vault) -> list[str]:
+    return [e["action"] for e in reversed(vault.audit_log.entries(vault.db))]
 
+
+# -- deny by default --------------------------------------------------------------------------
 
 def test_every_route_declares_who_may_use_it(app):
     assert undeclared(app) == []
@@ -47,78 +54,218 @@ def test_a_route_without_a_permission_stops_the_app_from_starting():
         enforce(app)
 
 
-def test_the_counter_page_is_japanese_first_and_switches_to_english(client):
-    page = client.get("/counter").get_data(as_text=True)
-    assert '<html lang="ja">' in page and "記録ボタン" in page and "録画中" in page
-    response = client.get("/lang/en?next=/counter")
-    assert response.status_code == 302 and response.headers["Location"] == "/counter"
-    page = client.get("/counter").get_data(as_text=True)
-    assert '<html lang="en">' in page and "Record button" in page
+def _urls(app):
+    """Every route with its permission, filled with plausible arguments."""
+    values = {"request_id": 1, "viewing_id": "abc", "user_id": 1, "n": 0, "action": "start", "code": "en"}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        levels = app.view_functions[rule.endpoint].kiroku_permission
+        url = rule.rule
+        for name in rule.arguments:
+            url = url.replace(f"<{name}>", str(values[name])).replace(f"<int:{name}>", str(values[name]))
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, url, levels
 
 
-def test_the_language_switch_only_redirects_within_the_site(client):
-    assert client.get("/lang/en?next=//evil.example/").headers["Location"] == "/"
-    assert client.get("/lang/en?next=https://evil.example/").headers["Location"] == "/"
+ROLE_USERS = {"manager": "yamada", "operator": "sato", "section_head": "suzuki"}
 
 
-def test_pressing_the_virtual_button_drives_the_gpio_pin(server, client, hardware):
-    token = csrf_token(client)
-    response = client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token})
-    assert response.status_code == 200
+def test_every_non_public_route_refuses_anonymous_and_wrong_roles(server, app, client):
+    staff(client, app)
+    checked = 0
+    for role, username in [(None, None), *ROLE_USERS.items()]:
+        c = app.test_client()
+        if username:
+            login(c, username)
+        token = csrf(c, "/account" if username else "/login")
+        for endpoint, method, url, levels in _urls(app):
+            if PUBLIC in levels:
+                continue
+            allowed = role is not None and (role in levels or "login" in levels or
+                                            (SIMULATED in levels and role in ("manager", "operator")))
+            if allowed:
+                continue
+            response = c.open(url, method=method, data={"csrf_token": token}, headers={"X-CSRFToken": token})
+            if role is None:
+                if url.startswith("/api/"):
+                    assert response.status_code == 401, f"{method} {url} let an anonymous caller in"
+                else:
+                    assert response.status_code == 302 and "/login" in response.headers["Location"], \
+                        f"{method} {url} let an anonymous caller in ({response.status_code})"
+            else:
+                assert response.status_code == 403, f"{method} {url} let a {role} in ({response.status_code})"
+            checked += 1
+    assert checked > 60
+
+
+def test_posts_without_the_csrf_token_are_refused(server, app, client):
+    staff(client, app)
+    login(client, "sato")
+    assert client.post("/api/v1/simulator/press").status_code == 400
+    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": "forged"}).status_code == 400
+    assert client.post("/console/duty", data={"on": "yes"}).status_code == 400
+    token = csrf(client, "/console")
+    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token}).status_code == 200
+
+
+# -- first run --------------------------------------------------------------------------------
+
+def test_before_set_up_every_page_leads_to_the_first_run_page(server, client):
+    assert client.get("/").headers["Location"] == "/setup/"
+    assert client.get("/admin/people").headers["Location"] == "/setup/"
+    assert client.get("/login").headers["Location"] == "/setup/"
+    assert client.get("/api/v1/status").status_code == 503
+
+
+def test_the_first_run_page_refuses_weak_input_and_then_disappears(server, client):
+    bad = post(client, "/setup/", {"username": "Yamada!", "display_name": "x", "section": "s",
+                                   "password": "short", "confirm": "short"}, token_from="/setup/")
+    assert bad.status_code == 400
+    short = post(client, "/setup/", {"username": "yamada", "display_name": "x", "section": "s",
+                                     "password": "short", "confirm": "short"}, token_from="/setup/")
+    assert short.status_code == 400 and "12" in short.get_data(as_text=True)
+    first_run(client)
+    assert client.get("/setup/").status_code == 404
+    logout(client)
+    assert client.get("/setup/").status_code == 404
+
+
+@pytest.fixture
+def fresh(tmp_path, hardware, config):
+    """A device that `kiroku init` has not touched: the first-run page makes its keys."""
+    from firmware.vault import Vault
+
+    data = tmp_path / "fresh"
+    vault = Vault.open(data, config)
+    rec = Recorder(hardware, config, vault).start()
+    srv = ControlServer(socket_path(data), rec).start()
+    yield data, vault, rec
+    srv.close()
+    rec.close()
+    vault.close()
+
+
+def test_first_run_shows_the_recovery_key_once_and_it_opens_the_footage(fresh, hardware):
+    from firmware.vault import age
+
+    data, vault, rec = fresh
+    app = make_app(data)
+    client = app.test_client()
+    assert first_run(client).headers["Location"] == "/setup/recovery"
+    page = client.get("/setup/recovery").get_data(as_text=True)
+    key = re.search(r"(AGE-SECRET-KEY-1[0-9A-Z]+)", page).group(1)
+    assert "<svg" in page, "a QR code to print"
+    confirm = post(client, "/setup/confirm", {"stored": "yes"}, token_from="/setup/recovery")
+    assert confirm.headers["Location"] == "/admin/"
+    assert client.get("/setup/recovery").status_code == 404, "shown once"
+    assert not any(key.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file()), \
+        "the recovery key is kept on the device"
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
+    rec.stop_recording()
+    wait_for(lambda: rec.state == State.IDLE, what="idle")
+    info = vault.segments(vault.recordings()[0]["id"])[0]
+    assert vault.open_segment_plaintext(info, age.X25519Identity.parse(key))[4:8] == b"ftyp"
+    assert "device.setup" in audit_actions(vault) and "recovery.handed_over" in audit_actions(vault)
+
+
+def test_without_the_recorder_nothing_is_set_up(client):
+    response = post(client, "/setup/", {"username": "yamada", "display_name": "x", "section": "s",
+                                        "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]},
+                    token_from="/setup/")
+    assert response.status_code == 503
+    assert client.get("/").headers["Location"] == "/setup/", "no user was created"
+
+
+# -- log-in -----------------------------------------------------------------------------------
+
+def test_repeated_failures_slow_down_and_then_lock_the_account(server, app, client, vault, monkeypatch):
+    import webui.auth
+
+    staff(client, app)
+    waits = []
+    monkeypatch.setattr(webui.auth.time, "sleep", waits.append)
+    for _ in range(9):
+        r = post(client, "/login", {"username": "sato", "password": "wrong password!"})
+        assert r.status_code == 401
+    assert waits == [1, 2, 4, 8, 16], "answers slow down from the fifth failure on"
+    r = post(client, "/login", {"username": "sato", "password": "wrong password!"})
+    assert "ロック" in r.get_data(as_text=True)
+    r = post(client, "/login", {"username": "sato", "password": PASSWORDS["sato"]})
+    assert r.status_code == 401, "a locked account refuses even the right password"
+    actions = audit_actions(vault)
+    assert actions.count("login.failed") >= 10 and "login.locked" in actions and "login.refused" in actions
+    # The manager unlocks it.
+    login(client, "yamada")
+    page = client.get("/admin/people").get_data(as_text=True)
+    unlock_url = re.search(r'action="(/admin/people/\d+/unlock)"', page).group(1)
+    post(client, unlock_url, token_from="/admin/people")
+    logout(client)
+    login(client, "sato")
+
+
+def test_unknown_names_fail_like_wrong_passwords(server, app, client):
+    staff(client, app)
+    r = post(client, "/login", {"username": "nobody", "password": "whatever whatever"})
+    assert r.status_code == 401 and "ユーザー名またはパスワードが違います" in r.get_data(as_text=True)
+
+
+def test_an_idle_session_expires(server, app, client):
+    from webui.db import connect
+
+    staff(client, app)
+    login(client, "sato")
+    assert client.get("/console").status_code == 200
+    conn = connect(app.config["KIROKU_DATA"])
+    conn.execute("UPDATE sessions SET last_seen = last_seen - 3600")
+    conn.close()
+    assert client.get("/console").headers["Location"].startswith("/login")
+
+
+# -- people and the console -------------------------------------------------------------------
+
+def test_only_designated_operators_operate_the_device(server, app, client, hardware):
+    staff(client, app)
+    login(client, "suzuki")  # a section head, not an operator
+    token = csrf(client, "/account")
+    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token}).status_code == 403
+    assert client.post("/api/v1/recorder/start", headers={"X-CSRFToken": token}).status_code == 403
+    logout(client)
+    login(client, "sato")
+    token = csrf(client, "/console")
+    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token}).status_code == 200
     assert hardware.simulator.button_pin.state is False, "the button's pin is pulled low, like the real one"
     client.post("/api/v1/simulator/release", headers={"X-CSRFToken": token})
-    wait_for(lambda: server.recorder.state == State.NOTICE, what="the notice")
-    status = client.get("/api/v1/status").get_json()
-    assert status["sign"]["lit"] is True and status["state"] in ("notice", "recording")
+    wait_for(lambda: server.recorder.state in (State.NOTICE, State.RECORDING), what="the notice")
 
 
-def test_posts_without_the_csrf_token_are_refused(server, client, hardware):
-    response = client.post("/api/v1/simulator/press")
-    assert response.status_code == 400
-    response = client.post("/api/v1/simulator/press", headers={"X-CSRFToken": "forged"})
-    assert response.status_code == 400
-    assert hardware.simulator.button_pin.state is True, "the pin was not touched"
+def test_an_operator_marks_an_incident_with_the_responsible_section(server, app, client, vault):
+    staff(client, app)
+    login(client, "sato")
+    token = csrf(client, "/console")
+    assert client.post("/api/v1/recorder/start", headers={"X-CSRFToken": token}).status_code == 200
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+    r = client.post("/api/v1/recorder/mark", headers={"X-CSRFToken": token}, json={"section": "市民課", "note": "大声"})
+    assert r.status_code == 200
+    client.post("/api/v1/recorder/stop", headers={"X-CSRFToken": token})
+    wait_for(lambda: server.recorder.state == State.IDLE, what="idle")
+    recs = client.get("/api/v1/recordings").get_json()
+    assert recs[0]["section"] == "市民課" and recs[0]["marks"] == 1
+    assert vault.db.execute("SELECT started_by FROM recordings").fetchone()[0] == "sato"
+    page = client.get("/console").get_data(as_text=True)
+    assert recs[0]["id"] in page and "<video" not in page, "operators see details, never footage"
 
 
-def test_the_simulator_does_not_exist_on_real_hardware(data_dir):
-    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": False, "TESTING": True})
-    client = app.test_client()
-    token = csrf_token(client)
-    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token}).status_code == 404
-    page = client.get("/counter").get_data(as_text=True)
-    assert "record-button" not in page
-
-
-def test_status_without_a_recorder_is_503_and_says_why(client):
-    response = client.get("/api/v1/status")
-    assert response.status_code == 503
-    assert "the recorder is not running" in response.get_json()["error"]
-
-
-def test_pages_forbid_framing_and_inline_script(client):
-    response = client.get("/counter")
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
-    assert "<script>" not in response.get_data(as_text=True)
-
-
-def test_the_api_is_described_by_openapi(client):
-    spec = client.get("/api/v1/openapi.json").get_json()
-    assert spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/api/v1/status", "/api/v1/simulator/{action}"}
-
-
-def test_every_word_on_the_counter_exists_in_both_languages():
-    from firmware.hardware import Simulator
-    from firmware.recorder import State
-    from firmware.hardware import LightPattern
-    from webui.i18n import MESSAGES
-
-    needed = {f"sim.{a}" for a in Simulator.ACTIONS if a not in ("press", "release")}
-    needed |= {f"state.{s.value}" for s in State} | {f"light.{p.value}" for p in LightPattern}
-    missing = needed - set(MESSAGES)
-    assert not missing
-    assert all(ja and en for ja, en in MESSAGES.values())
+def test_the_console_is_japanese_first_and_switches_to_english(server, app, client):
+    staff(client, app)
+    login(client, "sato")
+    page = client.get("/console").get_data(as_text=True)
+    assert '<html lang="ja">' in page and "記録ボタン" in page and "録画中" in page
+    client.get("/lang/en?next=/console")
+    page = client.get("/console").get_data(as_text=True)
+    assert '<html lang="en">' in page and "Record button" in page
 
 
 @pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "/\\evil.example", "//evil.example",
@@ -130,11 +277,51 @@ def test_the_language_switch_never_leads_off_site(client, target):
 
 
 def test_other_host_names_are_refused_against_dns_rebinding(client):
-    assert client.get("/counter", headers={"Host": "attacker.example:8080"}).status_code == 400
-    assert client.get("/counter", headers={"Host": "127.0.0.1:8080"}).status_code == 200
-    assert client.get("/counter", headers={"Host": "localhost"}).status_code == 200
+    assert client.get("/setup/", headers={"Host": "attacker.example:8080"}).status_code == 400
+    assert client.get("/setup/", headers={"Host": "127.0.0.1:8080"}).status_code == 200
 
 
-def test_the_virtual_counter_is_off_unless_asked_for(data_dir):
-    app = create_app({"KIROKU_DATA": str(data_dir), "TESTING": True})
+def test_the_virtual_counter_is_off_unless_asked_for(server, data_dir):
+    app = create_app({"KIROKU_DATA": str(data_dir), "TESTING": True, "KIROKU_SCRYPT_WORK_FACTOR": 10})
     assert app.config["KIROKU_SIMULATED"] is False
+    client = app.test_client()
+    first_run(client)
+    token = csrf(client, "/account")
+    assert client.post("/api/v1/simulator/press", headers={"X-CSRFToken": token}).status_code == 404
+
+
+def test_pages_forbid_framing_and_inline_script(client):
+    response = client.get("/setup/")
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "<script>" not in response.get_data(as_text=True)
+
+
+def test_the_api_is_described_by_openapi(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert "/api/v1/recorder/{action}" in spec["paths"]
+
+
+def test_every_word_exists_in_both_languages():
+    from firmware.hardware import LightPattern, Simulator
+    from webui.i18n import MESSAGES
+
+    needed = {f"sim.{a}" for a in Simulator.ACTIONS if a not in ("press", "release")}
+    needed |= {f"state.{s.value}" for s in State} | {f"light.{p.value}" for p in LightPattern}
+    needed |= {f"purpose.{p}" for p in ("trouble", "maintenance", "business", "provision")}
+    needed |= {f"status.{s}" for s in ("awaiting_opinion", "submitted", "approved", "rejected", "closed", "withdrawn")}
+    assert not needed - set(MESSAGES)
+    assert all(ja and en for ja, en in MESSAGES.values())
+    from pathlib import Path
+
+    templates = Path(__file__).resolve().parent.parent / "webui" / "templates"
+    used = {m for p in templates.rglob("*.html") for m in re.findall(r"t\('([a-z_.]+)'\)", p.read_text())}
+    assert not {u for u in used if not u.endswith(".")} - set(MESSAGES), "a template uses a word with no translation"
+
+
+def test_audit_entries_keep_the_callers_uid(server, app, client, vault):
+    staff(client, app)
+    entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "user.add")
+    assert "uid" in entry["detail"] and entry["actor"] == "yamada"
+

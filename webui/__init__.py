@@ -1,21 +1,23 @@
 """kiroku's web UI: a Flask application (app factory, one blueprint per concern).
 
-It reads the recorder's state and asks it to act only through the control socket
-(``firmware.control``); it never touches the hardware or the recorder's memory.
+It reads the recorder's state and index, and asks it to act — and to write the audit
+log — only through the control socket (``firmware.control``); it never touches the
+hardware or the recorder's memory. Its own records (people, sessions, requests) are in
+``<data>/web/web.db``, which only this process writes.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
-
 from urllib.parse import urlsplit
 
-from flask import Flask, abort, redirect, request, url_for
+from flask import Flask, abort, g, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from firmware.control import ControlClient, socket_path
+from firmware.control import ControlClient, ControlError, socket_path
 from firmware.fsutil import atomic_write, makedirs_durable
 from webui import i18n
 from webui.permissions import PUBLIC, enforce, permission
@@ -43,42 +45,36 @@ def _local_path(target: str) -> str:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
+    from webui import auth
+
     app = Flask(__name__)
     app.config.from_mapping(
         KIROKU_DATA=os.environ.get("KIROKU_DATA", "data"),
+        KIROKU_DEVICE="counter-1",
         KIROKU_SIMULATED=False,  # the virtual counter exists only when the caller says so
+        KIROKU_HTTPS=False,
         KIROKU_HOSTS=("127.0.0.1", "localhost", "::1"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.ABSOLUTE),
+        MAX_CONTENT_LENGTH=12 * 2**20,  # a scanned form at most
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
     if test_config:
         app.config.update(test_config)
+    app.config["SESSION_COOKIE_SECURE"] = bool(app.config["KIROKU_HTTPS"])
     data_dir = Path(app.config["KIROKU_DATA"])
-    if "SECRET_KEY" not in app.config or not app.config["SECRET_KEY"]:
+    if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
-    app.extensions["kiroku_control"] = ControlClient(socket_path(data_dir), timeout=5)
+    app.extensions["kiroku_control"] = ControlClient(socket_path(data_dir), timeout=10)
+
+    from webui import db
+
+    conn = db.connect(data_dir)
+    db.migrate(conn)
+    conn.close()
 
     CSRFProtect(app)
-
-    from webui import api, counter
-
-    app.register_blueprint(counter.bp)
-    app.register_blueprint(api.bp)
-    app.jinja_env.globals.update(t=i18n.t, lang=i18n.current_language)
-
-    @app.route("/")
-    @permission(PUBLIC)
-    def index():
-        return redirect(url_for("counter.index"))
-
-    @app.route("/lang/<code>")
-    @permission(PUBLIC)
-    def set_language(code: str):
-        response = redirect(_local_path(request.args.get("next", "/")))
-        if code in i18n.LANGUAGES:
-            response.set_cookie("lang", code, max_age=365 * 86400, samesite="Strict", httponly=True)
-        return response
 
     @app.before_request
     def only_our_hosts():
@@ -92,15 +88,59 @@ def create_app(test_config: dict | None = None) -> Flask:
             abort(400, description="unknown host name")
         return None
 
+    app.before_request(auth.current_session)
+
+    from webui import admin, api, audit_view, console, requests, setup, storage, viewing
+
+    for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, audit_view.bp, storage.bp,
+                      api.bp):
+        app.register_blueprint(blueprint)
+    app.teardown_appcontext(db.close_db)
+    app.teardown_appcontext(db.close_vault_db)
+    app.jinja_env.globals.update(t=i18n.t, lang=i18n.current_language)
+
+    @app.context_processor
+    def who():
+        return {"user": getattr(g, "user", None)}
+
+    @app.route("/")
+    @permission(PUBLIC)
+    def index():
+        if getattr(g, "user", None) is None:
+            return redirect(url_for("auth.login"))
+        return redirect(auth.home_for(g.user))
+
+    @app.route("/lang/<code>")
+    @permission(PUBLIC)
+    def set_language(code: str):
+        response = redirect(_local_path(request.args.get("next", "/")))
+        if code in i18n.LANGUAGES:
+            response.set_cookie("lang", code, max_age=365 * 86400, samesite="Strict", httponly=True,
+                                secure=bool(app.config["KIROKU_HTTPS"]))
+        return response
+
+    @app.errorhandler(ControlError)
+    def recorder_unreachable(exc):
+        # Every action is logged by the recorder; without it, nothing is done.
+        from flask import render_template
+
+        if request.path.startswith("/api/"):
+            return {"error": f"the recorder could not log this action: {exc}"}, 503
+        return render_template("error.html", message=i18n.t("error.recorder"), detail=str(exc)), 503
+
     @app.after_request
     def security_headers(response):
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        # same-origin: Flask-WTF checks the Referer of HTTPS form posts against our host.
+        response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; media-src 'self' blob:;"
+            " frame-ancestors 'none'; form-action 'self'",
         )
+        if app.config["KIROKU_HTTPS"]:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
     enforce(app)

@@ -1,8 +1,11 @@
 """Deny by default: every view declares who may call it, or nobody can.
 
-``@permission("public")`` and ``@permission("simulated")`` are the levels this issue
-needs; the admin page (issue 4) adds roles. A view without a declaration is refused
-with 403 at request time and reported at start-up, so a forgotten check fails loudly.
+``@permission(MANAGER)``, ``@permission(MANAGER, SECTION_HEAD)`` (any of them),
+``@permission(LOGIN)`` (anyone logged in), ``@permission(PUBLIC)``. ``SIMULATED`` views
+exist only on simulated hardware and are for the device's operators and managers.
+A view without a declaration is refused with 403 at request time and reported at
+start-up, so a forgotten check fails loudly. The same check guards pages and the JSON
+API: an API caller gets 401/403 JSON instead of a redirect to the log-in page.
 """
 
 from __future__ import annotations
@@ -10,27 +13,35 @@ from __future__ import annotations
 import logging
 from functools import wraps
 
-from flask import Flask, abort, current_app, request
+from flask import Flask, abort, current_app, g, jsonify, redirect, request, url_for
 
 log = logging.getLogger(__name__)
 
 PUBLIC = "public"
-SIMULATED = "simulated"  # the virtual counter: only on simulated hardware
-LEVELS = (PUBLIC, SIMULATED)
+LOGIN = "login"
+MANAGER = "manager"
+OPERATOR = "operator"  # designated for this device (Art. 5(2))
+SECTION_HEAD = "section_head"
+SIMULATED = "simulated"  # the virtual counter: simulated hardware only; operators and managers
+LEVELS = (PUBLIC, LOGIN, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED)
 
 _ALWAYS_PUBLIC = {"static"}
+_BEFORE_SETUP = {"static", "setup.index", "setup.recovery", "setup.confirm", "set_language", "api.openapi"}
 
 
-def permission(level: str):
-    if level not in LEVELS:
-        raise ValueError(f"unknown permission level {level!r}")
+def permission(*levels: str):
+    for level in levels:
+        if level not in LEVELS:
+            raise ValueError(f"unknown permission level {level!r}")
+    if not levels:
+        raise ValueError("a view must name who may use it")
 
     def decorate(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
             return view(*args, **kwargs)
 
-        wrapper.kiroku_permission = level
+        wrapper.kiroku_permission = frozenset(levels)
         return wrapper
 
     return decorate
@@ -44,6 +55,23 @@ def undeclared(app: Flask) -> list[str]:
     )
 
 
+def allowed(levels: frozenset[str], user) -> bool:
+    if PUBLIC in levels:
+        return True
+    if user is None:
+        return False
+    if LOGIN in levels:
+        return True
+    roles = set(user.roles)
+    if SIMULATED in levels and roles & {MANAGER, OPERATOR}:
+        return True
+    return bool(roles & levels)
+
+
+def _is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
 def enforce(app: Flask) -> None:
     missing = undeclared(app)
     if missing:
@@ -51,13 +79,28 @@ def enforce(app: Flask) -> None:
 
     @app.before_request
     def check_permission():
+        from webui import auth
+
         if request.endpoint is None or request.endpoint in _ALWAYS_PUBLIC:
             return None  # 404 / static files
         view = current_app.view_functions.get(request.endpoint)
-        level = getattr(view, "kiroku_permission", None)
-        if level is None:
+        levels = getattr(view, "kiroku_permission", None)
+        if levels is None:
             log.error("refused %s: the view declares no permission", request.endpoint)
             abort(403)
-        if level == SIMULATED and not current_app.config["KIROKU_SIMULATED"]:
+        if SIMULATED in levels and not current_app.config["KIROKU_SIMULATED"]:
             abort(404)
-        return None
+        if not auth.has_users() and request.endpoint not in _BEFORE_SETUP:
+            if _is_api():
+                return jsonify({"error": "the device is not set up yet: open the first-run page"}), 503
+            return redirect(url_for("setup.index"))
+        if allowed(levels, g.user):
+            return None
+        if g.user is None:
+            if _is_api():
+                return jsonify({"error": "log in first"}), 401
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        log.warning("refused %s to %s (roles: %s)", request.endpoint, g.user.username, ", ".join(g.user.roles) or "none")
+        if _is_api():
+            return jsonify({"error": "not allowed for your role"}), 403
+        abort(403)

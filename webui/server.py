@@ -1,45 +1,73 @@
-"""The web UI process (``kiroku web``), served by waitress."""
+"""The web UI process (``kiroku web``), served by cheroot.
+
+On real hardware it serves HTTPS only, with the device's certificate (``webui.tls``);
+plain HTTP exists only on simulated hardware, and only on localhost. Signal handlers only
+set a flag; the main thread then stops the server.
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 
 log = logging.getLogger("kiroku.web")
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def host_names(host: str, extra: str) -> tuple[str, ...]:
+    """The names a browser may use for this device (anything else is refused: DNS rebinding)."""
+    names = set(LOOPBACK) | {host.strip("[]").lower()}
+    if host not in LOOPBACK:
+        hostname = socket.gethostname().lower()
+        names |= {hostname, f"{hostname}.local"}
+        try:
+            names |= {info[4][0] for info in socket.getaddrinfo(hostname, None)}
+        except OSError:
+            pass
+    names |= {n.strip().lower() for n in extra.split(",") if n.strip()}
+    return tuple(sorted(names))
+
 
 def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int:
-    from waitress import create_server
+    from cheroot import wsgi
 
-    from webui import create_app
+    from webui import create_app, tls
 
-    if not simulate and host not in ("127.0.0.1", "localhost", "::1"):
-        # HTTPS and logins come with the admin page; until then nothing leaves this machine.
-        print("kiroku web: on real hardware the web UI listens only on localhost until HTTPS is set up "
+    https = not simulate
+    if simulate and host not in LOOPBACK:
+        print("kiroku web: on simulated hardware the web UI speaks plain HTTP and so listens only on localhost "
               "— use --host 127.0.0.1", file=sys.stderr)
         return 2
-    hosts = {"127.0.0.1", "localhost", "::1", host.strip("[]").lower()}
-    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": simulate, "KIROKU_HOSTS": tuple(hosts)})
+    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": simulate, "KIROKU_HTTPS": https,
+                      "KIROKU_DEVICE": config.device.id, "KIROKU_HOSTS": host_names(host, config.web.hostnames)})
+    server = wsgi.Server((host, port), app, numthreads=8, server_name="kiroku")
+    if https:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        cert = tls.ensure_certificate(data_dir, config.device.id)
+        server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(tls.paths(data_dir)[1]))
+        print(f"kiroku web: HTTPS certificate fingerprint (SHA-256) {tls.fingerprint(cert)}", flush=True)
     try:
-        server = create_server(app, host=host, port=port, threads=8, ident="kiroku")
+        server.prepare()
     except OSError as exc:
-        print(f"kiroku web: cannot listen on {host}:{port} ({exc.strerror}) — "
+        print(f"kiroku web: cannot listen on {host}:{port} ({exc.strerror or exc}) — "
               "stop the other program using the port or pass --port N", file=sys.stderr)
         return 2
-
-    def stop(*_):
-        # waitress's run() loop has no stop flag to poll; unwinding it is the clean way out.
-        # The web UI holds no state that a stop could lose.
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-    log.info("web UI on http://%s:%d/", host, port)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    worker = threading.Thread(target=server.serve, name="web", daemon=True)
+    worker.start()
+    log.info("web UI on %s://%s:%d/", "https" if https else "http", host, port)
     try:
-        server.run()
-    except (KeyboardInterrupt, SystemExit):
-        pass
+        while not stop.wait(0.5) and worker.is_alive():
+            pass
     finally:
-        server.close()
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

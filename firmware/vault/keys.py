@@ -160,6 +160,21 @@ class KeyStore:
                 _private_write(path, age.encrypt(secret, recipients))
         return identity.recipient
 
+    def rewrap_manager(self, name: str, old: str, new: str, work_factor: int | None = None) -> None:
+        """A new passphrase for the same key (a password change)."""
+        identity = self.unlock_manager(name, old)
+        wf = work_factor or age.calibrate_work_factor()
+        _private_write(self.root / "managers" / f"{name}.identity.age",
+                       age.encrypt(f"{identity}\n".encode(), [age.Passphrase(new, work_factor=wf)]))
+
+    def remove_manager(self, name: str) -> None:
+        """Remove a manager's key. Day keys made before stay encrypted to it: they cannot be
+        re-encrypted without opening them, and the key itself is gone from the device."""
+        for suffix in (".identity.age", ".recipient"):
+            path = self.root / "managers" / f"{name}{suffix}"
+            if path.exists():
+                overwrite_and_unlink(path)
+
     def unlock_manager(self, name: str, passphrase: str) -> age.X25519Identity:
         try:
             wrapped = (self.root / "managers" / f"{name}.identity.age").read_bytes()

@@ -180,7 +180,8 @@ class Vault:
     """The recorder's store. Open it with :meth:`open`; one process writes at a time."""
 
     def __init__(self, data_dir: Path, retention=None, *, device: str = "counter-1",
-                 now_wall_us: Callable[[], int] | None = None, clock_synchronised: Callable[[], bool] | None = None):
+                 now_wall_us: Callable[[], int] | None = None, clock_synchronised: Callable[[], bool] | None = None,
+                 readonly: bool = False):
         from firmware.config import RetentionConfig
 
         self.data_dir = Path(data_dir)
@@ -192,9 +193,12 @@ class Vault:
         self._synced = clock_synchronised or clock.clock_synchronised
         self._lock = threading.RLock()
         self.segments_root = self.data_dir / "segments"
-        makedirs_durable(self.data_dir)
-        self.db = connect(self.data_dir)
-        migrate(self.db)
+        if readonly:  # another process reading (the web UI, the CLI): the recorder is the writer
+            self.db = connect(self.data_dir, readonly=True)
+        else:
+            makedirs_durable(self.data_dir)
+            self.db = connect(self.data_dir)
+            migrate(self.db)
 
     @classmethod
     def open(cls, data_dir: Path, config=None, **kw) -> "Vault":

@@ -1,4 +1,5 @@
-// The virtual counter: polls the recorder's status and drives the simulated button.
+// The operator console: polls the recorder's status; start, stop and mark through the API;
+// on simulated hardware, drives the virtual counter's button and fault panel.
 "use strict";
 (function () {
   const messages = JSON.parse(document.getElementById("messages").textContent);
@@ -72,6 +73,26 @@
   }
   document.querySelectorAll(".sim-action").forEach((b) =>
     b.addEventListener("click", () => simulate(b.dataset.action)));
+
+  async function recorder(action, body) {
+    const response = await fetch("/api/v1/recorder/" + action, {
+      method: "POST",
+      headers: { "X-CSRFToken": csrf, "Content-Type": "application/json" },
+      body: JSON.stringify(body || {}),
+    });
+    const answer = await response.json();
+    if (response.ok) render(answer); else window.alert(answer.error || response.status);
+  }
+  document.querySelectorAll("button.control").forEach((b) =>
+    b.addEventListener("click", () => recorder(b.dataset.action)));
+  const markForm = $("mark-form");
+  if (markForm) {
+    markForm.addEventListener("submit", (e) => {
+      e.preventDefault();
+      recorder("mark", { section: markForm.section.value, note: markForm.note.value });
+      markForm.note.value = "";
+    });
+  }
 
   poll();
   setInterval(poll, 250);

@@ -1,0 +1,233 @@
+"""Art. 7–8 through the web UI: written requests, opinions, decisions, and viewing exactly the
+approved scope — judged from the pixels that reach the viewer, not from our own bookkeeping."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from datetime import datetime
+
+import pytest
+
+from firmware.control import ControlServer, socket_path
+from firmware.recorder import State
+from tests.helpers import decode, wait_for
+from tests.webui_helpers import PASSWORDS, csrf, login, logout, post, staff
+from webui import create_app
+
+
+@pytest.fixture
+def server(recorder, data_dir):
+    srv = ControlServer(socket_path(data_dir), recorder).start()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def app(data_dir):
+    return create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
+                       "KIROKU_SCRYPT_WORK_FACTOR": 10})
+
+
+@pytest.fixture
+def office(server, app):
+    """The staff, and one marked recording of about eight seconds at 市民課's counter."""
+    client = app.test_client()
+    staff(client, app)
+    login(client, "sato")
+    token = csrf(client, "/console")
+    client.post("/api/v1/recorder/start", headers={"X-CSRFToken": token})
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+    client.post("/api/v1/recorder/mark", headers={"X-CSRFToken": token}, json={"section": "市民課"})
+    time.sleep(8)
+    client.post("/api/v1/recorder/stop", headers={"X-CSRFToken": token})
+    wait_for(lambda: server.recorder.state == State.IDLE, timeout=10, what="idle")
+    logout(client)
+    return app
+
+
+def file_request(client, recording_id: str, purpose: str = "trouble") -> int:
+    response = post(client, "/requests/new", {"recording": [recording_id], "purpose": purpose,
+                                              "reason": "窓口で大声を出された件の事実確認のため"},
+                    token_from="/requests/new")
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+def local(wall_us: int) -> str:
+    return datetime.fromtimestamp(wall_us / 1e6).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def recording_of(vault):
+    return vault.recordings()[0]
+
+
+def test_a_request_by_the_responsible_section_goes_straight_to_the_manager(office, vault):
+    client = office.test_client()
+    login(client, "suzuki")
+    rec = recording_of(vault)
+    request_id = file_request(client, rec["id"])
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert 'data-status="submitted"' in page
+    number = re.search(r"視聴請求 (\d{4}-\d{4})", page).group(1)
+    holds = [h for h in vault.holds() if h["reference"] == number]
+    assert holds and holds[0]["reason"] == "request" and holds[0]["recording_id"] == rec["id"]
+    pdf = client.get(f"/requests/{request_id}/form.pdf")
+    assert pdf.status_code == 200 and pdf.data.startswith(b"%PDF")
+    text = subprocess.run(["pdftotext", "-", "-"], input=pdf.data, capture_output=True, check=True).stdout.decode()
+    for words in ("画像等視聴請求書", number, "市民課", "第7条第1号", "印"):
+        assert words in text, f"the printed form lacks {words!r}"
+
+
+def test_another_sections_head_needs_the_responsible_heads_opinion_first(office, vault):
+    client = office.test_client()
+    login(client, "takahashi")  # 税務課
+    request_id = file_request(client, recording_of(vault)["id"], purpose="business")
+    assert 'data-status="awaiting_opinion"' in client.get(f"/requests/{request_id}").get_data(as_text=True)
+    logout(client)
+    login(client, "yamada")
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert 'id="decide-form"' not in page, "the manager cannot decide before the opinion"
+    logout(client)
+    login(client, "suzuki")  # 市民課's head
+    post(client, f"/requests/{request_id}/opinion", {"opinion": "disagree", "note": "必要性が低い"},
+         token_from=f"/requests/{request_id}")
+    logout(client)
+    login(client, "yamada")
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert "不同意" in page and "必要性が低い" in page and 'id="decide-form"' in page
+
+
+def approve(client, request_id: int, start_us: int, end_us: int, recording_id: str):
+    return post(client, f"/requests/{request_id}/decide",
+                {"decision": "approved", "scope_recording": [recording_id], "scope_start": local(start_us),
+                 "scope_end": local(end_us), "valid_hours": "2", "note": "範囲を限定"},
+                token_from=f"/requests/{request_id}")
+
+
+def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vault):
+    rec = recording_of(vault)
+    segments = vault.segments(rec["id"])
+    begin = segments[0].start_wall_us
+    scope = (begin + 3_000_000, begin + 6_000_000)  # three seconds from inside the recording
+    manager, viewer, other = office.test_client(), office.test_client(), office.test_client()
+    login(viewer, "suzuki")
+    request_id = file_request(viewer, rec["id"])
+    login(manager, "yamada")
+    approve(manager, request_id, *scope, rec["id"])
+    wrong = post(manager, f"/requests/{request_id}/unlock", {"password": "not the password"},
+                 token_from=f"/requests/{request_id}")
+    assert wrong.status_code == 302
+    assert 'id="viewing-open"' not in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
+    page = viewer.get(f"/requests/{request_id}").get_data(as_text=True)
+    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"', page).group(1)
+
+    manifest = viewer.get(viewing_url + "/manifest.json").get_json()
+    assert manifest["codecs"].startswith("avc1.") and "mp4a" in manifest["codecs"]
+    assert abs(manifest["duration"] - 3.0) < 0.2
+    offsets = {s.path: s.start_wall_us - s.start_us for s in segments}  # wall − capture clock, per segment
+    shown = []
+    for part in manifest["parts"]:
+        response = viewer.get(f"{viewing_url}/part/{part['n']}.mp4")
+        assert response.status_code in (200, 204)
+        if response.status_code == 200:
+            shown += [t for t in decode(response.data).frame_times_us if t is not None]
+    offset = next(iter(offsets.values()))
+    walls = [t + offset for t in shown]
+    assert walls, "something was shown"
+    assert min(walls) >= scope[0] and max(walls) < scope[1], "a frame outside the approved range reached the viewer"
+    assert max(walls) - min(walls) > 1.5e6, "most of the approved range was shown"
+
+    # Nothing else, by URL, by id, by API.
+    assert viewer.get(f"{viewing_url}/part/{len(manifest['parts'])}.mp4").status_code == 404
+    assert viewer.get(f"{viewing_url}/part/-1.mp4").status_code == 404
+    assert viewer.get("/viewings/someone-elses/manifest.json").status_code == 404
+    login(other, "takahashi")
+    assert other.get(viewing_url + "/manifest.json").status_code == 404, "another section head got in"
+    assert other.get(f"/requests/{request_id}").status_code == 404
+    assert manager.get(viewing_url + "/manifest.json").status_code == 403, "the manager is not the viewer"
+    assert viewer.get("/api/v1/audit").status_code == 403
+
+    actions = [(e["action"], e["purpose"]) for e in vault.audit_log.entries(vault.db)]
+    for wanted in ("request.file", "request.approve", "key.unlock_failed", "key.unlock", "view.play"):
+        assert (wanted, "trouble") in actions, f"{wanted} is not in the audit log with its purpose"
+
+
+def test_closing_the_request_ends_the_viewing_drops_the_keys_and_releases_the_hold(office, vault):
+    from webui import viewing
+
+    rec = recording_of(vault)
+    manager, viewer = office.test_client(), office.test_client()
+    login(viewer, "suzuki")
+    request_id = file_request(viewer, rec["id"])
+    login(manager, "yamada")
+    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + 4_000_000, rec["id"])
+    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
+    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
+                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 200
+    assert viewing._open, "the day keys are held in memory while the viewing is open"
+    post(manager, f"/requests/{request_id}/close", token_from=f"/requests/{request_id}")
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 404
+    assert not viewing._open, "the keys were dropped"
+    assert not [h for h in vault.holds() if h["reason"] == "request"], "the request's hold was released"
+
+
+def rec_start(vault, rec) -> int:
+    return vault.segments(rec["id"])[0].start_wall_us
+
+
+def test_an_expired_session_loses_the_key(office, vault):
+    from webui import viewing
+    from webui.db import connect
+
+    rec = recording_of(vault)
+    manager, viewer = office.test_client(), office.test_client()
+    login(viewer, "suzuki")
+    request_id = file_request(viewer, rec["id"])
+    login(manager, "yamada")
+    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + 4_000_000, rec["id"])
+    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
+    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
+                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 200
+    conn = connect(office.config["KIROKU_DATA"])
+    conn.execute("UPDATE sessions SET last_seen = last_seen - 3600 WHERE user_id ="
+                 " (SELECT id FROM users WHERE username = 'suzuki')")
+    conn.close()
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 302, "the idle session was not ended"
+    assert not viewing._open, "the key outlived the session"
+    login(viewer, "suzuki")
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 404, "logging in again does not bring it back"
+
+
+def test_a_signed_scan_is_attached_and_only_pdf_or_images_are_taken(office, vault):
+    import io
+
+    client = office.test_client()
+    login(client, "suzuki")
+    request_id = file_request(client, recording_of(vault)["id"])
+    token = csrf(client, f"/requests/{request_id}")
+    bad = client.post(f"/requests/{request_id}/scan", data={"csrf_token": token,
+                                                            "scan": (io.BytesIO(b"MZ\x90\x00 not a scan"), "x.exe")})
+    assert bad.status_code == 302 and b"scan_download" not in client.get(f"/requests/{request_id}").data
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+    client.post(f"/requests/{request_id}/scan", data={"csrf_token": token, "scan": (io.BytesIO(png), "form.png")})
+    assert client.get(f"/requests/{request_id}/scan").data == png
+    entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "request.scan")
+    assert len(entry["detail"]["sha256"]) == 64
+
+
+def test_the_section_heads_api_lists_only_what_they_may_see(office, vault):
+    client = office.test_client()
+    login(client, "suzuki")
+    file_request(client, recording_of(vault)["id"])
+    logout(client)
+    login(client, "takahashi")
+    assert client.get("/api/v1/requests").get_json() == [], "another section's request is not listed"
+    logout(client)
+    login(client, "yamada")
+    assert len(client.get("/api/v1/requests").get_json()) == 1
+

@@ -1,0 +1,330 @@
+"""Written viewing requests (Art. 7–8): file, give an opinion, decide.
+
+- A section head files a request: recordings or a time range, the Art. 7 purpose, the
+  reason. It gets a number and a printable form (PDF, Japanese, with signature and seal
+  fields); the signed scan can be attached ("in writing", Art. 8(1)).
+- The head of *another* section may request too; then the responsible section's head is
+  asked for an opinion first, which the manager sees (Art. 8(3)).
+- The manager approves or rejects, with a note; an approval names the exact scope and
+  a validity window. Recordings under an open request are held, and released when it
+  closes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, send_file, url_for
+
+from webui import auth
+from webui.db import get_db, transaction, vault_db
+from webui.permissions import MANAGER, SECTION_HEAD, permission
+
+bp = Blueprint("requests", __name__, url_prefix="/requests")
+
+PURPOSES = ("trouble", "maintenance", "business")  # Art. 7 (1), (2), (4)
+OPEN = ("awaiting_opinion", "submitted", "approved")
+MAX_SCAN = 10 * 2**20
+SCAN_TYPES = {b"%PDF": ".pdf", b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg"}
+
+
+def fiscal_year(now: datetime | None = None) -> int:
+    now = now or datetime.now().astimezone()
+    return now.year if now.month >= 4 else now.year - 1
+
+
+def reiwa(year: int) -> str:
+    return f"令和{year - 2018}年度"
+
+
+def _wall_us(text: str) -> int | None:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.astimezone()
+    return int(dt.timestamp() * 1e6)
+
+
+def _iso(wall_us: int | None) -> str:
+    if wall_us is None:
+        return ""
+    return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def recordings_for_request() -> list:
+    vdb = vault_db()
+    if vdb is None:
+        return []
+    return vdb.execute(
+        "SELECT r.id, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us, r.section,"
+        " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks"
+        " FROM recordings r WHERE r.record_class = 'footage' ORDER BY r.started_wall_us DESC LIMIT 200").fetchall()
+
+
+def load(request_id: int):
+    row = get_db().execute(
+        "SELECT q.*, u.display_name AS requester, s.name AS requester_section FROM requests q"
+        " JOIN users u ON u.id = q.requester_id JOIN sections s ON s.id = q.requester_section_id WHERE q.id = ?",
+        (request_id,)).fetchone()
+    if row is None:
+        abort(404)
+    return row
+
+
+def may_see(req) -> bool:
+    """The manager, the requester, and the responsible section's head (for the opinion)."""
+    user = g.user
+    return user.is_manager or req["requester_id"] == user.id or (
+        user.is_section_head and user.section == req["responsible_section"])
+
+
+@bp.get("/")
+@permission(MANAGER, SECTION_HEAD)
+def index():
+    db = get_db()
+    if g.user.is_manager:
+        rows = db.execute("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
+                          " ORDER BY q.id DESC").fetchall()
+    else:
+        rows = db.execute("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
+                          " WHERE q.requester_id = ? OR q.responsible_section = ? ORDER BY q.id DESC",
+                          (g.user.id, g.user.section or "")).fetchall()
+    return render_template("requests/index.html", requests=rows)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission(SECTION_HEAD)
+def new():
+    sections = [r["name"] for r in get_db().execute("SELECT name FROM sections ORDER BY name")]
+    recordings = recordings_for_request()
+    if request.method == "GET":
+        return render_template("requests/new.html", recordings=recordings, sections=sections, form={},
+                               purposes=PURPOSES)
+    form = {k: request.form.get(k, "").strip() for k in ("purpose", "reason", "start", "end", "responsible_section")}
+    chosen = request.form.getlist("recording")
+    known = {r["id"]: r for r in recordings}
+    problem = None
+    if form["purpose"] not in PURPOSES:
+        problem = "request.purpose_needed"
+    elif not form["reason"] or len(form["reason"]) > 2000:
+        problem = "request.reason_needed"
+    elif not chosen or not all(c in known for c in chosen):
+        problem = "request.recordings_needed"
+    if problem:
+        flash(problem, "error")
+        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
+                               purposes=PURPOSES), 400
+    first = min(known[c]["started_wall_us"] for c in chosen)
+    last = max(known[c]["ended_wall_us"] or int(time.time() * 1e6) for c in chosen)
+    start = _wall_us(form["start"]) if form["start"] else first
+    end = _wall_us(form["end"]) if form["end"] else last
+    if start is None or end is None or end <= start:
+        flash("request.bad_range", "error")
+        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
+                               purposes=PURPOSES), 400
+    start, end = max(start, first), min(end, last)
+    marked = {known[c]["section"] for c in chosen if known[c]["section"]}
+    responsible = marked.pop() if len(marked) == 1 else form["responsible_section"]
+    if responsible not in sections:
+        flash("request.responsible_needed", "error")
+        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
+                               purposes=PURPOSES), 400
+    status = "submitted" if responsible == g.user.section else "awaiting_opinion"
+    db = get_db()
+    fy = fiscal_year()
+    with transaction(db):
+        seq = db.execute("SELECT count(*) FROM requests WHERE fiscal_year = ?", (fy,)).fetchone()[0] + 1
+        number = f"{fy}-{seq:04d}"
+        request_id = db.execute(
+            "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
+            " purpose, reason, recording_ids, range_start_wall_us, range_end_wall_us, status, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (number, fy, g.user.id, g.user.section_id, responsible, form["purpose"], form["reason"],
+             json.dumps(sorted(chosen)), start, end, status, auth.now_iso())).lastrowid
+    from webui import control
+
+    holds = control().request("hold", reason="request", recording_ids=sorted(chosen), reference=number,
+                              by=g.user.username)["holds"]
+    db.execute("UPDATE requests SET hold_ids = ? WHERE id = ?", (json.dumps(holds), request_id))
+    auth.audit("request.file", subject=number, purpose=form["purpose"],
+               detail={"recordings": sorted(chosen), "responsible_section": responsible, "status": status})
+    flash("request.filed", "info")
+    return redirect(url_for("requests.show", request_id=request_id))
+
+
+@bp.get("/<int:request_id>")
+@permission(MANAGER, SECTION_HEAD)
+def show(request_id: int):
+    req = load(request_id)
+    if not may_see(req):
+        abort(404)  # not 403: others do not learn that it exists
+    db = get_db()
+    opinions = db.execute("SELECT o.*, u.display_name FROM opinions o JOIN users u ON u.id = o.by_id"
+                          " WHERE request_id = ? ORDER BY o.id", (request_id,)).fetchall()
+    decision = db.execute("SELECT d.*, u.display_name FROM decisions d JOIN users u ON u.id = d.by_id"
+                          " WHERE request_id = ?", (request_id,)).fetchone()
+    viewing = db.execute("SELECT * FROM viewings WHERE request_id = ? AND closed_at IS NULL AND closes_at > ?"
+                         " ORDER BY opened_at DESC LIMIT 1", (request_id, time.time())).fetchone()
+    return render_template("requests/show.html", req=req, opinions=opinions, decision=decision, viewing=viewing,
+                           recording_ids=json.loads(req["recording_ids"]), iso=_iso, reiwa=reiwa,
+                           can_give_opinion=_can_give_opinion(req))
+
+
+def _can_give_opinion(req) -> bool:
+    return (req["status"] == "awaiting_opinion" and g.user.is_section_head
+            and g.user.section == req["responsible_section"] and req["requester_id"] != g.user.id)
+
+
+@bp.post("/<int:request_id>/opinion")
+@permission(SECTION_HEAD)
+def opinion(request_id: int):
+    req = load(request_id)
+    if not _can_give_opinion(req):
+        abort(403)
+    value = request.form.get("opinion")
+    if value not in ("agree", "disagree"):
+        flash("form.missing", "error")
+        return redirect(url_for("requests.show", request_id=request_id))
+    db = get_db()
+    with transaction(db):
+        db.execute("INSERT INTO opinions (request_id, by_id, opinion, note, at) VALUES (?, ?, ?, ?, ?)",
+                   (request_id, g.user.id, value, request.form.get("note", "")[:2000], auth.now_iso()))
+        db.execute("UPDATE requests SET status = 'submitted' WHERE id = ?", (request_id,))
+    auth.audit("request.opinion", subject=req["number"], purpose=req["purpose"], detail={"opinion": value})
+    return redirect(url_for("requests.show", request_id=request_id))
+
+
+@bp.post("/<int:request_id>/decide")
+@permission(MANAGER)
+def decide(request_id: int):
+    req = load(request_id)
+    if req["status"] != "submitted":
+        flash("request.not_decidable", "error")
+        return redirect(url_for("requests.show", request_id=request_id))
+    decision = request.form.get("decision")
+    note = request.form.get("note", "")[:2000]
+    requested = json.loads(req["recording_ids"])
+    if decision == "approved":
+        scope = [r for r in request.form.getlist("scope_recording") if r in requested]
+        start = _wall_us(request.form.get("scope_start", "")) or req["range_start_wall_us"]
+        end = _wall_us(request.form.get("scope_end", "")) or req["range_end_wall_us"]
+        start, end = max(start, req["range_start_wall_us"]), min(end, req["range_end_wall_us"])
+        try:
+            hours = float(request.form.get("valid_hours", "24"))
+        except ValueError:
+            hours = -1
+        if not scope or end <= start or not 0 < hours <= 24 * 14:
+            flash("request.bad_scope", "error")
+            return redirect(url_for("requests.show", request_id=request_id))
+        valid_from, valid_until = time.time(), time.time() + hours * 3600
+    elif decision == "rejected":
+        scope, start, end, valid_from, valid_until = [], None, None, None, None
+    else:
+        abort(400)
+    db = get_db()
+    with transaction(db):
+        db.execute("INSERT INTO decisions (request_id, by_id, decision, note, scope_recording_ids, scope_start_wall_us,"
+                   " scope_end_wall_us, valid_from, valid_until, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (request_id, g.user.id, decision, note, json.dumps(scope), start, end, valid_from, valid_until,
+                    auth.now_iso()))
+        db.execute("UPDATE requests SET status = ? WHERE id = ?", (decision, request_id))
+    auth.audit(f"request.{'approve' if decision == 'approved' else 'reject'}", subject=req["number"],
+               purpose=req["purpose"], detail={"scope": scope, "start": _iso(start), "end": _iso(end),
+                                               "valid_until": valid_until})
+    if decision == "rejected":
+        _release_holds(req)
+    return redirect(url_for("requests.show", request_id=request_id))
+
+
+@bp.post("/<int:request_id>/close")
+@permission(MANAGER)
+def close(request_id: int):
+    req = load(request_id)
+    if req["status"] not in OPEN:
+        abort(400)
+    from webui import viewing
+
+    viewing.close_for_request(request_id, "request closed")
+    get_db().execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(), request_id))
+    auth.audit("request.close", subject=req["number"], purpose=req["purpose"])
+    _release_holds(req)
+    return redirect(url_for("requests.show", request_id=request_id))
+
+
+def _release_holds(req) -> None:
+    from firmware.control import ControlError
+    from webui import control
+
+    for hold in json.loads(req["hold_ids"]):
+        try:
+            control().request("release", hold=hold, by=g.user.username)
+        except ControlError as exc:
+            if "already released" not in str(exc):
+                raise
+
+
+@bp.post("/<int:request_id>/scan")
+@permission(MANAGER, SECTION_HEAD)
+def attach_scan(request_id: int):
+    """The signed, sealed paper form, scanned (PDF, PNG or JPEG)."""
+    req = load(request_id)
+    if not (g.user.is_manager or req["requester_id"] == g.user.id):
+        abort(404)
+    upload = request.files.get("scan")
+    data = upload.read(MAX_SCAN + 1) if upload else b""
+    kind = next((ext for magic, ext in SCAN_TYPES.items() if data.startswith(magic)), None)
+    if not data or len(data) > MAX_SCAN or kind is None:
+        flash("request.bad_scan", "error")
+        return redirect(url_for("requests.show", request_id=request_id))
+    digest = hashlib.sha256(data).hexdigest()
+    folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "scans"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    name = f"{req['number']}-{digest[:12]}{kind}"
+    from firmware.fsutil import atomic_write
+
+    atomic_write(folder / name, data)
+    get_db().execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
+                     (name, digest, auth.now_iso(), request_id))
+    auth.audit("request.scan", subject=req["number"], detail={"sha256": digest, "bytes": len(data)})
+    return redirect(url_for("requests.show", request_id=request_id))
+
+
+@bp.get("/<int:request_id>/scan")
+@permission(MANAGER, SECTION_HEAD)
+def scan(request_id: int):
+    req = load(request_id)
+    if not may_see(req) or not req["scan_name"]:
+        abort(404)
+    path = Path(current_app.config["KIROKU_DATA"]) / "web" / "scans" / req["scan_name"]
+    return send_file(path, as_attachment=True, download_name=req["scan_name"])
+
+
+@bp.get("/<int:request_id>/form.pdf")
+@permission(MANAGER, SECTION_HEAD)
+def form_pdf(request_id: int):
+    req = load(request_id)
+    if not may_see(req):
+        abort(404)
+    from webui.forms import request_form_pdf
+
+    pdf = request_form_pdf(req, json.loads(req["recording_ids"]), _iso, reiwa)
+    import io
+
+    return send_file(io.BytesIO(pdf), mimetype="application/pdf", download_name=f"viewing-request-{req['number']}.pdf")
+
+
+def open_requests_for(user) -> list:
+    return get_db().execute("SELECT * FROM requests WHERE requester_id = ? AND status = 'approved'",
+                            (user.id,)).fetchall()
+
+
+def valid_window(decision) -> bool:
+    return decision is not None and decision["decision"] == "approved" and \
+        decision["valid_from"] <= time.time() < decision["valid_until"]
+

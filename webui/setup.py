@@ -1,0 +1,110 @@
+"""The first-run page: the first manager, the device's keys, the recovery key handed over once.
+
+It exists only while the device has no user; afterwards it answers 404. No default
+password exists anywhere.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+
+from firmware.vault import age
+from webui import auth, keys
+from webui.db import get_db, transaction
+from webui.permissions import MANAGER, PUBLIC, permission
+
+bp = Blueprint("setup", __name__, url_prefix="/setup")
+
+
+@bp.route("/", methods=["GET", "POST"])
+@permission(PUBLIC)
+def index():
+    if auth.has_users():
+        abort(404)
+    store = keys.keystore()
+    needs_recovery_to_reencrypt = store.initialised and bool(store.day_keys("footage") or store.day_keys("call"))
+    if request.method == "GET":
+        return render_template("setup/index.html", form={}, provisioned=store.initialised,
+                               needs_recovery=needs_recovery_to_reencrypt)
+    from webui import control
+
+    control().status()  # nothing is set up unless the recorder can log it (raises → 503 page)
+    form = {k: request.form.get(k, "").strip() for k in ("username", "display_name", "section")}
+    password, confirm = request.form.get("password", ""), request.form.get("confirm", "")
+    problem = None
+    if not auth.USERNAME.fullmatch(form["username"]):
+        problem = "user.bad_username"
+    elif not form["display_name"] or not form["section"]:
+        problem = "form.missing"
+    else:
+        problem = auth.check_password_rules(password, confirm)
+    unlock = None
+    if not problem and needs_recovery_to_reencrypt:
+        try:
+            text = next(line for line in request.form.get("recovery", "").splitlines()
+                        if line.strip().startswith("AGE-SECRET-KEY-"))
+            unlock = age.X25519Identity.parse(text)
+        except (StopIteration, ValueError):
+            problem = "setup.recovery_needed"
+    if problem:
+        flash(problem, "error")
+        return render_template("setup/index.html", form=form, provisioned=store.initialised,
+                               needs_recovery=needs_recovery_to_reencrypt), 400
+
+    recovery = None
+    if not store.initialised:
+        recovery = age.X25519Identity.generate()
+        store.initialise(current_app.config["KIROKU_DEVICE"], recovery.recipient)
+    try:
+        keys.add_manager(form["username"], password, unlock=unlock)
+    except age.NoIdentityMatched:
+        flash("setup.recovery_wrong", "error")
+        return render_template("setup/index.html", form=form, provisioned=True, needs_recovery=True), 400
+    db = get_db()
+    with transaction(db):
+        section = db.execute("INSERT INTO sections (name, created_at) VALUES (?, ?)",
+                             (form["section"], auth.now_iso())).lastrowid
+        user_id = db.execute(
+            "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, created_at)"
+            " VALUES (?, ?, ?, ?, 1, ?)",
+            (form["username"], form["display_name"], auth.hash_password(password), section, auth.now_iso())).lastrowid
+    sid = auth.start_session(user_id)
+    g.user = auth.load_user(user_id)
+    auth.audit("device.setup", subject=form["username"],
+               detail={"keys_created": recovery is not None, "device": current_app.config["KIROKU_DEVICE"]})
+    auth.audit("user.add", subject=form["username"], detail={"roles": ["manager"], "section": form["section"]})
+    if recovery is not None:
+        keys.pending_recovery.put(sid, recovery)
+        return redirect(url_for("setup.recovery"))
+    return redirect(url_for("admin.dashboard"))
+
+
+@bp.get("/recovery")
+@permission(MANAGER)
+def recovery():
+    """The recovery key, once: a print view with a QR code."""
+    identity = keys.pending_recovery.get(g.session_id)
+    if identity is None:
+        abort(404)
+    import io
+
+    import segno
+
+    svg = io.BytesIO()
+    segno.make(str(identity), error="m").save(svg, kind="svg", scale=5, border=2, xmldecl=False, svgns=True)
+    return render_template("setup/recovery.html", identity=str(identity), recipient=str(identity.recipient),
+                           qr=svg.getvalue().decode())
+
+
+@bp.post("/confirm")
+@permission(MANAGER)
+def confirm():
+    if keys.pending_recovery.get(g.session_id) is None:
+        abort(404)
+    if request.form.get("stored") != "yes":
+        flash("setup.confirm_needed", "error")
+        return redirect(url_for("setup.recovery"))
+    keys.pending_recovery.drop(g.session_id)
+    auth.audit("recovery.handed_over", subject=g.user.username)
+    flash("setup.done", "info")
+    return redirect(url_for("admin.dashboard"))

@@ -1,0 +1,77 @@
+// The viewing player: the approved parts, decrypted in the server's memory, appended to a
+// Media Source one after another; seeking fetches the part that holds the time asked for.
+"use strict";
+(function () {
+  const video = document.getElementById("player");
+  const timeline = document.getElementById("timeline");
+  const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
+  let manifest = null;
+  let buffer = null;
+  const loaded = new Set();
+  let loading = null;
+
+  function fail(e) {
+    document.getElementById("player-error").hidden = false;
+    console.error(e);
+  }
+
+  function partAt(t) {
+    const parts = manifest.parts;
+    for (let i = parts.length - 1; i >= 0; i--) if (t >= parts[i].start) return parts[i];
+    return parts[0];
+  }
+
+  function appended() {
+    return new Promise((resolve) => buffer.addEventListener("updateend", resolve, { once: true }));
+  }
+
+  async function load(part) {
+    if (loaded.has(part.n)) return;
+    loaded.add(part.n);
+    const response = await fetch(video.dataset.parts + part.n + ".mp4", { cache: "no-store" });
+    if (response.status === 204) return;  // nothing inside the approved range to show
+    if (!response.ok) throw new Error("part " + part.n + ": " + response.status);
+    const data = await response.arrayBuffer();
+    if (buffer.updating) await appended();
+    buffer.timestampOffset = part.start;
+    buffer.appendBuffer(data);
+    await appended();
+  }
+
+  async function ensure(t) {
+    // The part under t and the one after it, so playback runs on across the boundary.
+    const part = partAt(t);
+    const next = manifest.parts[part.n + 1];
+    loading = (loading || Promise.resolve()).then(() => load(part)).then(() => next && load(next)).catch(fail);
+    return loading;
+  }
+
+  fetch(video.dataset.manifest, { cache: "no-store" }).then((r) => r.json()).then((m) => {
+    manifest = m;
+    timeline.max = m.duration;
+    document.getElementById("total").textContent = fmt(m.duration);
+    const source = new MediaSource();
+    video.src = URL.createObjectURL(source);
+    source.addEventListener("sourceopen", async () => {
+      buffer = source.addSourceBuffer(`video/mp4; codecs="${m.codecs}"`);
+      buffer.mode = "segments";
+      source.duration = m.duration;
+      await ensure(0);
+    }, { once: true });
+  }).catch(fail);
+
+  video.addEventListener("timeupdate", () => {
+    if (!manifest) return;
+    timeline.value = video.currentTime;
+    document.getElementById("position").textContent = fmt(video.currentTime);
+    const part = partAt(video.currentTime);
+    document.getElementById("wall").textContent = part.wall;
+    if (video.currentTime > part.start + part.duration - 2) ensure(part.start + part.duration);
+  });
+  timeline.addEventListener("change", async () => {
+    const t = Number(timeline.value);
+    await ensure(t);
+    video.currentTime = t;
+  });
+  video.addEventListener("seeking", () => { if (manifest) ensure(video.currentTime); });
+})();
