@@ -121,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--vkey", type=Path, required=True, help="keys/device.vkey of the device")
     chk.add_argument("--old-checkpoint", type=Path, help="for a consistency proof: the older checkpoint")
 
+    p = sub.add_parser("tls", help="the admin page's HTTPS certificate: show its fingerprint, or install the city's")
+    _add_data(p)
+    tl = p.add_subparsers(dest="action", metavar="ACTION")
+    tl.required = True
+    tl.add_parser("show", help="the certificate's SHA-256 fingerprint (made now if there is none)")
+    ins = tl.add_parser("install", help="use the city's own certificate and key (PEM)")
+    ins.add_argument("--cert", type=Path, required=True)
+    ins.add_argument("--key", type=Path, required=True)
+
     p = sub.add_parser("bench", help="the benchmark: what each stage costs next to its baseline")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
@@ -175,6 +184,21 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "ctl":
         return _ctl(args)
+    if args.command == "tls":
+        from webui import tls
+
+        if args.action == "install":
+            try:
+                print(f"installed; fingerprint (SHA-256) {tls.install(args.data, args.cert, args.key)}"
+                      " — restart the web UI to use it")
+            except (OSError, ValueError) as exc:
+                print(f"kiroku tls: {exc}", file=sys.stderr)
+                return 2
+        else:
+            config = _load_config(args) if hasattr(args, "config") else None
+            device = config.device.id if config else "counter-1"
+            print(tls.fingerprint(tls.ensure_certificate(args.data, device)))
+        return 0
     if args.command == "bench":
         from firmware import bench
 

@@ -128,6 +128,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 if not isinstance(note, str) or not isinstance(section, str):
                     return {"ok": False, "error": "note and section must be strings"}
                 return {"ok": True, "status": rec.mark(by=by, note=note[:500], section=section[:80])}
+            if op == "reload":
+                log.info("control: reload by %s (uid %d)", by, uid)
+                return {"ok": True, "status": rec.reload()}
             if op == "audit":
                 return self._audit(rec, request, by, uid)
             if op == "hold":
@@ -157,7 +160,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:  # an answer, always: a caller must never hang on a bug here
             log.exception("control: %s failed", op)
             return {"ok": False, "error": f"{op} failed: {exc}"}
-        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, hold, audit, sim)"}
+        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, hold, audit, reload, sim)"}
 
 
     _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")

@@ -20,6 +20,7 @@ commands are events on its queue.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -279,6 +280,27 @@ class Recorder:
 
     def mark(self, by: str = "ctl", note: str = "", section: str = "") -> dict:
         return self._command("mark", by=by, note=note, section=section)
+
+    def reload(self, path=None) -> dict:
+        """Re-read the configuration file and apply what can change while running."""
+        from firmware import config as config_module
+        from firmware.paths import config_file
+
+        if self.store.data_dir is None:
+            raise RecorderError("no data folder to read the configuration from")
+        new = config_module.load(path or config_file(self.store.data_dir, None))
+        old = self.config
+        # Safe at any moment: read afresh at the next notice, segment, tick or sweep.
+        self.config = dataclasses.replace(old, notice=dataclasses.replace(old.notice, delay=new.notice.delay),
+                                          recording=new.recording, retention=new.retention)
+        self.segmenter.segment_us = round(new.recording.segment_seconds * 1e6)
+        self.store.retention = new.retention
+        pending = [name for name in ("device", "camera", "microphone", "gpio", "button", "health", "web")
+                   if getattr(new, name) != getattr(old, name)]
+        if new.notice.announcement != old.notice.announcement:
+            pending.append("notice.announcement")
+        log.info("configuration reloaded; waiting for a restart: %s", ", ".join(pending) or "nothing")
+        return {**self.status(), "restart_needed_for": pending}
 
     @property
     def is_recording(self) -> bool:

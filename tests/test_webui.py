@@ -325,3 +325,80 @@ def test_audit_entries_keep_the_callers_uid(server, app, client, vault):
     entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "user.add")
     assert "uid" in entry["detail"] and entry["actor"] == "yamada"
 
+
+
+def test_settings_are_validated_written_logged_and_applied(server, app, client, vault, data_dir):
+    import tomllib
+
+    first_run(client)
+    form = {f"{s}.{k}": "" for s, k, _ in __import__("webui.settings", fromlist=["FIELDS"]).FIELDS}
+    page = client.get("/admin/settings/").get_data(as_text=True)
+    for name in form:
+        m = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', page)
+        form[name] = m.group(1) if m else "on_demand"
+    too_short = dict(form, **{"retention.footage_min_days": "30"})
+    r = post(client, "/admin/settings/", too_short, token_from="/admin/settings/")
+    assert r.status_code == 400 and not (data_dir / "kiroku.toml").exists(), "the rule's minimum cannot be lowered"
+    r = post(client, "/admin/settings/", dict(form, **{"notice.delay": "1.5", "retention.footage_min_days": "120"}),
+             token_from="/admin/settings/")
+    assert r.status_code == 302
+    written = tomllib.loads((data_dir / "kiroku.toml").read_text())
+    assert written["notice"]["delay"] == 1.5 and written["retention"]["footage_min_days"] == 120
+    assert server.recorder.config.notice.delay == 1.5, "the recorder applied it at once"
+    assert server.recorder.store.retention.footage_min_days == 120
+    entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "settings.change")
+    assert entry["detail"]["notice.delay"] == 1.5
+
+
+def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tmp_path):
+    import socket as socketlib
+    import ssl
+    import subprocess
+    import sys
+
+    from firmware import cli
+    from webui import tls
+
+    data = tmp_path / "data"
+    (data).mkdir()
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "firmware", "web", "--real", "--data", str(data), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "fingerprint (SHA-256)" in line
+        printed = line.strip().rsplit(" ", 1)[1]
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        der = wait_for(lambda: _peer_cert(context, port), timeout=10, what="the HTTPS port")
+        import hashlib
+
+        seen = hashlib.sha256(der).hexdigest().upper()
+        assert printed.replace(":", "") == seen, "the fingerprint on the console is the certificate served"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # The city's own certificate replaces it.
+    other = tmp_path / "city"
+    tls.ensure_certificate(other, "x")
+    cert, key = tls.paths(other)
+    assert cli.main(["tls", "--data", str(data), "install", "--cert", str(cert), "--key", str(key)]) == 0
+    assert tls.fingerprint(tls.paths(data)[0]) == tls.fingerprint(cert)
+    mismatched = tmp_path / "mismatch"
+    tls.ensure_certificate(mismatched, "y")
+    assert cli.main(["tls", "--data", str(data), "install", "--cert", str(cert),
+                     "--key", str(tls.paths(mismatched)[1])]) == 2
+
+
+def _peer_cert(context, port):
+    import socket as socketlib
+
+    try:
+        with socketlib.create_connection(("127.0.0.1", port), timeout=2) as raw:
+            with context.wrap_socket(raw) as tls_sock:
+                return tls_sock.getpeercert(binary_form=True)
+    except OSError:
+        return None

@@ -90,10 +90,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.before_request(auth.current_session)
 
-    from webui import admin, api, audit_view, console, requests, setup, storage, viewing
+    from webui import admin, api, audit_view, console, requests, settings, setup, storage, viewing
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, audit_view.bp, storage.bp,
-                      api.bp):
+                      settings.bp, api.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(db.close_db)
     app.teardown_appcontext(db.close_vault_db)

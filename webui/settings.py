@@ -1,0 +1,101 @@
+"""The manager's device settings, kept in ``<data>/kiroku.toml`` (this process writes it,
+the recorder reads it): mode, notice, segment length, retention within the rule's limits.
+
+Every change is validated exactly as the file is at start-up (``firmware.config``), written
+atomically, logged with what changed, and handed to the recorder, which applies at once
+what it safely can (notice delay, segment length, the on-demand time limit, retention)
+and the rest (mode, announcement) when it next starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from pathlib import Path
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from firmware.config import Config, ConfigError, from_dict, load
+from firmware.fsutil import atomic_write
+from firmware.paths import config_file
+from webui import auth
+from webui.permissions import MANAGER, permission
+
+bp = Blueprint("settings", __name__, url_prefix="/admin/settings")
+
+# (section, key, kind): what the page offers; hardware (pins, camera) stays in the file.
+FIELDS = [
+    ("device", "mode", str), ("device", "location", str),
+    ("notice", "delay", float), ("notice", "announcement", str),
+    ("recording", "segment_seconds", float), ("recording", "max_minutes", float),
+    ("retention", "footage_min_days", int), ("retention", "call_min_days", int),
+    ("retention", "footage_max_days", int), ("retention", "call_max_days", int),
+    ("retention", "capacity_mb", int),
+]
+RESTART_NEEDED = {("device", "mode"), ("notice", "announcement")}
+
+
+def _path() -> Path:
+    return Path(current_app.config["KIROKU_DATA"]) / "kiroku.toml"
+
+
+def current() -> Config:
+    return load(config_file(Path(current_app.config["KIROKU_DATA"]), None))
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def dumps(config: Config) -> str:
+    """The configuration as TOML, keeping only what differs from the defaults."""
+    defaults = Config()
+    lines = ["# Written by the admin page. Unlisted keys have their defaults (firmware/default-config.toml).\n"]
+    for section in dataclasses.fields(Config):
+        ours, theirs = getattr(config, section.name), getattr(defaults, section.name)
+        changed = [(f.name, getattr(ours, f.name)) for f in dataclasses.fields(ours)
+                   if getattr(ours, f.name) != getattr(theirs, f.name)]
+        if changed:
+            lines.append(f"\n[{section.name}]\n")
+            lines += [f"{name} = {toml_value(value)}\n" for name, value in changed]
+    return "".join(lines)
+
+
+@bp.get("/")
+@permission(MANAGER)
+def index():
+    return render_template("admin/settings.html", config=current(), fields=FIELDS)
+
+
+@bp.post("/")
+@permission(MANAGER)
+def save():
+    old = current()
+    changes: dict[str, dict] = {}
+    try:
+        for section, key, kind in FIELDS:
+            raw = request.form.get(f"{section}.{key}", "").strip()
+            value = kind(raw) if kind is not str else raw
+            if value != getattr(getattr(old, section), key):
+                changes.setdefault(section, {})[key] = value
+        new = old.replace(**changes)
+    except (ValueError, ConfigError) as exc:
+        flash("settings.invalid", "error")
+        return render_template("admin/settings.html", config=old, fields=FIELDS, problem=str(exc)), 400
+    if not changes:
+        return redirect(url_for("settings.index"))
+    text = dumps(new)
+    assert from_dict(tomllib.loads(text)) == new  # what is written reads back as what was meant
+    atomic_write(_path(), text.encode())
+    auth.audit("settings.change", detail={f"{s}.{k}": v for s, values in changes.items() for k, v in values.items()})
+    from webui import control
+
+    control().request("reload", by=g.user.username)
+    restart = {(s, k) for s, values in changes.items() for k in values} & RESTART_NEEDED
+    flash("settings.saved_restart" if restart else "settings.saved", "info")
+    return redirect(url_for("settings.index"))
