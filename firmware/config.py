@@ -137,6 +137,8 @@ def _check(value: Any, f: dataclasses.Field, where: str) -> Any:
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {expected.__name__}, got {value!r}")
+    if expected is float and value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{where}: {value!r} is not a number")
     meta = f.metadata
     if meta.get("lo") is not None and value < meta["lo"] or meta.get("hi") is not None and value > meta["hi"]:
         raise ConfigError(f"{where}: {value!r} is outside {meta['lo']}…{meta['hi']}")

@@ -125,3 +125,12 @@ def sounddevice_double(monkeypatch):
     for stream in sounddevice.streams:
         stream.close()
     sys.modules.pop("sounddevice", None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_login_memory():
+    """Failed log-ins from 127.0.0.1 are remembered per address; each test starts clean."""
+    yield
+    auth = sys.modules.get("webui.auth")
+    if auth is not None:
+        auth._ghosts = auth._Ghosts()

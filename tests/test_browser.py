@@ -154,8 +154,14 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     pdf = head.request.get(request_url + "/form.pdf")
     assert pdf.ok and pdf.body().startswith(b"%PDF")
 
-    # 5. The manager approves and unlocks the footage key with their password.
+    # 5. The manager approves a narrower scope (starting inside a segment, so the player must
+    # cope with a part cut at a keyframe) and unlocks the footage key with their password.
     manager.goto(request_url)
+    requested = manager.inner_text("#request-range")  # "start — end" of the request
+    from datetime import datetime, timedelta
+
+    first = datetime.strptime(requested.split(" — ")[0].strip(), "%Y-%m-%d %H:%M:%S")
+    manager.fill("#decide-form input[name=scope_start]", (first + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S"))
     manager.fill("#decide-form input[name=valid_hours]", "2")
     manager.click("#approve")
     manager.wait_for_selector("#unlock-form")
@@ -169,9 +175,11 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     head.wait_for_selector("#player")
     head.wait_for_function("() => document.getElementById('player').readyState >= 2", timeout=10000)
     head.evaluate("() => document.getElementById('player').play()")
-    head.wait_for_function("() => document.getElementById('player').currentTime > 1.5", timeout=15000)
-    head.screenshot(path=str(ARTIFACTS / "walk-3-playback.png"))
     duration = head.evaluate("() => fetch(document.getElementById('player').dataset.manifest).then(r => r.json())")
+    # Plays on across the first part's end (a part cut at a keyframe must not stall playback).
+    boundary = duration["parts"][0]["duration"] + 1.0
+    head.wait_for_function(f"() => document.getElementById('player').currentTime > {boundary}", timeout=20000)
+    head.screenshot(path=str(ARTIFACTS / "walk-3-playback.png"))
     viewing_url = head.url
 
     # ...and cannot reach anything outside it: not by URL, not by changing ids, not by the API.

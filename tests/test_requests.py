@@ -231,3 +231,84 @@ def test_the_section_heads_api_lists_only_what_they_may_see(office, vault):
     login(client, "yamada")
     assert len(client.get("/api/v1/requests").get_json()) == 1
 
+
+
+def open_viewing(office, vault, scope_seconds: int = 4):
+    rec = recording_of(vault)
+    manager, viewer = office.test_client(), office.test_client()
+    login(viewer, "suzuki")
+    request_id = file_request(viewer, rec["id"])
+    login(manager, "yamada")
+    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + scope_seconds * 1_000_000, rec["id"])
+    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
+    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
+                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    return manager, viewer, request_id, viewing_url
+
+
+def test_a_viewing_belongs_to_the_session_that_opened_it(office, vault):
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
+    assert viewer.get(viewing_url + "/manifest.json").status_code == 200
+    elsewhere = office.test_client()
+    login(elsewhere, "suzuki")  # the same person, another browser
+    assert elsewhere.get(viewing_url + "/manifest.json").status_code == 404
+
+
+def test_the_window_end_closes_a_viewing_nobody_touches(office, vault):
+    from webui import viewing
+
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
+    for v in viewing._open.values():
+        v.closes_at = time.time() - 1
+    viewing.sweep(office)
+    assert not viewing._open
+    entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "viewing.close")
+    assert entry["detail"]["reason"] == "window ended" and entry["detail"]["keys_dropped"] is True
+
+
+def test_no_footage_leaves_unless_its_viewing_is_logged(office, vault, server):
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
+    server.close()  # the recorder cannot log anything now
+    response = viewer.get(viewing_url + "/part/0.mp4")
+    assert response.status_code == 503 and not response.data.startswith(b"\x00\x00\x00")
+    # With the recorder back, the same request is logged, then served.
+    restarted = ControlServer(socket_path(office.config["KIROKU_DATA"]), server.recorder).start()
+    try:
+        assert viewer.get(viewing_url + "/part/0.mp4").status_code == 200
+        assert any(e["action"] == "view.play" for e in vault.audit_log.entries(vault.db))
+    finally:
+        restarted.close()
+
+
+def test_others_cannot_tell_whether_a_request_exists(office, vault):
+    client = office.test_client()
+    login(client, "suzuki")
+    request_id = file_request(client, recording_of(vault)["id"])
+    logout(client)
+    login(client, "takahashi")
+    token = csrf(client, "/requests/")
+    existing = client.post(f"/requests/{request_id}/opinion", data={"csrf_token": token, "opinion": "agree"})
+    missing = client.post("/requests/9999/opinion", data={"csrf_token": token, "opinion": "agree"})
+    assert existing.status_code == missing.status_code == 404
+
+
+def test_an_unmarked_recordings_section_is_confirmed_by_the_manager(server, app, vault, recorder, hardware):
+    client = app.test_client()
+    staff(client, app)
+    hardware.simulator.press()
+    hardware.simulator.release()
+    wait_for(lambda: recorder.segments_written >= 1, timeout=10, what="an unmarked recording")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    login(client, "takahashi")  # 税務課's head declares 税務課 responsible for an unmarked recording
+    r = post(client, "/requests/new", {"recording": [recording_of(vault)["id"]], "purpose": "business",
+                                       "reason": "確認", "responsible_section": "税務課"}, token_from="/requests/new")
+    request_id = int(r.headers["Location"].rsplit("/", 1)[1])
+    logout(client)
+    login(client, "yamada")
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert "請求者の申告" in page
+    rec = recording_of(vault)
+    r = approve(client, request_id, rec_start(vault, rec), rec_start(vault, rec) + 2_000_000, rec["id"])
+    assert 'data-status="submitted"' in client.get(f"/requests/{request_id}").get_data(as_text=True), \
+        "approved without confirming the declared section"

@@ -190,7 +190,7 @@ def test_repeated_failures_slow_down_and_then_lock_the_account(server, app, clie
     for _ in range(9):
         r = post(client, "/login", {"username": "sato", "password": "wrong password!"})
         assert r.status_code == 401
-    assert waits == [1, 2, 4, 8, 16], "answers slow down from the fifth failure on"
+    assert waits == [1, 2, 4, 8, 8], "answers slow down from the fifth failure on"
     r = post(client, "/login", {"username": "sato", "password": "wrong password!"})
     assert "ロック" in r.get_data(as_text=True)
     r = post(client, "/login", {"username": "sato", "password": PASSWORDS["sato"]})
@@ -402,3 +402,74 @@ def _peer_cert(context, port):
                 return tls_sock.getpeercert(binary_form=True)
     except OSError:
         return None
+
+
+def test_parallel_guesses_are_all_counted_and_lock_the_account(server, app, client):
+    import threading
+
+    staff(client, app)
+    results = []
+
+    def guess():
+        c = app.test_client()
+        for _ in range(3):
+            results.append(post(c, "/login", {"username": "sato", "password": "wrong password!"}).status_code)
+
+    import webui.auth
+
+    original = webui.auth._slow_down
+    webui.auth._slow_down = lambda failures: None  # the count is under test here, not the delay
+    try:
+        threads = [threading.Thread(target=guess) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        webui.auth._slow_down = original
+    assert len(results) == 24
+    r = post(client, "/login", {"username": "sato", "password": PASSWORDS["sato"]})
+    assert r.status_code == 401 and "ロック" in r.get_data(as_text=True), "24 guesses did not lock the account"
+
+
+def test_an_unknown_name_is_locked_exactly_like_a_real_one(server, app, client, monkeypatch):
+    import webui.auth
+
+    staff(client, app)
+    monkeypatch.setattr(webui.auth, "_slow_down", lambda failures: None)
+    answers = [post(client, "/login", {"username": "ghost", "password": "x" * 12}).get_data(as_text=True)
+               for _ in range(10)]
+    assert "ロック" in answers[-1] and "ロック" not in answers[0]
+
+
+def test_changing_the_password_ends_every_other_session(server, app, client):
+    staff(client, app)
+    other = app.test_client()
+    login(other, "sato")
+    login(client, "sato")
+    r = post(client, "/account", {"old": PASSWORDS["sato"], "new": "a brand new passphrase", "confirm":
+                                  "a brand new passphrase"}, token_from="/account")
+    assert r.status_code == 302
+    assert other.get("/console").headers["Location"].startswith("/login"), "the other session survived"
+    assert client.get("/console").status_code == 200, "the changer keeps working, in a new session"
+
+
+@pytest.mark.parametrize("path, data, json_body", [
+    ("/admin/people", {"username": "abe", "display_name": "安倍", "section_id": "abc", "roles": ["operator"],
+                       "password": "long enough password"}, None),
+    ("/admin/people", {"username": "taro.y", "display_name": "太郎", "section_id": "", "roles": ["manager"],
+                       "password": "long enough password", "your_password": PASSWORDS["yamada"]}, None),
+])
+def test_bad_input_is_an_answer_not_a_crash(server, app, client, path, data, json_body):
+    first_run(client)
+    r = post(client, path, data, token_from="/admin/people")
+    assert r.status_code == 400
+    assert client.get("/admin/audit/?limit=abc").status_code == 200
+    assert client.get("/api/v1/audit?limit=-5").status_code == 200
+
+
+def test_a_mark_request_that_is_not_an_object_is_refused(server, app, client):
+    staff(client, app)
+    login(client, "sato")
+    token = csrf(client, "/console")
+    assert client.post("/api/v1/recorder/mark", headers={"X-CSRFToken": token}, json=[1]).status_code == 400

@@ -63,6 +63,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     app.config["SESSION_COOKIE_SECURE"] = bool(app.config["KIROKU_HTTPS"])
+    if app.config["KIROKU_HTTPS"]:
+        app.config["SESSION_COOKIE_NAME"] = "__Host-kiroku"  # Secure, host-only, path /: not settable by a sibling host
     data_dir = Path(app.config["KIROKU_DATA"])
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
@@ -143,7 +145,14 @@ def create_app(test_config: dict | None = None) -> Flask:
             response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
 
+    @app.after_request
+    def no_caching_of_personal_pages(response):
+        if getattr(g, "user", None) is not None or request.path.startswith("/setup"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
     enforce(app)
+    viewing.start_sweeper(app)
     return app
 
 

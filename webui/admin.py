@@ -67,9 +67,14 @@ def add_person():
     roles = set(request.form.getlist("roles"))
     password = request.form.get("password", "")
     problem = None
+    db = get_db()
+    section_ok = not form["section_id"] or (form["section_id"].isdigit() and db.execute(
+        "SELECT 1 FROM sections WHERE id = ?", (int(form["section_id"]),)).fetchone() is not None)
     if not auth.USERNAME.fullmatch(form["username"]):
         problem = "user.bad_username"
-    elif not form["display_name"]:
+    elif not section_ok:
+        problem = "form.missing"
+    elif not form["display_name"] or len(form["display_name"]) > 80:
         problem = "form.missing"
     elif "section_head" in roles and not form["section_id"]:
         problem = "user.section_head_needs_section"
@@ -77,31 +82,36 @@ def add_person():
         problem = "form.missing"
     else:
         problem = auth.check_password_rules(password)
-    db = get_db()
     if not problem and db.execute("SELECT 1 FROM users WHERE username = ?", (form["username"],)).fetchone():
         problem = "user.exists"
     unlock = None
     if not problem and "manager" in roles:
         # A new manager must be able to open the days already recorded: the acting manager
         # opens them with their own key to re-encrypt them (firmware/vault/keys.py).
-        try:
-            unlock = keys.unlock(g.user.username, request.form.get("your_password", ""))
-        except keys.WrongPassphrase:
+        if not auth.check_own_password(request.form.get("your_password", "")):
             problem = "user.your_password_needed"
+        else:
+            unlock = keys.unlock(g.user.username, request.form.get("your_password", ""))
     if problem:
         flash(problem, "error")
         return render_template("admin/people.html", people=_people(), sections=_sections(), form=form), 400
+    auth.audit("user.add", subject=form["username"], detail={"roles": sorted(roles)})
     if "manager" in roles:
         keys.add_manager(form["username"], password, unlock=unlock)
-    with transaction(db):
-        user_id = db.execute(
-            "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, is_section_head,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (form["username"], form["display_name"], auth.hash_password(password), form["section_id"] or None,
-             int("manager" in roles), int("section_head" in roles), auth.now_iso())).lastrowid
-        if "operator" in roles:
-            _designate(db, user_id)
-    auth.audit("user.add", subject=form["username"], detail={"roles": sorted(roles)})
+    try:
+        with transaction(db):
+            user_id = db.execute(
+                "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, is_section_head,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (form["username"], form["display_name"], auth.hash_password(password),
+                 int(form["section_id"]) if form["section_id"] else None, int("manager" in roles),
+                 int("section_head" in roles), auth.now_iso())).lastrowid
+            if "operator" in roles:
+                _designate(db, user_id)
+    except Exception:
+        if "manager" in roles:
+            keys.keystore().remove_manager(form["username"])  # no key without its person
+        raise
     if "operator" in roles:
         auth.audit("operator.designate", subject=form["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
     flash("user.added", "info")

@@ -44,7 +44,11 @@ def recorder(action: str):
         return jsonify({"error": "start, stop or mark"}), 404
     fields = {"by": g.user.username}
     if action == "mark":
-        body = request.get_json(silent=True) or request.form
+        body = request.get_json(silent=True)
+        if body is None:
+            body = request.form
+        if not hasattr(body, "get"):
+            return jsonify({"error": "send a JSON object: {\"section\": …, \"note\": …}"}), 400
         section, note = body.get("section", ""), body.get("note", "")
         if not isinstance(section, str) or not isinstance(note, str):
             return jsonify({"error": "section and note are text"}), 400
@@ -91,8 +95,9 @@ def requests_list():
     if g.user.is_manager:
         rows = db.execute(f"SELECT {columns} FROM requests ORDER BY id DESC").fetchall()
     else:
-        rows = db.execute(f"SELECT {columns} FROM requests WHERE requester_id = ? OR responsible_section = ?"
-                          " ORDER BY id DESC", (g.user.id, g.user.section or "")).fetchall()
+        rows = db.execute(f"SELECT {columns} FROM requests WHERE requester_id = ?"
+                          " OR ? IN (SELECT value FROM json_each(responsible_sections)) ORDER BY id DESC",
+                          (g.user.id, g.user.section or "")).fetchall()
     return jsonify([dict(r) for r in rows])
 
 

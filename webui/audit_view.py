@@ -27,9 +27,13 @@ def query_entries(args) -> dict:
             verified = {"ok": True, **vault.audit_log.verify(vault.db)}
         except AuditError as exc:
             verified = {"ok": False, "error": str(exc)}
+        try:
+            limit = max(1, min(int(args.get("limit", 200)), 2000))
+        except ValueError:
+            limit = 200
         entries = vault.audit_log.entries(vault.db, actor=args.get("actor") or None,
                                           subject=args.get("subject") or None, action=args.get("action") or None,
-                                          limit=min(int(args.get("limit", 200) or 200), 2000))
+                                          limit=limit)
         checkpoint = vault.audit_log.latest_checkpoint(vault.db) if verified.get("entries") else ""
     finally:
         vault.close()
@@ -39,5 +43,8 @@ def query_entries(args) -> dict:
 @bp.get("/")
 @permission(MANAGER)
 def index():
+    from webui import auth
+
+    auth.audit("audit.view", detail={k: v for k, v in request.args.items() if k in ("actor", "subject", "action")})
     result = query_entries(request.args)
     return render_template("admin/audit.html", filters=request.args, **result)

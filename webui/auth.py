@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,12 +30,13 @@ from webui.permissions import PUBLIC, permission
 bp = Blueprint("auth", __name__)
 
 IDLE = 15 * 60
+PASSIVE = {"api.status"}  # polled by open pages
 ABSOLUTE = 10 * 3600
 SLOW_AFTER = 5  # failures before answers slow down
 LOCK_AFTER = 10  # failures before the account locks
 LOCK_SECONDS = 30 * 60
 MIN_PASSWORD = 12
-USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the key store's rule: a manager's key file bears the name
 
 _hasher = PasswordHasher()  # Argon2id, argon2-cffi's defaults (t=3, m=64 MiB, p=4)
 _DUMMY_HASH = _hasher.hash("an unused password, to spend the same time on unknown names")
@@ -121,7 +123,10 @@ def current_session() -> None:
         end_session(sid, "account disabled")
         session.clear()
         return
-    db.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (now, sid))
+    # A page polling for status is not a person at the keyboard: it does not keep the
+    # session alive. Activity is written at most every half minute (an SD card's writes).
+    if request.endpoint not in PASSIVE and now - row["last_seen"] > 30:
+        db.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (now, sid))
     g.user, g.session_id = user, sid
 
 
@@ -141,7 +146,7 @@ def start_session(user_id: int) -> str:
                      (sid, user_id, now, now, request.remote_addr or ""))
     session.clear()
     session["sid"] = sid
-    session.permanent = True
+    session.permanent = False  # gone when the browser closes; the server ends it earlier still
     return sid
 
 
@@ -157,44 +162,113 @@ def audit(action: str, *, subject: str = "", purpose: str = "", detail: dict | N
 # -- log-in ------------------------------------------------------------------------------------
 
 class LoginRefused(Exception):
-    def __init__(self, key: str, wait: float = 0.0):
+    def __init__(self, key: str):
         super().__init__(key)
         self.key = key
-        self.wait = wait
+
+
+class _Ghosts:
+    """Failures for names that are not accounts, and per address: kept in memory, so that an
+    unknown name is slowed and "locked" exactly like a real one, and one address cannot try
+    name after name."""
+
+    def __init__(self, limit: int = 2000):
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[int, float]] = {}
+        self._limit = limit
+
+    def failures(self, key: str) -> int:
+        with self._lock:
+            count, since = self._items.get(key, (0, 0.0))
+            return count if time.time() - since < LOCK_SECONDS else 0
+
+    def fail(self, key: str) -> int:
+        with self._lock:
+            count, since = self._items.get(key, (0, time.time()))
+            if time.time() - since >= LOCK_SECONDS:
+                count, since = 0, time.time()
+            self._items[key] = (count + 1, since)
+            if len(self._items) > self._limit:
+                self._items.pop(next(iter(self._items)))
+            return count + 1
+
+
+_ghosts = _Ghosts()
+ADDRESS_LIMIT = 30  # failures from one address within LOCK_SECONDS
+
+
+def _slow_down(failures: int) -> None:
+    if failures >= SLOW_AFTER:
+        time.sleep(min(2 ** (failures - SLOW_AFTER), 8))  # brute force gets slower with every try
 
 
 def authenticate(username: str, password: str) -> User:
-    """The user, or :class:`LoginRefused`; failures are counted, slowed, locked and logged."""
+    """The user, or :class:`LoginRefused`; failures are counted, slowed, locked and logged.
+
+    Unknown names take the same time, get the same answers and lock the same way, so a
+    name cannot be probed. Counting is atomic: parallel guesses are all counted.
+    """
     db = get_db()
-    row = db.execute("SELECT id, password_hash, failed_logins, locked_until, disabled_at FROM users WHERE username = ?",
+    address = f"address:{request.remote_addr or ''}"
+    if _ghosts.failures(address) >= ADDRESS_LIMIT:
+        audit("login.refused", subject=username[:64], detail={"reason": "too many failures from this address"},
+              actor="anonymous")
+        raise LoginRefused("login.locked")
+    row = db.execute("SELECT id, password_hash, locked_until, disabled_at FROM users WHERE username = ?",
                      (username,)).fetchone()
-    now = time.time()
     if row is None or row["disabled_at"]:
         _verify(_DUMMY_HASH, password)
-        audit("login.failed", subject=username[:64], detail={"reason": "unknown name"}, actor="anonymous")
+        _ghosts.fail(address)
+        failures = _ghosts.fail(f"name:{username}")
+        audit("login.failed", subject=username[:64], detail={"failures": failures}, actor="anonymous")
+        if failures >= LOCK_AFTER:
+            raise LoginRefused("login.locked")
+        _slow_down(failures)
         raise LoginRefused("login.failed")
-    if row["locked_until"] and row["locked_until"] > now:
+    if row["locked_until"] and row["locked_until"] > time.time():
         audit("login.refused", subject=username, detail={"reason": "locked"}, actor="anonymous")
-        raise LoginRefused("login.locked", row["locked_until"] - now)
+        raise LoginRefused("login.locked")
     if not _verify(row["password_hash"], password):
-        failures = row["failed_logins"] + 1
-        locked_until = now + LOCK_SECONDS if failures >= LOCK_AFTER else None
-        with transaction(db):
-            db.execute("UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
-                       (failures, locked_until, row["id"]))
-        audit("login.failed", subject=username, detail={"failures": failures}, actor="anonymous")
-        if locked_until:
-            audit("login.locked", subject=username, detail={"minutes": LOCK_SECONDS // 60}, actor="anonymous")
-            raise LoginRefused("login.locked", LOCK_SECONDS)
-        if failures >= SLOW_AFTER:
-            time.sleep(min(2 ** (failures - SLOW_AFTER), 16))  # brute force gets slower with every try
+        _ghosts.fail(address)
+        failures = count_failure(row["id"], username)
+        if failures >= LOCK_AFTER:
+            raise LoginRefused("login.locked")
+        _slow_down(failures)
         raise LoginRefused("login.failed")
-    if _hasher.check_needs_rehash(row["password_hash"]):
-        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
-    db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+    with transaction(db):
+        locked = db.execute("SELECT locked_until FROM users WHERE id = ?", (row["id"],)).fetchone()[0]
+        if locked and locked > time.time():  # locked by a parallel guess meanwhile
+            raise LoginRefused("login.locked")
+        db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+        if _hasher.check_needs_rehash(row["password_hash"]):
+            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
     user = load_user(row["id"])
     assert user is not None
     return user
+
+
+def count_failure(user_id: int, username: str) -> int:
+    """One more wrong password for ``user_id``; locks the account at the limit. Logged."""
+    db = get_db()
+    with transaction(db):
+        failures = db.execute("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
+                              (user_id,)).fetchone()[0]
+        if failures >= LOCK_AFTER:
+            db.execute("UPDATE users SET locked_until = ? WHERE id = ?", (time.time() + LOCK_SECONDS, user_id))
+    audit("login.failed", subject=username, detail={"failures": failures}, actor="anonymous")
+    if failures == LOCK_AFTER:
+        audit("login.locked", subject=username, detail={"minutes": LOCK_SECONDS // 60}, actor="anonymous")
+    return failures
+
+
+def check_own_password(password: str) -> bool:
+    """Re-confirm the logged-in user's password (password change, adding a manager): wrong
+    answers count towards the lock like log-in failures do."""
+    row = get_db().execute("SELECT password_hash FROM users WHERE id = ?", (g.user.id,)).fetchone()
+    if _verify(row["password_hash"], password):
+        return True
+    count_failure(g.user.id, g.user.username)
+    return False
 
 
 def _verify(hashed: str, password: str) -> bool:
@@ -256,8 +330,7 @@ def account():
     if request.method == "POST":
         old, new, confirm = (request.form.get(k, "") for k in ("old", "new", "confirm"))
         problem = check_password_rules(new, confirm)
-        row = get_db().execute("SELECT password_hash FROM users WHERE id = ?", (g.user.id,)).fetchone()
-        if not _verify(row["password_hash"], old):
+        if not check_own_password(old):
             problem = "password.wrong"
         if problem:
             flash(problem, "error")
@@ -266,8 +339,14 @@ def account():
             from webui import keys
 
             keys.rewrap_manager(g.user.username, old, new)
-        get_db().execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(new), g.user.id))
-        audit("user.password_change", subject=g.user.username)
+        db = get_db()
+        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(new), g.user.id))
+        others = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
+                                           (g.user.id,))]
+        for sid in others:  # every session, this one included, ends with the old password
+            end_session(sid, "password changed")
+        g.session_id = start_session(g.user.id)
+        audit("user.password_change", subject=g.user.username, detail={"sessions_ended": len(others)})
         flash("password.changed", "info")
         return redirect(url_for("auth.account"))
     return render_template("auth/account.html")

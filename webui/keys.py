@@ -46,23 +46,23 @@ class _Pending:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[float, age.X25519Identity]] = {}
+        self._items: dict[int, tuple[float, age.X25519Identity]] = {}
 
-    def put(self, sid: str, identity: age.X25519Identity) -> None:
+    def put(self, user_id: int, identity: age.X25519Identity) -> None:
         with self._lock:
-            self._items[sid] = (time.monotonic() + _PENDING_SECONDS, identity)
+            self._items[user_id] = (time.monotonic() + _PENDING_SECONDS, identity)
 
-    def get(self, sid: str) -> age.X25519Identity | None:
+    def get(self, user_id: int) -> age.X25519Identity | None:
         with self._lock:
-            item = self._items.get(sid)
+            item = self._items.get(user_id)
             if item is None or item[0] < time.monotonic():
-                self._items.pop(sid, None)
+                self._items.pop(user_id, None)
                 return None
             return item[1]
 
-    def drop(self, sid: str) -> None:
+    def drop(self, user_id: int) -> None:
         with self._lock:
-            self._items.pop(sid, None)
+            self._items.pop(user_id, None)
 
 
 pending_recovery = _Pending()

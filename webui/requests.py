@@ -44,11 +44,12 @@ def reiwa(year: int) -> str:
 def _wall_us(text: str) -> int | None:
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.astimezone()
+        value = int(dt.timestamp() * 1e6)
+    except (ValueError, OverflowError, OSError):
         return None
-    if dt.tzinfo is None:
-        dt = dt.astimezone()
-    return int(dt.timestamp() * 1e6)
+    return value if 0 < value < 2**62 else None
 
 
 def _iso(wall_us: int | None) -> str:
@@ -77,11 +78,15 @@ def load(request_id: int):
     return row
 
 
+def responsible(req) -> list[str]:
+    return json.loads(req["responsible_sections"])
+
+
 def may_see(req) -> bool:
-    """The manager, the requester, and the responsible section's head (for the opinion)."""
+    """The manager, the requester, and the responsible sections' heads (for their opinion)."""
     user = g.user
     return user.is_manager or req["requester_id"] == user.id or (
-        user.is_section_head and user.section == req["responsible_section"])
+        user.is_section_head and user.section in responsible(req))
 
 
 @bp.get("/")
@@ -93,8 +98,8 @@ def index():
                           " ORDER BY q.id DESC").fetchall()
     else:
         rows = db.execute("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
-                          " WHERE q.requester_id = ? OR q.responsible_section = ? ORDER BY q.id DESC",
-                          (g.user.id, g.user.section or "")).fetchall()
+                          " WHERE q.requester_id = ? OR (? IN (SELECT value FROM json_each(q.responsible_sections)))"
+                          " ORDER BY q.id DESC", (g.user.id, g.user.section or "")).fetchall()
     return render_template("requests/index.html", requests=rows)
 
 
@@ -129,31 +134,35 @@ def new():
         return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
                                purposes=PURPOSES), 400
     start, end = max(start, first), min(end, last)
-    marked = {known[c]["section"] for c in chosen if known[c]["section"]}
-    responsible = marked.pop() if len(marked) == 1 else form["responsible_section"]
-    if responsible not in sections:
+    # The responsible sections are those the recordings were marked for (Art. 2(6)); only
+    # when no mark tells does the requester declare one, and the manager must confirm it.
+    marked = sorted({known[c]["section"] for c in chosen if known[c]["section"]})
+    declared = not marked
+    sections_concerned = marked or [form["responsible_section"]]
+    if declared and form["responsible_section"] not in sections:
         flash("request.responsible_needed", "error")
         return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
                                purposes=PURPOSES), 400
-    status = "submitted" if responsible == g.user.section else "awaiting_opinion"
+    status = "awaiting_opinion" if any(s != g.user.section for s in sections_concerned) else "submitted"
     db = get_db()
     fy = fiscal_year()
+    number = f"{fy}-{db.execute('SELECT count(*) FROM requests WHERE fiscal_year = ?', (fy,)).fetchone()[0] + 1:04d}"
+    auth.audit("request.file", subject=number, purpose=form["purpose"],
+               detail={"recordings": sorted(chosen), "responsible_sections": sections_concerned,
+                       "declared": declared, "status": status})
     with transaction(db):
-        seq = db.execute("SELECT count(*) FROM requests WHERE fiscal_year = ?", (fy,)).fetchone()[0] + 1
-        number = f"{fy}-{seq:04d}"
         request_id = db.execute(
             "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
-            " purpose, reason, recording_ids, range_start_wall_us, range_end_wall_us, status, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (number, fy, g.user.id, g.user.section_id, responsible, form["purpose"], form["reason"],
-             json.dumps(sorted(chosen)), start, end, status, auth.now_iso())).lastrowid
+            " responsible_sections, responsible_declared, purpose, reason, recording_ids, range_start_wall_us,"
+            " range_end_wall_us, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (number, fy, g.user.id, g.user.section_id, "、".join(sections_concerned), json.dumps(sections_concerned),
+             int(declared), form["purpose"], form["reason"], json.dumps(sorted(chosen)), start, end, status,
+             auth.now_iso())).lastrowid
     from webui import control
 
     holds = control().request("hold", reason="request", recording_ids=sorted(chosen), reference=number,
                               by=g.user.username)["holds"]
     db.execute("UPDATE requests SET hold_ids = ? WHERE id = ?", (json.dumps(holds), request_id))
-    auth.audit("request.file", subject=number, purpose=form["purpose"],
-               detail={"recordings": sorted(chosen), "responsible_section": responsible, "status": status})
     flash("request.filed", "info")
     return redirect(url_for("requests.show", request_id=request_id))
 
@@ -176,27 +185,40 @@ def show(request_id: int):
                            can_give_opinion=_can_give_opinion(req))
 
 
+def _opinions_needed(req) -> set[str]:
+    """Responsible sections other than the requester's that have not given their opinion."""
+    given = {r["section"] for r in get_db().execute(
+        "SELECT s.name AS section FROM opinions o JOIN users u ON u.id = o.by_id JOIN sections s ON s.id = u.section_id"
+        " WHERE o.request_id = ?", (req["id"],))}
+    return {s for s in responsible(req) if s != req["requester_section"]} - given
+
+
 def _can_give_opinion(req) -> bool:
-    return (req["status"] == "awaiting_opinion" and g.user.is_section_head
-            and g.user.section == req["responsible_section"] and req["requester_id"] != g.user.id)
+    return (req["status"] == "awaiting_opinion" and g.user.is_section_head and req["requester_id"] != g.user.id
+            and g.user.section in _opinions_needed(req))
 
 
 @bp.post("/<int:request_id>/opinion")
 @permission(SECTION_HEAD)
 def opinion(request_id: int):
     req = load(request_id)
+    if not may_see(req):
+        abort(404)  # as for show(): others do not learn that it exists
     if not _can_give_opinion(req):
         abort(403)
     value = request.form.get("opinion")
     if value not in ("agree", "disagree"):
         flash("form.missing", "error")
         return redirect(url_for("requests.show", request_id=request_id))
+    auth.audit("request.opinion", subject=req["number"], purpose=req["purpose"],
+               detail={"opinion": value, "section": g.user.section})
     db = get_db()
     with transaction(db):
         db.execute("INSERT INTO opinions (request_id, by_id, opinion, note, at) VALUES (?, ?, ?, ?, ?)",
                    (request_id, g.user.id, value, request.form.get("note", "")[:2000], auth.now_iso()))
-        db.execute("UPDATE requests SET status = 'submitted' WHERE id = ?", (request_id,))
-    auth.audit("request.opinion", subject=req["number"], purpose=req["purpose"], detail={"opinion": value})
+    if not _opinions_needed(req):
+        db.execute("UPDATE requests SET status = 'submitted' WHERE id = ? AND status = 'awaiting_opinion'",
+                   (request_id,))
     return redirect(url_for("requests.show", request_id=request_id))
 
 
@@ -207,9 +229,15 @@ def decide(request_id: int):
     if req["status"] != "submitted":
         flash("request.not_decidable", "error")
         return redirect(url_for("requests.show", request_id=request_id))
+    if req["requester_id"] == g.user.id:
+        flash("request.own", "error")  # a request is decided by someone other than its requester
+        return redirect(url_for("requests.show", request_id=request_id))
     decision = request.form.get("decision")
     note = request.form.get("note", "")[:2000]
     requested = json.loads(req["recording_ids"])
+    if decision == "approved" and req["responsible_declared"] and request.form.get("confirm_responsible") != "yes":
+        flash("request.confirm_responsible", "error")
+        return redirect(url_for("requests.show", request_id=request_id))
     if decision == "approved":
         scope = [r for r in request.form.getlist("scope_recording") if r in requested]
         start = _wall_us(request.form.get("scope_start", "")) or req["range_start_wall_us"]
@@ -219,6 +247,8 @@ def decide(request_id: int):
             hours = float(request.form.get("valid_hours", "24"))
         except ValueError:
             hours = -1
+        if hours != hours:  # NaN
+            hours = -1
         if not scope or end <= start or not 0 < hours <= 24 * 14:
             flash("request.bad_scope", "error")
             return redirect(url_for("requests.show", request_id=request_id))
@@ -227,16 +257,19 @@ def decide(request_id: int):
         scope, start, end, valid_from, valid_until = [], None, None, None, None
     else:
         abort(400)
+    auth.audit(f"request.{'approve' if decision == 'approved' else 'reject'}", subject=req["number"],
+               purpose=req["purpose"], detail={"scope": scope, "start": _iso(start), "end": _iso(end),
+                                               "valid_until": valid_until})
     db = get_db()
     with transaction(db):
+        if db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()[0] != "submitted":
+            flash("request.not_decidable", "error")  # decided meanwhile, in another window
+            return redirect(url_for("requests.show", request_id=request_id))
         db.execute("INSERT INTO decisions (request_id, by_id, decision, note, scope_recording_ids, scope_start_wall_us,"
                    " scope_end_wall_us, valid_from, valid_until, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (request_id, g.user.id, decision, note, json.dumps(scope), start, end, valid_from, valid_until,
                     auth.now_iso()))
         db.execute("UPDATE requests SET status = ? WHERE id = ?", (decision, request_id))
-    auth.audit(f"request.{'approve' if decision == 'approved' else 'reject'}", subject=req["number"],
-               purpose=req["purpose"], detail={"scope": scope, "start": _iso(start), "end": _iso(end),
-                                               "valid_until": valid_until})
     if decision == "rejected":
         _release_holds(req)
     return redirect(url_for("requests.show", request_id=request_id))
@@ -250,9 +283,9 @@ def close(request_id: int):
         abort(400)
     from webui import viewing
 
-    viewing.close_for_request(request_id, "request closed")
-    get_db().execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(), request_id))
     auth.audit("request.close", subject=req["number"], purpose=req["purpose"])
+    get_db().execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(), request_id))
+    viewing.close_for_request(request_id, "request closed")
     _release_holds(req)
     return redirect(url_for("requests.show", request_id=request_id))
 
@@ -288,10 +321,10 @@ def attach_scan(request_id: int):
     name = f"{req['number']}-{digest[:12]}{kind}"
     from firmware.fsutil import atomic_write
 
+    auth.audit("request.scan", subject=req["number"], detail={"sha256": digest, "bytes": len(data)})
     atomic_write(folder / name, data)
     get_db().execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
                      (name, digest, auth.now_iso(), request_id))
-    auth.audit("request.scan", subject=req["number"], detail={"sha256": digest, "bytes": len(data)})
     return redirect(url_for("requests.show", request_id=request_id))
 
 
@@ -302,6 +335,7 @@ def scan(request_id: int):
     if not may_see(req) or not req["scan_name"]:
         abort(404)
     path = Path(current_app.config["KIROKU_DATA"]) / "web" / "scans" / req["scan_name"]
+    auth.audit("request.scan_download", subject=req["number"])
     return send_file(path, as_attachment=True, download_name=req["scan_name"])
 
 
@@ -314,6 +348,7 @@ def form_pdf(request_id: int):
     from webui.forms import request_form_pdf
 
     pdf = request_form_pdf(req, json.loads(req["recording_ids"]), _iso, reiwa)
+    auth.audit("request.form_print", subject=req["number"])
     import io
 
     return send_file(io.BytesIO(pdf), mimetype="application/pdf", download_name=f"viewing-request-{req['number']}.pdf")

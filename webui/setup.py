@@ -52,29 +52,38 @@ def index():
                                needs_recovery=needs_recovery_to_reencrypt), 400
 
     recovery = None
-    if not store.initialised:
+    made_keys = not store.initialised
+    if made_keys:
         recovery = age.X25519Identity.generate()
         store.initialise(current_app.config["KIROKU_DEVICE"], recovery.recipient)
-    try:
-        keys.add_manager(form["username"], password, unlock=unlock)
-    except age.NoIdentityMatched:
-        flash("setup.recovery_wrong", "error")
-        return render_template("setup/index.html", form=form, provisioned=True, needs_recovery=True), 400
     db = get_db()
-    with transaction(db):
-        section = db.execute("INSERT INTO sections (name, created_at) VALUES (?, ?)",
-                             (form["section"], auth.now_iso())).lastrowid
-        user_id = db.execute(
-            "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, created_at)"
-            " VALUES (?, ?, ?, ?, 1, ?)",
-            (form["username"], form["display_name"], auth.hash_password(password), section, auth.now_iso())).lastrowid
-    sid = auth.start_session(user_id)
+    try:
+        # The device key now exists to sign it: the set-up is logged before anything else is made.
+        auth.audit("device.setup", subject=form["username"], actor=form["username"],
+                   detail={"keys_created": made_keys, "device": current_app.config["KIROKU_DEVICE"]})
+        keys.add_manager(form["username"], password, unlock=unlock)
+        with transaction(db):
+            section = db.execute("INSERT INTO sections (name, created_at) VALUES (?, ?)",
+                                 (form["section"], auth.now_iso())).lastrowid
+            user_id = db.execute(
+                "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, created_at)"
+                " VALUES (?, ?, ?, ?, 1, ?)",
+                (form["username"], form["display_name"], auth.hash_password(password), section,
+                 auth.now_iso())).lastrowid
+    except Exception as exc:
+        # All or nothing: a device half set up would have lost its recovery key.
+        store.remove_manager(form["username"])
+        if made_keys:
+            store.uninitialise()
+        if isinstance(exc, age.NoIdentityMatched):
+            flash("setup.recovery_wrong", "error")
+            return render_template("setup/index.html", form=form, provisioned=True, needs_recovery=True), 400
+        raise
+    auth.start_session(user_id)
     g.user = auth.load_user(user_id)
-    auth.audit("device.setup", subject=form["username"],
-               detail={"keys_created": recovery is not None, "device": current_app.config["KIROKU_DEVICE"]})
     auth.audit("user.add", subject=form["username"], detail={"roles": ["manager"], "section": form["section"]})
     if recovery is not None:
-        keys.pending_recovery.put(sid, recovery)
+        keys.pending_recovery.put(user_id, recovery)  # by person, not session: a log-out does not lose it
         return redirect(url_for("setup.recovery"))
     return redirect(url_for("admin.dashboard"))
 
@@ -83,7 +92,7 @@ def index():
 @permission(MANAGER)
 def recovery():
     """The recovery key, once: a print view with a QR code."""
-    identity = keys.pending_recovery.get(g.session_id)
+    identity = keys.pending_recovery.get(g.user.id)
     if identity is None:
         abort(404)
     import io
@@ -99,12 +108,12 @@ def recovery():
 @bp.post("/confirm")
 @permission(MANAGER)
 def confirm():
-    if keys.pending_recovery.get(g.session_id) is None:
+    if keys.pending_recovery.get(g.user.id) is None:
         abort(404)
     if request.form.get("stored") != "yes":
         flash("setup.confirm_needed", "error")
         return redirect(url_for("setup.recovery"))
-    keys.pending_recovery.drop(g.session_id)
+    keys.pending_recovery.drop(g.user.id)
     auth.audit("recovery.handed_over", subject=g.user.username)
     flash("setup.done", "info")
     return redirect(url_for("admin.dashboard"))

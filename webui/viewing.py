@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
 
+from firmware.cut import trim
 from webui import auth, keys
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, SECTION_HEAD, permission
@@ -53,8 +54,10 @@ class Viewing:
     viewer_id: int
     closes_at: float
     parts: list[Part]
+    recording_ids: list[str] = field(default_factory=list)
     day_keys: dict = field(default_factory=dict)
     last_part: int | None = None
+    session_id: str | None = None  # the viewer's session that first opened it; it ends with that session
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -62,17 +65,25 @@ _open: dict[str, Viewing] = {}
 _registry_lock = threading.Lock()
 
 
-def _forget(viewing_id: str) -> None:
+def _forget(viewing_id: str) -> Viewing | None:
     with _registry_lock:
         viewing = _open.pop(viewing_id, None)
     if viewing is not None:
-        viewing.day_keys.clear()  # the keys go with the session
+        viewing.day_keys = {}  # the only references to the day keys: they go with the viewing
+    return viewing
 
 
-def _close(viewing_id: str, reason: str) -> None:
-    _forget(viewing_id)
-    get_db().execute("UPDATE viewings SET closed_at = ?, close_reason = ? WHERE id = ? AND closed_at IS NULL",
-                     (time.time(), reason, viewing_id))
+def _close(viewing_id: str, reason: str, db=None, actor: str | None = None) -> None:
+    """End a viewing: drop its keys, record why, and log it."""
+    db = db or get_db()
+    viewing = _forget(viewing_id)
+    changed = db.execute("UPDATE viewings SET closed_at = ?, close_reason = ? WHERE id = ? AND closed_at IS NULL",
+                         (time.time(), reason, viewing_id)).rowcount
+    if changed:
+        row = db.execute("SELECT q.number, q.purpose FROM viewings v JOIN requests q ON q.id = v.request_id"
+                         " WHERE v.id = ?", (viewing_id,)).fetchone()
+        auth.audit("viewing.close", subject=row["number"], purpose=row["purpose"], actor=actor,
+                   detail={"reason": reason, "keys_dropped": viewing is not None})
 
 
 def close_for_request(request_id: int, reason: str) -> None:
@@ -81,12 +92,57 @@ def close_for_request(request_id: int, reason: str) -> None:
 
 
 def drop_keys_of_session(sid: str) -> None:
-    """A viewer's session ended (log-out, idle, expiry): their viewings end with it."""
-    row = get_db().execute("SELECT user_id FROM sessions WHERE id = ?", (sid,)).fetchone()
-    if row is None:
+    """A session ended (log-out, idle, expiry): the viewings opened in it end with it."""
+    with _registry_lock:
+        bound = [v.id for v in _open.values() if v.session_id == sid]
+    for viewing_id in bound:
+        _close(viewing_id, "viewer's session ended")
+
+
+def sweep(app) -> None:
+    """Close viewings whose window has ended or whose viewer's session is over, even if no
+    one touches them again (run every half minute by the web process)."""
+    from webui.auth import IDLE
+    from webui.db import connect
+
+    with _registry_lock:
+        viewings = list(_open.values())
+    if not viewings:
         return
-    for v in get_db().execute("SELECT id FROM viewings WHERE viewer_id = ? AND closed_at IS NULL", (row["user_id"],)):
-        _close(v["id"], "viewer's session ended")
+    db = connect(app.config["KIROKU_DATA"])
+    try:
+        with app.app_context():
+            now = time.time()
+            for v in viewings:
+                reason = None
+                if now >= v.closes_at:
+                    reason = "window ended"
+                elif v.session_id is not None:
+                    row = db.execute("SELECT ended_at, last_seen FROM sessions WHERE id = ?", (v.session_id,)).fetchone()
+                    if row is None or row["ended_at"] is not None or now - row["last_seen"] > IDLE:
+                        reason = "viewer's session ended"
+                if reason:
+                    _close(v.id, reason, db=db, actor="web")
+    finally:
+        db.close()
+
+
+def start_sweeper(app, every: float = 30.0) -> threading.Thread:
+    def loop():
+        while not _stop_sweeper.wait(every):
+            try:
+                sweep(app)
+            except Exception:  # the next round tries again
+                import logging
+
+                logging.getLogger(__name__).exception("viewing sweep failed")
+
+    thread = threading.Thread(target=loop, name="viewing-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+_stop_sweeper = threading.Event()
 
 
 def _scope_parts(decision) -> list[Part]:
@@ -124,6 +180,9 @@ def unlock(request_id: int):
     from webui.requests import load, valid_window
 
     req = load(request_id)
+    if req["requester_id"] == g.user.id:
+        flash("request.own", "error")
+        return redirect(url_for("requests.show", request_id=request_id))
     decision = get_db().execute("SELECT * FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
     if req["status"] != "approved" or not valid_window(decision):
         flash("viewing.not_approved", "error")
@@ -152,19 +211,21 @@ def unlock(request_id: int):
         del identity  # the manager's own key is not kept: only the day keys of this scope
     viewing_id = secrets.token_urlsafe(24)
     closes_at = decision["valid_until"]
+    auth.audit("key.unlock", subject=req["number"], purpose=req["purpose"],
+               detail={"day_keys": [f"{c}/{d}" for c, d in day_keys], "segments": len(parts),
+                       "recordings": json.loads(decision["scope_recording_ids"])})
+    for old in get_db().execute("SELECT id FROM viewings WHERE request_id = ? AND closed_at IS NULL", (request_id,)):
+        _close(old["id"], "replaced by a new unlock")
     with transaction(get_db()) as db:
-        db.execute("UPDATE viewings SET closed_at = ?, close_reason = 'replaced' WHERE request_id = ? AND closed_at IS NULL",
-                   (time.time(), request_id))
+        if db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()[0] != "approved":
+            flash("viewing.not_approved", "error")  # closed meanwhile
+            return redirect(url_for("requests.show", request_id=request_id))
         db.execute("INSERT INTO viewings (id, request_id, unlocked_by, viewer_id, opened_at, closes_at)"
                    " VALUES (?, ?, ?, ?, ?, ?)", (viewing_id, request_id, g.user.id, req["requester_id"], time.time(),
                                                   closes_at))
-    with _registry_lock:
-        for old in [k for k, v in _open.items() if v.request_id == request_id]:
-            _open.pop(old)
-        _open[viewing_id] = Viewing(viewing_id, request_id, req["number"], req["purpose"], req["requester_id"],
-                                    closes_at, parts, day_keys)
-    auth.audit("key.unlock", subject=req["number"], purpose=req["purpose"],
-               detail={"day_keys": [f"{c}/{d}" for c, d in day_keys], "segments": len(parts)})
+        with _registry_lock:
+            _open[viewing_id] = Viewing(viewing_id, request_id, req["number"], req["purpose"], req["requester_id"],
+                                        closes_at, parts, json.loads(decision["scope_recording_ids"]), day_keys)
     flash("viewing.opened", "info")
     return redirect(url_for("requests.show", request_id=request_id))
 
@@ -177,15 +238,17 @@ def close(viewing_id: str):
     if row is None or not (g.user.is_manager or row["viewer_id"] == g.user.id):
         abort(404)
     _close(viewing_id, "closed by " + g.user.username)
-    auth.audit("viewing.close", subject=row["number"], purpose=row["purpose"])
     return redirect(url_for("requests.show", request_id=row["request_id"]))
 
 
 def _viewing(viewing_id: str) -> Viewing:
-    """The viewer's own, open viewing — or 404 (never a hint that another one exists)."""
+    """The viewer's own, open viewing, in the session that first opened it — or 404
+    (never a hint that another one exists)."""
     with _registry_lock:
         viewing = _open.get(viewing_id)
-    if viewing is None or viewing.viewer_id != g.user.id:
+        if viewing is not None and viewing.viewer_id == g.user.id and viewing.session_id is None:
+            viewing.session_id = g.session_id
+    if viewing is None or viewing.viewer_id != g.user.id or viewing.session_id != g.session_id:
         abort(404)
     if time.time() >= viewing.closes_at:
         _close(viewing_id, "window ended")
@@ -219,20 +282,26 @@ def part(viewing_id: str, n: int):
     if not 0 <= n < len(viewing.parts):
         abort(404)
     p = viewing.parts[n]
+    with viewing.lock:
+        previous = viewing.last_part
+        # Logged before a byte of footage leaves: if the log cannot be written, nothing is shown.
+        detail = {"at": p.wall_start, "recordings": viewing.recording_ids}
+        if previous is None:
+            auth.audit("view.play", subject=viewing.number, purpose=viewing.purpose, detail=detail)
+        elif n not in (previous, previous + 1):
+            auth.audit("view.seek", subject=viewing.number, purpose=viewing.purpose,
+                       detail={**detail, "from_part": previous, "to_part": n})
+        viewing.last_part = n
     data = _decrypted(viewing, p)
+    start = p.start_s
     if p.trimmed:
-        data = trim(data, p.cut_from_s, p.cut_to_s)
+        data, begins = trim(data, p.cut_from_s, p.cut_to_s)
         if not data:
             return Response(status=204)  # no keyframe inside the range: nothing to show without showing more
-    with viewing.lock:
-        previous, viewing.last_part = viewing.last_part, n
-    if previous is None:
-        auth.audit("view.play", subject=viewing.number, purpose=viewing.purpose, detail={"at": p.wall_start})
-    elif n not in (previous, previous + 1):
-        auth.audit("view.seek", subject=viewing.number, purpose=viewing.purpose,
-                   detail={"to": p.wall_start, "from_part": previous, "to_part": n})
+        start += begins - p.cut_from_s  # the cut starts at a keyframe, a little after the range does
     response = Response(data, mimetype="video/mp4")
     response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Kiroku-Start"] = f"{start:.3f}"
     return response
 
 
@@ -243,8 +312,11 @@ def _decrypted(viewing: Viewing, p: Part) -> bytes:
 
     from firmware.vault import age
 
+    key = viewing.day_keys.get(p.key)
+    if key is None:
+        abort(410)  # closed while this request was on its way
     sealed = (Path(current_app.config["KIROKU_DATA"]) / p.path).read_bytes()
-    return age.decrypt(sealed, [viewing.day_keys[p.key]])  # verified whole before it is returned
+    return age.decrypt(sealed, [key])  # verified whole before it is returned
 
 
 def _codecs(viewing: Viewing) -> str:
@@ -258,41 +330,3 @@ def _codecs(viewing: Viewing) -> str:
         if c.streams.audio:
             codecs += ", mp4a.40.2"
     return codecs
-
-
-def trim(mp4: bytes, keep_from: float, keep_to: float) -> bytes:
-    """Cut a segment to [keep_from, keep_to) seconds without re-encoding.
-
-    The picture starts at the first keyframe at or after ``keep_from`` (a frame before it
-    would show time outside the approved range); frames from ``keep_to`` on are dropped;
-    the sound is cut to the same span. Timestamps start again at zero.
-    """
-    import av
-
-    eps = 1e-6
-    with av.open(io.BytesIO(mp4)) as inp:
-        starts = [float(p.pts * p.time_base) for p in inp.demux(video=0)
-                  if p.dts is not None and p.is_keyframe and float(p.pts * p.time_base) >= keep_from - eps]
-    if not starts or starts[0] >= keep_to - eps:
-        return b""  # no keyframe inside the range: nothing can be shown without showing more
-    begin = starts[0]
-    out_buf = io.BytesIO()
-    with av.open(io.BytesIO(mp4)) as inp:
-        out = av.open(out_buf, "w", format="mp4",
-                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
-        streams = {s.index: (out.add_stream_from_template(s) if hasattr(out, "add_stream_from_template")
-                             else out.add_stream(template=s))
-                   for s in inp.streams if s.type in ("video", "audio")}
-        for packet in inp.demux():
-            if packet.dts is None or packet.stream.index not in streams:
-                continue
-            t = float(packet.pts * packet.time_base)
-            if t < begin - eps or t >= keep_to - eps:
-                continue
-            shift = int(round(begin / packet.time_base))
-            packet.pts -= shift
-            packet.dts -= shift
-            packet.stream = streams[packet.stream.index]
-            out.mux(packet)
-        out.close()
-    return out_buf.getvalue()

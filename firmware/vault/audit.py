@@ -167,10 +167,14 @@ class AuditLog:
                 action: str | None = None, limit: int = 1000) -> list[dict]:
         query = "SELECT seq, at, actor, action, purpose, subject, detail FROM audit"
         clauses, args = [], []
-        for column, value in (("actor", actor), ("subject", subject), ("action", action)):
+        for column, value in (("actor", actor), ("action", action)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        if subject is not None:
+            # The subject itself, or an entry whose detail names it (a recording viewed under a request).
+            clauses.append("(subject = ? OR instr(detail, ?) > 0)")
+            args += [subject, json.dumps(subject, ensure_ascii=False)]
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY seq DESC LIMIT ?"

@@ -97,6 +97,15 @@ class KeyStore:
         atomic_write(self.root / "device.vkey", (vkey + "\n").encode(), mode=0o644)
         atomic_write(self.root / "recovery.recipient", f"{recovery}\n".encode(), mode=0o644)
 
+    def uninitialise(self) -> None:
+        """Undo :meth:`initialise` when the set-up around it failed (no footage can exist yet)."""
+        if self.day_keys("footage") or self.day_keys("call"):
+            raise RuntimeError("day keys exist: this device is in use and keeps its keys")
+        for name in ("device.key", "device.pub.pem", "device.name", "device.vkey", "recovery.recipient"):
+            path = self.root / name
+            if path.exists():
+                overwrite_and_unlink(path)
+
     @property
     def signer_name(self) -> str:
         """The name checkpoints are signed under: ``kiroku/<device>``."""

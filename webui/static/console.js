@@ -37,6 +37,7 @@
   async function poll() {
     try {
       const response = await fetch("/api/v1/status", { cache: "no-store" });
+      if (response.status === 401) { window.location = "/login?next=/console"; return; }
       if (!response.ok) throw new Error(String(response.status));
       render(await response.json());
     } catch (e) {
@@ -70,6 +71,9 @@
     button.addEventListener("pointercancel", release);
     button.addEventListener("keydown", (e) => { if ((e.key === " " || e.key === "Enter") && !e.repeat) press(e); });
     button.addEventListener("keyup", (e) => { if (e.key === " " || e.key === "Enter") release(); });
+    // A key or pointer held while the window loses focus would hold the pin low for good.
+    window.addEventListener("blur", release);
+    document.addEventListener("visibilitychange", () => { if (document.hidden) release(); });
   }
   document.querySelectorAll(".sim-action").forEach((b) =>
     b.addEventListener("click", () => simulate(b.dataset.action)));
@@ -80,8 +84,9 @@
       headers: { "X-CSRFToken": csrf, "Content-Type": "application/json" },
       body: JSON.stringify(body || {}),
     });
-    const answer = await response.json();
-    if (response.ok) render(answer); else window.alert(answer.error || response.status);
+    let answer = {};
+    try { answer = await response.json(); } catch (e) { /* an HTML error page */ }
+    if (response.ok) render(answer); else window.alert(answer.error || ("HTTP " + response.status));
   }
   document.querySelectorAll("button.control").forEach((b) =>
     b.addEventListener("click", () => recorder(b.dataset.action)));
@@ -95,5 +100,5 @@
   }
 
   poll();
-  setInterval(poll, 250);
+  setInterval(poll, 1000);
 })();

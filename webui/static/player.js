@@ -28,14 +28,32 @@
   async function load(part) {
     if (loaded.has(part.n)) return;
     loaded.add(part.n);
-    const response = await fetch(video.dataset.parts + part.n + ".mp4", { cache: "no-store" });
-    if (response.status === 204) return;  // nothing inside the approved range to show
-    if (!response.ok) throw new Error("part " + part.n + ": " + response.status);
-    const data = await response.arrayBuffer();
-    if (buffer.updating) await appended();
-    buffer.timestampOffset = part.start;
-    buffer.appendBuffer(data);
-    await appended();
+    try {
+      const response = await fetch(video.dataset.parts + part.n + ".mp4", { cache: "no-store" });
+      if (response.status === 204) return;  // nothing inside the approved range to show
+      if (!response.ok) throw new Error("part " + part.n + ": " + response.status);
+      // A part cut at the range's edge starts at its first keyframe: the server says where.
+      const start = Number(response.headers.get("X-Kiroku-Start") || part.start);
+      const data = await response.arrayBuffer();
+      if (buffer.updating) await appended();
+      buffer.timestampOffset = start;
+      buffer.appendBuffer(data);
+      await appended();
+    } catch (e) {
+      loaded.delete(part.n);  // try again when it is needed next
+      throw e;
+    }
+  }
+
+  function jumpGap() {
+    // Parts cut at a keyframe can leave a fraction of a second unfilled: play on past it.
+    const ranges = video.buffered;
+    for (let i = 0; i < ranges.length; i++) {
+      if (ranges.start(i) > video.currentTime && ranges.start(i) - video.currentTime < 2) {
+        video.currentTime = ranges.start(i) + 0.01;
+        return;
+      }
+    }
   }
 
   async function ensure(t) {
@@ -74,4 +92,5 @@
     video.currentTime = t;
   });
   video.addEventListener("seeking", () => { if (manifest) ensure(video.currentTime); });
+  video.addEventListener("waiting", jumpGap);
 })();

@@ -1,0 +1,45 @@
+"""Cutting footage without re-encoding: what viewing and exports need to keep to a scope."""
+
+from __future__ import annotations
+
+import io
+
+
+def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
+    """Cut a segment to [keep_from, keep_to) seconds without re-encoding.
+
+    The picture starts at the first keyframe at or after ``keep_from`` (a frame before it
+    would show time outside the approved range); frames from ``keep_to`` on are dropped;
+    the sound is cut to the same span. Timestamps start again at zero. Returns the cut
+    file and where in the segment it now begins (that keyframe's time), or ``(b"", 0)``
+    when no keyframe lies in the range.
+    """
+    import av
+
+    eps = 1e-6
+    with av.open(io.BytesIO(mp4)) as inp:
+        starts = [float(p.pts * p.time_base) for p in inp.demux(video=0)
+                  if p.dts is not None and p.is_keyframe and float(p.pts * p.time_base) >= keep_from - eps]
+    if not starts or starts[0] >= keep_to - eps:
+        return b"", 0.0  # no keyframe inside the range: nothing can be shown without showing more
+    begin = starts[0]
+    out_buf = io.BytesIO()
+    with av.open(io.BytesIO(mp4)) as inp:
+        out = av.open(out_buf, "w", format="mp4",
+                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
+        streams = {s.index: (out.add_stream_from_template(s) if hasattr(out, "add_stream_from_template")
+                             else out.add_stream(template=s))
+                   for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux():
+            if packet.dts is None or packet.stream.index not in streams:
+                continue
+            t = float(packet.pts * packet.time_base)
+            if t < begin - eps or t >= keep_to - eps:
+                continue
+            shift = int(round(begin / packet.time_base))
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+        out.close()
+    return out_buf.getvalue(), begin
