@@ -92,6 +92,15 @@ def hold(page, selector, ms):
     page.mouse.up()
 
 
+def register_first_manager(page):
+    page.fill("input[name=username]", "yamada")
+    page.fill("input[name=display_name]", "山田 太郎")
+    page.fill("input[name=password]", PASSWORDS["yamada"])
+    page.fill("input[name=confirm]", PASSWORDS["yamada"])
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/admin/$"))
+
+
 def add_person(page, url, username, display, section, role):
     page.goto(url + "admin/people")
     form = page.locator("#add-person")
@@ -112,12 +121,7 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     manager = person(browser, url)
     manager.goto(url)
     assert manager.url.endswith("/setup/")
-    manager.fill("input[name=username]", "yamada")
-    manager.fill("input[name=display_name]", "山田 太郎")
-    manager.fill("input[name=password]", PASSWORDS["yamada"])
-    manager.fill("input[name=confirm]", PASSWORDS["yamada"])
-    manager.click("button[type=submit]")
-    manager.wait_for_url(re.compile(r".*/admin/$"))
+    register_first_manager(manager)
 
     # 2. People: a section, its head, and an operator designated for this device.
     manager.goto(url + "admin/people")
@@ -202,12 +206,7 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     url, data = appliance
     manager = person(browser, url)
     manager.goto(url)
-    manager.fill("input[name=username]", "yamada")
-    manager.fill("input[name=display_name]", "山田 太郎")
-    manager.fill("input[name=password]", PASSWORDS["yamada"])
-    manager.fill("input[name=confirm]", PASSWORDS["yamada"])
-    manager.click("button[type=submit]")
-    manager.wait_for_url(re.compile(r".*/admin/$"))
+    register_first_manager(manager)
     manager.goto(url + "lang/en?next=/console")
     manager.wait_for_selector('#state[data-state="idle"]')
     manager.locator("details.sim summary").click()

@@ -158,15 +158,7 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
 def test_closing_the_request_ends_the_viewing_drops_the_keys_and_releases_the_hold(office, vault):
     from webui import viewing
 
-    rec = recording_of(vault)
-    manager, viewer = office.test_client(), office.test_client()
-    login(viewer, "suzuki")
-    request_id = file_request(viewer, rec["id"])
-    login(manager, "yamada")
-    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + 4_000_000, rec["id"])
-    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
-    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
-                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
     assert viewer.get(viewing_url + "/manifest.json").status_code == 200
     assert viewing._open, "the day keys are held in memory while the viewing is open"
     post(manager, f"/requests/{request_id}/close", token_from=f"/requests/{request_id}")
@@ -183,15 +175,7 @@ def test_an_expired_session_loses_the_key(office, vault):
     from webui import viewing
     from webui.db import connect
 
-    rec = recording_of(vault)
-    manager, viewer = office.test_client(), office.test_client()
-    login(viewer, "suzuki")
-    request_id = file_request(viewer, rec["id"])
-    login(manager, "yamada")
-    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + 4_000_000, rec["id"])
-    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]}, token_from=f"/requests/{request_id}")
-    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
-                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
     assert viewer.get(viewing_url + "/manifest.json").status_code == 200
     conn = connect(office.config["KIROKU_DATA"])
     conn.execute("UPDATE sessions SET last_seen = last_seen - 3600 WHERE user_id ="
