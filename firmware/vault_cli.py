@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from firmware import paths
@@ -149,7 +149,7 @@ def _vault(args) -> int:
 
 
 def _vault_check(args) -> int:
-    with _writer(args) if args.repair else _closing(_reader(args)) as vault:
+    with _writer(args) if args.repair else closing(_reader(args)) as vault:
         findings = vault.check(repair=args.repair)
     problems = [f for f in findings if not f.fixed]
     obj = {"clean": not findings, "findings": [f.__dict__ for f in findings]}
@@ -158,14 +158,6 @@ def _vault_check(args) -> int:
     else:
         _out(args, obj, "\n".join(f"{'fixed ' if f.fixed else ''}{f.kind:<10} {f.path}: {f.detail}" for f in findings))
     return 1 if problems else 0
-
-
-@contextmanager
-def _closing(vault):
-    try:
-        yield vault
-    finally:
-        vault.close()
 
 
 # -- audit ------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ read-only here; what the web UI needs written there goes through the control soc
 from __future__ import annotations
 
 import sqlite3
-from importlib import resources
 from pathlib import Path
 
 from flask import current_app, g
+
+from firmware import sqlite
 
 NAME = "web.db"
 
@@ -18,25 +19,13 @@ NAME = "web.db"
 def connect(data_dir: Path) -> sqlite3.Connection:
     path = Path(data_dir) / "web" / NAME
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    conn = sqlite.open_db(path)
     conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
     return conn
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    scripts = sorted((p for p in resources.files("webui").joinpath("migrations").iterdir() if p.name.endswith(".sql")),
-                     key=lambda p: p.name)
-    for script in scripts:
-        number = int(script.name.split("_", 1)[0])
-        if number > version:
-            conn.executescript("BEGIN IMMEDIATE;\n" + script.read_text() + f"\nPRAGMA user_version = {number};\nCOMMIT;")
-            version = number
-    return version
+    return sqlite.migrate(conn, "webui")
 
 
 def get_db() -> sqlite3.Connection:
@@ -72,7 +61,7 @@ def vault_db() -> sqlite3.Connection | None:
         path = Path(current_app.config["KIROKU_DATA"]) / "kiroku.db"
         if not path.exists():
             return None
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        conn = sqlite.open_db(path, readonly=True)
         conn.row_factory = sqlite3.Row
         g.vault_db = conn
     return g.vault_db

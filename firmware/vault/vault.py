@@ -30,11 +30,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from firmware import clock
+from firmware import clock, sqlite
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from firmware.store import Mark, Recording, SegmentInfo, StoreError
 from firmware.vault import age
@@ -62,30 +61,11 @@ def _local_day(wall_us: int) -> str:
 
 
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    path = Path(data_dir) / DB_NAME
-    if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-    else:
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")  # evidence: a commit survives a power cut
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=5000")
-    return conn
+    return sqlite.open_db(Path(data_dir) / DB_NAME, readonly=readonly)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the numbered SQL files in ``migrations/`` above ``PRAGMA user_version``."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    scripts = sorted((p for p in resources.files("firmware.vault").joinpath("migrations").iterdir()
-                      if p.name.endswith(".sql")), key=lambda p: p.name)
-    for script in scripts:
-        number = int(script.name.split("_", 1)[0])
-        if number <= version:
-            continue
-        conn.executescript("BEGIN IMMEDIATE;\n" + script.read_text() + f"\nPRAGMA user_version = {number};\nCOMMIT;")
-        version = number
-    return version
+    return sqlite.migrate(conn, "firmware.vault")
 
 
 @dataclass
