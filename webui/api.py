@@ -12,8 +12,9 @@ from flask import Blueprint, g, jsonify, request
 
 from firmware.control import ControlError
 from firmware.hardware import Simulator
-from webui.db import get_db, vault_db
+from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
+from webui.requests import visible_requests
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -90,15 +91,8 @@ def recordings():
 @bp.get("/requests")
 @permission(MANAGER, SECTION_HEAD)
 def requests_list():
-    db = get_db()
-    columns = "id, number, status, purpose, responsible_section, created_at, recording_ids"
-    if g.user.is_manager:
-        rows = db.execute(f"SELECT {columns} FROM requests ORDER BY id DESC").fetchall()
-    else:
-        rows = db.execute(f"SELECT {columns} FROM requests WHERE requester_id = ?"
-                          " OR ? IN (SELECT value FROM json_each(responsible_sections)) ORDER BY id DESC",
-                          (g.user.id, g.user.section or "")).fetchall()
-    return jsonify([dict(r) for r in rows])
+    columns = ("id", "number", "status", "purpose", "responsible_section", "created_at", "recording_ids")
+    return jsonify([{c: r[c] for c in columns} for r in visible_requests()])
 
 
 @bp.get("/audit")

@@ -92,15 +92,17 @@ def may_see(req) -> bool:
 @bp.get("/")
 @permission(MANAGER, SECTION_HEAD)
 def index():
-    db = get_db()
+    return render_template("requests/index.html", requests=visible_requests())
+
+
+def visible_requests() -> list:
+    """What the logged-in person may see: all (a manager), or their own and their section's."""
+    query = "SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
     if g.user.is_manager:
-        rows = db.execute("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
-                          " ORDER BY q.id DESC").fetchall()
-    else:
-        rows = db.execute("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
-                          " WHERE q.requester_id = ? OR (? IN (SELECT value FROM json_each(q.responsible_sections)))"
-                          " ORDER BY q.id DESC", (g.user.id, g.user.section or "")).fetchall()
-    return render_template("requests/index.html", requests=rows)
+        return get_db().execute(query + " ORDER BY q.id DESC").fetchall()
+    return get_db().execute(query + " WHERE q.requester_id = ? OR ? IN (SELECT value FROM json_each("
+                                    "q.responsible_sections)) ORDER BY q.id DESC",
+                            (g.user.id, g.user.section or "")).fetchall()
 
 
 @bp.route("/new", methods=["GET", "POST"])
