@@ -12,20 +12,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
-from firmware.hardware.media import boottime_us  # the timebase is the hardware's: re-exported here
+from firmware.hardware.media import boottime_us, wall_at  # the timebase is the hardware's: re-exported here
 
 __all__ = ["boottime_us", "boot_id", "clock_synchronised", "iso", "wall_at", "wall_us_at"]
 
 _TIME_ERROR = 5  # adjtimex(2): the clock is not synchronised (STA_UNSYNC is set)
-
-
-def wall_at(boot_us: int) -> datetime:
-    """The wall-clock time (UTC, aware) at which the boottime instant ``boot_us`` happened."""
-    wall_ns = time.time_ns()
-    boot_now_us = boottime_us()
-    return datetime.fromtimestamp((wall_ns / 1000 - (boot_now_us - boot_us)) / 1e6, tz=timezone.utc)
 
 
 def wall_us_at(boot_us: int) -> int:

@@ -56,7 +56,7 @@ _STORE_TIMEOUT = 5.0
 
 def _set_end(rec: Recording, end_us: int, reason: str) -> None:
     rec.ended_us = end_us
-    rec.ended_at = clock.iso(clock.wall_at(end_us).astimezone())
+    rec.ended_at = clock.iso(clock.wall_at(end_us))
     rec.ended_wall_us = clock.wall_us_at(end_us)
     rec.end_reason = reason
 
@@ -354,7 +354,7 @@ class Recorder:
                     "last_audio_age_s": round((now - self._last_audio_us) / 1e6, 2) if mic.is_running and self._last_audio_us else None,
                 },
             },
-            "clock": {"synchronised": clock.clock_synchronised(), "now": clock.iso(clock.wall_at(now).astimezone())},
+            "clock": {"synchronised": clock.clock_synchronised(), "now": clock.iso(clock.wall_at(now))},
             "segments_written": self.segments_written,
             "frames_refused_at_gate": self.gate.frames_refused,
             "frames_dropped_queue_full": self.frames_dropped_queue,
@@ -629,7 +629,7 @@ class Recorder:
 
     def _cmd_mark(self, by: str, note: str = "", section: str = "") -> dict:
         now = clock.boottime_us()
-        mark = Mark(time_us=now, at=clock.iso(clock.wall_at(now).astimezone()), wall_us=clock.wall_us_at(now), by=by,
+        mark = Mark(time_us=now, at=clock.iso(clock.wall_at(now)), wall_us=clock.wall_us_at(now), by=by,
                     note=note, section=section)
         if self.state == State.NOTICE:
             self._pending_marks.append(mark)
@@ -670,7 +670,7 @@ class Recorder:
 
     def _begin_recording(self) -> None:
         now = clock.boottime_us()
-        wall = clock.wall_at(now).astimezone()
+        wall = clock.wall_at(now)
         rec = Recording(
             id=wall.strftime("%Y%m%d-%H%M%S-") + f"{wall.microsecond // 1000:03d}",
             device=self.config.device.id,
@@ -761,7 +761,7 @@ class Recorder:
     def _fault(self, device: str, message: str, *, blocking: bool) -> None:
         if device in self.faults and self.faults[device].message == message:
             return
-        now = clock.iso(clock.wall_at(clock.boottime_us()).astimezone())
+        now = clock.iso(clock.wall_at(clock.boottime_us()))
         self.faults[device] = Fault(device, message, now, blocking)
         self.fault_history.append({"device": device, "message": message, "at": now})
         del self.fault_history[:-50]

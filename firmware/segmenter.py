@@ -296,7 +296,7 @@ class Segmenter:
             raise SegmentError(f"cannot start segment {self._next_seq}: {exc}") from exc
         seg = _Segment(self._next_seq, keyframe.time_us, file, muxer, has_audio)
         # Wall time is read as the segment happens, so a later clock step does not move it.
-        seg.started_at = clock.iso(clock.wall_at(keyframe.time_us).astimezone())
+        seg.started_at = clock.iso(clock.wall_at(keyframe.time_us))
         seg.start_wall_us = clock.wall_us_at(keyframe.time_us)
         seg.clock_synchronised = clock.clock_synchronised()
         seg.pending = EncodedFrame(data, True, keyframe.time_us)
@@ -314,7 +314,7 @@ class Segmenter:
     def _close_at(self, seg: _Segment, end_us: int) -> None:
         self._flush_pending(seg, end_us)
         seg.end_us = end_us
-        seg.ended_at = clock.iso(clock.wall_at(end_us).astimezone())
+        seg.ended_at = clock.iso(clock.wall_at(end_us))
         seg.end_wall_us = seg.start_wall_us + (end_us - seg.start_us)
         seg.clock_synchronised = seg.clock_synchronised and clock.clock_synchronised()
         self._closing.append(seg)

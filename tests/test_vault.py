@@ -220,7 +220,7 @@ def test_check_finds_and_repair_fixes_what_a_crash_or_a_bad_card_leaves(recorder
 # -- retention and overwrite ------------------------------------------------------------------
 
 def make_recording(vault, wall_us: int, rec_id: str, record_class: str = "footage") -> Recording:
-    at = clock.iso(clock.wall_at(clock.boottime_us() - (time.time_ns() // 1000 - wall_us)).astimezone())
+    at = clock.iso(clock.wall_at(clock.boottime_us() - (time.time_ns() // 1000 - wall_us)))
     rec = Recording(id=rec_id, device="counter-1", mode="on_demand", started_at=at,
                     started_us=0, started_wall_us=wall_us, started_by="test", clock_synchronised=True,
                     record_class=record_class)

@@ -9,6 +9,7 @@ microseconds (see ``firmware.clock``), which is what libcamera stamps frames wit
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,11 +21,10 @@ def boottime_us() -> int:
     return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1000
 
 
-def wall_at(boot_us: int):
-    """The local wall-clock time at which the boottime instant ``boot_us`` happened."""
-    from datetime import datetime
-
-    return datetime.fromtimestamp((time.time_ns() / 1000 - (boottime_us() - boot_us)) / 1e6).astimezone()
+def wall_at(boot_us: int) -> datetime:
+    """The wall-clock time (local, aware) at which the boottime instant ``boot_us`` happened."""
+    wall_s = (time.time_ns() / 1000 - (boottime_us() - boot_us)) / 1e6
+    return datetime.fromtimestamp(wall_s, tz=timezone.utc).astimezone()
 
 
 @dataclass(frozen=True, slots=True)
