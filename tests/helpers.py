@@ -13,6 +13,7 @@ import numpy as np
 
 from firmware import clock
 from firmware.hardware.synth import read_capture_time, tick_onsets
+from firmware.recorder import State
 
 
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
@@ -23,6 +24,15 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def record_segments(recorder, simulator, count: int = 1, timeout: float = 10.0) -> None:
+    """A clerk's press, held until ``count`` segments are stored, then stopped and idle again."""
+    simulator.press()
+    simulator.release()
+    wait_for(lambda: recorder.segments_written >= count, timeout=timeout, what=f"{count} stored segment(s)")
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
 
 
 def _media_args(media: Path | bytes) -> tuple[str, bytes | None]:

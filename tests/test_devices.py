@@ -15,7 +15,7 @@ from firmware.hardware import DeviceFailed, DeviceUnavailable, VideoFormat, open
 from firmware.hardware.media import AudioFormat
 from firmware.recorder import Recorder, State
 from tests.conftest import small_config
-from tests.helpers import decodes_cleanly, ffprobe, wait_for
+from tests.helpers import decodes_cleanly, ffprobe, record_segments, wait_for
 
 VIDEO = VideoFormat(640, 360, 15.0)
 
@@ -120,12 +120,7 @@ def test_the_recorder_records_through_picamera2_and_sounddevice(picamera2_double
                   speaker=SimulatedSpeaker(), simulator=Simulator(button_pin=button.pin, lamp=lamp, camera=None,
                                                                   microphone=None))
     with hw, Recorder(hw, config, vault) as rec:
-        hw.simulator.press()
-        hw.simulator.release()
-        wait_for(lambda: rec.state == State.RECORDING, what="recording")
-        wait_for(lambda: rec.segments_written >= 2, timeout=15, what="two segments")
-        rec.stop_recording()
-        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        record_segments(rec, hw.simulator, count=2, timeout=15)
     recording = footage.recordings()[0]
     for mp4 in footage.plaintexts(recording["id"]):
         assert sorted(s["codec_name"] for s in ffprobe(mp4)["streams"]) == ["aac", "h264"]

@@ -9,7 +9,7 @@ import pytest
 from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from tests.conftest import small_config
-from tests.helpers import PinLog, decode, wait_for
+from tests.helpers import PinLog, decode, record_segments, wait_for
 
 
 def _first_recording(footage):
@@ -23,12 +23,7 @@ def test_first_stored_frame_was_captured_after_the_sign_lit_and_the_notice_delay
     config = small_config(notice={"delay": delay})
     with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         lamp = PinLog(hw.simulator.sign_readback_pin)
-        hw.simulator.press()
-        hw.simulator.release()
-        wait_for(lambda: rec.state == State.RECORDING, what="recording to start")
-        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
-        rec.stop_recording()
-        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        record_segments(rec, hw.simulator)
         sign_on = lamp.first(True)
 
     recording = _first_recording(footage)
@@ -93,11 +88,7 @@ def test_the_announcement_is_played_first_and_lengthens_the_notice(vault, footag
 
     config = small_config(notice={"delay": 0.5, "announcement": "chime"})
     with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
-        hw.simulator.press()
-        hw.simulator.release()
-        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
-        rec.stop_recording()
-        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        record_segments(rec, hw.simulator)
         played = hw.speaker.played
     assert len(played) == 1
     started, seconds = played[0]
@@ -132,11 +123,7 @@ def test_the_notice_counts_from_when_the_lamp_is_proven_lit(data_dir, vault, foo
     with open_hardware(config, simulate=True) as hw, Recorder(hw, config, vault) as rec:
         hw.simulator.sign_pin.light_delay = 0.4  # a relay and lamp that take 0.4 s to light
         readback = PinLog(hw.simulator.sign_readback_pin)
-        hw.simulator.press()
-        hw.simulator.release()
-        wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
-        rec.stop_recording()
-        wait_for(lambda: rec.state == State.IDLE, what="idle")
+        record_segments(rec, hw.simulator)
         lit = readback.first(True)
     first = decode(footage.plaintexts(_first_recording(footage)["id"])[0]).frame_times_us[0]
     assert first >= lit + 0.5e6, f"only {(first - lit) / 1e3:.0f} ms of notice after the lamp lit"

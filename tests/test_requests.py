@@ -12,7 +12,7 @@ import pytest
 
 from firmware.control import ControlServer, socket_path
 from firmware.recorder import State
-from tests.helpers import decode, wait_for
+from tests.helpers import decode, record_segments, wait_for
 from tests.webui_helpers import PASSWORDS, csrf, login, logout, post, staff
 from webui import create_app
 
@@ -279,11 +279,7 @@ def test_others_cannot_tell_whether_a_request_exists(office, vault):
 def test_an_unmarked_recordings_section_is_confirmed_by_the_manager(server, app, vault, recorder, hardware):
     client = app.test_client()
     staff(client, app)
-    hardware.simulator.press()
-    hardware.simulator.release()
-    wait_for(lambda: recorder.segments_written >= 1, timeout=10, what="an unmarked recording")
-    recorder.stop_recording()
-    wait_for(lambda: recorder.state == State.IDLE, what="idle")
+    record_segments(recorder, hardware.simulator)  # an unmarked recording
     login(client, "takahashi")  # 税務課's head declares 税務課 responsible for an unmarked recording
     r = post(client, "/requests/new", {"recording": [recording_of(vault)["id"]], "purpose": "business",
                                        "reason": "確認", "responsible_section": "税務課"}, token_from="/requests/new")

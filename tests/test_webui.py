@@ -9,7 +9,7 @@ from flask import Flask
 
 from firmware.control import ControlServer, socket_path
 from firmware.recorder import Recorder, State
-from tests.helpers import wait_for
+from tests.helpers import record_segments, wait_for
 from tests.webui_helpers import PASSWORDS, csrf, first_run, login, logout, post, staff
 from webui import create_app
 from webui.permissions import PUBLIC, SIMULATED, enforce, undeclared
@@ -161,11 +161,7 @@ def test_first_run_shows_the_recovery_key_once_and_it_opens_the_footage(fresh, h
     assert client.get("/setup/recovery").status_code == 404, "shown once"
     assert not any(key.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file()), \
         "the recovery key is kept on the device"
-    hardware.simulator.press()
-    hardware.simulator.release()
-    wait_for(lambda: rec.segments_written >= 1, timeout=10, what="a segment")
-    rec.stop_recording()
-    wait_for(lambda: rec.state == State.IDLE, what="idle")
+    record_segments(rec, hardware.simulator)
     info = vault.segments(vault.recordings()[0]["id"])[0]
     assert vault.open_segment_plaintext(info, age.X25519Identity.parse(key))[4:8] == b"ftyp"
     assert "device.setup" in audit_actions(vault) and "recovery.handed_over" in audit_actions(vault)
