@@ -121,6 +121,40 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--vkey", type=Path, required=True, help="keys/device.vkey of the device")
     chk.add_argument("--old-checkpoint", type=Path, help="for a consistency proof: the older checkpoint")
 
+    p = sub.add_parser("export", help="a minimum-necessary, signed export package for a third party (Art. 9–11)")
+    _add_data(p)
+    p.add_argument("--config", metavar="FILE")
+    key = p.add_argument_group("the footage key (one of)")
+    key.add_argument("--recovery-key", type=Path, metavar="FILE", help="the recovery key (AGE-SECRET-KEY-1…)")
+    key.add_argument("--manager", metavar="NAME", help="a manager, with --password-file")
+    key.add_argument("--password-file", type=Path, metavar="FILE", help="the manager's passphrase (first line)")
+    p.add_argument("--recording", required=True, metavar="ID", help="the recording (`kiroku vault list`)")
+    p.add_argument("--start", required=True, metavar="S", help="seconds from the recording's start, or an ISO time")
+    p.add_argument("--end", required=True, metavar="S", help="seconds from the recording's start, or an ISO time")
+    p.add_argument("--ground", required=True, metavar="G",
+                   help="Art. 9: 1 committee, 2 law, 3 investigation, 4 crime (against staff), 5 urgent")
+    p.add_argument("--recipient", required=True, metavar="R", help="who receives it (organisation and person)")
+    p.add_argument("--reference", metavar="REF", help="the written request's reference (pending only for ground 5)")
+    p.add_argument("--request-date", metavar="DATE", help="the written request's date")
+    p.add_argument("--approver", metavar="NAME", help="the manager who approved the provision (default: --manager)")
+    p.add_argument("--number", metavar="N", help="the provision's number in the register")
+    p.add_argument("--exact", action="store_true",
+                   help="re-encode so the clip starts exactly at S (default: the first keyframe at or after S)")
+    p.add_argument("--mute", action="append", default=[], metavar="S-E", help="silence this span (repeatable)")
+    p.add_argument("--blur", action="append", default=[], metavar="X,Y,W,H[@S-E]",
+                   help="blur a region, as fractions of the picture, optionally only during S-E (repeatable)")
+    p.add_argument("--blur-faces", action="store_true", help="blur every face the built-in detector finds")
+    p.add_argument("--seal-passphrase-file", type=Path, metavar="FILE",
+                   help="seal the package for transport with this passphrase (age); tell it to the recipient separately")
+    p.add_argument("--out", required=True, type=Path, metavar="PATH", help="the package file (or a folder for it)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("verify", help="check an export package offline: signature, hashes, audit-log entry")
+    p.add_argument("package", type=Path, metavar="PACKAGE", help="the .zip, the folder it unpacks to, or the .zip.age")
+    p.add_argument("--key", metavar="FILE|SHA256", help="the device key you expect (its PEM file or fingerprint)")
+    p.add_argument("--passphrase-file", type=Path, metavar="FILE", help="for a package sealed for transport")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("tls", help="the admin page's HTTPS certificate: show its fingerprint, or install the city's")
     _add_data(p)
     tl = p.add_subparsers(dest="action", metavar="ACTION")
@@ -179,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a sub-command that gave up with its message already printed
+        if isinstance(exc.code, int):
+            return exc.code
+        raise
 
 
 def _dispatch(args) -> int:
@@ -203,6 +241,10 @@ def _dispatch(args) -> int:
         from firmware import bench
 
         return bench.run(quick=args.quick, json_path=args.json)
+    if args.command in ("export", "verify"):
+        from firmware import export_cli
+
+        return getattr(export_cli, args.command)(args)
     if args.command in ("vault", "audit", "keys", "init"):
         from firmware import vault_cli
 

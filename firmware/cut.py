@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from firmware.segmenter import add_template_stream
+
 
 def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
     """Cut a segment to [keep_from, keep_to) seconds without re-encoding.
@@ -27,9 +29,7 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
     with av.open(io.BytesIO(mp4)) as inp:
         out = av.open(out_buf, "w", format="mp4",
                       options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
-        streams = {s.index: (out.add_stream_from_template(s) if hasattr(out, "add_stream_from_template")
-                             else out.add_stream(template=s))
-                   for s in inp.streams if s.type in ("video", "audio")}
+        streams = {s.index: add_template_stream(out, s) for s in inp.streams if s.type in ("video", "audio")}
         for packet in inp.demux():
             if packet.dts is None or packet.stream.index not in streams:
                 continue

@@ -52,7 +52,7 @@ def _video_template(header_and_keyframe: bytes):
     return probe, probe.streams.video[0]
 
 
-def _add_template_stream(container, template):
+def add_template_stream(container, template):
     if hasattr(container, "add_stream_from_template"):  # PyAV ≥ 14
         return container.add_stream_from_template(template)
     return container.add_stream(template=template)  # pragma: no cover - PyAV 12/13
@@ -68,7 +68,7 @@ class _Muxer:
         self.container = av.open(out, "w", format="mp4", options={"movflags": _MOVFLAGS})
         probe, template = _video_template(keyframe)
         try:
-            self.video = _add_template_stream(self.container, template)
+            self.video = add_template_stream(self.container, template)
         finally:
             probe.close()
         self.video.time_base = _US

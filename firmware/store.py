@@ -69,7 +69,8 @@ class SegmentInfo:
     path: str = ""  # relative to the data folder
     boot_id: str = ""
     bytes: int = 0
-    sha256: str = ""
+    sha256: str = ""  # of the sealed file
+    erased_at: str | None = None  # overwritten (only listed on request)
 
     @property
     def duration(self) -> float:

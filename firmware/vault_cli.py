@@ -219,9 +219,31 @@ def _audit(args) -> int:
 
 # -- keys -------------------------------------------------------------------------------------
 
+def opener(keys, recovery_key: Path | None, manager: str | None, password_file: Path | None, missing: str):
+    """The identity that opens day keys: the recovery key from its file, or a manager's key
+    unwrapped with their passphrase; ``None`` if neither is given. Exits with a message
+    naming the problem."""
+    from firmware.vault import age
+    from firmware.vault.keys import WrongPassphrase
+
+    try:
+        if recovery_key:
+            text = next(line for line in recovery_key.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-"))
+            return age.X25519Identity.parse(text)
+        if manager:
+            if not password_file:
+                raise SystemExit(_fail(missing, 2))
+            return keys.unlock_manager(manager, _password(password_file))
+    except WrongPassphrase as exc:  # before OSError: it is a PermissionError
+        raise SystemExit(_fail(str(exc))) from None
+    except (OSError, StopIteration, ValueError) as exc:
+        raise SystemExit(_fail(f"cannot read the recovery key from {recovery_key} ({exc})", 2)) from None
+    return None
+
+
 def _keys(args) -> int:
     from firmware.vault import age
-    from firmware.vault.keys import KeyStore, WrongPassphrase
+    from firmware.vault.keys import KeyStore
 
     keys = KeyStore(Path(args.data))
     if args.action == "list":
@@ -231,19 +253,8 @@ def _keys(args) -> int:
             if days:
                 print(f"{cls} day keys: {len(days)} ({days[0]} … {days[-1]})")
         return 0
-    unlock = None
-    try:
-        if args.recovery_key:
-            text = next(line for line in args.recovery_key.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-"))
-            unlock = age.X25519Identity.parse(text)
-        elif args.unlock_manager:
-            if not args.unlock_password_file:
-                return _fail("--unlock-manager needs --unlock-password-file", 2)
-            unlock = keys.unlock_manager(args.unlock_manager, _password(args.unlock_password_file))
-    except (OSError, StopIteration, ValueError) as exc:
-        return _fail(f"cannot read the recovery key ({exc})", 2)
-    except WrongPassphrase as exc:
-        return _fail(str(exc))
+    unlock = opener(keys, args.recovery_key, args.unlock_manager, args.unlock_password_file,
+                    "--unlock-manager needs --unlock-password-file")
     with _writer(args) as vault:
         try:
             keys.add_manager(args.name, _password(args.password_file), unlock=unlock, work_factor=args.work_factor)

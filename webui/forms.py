@@ -1,18 +1,8 @@
-"""Printable forms (PDF, Japanese): the written viewing request of Art. 8(1).
-
-The font is IPAex Gothic (Debian's ``fonts-ipaexfont-gothic``, a TrueType font fpdf2
-embeds as a subset), so the PDF shows the same on any machine that opens it.
-"""
+"""Printable forms (PDF, Japanese): the written viewing request of Art. 8(1)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-FONT_CANDIDATES = (
-    Path("/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf"),
-    Path("/usr/share/fonts/truetype/ipaexfont-gothic/ipaexg.ttf"),
-    Path("/usr/share/fonts/truetype/fonts-japanese-gothic.ttf"),
-)
+from firmware.pdf import new_document
 
 PURPOSE_LABELS = {
     "trouble": "第7条第1号　市民等と職員の間のトラブル等の検証",
@@ -21,23 +11,8 @@ PURPOSE_LABELS = {
 }
 
 
-class FormError(RuntimeError):
-    """The form cannot be made (no Japanese font installed)."""
-
-
-def _font() -> Path:
-    for path in FONT_CANDIDATES:
-        if path.exists():
-            return path
-    raise FormError("no Japanese font for the printable form — apt install fonts-ipaexfont-gothic")
-
-
 def request_form_pdf(req, recording_ids: list[str], iso, reiwa) -> bytes:
-    from fpdf import FPDF
-
-    pdf = FPDF(format="A4", unit="mm")
-    pdf.set_auto_page_break(True, margin=18)
-    pdf.add_font("gothic", "", str(_font()))
+    pdf = new_document()
     pdf.add_page()
     pdf.set_font("gothic", size=10)
     pdf.cell(0, 6, f"請求番号　{req['number']}（{reiwa(req['fiscal_year'])}）", align="R", new_x="LMARGIN", new_y="NEXT")

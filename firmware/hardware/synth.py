@@ -59,6 +59,16 @@ class Picture:
         ramp = (np.arange(width * 2) * 255 // (width * 2)).astype(np.uint8)
         self._ramp = np.concatenate([ramp, ramp[::-1]])
         self._scale = max(2, height // 90)
+        self._visitor = _visitor(height * 2 // 5)
+
+    def _draw_visitor(self, y: np.ndarray) -> None:
+        """A citizen at the counter: a schematic face at the left, what redaction must hide."""
+        mask, shade = self._visitor
+        size = mask.shape[0]
+        top, left = max(0, (self.height - size) // 2), max(0, self.width // 6 - size // 2)
+        region = y[top:top + size, left:left + size]
+        h, w = region.shape
+        region[mask[:h, :w]] = shade[:h, :w][mask[:h, :w]]
 
     def render(self, time_us: int, wall: datetime, index: int) -> np.ndarray:
         """The frame captured at ``time_us`` (boottime µs), showing ``wall`` as text."""
@@ -73,6 +83,7 @@ class Picture:
         x0 = (index * 8) % (2 * span)
         x0 = x0 if x0 < span else 2 * span - x0
         y[h // 3 : h // 3 + box, x0 : x0 + box] = 220
+        self._draw_visitor(y)
         self._text(wall.strftime("%Y-%m-%d %H:%M:%S.") + f"{wall.microsecond // 1000:03d}", y)
         self._barcode(time_us, y)
         self._yuv[h:] = 128  # neutral chroma: a grey-scale picture
@@ -158,3 +169,29 @@ def tick_onsets(pcm: np.ndarray, samplerate: int) -> list[float]:
         if not kept or n - kept[-1] > samplerate // 10:
             kept.append(int(n))
     return [n / samplerate for n in kept]
+
+
+def _visitor(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A face drawn with ellipses (skin, hair, brows, eyes, nose, mouth) in a size×size
+    square: which pixels it covers, and their luma. Frontal-face detectors find it."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    c = size / 2
+    shade = np.zeros((size, size), np.uint8)
+    mask = np.zeros((size, size), bool)
+
+    def ellipse(cx, cy, rx, ry, value, upper_half=False):
+        inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+        if upper_half:
+            inside &= yy <= cy
+        mask[inside] = True
+        shade[inside] = value
+
+    s = size / 1.2  # the face's height
+    ellipse(c, c, s * 0.42, s * 0.55, 200)  # skin
+    ellipse(c, c - s * 0.5, s * 0.45, s * 0.2, 30, upper_half=True)  # hair
+    for side in (-1, 1):
+        ellipse(c + side * s * 0.18, c - s * 0.215, s * 0.1, s * 0.018, 60)  # brow
+        ellipse(c + side * s * 0.17, c - s * 0.1, s * 0.09, s * 0.045, 40)  # eye
+    ellipse(c - s * 0.02, c + s * 0.04, s * 0.015, s * 0.08, 150)  # nose
+    ellipse(c, c + s * 0.25, s * 0.14, s * 0.04, 90)  # mouth
+    return mask, shade

@@ -326,6 +326,9 @@ class Writer:
         self._out.write(self._aead.encrypt(nonce, chunk, None))
         self._counter += 1
 
+    def flush(self) -> None:
+        """Nothing held back can be written early: only ``close`` knows the last chunk."""
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

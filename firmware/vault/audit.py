@@ -75,6 +75,13 @@ class Checkpoint:
     root: bytes
 
 
+def make_vkey(name: str, public: Ed25519PublicKey) -> str:
+    """The signed-note verifier key ``name+hexid+base64(0x01||key)`` for a signer."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    encoded = base64.b64encode(b"\x01" + raw).decode()
+    return f"{name}+{key_id(name, raw).hex()}+{encoded}"
+
+
 def parse_vkey(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
     """A signed-note verifier key ``name+hexid+base64(0x01||key)``."""
     try:

@@ -21,7 +21,6 @@ a manager being added (which re-encrypts all of them).
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
 import os
@@ -91,9 +90,9 @@ class KeyStore:
         atomic_write(self.root / "device.pub.pem", public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
         atomic_write(self.root / "device.name", device_name.encode(), mode=0o644)
-        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        encoded = base64.b64encode(b"\x01" + raw).decode()
-        vkey = f"{self.signer_name}+{key_id(self.signer_name, raw).hex()}+{encoded}"
+        from firmware.vault.audit import make_vkey
+
+        vkey = make_vkey(self.signer_name, public)
         atomic_write(self.root / "device.vkey", (vkey + "\n").encode(), mode=0o644)
         atomic_write(self.root / "recovery.recipient", f"{recovery}\n".encode(), mode=0o644)
 

@@ -334,10 +334,20 @@ class Vault:
                         "start_mono_us", "end_mono_us", "boot_id", "clock_synchronised", "has_audio",
                         "video_frames", "audio_samples", "size", "sha256")
 
-    def segments(self, recording_id: str) -> list[SegmentInfo]:
+    def recording(self, recording_id: str) -> dict | None:
+        """One recording's row (``None`` if there is no such recording)."""
         with self._lock:
-            rows = self.db.execute(f"SELECT {', '.join(self._SEGMENT_COLUMNS)} FROM segments"
-                                   " WHERE recording_id = ? AND erased_at IS NULL ORDER BY seq", (recording_id,)).fetchall()
+            cur = self.db.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,))
+            row = cur.fetchone()
+            return None if row is None else dict(zip([c[0] for c in cur.description], row))
+
+    def segments(self, recording_id: str, *, with_erased: bool = False) -> list[SegmentInfo]:
+        """The recording's segments in order; with ``with_erased`` also those already
+        overwritten (their times remain in the index; ``erased_at`` says when)."""
+        kept = "" if with_erased else " AND erased_at IS NULL"
+        with self._lock:
+            rows = self.db.execute(f"SELECT {', '.join(self._SEGMENT_COLUMNS)}, erased_at FROM segments"
+                                   f" WHERE recording_id = ?{kept} ORDER BY seq", (recording_id,)).fetchall()
         return [self._segment_info(r) for r in rows]
 
     def segments_between(self, start_wall_us: int, end_wall_us: int, record_class: str = "footage") -> list[SegmentInfo]:
@@ -351,14 +361,14 @@ class Vault:
         return [self._segment_info(r) for r in rows]
 
     def _segment_info(self, r) -> SegmentInfo:
-        d = dict(zip(self._SEGMENT_COLUMNS, r))
+        d = dict(zip((*self._SEGMENT_COLUMNS, "erased_at"), r))
         return SegmentInfo(
             recording_id=d["recording_id"], seq=d["seq"], start_us=d["start_mono_us"], end_us=d["end_mono_us"],
             start_wall_us=d["start_wall_us"], end_wall_us=d["end_wall_us"], started_at=_iso(d["start_wall_us"]),
             ended_at=_iso(d["end_wall_us"]), clock_synchronised=bool(d["clock_synchronised"]),
             video_frames=d["video_frames"], audio_samples=d["audio_samples"], has_audio=bool(d["has_audio"]),
             record_class=d["record_class"], key_day=d["key_day"], path=d["path"], boot_id=d["boot_id"],
-            bytes=d["size"], sha256=d["sha256"])
+            bytes=d["size"], sha256=d["sha256"], erased_at=d.get("erased_at"))
 
     def open_segment_plaintext(self, info: SegmentInfo, opener: age.X25519Identity) -> bytes:
         """Decrypt one segment in memory (a manager's or the recovery identity opens the day key).

@@ -1,0 +1,585 @@
+"""Exports (Art. 9–11): the minimum-necessary clip of a recording, signed, for a third party.
+
+What leaves the device is one ZIP package (optionally sealed for transport with a
+passphrase, in the age format)::
+
+    <name>/clip.mp4          the approved time range and nothing more (fragmented MP4)
+    <name>/manifest.json     device, recording, the original segments' hashes, the exact
+                             range and clock status, redactions, ground, recipient,
+                             request, approver, export time, the other files' hashes
+    <name>/manifest.sig      Ed25519 signature over manifest.json by the device key
+    <name>/device-key.pem    the device's public key
+    <name>/cover.pdf         the cover sheet (Japanese): what this is, how to check it
+    <name>/README.txt        the same check with standard tools, step by step
+    <name>/audit-proof.json  the device's audit-log entry for this export, with a signed
+                             checkpoint and a Merkle inclusion proof
+
+Cutting keeps to the range: without re-encoding the clip starts on the first keyframe at
+or after the start (never earlier: nothing before the range leaves) and ends before the
+end. ``exact=True`` re-encodes the video so that it starts on the start itself, and any
+redaction re-encodes what it touches (blurring: the video; muting: the audio).
+
+Footage is decrypted one segment at a time, in memory, and goes straight into the
+package; nothing decrypted is written anywhere else. The export is logged (with the
+manifest's hash) before the package is complete, so no package exists that the log does
+not show.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import io
+import json
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from fractions import Fraction
+from typing import BinaryIO, Callable
+
+from firmware import __version__
+
+GROUNDS = {
+    "committee": (1, "第三者委員会から求めがあったとき", "the city's third-party committee asked"),
+    "law": (2, "法令の定めがあるとき", "a law requires it"),
+    "investigation": (3, "捜査機関から文書による照会があったとき", "an investigative agency asked in writing"),
+    "crime": (4, "職員に対する犯罪行為を通報するとき", "reporting a crime against staff"),
+    "urgent": (5, "市長が緊急かつやむを得ないと認めるとき", "urgent and unavoidable, in the mayor's judgement"),
+}
+_US = 1_000_000
+
+
+class ExportError(Exception):
+    """The export cannot be made as asked; the message says why and what to do instead."""
+
+
+def ground_name(text: str) -> str:
+    """``committee`` … ``urgent``, or their Art. 9 numbers ``1`` … ``5``."""
+    text = str(text).strip().lower()
+    for name, (number, _ja, _en) in GROUNDS.items():
+        if text in (name, str(number)):
+            return name
+    raise ExportError(f"unknown ground {text!r}: one of " + ", ".join(f"{n} ({name})" for name, (n, *_r) in
+                                                                        GROUNDS.items()))
+
+
+# -- what is asked --------------------------------------------------------------------------
+
+@dataclass
+class Region:
+    """A rectangle to blur, as fractions of the picture (0–1), optionally only for a time
+    span of the recording (seconds from its start)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    start: float | None = None
+    end: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Region":
+        """``X,Y,W,H`` (fractions of the picture) with an optional ``@S-E`` (seconds)."""
+        box, _, span = text.partition("@")
+        try:
+            x, y, w, h = (float(v) for v in box.split(","))
+            start, end = _span(span) if span else (None, None)
+        except ValueError:
+            raise ExportError(f"blur region {text!r}: write X,Y,W,H as fractions of the picture, e.g. "
+                              "0.6,0.1,0.3,0.5, optionally @S-E in seconds") from None
+        if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x + 1e-9 and 0 < h <= 1 - y + 1e-9):
+            raise ExportError(f"blur region {text!r} is not inside the picture (fractions 0–1)")
+        return cls(x, y, w, h, start, end)
+
+
+def _span(text: str) -> tuple[float, float]:
+    a, sep, b = text.partition("-")
+    if not sep:
+        raise ValueError(text)
+    start, end = float(a), float(b)
+    if not 0 <= start < end:
+        raise ValueError(text)
+    return start, end
+
+
+def parse_span(text: str) -> tuple[float, float]:
+    """``S-E`` in seconds from the recording's start (for muting)."""
+    try:
+        return _span(text)
+    except ValueError:
+        raise ExportError(f"time span {text!r}: write S-E in seconds from the recording's start, e.g. 3.5-6") from None
+
+
+@dataclass
+class Redactions:
+    mute: list[tuple[float, float]] = field(default_factory=list)  # seconds of the recording
+    blur: list[Region] = field(default_factory=list)
+    faces: bool = False  # blur every face the bundled detector finds
+
+    @property
+    def video(self) -> bool:
+        return bool(self.blur) or self.faces
+
+    def describe(self) -> dict:
+        return {"mute": [list(m) for m in self.mute], "blur": [asdict(r) for r in self.blur],
+                "faces": self.faces}
+
+
+@dataclass
+class Provision:
+    """Why the footage leaves, and to whom (the provision register's record)."""
+
+    ground: str
+    recipient: str
+    approver: str
+    exporter: str
+    reference: str = ""  # the written request's reference
+    request_date: str = ""
+    number: str = ""  # the provision's number in the register, when it has one
+    note: str = ""
+
+
+# -- the plan: which segments, which part of them -------------------------------------------
+
+@dataclass
+class Plan:
+    recording: dict
+    segments: list  # SegmentInfo, kept, overlapping the range, in order
+    origin_mono_us: int  # the recording's second zero: its first segment's start
+    start_s: float  # the approved range, seconds from the recording's start
+    end_s: float
+
+    def t0(self, seg) -> float:
+        return (seg.start_us - self.origin_mono_us) / _US
+
+    def wall(self, t: float) -> int:
+        """Seconds of the recording → wall time (µs), through the segment that holds them."""
+        for seg in self.segments:
+            if self.t0(seg) <= t <= self.t0(seg) + seg.duration + 1e-6:
+                return seg.start_wall_us + round((t - self.t0(seg)) * _US)
+        seg = self.segments[-1]
+        return seg.start_wall_us + round((t - self.t0(seg)) * _US)
+
+    @property
+    def duration(self) -> float:
+        return self.end_s - self.start_s
+
+
+def _parse_time(text, all_segments, origin_mono_us: int) -> float:
+    """Seconds from the recording's start, or an ISO 8601 time inside it."""
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise ExportError(f"{text!r} is neither seconds from the recording's start nor an ISO time "
+                          "(like 2026-11-28T10:15:30+09:00)") from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # the device's local time
+    wall = round(when.timestamp() * _US)
+    for seg in all_segments:
+        if seg.start_wall_us <= wall <= seg.end_wall_us:
+            return (seg.start_us - origin_mono_us + wall - seg.start_wall_us) / _US
+    raise ExportError(f"{text} is not inside the recording")
+
+
+def plan(vault, recording_id: str, start, end) -> Plan:
+    """Resolve an export's range against the index; refuse what cannot be exported whole."""
+    recording = vault.recording(recording_id)
+    if recording is None:
+        raise ExportError(f"no recording {recording_id!r} — `kiroku vault list` shows the recordings and their ids")
+    every = vault.segments(recording_id, with_erased=True)
+    if not every:
+        raise ExportError(f"recording {recording_id} has no footage")
+    origin = every[0].start_us
+    start_s, end_s = _parse_time(start, every, origin), _parse_time(end, every, origin)
+    length = (every[-1].end_us - origin) / _US
+    if not 0 <= start_s < end_s:
+        raise ExportError(f"the range {start}–{end} is empty or negative: the end must come after the start")
+    if start_s >= length:
+        raise ExportError(f"the recording is only {length:.1f} s long; the range starts at {start_s:g} s")
+    end_s = min(end_s, length)
+    inside = [s for s in every if (s.start_us - origin) / _US < end_s and (s.end_us - origin) / _US > start_s]
+    gone = [s for s in inside if s.erased_at]
+    if gone:
+        raise ExportError(f"part of the range was overwritten on {gone[0].erased_at[:10]} (retention); "
+                          "choose a range inside what is kept (`kiroku vault list`)")
+    return Plan(recording, inside, origin, start_s, end_s)
+
+
+# -- cutting and redacting -------------------------------------------------------------------
+
+class _Sink:
+    """Write-only, hashing, counting: what the MP4 muxer writes into (never seekable, so it
+    writes a fragmented MP4 front to back)."""
+
+    def __init__(self, out):
+        self._out = out
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def write(self, data) -> int:
+        self._out.write(data)
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+
+def _muted(mute, t: float, n: int, rate: int):
+    """Indices [a, b) of the n samples starting at t that fall in a muted span."""
+    for ms, me in mute:
+        a, b = max(0, round((ms - t) * rate)), min(n, round((me - t) * rate))
+        if a < b:
+            yield a, b
+
+
+class _Cutter:
+    """Feeds the plan's segments, one at a time, into one MP4 that holds only the range."""
+
+    def __init__(self, plan: Plan, out, redactions: Redactions, exact: bool, progress):
+        import av
+
+        self.av = av
+        self.plan = plan
+        self.red = redactions
+        self.reencode_video = exact or redactions.video
+        self.reencode_audio = exact or bool(redactions.mute)
+        self.progress = progress
+        self.sink = _Sink(out)
+        self.container = av.open(self.sink, "w", format="mp4",
+                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        self.video = self.audio = None
+        self.begin: float | None = None  # the clip's zero, seconds of the recording
+        self.last_t = plan.start_s
+        self.faces = None
+        hold = 0
+        if redactions.faces:
+            from firmware import redact
+
+            self.faces = redact.FaceDetector()
+            hold = redact.HOLD_FRAMES
+        # Frames wait here until the faces found a few frames later are known too, so a face
+        # is covered from before the detector first sees it until after it last does.
+        self._window: collections.deque = collections.deque()
+        self._past: collections.deque = collections.deque(maxlen=max(1, hold))
+        self._hold = hold
+        self.faces_found = 0
+        self._audio_samples = 0
+        self._copied: dict[int, float] = {}  # per output stream: the last time copied
+
+    def _streams(self, inp) -> None:
+        """The output's streams, described by the first segment (what the camera and mic made)."""
+        from firmware.segmenter import add_template_stream
+
+        vin = inp.streams.video[0]
+        if self.reencode_video:
+            self.video = self.container.add_stream("libx264", rate=vin.average_rate or vin.guessed_rate or 30)
+            ctx = self.video.codec_context
+            ctx.width, ctx.height, ctx.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+            ctx.time_base = self.video.time_base = Fraction(1, 90_000)
+            ctx.options = {"preset": "veryfast", "crf": "20"}
+        else:
+            self.video = add_template_stream(self.container, vin)
+        if inp.streams.audio:
+            ain = inp.streams.audio[0]
+            if self.reencode_audio:
+                rate = ain.codec_context.sample_rate
+                self.audio = self.container.add_stream("aac", rate=rate)
+                self.audio.codec_context.layout = ain.codec_context.layout.name
+                self.audio.codec_context.bit_rate = ain.codec_context.bit_rate or 64_000
+                self.audio.time_base = Fraction(1, rate)
+                self.fifo = self.av.AudioFifo()
+            else:
+                self.audio = add_template_stream(self.container, ain)
+
+    def segment(self, seg, data: bytes) -> None:
+        t0 = self.plan.t0(seg)
+        lo, hi = self.plan.start_s - t0, self.plan.end_s - t0  # the range in the segment's own seconds
+        if self.begin is None:
+            self.begin = self._first_time(data, t0, lo)
+            if self.begin is None:
+                return  # no keyframe of this segment lies in the range: the next one's will
+        end = t0 + hi
+        with self.av.open(io.BytesIO(data)) as inp:
+            if self.video is None:
+                self._streams(inp)
+            vin = inp.streams.video[0]
+            ain = inp.streams.audio[0] if inp.streams.audio and self.audio is not None else None
+            # demux ends each stream with an empty packet, whose decode() flushes the decoder
+            for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
+                if packet.stream is vin:
+                    if self.reencode_video:
+                        for frame in packet.decode():
+                            self._video_frame(frame, t0, end)
+                    elif packet.pts is not None:
+                        self._copy(packet, t0, end, self.video)
+                elif self.reencode_audio:
+                    for frame in packet.decode():
+                        self._audio_frame(frame, t0, end)
+                elif packet.pts is not None:
+                    self._copy(packet, t0, end, self.audio)
+
+    def _first_time(self, data: bytes, t0: float, lo: float) -> float | None:
+        """Where the clip starts: the start itself when re-encoding, else the first keyframe
+        at or after it (never one before: that would show time outside the range)."""
+        if self.reencode_video:
+            return t0 + max(0.0, lo)
+        with self.av.open(io.BytesIO(data)) as inp:
+            for packet in inp.demux(video=0):
+                if packet.pts is not None and packet.is_keyframe and float(packet.pts * packet.time_base) >= lo - 1e-6:
+                    return t0 + float(packet.pts * packet.time_base)
+        return None
+
+    def _copy(self, packet, t0: float, end: float, stream) -> None:
+        t = t0 + float(packet.pts * packet.time_base)
+        if t < self.begin - 1e-6 or t >= end - 1e-6:
+            return
+        if t <= self._copied.get(stream.index, -1.0) + 1e-6:
+            return  # sound that ran past the previous segment's end is already in: never twice
+        self._copied[stream.index] = t
+        shift = round((t - self.begin) / packet.time_base) - packet.pts
+        packet.pts += shift
+        packet.dts = packet.pts if packet.dts is None else packet.dts + shift
+        packet.stream = stream
+        self.container.mux(packet)
+        if stream is self.video:
+            self._tick(t)
+
+    # -- video, re-encoded: cut exactly, redacted ------------------------------------------
+    def _video_frame(self, frame, t0: float, end: float) -> None:
+        t = t0 + float(frame.pts * frame.time_base)
+        if t < self.begin - 1e-6 or t >= end - 1e-6:
+            return
+        planes = frame.to_ndarray(format="yuv420p")  # Y, then U and V at half size
+        w, h = frame.width, frame.height
+        found = self.faces.detect(planes[:h]) if self.faces is not None else []
+        self.faces_found += len(found)
+        self._window.append((t, planes, w, h, found))
+        while len(self._window) > self._hold:
+            self._emit()
+
+    def _emit(self) -> None:
+        from firmware import redact
+
+        t, planes, w, h, found = self._window.popleft()
+        boxes = [(round(r.x * w), round(r.y * h), round(r.w * w), round(r.h * h)) for r in self.red.blur
+                 if (r.start is None or r.start <= t + 1e-6) and (r.end is None or t < r.end)]
+        if self.faces is not None:
+            boxes += [b for f in (*self._past, found, *(item[4] for item in self._window)) for b in f]
+            self._past.append(found)
+        for box in boxes:
+            redact.obscure(planes, w, h, box)
+        frame = self.av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        frame.pts = round((t - self.begin) * 90_000)
+        frame.time_base = Fraction(1, 90_000)
+        self.container.mux(self.video.encode(frame))
+        self._tick(t)
+
+    # -- audio, re-encoded: cut to the sample, muted where asked ---------------------------
+    def _audio_frame(self, frame, t0: float, end: float) -> None:
+        rate = frame.sample_rate
+        t = t0 + float(frame.pts * frame.time_base)
+        samples = frame.to_ndarray()  # planar: (channels, n)
+        a = max(0, round((self.begin - t) * rate))
+        b = min(samples.shape[1], round((end - t) * rate))
+        if a >= b:
+            return
+        samples = samples[:, a:b].copy()
+        for ma, mb in _muted(self.red.mute, t + a / rate, samples.shape[1], rate):
+            samples[:, ma:mb] = 0
+        self.fifo.write(self._audio(samples, frame.format.name, frame.layout.name, rate))
+        self._drain(final=False)
+
+    def _audio(self, samples, fmt: str, layout: str, rate: int):
+        frame = self.av.AudioFrame.from_ndarray(samples, format=fmt, layout=layout)
+        frame.sample_rate = rate
+        return frame
+
+    def _drain(self, final: bool) -> None:
+        import numpy as np
+
+        size = self.audio.codec_context.frame_size or 1024
+        while self.fifo.samples >= size or (final and self.fifo.samples):
+            frame = self.fifo.read(min(size, self.fifo.samples))
+            if frame.samples < size:  # the encoder takes whole frames: pad the last with silence
+                tail = frame.to_ndarray()
+                padded = np.zeros((tail.shape[0], size), dtype=tail.dtype)
+                padded[:, :tail.shape[1]] = tail
+                frame = self._audio(padded, frame.format.name, frame.layout.name, frame.sample_rate)
+            frame.pts = self._audio_samples
+            frame.time_base = Fraction(1, frame.sample_rate)
+            self._audio_samples += frame.samples
+            self.container.mux(self.audio.encode(frame))
+
+    def _tick(self, t: float) -> None:
+        self.last_t = max(self.last_t, t)
+        if self.progress:
+            self.progress(min(t - self.plan.start_s, self.plan.duration), self.plan.duration)
+
+    def close(self) -> None:
+        if self.video is None:  # nothing was in range: no file worth finishing
+            self.container.close()
+            return
+        if self.reencode_video:
+            while self._window:
+                self._emit()
+            self.container.mux(self.video.encode(None))
+        if self.audio is not None and self.reencode_audio:
+            self._drain(final=True)
+            self.container.mux(self.audio.encode(None))
+        self.container.close()
+
+
+# -- the package -----------------------------------------------------------------------------
+
+def key_fingerprint(public) -> str:
+    """SHA-256 of the key's DER SubjectPublicKeyInfo, in hex: what
+    ``openssl pkey -pubin -in device-key.pem -outform DER | sha256sum`` prints."""
+    from cryptography.hazmat.primitives import serialization
+
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def _iso(wall_us: int) -> str:
+    from firmware import clock
+
+    return clock.iso(datetime.fromtimestamp(wall_us / _US, tz=timezone.utc).astimezone())
+
+
+def package_name(device: str, recording_id: str, when: float) -> str:
+    stamp = datetime.fromtimestamp(when).strftime("%Y%m%d-%H%M%S")
+    return f"kiroku-export-{device}-{recording_id}-{stamp}"
+
+
+@dataclass
+class Result:
+    name: str
+    manifest: dict
+    manifest_sha256: str
+    audit_seq: int | None
+
+
+def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, log_export: Callable[[dict], int],
+          redactions: Redactions | None = None, exact: bool = False, transport_passphrase: str | None = None,
+          progress: Callable[[float, float], None] | None = None, proof: Callable[[int], dict] | None = None,
+          work_factor: int = 18) -> Result:
+    """Write the package to ``out`` (a file opened for writing).
+
+    ``opener`` opens the day keys (a manager's identity or the recovery key).
+    ``log_export(entry) -> seq`` appends the export to the audit log and returns the
+    entry's number; ``proof(seq)`` returns its inclusion proof with a signed checkpoint.
+    With ``transport_passphrase`` the whole ZIP is sealed in the age passphrase format.
+    """
+    from firmware.vault import age
+
+    redactions = redactions or Redactions()
+    ground_name(provision.ground)
+    now = time.time()
+    device = plan_.recording["device"]
+    name = package_name(device, plan_.recording["id"], now)
+    writer = None
+    target = out
+    if transport_passphrase is not None:
+        writer = age.Writer(out, [age.Passphrase(transport_passphrase, work_factor=work_factor)])
+        target = writer
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        # 1. the clip, decrypted one segment at a time into the package
+        day_keys: dict = {}
+        clip_info = zipfile.ZipInfo(f"{name}/clip.mp4", date_time=time.localtime(now)[:6])
+        with zf.open(clip_info, "w", force_zip64=True) as entry:
+            cutter = _Cutter(plan_, entry, redactions, exact, progress)
+            segments = []
+            for seg in plan_.segments:
+                key = (seg.record_class, seg.key_day)
+                if key not in day_keys:
+                    day_keys[key] = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
+                data = age.decrypt((vault.data_dir / seg.path).read_bytes(), [day_keys[key]])
+                segments.append({"seq": seg.seq, "path": seg.path, "sealed_sha256": seg.sha256,
+                                 "plaintext_sha256": hashlib.sha256(data).hexdigest(),
+                                 "start": seg.started_at, "end": seg.ended_at,
+                                 "clock_synchronised": seg.clock_synchronised, "boot_id": seg.boot_id})
+                cutter.segment(seg, data)
+                del data
+            cutter.close()
+            day_keys.clear()
+        if cutter.begin is None:
+            raise ExportError("no keyframe lies inside the range, so no picture can be shown without showing "
+                              "more than approved — widen the range, or ask for an exact (re-encoded) cut")
+        clip_start, clip_end = cutter.begin, cutter.last_t + _frame_s(plan_)
+        clip_end = min(clip_end, plan_.end_s)
+        public = vault.keys.public_key()
+        fingerprint = key_fingerprint(public)
+        manifest = {
+            "format": "kiroku-export/1",
+            "software": f"kiroku {__version__}",
+            "device": {"id": device, "key_sha256": fingerprint, "log": vault.keys.signer_name},
+            "recording": {"id": plan_.recording["id"], "started_at": plan_.recording["started_at"],
+                          "mode": plan_.recording["mode"], "section": plan_.recording.get("section", "")},
+            "approved_range": {"start_s": round(plan_.start_s, 3), "end_s": round(plan_.end_s, 3),
+                               "start": _iso(plan_.wall(plan_.start_s)), "end": _iso(plan_.wall(plan_.end_s))},
+            "clip": {"file": "clip.mp4", "sha256": cutter.sink.sha256.hexdigest(), "bytes": cutter.sink.bytes,
+                     "start_s": round(clip_start, 3), "end_s": round(clip_end, 3),
+                     "duration_s": round(clip_end - clip_start, 3),
+                     "start": _iso(plan_.wall(clip_start)), "end": _iso(plan_.wall(clip_end)),
+                     "cut": "re-encoded" if cutter.reencode_video else "keyframe (not re-encoded)",
+                     "audio": "re-encoded" if cutter.reencode_audio else "copied"},
+            "clock": {"synchronised": all(s["clock_synchronised"] for s in segments),
+                      "unsynchronised_segments": sum(not s["clock_synchronised"] for s in segments)},
+            "original_segments": segments,
+            "redactions": {**redactions.describe(), "faces_found": cutter.faces_found},
+            "provision": {"ground": provision.ground, "article_9": GROUNDS[provision.ground][0],
+                          "ground_ja": GROUNDS[provision.ground][1], "recipient": provision.recipient,
+                          "request_reference": provision.reference, "request_date": provision.request_date,
+                          "number": provision.number, "approver": provision.approver,
+                          "exporter": provision.exporter, "note": provision.note},
+            "exported_at": _iso(round(now * _US)),
+            "files": {},
+        }
+        # 2. the cover sheet and the plain-text steps, covered by the signature too
+        from firmware import cover
+        from firmware.vault.audit import make_vkey
+
+        extras = {"README.txt": cover.readme(manifest).encode(), "cover.pdf": cover.sheet(manifest),
+                  "device-key.pem": _pem(public), "device.vkey": (make_vkey(vault.keys.signer_name, public) + "\n").encode()}
+        manifest["files"] = {"clip.mp4": manifest["clip"]["sha256"],
+                             **{n: hashlib.sha256(d).hexdigest() for n, d in extras.items()}}
+        body = (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode()
+        digest = hashlib.sha256(body).hexdigest()
+        for n, d in extras.items():
+            zf.writestr(f"{name}/{n}", d)
+        zf.writestr(f"{name}/manifest.json", body)
+        zf.writestr(f"{name}/manifest.sig", vault.keys.signing_key().sign(body))
+        # 3. the log: the package is finished only once its export is recorded
+        seq = log_export({"manifest_sha256": digest, "recording": plan_.recording["id"],
+                          "range": [manifest["clip"]["start"], manifest["clip"]["end"]],
+                          "ground": provision.ground, "recipient": provision.recipient[:200],
+                          "reference": provision.reference[:200], "number": provision.number,
+                          "redactions": bool(redactions.mute or redactions.blur or redactions.faces),
+                          "sealed_for_transport": transport_passphrase is not None})
+        if proof is not None and seq is not None:
+            zf.writestr(f"{name}/audit-proof.json", json.dumps(proof(seq), ensure_ascii=False, indent=2) + "\n")
+    if writer is not None:
+        writer.close()
+    if progress:
+        progress(plan_.duration, plan_.duration)
+    return Result(name, manifest, digest, seq)
+
+
+def _frame_s(plan_: Plan) -> float:
+    seg = plan_.segments[0]
+    return seg.duration / seg.video_frames if seg.video_frames else 0.0
+
+
+def _pem(public) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
