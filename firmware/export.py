@@ -182,9 +182,10 @@ def _parse_time(text, all_segments, origin_mono_us: int) -> float:
         when = when.astimezone()  # the device's local time
     wall = round(when.timestamp() * _US)
     for seg in all_segments:
-        if seg.start_wall_us <= wall <= seg.end_wall_us:
-            return (seg.start_us - origin_mono_us + wall - seg.start_wall_us) / _US
-    raise ExportError(f"{text} is not inside the recording")
+        if wall <= seg.end_wall_us:  # inside this segment, or before it (before the first frame, in a gap)
+            return (seg.start_us - origin_mono_us + max(0, wall - seg.start_wall_us)) / _US
+    last = all_segments[-1]
+    return (last.end_us - origin_mono_us + wall - last.end_wall_us) / _US  # after the end: the caller says so
 
 
 def plan(vault, recording_id: str, start, end) -> Plan:

@@ -92,10 +92,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.before_request(auth.current_session)
 
-    from webui import admin, api, audit_view, console, requests, settings, setup, storage, viewing
+    from webui import admin, api, audit_view, console, provisions, requests, settings, setup, storage, viewing
 
-    for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, audit_view.bp, storage.bp,
-                      settings.bp, api.bp):
+    for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, audit_view.bp,
+                      storage.bp, settings.bp, api.bp):
         app.register_blueprint(blueprint)
     app.teardown_appcontext(db.close_db)
     app.teardown_appcontext(db.close_vault_db)
@@ -153,6 +153,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     enforce(app)
     viewing.start_sweeper(app)
+    provisions.cleanup(app.config["KIROKU_DATA"])
     return app
 
 

@@ -34,8 +34,10 @@ def dashboard():
     holds = vdb.execute("SELECT count(*) FROM holds WHERE released_at IS NULL").fetchone()[0] if vdb else 0
     recent = vdb.execute("SELECT id, started_at, ended_at, end_reason FROM recordings ORDER BY started_wall_us DESC"
                          " LIMIT 5").fetchall() if vdb else []
+    from webui.provisions import age_days, needing_attention
+
     return render_template("admin/dashboard.html", status=recorder_status(), pending=pending, holds=holds,
-                           recent=recent)
+                           recent=recent, attention=needing_attention(), age_days=age_days)
 
 
 # -- people -----------------------------------------------------------------------------------

@@ -1,0 +1,384 @@
+"""The provision register (Art. 9–11): footage that leaves the city, why, to whom, and what
+became of it. Managers only.
+
+- A provision names its Art. 9 ground, the recipient, the written request (reference,
+  date, scan) and the approved scope (one recording, a time range). Ground 5 (urgent, the
+  mayor's judgement) may go before its paperwork (Art. 11(2)): the record says so and
+  stays on the dashboard until the paperwork is in.
+- The scope is on hold from the moment the record exists until it is closed.
+- For the committee (ground 1), after its deliberation the manager records the request
+  for return or erasure and its outcome (Art. 10(2)); such a record cannot be closed
+  before that.
+- Exports run in a background thread (``Job``), so a long one never blocks the web
+  server; the page shows their progress. The package is sealed as it is written — to the
+  transport passphrase when one is given, otherwise to a key that exists only in this
+  process's memory — so nothing decrypted lands on the device's disk, and a package
+  left behind by a restart can be opened by no one.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, render_template, request,
+                   url_for)
+
+from firmware.export import GROUNDS
+from webui import auth
+from webui.db import get_db, transaction
+from webui.permissions import MANAGER, permission
+from webui.requests import _iso, _wall_us, fiscal_year, recordings_for_request
+
+bp = Blueprint("provisions", __name__, url_prefix="/provisions")
+
+
+def load(provision_id: int):
+    row = get_db().execute("SELECT p.*, u.display_name AS approver FROM provisions p JOIN users u"
+                           " ON u.id = p.approved_by WHERE p.id = ?", (provision_id,)).fetchone()
+    if row is None:
+        abort(404)
+    return row
+
+
+def needing_attention() -> list:
+    """Open records the manager must still act on: paperwork pending (Art. 11(2)), or the
+    committee's footage not yet returned or erased (Art. 10(2))."""
+    return get_db().execute(
+        "SELECT * FROM provisions WHERE status = 'open' AND (request_reference = ''"
+        " OR (ground = 'committee' AND return_done_at IS NULL)) ORDER BY id").fetchall()
+
+
+def age_days(created_at: str) -> int:
+    from datetime import datetime
+
+    return (datetime.now().astimezone() - datetime.fromisoformat(created_at)).days
+
+
+@bp.get("/")
+@permission(MANAGER)
+def index():
+    rows = get_db().execute("SELECT * FROM provisions ORDER BY status = 'closed', id DESC").fetchall()
+    return render_template("provisions/index.html", provisions=rows, grounds=GROUNDS, age_days=age_days)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@permission(MANAGER)
+def new():
+    recordings = recordings_for_request()
+    if request.method == "GET":
+        return render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS, form={})
+    form = {k: request.form.get(k, "").strip() for k in ("ground", "recipient", "reference", "request_date",
+                                                          "recording", "start", "end", "note")}
+    known = {r["id"]: r for r in recordings}
+    problem = None
+    if form["ground"] not in GROUNDS:
+        problem = "provision.ground_needed"
+    elif not form["recipient"] or len(form["recipient"]) > 300:
+        problem = "provision.recipient_needed"
+    elif not form["reference"] and form["ground"] != "urgent":
+        problem = "provision.reference_needed"
+    elif form["recording"] not in known:
+        problem = "request.recordings_needed"
+    start = end = None
+    if not problem:
+        rec = known[form["recording"]]
+        first, last = rec["started_wall_us"], rec["ended_wall_us"] or int(time.time() * 1e6)
+        start = _wall_us(form["start"]) if form["start"] else first
+        end = _wall_us(form["end"]) if form["end"] else last
+        if start is None or end is None or end <= start:
+            problem = "request.bad_range"
+        else:
+            start, end = max(start, first), min(end, last)
+    if problem:
+        flash(problem, "error")
+        return render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS, form=form), 400
+    db = get_db()
+    fy = fiscal_year()
+    number = f"{fy}-P{db.execute('SELECT count(*) FROM provisions WHERE fiscal_year = ?', (fy,)).fetchone()[0] + 1:03d}"
+    auth.audit("provision.create", subject=number, purpose="provision",
+               detail={"ground": form["ground"], "recipient": form["recipient"][:200], "recording": form["recording"],
+                       "start": _iso(start), "end": _iso(end), "paperwork": "received" if form["reference"] else
+                       "pending (Art. 11(2))"})
+    with transaction(db):
+        provision_id = db.execute(
+            "INSERT INTO provisions (number, fiscal_year, ground, recipient, request_reference, request_date,"
+            " recording_id, start_wall_us, end_wall_us, approved_by, note, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (number, fy, form["ground"], form["recipient"], form["reference"], form["request_date"][:40],
+             form["recording"], start, end, g.user.id, form["note"][:2000], auth.now_iso())).lastrowid
+    from webui import control
+
+    holds = control().request("hold", reason="provision", recording_ids=[form["recording"]], reference=number,
+                              by=g.user.username)["holds"]
+    db.execute("UPDATE provisions SET hold_ids = ? WHERE id = ?", (json.dumps(holds), provision_id))
+    flash("provision.created", "info")
+    return redirect(url_for("provisions.show", provision_id=provision_id))
+
+
+@bp.get("/<int:provision_id>")
+@permission(MANAGER)
+def show(provision_id: int):
+    p = load(provision_id)
+    exports = get_db().execute("SELECT e.*, u.display_name FROM provision_exports e JOIN users u ON u.id = e.by_id"
+                               " WHERE provision_id = ? ORDER BY e.id", (provision_id,)).fetchall()
+    jobs = [j for j in _jobs.values() if j.provision_id == provision_id]
+    return render_template("provisions/show.html", p=p, grounds=GROUNDS, exports=exports, jobs=jobs, iso=_iso,
+                           age_days=age_days, closable=_closable(p) is None)
+
+
+@bp.post("/<int:provision_id>/paperwork")
+@permission(MANAGER)
+def paperwork(provision_id: int):
+    """The written request arrived after an urgent provision (Art. 11(2))."""
+    p = load(provision_id)
+    reference = request.form.get("reference", "").strip()[:200]
+    if p["status"] != "open" or not reference:
+        flash("provision.reference_needed", "error")
+        return redirect(url_for("provisions.show", provision_id=provision_id))
+    date = request.form.get("request_date", "").strip()[:40]
+    auth.audit("provision.paperwork", subject=p["number"], purpose="provision",
+               detail={"reference": reference, "date": date})
+    get_db().execute("UPDATE provisions SET request_reference = ?, request_date = ? WHERE id = ?",
+                     (reference, date, provision_id))
+    return redirect(url_for("provisions.show", provision_id=provision_id))
+
+
+@bp.post("/<int:provision_id>/return")
+@permission(MANAGER)
+def return_or_erasure(provision_id: int):
+    """Art. 10(2): the request to the committee for return or erasure, then its outcome."""
+    p = load(provision_id)
+    if p["status"] != "open" or p["ground"] != "committee":
+        abort(400)
+    kind, outcome = request.form.get("kind"), request.form.get("outcome", "").strip()[:1000]
+    db = get_db()
+    if p["return_requested_at"] is None:
+        if kind not in ("return", "erasure"):
+            flash("form.missing", "error")
+            return redirect(url_for("provisions.show", provision_id=provision_id))
+        auth.audit("provision.return_request", subject=p["number"], purpose="provision", detail={"kind": kind})
+        db.execute("UPDATE provisions SET return_kind = ?, return_requested_at = ? WHERE id = ?",
+                   (kind, auth.now_iso(), provision_id))
+    else:
+        if not outcome:
+            flash("form.missing", "error")
+            return redirect(url_for("provisions.show", provision_id=provision_id))
+        auth.audit("provision.return_done", subject=p["number"], purpose="provision",
+                   detail={"kind": p["return_kind"], "outcome": outcome})
+        db.execute("UPDATE provisions SET return_outcome = ?, return_done_at = ? WHERE id = ?",
+                   (outcome, auth.now_iso(), provision_id))
+    return redirect(url_for("provisions.show", provision_id=provision_id))
+
+
+def _closable(p) -> str | None:
+    if p["status"] != "open":
+        return "provision.already_closed"
+    if not p["request_reference"]:
+        return "provision.paperwork_pending"
+    if p["ground"] == "committee" and p["return_done_at"] is None:
+        return "provision.return_pending"
+    return None
+
+
+@bp.post("/<int:provision_id>/close")
+@permission(MANAGER)
+def close(provision_id: int):
+    p = load(provision_id)
+    problem = _closable(p)
+    if problem:
+        flash(problem, "error")
+        return redirect(url_for("provisions.show", provision_id=provision_id))
+    from firmware.control import ControlError
+    from webui import control
+
+    auth.audit("provision.close", subject=p["number"], purpose="provision")
+    get_db().execute("UPDATE provisions SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(),
+                                                                                              provision_id))
+    for hold in json.loads(p["hold_ids"]):
+        try:
+            control().request("release", hold=hold, by=g.user.username)
+        except ControlError as exc:
+            if "already released" not in str(exc):
+                raise
+    for job in [j for j in _jobs.values() if j.provision_id == provision_id]:
+        _discard(job)
+    return redirect(url_for("provisions.show", provision_id=provision_id))
+
+
+# -- exports ---------------------------------------------------------------------------------
+
+@dataclass
+class Job:
+    id: str
+    provision_id: int
+    number: str
+    user_id: int
+    path: Path
+    total: float = 0.0
+    done: float = 0.0
+    state: str = "running"  # running, done, failed
+    error: str = ""
+    name: str = ""
+    sealed: bool = False  # with the transport passphrase: handed over as it is
+    key: object | None = None  # the in-memory key the package is sealed to otherwise
+    started: float = field(default_factory=time.time)
+
+
+_jobs: dict[str, Job] = {}
+
+
+def _discard(job: Job) -> None:
+    _jobs.pop(job.id, None)
+    job.key = None
+    job.path.unlink(missing_ok=True)
+
+
+@bp.post("/<int:provision_id>/export")
+@permission(MANAGER)
+def start_export(provision_id: int):
+    from firmware import export as ex
+    from firmware.vault import age
+    from webui import keys
+
+    p = load(provision_id)
+    if p["status"] != "open":
+        abort(400)
+    try:
+        identity = keys.unlock(g.user.username, request.form.get("password", ""))
+    except keys.WrongPassphrase:
+        auth.audit("key.unlock_failed", subject=p["number"], purpose="provision")
+        flash("viewing.wrong_password", "error")
+        return redirect(url_for("provisions.show", provision_id=provision_id))
+    transport = request.form.get("transport_passphrase", "")
+    if transport and len(transport) < 12:
+        flash("provision.transport_short", "error")
+        return redirect(url_for("provisions.show", provision_id=provision_id))
+    redactions = ex.Redactions(faces=request.form.get("blur_faces") == "yes")
+    try:
+        redactions.mute = [ex.parse_span(s) for s in request.form.get("mute", "").split() if s]
+    except ex.ExportError:
+        flash("provision.bad_mute", "error")
+        return redirect(url_for("provisions.show", provision_id=provision_id))
+    folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "exports"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    job_id = secrets.token_urlsafe(16)
+    job = Job(job_id, provision_id, p["number"], g.user.id, folder / f"{job_id}.age", sealed=bool(transport))
+    if not transport:
+        job.key = age.X25519Identity.generate()
+    _jobs[job.id] = job
+    provision = ex.Provision(ground=p["ground"], recipient=p["recipient"], approver=p["approver"],
+                             exporter=g.user.display_name or g.user.username, reference=p["request_reference"],
+                             request_date=p["request_date"], number=p["number"])
+    thread = threading.Thread(target=_run, name=f"export-{p['number']}", daemon=True, args=(
+        current_app._get_current_object(), job, identity, provision, p["recording_id"], p["start_wall_us"],
+        p["end_wall_us"], redactions, request.form.get("exact") == "yes", transport or None, g.user.username))
+    thread.start()
+    flash("provision.export_started", "info")
+    return redirect(url_for("provisions.show", provision_id=provision_id))
+
+
+def _run(app, job: Job, identity, provision, recording_id: str, start_us: int, end_us: int, redactions, exact: bool,
+         transport: str | None, actor: str) -> None:
+    from firmware import export as ex
+    from firmware.vault import Vault, age
+
+    def iso(us):
+        return _iso(us).replace(" ", "T")
+
+    with app.app_context():
+        vault = Vault.open(Path(app.config["KIROKU_DATA"]), readonly=True)
+        try:
+            plan = ex.plan(vault, recording_id, iso(start_us), iso(end_us))
+            job.total = plan.duration
+
+            def progress(done, total):
+                job.done = done
+
+            def log(detail):
+                reply = _control(app).request("audit", by=actor, action="export.create", subject=job.number,
+                                              purpose="provision", detail=detail)
+                return reply["seq"]
+
+            with open(job.path, "xb") as f:
+                out = f if transport else age.Writer(f, [job.key.recipient])
+                result = ex.build(vault, plan, opener=identity, provision=provision, out=out, log_export=log,
+                                  redactions=redactions, exact=exact, transport_passphrase=transport,
+                                  progress=progress, proof=lambda seq: vault.audit_log.inclusion(vault.db, seq),
+                                  work_factor=app.config.get("KIROKU_SCRYPT_WORK_FACTOR") or 18)
+                if not transport:
+                    out.close()
+            job.name = result.name
+            from webui.db import connect
+
+            conn = connect(app.config["KIROKU_DATA"])
+            try:
+                conn.execute("INSERT INTO provision_exports (provision_id, by_id, at, manifest_sha256, audit_seq,"
+                             " clip_seconds, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (job.provision_id, job.user_id, auth.now_iso(), result.manifest_sha256, result.audit_seq,
+                              result.manifest["clip"]["duration_s"], int(bool(transport))))
+                conn.commit()
+            finally:
+                conn.close()
+            job.state = "done"
+        except Exception as exc:  # shown on the page; nothing half-made is kept
+            job.state, job.error = "failed", str(exc)[:300]
+            job.path.unlink(missing_ok=True)
+        finally:
+            identity = None
+            vault.close()
+
+
+def _control(app):
+    return app.extensions["kiroku_control"]
+
+
+def _job(provision_id: int, job_id: str) -> Job:
+    job = _jobs.get(job_id)
+    if job is None or job.provision_id != provision_id:
+        abort(404)
+    return job
+
+
+@bp.get("/<int:provision_id>/export/<job_id>.json")
+@permission(MANAGER)
+def export_status(provision_id: int, job_id: str):
+    job = _job(provision_id, job_id)
+    return jsonify({"state": job.state, "done": round(job.done, 1), "total": round(job.total, 1), "error": job.error})
+
+
+@bp.get("/<int:provision_id>/export/<job_id>/package")
+@permission(MANAGER)
+def download(provision_id: int, job_id: str):
+    from firmware.vault import age
+
+    job = _job(provision_id, job_id)
+    if job.state != "done":
+        abort(409)
+    auth.audit("export.download", subject=job.number, purpose="provision", detail={"package": job.name})
+    if job.sealed:
+        response = Response(open(job.path, "rb"), mimetype="application/octet-stream")
+        filename = f"{job.name}.zip.age"
+    else:
+        key = job.key
+
+        def stream():
+            with open(job.path, "rb") as f:
+                yield from age.decrypt_chunks(f, [key])
+
+        response = Response(stream(), mimetype="application/zip")
+        filename = f"{job.name}.zip"
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def cleanup(data_dir: Path) -> None:
+    """At start-up: packages of an earlier run can be opened by no one (their key was only
+    in that process's memory); remove them."""
+    for path in (Path(data_dir) / "web" / "exports").glob("*.age"):
+        path.unlink(missing_ok=True)
