@@ -9,13 +9,12 @@ _GROUND_EN = {"committee": "Art. 9(1) the third-party committee asked", "law": "
               "urgent": "Art. 9(5) urgent and unavoidable (the mayor's judgement)"}
 
 
-def _steps() -> list[str]:
-    return [
-        "unzip PACKAGE.zip && cd kiroku-export-*",
-        "openssl pkey -pubin -in device-key.pem -outform DER | sha256sum",
-        "openssl pkeyutl -verify -pubin -inkey device-key.pem -rawin -in manifest.json -sigfile manifest.sig",
-        "sha256sum clip.mp4 cover.pdf README.txt device-key.pem",
-    ]
+STEPS = (  # what a recipient types, in order (README.txt and the cover sheet show them)
+    "unzip PACKAGE.zip && cd kiroku-export-*",
+    "openssl pkey -pubin -in device-key.pem -outform DER | sha256sum",
+    "openssl pkeyutl -verify -pubin -inkey device-key.pem -rawin -in manifest.json -sigfile manifest.sig",
+    "sha256sum clip.mp4 cover.pdf README.txt device-key.pem",
+)
 
 
 def readme(m: dict) -> str:
@@ -37,14 +36,14 @@ def readme(m: dict) -> str:
         "HOW TO CHECK THIS PACKAGE (standard tools: unzip, openssl 3, sha256sum)",
         "1. Unpack it (if you received PACKAGE.zip.age, first: age -d -o PACKAGE.zip PACKAGE.zip.age",
         "   and type the passphrase the city gave you separately).",
-        f"   $ {_steps()[0]}",
+        f"   $ {STEPS[0]}",
         "2. The device key's fingerprint must be the one the city publishes for this device",
         f"   (device {m['device']['id']}): {m['device']['key_sha256']}",
-        f"   $ {_steps()[1]}",
+        f"   $ {STEPS[1]}",
         "3. The signature over the manifest must verify (prints 'Signature Verified Successfully'):",
-        f"   $ {_steps()[2]}",
+        f"   $ {STEPS[2]}",
         "4. Each file's SHA-256 must equal the one under \"files\" in manifest.json:",
-        f"   $ {_steps()[3]}",
+        f"   $ {STEPS[3]}",
         "5. Optional: audit-proof.json shows this export as an entry of the device's audit log",
         "   (kiroku audit check-proof audit-proof.json --vkey device.vkey, or kiroku verify PACKAGE).",
         "",
@@ -98,11 +97,11 @@ def sheet(m: dict) -> bytes:
     text = [
         "1. 装置の公開鍵の指紋（SHA-256）が、市が公表している次の値と一致すること:",
         f"   {m['device']['key_sha256']}",
-        f"   $ {_steps()[1]}",
+        f"   $ {STEPS[1]}",
         "2. manifest.json の署名を検証すること（Signature Verified Successfully と表示される）:",
-        f"   $ {_steps()[2]}",
+        f"   $ {STEPS[2]}",
         "3. 各ファイルの SHA-256 が manifest.json の \"files\" の値と一致すること:",
-        f"   $ {_steps()[3]}",
+        f"   $ {STEPS[3]}",
         f"   clip.mp4: {c['sha256']}",
         "いずれかが一致しない場合、このパッケージは装置から出た後に変更されています。",
         "詳しい手順は README.txt にあります。kiroku verify PACKAGE で一度に確認できます。",

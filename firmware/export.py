@@ -8,7 +8,7 @@ passphrase, in the age format)::
                              range and clock status, redactions, ground, recipient,
                              request, approver, export time, the other files' hashes
     <name>/manifest.sig      Ed25519 signature over manifest.json by the device key
-    <name>/device-key.pem    the device's public key
+    <name>/device-key.pem    the device's public key (and device.vkey, the same as a verifier key)
     <name>/cover.pdf         the cover sheet (Japanese): what this is, how to check it
     <name>/README.txt        the same check with standard tools, step by step
     <name>/audit-proof.json  the device's audit-log entry for this export, with a signed
@@ -27,7 +27,6 @@ not show.
 
 from __future__ import annotations
 
-import base64
 import collections
 import hashlib
 import io
@@ -168,16 +167,19 @@ class Plan:
 
 
 def _parse_time(text, all_segments, origin_mono_us: int) -> float:
-    """Seconds from the recording's start, or an ISO 8601 time inside it."""
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        pass
-    try:
-        when = datetime.fromisoformat(str(text))
-    except ValueError:
-        raise ExportError(f"{text!r} is neither seconds from the recording's start nor an ISO time "
-                          "(like 2026-11-28T10:15:30+09:00)") from None
+    """Seconds from the recording's start, an ISO 8601 time, or a datetime."""
+    if isinstance(text, datetime):
+        when = text
+    else:
+        try:
+            return float(text)
+        except (TypeError, ValueError):
+            pass
+        try:
+            when = datetime.fromisoformat(str(text))
+        except ValueError:
+            raise ExportError(f"{text!r} is neither seconds from the recording's start nor an ISO time "
+                              "(like 2026-11-28T10:15:30+09:00)") from None
     if when.tzinfo is None:
         when = when.astimezone()  # the device's local time
     wall = round(when.timestamp() * _US)
@@ -479,7 +481,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
     from firmware.vault import age
 
     redactions = redactions or Redactions()
-    ground_name(provision.ground)
+    provision.ground = ground_name(provision.ground)  # "3" and "investigation" alike
     now = time.time()
     device = plan_.recording["device"]
     name = package_name(device, plan_.recording["id"], now)
@@ -580,7 +582,3 @@ def _pem(public) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

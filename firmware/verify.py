@@ -9,7 +9,6 @@ unpacks to, or the ZIP sealed for transport (``.age``, with the passphrase).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tempfile
 import zipfile
@@ -214,9 +213,7 @@ def _describe_clip(files: _Files, manifest: dict) -> tuple[bool | None, str]:
 
     clip = manifest["clip"]
     try:
-        with files.open("clip.mp4") as f:
-            data = io.BytesIO(f.read())
-        with av.open(data) as c:
+        with files.open("clip.mp4") as f, av.open(f) as c:  # read in place, not copied into memory
             kinds = "+".join(s.codec_context.name for s in c.streams if s.type in ("video", "audio"))
             video = c.streams.video[0]
             last = None

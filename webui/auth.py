@@ -150,13 +150,16 @@ def start_session(user_id: int) -> str:
     return sid
 
 
-def audit(action: str, *, subject: str = "", purpose: str = "", detail: dict | None = None, actor: str | None = None):
-    """Write to the device's audit log (through the recorder, its only writer)."""
+def audit(action: str, *, subject: str = "", purpose: str = "", detail: dict | None = None,
+          actor: str | None = None) -> int:
+    """Write to the device's audit log (through the recorder, its only writer); returns the
+    entry's number."""
     from webui import control
 
     if actor is None:
         actor = g.user.username if getattr(g, "user", None) else "anonymous"
-    control().request("audit", by=actor, action=action, subject=subject, purpose=purpose, detail=detail or {})
+    return control().request("audit", by=actor, action=action, subject=subject, purpose=purpose,
+                             detail=detail or {})["seq"]
 
 
 # -- log-in ------------------------------------------------------------------------------------

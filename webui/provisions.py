@@ -21,8 +21,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, render_template, request,
@@ -32,7 +31,7 @@ from firmware.export import GROUNDS
 from webui import auth
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, permission
-from webui.requests import _iso, _wall_us, fiscal_year, recordings_for_request
+from webui.requests import _iso, fiscal_year, recordings_for_request, release_holds, scope_range
 
 bp = Blueprint("provisions", __name__, url_prefix="/provisions")
 
@@ -84,19 +83,15 @@ def new():
         problem = "provision.reference_needed"
     elif form["recording"] not in known:
         problem = "request.recordings_needed"
-    start = end = None
+    scope = None
     if not problem:
-        rec = known[form["recording"]]
-        first, last = rec["started_wall_us"], rec["ended_wall_us"] or int(time.time() * 1e6)
-        start = _wall_us(form["start"]) if form["start"] else first
-        end = _wall_us(form["end"]) if form["end"] else last
-        if start is None or end is None or end <= start:
+        scope = scope_range(form["start"], form["end"], [known[form["recording"]]])
+        if scope is None:
             problem = "request.bad_range"
-        else:
-            start, end = max(start, first), min(end, last)
     if problem:
         flash(problem, "error")
         return render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS, form=form), 400
+    start, end = scope
     db = get_db()
     fy = fiscal_year()
     number = f"{fy}-P{db.execute('SELECT count(*) FROM provisions WHERE fiscal_year = ?', (fy,)).fetchone()[0] + 1:03d}"
@@ -193,18 +188,10 @@ def close(provision_id: int):
     if problem:
         flash(problem, "error")
         return redirect(url_for("provisions.show", provision_id=provision_id))
-    from firmware.control import ControlError
-    from webui import control
-
     auth.audit("provision.close", subject=p["number"], purpose="provision")
     get_db().execute("UPDATE provisions SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(),
                                                                                               provision_id))
-    for hold in json.loads(p["hold_ids"]):
-        try:
-            control().request("release", hold=hold, by=g.user.username)
-        except ControlError as exc:
-            if "already released" not in str(exc):
-                raise
+    release_holds(p["hold_ids"])
     for job in [j for j in _jobs.values() if j.provision_id == provision_id]:
         _discard(job)
     return redirect(url_for("provisions.show", provision_id=provision_id))
@@ -226,7 +213,6 @@ class Job:
     name: str = ""
     sealed: bool = False  # with the transport passphrase: handed over as it is
     key: object | None = None  # the in-memory key the package is sealed to otherwise
-    started: float = field(default_factory=time.time)
 
 
 _jobs: dict[str, Job] = {}
@@ -287,22 +273,18 @@ def _run(app, job: Job, identity, provision, recording_id: str, start_us: int, e
     from firmware import export as ex
     from firmware.vault import Vault, age
 
-    def iso(us):
-        return _iso(us).replace(" ", "T")
-
     with app.app_context():
         vault = Vault.open(Path(app.config["KIROKU_DATA"]), readonly=True)
         try:
-            plan = ex.plan(vault, recording_id, iso(start_us), iso(end_us))
+            plan = ex.plan(vault, recording_id, _moment(start_us), _moment(end_us))
             job.total = plan.duration
 
             def progress(done, total):
                 job.done = done
 
             def log(detail):
-                reply = _control(app).request("audit", by=actor, action="export.create", subject=job.number,
-                                              purpose="provision", detail=detail)
-                return reply["seq"]
+                return auth.audit("export.create", subject=job.number, purpose="provision", detail=detail,
+                                  actor=actor)
 
             with open(job.path, "xb") as f:
                 out = f if transport else age.Writer(f, [job.key.recipient])
@@ -333,8 +315,11 @@ def _run(app, job: Job, identity, provision, recording_id: str, start_us: int, e
             vault.close()
 
 
-def _control(app):
-    return app.extensions["kiroku_control"]
+def _moment(wall_us: int):
+    """A scope's edge as an aware time, to the microsecond."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc)
 
 
 def _job(provision_id: int, job_id: str) -> Job:

@@ -68,6 +68,18 @@ def recordings_for_request() -> list:
         " FROM recordings r WHERE r.record_class = 'footage' ORDER BY r.started_wall_us DESC LIMIT 200").fetchall()
 
 
+def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int] | None:
+    """The time range (wall µs) typed in a form, defaulting to and kept within the chosen
+    recordings (one still running ends now); ``None`` if it is not a range."""
+    first = min(r["started_wall_us"] for r in recordings)
+    last = max(r["ended_wall_us"] or int(time.time() * 1e6) for r in recordings)
+    start = _wall_us(start_text) if start_text else first
+    end = _wall_us(end_text) if end_text else last
+    if start is None or end is None or end <= start:
+        return None
+    return max(start, first), min(end, last)
+
+
 def load(request_id: int):
     row = get_db().execute(
         "SELECT q.*, u.display_name AS requester, s.name AS requester_section FROM requests q"
@@ -127,15 +139,12 @@ def new():
         flash(problem, "error")
         return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
                                purposes=PURPOSES), 400
-    first = min(known[c]["started_wall_us"] for c in chosen)
-    last = max(known[c]["ended_wall_us"] or int(time.time() * 1e6) for c in chosen)
-    start = _wall_us(form["start"]) if form["start"] else first
-    end = _wall_us(form["end"]) if form["end"] else last
-    if start is None or end is None or end <= start:
+    scope = scope_range(form["start"], form["end"], [known[c] for c in chosen])
+    if scope is None:
         flash("request.bad_range", "error")
         return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
                                purposes=PURPOSES), 400
-    start, end = max(start, first), min(end, last)
+    start, end = scope
     # The responsible sections are those the recordings were marked for (Art. 2(6)); only
     # when no mark tells does the requester declare one, and the manager must confirm it.
     marked = sorted({known[c]["section"] for c in chosen if known[c]["section"]})
@@ -273,7 +282,7 @@ def decide(request_id: int):
                     auth.now_iso()))
         db.execute("UPDATE requests SET status = ? WHERE id = ?", (decision, request_id))
     if decision == "rejected":
-        _release_holds(req)
+        release_holds(req["hold_ids"])
     return redirect(url_for("requests.show", request_id=request_id))
 
 
@@ -288,15 +297,16 @@ def close(request_id: int):
     auth.audit("request.close", subject=req["number"], purpose=req["purpose"])
     get_db().execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(), request_id))
     viewing.close_for_request(request_id, "request closed")
-    _release_holds(req)
+    release_holds(req["hold_ids"])
     return redirect(url_for("requests.show", request_id=request_id))
 
 
-def _release_holds(req) -> None:
+def release_holds(hold_ids: str) -> None:
+    """Release a record's holds (a JSON list); one released meanwhile is not an error."""
     from firmware.control import ControlError
     from webui import control
 
-    for hold in json.loads(req["hold_ids"]):
+    for hold in json.loads(hold_ids):
         try:
             control().request("release", hold=hold, by=g.user.username)
         except ControlError as exc:
