@@ -315,6 +315,10 @@ def test_every_word_exists_in_both_languages():
     templates = Path(__file__).resolve().parent.parent / "webui" / "templates"
     used = {m for p in templates.rglob("*.html") for m in re.findall(r"t\('([a-z_.]+)'\)", p.read_text())}
     assert not {u for u in used if not u.endswith(".")} - set(MESSAGES), "a template uses a word with no translation"
+    code = Path(__file__).resolve().parent.parent / "webui"
+    pattern = r'(?:refuse|again|flash|Refused|LoginRefused)\(\s*"([a-z_]+\.[a-z_.]+)"|notice="([a-z_]+\.[a-z_.]+)"'
+    said = {key for p in code.glob("*.py") for found in re.findall(pattern, p.read_text()) for key in found if key}
+    assert len(said) > 40 and not said - set(MESSAGES), f"refusals with no translation: {said - set(MESSAGES)}"
 
 
 def test_audit_entries_keep_the_callers_uid(server, app, client, vault):

@@ -75,3 +75,29 @@ def staff(client, app):
     add_person(client, app, "suzuki", "鈴木 一郎", "市民課", ["section_head"])
     add_person(client, app, "takahashi", "高橋 次郎", "税務課", ["section_head"])
     logout(client)
+
+
+class Api:
+    """A script using the JSON API: it logs in through ``/api/v1/session`` and sends the
+    CSRF token it was given with every write."""
+
+    def __init__(self, client):
+        self.client = client
+        self.token = client.get("/api/v1/session").get_json()["csrf_token"]
+
+    def login(self, username: str, password: str | None = None):
+        response = self.post("/api/v1/session", {"username": username, "password": password or PASSWORDS[username]})
+        if response.status_code == 200:
+            self.token = response.get_json()["csrf_token"]
+        return response
+
+    def get(self, path: str):
+        return self.client.get(path)
+
+    def post(self, path: str, body=None, **kw):
+        if "data" not in kw:
+            kw["json"] = body if body is not None else {}
+        return self.client.post(path, headers={"X-CSRFToken": self.token}, **kw)
+
+    def delete(self, path: str):
+        return self.client.delete(path, headers={"X-CSRFToken": self.token})

@@ -97,6 +97,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, audit_view.bp,
                       storage.bp, settings.bp, api.bp):
         app.register_blueprint(blueprint)
+    from webui import actions
+
+    actions.install(app)
     app.teardown_appcontext(db.close_db)
     app.teardown_appcontext(db.close_vault_db)
     app.jinja_env.globals.update(t=i18n.t, lang=i18n.current_language)

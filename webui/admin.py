@@ -6,9 +6,10 @@ device; nobody else may operate it.
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, render_template, url_for
 
 from webui import auth, keys
+from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, permission
 
@@ -65,38 +66,41 @@ def people():
 @bp.post("/people")
 @permission(MANAGER)
 def add_person():
-    form = {k: request.form.get(k, "").strip() for k in ("username", "display_name", "section_id")}
-    roles = set(request.form.getlist("roles"))
-    password = request.form.get("password", "")
-    problem = None
+    """Add a person with their roles; a new manager needs the acting manager's passphrase."""
+    inputs = fields()
+    form = {k: (inputs.get(k) or "").strip() for k in ("username", "display_name", "section_id")}
+    roles = set(inputs.getlist("roles"))
+    password = inputs.get("password") or ""
     db = get_db()
+
+    def again(key: str):
+        refuse(key, page=lambda: render_template("admin/people.html", people=_people(), sections=_sections(),
+                                                 form=form))
+
     section_ok = not form["section_id"] or (form["section_id"].isdigit() and db.execute(
         "SELECT 1 FROM sections WHERE id = ?", (int(form["section_id"]),)).fetchone() is not None)
     if not auth.USERNAME.fullmatch(form["username"]):
-        problem = "user.bad_username"
-    elif not section_ok:
-        problem = "form.missing"
-    elif not form["display_name"] or len(form["display_name"]) > 80:
-        problem = "form.missing"
-    elif "section_head" in roles and not form["section_id"]:
-        problem = "user.section_head_needs_section"
-    elif not roles <= {"manager", "section_head", "operator"}:
-        problem = "form.missing"
-    else:
-        problem = auth.check_password_rules(password)
-    if not problem and db.execute("SELECT 1 FROM users WHERE username = ?", (form["username"],)).fetchone():
-        problem = "user.exists"
+        again("user.bad_username")
+    if not section_ok:
+        again("user.unknown_section")
+    if not form["display_name"] or len(form["display_name"]) > 80:
+        again("form.missing")
+    if "section_head" in roles and not form["section_id"]:
+        again("user.section_head_needs_section")
+    if not roles <= {"manager", "section_head", "operator"}:
+        again("user.unknown_role")
+    problem = auth.check_password_rules(password)
+    if problem:
+        again(problem)
+    if db.execute("SELECT 1 FROM users WHERE username = ?", (form["username"],)).fetchone():
+        again("user.exists")
     unlock = None
-    if not problem and "manager" in roles:
+    if "manager" in roles:
         # A new manager must be able to open the days already recorded: the acting manager
         # opens them with their own key to re-encrypt them (firmware/vault/keys.py).
-        if not auth.check_own_password(request.form.get("your_password", "")):
-            problem = "user.your_password_needed"
-        else:
-            unlock = keys.unlock(g.user.username, request.form.get("your_password", ""))
-    if problem:
-        flash(problem, "error")
-        return render_template("admin/people.html", people=_people(), sections=_sections(), form=form), 400
+        if not auth.check_own_password(inputs.get("your_password") or ""):
+            again("user.your_password_needed")
+        unlock = keys.unlock(g.user.username, inputs.get("your_password") or "")
     auth.audit("user.add", subject=form["username"], detail={"roles": sorted(roles)})
     if "manager" in roles:
         keys.add_manager(form["username"], password, unlock=unlock)
@@ -116,8 +120,17 @@ def add_person():
         raise
     if "operator" in roles:
         auth.audit("operator.designate", subject=form["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
-    flash("user.added", "info")
-    return redirect(url_for("admin.people"))
+    return done(url_for("admin.people"), code=201, notice="user.added", **describe_person(user_id))
+
+
+def describe_person(user_id: int) -> dict:
+    row = next((p for p in _people() if p["id"] == user_id), None)
+    if row is None:
+        abort(404)
+    return {"id": row["id"], "username": row["username"], "display_name": row["display_name"],
+            "section": row["section"], "manager": bool(row["is_manager"]), "section_head": bool(row["is_section_head"]),
+            "operator": bool(row["is_operator"]), "disabled": row["disabled_at"] is not None,
+            "locked_until": row["locked_until"], "failed_logins": row["failed_logins"]}
 
 
 def _designate(db, user_id: int) -> None:
@@ -137,27 +150,28 @@ def _person(user_id: int):
 @bp.post("/people/<int:user_id>/operator")
 @permission(MANAGER)
 def set_operator(user_id: int):
-    """Designate (or revoke) someone as an operator of this device (Art. 5(2))."""
+    """Designate (designate: yes) or revoke someone as an operator of this device (Art. 5(2))."""
     person = _person(user_id)
     db = get_db()
-    if request.form.get("designate") == "yes":
+    device = current_app.config["KIROKU_DEVICE"]
+    if fields().get("designate") == "yes":
         with transaction(db):
             _designate(db, user_id)
-        auth.audit("operator.designate", subject=person["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
+        auth.audit("operator.designate", subject=person["username"], detail={"device": device})
     else:
         db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ? AND revoked_at IS NULL",
-                   (auth.now_iso(), user_id, current_app.config["KIROKU_DEVICE"]))
-        auth.audit("operator.revoke", subject=person["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
-    return redirect(url_for("admin.people"))
+                   (auth.now_iso(), user_id, device))
+        auth.audit("operator.revoke", subject=person["username"], detail={"device": device})
+    return done(url_for("admin.people"), **describe_person(user_id))
 
 
 @bp.post("/people/<int:user_id>/disable")
 @permission(MANAGER)
 def disable(user_id: int):
+    """Disable an account: its sessions end at once."""
     person = _person(user_id)
     if person["id"] == g.user.id:
-        flash("user.cannot_disable_self", "error")
-        return redirect(url_for("admin.people"))
+        refuse("user.cannot_disable_self", 409, back=url_for("admin.people"))
     db = get_db()
     with transaction(db):
         db.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (auth.now_iso(), user_id))
@@ -165,27 +179,30 @@ def disable(user_id: int):
     for sid in sids:
         auth.end_session(sid, "account disabled")
     auth.audit("user.disable", subject=person["username"])
-    return redirect(url_for("admin.people"))
+    return done(url_for("admin.people"), **describe_person(user_id))
 
 
 @bp.post("/people/<int:user_id>/unlock")
 @permission(MANAGER)
 def unlock_account(user_id: int):
+    """Lift a lock-out after failed log-ins."""
     person = _person(user_id)
     get_db().execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
     auth.audit("user.unlock", subject=person["username"])
-    return redirect(url_for("admin.people"))
+    return done(url_for("admin.people"), **describe_person(user_id))
 
 
 @bp.post("/sections")
 @permission(MANAGER)
 def add_section():
-    name = request.form.get("name", "").strip()
+    """Add a section (課): section heads belong to one, and recordings are marked for one."""
+    name = (fields().get("name") or "").strip()
+    back = url_for("admin.people")
     if not name or len(name) > 40:
-        flash("form.missing", "error")
-    elif get_db().execute("SELECT 1 FROM sections WHERE name = ?", (name,)).fetchone():
-        flash("section.exists", "error")
-    else:
-        get_db().execute("INSERT INTO sections (name, created_at) VALUES (?, ?)", (name, auth.now_iso()))
-        auth.audit("section.add", subject=name)
-    return redirect(url_for("admin.people"))
+        refuse("form.missing", back=back)
+    if get_db().execute("SELECT 1 FROM sections WHERE name = ?", (name,)).fetchone():
+        refuse("section.exists", 409, back=back)
+    auth.audit("section.add", subject=name)
+    section_id = get_db().execute("INSERT INTO sections (name, created_at) VALUES (?, ?)",
+                                  (name, auth.now_iso())).lastrowid
+    return done(back, code=201, id=section_id, name=name)

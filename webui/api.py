@@ -1,18 +1,28 @@
-"""The JSON API under ``/api/v1``: the pages use it, and so can scripts.
+"""The JSON API under ``/api/v1``: everything the pages do, for scripts and the pages' own
+scripts.
 
-The same permission checks guard it as the pages (``webui.permissions``); a caller that
-is not logged in gets 401, a wrong role 403. Writes need the CSRF token in the
-``X-CSRFToken`` header, as the pages send it. The OpenAPI description is served at
-``/api/v1/openapi.json``.
+Every action a page's form posts to is registered here too, as the *same* view function
+(``webui.actions``): one permission check, one validation, one audit entry, whichever way
+it is called. A caller that is not logged in gets 401, a wrong role 403, a refused action
+a JSON ``{"error", "code"}`` with 400/403/409. Writes need the CSRF token in the
+``X-CSRFToken`` header: ``GET /api/v1/session`` gives one, ``POST /api/v1/session`` logs
+in. The OpenAPI description at ``/api/v1/openapi.json`` is made from the routes
+themselves, so it cannot leave one out.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+import re
+
+from flask import Blueprint, abort, current_app, g, jsonify, request, session
+from flask_wtf.csrf import generate_csrf
 
 from firmware.control import ControlError
+from firmware.export import GROUNDS
 from firmware.hardware import Simulator
-from webui.db import vault_db
+from webui import admin, auth, console, provisions, requests, settings, viewing
+from webui.actions import refuse
+from webui.db import get_db, vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
 from webui.requests import visible_requests
 
@@ -27,6 +37,7 @@ def _recorder_error(exc: ControlError):
 @bp.get("/status")
 @permission(OPERATOR, MANAGER)
 def status():
+    """Recorder state, sign, status light, recording, faults, warnings."""
     from webui import control
 
     try:
@@ -63,6 +74,7 @@ def recorder(action: str):
 @bp.post("/simulator/<action>")
 @permission(SIMULATED)
 def simulator(action: str):
+    """Simulated hardware only: act on the fake sensors (press the button, unplug the camera, …)."""
     from webui import control
 
     if action not in Simulator.ACTIONS:
@@ -91,6 +103,7 @@ def recordings():
 @bp.get("/requests")
 @permission(MANAGER, SECTION_HEAD)
 def requests_list():
+    """Viewing requests one may see: all (a manager), or one's own and one's section's."""
     columns = ("id", "number", "status", "purpose", "responsible_section", "created_at", "recording_ids")
     return jsonify([{c: r[c] for c in columns} for r in visible_requests()])
 
@@ -98,6 +111,7 @@ def requests_list():
 @bp.get("/audit")
 @permission(MANAGER)
 def audit_entries():
+    """Audit log entries (filters: actor, subject, action) and the log's verification."""
     from webui.audit_view import query_entries
 
     return jsonify(query_entries(request.args))
@@ -106,6 +120,7 @@ def audit_entries():
 @bp.get("/storage")
 @permission(MANAGER)
 def storage():
+    """Capacity, projected retention per record class, holds, the last overwrite."""
     from webui.storage import vault_status
 
     return jsonify(vault_status())
@@ -114,52 +129,251 @@ def storage():
 @bp.get("/me")
 @permission(LOGIN)
 def me():
-    u = g.user
-    return jsonify({"username": u.username, "display_name": u.display_name, "section": u.section,
-                    "roles": sorted(u.roles)})
+    """Who is logged in, and their roles."""
+    return jsonify(_me())
+
+
+def _me() -> dict | None:
+    u = getattr(g, "user", None)
+    if u is None:
+        return None
+    return {"username": u.username, "display_name": u.display_name, "section": u.section, "roles": sorted(u.roles)}
+
+
+# -- session -----------------------------------------------------------------------------------
+
+@bp.get("/session")
+@permission(PUBLIC)
+def session_info():
+    """A CSRF token for the writes that follow, and who is logged in (or null)."""
+    return jsonify({"csrf_token": generate_csrf(), "user": _me()})
+
+
+@bp.post("/session")
+@permission(PUBLIC)
+def session_start():
+    """Log in (username, password): failures are slowed, locked and logged as on the page.
+    Answers with a new CSRF token: the one used to log in ends with the anonymous session."""
+    from webui.actions import fields
+
+    inputs = fields()
+    try:
+        auth.log_in((inputs.get("username") or "").strip().lower(), inputs.get("password") or "")
+    except auth.LoginRefused as refused:
+        refuse(refused.key, 401)
+    return jsonify({"csrf_token": generate_csrf(), "user": _me()})
+
+
+@bp.delete("/session")
+@permission(PUBLIC)
+def session_end():
+    """Log out: the session and any footage keys it held end."""
+    sid = session.get("sid")
+    if sid:
+        if getattr(g, "user", None):
+            auth.audit("logout", subject=g.user.username)
+        auth.end_session(sid, "logout")
+    session.clear()
+    return jsonify({"user": None})
+
+
+# -- what only reads ---------------------------------------------------------------------------
+
+@bp.get("/requests/<int:request_id>")
+@permission(MANAGER, SECTION_HEAD)
+def request_detail(request_id: int):
+    """One viewing request with its opinions, decision and open viewing."""
+    req = requests.load(request_id)
+    if not requests.may_see(req):
+        abort(404)
+    return jsonify(requests.describe(req))
+
+
+@bp.get("/people")
+@permission(MANAGER)
+def people():
+    """Everyone with an account, their roles, and whether they operate this device."""
+    return jsonify([admin.describe_person(p["id"]) for p in admin._people()])
+
+
+@bp.get("/sections")
+@permission(MANAGER, SECTION_HEAD)
+def sections():
+    """The sections (課)."""
+    return jsonify([{"id": r["id"], "name": r["name"]} for r in admin._sections()])
+
+
+@bp.get("/settings")
+@permission(MANAGER)
+def settings_get():
+    """The device's settings, as "section.key": value."""
+    return jsonify(settings.describe(settings.current()))
+
+
+@bp.get("/duty")
+@permission(OPERATOR, MANAGER)
+def duty_get():
+    """Who is signed on at this counter."""
+    return jsonify({"device": current_app.config["KIROKU_DEVICE"], "on_duty": console.describe_duty()})
+
+
+@bp.get("/provisions")
+@permission(MANAGER)
+def provisions_list():
+    """The provision register, open records first."""
+    rows = get_db().execute("SELECT p.*, u.display_name AS approver FROM provisions p JOIN users u"
+                            " ON u.id = p.approved_by ORDER BY p.status = 'closed', p.id DESC").fetchall()
+    return jsonify([provisions.describe(p) for p in rows])
+
+
+@bp.get("/provisions/<int:provision_id>")
+@permission(MANAGER)
+def provision_detail(provision_id: int):
+    """One provision record with its exports and running export jobs."""
+    return jsonify(provisions.describe(provisions.load(provision_id)))
+
+
+@bp.get("/dashboard")
+@permission(MANAGER)
+def dashboard():
+    """What the manager's dashboard shows: requests awaiting a decision, holds, and the
+    provisions needing attention (paperwork pending, committee footage not returned)."""
+    from webui.admin import recorder_status
+
+    vdb = vault_db()
+    pending = get_db().execute("SELECT count(*) FROM requests WHERE status IN ('submitted', 'awaiting_opinion')"
+                               ).fetchone()[0]
+    holds = vdb.execute("SELECT count(*) FROM holds WHERE released_at IS NULL").fetchone()[0] if vdb else 0
+    attention = [provisions.describe(provisions.load(p["id"])) for p in provisions.needing_attention()]
+    return jsonify({"recorder": recorder_status(), "requests_pending": pending, "holds": holds,
+                    "provisions_needing_attention": attention})
+
+
+# -- the pages' actions, the same views --------------------------------------------------------
+
+def _name(view) -> str:
+    """"requests.new" for webui.requests.new: how BODIES names a view."""
+    return f"{view.__module__.rsplit('.', 1)[-1]}.{view.__name__}"
+
+
+ACTIONS = [
+    # (rule, method, view)
+    ("/requests", "POST", requests.new),
+    ("/requests/<int:request_id>/opinion", "POST", requests.opinion),
+    ("/requests/<int:request_id>/decision", "POST", requests.decide),
+    ("/requests/<int:request_id>/close", "POST", requests.close),
+    ("/requests/<int:request_id>/scan", "POST", requests.attach_scan),
+    ("/requests/<int:request_id>/scan", "GET", requests.scan),
+    ("/requests/<int:request_id>/form.pdf", "GET", requests.form_pdf),
+    ("/requests/<int:request_id>/unlock", "POST", viewing.unlock),
+    ("/viewings/<viewing_id>", "GET", viewing.manifest),
+    ("/viewings/<viewing_id>/part/<int:n>.mp4", "GET", viewing.part),
+    ("/viewings/<viewing_id>/close", "POST", viewing.close),
+    ("/people", "POST", admin.add_person),
+    ("/people/<int:user_id>/operator", "POST", admin.set_operator),
+    ("/people/<int:user_id>/disable", "POST", admin.disable),
+    ("/people/<int:user_id>/unlock", "POST", admin.unlock_account),
+    ("/sections", "POST", admin.add_section),
+    ("/settings", "POST", settings.save),
+    ("/duty", "POST", console.duty),
+    ("/account/password", "POST", auth.account),
+    ("/provisions", "POST", provisions.new),
+    ("/provisions/<int:provision_id>/paperwork", "POST", provisions.paperwork),
+    ("/provisions/<int:provision_id>/scan", "POST", provisions.attach_scan),
+    ("/provisions/<int:provision_id>/scan", "GET", provisions.scan),
+    ("/provisions/<int:provision_id>/return", "POST", provisions.return_or_erasure),
+    ("/provisions/<int:provision_id>/close", "POST", provisions.close),
+    ("/provisions/<int:provision_id>/export", "POST", provisions.start_export),
+    ("/provisions/<int:provision_id>/export/<job_id>", "GET", provisions.export_status),
+    ("/provisions/<int:provision_id>/export/<job_id>/package", "GET", provisions.download),
+]
+for _rule, _method, _view in ACTIONS:
+    bp.add_url_rule(_rule, endpoint=f"{_name(_view).replace('.', '_')}_{_method.lower()}", view_func=_view,
+                    methods=[_method])
+
+# What the writes take (JSON object fields; the page's form has the same names).
+BODIES = {
+    "requests.new": {"recording": "list of recording ids", "purpose": " | ".join(requests.PURPOSES) + " (Art. 7)",
+                     "reason": "text", "start": "ISO 8601 time (optional)", "end": "ISO 8601 time (optional)",
+                     "responsible_section": "the section, when no recording is marked for one"},
+    "requests.opinion": {"opinion": "agree | disagree", "note": "text"},
+    "requests.decide": {"decision": "approved | rejected", "note": "text", "scope_recording": "list of recording ids",
+                        "scope_start": "ISO 8601 time", "scope_end": "ISO 8601 time",
+                        "valid_hours": "number, at most 336", "confirm_responsible": "true when declared"},
+    "requests.attach_scan": {"scan": "multipart file: PDF, PNG or JPEG, at most 10 MB"},
+    "viewing.unlock": {"password": "the manager's passphrase"},
+    "admin.add_person": {"username": "text", "display_name": "text", "section_id": "number",
+                         "roles": "list of manager | section_head | operator", "password": "their first password",
+                         "your_password": "yours, when adding a manager"},
+    "admin.set_operator": {"designate": "true to designate, false to revoke"},
+    "admin.add_section": {"name": "text"},
+    "settings.save": {"<section>.<key>": "any of the settings GET /api/v1/settings lists"},
+    "console.duty": {"on": "true to sign on, false to sign off"},
+    "auth.account": {"old": "text", "new": "text", "confirm": "text"},
+    "provisions.new": {"ground": " | ".join(GROUNDS) + " (Art. 9)",
+                       "recipient": "text", "reference": "the written request's reference (may wait when urgent)",
+                       "request_date": "text", "recording": "recording id", "start": "ISO 8601 time",
+                       "end": "ISO 8601 time", "note": "text"},
+    "provisions.paperwork": {"reference": "text", "request_date": "text"},
+    "provisions.attach_scan": {"scan": "multipart file: PDF, PNG or JPEG, at most 10 MB"},
+    "provisions.return_or_erasure": {"kind": "return | erasure (first)", "outcome": "text (then)"},
+    "provisions.start_export": {"password": "the manager's passphrase", "transport_passphrase": "12+ characters",
+                                "mute": "spans S-E in seconds, space-separated", "blur_faces": "true/false",
+                                "exact": "true to re-encode for an exact cut"},
+    "api.session_start": {"username": "text", "password": "text"},
+    "api.recorder": {"section": "when marking: the responsible section", "note": "when marking: text"},
+}
 
 
 @bp.get("/openapi.json")
 @permission(PUBLIC)
 def openapi():
-    return jsonify(OPENAPI)
+    """This description."""
+    return jsonify(describe_api())
 
 
-def _op(summary: str, roles: str, responses: dict | None = None, **extra) -> dict:
-    base = {"summary": summary, "description": f"Allowed for: {roles}.",
-            "responses": {"200": {"description": "OK"}, "401": {"description": "not logged in"},
-                          "403": {"description": "not allowed for this role"}, **(responses or {})}}
-    base.update(extra)
-    return base
+_ROLE_WORDS = {PUBLIC: "anyone", LOGIN: "anyone logged in", MANAGER: "managers", OPERATOR: "operators of this device",
+               SECTION_HEAD: "section heads", SIMULATED: "operators and managers, on simulated hardware only"}
 
 
-OPENAPI = {
-    "openapi": "3.1.0",
-    "info": {"title": "kiroku", "version": "1",
-             "description": "The counter recording appliance's local API. Log in through /login; the session cookie "
-                            "authenticates API calls; writes need the CSRF token in X-CSRFToken."},
-    "paths": {
-        "/api/v1/status": {"get": _op("Recorder state, sign, status light, recording, faults, warnings",
-                                      "operators of this device, managers", {"503": {"description": "recorder down"}})},
-        "/api/v1/recorder/{action}": {"post": _op(
-            "Start or stop recording, or mark an incident (body: section, note)", "operators of this device",
-            parameters=[{"name": "action", "in": "path", "required": True,
-                         "schema": {"type": "string", "enum": ["start", "stop", "mark"]}}])},
-        "/api/v1/simulator/{action}": {"post": _op(
-            "Simulated hardware only: act on the fake sensors", "operators and managers, simulated hardware only",
-            {"404": {"description": "not simulated hardware, or unknown action"}},
-            parameters=[{"name": "action", "in": "path", "required": True,
-                         "schema": {"type": "string", "enum": list(Simulator.ACTIONS)}}])},
-        "/api/v1/recordings": {"get": _op("Recordings' metadata (never footage)", "operators, managers, section heads")},
-        "/api/v1/requests": {"get": _op("Viewing requests one may see", "managers (all), section heads (their own "
-                                                                         "and their section's)")},
-        "/api/v1/audit": {"get": _op("Audit log entries (filters: actor, subject, action) and its verification",
-                                     "managers")},
-        "/api/v1/storage": {"get": _op("Capacity, projected retention per class, holds, last overwrite", "managers")},
-        "/api/v1/me": {"get": _op("Who is logged in, and their roles", "anyone logged in")},
-    },
-    "components": {"securitySchemes": {
-        "session": {"type": "apiKey", "in": "cookie", "name": "session"},
-        "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRFToken"}}},
-    "security": [{"session": []}],
-}
+def describe_api() -> dict:
+    """OpenAPI 3.1, from the routes themselves: path, method, the view's docstring, who may call it."""
+    paths: dict[str, dict] = {}
+    for rule in current_app.url_map.iter_rules():
+        if not rule.rule.startswith(bp.url_prefix + "/"):
+            continue
+        view = current_app.view_functions[rule.endpoint]
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        doc = " ".join((view.__doc__ or "").split())
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            levels = view.kiroku_permission
+            op = {"summary": doc.split(". ")[0].rstrip(".") if doc else rule.endpoint, "description": doc
+                  + f" Allowed for: {', '.join(_ROLE_WORDS[level] for level in sorted(levels))}.",
+                  "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
+                  "responses": {"200": {"description": "OK"}, "400": {"description": "refused: see error and code"},
+                                "401": {"description": "not logged in"},
+                                "403": {"description": "not allowed for this role"},
+                                "503": {"description": "the recorder is not running: nothing was done"}}}
+            params = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "integer" if f"<int:{name}>" in rule.rule else "string"}}
+                      for name in sorted(rule.arguments)]
+            if params:
+                op["parameters"] = params
+            body = BODIES.get(_name(view))
+            if method != "GET" and body:
+                op["requestBody"] = {"content": {"application/json": {"schema": {
+                    "type": "object", "properties": {k: {"description": v} for k, v in body.items()}}}}}
+            if PUBLIC not in levels:
+                op["security"] = [{"session": [], "csrf": []}] if method != "GET" else [{"session": []}]
+            paths.setdefault(path, {})[method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "kiroku", "version": "1",
+                 "description": "The counter recording appliance's local API. GET /api/v1/session for a CSRF token, "
+                                "POST /api/v1/session to log in; the session cookie authenticates later calls; "
+                                "writes carry the CSRF token in X-CSRFToken. Refusals are {error, code}."},
+        "paths": dict(sorted(paths.items())),
+        "components": {"securitySchemes": {
+            "session": {"type": "apiKey", "in": "cookie", "name": "session"},
+            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRFToken"}}},
+    }

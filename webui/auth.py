@@ -291,17 +291,22 @@ def login():
         from webui import _local_path
 
         username = request.form.get("username", "").strip().lower()
-        password = request.form.get("password", "")
         try:
-            user = authenticate(username, password)
+            user = log_in(username, request.form.get("password", ""))
         except LoginRefused as refused:
             flash(refused.key, "error")
             return render_template("auth/login.html", username=username), 401
-        start_session(user.id)
-        g.user = user
-        audit("login", subject=user.username)
         return redirect(_local_path(request.form.get("next") or home_for(user)))
     return render_template("auth/login.html", username="", next=target)
+
+
+def log_in(username: str, password: str) -> User:
+    """Check the password and start a session (both the page and the API log in here)."""
+    user = authenticate(username, password)
+    start_session(user.id)
+    g.user = user
+    audit("login", subject=user.username)
+    return user
 
 
 @bp.post("/logout")
@@ -329,27 +334,29 @@ def home_for(user: User) -> str:
 @bp.route("/account", methods=["GET", "POST"])
 @permission("login")
 def account():
-    """Change one's own password (a manager's also re-wraps their footage key)."""
-    if request.method == "POST":
-        old, new, confirm = (request.form.get(k, "") for k in ("old", "new", "confirm"))
-        problem = check_password_rules(new, confirm)
-        if not check_own_password(old):
-            problem = "password.wrong"
-        if problem:
-            flash(problem, "error")
-            return render_template("auth/account.html"), 400
-        if g.user.is_manager:
-            from webui import keys
+    """Change one's own password (old, new, confirm); a manager's also re-wraps their footage key.
+    Every session ends with the old password, and a new one begins."""
+    if request.method == "GET":
+        return render_template("auth/account.html")
+    from webui.actions import done, fields, refuse
 
-            keys.rewrap_manager(g.user.username, old, new)
-        db = get_db()
-        db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(new), g.user.id))
-        others = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
-                                           (g.user.id,))]
-        for sid in others:  # every session, this one included, ends with the old password
-            end_session(sid, "password changed")
-        g.session_id = start_session(g.user.id)
-        audit("user.password_change", subject=g.user.username, detail={"sessions_ended": len(others)})
-        flash("password.changed", "info")
-        return redirect(url_for("auth.account"))
-    return render_template("auth/account.html")
+    inputs = fields()
+    old, new, confirm = (inputs.get(k) or "" for k in ("old", "new", "confirm"))
+    problem = check_password_rules(new, confirm)
+    if not check_own_password(old):
+        problem = "password.wrong"
+    if problem:
+        refuse(problem, page=lambda: render_template("auth/account.html"))
+    if g.user.is_manager:
+        from webui import keys
+
+        keys.rewrap_manager(g.user.username, old, new)
+    db = get_db()
+    db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(new), g.user.id))
+    others = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
+                                       (g.user.id,))]
+    for sid in others:  # every session, this one included, ends with the old password
+        end_session(sid, "password changed")
+    g.session_id = start_session(g.user.id)
+    audit("user.password_change", subject=g.user.username, detail={"sessions_ended": len(others)})
+    return done(url_for("auth.account"), notice="password.changed", sessions_ended=len(others))

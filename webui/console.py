@@ -5,10 +5,11 @@ never play footage. On simulated hardware it also holds the virtual counter.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, render_template, url_for
 
 from firmware.hardware import Simulator
 from webui import auth, i18n
+from webui.actions import done, fields
 from webui.db import get_db, vault_db
 from webui.permissions import MANAGER, OPERATOR, permission
 
@@ -50,17 +51,21 @@ def index():
 @bp.post("/console/duty")
 @permission(OPERATOR)
 def duty():
-    """Sign on or off at this counter."""
+    """Sign on (on: yes) or off at this counter."""
     db = get_db()
     device = current_app.config["KIROKU_DEVICE"]
-    if request.form.get("on") == "yes":
+    if fields().get("on") == "yes":
         if not db.execute("SELECT 1 FROM duty WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
                           (device, g.user.id)).fetchone():
+            auth.audit("duty.sign_on", subject=device)
             db.execute("INSERT INTO duty (device, user_id, signed_on_at) VALUES (?, ?, ?)",
                        (device, g.user.id, auth.now_iso()))
-            auth.audit("duty.sign_on", subject=device)
     else:
+        auth.audit("duty.sign_off", subject=device)
         db.execute("UPDATE duty SET signed_off_at = ? WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
                    (auth.now_iso(), device, g.user.id))
-        auth.audit("duty.sign_off", subject=device)
-    return redirect(url_for("console.index"))
+    return done(url_for("console.index"), on_duty=describe_duty())
+
+
+def describe_duty() -> list[dict]:
+    return [{"user_id": d["user_id"], "name": d["display_name"], "since": d["signed_on_at"]} for d in on_duty()]

@@ -24,11 +24,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import (Blueprint, Response, abort, current_app, flash, g, jsonify, redirect, render_template, request,
-                   url_for)
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
 
 from firmware.export import GROUNDS
 from webui import auth
+from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, permission
 from webui.requests import _iso, fiscal_year, recordings_for_request, release_holds, scope_range
@@ -68,29 +68,31 @@ def index():
 @bp.route("/new", methods=["GET", "POST"])
 @permission(MANAGER)
 def new():
+    """Record a provision: its Art. 9 ground, the recipient, the written request (only an
+    urgent one may follow later), one recording and the scope. The scope is held at once."""
     recordings = recordings_for_request()
     if request.method == "GET":
         return render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS, form={})
-    form = {k: request.form.get(k, "").strip() for k in ("ground", "recipient", "reference", "request_date",
-                                                          "recording", "start", "end", "note")}
+    inputs = fields()
+    form = {k: (inputs.get(k) or "").strip() for k in ("ground", "recipient", "reference", "request_date",
+                                                        "recording", "start", "end", "note")}
     known = {r["id"]: r for r in recordings}
-    problem = None
+
+    def again(key: str):
+        refuse(key, page=lambda: render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS,
+                                                 form=form))
+
     if form["ground"] not in GROUNDS:
-        problem = "provision.ground_needed"
-    elif not form["recipient"] or len(form["recipient"]) > 300:
-        problem = "provision.recipient_needed"
-    elif not form["reference"] and form["ground"] != "urgent":
-        problem = "provision.reference_needed"
-    elif form["recording"] not in known:
-        problem = "request.recordings_needed"
-    scope = None
-    if not problem:
-        scope = scope_range(form["start"], form["end"], [known[form["recording"]]])
-        if scope is None:
-            problem = "request.bad_range"
-    if problem:
-        flash(problem, "error")
-        return render_template("provisions/new.html", recordings=recordings, grounds=GROUNDS, form=form), 400
+        again("provision.ground_needed")
+    if not form["recipient"] or len(form["recipient"]) > 300:
+        again("provision.recipient_needed")
+    if not form["reference"] and form["ground"] != "urgent":
+        again("provision.reference_needed")
+    if form["recording"] not in known:
+        again("request.recordings_needed")
+    scope = scope_range(form["start"], form["end"], [known[form["recording"]]])
+    if scope is None:
+        again("request.bad_range")
     start, end = scope
     db = get_db()
     fy = fiscal_year()
@@ -111,17 +113,15 @@ def new():
     holds = control().request("hold", reason="provision", recording_ids=[form["recording"]], reference=number,
                               by=g.user.username)["holds"]
     db.execute("UPDATE provisions SET hold_ids = ? WHERE id = ?", (json.dumps(holds), provision_id))
-    flash("provision.created", "info")
-    return redirect(url_for("provisions.show", provision_id=provision_id))
+    return done(url_for("provisions.show", provision_id=provision_id), code=201, notice="provision.created",
+                **describe(load(provision_id)))
 
 
 @bp.get("/<int:provision_id>")
 @permission(MANAGER)
 def show(provision_id: int):
     p = load(provision_id)
-    exports = get_db().execute("SELECT e.*, u.display_name FROM provision_exports e JOIN users u ON u.id = e.by_id"
-                               " WHERE provision_id = ? ORDER BY e.id", (provision_id,)).fetchall()
-    jobs = [j for j in _jobs.values() if j.provision_id == provision_id]
+    exports, jobs = _exports(provision_id), _jobs_of(provision_id)
     return render_template("provisions/show.html", p=p, grounds=GROUNDS, exports=exports, jobs=jobs, iso=_iso,
                            age_days=age_days, closable=_closable(p) is None)
 
@@ -129,45 +129,71 @@ def show(provision_id: int):
 @bp.post("/<int:provision_id>/paperwork")
 @permission(MANAGER)
 def paperwork(provision_id: int):
-    """The written request arrived after an urgent provision (Art. 11(2))."""
+    """The written request arrived after an urgent provision (Art. 11(2)): its reference and date."""
     p = load(provision_id)
-    reference = request.form.get("reference", "").strip()[:200]
-    if p["status"] != "open" or not reference:
-        flash("provision.reference_needed", "error")
-        return redirect(url_for("provisions.show", provision_id=provision_id))
-    date = request.form.get("request_date", "").strip()[:40]
+    inputs = fields()
+    back = url_for("provisions.show", provision_id=provision_id)
+    reference = (inputs.get("reference") or "").strip()[:200]
+    if p["status"] != "open":
+        refuse("provision.already_closed", 409, back=back)
+    if not reference:
+        refuse("provision.reference_needed", back=back)
+    date = (inputs.get("request_date") or "").strip()[:40]
     auth.audit("provision.paperwork", subject=p["number"], purpose="provision",
                detail={"reference": reference, "date": date})
     get_db().execute("UPDATE provisions SET request_reference = ?, request_date = ? WHERE id = ?",
                      (reference, date, provision_id))
-    return redirect(url_for("provisions.show", provision_id=provision_id))
+    return done(back, **describe(load(provision_id)))
+
+
+@bp.post("/<int:provision_id>/scan")
+@permission(MANAGER)
+def attach_scan(provision_id: int):
+    """Attach the scan of the written request (PDF, PNG or JPEG; multipart field "scan")."""
+    from webui.requests import store_scan
+
+    p = load(provision_id)
+    back = url_for("provisions.show", provision_id=provision_id)
+    name, digest = store_scan(p["number"], back, "provision.scan")
+    get_db().execute("UPDATE provisions SET scan_name = ?, scan_sha256 = ? WHERE id = ?", (name, digest, provision_id))
+    return done(back, **describe(load(provision_id)))
+
+
+@bp.get("/<int:provision_id>/scan")
+@permission(MANAGER)
+def scan(provision_id: int):
+    """The attached scan of the written request."""
+    from webui.requests import send_scan
+
+    p = load(provision_id)
+    return send_scan(p["number"], p["scan_name"], "provision.scan_download")
 
 
 @bp.post("/<int:provision_id>/return")
 @permission(MANAGER)
 def return_or_erasure(provision_id: int):
-    """Art. 10(2): the request to the committee for return or erasure, then its outcome."""
+    """Art. 10(2): the request to the committee for return or erasure (kind), then its outcome."""
     p = load(provision_id)
+    back = url_for("provisions.show", provision_id=provision_id)
     if p["status"] != "open" or p["ground"] != "committee":
-        abort(400)
-    kind, outcome = request.form.get("kind"), request.form.get("outcome", "").strip()[:1000]
+        refuse("provision.not_committee", 409, back=back)
+    inputs = fields()
+    kind, outcome = inputs.get("kind"), (inputs.get("outcome") or "").strip()[:1000]
     db = get_db()
     if p["return_requested_at"] is None:
         if kind not in ("return", "erasure"):
-            flash("form.missing", "error")
-            return redirect(url_for("provisions.show", provision_id=provision_id))
+            refuse("provision.return_kind_needed", back=back)
         auth.audit("provision.return_request", subject=p["number"], purpose="provision", detail={"kind": kind})
         db.execute("UPDATE provisions SET return_kind = ?, return_requested_at = ? WHERE id = ?",
                    (kind, auth.now_iso(), provision_id))
     else:
         if not outcome:
-            flash("form.missing", "error")
-            return redirect(url_for("provisions.show", provision_id=provision_id))
+            refuse("provision.outcome_needed", back=back)
         auth.audit("provision.return_done", subject=p["number"], purpose="provision",
                    detail={"kind": p["return_kind"], "outcome": outcome})
         db.execute("UPDATE provisions SET return_outcome = ?, return_done_at = ? WHERE id = ?",
                    (outcome, auth.now_iso(), provision_id))
-    return redirect(url_for("provisions.show", provision_id=provision_id))
+    return done(back, **describe(load(provision_id)))
 
 
 def _closable(p) -> str | None:
@@ -183,18 +209,42 @@ def _closable(p) -> str | None:
 @bp.post("/<int:provision_id>/close")
 @permission(MANAGER)
 def close(provision_id: int):
+    """Close the record: its holds are released and its packages on the device deleted."""
     p = load(provision_id)
     problem = _closable(p)
     if problem:
-        flash(problem, "error")
-        return redirect(url_for("provisions.show", provision_id=provision_id))
+        refuse(problem, 409, back=url_for("provisions.show", provision_id=provision_id))
     auth.audit("provision.close", subject=p["number"], purpose="provision")
     get_db().execute("UPDATE provisions SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(),
                                                                                               provision_id))
     release_holds(p["hold_ids"])
-    for job in [j for j in _jobs.values() if j.provision_id == provision_id]:
+    for job in _jobs_of(provision_id):
         _discard(job)
-    return redirect(url_for("provisions.show", provision_id=provision_id))
+    return done(url_for("provisions.show", provision_id=provision_id), **describe(load(provision_id)))
+
+
+def _exports(provision_id: int) -> list:
+    return get_db().execute("SELECT e.*, u.display_name FROM provision_exports e JOIN users u ON u.id = e.by_id"
+                            " WHERE provision_id = ? ORDER BY e.id", (provision_id,)).fetchall()
+
+
+def describe(p) -> dict:
+    """A provision record as the API shows it (what its page shows)."""
+    return {
+        "id": p["id"], "number": p["number"], "status": p["status"], "ground": p["ground"],
+        "recipient": p["recipient"], "reference": p["request_reference"], "request_date": p["request_date"],
+        "paperwork_pending": not p["request_reference"], "scan_sha256": p["scan_sha256"],
+        "recording_id": p["recording_id"],
+        "start": _iso(p["start_wall_us"]), "end": _iso(p["end_wall_us"]), "approver": p["approver"],
+        "note": p["note"], "created_at": p["created_at"], "closed_at": p["closed_at"],
+        "age_days": age_days(p["created_at"]), "return_kind": p["return_kind"],
+        "return_requested_at": p["return_requested_at"], "return_outcome": p["return_outcome"],
+        "return_done_at": p["return_done_at"], "closable": _closable(p) is None,
+        "exports": [{"by": e["display_name"], "at": e["at"], "manifest_sha256": e["manifest_sha256"],
+                     "audit_seq": e["audit_seq"], "clip_seconds": e["clip_seconds"], "sealed": bool(e["sealed"])}
+                    for e in _exports(p["id"])],
+        "jobs": [_job_status(j) for j in _jobs_of(p["id"])],
+    }
 
 
 # -- exports ---------------------------------------------------------------------------------
@@ -218,6 +268,10 @@ class Job:
 _jobs: dict[str, Job] = {}
 
 
+def _jobs_of(provision_id: int) -> list[Job]:
+    return [j for j in list(_jobs.values()) if j.provision_id == provision_id]
+
+
 def _discard(job: Job) -> None:
     _jobs.pop(job.id, None)
     job.key = None
@@ -227,29 +281,30 @@ def _discard(job: Job) -> None:
 @bp.post("/<int:provision_id>/export")
 @permission(MANAGER)
 def start_export(provision_id: int):
+    """Export the provision's scope as a signed package, in the background: the manager's
+    passphrase (password), optionally a transport passphrase, mute spans, blur_faces, exact."""
     from firmware import export as ex
     from firmware.vault import age
     from webui import keys
 
     p = load(provision_id)
+    back = url_for("provisions.show", provision_id=provision_id)
     if p["status"] != "open":
-        abort(400)
+        refuse("provision.already_closed", 409, back=back)
+    inputs = fields()
     try:
-        identity = keys.unlock(g.user.username, request.form.get("password", ""))
+        identity = keys.unlock(g.user.username, inputs.get("password") or "")
     except keys.WrongPassphrase:
         auth.audit("key.unlock_failed", subject=p["number"], purpose="provision")
-        flash("viewing.wrong_password", "error")
-        return redirect(url_for("provisions.show", provision_id=provision_id))
-    transport = request.form.get("transport_passphrase", "")
+        refuse("viewing.wrong_password", 403, back=back)
+    transport = inputs.get("transport_passphrase") or ""
     if transport and len(transport) < 12:
-        flash("provision.transport_short", "error")
-        return redirect(url_for("provisions.show", provision_id=provision_id))
-    redactions = ex.Redactions(faces=request.form.get("blur_faces") == "yes")
+        refuse("provision.transport_short", back=back)
+    redactions = ex.Redactions(faces=inputs.get("blur_faces") == "yes")
     try:
-        redactions.mute = [ex.parse_span(s) for s in request.form.get("mute", "").split() if s]
+        redactions.mute = [ex.parse_span(s) for s in (inputs.get("mute") or "").split() if s]
     except ex.ExportError:
-        flash("provision.bad_mute", "error")
-        return redirect(url_for("provisions.show", provision_id=provision_id))
+        refuse("provision.bad_mute", back=back)
     folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "exports"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     job_id = secrets.token_urlsafe(16)
@@ -262,10 +317,9 @@ def start_export(provision_id: int):
                              request_date=p["request_date"], number=p["number"])
     thread = threading.Thread(target=_run, name=f"export-{p['number']}", daemon=True, args=(
         current_app._get_current_object(), job, identity, provision, p["recording_id"], p["start_wall_us"],
-        p["end_wall_us"], redactions, request.form.get("exact") == "yes", transport or None, g.user.username))
+        p["end_wall_us"], redactions, inputs.get("exact") == "yes", transport or None, g.user.username))
     thread.start()
-    flash("provision.export_started", "info")
-    return redirect(url_for("provisions.show", provision_id=provision_id))
+    return done(back, code=202, notice="provision.export_started", **_job_status(job))
 
 
 def _run(app, job: Job, identity, provision, recording_id: str, start_us: int, end_us: int, redactions, exact: bool,
@@ -332,18 +386,26 @@ def _job(provision_id: int, job_id: str) -> Job:
 @bp.get("/<int:provision_id>/export/<job_id>.json")
 @permission(MANAGER)
 def export_status(provision_id: int, job_id: str):
-    job = _job(provision_id, job_id)
-    return jsonify({"state": job.state, "done": round(job.done, 1), "total": round(job.total, 1), "error": job.error})
+    """An export's progress: state (running, done, failed), seconds done of total, the error."""
+    return jsonify(_job_status(_job(provision_id, job_id)))
+
+
+def _job_status(job: Job) -> dict:
+    return {"job_id": job.id, "provision_id": job.provision_id, "state": job.state, "done": round(job.done, 1),
+            "total": round(job.total, 1), "error": job.error,
+            "package": url_for("provisions.download", provision_id=job.provision_id, job_id=job.id)
+            if job.state == "done" else None}
 
 
 @bp.get("/<int:provision_id>/export/<job_id>/package")
 @permission(MANAGER)
 def download(provision_id: int, job_id: str):
+    """The finished package (a ZIP, or the transport-sealed .zip.age)."""
     from firmware.vault import age
 
     job = _job(provision_id, job_id)
     if job.state != "done":
-        abort(409)
+        abort(409, description="the export is not finished")
     auth.audit("export.download", subject=job.number, purpose="provision", detail={"package": job.name})
     if job.sealed:
         response = Response(open(job.path, "rb"), mimetype="application/octet-stream")

@@ -18,9 +18,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, current_app, g, render_template, request, send_file, url_for
 
 from webui import auth
+from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, SECTION_HEAD, permission
 
@@ -120,30 +121,30 @@ def visible_requests() -> list:
 @bp.route("/new", methods=["GET", "POST"])
 @permission(SECTION_HEAD)
 def new():
+    """File a viewing request: recordings, an optional time range, the Art. 7 purpose, the reason."""
     sections = [r["name"] for r in get_db().execute("SELECT name FROM sections ORDER BY name")]
     recordings = recordings_for_request()
     if request.method == "GET":
         return render_template("requests/new.html", recordings=recordings, sections=sections, form={},
                                purposes=PURPOSES)
-    form = {k: request.form.get(k, "").strip() for k in ("purpose", "reason", "start", "end", "responsible_section")}
-    chosen = request.form.getlist("recording")
+    inputs = fields()
+    form = {k: (inputs.get(k) or "").strip() for k in ("purpose", "reason", "start", "end", "responsible_section")}
+    chosen = inputs.getlist("recording")
     known = {r["id"]: r for r in recordings}
-    problem = None
+
+    def again(key: str):
+        refuse(key, page=lambda: render_template("requests/new.html", recordings=recordings, sections=sections,
+                                                 form=form, purposes=PURPOSES))
+
     if form["purpose"] not in PURPOSES:
-        problem = "request.purpose_needed"
-    elif not form["reason"] or len(form["reason"]) > 2000:
-        problem = "request.reason_needed"
-    elif not chosen or not all(c in known for c in chosen):
-        problem = "request.recordings_needed"
-    if problem:
-        flash(problem, "error")
-        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
-                               purposes=PURPOSES), 400
+        again("request.purpose_needed")
+    if not form["reason"] or len(form["reason"]) > 2000:
+        again("request.reason_needed")
+    if not chosen or not all(c in known for c in chosen):
+        again("request.recordings_needed")
     scope = scope_range(form["start"], form["end"], [known[c] for c in chosen])
     if scope is None:
-        flash("request.bad_range", "error")
-        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
-                               purposes=PURPOSES), 400
+        again("request.bad_range")
     start, end = scope
     # The responsible sections are those the recordings were marked for (Art. 2(6)); only
     # when no mark tells does the requester declare one, and the manager must confirm it.
@@ -151,9 +152,7 @@ def new():
     declared = not marked
     sections_concerned = marked or [form["responsible_section"]]
     if declared and form["responsible_section"] not in sections:
-        flash("request.responsible_needed", "error")
-        return render_template("requests/new.html", recordings=recordings, sections=sections, form=form,
-                               purposes=PURPOSES), 400
+        again("request.responsible_needed")
     status = "awaiting_opinion" if any(s != g.user.section for s in sections_concerned) else "submitted"
     db = get_db()
     fy = fiscal_year()
@@ -174,8 +173,20 @@ def new():
     holds = control().request("hold", reason="request", recording_ids=sorted(chosen), reference=number,
                               by=g.user.username)["holds"]
     db.execute("UPDATE requests SET hold_ids = ? WHERE id = ?", (json.dumps(holds), request_id))
-    flash("request.filed", "info")
-    return redirect(url_for("requests.show", request_id=request_id))
+    return done(url_for("requests.show", request_id=request_id), code=201, notice="request.filed",
+                **describe(load(request_id)))
+
+
+def _record(request_id: int):
+    """A request's opinions, its decision, and its open viewing (if any)."""
+    db = get_db()
+    opinions = db.execute("SELECT o.*, u.display_name FROM opinions o JOIN users u ON u.id = o.by_id"
+                          " WHERE request_id = ? ORDER BY o.id", (request_id,)).fetchall()
+    decision = db.execute("SELECT d.*, u.display_name FROM decisions d JOIN users u ON u.id = d.by_id"
+                          " WHERE request_id = ?", (request_id,)).fetchone()
+    viewing = db.execute("SELECT * FROM viewings WHERE request_id = ? AND closed_at IS NULL AND closes_at > ?"
+                         " ORDER BY opened_at DESC LIMIT 1", (request_id, time.time())).fetchone()
+    return opinions, decision, viewing
 
 
 @bp.get("/<int:request_id>")
@@ -184,16 +195,36 @@ def show(request_id: int):
     req = load(request_id)
     if not may_see(req):
         abort(404)  # not 403: others do not learn that it exists
-    db = get_db()
-    opinions = db.execute("SELECT o.*, u.display_name FROM opinions o JOIN users u ON u.id = o.by_id"
-                          " WHERE request_id = ? ORDER BY o.id", (request_id,)).fetchall()
-    decision = db.execute("SELECT d.*, u.display_name FROM decisions d JOIN users u ON u.id = d.by_id"
-                          " WHERE request_id = ?", (request_id,)).fetchone()
-    viewing = db.execute("SELECT * FROM viewings WHERE request_id = ? AND closed_at IS NULL AND closes_at > ?"
-                         " ORDER BY opened_at DESC LIMIT 1", (request_id, time.time())).fetchone()
+    opinions, decision, viewing = _record(request_id)
     return render_template("requests/show.html", req=req, opinions=opinions, decision=decision, viewing=viewing,
                            recording_ids=json.loads(req["recording_ids"]), iso=_iso, reiwa=reiwa,
                            can_give_opinion=_can_give_opinion(req))
+
+
+def describe(req) -> dict:
+    """A request as the API shows it to someone who may see it (what its page shows)."""
+    opinions, decision, viewing = _record(req["id"])
+    out = {
+        "id": req["id"], "number": req["number"], "status": req["status"], "purpose": req["purpose"],
+        "reason": req["reason"], "requester": req["requester"], "requester_section": req["requester_section"],
+        "responsible_sections": responsible(req), "responsible_declared": bool(req["responsible_declared"]),
+        "recording_ids": json.loads(req["recording_ids"]),
+        "start": _iso(req["range_start_wall_us"]), "end": _iso(req["range_end_wall_us"]),
+        "created_at": req["created_at"], "closed_at": req["closed_at"],
+        "scan_sha256": req["scan_sha256"], "opinion_needed_from_me": _can_give_opinion(req),
+        "opinions": [{"by": o["display_name"], "opinion": o["opinion"], "note": o["note"], "at": o["at"]}
+                     for o in opinions],
+        "decision": None, "viewing": None,
+    }
+    if decision is not None:
+        out["decision"] = {
+            "decision": decision["decision"], "by": decision["display_name"], "note": decision["note"],
+            "at": decision["at"], "scope_recording_ids": json.loads(decision["scope_recording_ids"]),
+            "scope_start": _iso(decision["scope_start_wall_us"]), "scope_end": _iso(decision["scope_end_wall_us"]),
+            "valid_until": decision["valid_until"]}
+    if viewing is not None and (g.user.is_manager or req["requester_id"] == g.user.id):
+        out["viewing"] = {"id": viewing["id"], "closes_at": viewing["closes_at"]}
+    return out
 
 
 def _opinions_needed(req) -> set[str]:
@@ -212,70 +243,70 @@ def _can_give_opinion(req) -> bool:
 @bp.post("/<int:request_id>/opinion")
 @permission(SECTION_HEAD)
 def opinion(request_id: int):
+    """The responsible section head's opinion on another section's request (Art. 8(3))."""
     req = load(request_id)
     if not may_see(req):
         abort(404)  # as for show(): others do not learn that it exists
     if not _can_give_opinion(req):
         abort(403)
-    value = request.form.get("opinion")
+    back = url_for("requests.show", request_id=request_id)
+    inputs = fields()
+    value = inputs.get("opinion")
     if value not in ("agree", "disagree"):
-        flash("form.missing", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("request.opinion_needed", back=back)
     auth.audit("request.opinion", subject=req["number"], purpose=req["purpose"],
                detail={"opinion": value, "section": g.user.section})
     db = get_db()
     with transaction(db):
         db.execute("INSERT INTO opinions (request_id, by_id, opinion, note, at) VALUES (?, ?, ?, ?, ?)",
-                   (request_id, g.user.id, value, request.form.get("note", "")[:2000], auth.now_iso()))
+                   (request_id, g.user.id, value, (inputs.get("note") or "")[:2000], auth.now_iso()))
     if not _opinions_needed(req):
         db.execute("UPDATE requests SET status = 'submitted' WHERE id = ? AND status = 'awaiting_opinion'",
                    (request_id,))
-    return redirect(url_for("requests.show", request_id=request_id))
+    return done(back, **describe(load(request_id)))
 
 
 @bp.post("/<int:request_id>/decide")
 @permission(MANAGER)
 def decide(request_id: int):
+    """Approve (naming the exact scope and a validity window) or reject, with a note."""
     req = load(request_id)
+    back = url_for("requests.show", request_id=request_id)
     if req["status"] != "submitted":
-        flash("request.not_decidable", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("request.not_decidable", 409, back=back)
     if req["requester_id"] == g.user.id:
-        flash("request.own", "error")  # a request is decided by someone other than its requester
-        return redirect(url_for("requests.show", request_id=request_id))
-    decision = request.form.get("decision")
-    note = request.form.get("note", "")[:2000]
+        refuse("request.own", 403, back=back)  # a request is decided by someone other than its requester
+    inputs = fields()
+    decision = inputs.get("decision")
+    note = (inputs.get("note") or "")[:2000]
     requested = json.loads(req["recording_ids"])
-    if decision == "approved" and req["responsible_declared"] and request.form.get("confirm_responsible") != "yes":
-        flash("request.confirm_responsible", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+    if decision == "approved" and req["responsible_declared"] and inputs.get("confirm_responsible") != "yes":
+        refuse("request.confirm_responsible", back=back)
     if decision == "approved":
-        scope = [r for r in request.form.getlist("scope_recording") if r in requested]
-        start = _wall_us(request.form.get("scope_start", "")) or req["range_start_wall_us"]
-        end = _wall_us(request.form.get("scope_end", "")) or req["range_end_wall_us"]
+        scope = [r for r in inputs.getlist("scope_recording") if r in requested]
+        start = _wall_us(inputs.get("scope_start") or "") or req["range_start_wall_us"]
+        end = _wall_us(inputs.get("scope_end") or "") or req["range_end_wall_us"]
         start, end = max(start, req["range_start_wall_us"]), min(end, req["range_end_wall_us"])
         try:
-            hours = float(request.form.get("valid_hours", "24"))
+            hours = float(inputs.get("valid_hours") or "24")
         except ValueError:
             hours = -1
         if hours != hours:  # NaN
             hours = -1
         if not scope or end <= start or not 0 < hours <= 24 * 14:
-            flash("request.bad_scope", "error")
-            return redirect(url_for("requests.show", request_id=request_id))
+            refuse("request.bad_scope", back=back)
         valid_from, valid_until = time.time(), time.time() + hours * 3600
     elif decision == "rejected":
         scope, start, end, valid_from, valid_until = [], None, None, None, None
     else:
-        abort(400)
+        refuse("request.decision_needed", back=back)
     auth.audit(f"request.{'approve' if decision == 'approved' else 'reject'}", subject=req["number"],
                purpose=req["purpose"], detail={"scope": scope, "start": _iso(start), "end": _iso(end),
                                                "valid_until": valid_until})
     db = get_db()
     with transaction(db):
         if db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()[0] != "submitted":
-            flash("request.not_decidable", "error")  # decided meanwhile, in another window
-            return redirect(url_for("requests.show", request_id=request_id))
+            refuse("request.not_decidable", 409, back=back)  # decided meanwhile, in another window
         db.execute("INSERT INTO decisions (request_id, by_id, decision, note, scope_recording_ids, scope_start_wall_us,"
                    " scope_end_wall_us, valid_from, valid_until, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (request_id, g.user.id, decision, note, json.dumps(scope), start, end, valid_from, valid_until,
@@ -283,22 +314,23 @@ def decide(request_id: int):
         db.execute("UPDATE requests SET status = ? WHERE id = ?", (decision, request_id))
     if decision == "rejected":
         release_holds(req["hold_ids"])
-    return redirect(url_for("requests.show", request_id=request_id))
+    return done(back, **describe(load(request_id)))
 
 
 @bp.post("/<int:request_id>/close")
 @permission(MANAGER)
 def close(request_id: int):
+    """Close a request: its viewing ends and its holds are released."""
     req = load(request_id)
     if req["status"] not in OPEN:
-        abort(400)
+        refuse("request.not_open", 409, back=url_for("requests.show", request_id=request_id))
     from webui import viewing
 
     auth.audit("request.close", subject=req["number"], purpose=req["purpose"])
     get_db().execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (auth.now_iso(), request_id))
     viewing.close_for_request(request_id, "request closed")
     release_holds(req["hold_ids"])
-    return redirect(url_for("requests.show", request_id=request_id))
+    return done(url_for("requests.show", request_id=request_id), **describe(load(request_id)))
 
 
 def release_holds(hold_ids: str) -> None:
@@ -317,43 +349,61 @@ def release_holds(hold_ids: str) -> None:
 @bp.post("/<int:request_id>/scan")
 @permission(MANAGER, SECTION_HEAD)
 def attach_scan(request_id: int):
-    """The signed, sealed paper form, scanned (PDF, PNG or JPEG)."""
+    """Attach the signed, sealed paper form, scanned (PDF, PNG or JPEG; multipart field "scan")."""
     req = load(request_id)
     if not (g.user.is_manager or req["requester_id"] == g.user.id):
         abort(404)
+    back = url_for("requests.show", request_id=request_id)
+    name, digest = store_scan(req["number"], back, "request.scan")
+    get_db().execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
+                     (name, digest, auth.now_iso(), request_id))
+    return done(back, **describe(load(request_id)))
+
+
+def _scans() -> Path:
+    return Path(current_app.config["KIROKU_DATA"]) / "web" / "scans"
+
+
+def store_scan(number: str, back: str, action: str) -> tuple[str, str]:
+    """Keep the uploaded scan of a written request ("scan"): checked to be a PDF, PNG or
+    JPEG of at most MAX_SCAN, logged with its SHA-256, then written. Returns its file name
+    and digest."""
+    from firmware.fsutil import atomic_write, makedirs_durable
+
     upload = request.files.get("scan")
     data = upload.read(MAX_SCAN + 1) if upload else b""
     kind = next((ext for magic, ext in SCAN_TYPES.items() if data.startswith(magic)), None)
     if not data or len(data) > MAX_SCAN or kind is None:
-        flash("request.bad_scan", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("request.bad_scan", back=back)
     digest = hashlib.sha256(data).hexdigest()
-    folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "scans"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
-    name = f"{req['number']}-{digest[:12]}{kind}"
-    from firmware.fsutil import atomic_write
+    makedirs_durable(_scans())
+    name = f"{number}-{digest[:12]}{kind}"
+    auth.audit(action, subject=number, detail={"sha256": digest, "bytes": len(data)})
+    atomic_write(_scans() / name, data)
+    return name, digest
 
-    auth.audit("request.scan", subject=req["number"], detail={"sha256": digest, "bytes": len(data)})
-    atomic_write(folder / name, data)
-    get_db().execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
-                     (name, digest, auth.now_iso(), request_id))
-    return redirect(url_for("requests.show", request_id=request_id))
+
+def send_scan(number: str, name: str | None, action: str):
+    if not name:
+        abort(404)
+    auth.audit(action, subject=number)
+    return send_file(_scans() / name, as_attachment=True, download_name=name)
 
 
 @bp.get("/<int:request_id>/scan")
 @permission(MANAGER, SECTION_HEAD)
 def scan(request_id: int):
+    """The attached scan of the signed form."""
     req = load(request_id)
-    if not may_see(req) or not req["scan_name"]:
+    if not may_see(req):
         abort(404)
-    path = Path(current_app.config["KIROKU_DATA"]) / "web" / "scans" / req["scan_name"]
-    auth.audit("request.scan_download", subject=req["number"])
-    return send_file(path, as_attachment=True, download_name=req["scan_name"])
+    return send_scan(req["number"], req["scan_name"], "request.scan_download")
 
 
 @bp.get("/<int:request_id>/form.pdf")
 @permission(MANAGER, SECTION_HEAD)
 def form_pdf(request_id: int):
+    """The request as a printable form (PDF, Japanese) with signature and seal fields."""
     req = load(request_id)
     if not may_see(req):
         abort(404)

@@ -14,12 +14,13 @@ import json
 import tomllib
 from pathlib import Path
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, render_template, url_for
 
 from firmware.config import Config, ConfigError, from_dict, load
 from firmware.fsutil import atomic_write
 from firmware.paths import config_file
 from webui import auth
+from webui.actions import done, fields, refuse
 from webui.permissions import MANAGER, permission
 
 bp = Blueprint("settings", __name__, url_prefix="/admin/settings")
@@ -75,27 +76,38 @@ def index():
 @bp.post("/")
 @permission(MANAGER)
 def save():
+    """Change settings (any of FIELDS, as "section.key"); what is not sent stays as it is."""
     old = current()
+    inputs = fields()
     changes: dict[str, dict] = {}
     try:
         for section, key, kind in FIELDS:
-            raw = request.form.get(f"{section}.{key}", "").strip()
+            raw = inputs.get(f"{section}.{key}")
+            if raw is None:
+                continue
+            raw = raw.strip()
             value = kind(raw) if kind is not str else raw
             if value != getattr(getattr(old, section), key):
                 changes.setdefault(section, {})[key] = value
         new = old.replace(**changes)
     except (ValueError, ConfigError) as exc:
-        flash("settings.invalid", "error")
-        return render_template("admin/settings.html", config=old, fields=FIELDS, problem=str(exc)), 400
-    if not changes:
-        return redirect(url_for("settings.index"))
-    text = dumps(new)
-    assert from_dict(tomllib.loads(text)) == new  # what is written reads back as what was meant
-    atomic_write(_path(), text.encode())
-    auth.audit("settings.change", detail={f"{s}.{k}": v for s, values in changes.items() for k, v in values.items()})
-    from webui import control
-
-    control().request("reload", by=g.user.username)
+        problem = str(exc)
+        refuse("settings.invalid", page=lambda: render_template("admin/settings.html", config=old, fields=FIELDS,
+                                                                 problem=problem), detail=problem)
     restart = {(s, k) for s, values in changes.items() for k in values} & RESTART_NEEDED
-    flash("settings.saved_restart" if restart else "settings.saved", "info")
-    return redirect(url_for("settings.index"))
+    if changes:
+        text = dumps(new)
+        assert from_dict(tomllib.loads(text)) == new  # what is written reads back as what was meant
+        auth.audit("settings.change",
+                   detail={f"{s}.{k}": v for s, values in changes.items() for k, v in values.items()})
+        atomic_write(_path(), text.encode())
+        from webui import control
+
+        control().request("reload", by=g.user.username)
+    return done(url_for("settings.index"), notice=("settings.saved_restart" if restart else "settings.saved")
+                if changes else None, restart_needed=sorted(f"{s}.{k}" for s, k in restart), **describe(current()))
+
+
+def describe(config: Config) -> dict:
+    """The settings the page offers, as "section.key": value."""
+    return {"settings": {f"{s}.{k}": getattr(getattr(config, s), k) for s, k, _ in FIELDS}}

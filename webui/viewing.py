@@ -22,10 +22,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from flask import Blueprint, Response, abort, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, url_for
 
 from firmware.cut import trim
 from webui import auth, keys
+from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, SECTION_HEAD, permission
 
@@ -58,6 +59,7 @@ class Viewing:
     day_keys: dict = field(default_factory=dict)
     last_part: int | None = None
     session_id: str | None = None  # the viewer's session that first opened it; it ends with that session
+    data_dir: str = ""  # the device whose footage it is (one web process serves one; tests run several)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -106,7 +108,7 @@ def sweep(app) -> None:
     from webui.db import connect
 
     with _registry_lock:
-        viewings = list(_open.values())
+        viewings = [v for v in _open.values() if v.data_dir == str(app.config["KIROKU_DATA"])]
     if not viewings:
         return
     db = connect(app.config["KIROKU_DATA"])
@@ -177,26 +179,25 @@ def _when(wall_us: int) -> str:
 @bp.post("/requests/<int:request_id>/unlock")
 @permission(MANAGER)
 def unlock(request_id: int):
+    """The manager opens the approved scope's day keys with their passphrase: the viewing
+    session for the requester begins, and ends with the approval's window."""
     from webui.requests import load, valid_window
 
     req = load(request_id)
+    back = url_for("requests.show", request_id=request_id)
     if req["requester_id"] == g.user.id:
-        flash("request.own", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("request.own", 403, back=back)
     decision = get_db().execute("SELECT * FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
     if req["status"] != "approved" or not valid_window(decision):
-        flash("viewing.not_approved", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("viewing.not_approved", 409, back=back)
     try:
-        identity = keys.unlock(g.user.username, request.form.get("password", ""))
+        identity = keys.unlock(g.user.username, fields().get("password") or "")
     except keys.WrongPassphrase:
         auth.audit("key.unlock_failed", subject=req["number"], purpose=req["purpose"])
-        flash("viewing.wrong_password", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("viewing.wrong_password", 403, back=back)
     parts = _scope_parts(decision)
     if not parts:
-        flash("viewing.nothing_in_scope", "error")
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("viewing.nothing_in_scope", 409, back=back)
     store = keys.keystore()
     day_keys = {}
     try:
@@ -204,9 +205,8 @@ def unlock(request_id: int):
             if part.key not in day_keys:
                 day_keys[part.key] = store.open_day_key(part.key[0], part.key[1], identity)
     except Exception as exc:  # a day key destroyed or not made for this manager
-        flash("viewing.key_unavailable", "error")
         auth.audit("key.unlock_failed", subject=req["number"], purpose=req["purpose"], detail={"error": str(exc)[:200]})
-        return redirect(url_for("requests.show", request_id=request_id))
+        refuse("viewing.key_unavailable", 409, back=back)
     finally:
         del identity  # the manager's own key is not kept: only the day keys of this scope
     viewing_id = secrets.token_urlsafe(24)
@@ -218,27 +218,28 @@ def unlock(request_id: int):
         _close(old["id"], "replaced by a new unlock")
     with transaction(get_db()) as db:
         if db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()[0] != "approved":
-            flash("viewing.not_approved", "error")  # closed meanwhile
-            return redirect(url_for("requests.show", request_id=request_id))
+            refuse("viewing.not_approved", 409, back=back)  # closed meanwhile
         db.execute("INSERT INTO viewings (id, request_id, unlocked_by, viewer_id, opened_at, closes_at)"
                    " VALUES (?, ?, ?, ?, ?, ?)", (viewing_id, request_id, g.user.id, req["requester_id"], time.time(),
                                                   closes_at))
         with _registry_lock:
             _open[viewing_id] = Viewing(viewing_id, request_id, req["number"], req["purpose"], req["requester_id"],
-                                        closes_at, parts, json.loads(decision["scope_recording_ids"]), day_keys)
-    flash("viewing.opened", "info")
-    return redirect(url_for("requests.show", request_id=request_id))
+                                        closes_at, parts, json.loads(decision["scope_recording_ids"]), day_keys,
+                                        data_dir=str(current_app.config["KIROKU_DATA"]))
+    return done(back, code=201, notice="viewing.opened", id=viewing_id, request_id=request_id, closes_at=closes_at,
+                segments=len(parts))
 
 
 @bp.post("/viewings/<viewing_id>/close")
 @permission(MANAGER, SECTION_HEAD)
 def close(viewing_id: str):
+    """End a viewing now: its keys are dropped."""
     row = get_db().execute("SELECT v.*, q.number, q.purpose FROM viewings v JOIN requests q ON q.id = v.request_id"
                            " WHERE v.id = ?", (viewing_id,)).fetchone()
     if row is None or not (g.user.is_manager or row["viewer_id"] == g.user.id):
         abort(404)
     _close(viewing_id, "closed by " + g.user.username)
-    return redirect(url_for("requests.show", request_id=row["request_id"]))
+    return done(url_for("requests.show", request_id=row["request_id"]), closed=viewing_id)
 
 
 def _viewing(viewing_id: str) -> Viewing:
@@ -266,6 +267,7 @@ def player(viewing_id: str):
 @bp.get("/viewings/<viewing_id>/manifest.json")
 @permission(SECTION_HEAD)
 def manifest(viewing_id: str):
+    """The viewing's timeline: its parts, their lengths and wall-clock starts."""
     viewing = _viewing(viewing_id)
     return jsonify({
         "number": viewing.number, "closes_at": viewing.closes_at, "codecs": _codecs(viewing),
@@ -278,6 +280,8 @@ def manifest(viewing_id: str):
 @bp.get("/viewings/<viewing_id>/part/<int:n>.mp4")
 @permission(SECTION_HEAD)
 def part(viewing_id: str, n: int):
+    """Part n of the timeline as a fragmented MP4, decrypted in memory and cut to the scope
+    (204 when no keyframe lies inside it). The first play and every jump are logged."""
     viewing = _viewing(viewing_id)
     if not 0 <= n < len(viewing.parts):
         abort(404)
@@ -307,8 +311,6 @@ def part(viewing_id: str, n: int):
 
 def _decrypted(viewing: Viewing, p: Part) -> bytes:
     from pathlib import Path
-
-    from flask import current_app
 
     from firmware.vault import age
 

@@ -1,0 +1,115 @@
+"""One view serves its page and the JSON API alike.
+
+A view that changes something is registered twice: under its page URL (a form posts to
+it, it answers with a redirect and a flashed message) and under ``/api/v1`` (a JSON body,
+a JSON answer). The view itself does not care which: it reads its inputs through
+:func:`fields`, refuses with :func:`refuse`, and answers with :func:`done`. The same
+permission check and CSRF protection guard both registrations, so the API can do nothing
+the page cannot, and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NoReturn
+
+from flask import Flask, flash, jsonify, redirect, request
+from werkzeug.exceptions import HTTPException
+
+
+def is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+class Refused(Exception):
+    """An action refused, with the message's key (``webui.i18n``) and the HTTP status.
+
+    A page is sent ``back`` to where it came from with the message flashed, or — for a
+    form worth keeping what was typed — shown again by ``page()``.
+    """
+
+    def __init__(self, key: str, status: int = 400, *, back: str | None = None,
+                 page: Callable[[], object] | None = None, detail: str = ""):
+        super().__init__(key)
+        self.key, self.status, self.back, self.page, self.detail = key, status, back, page, detail
+
+
+def refuse(key: str, status: int = 400, *, back: str | None = None,
+           page: Callable[[], object] | None = None, detail: str = "") -> NoReturn:
+    raise Refused(key, status, back=back, page=page, detail=detail)
+
+
+class _JsonFields:
+    """A JSON object read the way a form is: every value as text, lists for ``getlist``."""
+
+    def __init__(self, body: dict):
+        self._body = body
+
+    @staticmethod
+    def _text(value) -> str:
+        if value is True:
+            return "yes"
+        if value is False or value is None:
+            return ""
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise Refused("api.bad_value")
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if name not in self._body or self._body[name] is None:
+            return default
+        return self._text(self._body[name])
+
+    def getlist(self, name: str) -> list[str]:
+        value = self._body.get(name)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            value = [value]
+        return [self._text(v) for v in value]
+
+
+def fields():
+    """What the caller sent: the form of a page, or the API's JSON object (or a multipart
+    form, for an upload)."""
+    if is_api() and not request.files and not request.form:
+        if not request.get_data(cache=True):
+            return _JsonFields({})
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise Refused("api.json_object")
+        return _JsonFields(body)
+    return request.form
+
+
+def done(url: str, *, code: int = 200, notice: str | None = None, **data):
+    """The answer to an action that worked: the API gets ``data`` as JSON, a page is
+    redirected to ``url`` with ``notice`` flashed."""
+    if is_api():
+        return jsonify(data), code
+    if notice:
+        flash(notice, "info")
+    return redirect(url)
+
+
+def install(app: Flask) -> None:
+    from webui import i18n
+
+    @app.errorhandler(Refused)
+    def refused(exc: Refused):
+        if is_api():
+            body = {"error": i18n.t(exc.key), "code": exc.key}
+            if exc.detail:
+                body["detail"] = exc.detail
+            return jsonify(body), exc.status
+        flash(exc.key, "error")
+        if exc.page is not None:
+            response = app.make_response(exc.page())
+            response.status_code = exc.status
+            return response
+        return redirect(exc.back or "/")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if is_api():
+            return jsonify({"error": exc.description or exc.name, "code": exc.code}), exc.code
+        return exc
