@@ -61,12 +61,13 @@ def readme(m: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sheet(m: dict) -> bytes:
-    """The cover sheet: what the package is, why it left, and how to check it (A4, Japanese)."""
+def sheet(m: dict, pdf=None) -> bytes:
+    """The cover sheet: what the package is, why it left, and how to check it (A4, Japanese).
+    ``pdf``: a document from ``firmware.pdf.new_document()`` made beforehand."""
     from firmware.pdf import new_document
 
     p, c = m["provision"], m["clip"]
-    pdf = new_document()
+    pdf = pdf or new_document()
     pdf.add_page()
     pdf.set_font("gothic", size=16)
     pdf.cell(0, 10, "業務記録システム　記録の提供について（送付書）", align="C", new_x="LMARGIN", new_y="NEXT")
@@ -130,3 +131,62 @@ def _redactions_ja(m: dict) -> str:
     if r["faces"]:
         parts.append("第三者の顔のぼかし（自動検出）")
     return "、".join(parts) if parts else "なし（原記録から切り出したまま）"
+
+
+class Printer:
+    """Makes the cover sheet in a second process, started before the clip is cut.
+
+    Loading the PDF library and parsing the Japanese font takes about a second — a fixed
+    cost per package, as long as cutting a few minutes of footage. The second process
+    spends it while this one cuts, then waits for the manifest on its stdin and answers
+    with the PDF on its stdout. If it cannot be started, the sheet is made here.
+    """
+
+    def __init__(self):
+        import subprocess
+        import sys
+
+        try:
+            self._child = subprocess.Popen([sys.executable, "-m", "firmware.cover"], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        except OSError:
+            self._child = None
+
+    def sheet(self, m: dict) -> bytes:
+        import json
+
+        if self._child is None:
+            return sheet(m)
+        out, err = self._child.communicate(json.dumps(m, ensure_ascii=False).encode())
+        self._code, self._child = self._child.returncode, None
+        if not out.startswith(b"%PDF"):
+            from firmware.export import ExportError
+
+            why = err.decode(errors="replace").strip()[-500:] or f"the printer process ended with {self._code}"
+            raise ExportError(f"the cover sheet could not be made: {why}")
+        return out
+
+    def __enter__(self) -> "Printer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._child is not None:  # the package was given up before its sheet
+            self._child.kill()
+            self._child.communicate()
+            self._child = None
+
+
+def _serve() -> None:
+    """``python -m firmware.cover``: read a manifest on stdin, write its cover sheet to stdout."""
+    import json
+    import sys
+
+    from firmware.pdf import new_document
+
+    pdf = new_document()  # the slow part, done while the parent cuts the clip
+    m = json.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(sheet(m, pdf))
+
+
+if __name__ == "__main__":
+    _serve()

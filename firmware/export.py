@@ -240,6 +240,44 @@ def _muted(mute, t: float, n: int, rate: int):
             yield a, b
 
 
+def _open_segment(av, data: bytes):
+    """A segment's plaintext as a PyAV container. Its moov box already describes every
+    stream, so nothing is decoded to probe it (that cost milliseconds per segment)."""
+    return av.open(io.BytesIO(data), format="mp4", options={"probesize": "32", "analyzeduration": "0"},
+                   buffer_size=max(32768, len(data)))
+
+
+class _Copy:
+    """One stream of one segment copied into the clip without re-encoding: the packets in
+    [begin, end), moved onto the clip's timeline. The shift is the same for every packet
+    of the segment, so it is worked out once, in the stream's own time base."""
+
+    __slots__ = ("out", "t0", "tb", "lo", "hi", "shift", "copied", "last")
+
+    def __init__(self, stream, out, t0: float, begin: float, end: float, copied: dict):
+        self.out, self.t0 = out, t0
+        self.tb = float(stream.time_base)
+        self.lo = (begin - t0 - 1e-6) / self.tb  # in pts
+        self.hi = (end - t0 - 1e-6) / self.tb
+        self.shift = round((t0 - begin) / stream.time_base)
+        self.copied = copied  # per output stream: the last time copied (sound runs past a segment's end)
+        self.last: float | None = None
+
+    def take(self, packet) -> bool:
+        pts = packet.pts
+        if pts < self.lo or pts >= self.hi:
+            return False
+        t = self.t0 + pts * self.tb
+        key = self.out.index
+        if t <= self.copied.get(key, -1.0) + 1e-6:
+            return False  # already in, from the previous segment: never twice
+        self.copied[key] = self.last = t
+        packet.pts = pts + self.shift
+        packet.dts = packet.pts if packet.dts is None else packet.dts + self.shift
+        packet.stream = self.out
+        return True
+
+
 class _Cutter:
     """Feeds the plan's segments, one at a time, into one MP4 that holds only the range."""
 
@@ -307,50 +345,39 @@ class _Cutter:
             if self.begin is None:
                 return  # no keyframe of this segment lies in the range: the next one's will
         end = t0 + hi
-        with self.av.open(io.BytesIO(data)) as inp:
+        with _open_segment(self.av, data) as inp:
             if self.video is None:
                 self._streams(inp)
             vin = inp.streams.video[0]
             ain = inp.streams.audio[0] if inp.streams.audio and self.audio is not None else None
+            copies = {s: _Copy(s, out, t0, self.begin, end, self._copied) for s, out, again in
+                      ((vin, self.video, self.reencode_video), (ain, self.audio, self.reencode_audio))
+                      if s is not None and not again}
             # demux ends each stream with an empty packet, whose decode() flushes the decoder
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
-                if packet.stream is vin:
-                    if self.reencode_video:
-                        for frame in packet.decode():
-                            self._video_frame(frame, t0, end)
-                    elif packet.pts is not None:
-                        self._copy(packet, t0, end, self.video)
-                elif self.reencode_audio:
+                copy = copies.get(packet.stream)
+                if copy is not None:
+                    if packet.pts is not None and copy.take(packet):
+                        self.container.mux(packet)
+                elif packet.stream is vin:
+                    for frame in packet.decode():
+                        self._video_frame(frame, t0, end)
+                else:
                     for frame in packet.decode():
                         self._audio_frame(frame, t0, end)
-                elif packet.pts is not None:
-                    self._copy(packet, t0, end, self.audio)
+            if vin in copies and copies[vin].last is not None:
+                self._tick(copies[vin].last)
 
     def _first_time(self, data: bytes, t0: float, lo: float) -> float | None:
         """Where the clip starts: the start itself when re-encoding, else the first keyframe
         at or after it (never one before: that would show time outside the range)."""
         if self.reencode_video:
             return t0 + max(0.0, lo)
-        with self.av.open(io.BytesIO(data)) as inp:
+        with _open_segment(self.av, data) as inp:
             for packet in inp.demux(video=0):
                 if packet.pts is not None and packet.is_keyframe and float(packet.pts * packet.time_base) >= lo - 1e-6:
                     return t0 + float(packet.pts * packet.time_base)
         return None
-
-    def _copy(self, packet, t0: float, end: float, stream) -> None:
-        t = t0 + float(packet.pts * packet.time_base)
-        if t < self.begin - 1e-6 or t >= end - 1e-6:
-            return
-        if t <= self._copied.get(stream.index, -1.0) + 1e-6:
-            return  # sound that ran past the previous segment's end is already in: never twice
-        self._copied[stream.index] = t
-        shift = round((t - self.begin) / packet.time_base) - packet.pts
-        packet.pts += shift
-        packet.dts = packet.pts if packet.dts is None else packet.dts + shift
-        packet.stream = stream
-        self.container.mux(packet)
-        if stream is self.video:
-            self._tick(t)
 
     # -- video, re-encoded: cut exactly, redacted ------------------------------------------
     def _video_frame(self, frame, t0: float, end: float) -> None:
@@ -437,6 +464,28 @@ class _Cutter:
         self.container.close()
 
 
+def _plaintexts(vault, segments, opener):
+    """Each segment's plaintext, in order, with a future for its SHA-256.
+
+    Only the hashing goes to a second thread: it lets go of the GIL for the whole segment.
+    Decrypting holds it between chunks, and in a second thread it made every PyAV call here
+    wait for the GIL's switch interval — slower than not overlapping at all (measured)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from firmware.vault import age
+
+    day_keys: dict = {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-hash") as pool:
+        for seg in segments:
+            key = (seg.record_class, seg.key_day)
+            if key not in day_keys:
+                day_keys[key] = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
+            data = age.decrypt((vault.data_dir / seg.path).read_bytes(), [day_keys[key]])
+            yield seg, data, pool.submit(lambda d: hashlib.sha256(d).hexdigest(), data)
+            del data
+        day_keys.clear()
+
+
 # -- the package -----------------------------------------------------------------------------
 
 def key_fingerprint(public) -> str:
@@ -485,31 +534,30 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
     now = time.time()
     device = plan_.recording["device"]
     name = package_name(device, plan_.recording["id"], now)
+    from firmware import cover
+
     writer = None
     target = out
     if transport_passphrase is not None:
         writer = age.Writer(out, [age.Passphrase(transport_passphrase, work_factor=work_factor)])
         target = writer
-    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    # the cover sheet's printer makes its slow start while the clip is cut
+    with cover.Printer() as printer, zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED,
+                                                      allowZip64=True) as zf:
         # 1. the clip, decrypted one segment at a time into the package
-        day_keys: dict = {}
         clip_info = zipfile.ZipInfo(f"{name}/clip.mp4", date_time=time.localtime(now)[:6])
         with zf.open(clip_info, "w", force_zip64=True) as entry:
             cutter = _Cutter(plan_, entry, redactions, exact, progress)
             segments = []
-            for seg in plan_.segments:
-                key = (seg.record_class, seg.key_day)
-                if key not in day_keys:
-                    day_keys[key] = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
-                data = age.decrypt((vault.data_dir / seg.path).read_bytes(), [day_keys[key]])
+            for seg, data, digest in _plaintexts(vault, plan_.segments, opener):
                 segments.append({"seq": seg.seq, "path": seg.path, "sealed_sha256": seg.sha256,
-                                 "plaintext_sha256": hashlib.sha256(data).hexdigest(),
-                                 "start": seg.started_at, "end": seg.ended_at,
+                                 "plaintext_sha256": digest, "start": seg.started_at, "end": seg.ended_at,
                                  "clock_synchronised": seg.clock_synchronised, "boot_id": seg.boot_id})
                 cutter.segment(seg, data)
                 del data
             cutter.close()
-            day_keys.clear()
+            for s in segments:
+                s["plaintext_sha256"] = s["plaintext_sha256"].result()
         if cutter.begin is None:
             raise ExportError("no keyframe lies inside the range, so no picture can be shown without showing "
                               "more than approved — widen the range, or ask for an exact (re-encoded) cut")
@@ -544,10 +592,9 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
             "files": {},
         }
         # 2. the cover sheet and the plain-text steps, covered by the signature too
-        from firmware import cover
         from firmware.vault.audit import make_vkey
 
-        extras = {"README.txt": cover.readme(manifest).encode(), "cover.pdf": cover.sheet(manifest),
+        extras = {"README.txt": cover.readme(manifest).encode(), "cover.pdf": printer.sheet(manifest),
                   "device-key.pem": _pem(public), "device.vkey": (make_vkey(vault.keys.signer_name, public) + "\n").encode()}
         manifest["files"] = {"clip.mp4": manifest["clip"]["sha256"],
                              **{n: hashlib.sha256(d).hexdigest() for n, d in extras.items()}}

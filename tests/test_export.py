@@ -9,6 +9,7 @@ import os
 import pty
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from firmware.cli import main
+from firmware.export import ExportError
 from firmware.hardware import open_hardware
 from firmware.recorder import Recorder, State
 from firmware.vault import Vault
@@ -302,3 +304,25 @@ def _frame(clip: bytes, n: int) -> np.ndarray:
         if i == n:
             return f
     raise AssertionError(f"the clip has fewer than {n + 1} frames")
+
+
+def test_the_cover_sheet_is_the_same_made_aside_or_here_and_a_failed_printer_says_why(recorded, tmp_path,
+                                                                                       monkeypatch):
+    from firmware import cover
+
+    package = tmp_path / "p.zip"
+    assert export(recorded, package) == 0
+    manifest = json.loads((unpack(package, tmp_path / "u") / "manifest.json").read_text())
+
+    def text(pdf: bytes) -> str:
+        return subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode()
+
+    with cover.Printer() as printer:
+        aside = printer.sheet(manifest)
+    assert text(aside) == text(cover.sheet(manifest))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    with cover.Printer() as printer:  # cannot start a second process: made here instead
+        assert text(printer.sheet(manifest)) == text(aside)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with cover.Printer() as printer, pytest.raises(ExportError, match="cover sheet could not be made"):
+        printer.sheet(manifest)
