@@ -18,6 +18,7 @@ run: setup-run
 	$(BIN)/kiroku run --data $(DATA) --port $(PORT)
 
 test: setup-test
+	$(MAKE) -C image-build check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup-run: $(VENV)/.run-installed
