@@ -79,6 +79,10 @@ def test_a_manager_sets_the_device_up_through_the_api(server, app, vault):
                                            "roles": ["operator"], "password": PASSWORDS["sato"]})
     assert sato.status_code == 201 and sato.get_json()["operator"] is True
     uid = sato.get_json()["id"]
+    for unclear in ({}, {"designate": "true"}, {"designate": 1}):
+        refused = manager.post(f"/api/v1/people/{uid}/operator", unclear)
+        assert refused.status_code == 400 and refused.get_json()["code"] == "api.flag_needed", unclear
+    assert manager.get("/api/v1/people").get_json()[0]["operator"] is True, "an unclear answer revoked nothing"
     revoked = manager.post(f"/api/v1/people/{uid}/operator", {"designate": False}).get_json()
     assert revoked["operator"] is False
     assert manager.post(f"/api/v1/people/{uid}/operator", {"designate": True}).get_json()["operator"] is True
@@ -185,7 +189,10 @@ def test_an_urgent_provision_exported_and_closed_through_the_api(office, vault, 
     not_yet = manager.post(f"/api/v1/provisions/{p['id']}/close")
     assert not_yet.status_code == 409 and not_yet.get_json()["code"] == "provision.paperwork_pending"
 
-    job = manager.post(f"/api/v1/provisions/{p['id']}/export", {"password": PASSWORDS["yamada"]})
+    undecided = manager.post(f"/api/v1/provisions/{p['id']}/export", {"password": PASSWORDS["yamada"]})
+    assert undecided.status_code == 400 and undecided.get_json()["code"] == "api.flag_needed", \
+        "an export must say whether bystanders' faces are blurred"
+    job = manager.post(f"/api/v1/provisions/{p['id']}/export", {"password": PASSWORDS["yamada"], "blur_faces": False})
     assert job.status_code == 202
     status_url = f"/api/v1/provisions/{p['id']}/export/{job.get_json()['job_id']}"
     status = wait_for(lambda: (s := manager.get(status_url).get_json())["state"] != "running" and s,
@@ -205,3 +212,22 @@ def test_an_urgent_provision_exported_and_closed_through_the_api(office, vault, 
     assert not any(h["reference"] == p["number"] for h in vault.holds())
     assert audit(vault, p["number"]) == ["provision.create", "provision.scan", "provision.scan_download",
                                          "export.create", "export.download", "provision.paperwork", "provision.close"]
+
+
+def test_over_https_a_script_writes_without_a_referer_but_never_with_a_form_token(server, app):
+    """Flask-WTF asks HTTPS form posts for a Referer; the API's header token makes it unneeded.
+    The token in a form field — what a page on another site could post — is not accepted."""
+    first_run(app.test_client())
+    client = app.test_client()
+    https = {"base_url": "https://localhost"}
+    token = client.get("/api/v1/session", **https).get_json()["csrf_token"]
+    login = client.post("/api/v1/session", json={"username": "yamada", "password": PASSWORDS["yamada"]},
+                        headers={"X-CSRFToken": token}, **https)
+    assert login.status_code == 200, login.get_json()
+    token = login.get_json()["csrf_token"]
+    added = client.post("/api/v1/sections", json={"name": "市民課"}, headers={"X-CSRFToken": token}, **https)
+    assert added.status_code == 201
+    as_form = client.post("/api/v1/sections", data={"name": "税務課", "csrf_token": token}, **https)
+    assert as_form.status_code == 400 and as_form.get_json()["code"] == "csrf.invalid"
+    page = client.post("/admin/sections", data={"name": "税務課", "csrf_token": token}, **https)
+    assert page.status_code == 400, "an HTTPS form post without a Referer must still be refused"

@@ -76,7 +76,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.migrate(conn)
     conn.close()
 
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
+    from webui import api
+
+    # The API checks its own: the token in the X-CSRFToken header only (webui/api.py).
+    csrf.exempt(api.bp)
 
     @app.before_request
     def only_our_hosts():
@@ -92,7 +96,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     app.before_request(auth.current_session)
 
-    from webui import admin, api, audit_view, console, provisions, requests, settings, setup, storage, viewing
+    from webui import admin, audit_view, console, provisions, requests, settings, setup, storage, viewing
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, audit_view.bp,
                       storage.bp, settings.bp, api.bp):
@@ -130,7 +134,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         from flask import render_template
 
         if request.path.startswith("/api/"):
-            return {"error": f"the recorder could not log this action: {exc}"}, 503
+            return {"error": f"the recorder could not log this action: {exc}", "code": "recorder.unreachable"}, 503
         return render_template("error.html", message=i18n.t("error.recorder"), detail=str(exc)), 503
 
     @app.after_request

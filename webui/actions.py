@@ -38,6 +38,10 @@ def refuse(key: str, status: int = 400, *, back: str | None = None,
     raise Refused(key, status, back=back, page=page, detail=detail)
 
 
+MAX_TEXT = 10_000  # characters in one value: the longest any form takes is 2,000
+MAX_ITEMS = 500  # values in one list
+
+
 class _JsonFields:
     """A JSON object read the way a form is: every value as text, lists for ``getlist``."""
 
@@ -50,7 +54,7 @@ class _JsonFields:
             return "yes"
         if value is False or value is None:
             return ""
-        if isinstance(value, (str, int, float)):
+        if isinstance(value, (str, int, float)) and len(str(value)) <= MAX_TEXT:
             return str(value)
         raise Refused("api.bad_value")
 
@@ -65,7 +69,17 @@ class _JsonFields:
             return []
         if not isinstance(value, list):
             value = [value]
+        if len(value) > MAX_ITEMS:
+            raise Refused("api.bad_value")
         return [self._text(v) for v in value]
+
+    def flag(self, name: str, default: bool | None) -> bool:
+        value = self._body.get(name)
+        if value is None and default is not None:
+            return default
+        if not isinstance(value, bool):
+            raise Refused("api.flag_needed", detail=f"{name}: true or false")
+        return value
 
 
 def fields():
@@ -79,6 +93,18 @@ def fields():
             raise Refused("api.json_object")
         return _JsonFields(body)
     return request.form
+
+
+def flag(inputs, name: str, default: bool | None = None) -> bool:
+    """A yes/no choice, read strictly: the API must send JSON true or false — a typo is
+    refused, never read as no, and so is a missing field unless ``default`` is given; a
+    form's checkbox sends "yes" or nothing."""
+    if isinstance(inputs, _JsonFields):
+        return inputs.flag(name, default)
+    value = inputs.get(name)
+    if value not in (None, "", "yes", "no"):
+        raise Refused("api.flag_needed", detail=f"{name}: yes or nothing")
+    return value == "yes"
 
 
 def done(url: str, *, code: int = 200, notice: str | None = None, **data):
@@ -111,5 +137,10 @@ def install(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if is_api():
-            return jsonify({"error": exc.description or exc.name, "code": exc.code}), exc.code
+            response = jsonify({"error": exc.description or exc.name, "code": f"http.{exc.code}"})
+            response.status_code = exc.code
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value  # e.g. Allow, on a 405
+            return response
         return exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, render_template, url_for
 
 from webui import auth, keys
-from webui.actions import done, fields, refuse
+from webui.actions import done, fields, flag, refuse
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, permission
 
@@ -102,6 +102,8 @@ def add_person():
             again("user.your_password_needed")
         unlock = keys.unlock(g.user.username, inputs.get("your_password") or "")
     auth.audit("user.add", subject=form["username"], detail={"roles": sorted(roles)})
+    if "operator" in roles:
+        auth.audit("operator.designate", subject=form["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
     if "manager" in roles:
         keys.add_manager(form["username"], password, unlock=unlock)
     try:
@@ -118,8 +120,6 @@ def add_person():
         if "manager" in roles:
             keys.keystore().remove_manager(form["username"])  # no key without its person
         raise
-    if "operator" in roles:
-        auth.audit("operator.designate", subject=form["username"], detail={"device": current_app.config["KIROKU_DEVICE"]})
     return done(url_for("admin.people"), code=201, notice="user.added", **describe_person(user_id))
 
 
@@ -154,14 +154,14 @@ def set_operator(user_id: int):
     person = _person(user_id)
     db = get_db()
     device = current_app.config["KIROKU_DEVICE"]
-    if fields().get("designate") == "yes":
+    if flag(fields(), "designate"):
+        auth.audit("operator.designate", subject=person["username"], detail={"device": device})
         with transaction(db):
             _designate(db, user_id)
-        auth.audit("operator.designate", subject=person["username"], detail={"device": device})
     else:
+        auth.audit("operator.revoke", subject=person["username"], detail={"device": device})
         db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ? AND revoked_at IS NULL",
                    (auth.now_iso(), user_id, device))
-        auth.audit("operator.revoke", subject=person["username"], detail={"device": device})
     return done(url_for("admin.people"), **describe_person(user_id))
 
 
@@ -173,12 +173,12 @@ def disable(user_id: int):
     if person["id"] == g.user.id:
         refuse("user.cannot_disable_self", 409, back=url_for("admin.people"))
     db = get_db()
+    auth.audit("user.disable", subject=person["username"])
     with transaction(db):
         db.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (auth.now_iso(), user_id))
         sids = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL", (user_id,))]
     for sid in sids:
         auth.end_session(sid, "account disabled")
-    auth.audit("user.disable", subject=person["username"])
     return done(url_for("admin.people"), **describe_person(user_id))
 
 
@@ -187,8 +187,8 @@ def disable(user_id: int):
 def unlock_account(user_id: int):
     """Lift a lock-out after failed log-ins."""
     person = _person(user_id)
-    get_db().execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
     auth.audit("user.unlock", subject=person["username"])
+    get_db().execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
     return done(url_for("admin.people"), **describe_person(user_id))
 
 

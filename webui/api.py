@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, session
-from flask_wtf.csrf import generate_csrf
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from wtforms.validators import ValidationError
 
 from firmware.control import ControlError
 from firmware.export import GROUNDS
@@ -27,6 +28,22 @@ from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SI
 from webui.requests import visible_requests
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@bp.before_request
+def csrf_by_header():
+    """Writes carry the session's CSRF token in the X-CSRFToken header — never in a form
+    field, which a page on another site could post. A custom header cannot be sent across
+    sites without a CORS preflight this server never grants, so the Referer check
+    Flask-WTF adds for HTTPS forms (which scripts seldom send) is not needed here."""
+    if request.method not in current_app.config["WTF_CSRF_METHODS"]:
+        return None
+    try:
+        validate_csrf(request.headers.get("X-CSRFToken", ""))
+    except ValidationError as exc:
+        return jsonify({"error": f"{exc.args[0]} — GET /api/v1/session gives one; send it as X-CSRFToken",
+                        "code": "csrf.invalid"}), 400
+    return None
 
 
 def _recorder_error(exc: ControlError):
@@ -332,6 +349,18 @@ def openapi():
     return jsonify(describe_api())
 
 
+_RESPONSES = {
+    "200": {"description": "done: the record as JSON"}, "201": {"description": "created"},
+    "202": {"description": "started (an export): poll its status"},
+    "400": {"description": "refused, the input: {error, code}"},
+    "401": {"description": "not logged in (or a wrong log-in)"},
+    "403": {"description": "not allowed for this role, or not yours to do (a wrong passphrase, your own request)"},
+    "404": {"description": "no such record, or one you may not know of"},
+    "409": {"description": "not now: already decided, closed, paperwork pending, …"},
+    "410": {"description": "a viewing that has ended"},
+    "503": {"description": "the recorder is not running, so nothing could be logged and nothing was done"},
+}
+
 _ROLE_WORDS = {PUBLIC: "anyone", LOGIN: "anyone logged in", MANAGER: "managers", OPERATOR: "operators of this device",
                SECTION_HEAD: "section heads", SIMULATED: "operators and managers, on simulated hardware only"}
 
@@ -350,10 +379,7 @@ def describe_api() -> dict:
             op = {"summary": doc.split(". ")[0].rstrip(".") if doc else rule.endpoint, "description": doc
                   + f" Allowed for: {', '.join(_ROLE_WORDS[level] for level in sorted(levels))}.",
                   "operationId": f"{method.lower()}_{rule.endpoint.replace('.', '_')}",
-                  "responses": {"200": {"description": "OK"}, "400": {"description": "refused: see error and code"},
-                                "401": {"description": "not logged in"},
-                                "403": {"description": "not allowed for this role"},
-                                "503": {"description": "the recorder is not running: nothing was done"}}}
+                  "responses": _RESPONSES}
             params = [{"name": name, "in": "path", "required": True,
                        "schema": {"type": "integer" if f"<int:{name}>" in rule.rule else "string"}}
                       for name in sorted(rule.arguments)]
@@ -363,8 +389,10 @@ def describe_api() -> dict:
             if method != "GET" and body:
                 op["requestBody"] = {"content": {"application/json": {"schema": {
                     "type": "object", "properties": {k: {"description": v} for k, v in body.items()}}}}}
-            if PUBLIC not in levels:
-                op["security"] = [{"session": [], "csrf": []}] if method != "GET" else [{"session": []}]
+            if method != "GET":
+                op["security"] = [{"session": [], "csrf": []}] if PUBLIC not in levels else [{"csrf": []}]
+            elif PUBLIC not in levels:
+                op["security"] = [{"session": []}]
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",

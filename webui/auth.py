@@ -303,9 +303,9 @@ def login():
 def log_in(username: str, password: str) -> User:
     """Check the password and start a session (both the page and the API log in here)."""
     user = authenticate(username, password)
-    start_session(user.id)
     g.user = user
-    audit("login", subject=user.username)
+    audit("login", subject=user.username)  # logged first: no session the log does not know of
+    start_session(user.id)
     return user
 
 
@@ -347,16 +347,20 @@ def account():
         problem = "password.wrong"
     if problem:
         refuse(problem, page=lambda: render_template("auth/account.html"))
+    db = get_db()
+    others = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
+                                       (g.user.id,))]
+    audit("user.password_change", subject=g.user.username, detail={"sessions_ended": len(others)})
     if g.user.is_manager:
         from webui import keys
 
         keys.rewrap_manager(g.user.username, old, new)
-    db = get_db()
     db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (hash_password(new), g.user.id))
-    others = [r[0] for r in db.execute("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
-                                       (g.user.id,))]
     for sid in others:  # every session, this one included, ends with the old password
         end_session(sid, "password changed")
     g.session_id = start_session(g.user.id)
-    audit("user.password_change", subject=g.user.username, detail={"sessions_ended": len(others)})
-    return done(url_for("auth.account"), notice="password.changed", sessions_ended=len(others))
+    from flask_wtf.csrf import generate_csrf
+
+    # The old session's CSRF token went with it: a script gets the new one here.
+    return done(url_for("auth.account"), notice="password.changed", sessions_ended=len(others),
+                csrf_token=generate_csrf())

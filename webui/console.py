@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, g, render_template, url_for
 
 from firmware.hardware import Simulator
 from webui import auth, i18n
-from webui.actions import done, fields
+from webui.actions import done, fields, flag
 from webui.db import get_db, vault_db
 from webui.permissions import MANAGER, OPERATOR, permission
 
@@ -54,7 +54,7 @@ def duty():
     """Sign on (on: yes) or off at this counter."""
     db = get_db()
     device = current_app.config["KIROKU_DEVICE"]
-    if fields().get("on") == "yes":
+    if flag(fields(), "on"):
         if not db.execute("SELECT 1 FROM duty WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
                           (device, g.user.id)).fetchone():
             auth.audit("duty.sign_on", subject=device)

@@ -251,8 +251,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "user.unknown_role": ("役割は 管理責任者・課長・操作担当者 のいずれかです。",
                           "Roles are manager, section_head and operator."),
     "api.json_object": ("JSON オブジェクトを送ってください。", "Send a JSON object as the request body."),
-    "api.bad_value": ("値は文字列・数値・真偽値・その一覧で送ってください。",
-                      "Send values as text, numbers, true/false, or lists of them."),
+    "api.bad_value": ("値は文字列・数値・真偽値（1万文字まで）か、その一覧（500件まで）で送ってください。",
+                      "Send values as text, numbers or true/false (up to 10,000 characters), or lists of them "
+                      "(up to 500)."),
+    "api.flag_needed": ("はい・いいえを true か false で送ってください。", "Send yes/no choices as true or false."),
     "user.added": ("職員を追加しました。", "Person added."),
     "user.cannot_disable_self": ("自分自身は無効にできません。", "You cannot disable yourself."),
     "sections.title": ("課", "Sections"),

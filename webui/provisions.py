@@ -28,7 +28,7 @@ from flask import Blueprint, Response, abort, current_app, g, jsonify, render_te
 
 from firmware.export import GROUNDS
 from webui import auth
-from webui.actions import done, fields, refuse
+from webui.actions import done, fields, flag, refuse
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, permission
 from webui.requests import _iso, fiscal_year, recordings_for_request, release_holds, scope_range
@@ -101,18 +101,23 @@ def new():
                detail={"ground": form["ground"], "recipient": form["recipient"][:200], "recording": form["recording"],
                        "start": _iso(start), "end": _iso(end), "paperwork": "received" if form["reference"] else
                        "pending (Art. 11(2))"})
-    with transaction(db):
-        provision_id = db.execute(
-            "INSERT INTO provisions (number, fiscal_year, ground, recipient, request_reference, request_date,"
-            " recording_id, start_wall_us, end_wall_us, approved_by, note, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (number, fy, form["ground"], form["recipient"], form["reference"], form["request_date"][:40],
-             form["recording"], start, end, g.user.id, form["note"][:2000], auth.now_iso())).lastrowid
     from webui import control
 
+    # Held before the record exists: no open provision is ever without its hold.
     holds = control().request("hold", reason="provision", recording_ids=[form["recording"]], reference=number,
                               by=g.user.username)["holds"]
-    db.execute("UPDATE provisions SET hold_ids = ? WHERE id = ?", (json.dumps(holds), provision_id))
+    try:
+        with transaction(db):
+            provision_id = db.execute(
+                "INSERT INTO provisions (number, fiscal_year, ground, recipient, request_reference, request_date,"
+                " recording_id, start_wall_us, end_wall_us, approved_by, note, created_at, hold_ids)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (number, fy, form["ground"], form["recipient"], form["reference"][:200], form["request_date"][:40],
+                 form["recording"], start, end, g.user.id, form["note"][:2000], auth.now_iso(),
+                 json.dumps(holds))).lastrowid
+    except Exception:
+        release_holds(json.dumps(holds))
+        raise
     return done(url_for("provisions.show", provision_id=provision_id), code=201, notice="provision.created",
                 **describe(load(provision_id)))
 
@@ -154,6 +159,8 @@ def attach_scan(provision_id: int):
 
     p = load(provision_id)
     back = url_for("provisions.show", provision_id=provision_id)
+    if p["status"] != "open":
+        refuse("provision.already_closed", 409, back=back)  # a closed record's paperwork stays as it was
     name, digest = store_scan(p["number"], back, "provision.scan")
     get_db().execute("UPDATE provisions SET scan_name = ?, scan_sha256 = ? WHERE id = ?", (name, digest, provision_id))
     return done(back, **describe(load(provision_id)))
@@ -292,6 +299,8 @@ def start_export(provision_id: int):
     if p["status"] != "open":
         refuse("provision.already_closed", 409, back=back)
     inputs = fields()
+    faces = flag(inputs, "blur_faces")  # minimum necessary (Art. 10): always a decision
+    exact = flag(inputs, "exact", default=False)
     try:
         identity = keys.unlock(g.user.username, inputs.get("password") or "")
     except keys.WrongPassphrase:
@@ -300,7 +309,7 @@ def start_export(provision_id: int):
     transport = inputs.get("transport_passphrase") or ""
     if transport and len(transport) < 12:
         refuse("provision.transport_short", back=back)
-    redactions = ex.Redactions(faces=inputs.get("blur_faces") == "yes")
+    redactions = ex.Redactions(faces=faces)
     try:
         redactions.mute = [ex.parse_span(s) for s in (inputs.get("mute") or "").split() if s]
     except ex.ExportError:
@@ -317,7 +326,7 @@ def start_export(provision_id: int):
                              request_date=p["request_date"], number=p["number"])
     thread = threading.Thread(target=_run, name=f"export-{p['number']}", daemon=True, args=(
         current_app._get_current_object(), job, identity, provision, p["recording_id"], p["start_wall_us"],
-        p["end_wall_us"], redactions, inputs.get("exact") == "yes", transport or None, g.user.username))
+        p["end_wall_us"], redactions, exact, transport or None, g.user.username))
     thread.start()
     return done(back, code=202, notice="provision.export_started", **_job_status(job))
 

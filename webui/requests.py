@@ -21,7 +21,7 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, g, render_template, request, send_file, url_for
 
 from webui import auth
-from webui.actions import done, fields, refuse
+from webui.actions import done, fields, flag, refuse
 from webui.db import get_db, transaction, vault_db
 from webui.permissions import MANAGER, SECTION_HEAD, permission
 
@@ -129,7 +129,7 @@ def new():
                                purposes=PURPOSES)
     inputs = fields()
     form = {k: (inputs.get(k) or "").strip() for k in ("purpose", "reason", "start", "end", "responsible_section")}
-    chosen = inputs.getlist("recording")
+    chosen = sorted(set(inputs.getlist("recording")))
     known = {r["id"]: r for r in recordings}
 
     def again(key: str):
@@ -160,19 +160,23 @@ def new():
     auth.audit("request.file", subject=number, purpose=form["purpose"],
                detail={"recordings": sorted(chosen), "responsible_sections": sections_concerned,
                        "declared": declared, "status": status})
-    with transaction(db):
-        request_id = db.execute(
-            "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
-            " responsible_sections, responsible_declared, purpose, reason, recording_ids, range_start_wall_us,"
-            " range_end_wall_us, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (number, fy, g.user.id, g.user.section_id, "、".join(sections_concerned), json.dumps(sections_concerned),
-             int(declared), form["purpose"], form["reason"], json.dumps(sorted(chosen)), start, end, status,
-             auth.now_iso())).lastrowid
     from webui import control
 
+    # Held before the request exists: no open request is ever without its holds.
     holds = control().request("hold", reason="request", recording_ids=sorted(chosen), reference=number,
                               by=g.user.username)["holds"]
-    db.execute("UPDATE requests SET hold_ids = ? WHERE id = ?", (json.dumps(holds), request_id))
+    try:
+        with transaction(db):
+            request_id = db.execute(
+                "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
+                " responsible_sections, responsible_declared, purpose, reason, recording_ids, range_start_wall_us,"
+                " range_end_wall_us, status, created_at, hold_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (number, fy, g.user.id, g.user.section_id, "、".join(sections_concerned),
+                 json.dumps(sections_concerned), int(declared), form["purpose"], form["reason"],
+                 json.dumps(sorted(chosen)), start, end, status, auth.now_iso(), json.dumps(holds))).lastrowid
+    except Exception:
+        release_holds(json.dumps(holds))
+        raise
     return done(url_for("requests.show", request_id=request_id), code=201, notice="request.filed",
                 **describe(load(request_id)))
 
@@ -280,7 +284,7 @@ def decide(request_id: int):
     decision = inputs.get("decision")
     note = (inputs.get("note") or "")[:2000]
     requested = json.loads(req["recording_ids"])
-    if decision == "approved" and req["responsible_declared"] and inputs.get("confirm_responsible") != "yes":
+    if decision == "approved" and req["responsible_declared"] and not flag(inputs, "confirm_responsible", False):
         refuse("request.confirm_responsible", back=back)
     if decision == "approved":
         scope = [r for r in inputs.getlist("scope_recording") if r in requested]
@@ -354,6 +358,8 @@ def attach_scan(request_id: int):
     if not (g.user.is_manager or req["requester_id"] == g.user.id):
         abort(404)
     back = url_for("requests.show", request_id=request_id)
+    if req["status"] not in OPEN:
+        refuse("request.not_open", 409, back=back)  # a closed record's paperwork stays as it was
     name, digest = store_scan(req["number"], back, "request.scan")
     get_db().execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
                      (name, digest, auth.now_iso(), request_id))
