@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, abort, current_app, g, jsonify, request, session
+from flask import Blueprint, abort, current_app, g, jsonify, request
 from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
@@ -185,12 +185,7 @@ def session_start():
 @permission(PUBLIC)
 def session_end():
     """Log out: the session and any footage keys it held end."""
-    sid = session.get("sid")
-    if sid:
-        if getattr(g, "user", None):
-            auth.audit("logout", subject=g.user.username)
-        auth.end_session(sid, "logout")
-    session.clear()
+    auth.log_out()
     return jsonify({"user": None})
 
 

@@ -309,15 +309,20 @@ def log_in(username: str, password: str) -> User:
     return user
 
 
-@bp.post("/logout")
-@permission(PUBLIC)
-def logout():
+def log_out() -> None:
+    """End this session (and the footage keys it held); the page and the API log out here."""
     sid = session.get("sid")
     if sid:
         if getattr(g, "user", None):
             audit("logout", subject=g.user.username)
         end_session(sid, "logout")
     session.clear()
+
+
+@bp.post("/logout")
+@permission(PUBLIC)
+def logout():
+    log_out()
     return redirect(url_for("auth.login"))
 
 
