@@ -216,3 +216,82 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     assert "lamp did not light" in manager.locator("#faults").inner_text()
     assert manager.get_attribute("#light", "data-pattern") == "fault"
     manager.screenshot(path=str(ARTIFACTS / "console-fault.png"))
+
+
+@pytest.mark.slow
+def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(appliance, browser, tmp_path):
+    from firmware.cli import main
+
+    url, data = appliance
+    manager = person(browser, url)
+    manager.goto(url)
+    register_first_manager(manager)
+
+    # A few seconds recorded at the counter with the virtual button.
+    manager.goto(url + "console")
+    manager.wait_for_selector('#state[data-state="idle"]')
+    hold(manager, "#record-button", 200)
+    manager.wait_for_selector('#state[data-state="recording"]', timeout=6000)
+    manager.wait_for_timeout(5000)
+    hold(manager, "#record-button", 200)
+    manager.wait_for_selector('#state[data-state="idle"]', timeout=10000)
+
+    # 1. The mayor judged it urgent (Art. 9(5)): the provision goes before its written request.
+    manager.goto(url + "provisions/")
+    manager.click("#new-provision")
+    manager.wait_for_url(re.compile(r".*/provisions/new$"))
+    manager.check("#provision-form input[name=ground][value=urgent]")
+    manager.fill("#provision-form input[name=recipient]", "北警察署 刑事課 佐藤巡査部長")
+    manager.click("#provision-form button[type=submit]")
+    manager.wait_for_url(re.compile(r".*/provisions/\d+$"))
+    provision_url = manager.url
+    number = re.search(r"\d{4}-P\d{3}", manager.inner_text("h1")).group(0)
+    assert "対象の録画は保存を継続します" in manager.inner_text(".flash")
+
+    # 2. The paperwork shows as pending, here and on the dashboard.
+    assert manager.inner_text("#provision-status") == "継続中"
+    assert "依頼文書 未提出" in manager.inner_text("#paperwork")
+    manager.goto(url + "admin/")
+    attention = manager.inner_text("#provisions-attention")
+    assert number in attention and "依頼文書 未提出" in attention
+
+    # 3. An export with the manager's passphrase: progress, then a package that verifies.
+    manager.goto(provision_url)
+    manager.fill("#export-form input[name=password]", PASSWORDS["yamada"])
+    manager.click("#export-form button[type=submit]")
+    manager.wait_for_selector(".job")
+    assert "書き出しを始めました" in manager.inner_text(".flash")
+    # The export takes about a second, so the page first shows it running, then reloads itself.
+    card = manager.locator(".job")
+    if card.get_attribute("data-state") == "running":  # usually; a very fast machine may already be done
+        assert "書き出し中" in card.inner_text() and re.search(r"\d+\.\d / \d+\.\d s", card.inner_text())
+    manager.wait_for_selector("#download-package", timeout=60000)
+    assert "パッケージをダウンロード" in manager.inner_text("#download-package")
+    assert manager.locator("#export-form").is_visible()  # another export stays possible while open
+    with manager.expect_download() as download:
+        manager.click("#download-package")
+    package = tmp_path / download.value.suggested_filename
+    download.value.save_as(package)
+    assert package.name.endswith(".zip")
+    assert main(["verify", str(package)]) == 0
+
+    # 4. Not closable while the written request is missing: the page says so, and a close
+    # sent anyway is refused by the appliance, not just by the disabled button.
+    assert manager.locator("#close-form button").is_disabled()
+    assert "まだ完了できません" in manager.inner_text("#close-form")
+    manager.locator("#close-form").evaluate("form => form.submit()")
+    manager.wait_for_selector(".flash.error")
+    assert "依頼文書がまだ届いていません" in manager.inner_text(".flash")
+    assert manager.inner_text("#provision-status") == "継続中"
+
+    # The written request arrives; now the record closes.
+    manager.fill("#paperwork-form input[name=reference]", "北署刑第456号")
+    manager.fill("#paperwork-form input[name=request_date]", "2026-11-28")
+    manager.click("#paperwork-form button[type=submit]")
+    manager.wait_for_selector("#paperwork-form", state="detached")
+    assert "北署刑第456号" in manager.inner_text("#paperwork")
+    manager.click("#close-form button[type=submit]")
+    manager.wait_for_selector('#provision-status[data-status="closed"]')
+    assert manager.inner_text("#provision-status") == "完了"
+    manager.goto(url + "admin/")
+    assert number not in manager.inner_text("main")  # nothing left to act on

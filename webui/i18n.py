@@ -128,6 +128,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "provision.exporting": ("書き出し中", "Exporting"),
     "provision.download": ("パッケージをダウンロード", "Download the package"),
     "provision.sealed_note": ("パスフレーズで暗号化されています（age）。", "Sealed with the passphrase (age)."),
+    "provision.created_at": ("記録日時", "Recorded"),
+    "provision.exported_at": ("作成日時", "Made"),
     "provision.review": ("渡す前に映像を確認してください。顔の自動検出は見落とすことがあります。",
                          "Review the clip before it leaves: automatic face detection can miss a face."),
     "provision.export_failed": ("書き出せませんでした", "Export failed"),
