@@ -164,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--cert", type=Path, required=True)
     ins.add_argument("--key", type=Path, required=True)
 
+    p = sub.add_parser("notice", help="the counter sign (A4, A3) and the public notice (PDF, HTML), Art. 4")
+    _add_data(p)
+    p.add_argument("--config", default=None, help="a configuration file (default: <data>/kiroku.toml)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write them")
+
     p = sub.add_parser("bench", help="the benchmark: what each stage costs next to its baseline")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
@@ -252,6 +257,18 @@ def _dispatch(args) -> int:
     config = _load_config(args)
     if config is None:
         return 2
+    if args.command == "notice":
+        from firmware import signage
+
+        if not config.device.location:
+            print("kiroku notice: [device] location is empty — the sign would not say where it is; set it in the "
+                  "admin page's settings or kiroku.toml", file=sys.stderr)
+        for path in signage.write_all(config, args.out):
+            print(path)
+        if not config.public.url:
+            print("kiroku notice: [public] url is empty, so the sign has no QR code to the city's notice page",
+                  file=sys.stderr)
+        return 0
     if args.command == "recorder":
         from firmware import daemon
 

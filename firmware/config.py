@@ -32,6 +32,17 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class PublicConfig:
+    """What the counter sign and the public notice say (Art. 4(1)); ``kiroku notice`` prints them."""
+    city: str = _f("一宮市", doc="the city, as the notice names it")
+    purpose: str = _f("行政サービスの質を確保し、職員に対する不当な圧力を排除するため",
+                      doc="why the counter is recorded (Art. 1), as the notice states it")
+    manager: str = _f("財務部資産経営課長", doc="the manager's title (Art. 5(1)), whom the public may ask")
+    contact: str = _f("", doc="the manager's telephone or mail address, printed on the sign")
+    url: str = _f("", pattern=r"(https://\S{1,200})?", doc="the city's notice page: the sign's QR code points there")
+
+
+@dataclass(frozen=True)
 class NoticeConfig:
     delay: float = _f(2.0, lo=0.5, hi=30.0, doc="seconds the sign is lit before anything is stored")
     announcement: str = _f("", doc='"" for none, "chime", or the path of a WAV file')
@@ -119,6 +130,7 @@ class Config:
     button: ButtonConfig = field(default_factory=ButtonConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    public: PublicConfig = field(default_factory=PublicConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
     def replace(self, **sections: dict[str, Any]) -> "Config":

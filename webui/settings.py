@@ -33,6 +33,8 @@ FIELDS = [
     ("retention", "footage_min_days", int), ("retention", "call_min_days", int),
     ("retention", "footage_max_days", int), ("retention", "call_max_days", int),
     ("retention", "capacity_mb", int),
+    ("public", "city", str), ("public", "purpose", str), ("public", "manager", str), ("public", "contact", str),
+    ("public", "url", str),
 ]
 RESTART_NEEDED = {("device", "mode"), ("notice", "announcement")}
 
@@ -106,6 +108,34 @@ def save():
         control().request("reload", by=g.user.username)
     return done(url_for("settings.index"), notice=("settings.saved_restart" if restart else "settings.saved")
                 if changes else None, restart_needed=sorted(f"{s}.{k}" for s, k in restart), **describe(current()))
+
+
+@bp.get("/notice")
+@permission(MANAGER)
+def notice():
+    """The sign for the counter and the public notice (Art. 4), made from these settings."""
+    from firmware import signage
+
+    config = current()
+    return render_template("admin/notice.html", systems=signage.systems(config), config=config,
+                           files=list(signage.FILES))
+
+
+@bp.get("/notice/<name>")
+@permission(MANAGER)
+def notice_file(name: str):
+    """One of them: sign-a4.pdf, sign-a3.pdf, notice.pdf, notice.html."""
+    import io
+
+    from flask import abort, send_file
+
+    from firmware import signage
+
+    if name not in signage.FILES:
+        abort(404)
+    data = signage.FILES[name](current())
+    mimetype = "text/html" if name.endswith(".html") else "application/pdf"
+    return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
 
 
 def describe(config: Config) -> dict:
