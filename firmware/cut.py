@@ -7,6 +7,15 @@ import io
 from firmware.segmenter import add_template_stream
 
 
+def open_segment(data: bytes):
+    """A stored segment's plaintext as a PyAV container. Its moov box already describes
+    every stream, so nothing is decoded to probe it (that cost milliseconds per segment)."""
+    import av
+
+    return av.open(io.BytesIO(data), format="mp4", options={"probesize": "32", "analyzeduration": "0"},
+                   buffer_size=max(32768, len(data)))
+
+
 def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
     """Cut a segment to [keep_from, keep_to) seconds without re-encoding.
 
@@ -19,14 +28,14 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
     import av
 
     eps = 1e-6
-    with av.open(io.BytesIO(mp4)) as inp:
+    with open_segment(mp4) as inp:
         starts = [float(p.pts * p.time_base) for p in inp.demux(video=0)
                   if p.dts is not None and p.is_keyframe and float(p.pts * p.time_base) >= keep_from - eps]
     if not starts or starts[0] >= keep_to - eps:
         return b"", 0.0  # no keyframe inside the range: nothing can be shown without showing more
     begin = starts[0]
     out_buf = io.BytesIO()
-    with av.open(io.BytesIO(mp4)) as inp:
+    with open_segment(mp4) as inp:
         out = av.open(out_buf, "w", format="mp4",
                       options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
         streams = {s.index: add_template_stream(out, s) for s in inp.streams if s.type in ("video", "audio")}

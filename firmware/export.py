@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import io
 import json
 import time
 import zipfile
@@ -39,6 +38,7 @@ from fractions import Fraction
 from typing import BinaryIO, Callable
 
 from firmware import __version__
+from firmware.cut import open_segment
 
 GROUNDS = {
     "committee": (1, "第三者委員会から求めがあったとき", "the city's third-party committee asked"),
@@ -240,13 +240,6 @@ def _muted(mute, t: float, n: int, rate: int):
             yield a, b
 
 
-def _open_segment(av, data: bytes):
-    """A segment's plaintext as a PyAV container. Its moov box already describes every
-    stream, so nothing is decoded to probe it (that cost milliseconds per segment)."""
-    return av.open(io.BytesIO(data), format="mp4", options={"probesize": "32", "analyzeduration": "0"},
-                   buffer_size=max(32768, len(data)))
-
-
 class _Copy:
     """One stream of one segment copied into the clip without re-encoding: the packets in
     [begin, end), moved onto the clip's timeline. The shift is the same for every packet
@@ -345,7 +338,7 @@ class _Cutter:
             if self.begin is None:
                 return  # no keyframe of this segment lies in the range: the next one's will
         end = t0 + hi
-        with _open_segment(self.av, data) as inp:
+        with open_segment(data) as inp:
             if self.video is None:
                 self._streams(inp)
             vin = inp.streams.video[0]
@@ -373,7 +366,7 @@ class _Cutter:
         at or after it (never one before: that would show time outside the range)."""
         if self.reencode_video:
             return t0 + max(0.0, lo)
-        with _open_segment(self.av, data) as inp:
+        with open_segment(data) as inp:
             for packet in inp.demux(video=0):
                 if packet.pts is not None and packet.is_keyframe and float(packet.pts * packet.time_base) >= lo - 1e-6:
                     return t0 + float(packet.pts * packet.time_base)

@@ -15,7 +15,6 @@ scope — and only that — in the browser.
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import threading
@@ -323,10 +322,10 @@ def _decrypted(viewing: Viewing, p: Part) -> bytes:
 
 def _codecs(viewing: Viewing) -> str:
     """The MSE codec string of the scope's first part (the camera's profile and level)."""
-    import av
+    from firmware.cut import open_segment
 
     data = _decrypted(viewing, viewing.parts[0]) if viewing.parts else b""
-    with av.open(io.BytesIO(data)) as c:
+    with open_segment(data) as c:
         extradata = c.streams.video[0].codec_context.extradata or b"\x01\x42\xc0\x1e"
         codecs = "avc1.%02x%02x%02x" % (extradata[1], extradata[2], extradata[3])
         if c.streams.audio:
