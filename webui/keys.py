@@ -41,6 +41,21 @@ def unlock(name: str, password: str) -> age.X25519Identity:
     return keystore().unlock_manager(name, password)
 
 
+def unlock_for(password: str, *, subject: str, purpose: str, back: str) -> age.X25519Identity:
+    """The logged-in manager's key for a viewing or an export; a wrong passphrase is logged
+    against the record it was for, and refused."""
+    from flask import g
+
+    from webui import auth
+    from webui.actions import refuse
+
+    try:
+        return unlock(g.user.username, password)
+    except WrongPassphrase:
+        auth.audit("key.unlock_failed", subject=subject, purpose=purpose)
+        refuse("viewing.wrong_password", 403, back=back)
+
+
 class _Pending:
     """The recovery key, held in memory until the person who saw it confirms it is stored."""
 

@@ -301,11 +301,7 @@ def start_export(provision_id: int):
     inputs = fields()
     faces = flag(inputs, "blur_faces")  # minimum necessary (Art. 10): always a decision
     exact = flag(inputs, "exact", default=False)
-    try:
-        identity = keys.unlock(g.user.username, inputs.get("password") or "")
-    except keys.WrongPassphrase:
-        auth.audit("key.unlock_failed", subject=p["number"], purpose="provision")
-        refuse("viewing.wrong_password", 403, back=back)
+    identity = keys.unlock_for(inputs.get("password") or "", subject=p["number"], purpose="provision", back=back)
     transport = inputs.get("transport_passphrase") or ""
     if transport and len(transport) < 12:
         refuse("provision.transport_short", back=back)

@@ -189,11 +189,8 @@ def unlock(request_id: int):
     decision = get_db().execute("SELECT * FROM decisions WHERE request_id = ?", (request_id,)).fetchone()
     if req["status"] != "approved" or not valid_window(decision):
         refuse("viewing.not_approved", 409, back=back)
-    try:
-        identity = keys.unlock(g.user.username, fields().get("password") or "")
-    except keys.WrongPassphrase:
-        auth.audit("key.unlock_failed", subject=req["number"], purpose=req["purpose"])
-        refuse("viewing.wrong_password", 403, back=back)
+    identity = keys.unlock_for(fields().get("password") or "", subject=req["number"], purpose=req["purpose"],
+                               back=back)
     parts = _scope_parts(decision)
     if not parts:
         refuse("viewing.nothing_in_scope", 409, back=back)
