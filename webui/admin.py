@@ -29,16 +29,23 @@ def recorder_status() -> dict | None:
 @bp.get("/")
 @permission(MANAGER)
 def dashboard():
-    db = get_db()
     vdb = vault_db()
-    pending = db.execute("SELECT count(*) FROM requests WHERE status IN ('submitted', 'awaiting_opinion')").fetchone()[0]
-    holds = vdb.execute("SELECT count(*) FROM holds WHERE released_at IS NULL").fetchone()[0] if vdb else 0
     recent = vdb.execute("SELECT id, started_at, ended_at, end_reason FROM recordings ORDER BY started_wall_us DESC"
                          " LIMIT 5").fetchall() if vdb else []
     from webui.provisions import age_days, needing_attention
 
-    return render_template("admin/dashboard.html", status=recorder_status(), pending=pending, holds=holds,
-                           recent=recent, attention=needing_attention(), age_days=age_days)
+    return render_template("admin/dashboard.html", status=recorder_status(), recent=recent,
+                           attention=needing_attention(), age_days=age_days, **counts())
+
+
+def counts() -> dict:
+    """The dashboard's counts (the page and GET /api/v1/dashboard): requests awaiting an
+    opinion or a decision, and open holds."""
+    vdb = vault_db()
+    pending = get_db().execute("SELECT count(*) FROM requests WHERE status IN ('submitted', 'awaiting_opinion')"
+                               ).fetchone()[0]
+    holds = vdb.execute("SELECT count(*) FROM holds WHERE released_at IS NULL").fetchone()[0] if vdb else 0
+    return {"pending": pending, "holds": holds}
 
 
 # -- people -----------------------------------------------------------------------------------
@@ -127,6 +134,11 @@ def describe_person(user_id: int) -> dict:
     row = next((p for p in _people() if p["id"] == user_id), None)
     if row is None:
         abort(404)
+    return person_json(row)
+
+
+def person_json(row) -> dict:
+    """A row of ``_people()`` as the API shows it."""
     return {"id": row["id"], "username": row["username"], "display_name": row["display_name"],
             "section": row["section"], "manager": bool(row["is_manager"]), "section_head": bool(row["is_section_head"]),
             "operator": bool(row["is_operator"]), "disabled": row["disabled_at"] is not None,

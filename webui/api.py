@@ -23,7 +23,7 @@ from firmware.export import GROUNDS
 from firmware.hardware import Simulator
 from webui import admin, auth, console, provisions, requests, settings, viewing
 from webui.actions import refuse
-from webui.db import get_db, vault_db
+from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
 from webui.requests import visible_requests
 
@@ -205,7 +205,7 @@ def request_detail(request_id: int):
 @permission(MANAGER)
 def people():
     """Everyone with an account, their roles, and whether they operate this device."""
-    return jsonify([admin.describe_person(p["id"]) for p in admin._people()])
+    return jsonify([admin.person_json(p) for p in admin._people()])
 
 
 @bp.get("/sections")
@@ -233,9 +233,7 @@ def duty_get():
 @permission(MANAGER)
 def provisions_list():
     """The provision register, open records first."""
-    rows = get_db().execute("SELECT p.*, u.display_name AS approver FROM provisions p JOIN users u"
-                            " ON u.id = p.approved_by ORDER BY p.status = 'closed', p.id DESC").fetchall()
-    return jsonify([provisions.describe(p) for p in rows])
+    return jsonify([provisions.describe(p) for p in provisions.register()])
 
 
 @bp.get("/provisions/<int:provision_id>")
@@ -250,15 +248,10 @@ def provision_detail(provision_id: int):
 def dashboard():
     """What the manager's dashboard shows: requests awaiting a decision, holds, and the
     provisions needing attention (paperwork pending, committee footage not returned)."""
-    from webui.admin import recorder_status
-
-    vdb = vault_db()
-    pending = get_db().execute("SELECT count(*) FROM requests WHERE status IN ('submitted', 'awaiting_opinion')"
-                               ).fetchone()[0]
-    holds = vdb.execute("SELECT count(*) FROM holds WHERE released_at IS NULL").fetchone()[0] if vdb else 0
-    attention = [provisions.describe(provisions.load(p["id"])) for p in provisions.needing_attention()]
-    return jsonify({"recorder": recorder_status(), "requests_pending": pending, "holds": holds,
-                    "provisions_needing_attention": attention})
+    counts = admin.counts()
+    return jsonify({"recorder": admin.recorder_status(), "requests_pending": counts["pending"],
+                    "holds": counts["holds"],
+                    "provisions_needing_attention": [provisions.describe(p) for p in provisions.needing_attention()]})
 
 
 # -- the pages' actions, the same views --------------------------------------------------------

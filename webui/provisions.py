@@ -36,20 +36,29 @@ from webui.requests import _iso, fiscal_year, recordings_for_request, release_ho
 bp = Blueprint("provisions", __name__, url_prefix="/provisions")
 
 
+def records(where: str = "1", params: tuple = (), order: str = "p.id") -> list:
+    """Provision records with their approver's name: the one query the pages and the API read."""
+    return get_db().execute(f"SELECT p.*, u.display_name AS approver FROM provisions p JOIN users u"
+                            f" ON u.id = p.approved_by WHERE {where} ORDER BY {order}", params).fetchall()
+
+
 def load(provision_id: int):
-    row = get_db().execute("SELECT p.*, u.display_name AS approver FROM provisions p JOIN users u"
-                           " ON u.id = p.approved_by WHERE p.id = ?", (provision_id,)).fetchone()
-    if row is None:
+    rows = records("p.id = ?", (provision_id,))
+    if not rows:
         abort(404)
-    return row
+    return rows[0]
 
 
 def needing_attention() -> list:
     """Open records the manager must still act on: paperwork pending (Art. 11(2)), or the
     committee's footage not yet returned or erased (Art. 10(2))."""
-    return get_db().execute(
-        "SELECT * FROM provisions WHERE status = 'open' AND (request_reference = ''"
-        " OR (ground = 'committee' AND return_done_at IS NULL)) ORDER BY id").fetchall()
+    return records("p.status = 'open' AND (p.request_reference = ''"
+                   " OR (p.ground = 'committee' AND p.return_done_at IS NULL))")
+
+
+def register() -> list:
+    """The whole register, open records first, newest first."""
+    return records(order="p.status = 'closed', p.id DESC")
 
 
 def age_days(created_at: str) -> int:
@@ -61,8 +70,7 @@ def age_days(created_at: str) -> int:
 @bp.get("/")
 @permission(MANAGER)
 def index():
-    rows = get_db().execute("SELECT * FROM provisions ORDER BY status = 'closed', id DESC").fetchall()
-    return render_template("provisions/index.html", provisions=rows, grounds=GROUNDS, age_days=age_days)
+    return render_template("provisions/index.html", provisions=register(), grounds=GROUNDS, age_days=age_days)
 
 
 @bp.route("/new", methods=["GET", "POST"])
