@@ -48,6 +48,24 @@ def systems(config: Config) -> list[System]:
                    retention=f"{r.footage_min_days}日間保存し、その後は上書きにより消去します（第6条第2項）。")]
 
 
+TITLE = "業務記録システムの設置について"
+CLOSING = ("記録は、要綱第7条から第11条に定める場合を除き、利用せず、第三者に提供しません。"
+           "ご自身が記録された画像等の開示は、個人情報保護法に基づき請求できます。")
+
+
+def intro(config: Config) -> str:
+    """The notice's first sentence: who sets the systems up, and why (Art. 4(1))."""
+    p = config.public
+    return (f"{p.city}は、{p.purpose}、次のとおり業務記録システムを設置しています"
+            "（業務記録システムの設置及び運用に関する要綱第4条第1項）。")
+
+
+def manager_line(config: Config) -> str:
+    """Whom the public may ask: the city, the manager's title and, when set, the contact."""
+    p = config.public
+    return f"{p.city} {p.manager}" + (f"（{p.contact}）" if p.contact else "")
+
+
 def _qr_png(url: str) -> bytes:
     import io
 
@@ -100,7 +118,7 @@ def sign_pdf(config: Config, size: str = "A4") -> bytes:
     text_width = width - 2 * margin - (66 * k if p.url else 0)
     pdf.set_xy(margin, margin + 66 * k)
     rows = [("目的", p.purpose), ("保存期間", system.retention), ("設置場所", system.place),
-            ("管理責任者", f"{p.city} {p.manager}" + (f"（{p.contact}）" if p.contact else ""))]
+            ("管理責任者", manager_line(config))]
     for label, value in rows:
         pdf.set_x(margin)
         pdf.set_font("gothic", size=17 * k)
@@ -133,24 +151,23 @@ def notice_html(config: Config) -> str:
     rows = "\n".join(
         f"<tr><th scope=\"row\">{e(s.name)}</th><td>{e(s.place)}</td><td>{e(s.records)}</td><td>{e(s.purpose)}</td>"
         f"<td>{e(s.operation)}</td><td>{e(s.retention)}</td></tr>" for s in systems(config))
-    contact = f"{e(p.city)} {e(p.manager)}" + (f"（{e(p.contact)}）" if p.contact else "")
     return f"""<!doctype html>
 <html lang="ja">
-<head><meta charset="utf-8"><title>{e(p.city)} 業務記録システムの設置について</title>
+<head><meta charset="utf-8"><title>{e(p.city)} {TITLE}</title>
 <style>body{{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.6}}
 table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #999;padding:.4rem;vertical-align:top;text-align:left}}
 </style></head>
 <body>
-<h1>業務記録システムの設置について</h1>
-<p>{e(p.city)}は、{e(p.purpose)}、次のとおり業務記録システムを設置しています（業務記録システムの設置及び運用に関する要綱第4条第1項）。</p>
+<h1>{TITLE}</h1>
+<p>{e(intro(config))}</p>
 <table>
 <thead><tr><th>システム</th><th>設置場所</th><th>記録する内容</th><th>利用目的</th><th>稼働方法</th><th>保存期間</th></tr></thead>
 <tbody>
 {rows}
 </tbody>
 </table>
-<p>記録は、要綱第7条から第11条に定める場合を除き、利用せず、第三者に提供しません。ご自身が記録された画像等の開示は、個人情報保護法に基づき請求できます。</p>
-<p>管理責任者：{contact}</p>
+<p>{CLOSING}</p>
+<p>管理責任者：{e(manager_line(config))}</p>
 </body>
 </html>
 """
@@ -160,15 +177,13 @@ def notice_pdf(config: Config) -> bytes:
     """The public notice as a printable A4 page."""
     from firmware.pdf import new_document
 
-    p = config.public
     pdf = new_document()
     pdf.add_page()
     pdf.set_font("gothic", size=16)
-    pdf.cell(0, 10, "業務記録システムの設置について", align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 10, TITLE, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
     pdf.set_font("gothic", size=10.5)
-    pdf.multi_cell(0, 6, f"{p.city}は、{p.purpose}、次のとおり業務記録システムを設置しています"
-                         "（業務記録システムの設置及び運用に関する要綱第4条第1項）。", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 6, intro(config), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
     for s in systems(config):
         pdf.set_font("gothic", size=12)
@@ -179,12 +194,9 @@ def notice_pdf(config: Config) -> bytes:
             pdf.cell(32, 7, label, border=1)
             pdf.multi_cell(0, 7, value, border=1, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(3)
-    pdf.multi_cell(0, 6, "記録は、要綱第7条から第11条に定める場合を除き、利用せず、第三者に提供しません。"
-                         "ご自身が記録された画像等の開示は、個人情報保護法に基づき請求できます。",
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 6, CLOSING, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
-    pdf.multi_cell(0, 6, f"管理責任者：{p.city} {p.manager}" + (f"（{p.contact}）" if p.contact else ""),
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 6, f"管理責任者：{manager_line(config)}", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())
 
 

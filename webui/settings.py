@@ -118,7 +118,8 @@ def notice():
 
     config = current()
     return render_template("admin/notice.html", systems=signage.systems(config), config=config,
-                           files=list(signage.FILES))
+                           title=signage.TITLE, intro=signage.intro(config), closing=signage.CLOSING,
+                           manager=signage.manager_line(config))
 
 
 @bp.get("/notice/<name>")
