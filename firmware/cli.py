@@ -169,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="a configuration file (default: <data>/kiroku.toml)")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write them")
 
+    p = sub.add_parser("call-recorder", help="the call recorder: external calls taken off the PBX trunk's mirror port")
+    _add_data(p)
+    p.add_argument("--config", metavar="FILE", help="configuration file (default: DATA/kiroku.toml if present)")
+    p.add_argument("--interface", default=None, metavar="IF",
+                   help="the capture interface wired to the mirror port (default from config: calls.interface)")
+    p.add_argument("--trunk", default=None, metavar="HOST[:PORT]",
+                   help="the carrier side's SIP address; calls from it are inbound (default from config: calls.trunk)")
+    p.add_argument("--pcap", type=Path, default=None, metavar="FILE",
+                   help="replay a saved capture (pcap) through the same path instead of capturing, then exit")
+
+    p = sub.add_parser("calls", help="recorded calls with their metadata")
+    _add_data(p)
+    cl = p.add_subparsers(dest="action", metavar="ACTION")
+    cl.required = True
+    ls = cl.add_parser("list", help="calls, newest first")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--number", default="", help="a number as you would type it (any part of it)")
+    ls.add_argument("--since", default=None, metavar="DATE", help="from this day or ISO time")
+    ls.add_argument("--until", default=None, metavar="DATE", help="before this day or ISO time")
+    ls.add_argument("--direction", choices=("inbound", "outbound"), default="")
+    ls.add_argument("--limit", type=int, default=200)
+
     p = sub.add_parser("bench", help="the benchmark: what each stage costs next to its baseline")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
@@ -250,6 +272,8 @@ def _dispatch(args) -> int:
         from firmware import export_cli
 
         return getattr(export_cli, args.command)(args)
+    if args.command == "calls":
+        return _calls(args)
     if args.command in ("vault", "audit", "keys", "init"):
         from firmware import vault_cli
 
@@ -274,6 +298,12 @@ def _dispatch(args) -> int:
 
         _setup_logging("recorder", args.verbose)
         return daemon.main(args.data, config, simulate=args.simulate)
+    if args.command == "call-recorder":
+        from firmware.calls import recorder as call_recorder
+
+        _setup_logging("call-recorder", args.verbose)
+        return call_recorder.main(args.data, config, interface=args.interface or config.calls.interface,
+                                  trunk=args.trunk or config.calls.trunk, pcap=args.pcap)
     host = args.host or config.web.host
     port = args.port or config.web.port
     if args.command == "web":
@@ -316,8 +346,61 @@ def _ctl(args) -> int:
     return 0
 
 
+def _calls(args) -> int:
+    import sqlite3
+    from datetime import datetime
+
+    from firmware.calls import index
+
+    def when(text):
+        if text is None:
+            return None
+        try:
+            dt = datetime.fromisoformat(text)
+        except ValueError:
+            raise SystemExit(print(f"kiroku calls: {text!r} is not a date (2026-04-01) or ISO time", file=sys.stderr)
+                             or 2) from None
+        return int((dt if dt.tzinfo else dt.astimezone()).timestamp() * 1e6)
+
+    db = args.data / "kiroku.db"
+    if not db.exists():
+        print(f"kiroku calls: no recorder database in {args.data} — check --data", file=sys.stderr)
+        return 2
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = index.search(conn, number=args.number, since_us=when(args.since), until_us=when(args.until),
+                            direction=args.direction, limit=args.limit)
+    except sqlite3.OperationalError as exc:
+        print(f"kiroku calls: {db}: {exc} — is this a call recorder's data folder?", file=sys.stderr)
+        return 2
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not rows:
+        print("no calls")
+    for r in rows:
+        arrow = "←" if r["direction"] == "inbound" else "→"
+        talk = f"{r['talk_s']:.1f} s" if r["talk_s"] is not None else "in progress"
+        loss = f", {r['loss_percent']:.1f} % lost" if r["packets_lost"] else ""
+        print(f"{r['recording_id']}  {r['invited_at']}  {arrow} {r['external_display'] or '?':<16} "
+              f"city {r['city_display'] or '?':<14} {r['disposition'] or 'ringing':<10} {talk}{loss}")
+    return 0
+
+
 def format_status(s: dict) -> str:
     """The recorder's status as a few lines a person can read at the counter."""
+    if s.get("kind") == "call":
+        faults = s.get("faults") or []
+        return "\n".join([
+            f"state      {s['state']} (call recorder {s['device']}, trunk {s['trunk']} on {s['interface'] or 'a capture'})",
+            f"calls      {len(s['active_calls'])} in progress, {s['calls_stored']} stored since start",
+            f"trunk      last SIP {s['last_sip_at'] or 'never'}; {s['sip_messages']} SIP, {s['rtp_packets']} RTP;"
+            f" dropped {s['dropped']['kernel']} (kernel) {s['dropped']['queue']} (queue)",
+            "faults     " + ("; ".join(f["message"] for f in faults) if faults else "none"),
+            f"clock      {'synchronised' if s['clock']['synchronised'] else 'NOT synchronised'}, {s['clock']['now']}",
+        ])
     hardware = "simulated hardware" if s.get("simulated") else "hardware"
     sign = s["sign"]
     sign_text = "lit" if sign["lit"] else "off"

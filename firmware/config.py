@@ -113,6 +113,23 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class CallsConfig:
+    """The call recorder (``kiroku call-recorder``): the PBX trunk's mirror port."""
+
+    interface: str = _f("", pattern=r"([A-Za-z0-9._-]{1,15})?", doc="the capture interface wired to the mirror port")
+    trunk: str = _f("", pattern=r"(\[?[0-9A-Za-z.:-]{1,253}\]?(:\d{1,5})?)?",
+                    doc="the carrier side's SIP address, HOST or HOST:PORT: calls from it are inbound")
+    outside_line_prefix: str = _f("", pattern=r"[0-9]?", doc="the PBX's outside-line digit, if it reaches the trunk")
+    segment_seconds: float = _f(10.0, lo=2.0, hi=60.0, doc="a power cut loses at most this much of a call")
+    jitter_window: float = _f(0.5, lo=0.1, hi=3.0, doc="seconds a late RTP packet is still put in its place")
+    office_hours: str = _f("08:30-17:15", pattern=r"(\d\d:\d\d-\d\d:\d\d)?",
+                           doc='when the trunk is expected to carry calls; "" turns the silence watchdog off')
+    office_days: str = _f("mon,tue,wed,thu,fri", pattern=r"((mon|tue|wed|thu|fri|sat|sun),?)*")
+    silence_minutes: int = _f(60, lo=5, hi=1440, doc="no SIP on the trunk this long in office hours is a fault")
+    idle_timeout: int = _f(900, lo=60, hi=86400, doc="an answered call with no SIP or RTP this long has ended")
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = _f("127.0.0.1")
     port: int = _f(8080, lo=1, hi=65535)
@@ -131,6 +148,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     public: PublicConfig = field(default_factory=PublicConfig)
+    calls: CallsConfig = field(default_factory=CallsConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
     def replace(self, **sections: dict[str, Any]) -> "Config":

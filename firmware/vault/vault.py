@@ -252,6 +252,28 @@ class Vault:
             self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec.id,
                                   detail={"reason": rec.end_reason, "segments": segments})
 
+    _CALL_COLUMNS = ("recording_id", "call_id", "direction", "trunk", "transport", "external_raw", "external_e164",
+                     "city_raw", "city_e164", "withheld", "prefix_184", "prefix_186", "outside_line",
+                     "invited_wall_us", "ringing_wall_us", "answered_wall_us", "ended_wall_us", "audio_wall_us",
+                     "ring_ms", "talk_ms", "disposition", "sip_status", "end_reason", "ended_by", "holds", "codecs",
+                     "packets_received", "packets_lost", "packets_duplicate", "packets_late", "loss_percent")
+
+    def index_call(self, row: dict, *, ended: Recording | None = None) -> None:
+        """A call's row in the index (the call recorder's), written when the call begins and
+        again when it ends; with ``ended``, its recording ends in the same transaction."""
+        cols = self._CALL_COLUMNS
+        with self.transaction() as conn:
+            conn.execute(f"INSERT OR REPLACE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                         tuple(row[c] for c in cols))
+            if ended is None:
+                return
+            conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                         (ended.ended_wall_us, ended.ended_at, ended.end_reason, ended.id))
+            segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (ended.id,)).fetchone()[0]
+            self.audit_log.append(conn, actor="call-recorder", action="recording.stop", subject=ended.id, detail={
+                "reason": ended.end_reason, "segments": segments, "disposition": row["disposition"],
+                "talk_ms": row["talk_ms"], "packets_lost": row["packets_lost"]})
+
     def open_segment(self, rec: Recording, seq: int, start_us: int) -> SealedSegment:
         if not self.ready:
             raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")
@@ -651,10 +673,17 @@ class Vault:
                     if rel not in indexed:
                         findings.append(self._orphan(rel, repair=True))
             end = self.db.execute("SELECT max(end_wall_us) FROM segments WHERE recording_id = ?", (rec_id,)).fetchone()[0]
+            if not (end or last_end) and cls == "call":  # a call that never got audio ends where it began
+                end = self.db.execute("SELECT started_wall_us FROM recordings WHERE id = ?", (rec_id,)).fetchone()[0]
             end = end or last_end or self._now()
             with self.transaction() as conn:
                 conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
                              (end, _iso(end), "the recorder stopped unexpectedly", rec_id))
+                conn.execute(  # its call (if it is one) ends there too, answered or not as it was
+                    "UPDATE calls SET ended_wall_us = ?, end_reason = 'recorder_stopped',"
+                    " talk_ms = CASE WHEN answered_wall_us IS NULL THEN 0 ELSE max(0, (? - answered_wall_us) / 1000) END,"
+                    " disposition = coalesce(disposition, CASE WHEN answered_wall_us IS NULL THEN 'failed'"
+                    " ELSE 'answered' END) WHERE recording_id = ? AND ended_wall_us IS NULL", (end, end, rec_id))
                 self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
                                       detail={"reason": "the recorder stopped unexpectedly", "recovered": True})
             findings.append(Finding("unfinished", rec_id, "a recording without an end: closed", fixed=True))

@@ -1,0 +1,70 @@
+"""Reading the call index: the one query ``kiroku calls list`` and the admin page share.
+
+Numbers are searched the way a clerk types them (``numbers.search_key``): 0422-12-3456,
+０４２２１２３４５６, +81 422 12 3456 and the last digits alone all find the same call.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+
+from firmware.calls import numbers
+
+DIRECTIONS = ("inbound", "outbound")
+
+
+def _iso(wall_us: int | None) -> str | None:
+    if wall_us is None:
+        return None
+    return datetime.fromtimestamp(wall_us / 1e6).astimezone().isoformat(timespec="seconds")
+
+
+def search(conn: sqlite3.Connection, *, number: str = "", since_us: int | None = None, until_us: int | None = None,
+           direction: str = "", limit: int = 200) -> list[dict]:
+    where, params = ["1"], []
+    if number:
+        key = numbers.search_key(number)
+        if not key:
+            return []
+        where.append("(replace(c.external_e164, '+', '') LIKE ? OR c.external_raw LIKE ?"
+                     " OR replace(c.city_e164, '+', '') LIKE ? OR c.city_raw LIKE ?)")
+        params += [f"%{key}%"] * 4
+    if since_us is not None:
+        where.append("c.invited_wall_us >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("c.invited_wall_us < ?")
+        params.append(until_us)
+    if direction:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {', '.join(DIRECTIONS)}")
+        where.append("c.direction = ?")
+        params.append(direction)
+    cur = conn.execute(
+        "SELECT c.*, (SELECT count(*) FROM segments s WHERE s.recording_id = c.recording_id AND s.erased_at IS NULL)"
+        " AS segments, EXISTS (SELECT 1 FROM holds h WHERE h.recording_id = c.recording_id AND h.released_at IS NULL)"
+        f" AS held FROM calls c WHERE {' AND '.join(where)} ORDER BY c.invited_wall_us DESC LIMIT ?",
+        (*params, limit))
+    names = [d[0] for d in cur.description]
+    return [present(dict(zip(names, row))) for row in cur]
+
+
+def present(row: dict) -> dict:
+    """A row as people and scripts read it: times in local ISO, numbers also for display."""
+    out = dict(row)
+    for key in ("invited", "ringing", "answered", "ended", "audio"):
+        out[f"{key}_at"] = _iso(row.get(f"{key}_wall_us"))
+    out["external_display"] = numbers.WITHHELD if row["withheld"] and not row["external_e164"] \
+        and row["direction"] == "inbound" else numbers.display(row["external_e164"] or _digits(row["external_raw"]))
+    out["city_display"] = numbers.display(row["city_e164"] or _digits(row["city_raw"]))
+    out["holds"] = [[_iso(a), _iso(b)] for a, b in json.loads(row.get("holds") or "[]")]
+    out["talk_s"] = None if row.get("talk_ms") is None else row["talk_ms"] / 1000
+    out["ring_s"] = None if row.get("ring_ms") is None else row["ring_ms"] / 1000
+    out["held"] = bool(row.get("held"))
+    return out
+
+
+def _digits(raw: str) -> str:
+    return "".join(ch for ch in raw or "" if ch.isdigit())

@@ -1,0 +1,297 @@
+"""From captured frames to what SIP and RTP need: UDP payloads and in-order TCP bytes.
+
+Ethernet (with 802.1Q tags), IPv4 with its fragments reassembled (a large INVITE with its
+SDP often exceeds the MTU), IPv6, UDP and TCP. Parsing is plain ``struct`` on the hot
+path: a G.711 call is 100 packets a second and one core must keep up with many.
+
+Also the classic pcap file format, read and written, for captures replayed through the
+same path (tests, and a recorder asked to keep what it saw for diagnosis).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+UDP, TCP = 17, 6
+_ETH_IP4, _ETH_IP6, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+_FRAG_TIMEOUT = 30.0
+_FRAG_MAX_PENDING = 512
+_TCP_MAX_GAP = 256 * 1024  # out-of-order bytes held per stream before it is resynchronised
+
+
+@dataclass(slots=True)
+class Datagram:
+    """One UDP payload, or the next in-order bytes of one direction of a TCP stream."""
+
+    ts: float  # capture time, seconds since the Unix epoch
+    src: str
+    sport: int
+    dst: str
+    dport: int
+    proto: int
+    payload: bytes
+
+
+def _ip4(raw: bytes) -> str:
+    return f"{raw[0]}.{raw[1]}.{raw[2]}.{raw[3]}"
+
+
+def _ip6(raw: bytes) -> str:
+    return str(ipaddress.IPv6Address(raw))
+
+
+class Decoder:
+    """Feeds on frames, yields :class:`Datagram` s; keeps fragment and TCP stream state."""
+
+    def __init__(self):
+        self._fragments: dict[tuple, _Fragments] = {}
+        self._streams: dict[tuple, _TcpStream] = {}
+        self.frames = 0
+        self.undecodable = 0
+
+    def frame(self, ts: float, data: bytes) -> list[Datagram]:
+        """An Ethernet frame as captured."""
+        self.frames += 1
+        if len(data) < 14:
+            self.undecodable += 1
+            return []
+        ethertype = (data[12] << 8) | data[13]
+        off = 14
+        while ethertype in (_ETH_VLAN, _ETH_QINQ) and len(data) >= off + 4:
+            ethertype = (data[off + 2] << 8) | data[off + 3]
+            off += 4
+        if ethertype == _ETH_IP4:
+            return self.ip4(ts, data, off)
+        if ethertype == _ETH_IP6:
+            return self.ip6(ts, data, off)
+        return []
+
+    def ip4(self, ts: float, data: bytes, off: int = 0) -> list[Datagram]:
+        if len(data) < off + 20 or data[off] >> 4 != 4:
+            self.undecodable += 1
+            return []
+        ihl = (data[off] & 0x0F) * 4
+        total = (data[off + 2] << 8) | data[off + 3]
+        end = min(len(data), off + total)
+        proto = data[off + 9]
+        src, dst = _ip4(data[off + 12:off + 16]), _ip4(data[off + 16:off + 20])
+        flags_frag = (data[off + 6] << 8) | data[off + 7]
+        body = data[off + ihl:end]
+        if flags_frag & 0x3FFF:  # more fragments, or an offset: part of a larger datagram
+            key = (src, dst, data[off + 4:off + 6], proto)
+            body = self._reassemble(ts, key, (flags_frag & 0x1FFF) * 8, bool(flags_frag & 0x2000), body)
+            if body is None:
+                return []
+        return self._transport(ts, src, dst, proto, body)
+
+    def ip6(self, ts: float, data: bytes, off: int = 0) -> list[Datagram]:
+        if len(data) < off + 40 or data[off] >> 4 != 6:
+            self.undecodable += 1
+            return []
+        length = (data[off + 4] << 8) | data[off + 5]
+        proto = data[off + 6]
+        src, dst = _ip6(data[off + 8:off + 24]), _ip6(data[off + 24:off + 40])
+        body = data[off + 40:off + 40 + length]
+        if proto == 44 and len(body) >= 8:  # the fragment header
+            proto, frag = body[0], struct.unpack_from("!HI", body, 2)
+            key = (src, dst, frag[1], proto)
+            body = self._reassemble(ts, key, frag[0] & 0xFFF8, bool(frag[0] & 1), body[8:])
+            if body is None:
+                return []
+        return self._transport(ts, src, dst, proto, body)
+
+    def _transport(self, ts: float, src: str, dst: str, proto: int, body: bytes) -> list[Datagram]:
+        if proto == UDP:
+            if len(body) < 8:
+                self.undecodable += 1
+                return []
+            sport, dport, length = struct.unpack_from("!HHH", body)
+            return [Datagram(ts, src, sport, dst, dport, UDP, body[8:length] if length >= 8 else body[8:])]
+        if proto == TCP:
+            if len(body) < 20:
+                self.undecodable += 1
+                return []
+            sport, dport, seq = struct.unpack_from("!HHI", body)
+            hdr = (body[12] >> 4) * 4
+            flags = body[13]
+            key = (src, sport, dst, dport)
+            stream = self._streams.get(key)
+            if flags & 0x05:  # FIN or RST: the stream is over (what it held is delivered first)
+                out = stream.take(seq, body[hdr:]) if stream is not None else b""
+                self._streams.pop(key, None)
+                return [Datagram(ts, src, sport, dst, dport, TCP, out)] if out else []
+            if stream is None:
+                stream = self._streams[key] = _TcpStream(seq + 1 if flags & 0x02 else seq)
+            elif flags & 0x02:
+                stream.reset(seq + 1)
+            out = stream.take(seq, body[hdr:])
+            return [Datagram(ts, src, sport, dst, dport, TCP, out)] if out else []
+        return []
+
+    def _reassemble(self, ts: float, key: tuple, offset: int, more: bool, body: bytes) -> bytes | None:
+        pending = self._fragments.get(key)
+        if pending is None:
+            if len(self._fragments) >= _FRAG_MAX_PENDING:
+                self.expire(ts, force=True)
+            pending = self._fragments[key] = _Fragments(ts)
+        whole = pending.add(offset, more, body)
+        if whole is not None:
+            del self._fragments[key]
+        return whole
+
+    def expire(self, now: float, *, force: bool = False) -> None:
+        """Forget fragments that never completed (their datagram is lost; RTP reports the gap)."""
+        for key in [k for k, f in self._fragments.items() if force or now - f.first > _FRAG_TIMEOUT]:
+            del self._fragments[key]
+
+
+class _Fragments:
+    __slots__ = ("first", "parts", "total")
+
+    def __init__(self, first: float):
+        self.first = first
+        self.parts: dict[int, bytes] = {}
+        self.total: int | None = None
+
+    def add(self, offset: int, more: bool, body: bytes) -> bytes | None:
+        if offset + len(body) > 65535:
+            return None
+        self.parts[offset] = body
+        if not more:
+            self.total = offset + len(body)
+        if self.total is None:
+            return None
+        out, at = bytearray(), 0
+        for off in sorted(self.parts):
+            if off > at:
+                return None  # a hole: wait for the rest
+            out += self.parts[off][at - off:]
+            at = max(at, off + len(self.parts[off]))
+        return bytes(out[:self.total]) if at >= self.total else None
+
+
+class _TcpStream:
+    """One direction of a TCP connection: bytes handed on in order, each exactly once."""
+
+    __slots__ = ("next", "held")
+
+    def __init__(self, next_seq: int):
+        self.next = next_seq
+        self.held: dict[int, bytes] = {}
+
+    def reset(self, next_seq: int) -> None:
+        self.next, self.held = next_seq, {}
+
+    def take(self, seq: int, data: bytes) -> bytes:
+        if not data:
+            return b""
+        delta = (seq - self.next) & 0xFFFFFFFF
+        if delta >= 0x80000000:  # starts before what was delivered: keep only the new tail
+            skip = (self.next - seq) & 0xFFFFFFFF
+            if skip >= len(data):
+                return b""
+            data, seq = data[skip:], self.next
+            delta = 0
+        if delta:
+            self.held[seq] = data
+            if sum(len(d) for d in self.held.values()) > _TCP_MAX_GAP:  # the gap will not be filled
+                seq = min(self.held, key=lambda s: (s - self.next) & 0xFFFFFFFF)
+                self.next = seq
+            else:
+                return b""
+        else:
+            self.held[seq] = data
+        out = bytearray()
+        while self.next in self.held:
+            chunk = self.held.pop(self.next)
+            out += chunk
+            self.next = (self.next + len(chunk)) & 0xFFFFFFFF
+        return bytes(out)
+
+
+# -- pcap files (https://www.tcpdump.org/manpages/pcap-savefile.5.html) ------------------
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+_MAGIC_US, _MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
+
+
+class PcapError(ValueError):
+    """A file is not a pcap capture this reader understands (pcapng is not one)."""
+
+
+def read_pcap(path: Path | str) -> Iterator[tuple[float, bytes]]:
+    """Yields (capture time, Ethernet frame); raw-IP and Linux-cooked captures are given an
+    Ethernet header so that one decoder serves them all. A truncated last record ends the
+    file quietly, as a capture cut by a power loss does."""
+    with open(path, "rb") as f:
+        yield from _records(f, str(path))
+
+
+def _records(f: BinaryIO, name: str) -> Iterator[tuple[float, bytes]]:
+    head = f.read(24)
+    if len(head) < 24:
+        raise PcapError(f"{name}: too short to be a pcap file")
+    for endian in ("<", ">"):
+        magic = struct.unpack(endian + "I", head[:4])[0]
+        if magic in (_MAGIC_US, _MAGIC_NS):
+            break
+    else:
+        hint = " (pcapng: convert it with `editcap -F pcap`)" if head[:4] == b"\x0a\x0d\x0d\x0a" else ""
+        raise PcapError(f"{name}: not a pcap file{hint}")
+    scale = 1e-9 if magic == _MAGIC_NS else 1e-6
+    linktype = struct.unpack(endian + "I", head[20:24])[0] & 0x0FFFFFFF
+    if linktype not in (LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL):
+        raise PcapError(f"{name}: link type {linktype} is not Ethernet, raw IP or Linux cooked")
+    rec = struct.Struct(endian + "IIII")
+    while True:
+        hdr = f.read(16)
+        if len(hdr) < 16:
+            return
+        sec, frac, caplen, _orig = rec.unpack(hdr)
+        data = f.read(caplen)
+        if len(data) < caplen:
+            return
+        ts = sec + frac * scale
+        if linktype == LINKTYPE_RAW and data:
+            kind = _ETH_IP6 if data[0] >> 4 == 6 else _ETH_IP4
+            data = bytes(12) + kind.to_bytes(2, "big") + data
+        elif linktype == LINKTYPE_LINUX_SLL:
+            data = bytes(12) + data[14:16] + data[16:]
+        yield ts, data
+
+
+class PcapWriter:
+    """Frames appended to a pcap file (nanosecond timestamps, Ethernet)."""
+
+    def __init__(self, path: Path | str, snaplen: int = 65535):
+        self._f = open(path, "wb")
+        self._f.write(struct.pack("<IHHiIII", _MAGIC_NS, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
+
+    def write(self, ts: float, frame: bytes) -> None:
+        ns = round(ts * 1e9)
+        self._f.write(struct.pack("<IIII", ns // 1_000_000_000, ns % 1_000_000_000, len(frame), len(frame)))
+        self._f.write(frame)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes, *, ident: int = 0) -> bytes:
+    """An Ethernet/IPv4/UDP frame (checksum left zero, as UDP over IPv4 allows): for tests and
+    for editing captures."""
+    ip_len = 20 + 8 + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, ident & 0xFFFF, 0, 64, UDP, 0,
+                     ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload

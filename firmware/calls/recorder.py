@@ -1,0 +1,336 @@
+"""``kiroku call-recorder``: the call recorder's process, the one writer of its data folder.
+
+A call recorder is a device of its own, installed beside the PBX (its mirror port is in
+the machine room, not at a counter): its data folder holds calls, not footage, and this
+process is to it what ``kiroku recorder`` is to a counter — the only process that writes
+its vault and audit log, serving the same control socket so the same web UI runs on it.
+
+Two threads: one only receives frames (so a slow disk never makes the kernel drop
+packets; what it cannot hand on is counted), one decodes, tracks, renders and seals.
+The main thread tells systemd it is alive and watches the trunk: no SIP at all during
+office hours means the mirror is broken, which is a fault on the admin page.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+from firmware import clock, systemd
+from firmware.calls import net
+from firmware.calls.capture import CaptureError, LiveCapture
+from firmware.calls.render import CallWriter
+from firmware.calls.tracker import Tracker
+from firmware.config import Config
+from firmware.control import ControlError, ControlServer, socket_path
+from firmware.daemon import DataDirError, lock_data_dir
+from firmware.recorder import RecorderError
+from firmware.vault import Vault
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_UNUSABLE = 0, 2
+_QUEUE_MAX = 200_000  # frames between the two threads (≈ 30 s of 60 G.711 calls)
+_TICK = 0.05
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_trunk(text: str) -> tuple[str, int]:
+    """HOST, HOST:PORT, [V6]:PORT → (host, port)."""
+    text = text.strip()
+    if not text:
+        raise ValueError("the trunk is not set: give --trunk HOST[:PORT] (the carrier side's SIP address)"
+                         " or calls.trunk in the configuration")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or "5060"
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, "5060"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"trunk {text!r}: the port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+class CallRecorder:
+    """Captures, tracks and stores calls; what the control socket serves."""
+
+    def __init__(self, vault: Vault, config: Config, *, trunk: str, interface: str = "", source=None):
+        self.store = vault
+        self.config = config
+        self.hw = SimpleNamespace(simulator=None, simulated=False)
+        self.trunk_host, self.trunk_port = parse_trunk(trunk)
+        self.interface = interface
+        c = config.calls
+        self.writer = CallWriter(vault, device=config.device.id, segment_seconds=c.segment_seconds,
+                                 window=c.jitter_window)
+        self.tracker = Tracker(self.writer, trunk_host=self.trunk_host, trunk_port=self.trunk_port,
+                               outside_line_prefix=c.outside_line_prefix, window=c.jitter_window,
+                               idle_timeout=c.idle_timeout)
+        self.decoder = net.Decoder()
+        self._source = source
+        self._queue: collections.deque = collections.deque()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.queue_drops = 0
+        self.faults: dict[str, dict] = {}
+        self.fatal = ""
+        self._started = time.time()
+        self._beat = time.monotonic()
+
+    # -- what the control socket asks ----------------------------------------------------
+    def status(self) -> dict:
+        with self._lock:
+            active = [{"call_id": c.call_id[:24], "direction": c.direction, "answered": c.answered is not None,
+                       "external": c.external.display} for c in self.tracker.calls.values()]
+            counters = self.tracker.counters
+            last_sip = counters.last_sip
+            kernel = getattr(self._source, "kernel_drops", 0)
+            return {
+                "kind": "call",
+                "state": "fault" if self.faults else "listening",
+                "mode": "call",
+                "device": self.config.device.id,
+                "simulated": False,
+                "trunk": f"{self.trunk_host}:{self.trunk_port}",
+                "interface": self.interface,
+                "recording": None,
+                "active_calls": active,
+                "calls_stored": self.writer.calls_stored,
+                "faults": list(self.faults.values()),
+                "warnings": list(self.writer.errors[-5:]),
+                "last_sip_at": clock.iso(datetime.fromtimestamp(last_sip).astimezone()) if last_sip else None,
+                "sip_messages": counters.sip_messages,
+                "rtp_packets": counters.rtp_packets,
+                "dropped": {"kernel": kernel, "queue": self.queue_drops},
+                "clock": {"synchronised": clock.clock_synchronised(),
+                          "now": clock.iso(datetime.now().astimezone())},
+                "uptime_s": round(time.time() - self._started, 1),
+            }
+
+    def start_recording(self, by: str = "ctl") -> dict:
+        raise RecorderError("a call recorder records every external call by itself: there is nothing to start")
+
+    stop_recording = mark = start_recording
+
+    def reload(self, path=None) -> dict:
+        return self.status()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._beat < 10 and all(t.is_alive() for t in self._threads)
+
+    # -- running -------------------------------------------------------------------------
+    def start(self) -> "CallRecorder":
+        if self._source is None:
+            self._source = LiveCapture(self.interface, sip_port=self.trunk_port)
+        receive = threading.Thread(target=self._receive, name="call-capture", daemon=True)
+        work = threading.Thread(target=self._work, name="call-tracker", daemon=True)
+        self._threads = [receive, work]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._source is not None and hasattr(self._source, "close"):
+            self._source.close()
+        for t in self._threads:
+            t.join(timeout=30)
+        with self._lock:
+            self.tracker.close()
+
+    def _receive(self) -> None:
+        q, limit = self._queue, _QUEUE_MAX
+        try:
+            for ts, frame in self._source.frames():
+                if self._stop.is_set():
+                    return
+                if len(q) >= limit:
+                    self.queue_drops += 1
+                    continue
+                q.append((ts, frame))
+        except CaptureError as exc:
+            self._fault("capture", str(exc))
+            self.fatal = str(exc)
+        except Exception as exc:  # the capture must never die silently
+            log.exception("capture failed")
+            self.fatal = f"capture failed: {exc}"
+        finally:
+            self._queue.append(None)  # the end of the source
+
+    def _work(self) -> None:
+        q = self._queue
+        last_tick = 0.0
+        while True:
+            self._beat = time.monotonic()
+            try:
+                item = q.popleft()
+            except IndexError:
+                if self._stop.wait(0.01):
+                    return
+                with self._lock:
+                    self.tracker.tick(time.time() if self._source_is_live() else self.tracker.now)
+                continue
+            if item is None:
+                return
+            ts, frame = item
+            with self._lock:
+                if frame:
+                    for d in self.decoder.frame(ts, frame):
+                        self.tracker.datagram(d)
+                if ts - last_tick >= _TICK or not frame:
+                    self.tracker.tick(ts)
+                    self.decoder.expire(ts)
+                    last_tick = ts
+
+    def _source_is_live(self) -> bool:
+        return isinstance(self._source, LiveCapture)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until a finite source (a replayed capture) has been processed entirely."""
+        for t in self._threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+    # -- the trunk watchdog ----------------------------------------------------------------
+    def in_office_hours(self, when: datetime) -> bool:
+        c = self.config.calls
+        if not c.office_hours:
+            return False
+        days = [d for d in c.office_days.split(",") if d]
+        if _DAYS[when.weekday()] not in days:
+            return False
+        start, end = c.office_hours.split("-")
+        return start <= when.strftime("%H:%M") < end
+
+    def watch(self, now: float | None = None) -> None:
+        """A fault while no SIP has crossed the trunk for ``silence_minutes`` of office hours."""
+        now = time.time() if now is None else now
+        last = max(self.tracker.counters.last_sip, self._started)
+        silent = now - last
+        limit = self.config.calls.silence_minutes * 60
+        if silent > limit and self.in_office_hours(datetime.fromtimestamp(now)):
+            if "trunk_silent" not in self.faults:
+                self._fault("trunk_silent", f"no SIP seen on the trunk {self.trunk_host}:{self.trunk_port} for"
+                                            f" {int(silent // 60)} minutes of office hours — check the mirror port"
+                                            f" (its cable, and the switch's port-mirroring setting)")
+        elif silent <= limit and "trunk_silent" in self.faults:
+            self._clear("trunk_silent")
+
+    def _fault(self, name: str, message: str) -> None:
+        self.faults[name] = {"device": name, "message": message, "since": clock.iso(datetime.now().astimezone())}
+        log.error("%s", message)
+        if self.store.ready:
+            self.store.audit("call-recorder", "fault.raised", subject=name, detail={"message": message[:300]})
+
+    def _clear(self, name: str) -> None:
+        self.faults.pop(name, None)
+        log.info("fault cleared: %s", name)
+        if self.store.ready:
+            self.store.audit("call-recorder", "fault.cleared", subject=name)
+
+
+class PcapSource:
+    """A saved capture replayed through the live path, in its own time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.kernel_drops = 0
+
+    def frames(self):
+        yield from net.read_pcap(self.path)
+
+    def close(self) -> None:
+        pass
+
+
+def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Path | None = None) -> int:
+    data_dir = Path(data_dir)
+    try:
+        parse_trunk(trunk)
+    except ValueError as exc:
+        print(f"kiroku call-recorder: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    if pcap is None and not interface:
+        print("kiroku call-recorder: no capture interface: give --interface IF (the port the PBX trunk is mirrored"
+              " to) or calls.interface in the configuration", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        lock = lock_data_dir(data_dir)
+    except DataDirError as exc:
+        print(f"kiroku call-recorder: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        vault = Vault.open(data_dir, config)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"kiroku call-recorder: vault in {data_dir}: {exc} — check the data partition", file=sys.stderr)
+        os.close(lock)
+        return EXIT_UNUSABLE
+    for finding in vault.recover():
+        log.warning("recovered after a crash: %s: %s", finding.path, finding.detail)
+    if not vault.ready:
+        print(f"kiroku call-recorder: the vault in {data_dir} is not set up: run `kiroku init` first",
+              file=sys.stderr)
+        vault.close()
+        os.close(lock)
+        return EXIT_UNUSABLE
+    try:
+        source = PcapSource(pcap) if pcap is not None else LiveCapture(interface, sip_port=parse_trunk(trunk)[1])
+    except (CaptureError, OSError) as exc:
+        print(f"kiroku call-recorder: {exc}", file=sys.stderr)
+        vault.close()
+        os.close(lock)
+        return EXIT_UNUSABLE
+    recorder = CallRecorder(vault, config, trunk=trunk, interface=interface, source=source)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    vault.audit("call-recorder", "recorder.start", detail={"kind": "call", "trunk": trunk,
+                                                           "interface": interface or f"pcap:{Path(pcap).name}"})
+    server = None
+    code = EXIT_OK
+    try:
+        try:
+            server = ControlServer(socket_path(data_dir), recorder)
+        except (ControlError, OSError) as exc:
+            print(f"kiroku call-recorder: control socket: {exc}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        recorder.start()
+        server.start()
+        log.info("call recorder ready on %s, trunk %s", interface or pcap, trunk)
+        systemd.notify("READY=1", f"STATUS=listening on {interface or pcap}")
+        watchdog = systemd.watchdog_seconds()
+        interval = min(1.0, watchdog / 3) if watchdog else 1.0
+        while not stop.wait(interval):
+            if pcap is not None and not any(t.is_alive() for t in recorder._threads):
+                break  # the whole capture has been replayed
+            if recorder.fatal:
+                log.error("%s — exiting so that systemd restarts the call recorder", recorder.fatal)
+                code = EXIT_UNUSABLE
+                break
+            recorder.watch()
+            if recorder.alive():
+                systemd.notify("WATCHDOG=1")
+    finally:
+        systemd.notify("STOPPING=1")
+        if server is not None:
+            server.close()
+        recorder.close()
+        vault.audit("call-recorder", "recorder.stop", detail={"exit_code": code,
+                                                              "calls_stored": recorder.writer.calls_stored})
+        vault.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        os.close(lock)
+    return code

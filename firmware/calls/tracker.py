@@ -1,0 +1,352 @@
+"""Calls, from the trunk's SIP dialogs and the RTP their SDP sets up.
+
+A dialog is known by its Call-ID. Who sent a message is decided by tags, never by
+addresses (a carrier's SBC may signal from several): a request is sent by the party whose
+tag is in From, a response by the party whose tag is in To, and the party whose tag was
+in the first INVITE's From is the caller. The configured trunk address says which way the
+call goes: an INVITE from the carrier is inbound (the external party calls the city), an
+INVITE to it is outbound.
+
+Every SDP a party sends says where that party wants its audio: RTP arriving there is the
+*other* party speaking. Media is keyed by that address and port (not SSRC, which some
+peers reuse in both directions) and decoded by each packet's payload type.
+
+The tracker knows nothing of files: it tells its sink when a call begins, hands it each
+side's decoded audio with its place on the call's timeline, and tells it when the call
+ends, with everything the index needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from firmware.calls import numbers, rtp, sip
+from firmware.calls.net import TCP, UDP, Datagram
+
+log = logging.getLogger(__name__)
+
+EXTERNAL, CITY = "external", "city"
+DISPOSITIONS = ("answered", "busy", "no_answer", "cancelled", "failed")
+_BUSY = {486, 600}
+_NO_ANSWER = {408, 480}
+_CHALLENGE = {401, 407}
+_ENDED_MEMORY = 64.0  # seconds an ended Call-ID is remembered (retransmissions, 200 to BYE)
+
+
+class Sink(Protocol):
+    def call_began(self, call: "Call") -> None: ...
+    def call_audio(self, call: "Call", side: str, position: int, pcm: np.ndarray) -> None: ...
+    def call_tick(self, call: "Call", now: float) -> None: ...
+    def call_ended(self, call: "Call") -> None: ...
+
+
+@dataclass
+class Call:
+    call_id: str
+    direction: str  # inbound (the external party called) or outbound
+    trunk: str
+    caller: numbers.Number
+    callee: numbers.Number
+    caller_tag: str
+    invited: float  # capture times, seconds since the epoch
+    transport: str = "udp"
+    ringing: float | None = None
+    answered: float | None = None
+    ended: float | None = None
+    origin: float | None = None  # where the audio starts: answer or the first media, whichever is first
+    disposition: str = ""
+    sip_status: int = 0
+    end_reason: str = ""
+    ended_by: str = ""  # external, city, or '' (a timeout, a failure)
+    holds: list[list[float | None]] = field(default_factory=list)  # [start, end] capture times
+    cancelled: bool = False
+    last_activity: float = 0.0
+    media: dict[tuple[str, int], str] = field(default_factory=dict)  # SDP address -> listening side
+    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
+    streams: dict[str, rtp.Stream] = field(default_factory=dict)  # speaking side -> its stream
+    decoders: dict[str, rtp.Decoder] = field(default_factory=dict)
+    sdp_codecs: set[str] = field(default_factory=set)
+    state: object = None  # the sink's own per-call state
+
+    @property
+    def external(self) -> numbers.Number:
+        return self.caller if self.direction == "inbound" else self.callee
+
+    @property
+    def city(self) -> numbers.Number:
+        return self.callee if self.direction == "inbound" else self.caller
+
+    def side_of_caller(self) -> str:
+        return EXTERNAL if self.direction == "inbound" else CITY
+
+    def other(self, side: str) -> str:
+        return CITY if side == EXTERNAL else EXTERNAL
+
+    @property
+    def ring_seconds(self) -> float | None:
+        until = self.answered if self.answered is not None else self.ended
+        start = self.invited
+        return None if until is None else max(0.0, until - start)
+
+    @property
+    def talk_seconds(self) -> float:
+        if self.answered is None or self.ended is None:
+            return 0.0
+        return max(0.0, self.ended - self.answered)
+
+    @property
+    def on_hold(self) -> bool:
+        return bool(self.holds) and self.holds[-1][1] is None
+
+    def loss(self) -> dict:
+        """Packet counts over both directions, for the index and the page."""
+        total = rtp.StreamStats()
+        for s in self.streams.values():
+            for k in ("received", "duplicates", "late", "lost", "reordered"):
+                setattr(total, k, getattr(total, k) + getattr(s.stats, k))
+        expected = total.received + total.lost
+        return {"received": total.received, "lost": total.lost, "duplicates": total.duplicates,
+                "late": total.late, "reordered": total.reordered,
+                "loss_percent": round(100.0 * total.lost / expected, 2) if expected else 0.0}
+
+    def codecs(self) -> list[str]:
+        used = set()
+        for d in self.decoders.values():
+            used |= d.codecs
+        return sorted(used or self.sdp_codecs)
+
+
+@dataclass
+class Counters:
+    sip_messages: int = 0
+    sip_errors: int = 0
+    rtp_packets: int = 0
+    unmatched: int = 0  # UDP that was neither SIP nor a known media address
+    last_sip: float = 0.0  # capture time of the newest SIP message on the trunk
+
+
+class Tracker:
+    def __init__(self, sink: Sink, *, trunk_host: str, trunk_port: int = 5060, outside_line_prefix: str = "",
+                 window: float = 0.5, idle_timeout: float = 900.0, setup_timeout: float = 300.0):
+        self.sink = sink
+        self.trunk_host = trunk_host
+        self.trunk_port = trunk_port
+        self.outside_line_prefix = outside_line_prefix
+        self.window = window
+        self.idle_timeout = idle_timeout
+        self.setup_timeout = setup_timeout
+        self.calls: dict[str, Call] = {}
+        self._ended: dict[str, float] = {}
+        self._media: dict[tuple[str, int], tuple[Call, str]] = {}
+        self._framers: dict[tuple, sip.StreamFramer] = {}
+        self.counters = Counters()
+        self.now = 0.0
+
+    # -- input -----------------------------------------------------------------------
+    def datagram(self, d: Datagram) -> None:
+        if d.ts > self.now:
+            self.now = d.ts
+        if d.proto == UDP:
+            hit = self._media.get((d.dst, d.dport))
+            if hit is not None:
+                self._rtp(hit[0], hit[1], d)
+                return
+            if d.sport == self.trunk_port or d.dport == self.trunk_port or sip.looks_like_sip(d.payload):
+                self._sip_bytes(d.payload, d, "udp")
+            else:
+                self.counters.unmatched += 1
+        elif d.proto == TCP:
+            key = (d.src, d.sport, d.dst, d.dport)
+            framer = self._framers.get(key)
+            if framer is None:
+                if not sip.looks_like_sip(d.payload):
+                    return
+                framer = self._framers[key] = sip.StreamFramer()
+            for message in framer.feed(d.payload):
+                self._sip_bytes(message, d, "tcp")
+
+    def tick(self, now: float) -> None:
+        """Hand on audio older than the jitter window; end calls that went silent."""
+        if now > self.now:
+            self.now = now
+        now = self.now
+        for call in list(self.calls.values()):
+            for side, stream in call.streams.items():
+                for pos, pcm in stream.release(now):
+                    self.sink.call_audio(call, side, pos, pcm)
+            self.sink.call_tick(call, now)
+            idle = now - call.last_activity
+            if call.answered is None and idle > self.setup_timeout:
+                self._end(call, call.last_activity, "failed", "timeout")
+            elif call.answered is not None and idle > self.idle_timeout:
+                self._end(call, call.last_activity, call.disposition or "answered", "timeout")
+        for cid in [c for c, t in self._ended.items() if now - t > _ENDED_MEMORY]:
+            del self._ended[cid]
+
+    def close(self, now: float | None = None) -> None:
+        """End every call in progress (the recorder is stopping): what was heard is kept."""
+        for call in list(self.calls.values()):
+            self._end(call, now if now is not None else self.now, call.disposition or "failed", "recorder_stopped")
+
+    # -- SIP -------------------------------------------------------------------------
+    def _on_trunk(self, host: str) -> bool:
+        return host == self.trunk_host
+
+    def _sip_bytes(self, data: bytes, d: Datagram, transport: str) -> None:
+        try:
+            msg = sip.parse(data)
+        except sip.SipError:
+            self.counters.sip_errors += 1
+            return
+        if self._on_trunk(d.src) or self._on_trunk(d.dst):
+            self.counters.last_sip = d.ts
+        self.counters.sip_messages += 1
+        cid = msg.call_id
+        if not cid:
+            return
+        call = self.calls.get(cid)
+        if call is None:
+            if msg.method == "INVITE" and not msg.to_tag and cid not in self._ended:
+                call = self._new_call(msg, d, transport)
+            if call is None:
+                return
+        call.last_activity = d.ts
+        self._update(call, msg, d.ts)
+
+    def _new_call(self, msg: sip.Message, d: Datagram, transport: str) -> Call | None:
+        if self._on_trunk(d.src):
+            direction = "inbound"
+        elif self._on_trunk(d.dst):
+            direction = "outbound"
+        else:
+            return None  # not on the trunk: an internal call is not the call recorder's to keep
+        privacy = msg.header("privacy").lower()
+        identity = sip.first_value(msg.headers.get("p-asserted-identity", [])) \
+            or sip.first_value(msg.headers.get("remote-party-id", [])) or msg.header("from")
+        rpid = msg.header("remote-party-id").lower()
+        withheld = "id" in privacy.replace(";", " ").split() or "header" in privacy \
+            or "privacy=full" in rpid or "privacy=name" in rpid
+        from_user = sip.user_of(msg.header("from"))
+        if from_user.lower().startswith("anonymous") or "anonymous.invalid" in msg.header("from").lower():
+            withheld = True
+        caller = numbers.parse(sip.user_of(identity) or from_user, outside_line_prefix=self.outside_line_prefix,
+                               withheld=withheld)
+        callee_raw = sip.user_of("<" + msg.uri + ">") or sip.user_of(msg.header("to"))
+        callee = numbers.parse(callee_raw, outside_line_prefix=self.outside_line_prefix)
+        trunk = f"{self.trunk_host}:{self.trunk_port}"
+        call = Call(msg.call_id, direction, trunk, caller, callee, msg.from_tag, d.ts, transport=transport,
+                    last_activity=d.ts)
+        self.calls[call.call_id] = call
+        log.info("call %s: %s %s → %s", call.call_id[:16], direction, caller.display, callee.display)
+        self.sink.call_began(call)
+        return call
+
+    def _sender(self, call: Call, msg: sip.Message) -> str:
+        tag = msg.from_tag if msg.method else msg.to_tag
+        is_caller = tag == call.caller_tag if tag else msg.method is not None  # untagged: 100 Trying
+        side = call.side_of_caller()
+        return side if is_caller else call.other(side)
+
+    def _update(self, call: Call, msg: sip.Message, ts: float) -> None:
+        sender = self._sender(call, msg)
+        seq, cseq_method = msg.cseq
+        sdp = msg.sdp
+        if sdp is not None:
+            self._sdp(call, sender, sdp, ts, offer=msg.method in ("INVITE", "UPDATE"))
+        if call.ended is not None:
+            return
+        if msg.method == "CANCEL":
+            call.cancelled = True
+            return
+        if msg.method == "BYE":
+            disposition = call.disposition or ("answered" if call.answered is not None else "cancelled")
+            self._end(call, ts, disposition, "bye", ended_by=sender)
+            return
+        if msg.status is None or cseq_method != "INVITE":
+            return
+        status = msg.status
+        if 180 <= status < 200 and call.ringing is None:
+            call.ringing = ts
+        elif 200 <= status < 300 and call.answered is None:
+            call.answered = ts
+            call.disposition = "answered"
+            call.sip_status = status
+            self._set_origin(call, ts)
+        elif status >= 300 and call.answered is None and status not in _CHALLENGE:
+            call.sip_status = status
+            if call.cancelled or status == 487:
+                disposition = "cancelled" if call.cancelled else "no_answer"
+            elif status in _BUSY:
+                disposition = "busy"
+            elif status in _NO_ANSWER:
+                disposition = "no_answer"
+            else:
+                disposition = "failed"
+            self._end(call, ts, disposition, f"sip_{status}")
+
+    def _sdp(self, call: Call, sender: str, sdp: sip.Sdp, ts: float, *, offer: bool) -> None:
+        call.rtpmap.update(sdp.rtpmap)
+        audio = sdp.audio
+        if audio is None:
+            return
+        for pt in audio.payload_types:
+            name = (sdp.rtpmap.get(pt) or rtp.STATIC.get(pt) or ("",))[0]
+            if name and name not in ("TELEPHONE-EVENT", "CN"):
+                call.sdp_codecs.add(name)
+                break
+        for d in call.decoders.values():
+            d.rtpmap.update(sdp.rtpmap)
+        held = audio.direction in ("sendonly", "inactive") or audio.address in ("0.0.0.0", "::")
+        if audio.address not in ("0.0.0.0", "::", ""):
+            key = (audio.address, audio.port)
+            call.media[key] = sender
+            self._media[key] = (call, sender)
+        if offer and call.answered is not None:  # re-INVITE / UPDATE: hold and resume
+            if held and not call.on_hold:
+                call.holds.append([ts, None])
+            elif not held and call.on_hold and audio.direction in ("sendrecv", "recvonly"):
+                call.holds[-1][1] = ts
+
+    # -- media -----------------------------------------------------------------------
+    def _set_origin(self, call: Call, ts: float) -> None:
+        if call.origin is None:
+            call.origin = ts
+
+    def _rtp(self, call: Call, listener: str, d: Datagram) -> None:
+        pkt = rtp.parse(d.payload, d.ts)
+        if pkt is None or call.ended is not None:
+            return
+        self.counters.rtp_packets += 1
+        call.last_activity = d.ts
+        self._set_origin(call, d.ts)
+        speaker = call.other(listener)
+        stream = call.streams.get(speaker)
+        if stream is None:
+            decoder = call.decoders[speaker] = rtp.Decoder(call.rtpmap)
+            stream = call.streams[speaker] = rtp.Stream(call.origin, decoder, window=self.window)
+        stream.push(pkt)
+
+    # -- the end ---------------------------------------------------------------------
+    def _end(self, call: Call, ts: float, disposition: str, reason: str, *, ended_by: str = "") -> None:
+        call.ended = max(ts, call.invited)
+        call.disposition = disposition
+        call.end_reason = reason
+        call.ended_by = ended_by
+        if call.on_hold:
+            call.holds[-1][1] = call.ended
+        for side, stream in call.streams.items():
+            for pos, pcm in stream.flush():
+                self.sink.call_audio(call, side, pos, pcm)
+        for key in list(call.media):
+            if self._media.get(key, (None,))[0] is call:
+                del self._media[key]
+        self.calls.pop(call.call_id, None)
+        self._ended[call.call_id] = self.now
+        for key in [k for k in self._framers if not self._framers[k]._buf and len(self._framers) > 256]:
+            del self._framers[key]
+        log.info("call %s ended: %s (%s), talk %.1f s", call.call_id[:16], disposition, reason, call.talk_seconds)
+        self.sink.call_ended(call)
