@@ -61,6 +61,7 @@ class _Track:
         self.segment = None  # (sealed file, container, stream, first sample, samples written)
         self.written = 0  # samples handed to segments
         self.failed = ""
+        self.answer_indexed = False
 
 
 class CallWriter:
@@ -113,7 +114,17 @@ class CallWriter:
 
     def call_tick(self, call: Call, now: float) -> None:
         track: _Track = call.state
-        if track is None or track.failed or call.origin is None:
+        if track is None or track.failed:
+            return
+        if call.answered is not None and not track.answer_indexed:
+            # The index learns of the answer now, not at the end: a power cut mid-call must
+            # leave an answered call in it, not a ringing one.
+            track.answer_indexed = True
+            try:
+                self.vault.index_call(call_row(call, track.rec.id))
+            except (StoreError, OSError) as exc:
+                self._error(f"call {call.call_id[:24]}: cannot index its answer: {exc}")
+        if call.origin is None:
             return
         final = int((now - 2 * self.window - call.origin) * RATE)
         whole = (final - track.base) // self.segment_samples * self.segment_samples  # whole segments only

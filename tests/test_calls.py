@@ -1,0 +1,314 @@
+"""The call recorder on replayed captures: what a manager finds in the index, and what a
+listener hears — each side on its own channel, for exactly as long as the call lasted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from firmware.calls import net, numbers, rtp, sip, synth
+from firmware.calls.recorder import CallRecorder
+from firmware.vault import Vault
+from tests.calls_helpers import RATE, audio, calls, capture_of, impair, peak_hz, replay, rms, window, write_pcap
+from tests.conftest import small_config
+
+
+@pytest.fixture
+def config():
+    return small_config(calls={"segment_seconds": 2.0})
+
+
+def _call(i=0, **kw) -> synth.Script:
+    ext, city = synth.trunk_pair(i)
+    kw.setdefault("start", 1_800_000_000.0 + i * 0.37)
+    return synth.Script(f"call-{i}@trunk.example", kw.pop("direction", "inbound"), ext, city, **kw)
+
+
+def _record(tmp_path, vault, config, scripts, **impairments):
+    packets = capture_of(scripts)
+    touched = {}
+    if impairments:
+        packets, touched = impair(packets, **impairments)
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", packets))
+    return calls(vault), touched
+
+
+# -- the codecs and the wire formats ---------------------------------------------------------
+@pytest.mark.parametrize("name, table", [("pcm_mulaw", rtp.ULAW), ("pcm_alaw", rtp.ALAW)])
+def test_g711_tables_decode_every_code_as_ffmpeg_does(name, table):
+    import av
+
+    ctx = av.CodecContext.create(name, "r")
+    ctx.sample_rate, ctx.layout = 8000, "mono"
+    ctx.open()
+    reference = np.concatenate([f.to_ndarray().reshape(-1) for f in ctx.decode(av.Packet(bytes(range(256))))])
+    assert np.array_equal(table, reference.astype(np.int16))
+
+
+def test_g722_is_decoded_through_pyav():
+    import av
+
+    enc = av.CodecContext.create("g722", "w")
+    enc.sample_rate, enc.layout, enc.format = 16000, "mono", "s16"
+    enc.open()
+    t = np.arange(16000) / 16000
+    pcm = (8000 * np.sin(2 * np.pi * 1200 * t)).astype(np.int16)
+    payloads = []
+    for at in range(0, len(pcm), 320):
+        frame = av.AudioFrame.from_ndarray(pcm[at:at + 320].reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 16000, at
+        payloads += [bytes(p) for p in enc.encode(frame)]
+    dec = rtp.Decoder()
+    out = np.concatenate([x for x in (dec.decode(9, p) for p in payloads) if x is not None])
+    assert dec.codecs == {"G722"}
+    assert abs(peak_hz(out[4000:12000]) - 1200) < 10
+
+
+def test_sip_compact_and_folded_headers_are_understood():
+    msg = sip.parse(b"INVITE sip:0586280000@pbx SIP/2.0\r\ni: abc@host\r\nf: <sip:0422123456@carrier>;tag=x1\r\n"
+                    b"t: <sip:0586280000@pbx>\r\nCSeq: 1\r\n INVITE\r\nc: application/sdp\r\nl: 0\r\n\r\n")
+    assert (msg.call_id, msg.from_tag, msg.to_tag, msg.cseq) == ("abc@host", "x1", "", (1, "INVITE"))
+    assert sip.user_of(msg.header("from")) == "0422123456"
+
+
+def test_sip_over_tcp_is_framed_by_content_length():
+    body = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"
+    one = b"INVITE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Type: application/sdp\r\nContent-Length: " + \
+        str(len(body)).encode() + b"\r\n\r\n" + body
+    two = b"BYE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Length: 0\r\n\r\n"
+    framer = sip.StreamFramer()
+    stream = one + two
+    got = framer.feed(stream[:30]) + framer.feed(stream[30:len(one) - 5]) + framer.feed(stream[len(one) - 5:])
+    assert got == [one, two]
+    assert sip.parse(got[0]).sdp.audio.port == 4000
+
+
+def test_a_fragmented_invite_is_reassembled():
+    payload = b"X" * 3000
+    whole = net.udp_frame("192.0.2.1", 5060, "198.51.100.10", 5060, payload, ident=77)
+    ip = whole[14:]
+    body = ip[20:]
+    frames = []
+    for off in range(0, len(body), 1480):
+        chunk = body[off:off + 1480]
+        more = 0x2000 if off + 1480 < len(body) else 0
+        hdr = bytearray(ip[:20])
+        struct.pack_into("!H", hdr, 2, 20 + len(chunk))
+        struct.pack_into("!H", hdr, 6, more | off // 8)
+        frames.append(whole[:14] + bytes(hdr) + chunk)
+    dec = net.Decoder()
+    got = [d for f in reversed(frames) for d in dec.frame(1.0, f)]  # out of order, as it can arrive
+    assert len(got) == 1 and got[0].payload == payload and got[0].dport == 5060
+
+
+def test_numbers_keep_e164_and_raw_digits_and_show_area_codes_honestly():
+    musashino = numbers.parse("0422123456")
+    assert musashino.e164 == "+81422123456"
+    assert musashino.display == "0422123456"  # not 042-212-3456: the area code is 0422
+    assert numbers.parse("+819012345678").display == "090-1234-5678"
+    assert numbers.parse("0120123456").display == "0120-123-456"
+    withheld = numbers.parse("1840422123456")
+    assert withheld.prefix_184 and withheld.withheld and withheld.e164 == "+81422123456"
+    outside = numbers.parse("00422123456", outside_line_prefix="0")
+    assert outside.outside_line and outside.e164 == "+81422123456"
+    assert numbers.parse("110").e164 == "" and numbers.parse("110").display == "110"
+    assert numbers.parse("anonymous").display == "非通知"
+    for typed in ("0422-12-3456", "０４２２１２３４５６", "+81 422 12 3456", "(0422) 12-3456"):
+        assert numbers.search_key(typed) == "422123456", typed
+
+
+# -- calls, replayed ---------------------------------------------------------------------------
+def test_inbound_and_outbound_calls_are_indexed_with_their_numbers_and_times(tmp_path, vault, config, recovery):
+    got, _ = _record(tmp_path, vault, config, [_call(0, talk=3.0, ring=1.5),
+                                               _call(1, direction="outbound", talk=2.0, ring=0.8)])
+    inbound, outbound = got["call-0@trunk.example"], got["call-1@trunk.example"]
+    assert inbound["direction"] == "inbound" and outbound["direction"] == "outbound"
+    assert inbound["external_e164"] == "+81422123456" and inbound["city_e164"] == "+81586280000"
+    assert outbound["external_e164"] == "+81422123457" and outbound["city_e164"] == "+81586280001"
+    assert inbound["disposition"] == outbound["disposition"] == "answered"
+    assert inbound["talk_s"] == pytest.approx(3.0, abs=0.1) and inbound["ring_s"] == pytest.approx(1.5, abs=0.1)
+    assert outbound["talk_s"] == pytest.approx(2.0, abs=0.1)
+    assert inbound["codecs"] == "PCMU" and inbound["packets_lost"] == 0
+    assert inbound["invited_at"] == datetime.fromtimestamp(1_800_000_000).astimezone().isoformat(timespec="seconds")
+    rec = vault.recording(inbound["recording_id"])
+    assert rec["record_class"] == "call" and rec["end_reason"] == "bye"
+
+
+@pytest.mark.parametrize("direction", ["inbound", "outbound"])
+def test_each_side_is_heard_on_its_own_channel_for_the_whole_call(tmp_path, vault, config, recovery, direction):
+    script = _call(0, direction=direction, talk=5.0)
+    script.external.tone, script.city.tone = 440.0, 1000.0
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(row["talk_s"], abs=0.1)  # segments of 2 s, joined: 5 s
+    left, right = window(pcm, 0.5, 4.5)
+    assert peak_hz(left) == pytest.approx(440, abs=5)  # the external party
+    assert peak_hz(right) == pytest.approx(1000, abs=5)  # the city
+    assert len(vault.segments(row["recording_id"])) == 3
+
+
+def test_busy_unanswered_and_cancelled_calls_are_indexed_without_audio(tmp_path, vault, config):
+    got, _ = _record(tmp_path, vault, config, [_call(0, outcome="busy"), _call(1, outcome="no_answer", ring=4.0),
+                                               _call(2, outcome="cancelled", ring=2.5)])
+    busy, unanswered, cancelled = (got[f"call-{i}@trunk.example"] for i in range(3))
+    assert (busy["disposition"], busy["sip_status"]) == ("busy", 486)
+    assert unanswered["disposition"] == "no_answer" and unanswered["ring_s"] == pytest.approx(4.0, abs=0.1)
+    assert cancelled["disposition"] == "cancelled" and cancelled["ring_s"] == pytest.approx(2.5, abs=0.1)
+    assert all(r["talk_s"] == 0 and r["segments"] == 0 for r in (busy, unanswered, cancelled))
+
+
+def test_an_anonymous_caller_is_shown_as_withheld(tmp_path, vault, config):
+    got, _ = _record(tmp_path, vault, config, [_call(0, anonymous=True)])
+    row = got["call-0@trunk.example"]
+    assert row["withheld"] == 1 and row["external_e164"] == "" and row["external_display"] == "非通知"
+
+
+def test_hold_and_resume_are_recorded_and_the_held_side_is_silent(tmp_path, vault, config, recovery):
+    script = _call(0, talk=6.0, hold=(2.0, 2.0))
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    raw = json.loads(vault.db.execute("SELECT holds FROM calls WHERE call_id = ?", (script.call_id,)).fetchone()[0])
+    assert len(raw) == 1
+    answered = row["answered_wall_us"]
+    assert (raw[0][0] - answered) / 1e6 == pytest.approx(2.0, abs=0.05)
+    assert (raw[0][1] - raw[0][0]) / 1e6 == pytest.approx(2.0, abs=0.05)
+    assert row["packets_lost"] == 0  # a pause in sending is not a loss
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert rms(window(pcm[0], 2.3, 3.8)) < 0.01  # the external party on hold: silence
+    assert peak_hz(window(pcm[0], 4.3, 5.8)) == pytest.approx(440, abs=5)  # back after the resume
+    assert pcm.shape[1] / RATE == pytest.approx(6.0, abs=0.1)
+
+
+def test_early_media_is_kept_before_the_answer(tmp_path, vault, config, recovery):
+    script = _call(0, early_media=True, ring=2.0, talk=3.0)
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    assert (row["answered_wall_us"] - row["audio_wall_us"]) / 1e6 == pytest.approx(1.94, abs=0.05)
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(4.94, abs=0.1)
+    assert peak_hz(window(pcm[1], 0.2, 1.7)) == pytest.approx(1000, abs=5)  # the city's side, before answering
+    assert row["talk_s"] == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_payload_type_other_than_the_sdp_is_decoded_as_what_it_is(tmp_path, vault, config, recovery):
+    script = _call(0, pt=8, sdp_pt=0, talk=3.0)  # the SDP agreed µ-law, the peers send A-law
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    assert row["codecs"] == "PCMA"
+    left, right = window(audio(vault, recovery, row["recording_id"]), 0.5, 2.5)
+    assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
+    # decoded as µ-law the same bytes would be loud noise; as A-law they are the tone at its level
+    assert rms(left) == pytest.approx(8000 / 32768 / np.sqrt(2), rel=0.15)
+
+
+def test_many_concurrent_calls_do_not_mix(tmp_path, vault, config, recovery):
+    scripts = []
+    for i in range(24):
+        s = _call(i, direction="inbound" if i % 2 else "outbound", talk=3.0, start=1_800_000_000.0 + i * 0.05)
+        s.external.tone, s.city.tone = 300.0 + 50 * i, 2500.0 + 40 * i
+        scripts.append(s)
+    got, _ = _record(tmp_path, vault, config, scripts)
+    assert len(got) == 24
+    for s in scripts:
+        row = got[s.call_id]
+        left, right = window(audio(vault, recovery, row["recording_id"]), 0.5, 2.5)
+        assert peak_hz(left) == pytest.approx(s.external.tone, abs=5), s.call_id
+        assert peak_hz(right) == pytest.approx(s.city.tone, abs=5), s.call_id
+
+
+def test_lost_reordered_and_duplicated_packets_are_reported_and_the_duration_is_unchanged(
+        tmp_path, vault, config, recovery):
+    script = _call(0, talk=8.0)
+    got, touched = _record(tmp_path, vault, config, [script], drop=0.05, reorder=0.05, duplicate=0.05)
+    assert touched["dropped"] > 10 and touched["reordered"] > 10 and touched["duplicated"] > 10
+    row = got[script.call_id]
+    assert row["packets_lost"] == touched["dropped"]
+    assert row["packets_duplicate"] == touched["duplicated"]
+    assert row["loss_percent"] == pytest.approx(100 * touched["dropped"] / (2 * 8.0 / 0.02 - 2), abs=0.5)
+    assert row["talk_s"] == pytest.approx(8.0, abs=0.05)
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(8.0, abs=0.1)
+    left, right = window(pcm, 0.5, 7.5)
+    assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
+
+
+def test_calls_are_sealed_as_record_class_call_and_open_with_the_age_tool(tmp_path, vault, config, recovery):
+    if not shutil.which("age"):
+        pytest.skip("the age tool is not installed (tools/system-packages test installs it)")
+    got, _ = _record(tmp_path, vault, config, [_call(0, talk=2.0)])
+    seg = vault.segments(got["call-0@trunk.example"]["recording_id"])[0]
+    assert seg.record_class == "call" and seg.path.startswith("segments/call/")
+    ident = tmp_path / "recovery.txt"
+    ident.write_text(str(recovery) + "\n")
+    day = tmp_path / "day.txt"
+    subprocess.run(["age", "-d", "-i", ident, "-o", day, vault.data_dir / "keys" / "day" / "call" /
+                    f"{seg.key_day}.age"], check=True)
+    plain = subprocess.run(["age", "-d", "-i", day, vault.data_dir / seg.path], check=True, capture_output=True).stdout
+    probe = json.loads(subprocess.run(["ffprobe", "-v", "error", "-of", "json", "-show_streams", "-"], input=plain,
+                                      capture_output=True, check=True).stdout)["streams"][0]
+    assert (probe["codec_name"], probe["channels"], probe["sample_rate"]) == ("aac", 2, "16000")
+
+
+def test_calls_list_finds_a_call_by_any_way_of_writing_its_number(tmp_path, data_dir, vault, config):
+    _record(tmp_path, vault, config, [_call(0), _call(5, direction="outbound")])
+    vault.close()
+
+    def listing(*args):
+        out = subprocess.run([sys.executable, "-m", "firmware", "calls", "--data", str(data_dir), "list", "--json",
+                              *args], capture_output=True, text=True, check=True).stdout
+        return [r["call_id"] for r in json.loads(out)]
+
+    assert sorted(listing()) == ["call-0@trunk.example", "call-5@trunk.example"]
+    assert listing("--number", "０４２２-１２-３４５６") == ["call-0@trunk.example"]
+    assert listing("--number", "+81 422 123 461") == ["call-5@trunk.example"]
+    assert listing("--direction", "outbound") == ["call-5@trunk.example"]
+    text = subprocess.run([sys.executable, "-m", "firmware", "calls", "--data", str(data_dir), "list"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "0422123456" in text and "answered" in text
+
+
+def test_a_call_cut_by_a_power_loss_is_closed_at_the_next_start(tmp_path, data_dir, vault, config, recovery):
+    script = _call(0, talk=6.0)
+    cut = [p for p in capture_of([script]) if p[0] < script.start + script.ring + 4.0]  # no BYE: the power went
+    rec = CallRecorder(vault, config, trunk="192.0.2.1",
+                       source=type("Src", (), {"frames": lambda self: ((p[0], net.udp_frame(*p[1:])) for p in cut),
+                                               "close": lambda self: None})()).start()
+    assert rec.drain(60)
+    # the process dies here: no close(), so the call is never ended
+    vault.close()
+    again = Vault.open(data_dir, config)
+    try:
+        findings = again.recover()
+        assert any(f.kind == "unfinished" for f in findings)
+        row = calls(again)[script.call_id]
+        assert row["end_reason"] == "recorder_stopped" and row["disposition"] == "answered"
+        assert 1.0 <= row["talk_s"] <= 4.0  # up to the last segment that was sealed
+        assert row["segments"] >= 1
+    finally:
+        again.close()
+
+
+def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, config):
+    rec = CallRecorder(vault, config.replace(calls={"silence_minutes": 30}), trunk="192.0.2.1:5060",
+                       source=type("Src", (), {"frames": lambda self: iter(()), "close": lambda self: None})())
+    monday_10 = datetime(2026, 11, 30, 10, 0).timestamp()
+    saturday_10 = datetime(2026, 11, 28, 10, 0).timestamp()
+    rec._started = saturday_10 - 3600
+    rec.watch(saturday_10)  # an hour without SIP on a Saturday: no calls expected, no fault
+    assert not rec.faults
+    rec.watch(monday_10)
+    assert "trunk_silent" in rec.faults and "mirror port" in rec.faults["trunk_silent"]["message"]
+    assert rec.status()["state"] == "fault"
+    rec.tracker.counters.last_sip = monday_10 - 60
+    rec.watch(monday_10)
+    assert not rec.faults
+    actions = [r[0] for r in vault.db.execute("SELECT action FROM audit WHERE actor = 'call-recorder'")]
+    assert actions == ["fault.raised", "fault.cleared"]

@@ -1,0 +1,157 @@
+"""Real calls, placed by SIPp between a "carrier" and a "PBX" on loopback, captured live by
+the call recorder from ``lo`` exactly as it captures a mirror port: what the index says
+and what a listener hears."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+
+import pytest
+
+from firmware.calls.capture import LiveCapture
+from firmware.calls.recorder import CallRecorder
+from tests import sipp
+from tests.calls_helpers import RATE, audio, calls, peak_hz, rms, window
+from tests.conftest import small_config
+
+pytestmark = [
+    pytest.mark.skipif(not sipp.available(), reason="sipp is not installed (tools/system-packages test installs it)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs CAP_NET_RAW (CI runs as root)"),
+]
+
+
+@pytest.fixture
+def config():
+    return small_config(calls={"segment_seconds": 2.0})
+
+
+@pytest.fixture
+def ports():
+    """A SIP and a media port range of this test's own, so no other test's packet is in it."""
+    base = random.Random(os.getpid() ^ id(object())).randrange(20000, 28000, 100)
+    return base, base + 10000
+
+
+@pytest.fixture
+def live(vault, config, ports):
+    """The call recorder on lo, the carrier's SIP address as its trunk."""
+    sip_port, _ = ports
+    rec = CallRecorder(vault, config, trunk=f"{sipp.CARRIER_IP}:{sip_port}", interface="lo",
+                       source=LiveCapture("lo", sip_port=sip_port)).start()
+    yield rec
+    rec.close()
+
+
+def place(tmp_path, ports, live, *pairs_args, inbound=True):
+    """Place the calls (concurrently when there are several) and wait until all are stored."""
+    sip_port, media_port = ports
+    pairs = [sipp.Pair(tmp_path, call, inbound=inbound, sip_port=sip_port, media_port=media_port, index=i,
+                       tones=tones) for i, (call, tones) in enumerate(pairs_args)]
+    errors = []
+
+    def run(p):
+        try:
+            p.run()
+        except Exception as exc:  # reported below, with the test's own failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    deadline = threading.Event()
+    for _ in range(100):  # the jitter window and the last segment: well under a second
+        if live.writer.calls_stored >= len(pairs) and not live.tracker.calls:
+            break
+        deadline.wait(0.05)
+    live.close()
+    assert live.status()["dropped"] == {"kernel": 0, "queue": 0}
+    return calls(live.store)
+
+
+def only(rows: dict) -> dict:
+    assert len(rows) == 1, rows
+    return next(iter(rows.values()))
+
+
+@pytest.mark.parametrize("inbound", [True, False], ids=["inbound", "outbound"])
+def test_an_answered_call_has_its_numbers_times_and_both_voices(tmp_path, vault, recovery, ports, live, inbound):
+    row = only(place(tmp_path, ports, live, (sipp.Call(ring_ms=800, talk_ms=3000), (440.0, 1000.0)),
+                     inbound=inbound))
+    assert row["direction"] == ("inbound" if inbound else "outbound")
+    external, city = ("0422123456", "0586280000") if inbound else ("0586280000", "0422123456")
+    assert row["external_raw"] == external and row["city_raw"] == city
+    assert row["disposition"] == "answered" and row["codecs"] == "PCMU"
+    assert row["ring_s"] == pytest.approx(0.8, abs=0.1)
+    assert row["talk_s"] == pytest.approx(3.0, abs=0.1)
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(row["talk_s"], abs=0.1)
+    # the carrier's side plays 440 Hz, the PBX's 1000 Hz: the external party is always left
+    left, right = window(pcm, 0.3, 2.7)
+    assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
+    assert row["packets_lost"] == 0
+
+
+def test_a_busy_line_and_a_cancelled_call_are_indexed(tmp_path, vault, ports, live):
+    got = place(tmp_path, ports, live, (sipp.Call(outcome="busy"), (440.0, 1000.0)),
+                (sipp.Call(outcome="cancelled", ring_ms=1500, caller="0312345678"), (440.0, 1000.0)))
+    by_caller = {r["external_raw"]: r for r in got.values()}
+    busy, cancelled = by_caller["0422123456"], by_caller["0312345678"]
+    assert (busy["disposition"], busy["sip_status"], busy["segments"]) == ("busy", 486, 0)
+    assert cancelled["disposition"] == "cancelled" and cancelled["ring_s"] == pytest.approx(1.5, abs=0.15)
+    assert cancelled["external_e164"] == "+81312345678" and cancelled["external_display"] == "03-1234-5678"
+
+
+def test_an_anonymous_caller_is_withheld(tmp_path, vault, ports, live):
+    row = only(place(tmp_path, ports, live, (sipp.Call(anonymous=True), (440.0, 1000.0))))
+    assert row["withheld"] == 1 and row["external_display"] == "非通知" and row["external_e164"] == ""
+
+
+def test_hold_and_resume(tmp_path, vault, recovery, ports, live):
+    call = sipp.Call(talk_ms=4500, hold_ms=(1000, 1500))  # the city (the caller, outbound) holds
+    row = only(place(tmp_path, ports, live, (call, (440.0, 1000.0)), inbound=False))
+    raw = live.store.db.execute("SELECT holds FROM calls").fetchone()[0]
+    (start, end), = json.loads(raw)
+    assert (start - row["answered_wall_us"]) / 1e6 == pytest.approx(1.0, abs=0.1)
+    assert (end - start) / 1e6 == pytest.approx(1.5, abs=0.1)
+    assert row["talk_s"] == pytest.approx(4.5, abs=0.1)
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(4.5, abs=0.1)
+
+
+def test_early_media_is_heard_before_the_answer(tmp_path, vault, recovery, ports, live):
+    row = only(place(tmp_path, ports, live, (sipp.Call(early_media=True, ring_ms=1500), (440.0, 1000.0))))
+    early = (row["answered_wall_us"] - row["audio_wall_us"]) / 1e6
+    assert early == pytest.approx(1.5, abs=0.1)
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(early + row["talk_s"], abs=0.1)
+    ringing = window(pcm, 0.2, 1.3)
+    assert peak_hz(ringing[1]) == pytest.approx(1000, abs=5)  # the city's early media (an announcement)
+    assert rms(ringing[0]) < 0.01  # the caller sends nothing before the answer
+
+
+def test_a_payload_type_other_than_the_sdps_is_decoded_by_what_it_is(tmp_path, vault, recovery, ports, live):
+    row = only(place(tmp_path, ports, live, (sipp.Call(sdp_pt=0, rtp_pt=8), (440.0, 1000.0))))
+    assert row["codecs"] == "PCMA"
+    left, right = window(audio(vault, recovery, row["recording_id"]), 0.3, 2.7)
+    assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
+
+
+def test_many_concurrent_calls_each_keep_their_own_voices(tmp_path, vault, recovery, ports, live):
+    n = 12
+    args = [(sipp.Call(caller=f"0422{100000 + i}", talk_ms=4000), (300.0 + 60 * i, 1500.0 + 80 * i))
+            for i in range(n)]
+    got = place(tmp_path, ports, live, *args)
+    assert len(got) == n
+    rows = sorted(got.values(), key=lambda r: r["external_raw"])
+    assert max(r["answered_wall_us"] for r in rows) < min(r["ended_wall_us"] for r in rows)  # all at once
+    for i, row in enumerate(rows):
+        assert row["talk_s"] == pytest.approx(4.0, abs=0.1)
+        left, right = window(audio(vault, recovery, row["recording_id"]), 0.3, 3.7)
+        assert peak_hz(left) == pytest.approx(300 + 60 * i, abs=5), row["external_raw"]
+        assert peak_hz(right) == pytest.approx(1500 + 80 * i, abs=5), row["external_raw"]
