@@ -121,6 +121,7 @@ class CallsConfig:
                     doc="the carrier side's SIP address, HOST or HOST:PORT: calls from it are inbound")
     outside_line_prefix: str = _f("", pattern=r"[0-9]?", doc="the PBX's outside-line digit, if it reaches the trunk")
     segment_seconds: float = _f(10.0, lo=2.0, hi=60.0, doc="a power cut loses at most this much of a call")
+    bitrate: int = _f(32_000, lo=24_000, hi=128_000, doc="AAC, both sides together: 14.4 MB an hour at 32 kbit/s")
     jitter_window: float = _f(0.5, lo=0.1, hi=3.0, doc="seconds a late RTP packet is still put in its place")
     office_hours: str = _f("08:30-17:15", pattern=r"(\d\d:\d\d-\d\d:\d\d)?",
                            doc='when the trunk is expected to carry calls; "" turns the silence watchdog off')

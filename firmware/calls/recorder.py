@@ -73,7 +73,7 @@ class CallRecorder:
         self.interface = interface
         c = config.calls
         self.writer = CallWriter(vault, device=config.device.id, segment_seconds=c.segment_seconds,
-                                 window=c.jitter_window)
+                                 window=c.jitter_window, bitrate=c.bitrate)
         self.tracker = Tracker(self.writer, trunk_host=self.trunk_host, trunk_port=self.trunk_port,
                                outside_line_prefix=c.outside_line_prefix, window=c.jitter_window,
                                idle_timeout=c.idle_timeout)

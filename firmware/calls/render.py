@@ -68,7 +68,7 @@ class CallWriter:
     """The tracker's sink: recordings, segments and the index row of each call."""
 
     def __init__(self, vault, *, device: str, segment_seconds: float = 10.0, window: float = 0.5,
-                 bitrate: int = 64_000, on_stored=None):
+                 bitrate: int = 32_000, on_stored=None):
         self.vault = vault
         self.device = device
         self.segment_samples = max(_FRAME, int(segment_seconds * RATE) // _FRAME * _FRAME)
