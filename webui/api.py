@@ -21,7 +21,7 @@ from wtforms.validators import ValidationError
 from firmware.control import ControlError
 from firmware.export import GROUNDS
 from firmware.hardware import Simulator
-from webui import admin, auth, console, provisions, requests, settings, viewing
+from webui import admin, auth, calls, console, provisions, requests, settings, viewing
 from webui.actions import refuse
 from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
@@ -291,6 +291,7 @@ ACTIONS = [
     ("/provisions/<int:provision_id>/export", "POST", provisions.start_export),
     ("/provisions/<int:provision_id>/export/<job_id>", "GET", provisions.export_status),
     ("/provisions/<int:provision_id>/export/<job_id>/package", "GET", provisions.download),
+    ("/calls", "GET", calls.index),
 ]
 for _rule, _method, _view in ACTIONS:
     bp.add_url_rule(_rule, endpoint=f"{_name(_view).replace('.', '_')}_{_method.lower()}", view_func=_view,

@@ -1,0 +1,93 @@
+"""A call recorder's admin page: the manager finds a call by its number however it is typed;
+nobody else sees the numbers; every search by number is in the audit log."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.calls import synth
+from firmware.calls.recorder import CallRecorder
+from firmware.control import ControlServer, socket_path
+from tests.calls_helpers import capture_of, replay, write_pcap
+from tests.conftest import small_config
+from tests.webui_helpers import login, logout, staff
+from webui import create_app
+
+
+class _Quiet:
+    """A capture with nothing on it: the device's calls were recorded before the page opened."""
+
+    def frames(self):
+        return iter(())
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def config():
+    return small_config(calls={"segment_seconds": 2.0})
+
+
+@pytest.fixture
+def app(tmp_path, data_dir, vault, config):
+    """A call recorder's device with its staff, then three calls off the trunk."""
+    recorder = CallRecorder(vault, config, trunk="192.0.2.1", source=_Quiet())
+    server = ControlServer(socket_path(data_dir), recorder).start()
+    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
+                      "KIROKU_SCRYPT_WORK_FACTOR": 10})
+    staff(app.test_client(), app)
+    ext, city = synth.trunk_pair(0)
+    scripts = [synth.Script("in@x", "inbound", ext, city, talk=2.0),
+               synth.Script("out@x", "outbound", *synth.trunk_pair(7), start=1_800_000_100.0, talk=2.0),
+               synth.Script("busy@x", "inbound", *synth.trunk_pair(3), start=1_800_000_200.0, outcome="busy",
+                            anonymous=True)]
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of(scripts)))
+    yield app
+    server.close()
+
+
+def _searches(vault) -> list[dict]:
+    return [e["detail"] for e in vault.audit_log.entries(vault.db) if e["action"] == "calls.search"]
+
+
+def test_the_manager_finds_a_call_by_its_number_typed_any_way(app, vault):
+    client = app.test_client()
+    login(client, "yamada")
+    page = client.get("/admin/calls/").get_data(as_text=True)
+    assert page.count("<tr>") == 4  # the header and three calls
+    assert "非通知" in page and "話中" in page
+    for typed in ("0422-12-3456", "０４２２１２３４５６", "+81 422 123 456"):
+        page = client.get("/admin/calls/", query_string={"number": typed}).get_data(as_text=True)
+        assert page.count("<tr>") == 2, typed
+        assert "0422123456" in page and "着信" in page and "応答" in page
+    searches = _searches(vault)
+    assert [s["number"] for s in searches] == ["422123456"] * 3 and all(s["found"] == 1 for s in searches)
+
+
+def test_the_api_filters_by_direction_and_date(app):
+    client = app.test_client()
+    login(client, "yamada")
+    outbound = client.get("/api/v1/calls", query_string={"direction": "outbound"}).get_json()
+    assert [r["call_id"] for r in outbound] == ["out@x"]
+    assert outbound[0]["external_e164"] == "+81422123463" and outbound[0]["talk_s"] == pytest.approx(2.0, abs=0.05)
+    assert client.get("/api/v1/calls", query_string={"from": "2030-01-01"}).get_json() == []
+    refused = client.get("/api/v1/calls", query_string={"from": "yesterday"})
+    assert refused.status_code == 400
+
+
+def test_only_managers_see_the_numbers(app):
+    client = app.test_client()
+    for who in ("sato", "suzuki"):
+        login(client, who)
+        assert client.get("/admin/calls/").status_code == 403
+        assert client.get("/api/v1/calls").status_code == 403
+        logout(client)
+    assert client.get("/api/v1/calls").status_code == 401
+
+
+def test_the_dashboard_of_a_call_recorder_shows_its_state(app):
+    client = app.test_client()
+    login(client, "yamada")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "待受中" in page and "192.0.2.1:5060" in page  # listening on the trunk, not a sign at a counter
