@@ -9,26 +9,19 @@ became of it. Managers only.
 - For the committee (ground 1), after its deliberation the manager records the request
   for return or erasure and its outcome (Art. 10(2)); such a record cannot be closed
   before that.
-- Exports run in a background thread (``Job``), so a long one never blocks the web
-  server; the page shows their progress. The package is sealed as it is written — to the
-  transport passphrase when one is given, otherwise to a key that exists only in this
-  process's memory — so nothing decrypted lands on the device's disk, and a package
-  left behind by a restart can be opened by no one.
+- Exports run in the background (``webui.exports``, shared with the disclosure register),
+  sealed as they are written; the page shows their progress.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-import threading
-from dataclasses import dataclass
-from pathlib import Path
 
-from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
+from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 
 from firmware.export import GROUNDS
-from webui import auth
-from webui.actions import done, fields, flag, refuse
+from webui import auth, exports
+from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, permission
 from webui.requests import _iso, fiscal_year, recordings_for_request, release_holds, scope_range
@@ -262,35 +255,14 @@ def describe(p) -> dict:
     }
 
 
-# -- exports ---------------------------------------------------------------------------------
+# -- exports (webui/exports.py) -------------------------------------------------------------
 
-@dataclass
-class Job:
-    id: str
-    provision_id: int
-    number: str
-    user_id: int
-    path: Path
-    total: float = 0.0
-    done: float = 0.0
-    state: str = "running"  # running, done, failed
-    error: str = ""
-    name: str = ""
-    sealed: bool = False  # with the transport passphrase: handed over as it is
-    key: object | None = None  # the in-memory key the package is sealed to otherwise
+def _jobs_of(provision_id: int) -> list:
+    return exports.jobs_of("provisions", provision_id)
 
 
-_jobs: dict[str, Job] = {}
-
-
-def _jobs_of(provision_id: int) -> list[Job]:
-    return [j for j in list(_jobs.values()) if j.provision_id == provision_id]
-
-
-def _discard(job: Job) -> None:
-    _jobs.pop(job.id, None)
-    job.key = None
-    job.path.unlink(missing_ok=True)
+def _discard(job) -> None:
+    exports.discard(job)
 
 
 @bp.post("/<int:provision_id>/export")
@@ -299,146 +271,39 @@ def start_export(provision_id: int):
     """Export the provision's scope as a signed package, in the background: the manager's
     passphrase (password), optionally a transport passphrase, mute spans, blur_faces, exact."""
     from firmware import export as ex
-    from firmware.vault import age
-    from webui import keys
 
     p = load(provision_id)
     back = url_for("provisions.show", provision_id=provision_id)
     if p["status"] != "open":
         refuse("provision.already_closed", 409, back=back)
-    inputs = fields()
-    faces = flag(inputs, "blur_faces")  # minimum necessary (Art. 10): always a decision
-    exact = flag(inputs, "exact", default=False)
-    identity = keys.unlock_for(inputs.get("password") or "", subject=p["number"], purpose="provision", back=back)
-    transport = inputs.get("transport_passphrase") or ""
-    if transport and len(transport) < 12:
-        refuse("provision.transport_short", back=back)
-    redactions = ex.Redactions(faces=faces)
-    try:
-        redactions.mute = [ex.parse_span(s) for s in (inputs.get("mute") or "").split() if s]
-    except ex.ExportError:
-        refuse("provision.bad_mute", back=back)
-    folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "exports"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    job_id = secrets.token_urlsafe(16)
-    job = Job(job_id, provision_id, p["number"], g.user.id, folder / f"{job_id}.age", sealed=bool(transport))
-    if not transport:
-        job.key = age.X25519Identity.generate()
-    _jobs[job.id] = job
+    opts = exports.options(fields(), subject=p["number"], purpose="provision", back=back)
     provision = ex.Provision(ground=p["ground"], recipient=p["recipient"], approver=p["approver"],
                              exporter=g.user.display_name or g.user.username, reference=p["request_reference"],
                              request_date=p["request_date"], number=p["number"])
-    thread = threading.Thread(target=_run, name=f"export-{p['number']}", daemon=True, args=(
-        current_app._get_current_object(), job, identity, provision, p["recording_id"], p["start_wall_us"],
-        p["end_wall_us"], redactions, exact, transport or None, g.user.username))
-    thread.start()
+    job = exports.start(register="provisions", record_id=provision_id, number=p["number"], purpose="provision",
+                        table="provision_exports", provision=provision, recording_id=p["recording_id"],
+                        start_us=p["start_wall_us"], end_us=p["end_wall_us"], opts=opts,
+                        package_url=lambda job_id: url_for("provisions.download", provision_id=provision_id,
+                                                           job_id=job_id))
     return done(back, code=202, notice="provision.export_started", **_job_status(job))
-
-
-def _run(app, job: Job, identity, provision, recording_id: str, start_us: int, end_us: int, redactions, exact: bool,
-         transport: str | None, actor: str) -> None:
-    from firmware import export as ex
-    from firmware.vault import Vault, age
-
-    with app.app_context():
-        vault = Vault.open(Path(app.config["KIROKU_DATA"]), readonly=True)
-        try:
-            plan = ex.plan(vault, recording_id, _moment(start_us), _moment(end_us))
-            job.total = plan.duration
-
-            def progress(done, total):
-                job.done = done
-
-            def log(detail):
-                return auth.audit("export.create", subject=job.number, purpose="provision", detail=detail,
-                                  actor=actor)
-
-            with open(job.path, "xb") as f:
-                out = f if transport else age.Writer(f, [job.key.recipient])
-                result = ex.build(vault, plan, opener=identity, provision=provision, out=out, log_export=log,
-                                  redactions=redactions, exact=exact, transport_passphrase=transport,
-                                  progress=progress, proof=lambda seq: vault.audit_log.inclusion(vault.db, seq),
-                                  work_factor=app.config.get("KIROKU_SCRYPT_WORK_FACTOR") or 18)
-                if not transport:
-                    out.close()
-            job.name = result.name
-            from webui.db import connect
-
-            conn = connect(app.config["KIROKU_DATA"])
-            try:
-                conn.execute("INSERT INTO provision_exports (provision_id, by_id, at, manifest_sha256, audit_seq,"
-                             " clip_seconds, sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (job.provision_id, job.user_id, auth.now_iso(), result.manifest_sha256, result.audit_seq,
-                              result.manifest["clip"]["duration_s"], int(bool(transport))))
-                conn.commit()
-            finally:
-                conn.close()
-            job.state = "done"
-        except Exception as exc:  # shown on the page; nothing half-made is kept
-            job.state, job.error = "failed", str(exc)[:300]
-            job.path.unlink(missing_ok=True)
-        finally:
-            identity = None
-            vault.close()
-
-
-def _moment(wall_us: int):
-    """A scope's edge as an aware time, to the microsecond."""
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc)
-
-
-def _job(provision_id: int, job_id: str) -> Job:
-    job = _jobs.get(job_id)
-    if job is None or job.provision_id != provision_id:
-        abort(404)
-    return job
 
 
 @bp.get("/<int:provision_id>/export/<job_id>.json")
 @permission(MANAGER)
 def export_status(provision_id: int, job_id: str):
     """An export's progress: state (running, done, failed), seconds done of total, the error."""
-    return jsonify(_job_status(_job(provision_id, job_id)))
+    return jsonify(_job_status(exports.find("provisions", provision_id, job_id)))
 
 
-def _job_status(job: Job) -> dict:
-    return {"job_id": job.id, "provision_id": job.provision_id, "state": job.state, "done": round(job.done, 1),
-            "total": round(job.total, 1), "error": job.error,
-            "package": url_for("provisions.download", provision_id=job.provision_id, job_id=job.id)
-            if job.state == "done" else None}
+def _job_status(job) -> dict:
+    return {**exports.status(job), "provision_id": job.record_id}
 
 
 @bp.get("/<int:provision_id>/export/<job_id>/package")
 @permission(MANAGER)
 def download(provision_id: int, job_id: str):
     """The finished package (a ZIP, or the transport-sealed .zip.age)."""
-    from firmware.vault import age
-
-    job = _job(provision_id, job_id)
-    if job.state != "done":
-        abort(409, description="the export is not finished")
-    auth.audit("export.download", subject=job.number, purpose="provision", detail={"package": job.name})
-    if job.sealed:
-        response = Response(open(job.path, "rb"), mimetype="application/octet-stream")
-        filename = f"{job.name}.zip.age"
-    else:
-        key = job.key
-
-        def stream():
-            with open(job.path, "rb") as f:
-                yield from age.decrypt_chunks(f, [key])
-
-        response = Response(stream(), mimetype="application/zip")
-        filename = f"{job.name}.zip"
-    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return exports.package(exports.find("provisions", provision_id, job_id))
 
 
-def cleanup(data_dir: Path) -> None:
-    """At start-up: packages of an earlier run can be opened by no one (their key was only
-    in that process's memory); remove them."""
-    for path in (Path(data_dir) / "web" / "exports").glob("*.age"):
-        path.unlink(missing_ok=True)
+cleanup = exports.cleanup
