@@ -21,7 +21,8 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
 
     The picture starts at the first keyframe at or after ``keep_from`` (a frame before it
     would show time outside the approved range); frames from ``keep_to`` on are dropped;
-    the sound is cut to the same span. Timestamps start again at zero. Returns the cut
+    the sound is cut to the same span. Sound alone (a call) is cut at its first frame at
+    or after ``keep_from``. Timestamps start again at zero. Returns the cut
     file and where in the segment it now begins (that keyframe's time), or ``(b"", 0)``
     when no keyframe lies in the range.
     """
@@ -29,7 +30,9 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
 
     eps = 1e-6
     with open_segment(mp4) as inp:
-        starts = [float(p.pts * p.time_base) for p in inp.demux(video=0)
+        # A call has no picture: every AAC frame stands alone, so its sound is cut at any frame.
+        which = {"video": 0} if inp.streams.video else {"audio": 0}
+        starts = [float(p.pts * p.time_base) for p in inp.demux(**which)
                   if p.dts is not None and p.is_keyframe and float(p.pts * p.time_base) >= keep_from - eps]
     if not starts or starts[0] >= keep_to - eps:
         return b"", 0.0  # no keyframe inside the range: nothing can be shown without showing more

@@ -8,7 +8,7 @@ import pytest
 from firmware.calls import synth
 from firmware.calls.recorder import CallRecorder
 from firmware.control import ControlServer, socket_path
-from tests.calls_helpers import capture_of, replay, write_pcap
+from tests.calls_helpers import calls as calls_by_id, capture_of, replay, write_pcap
 from tests.conftest import small_config
 from tests.webui_helpers import login, logout, staff
 from webui import create_app
@@ -91,3 +91,46 @@ def test_the_dashboard_of_a_call_recorder_shows_its_state(app):
     login(client, "yamada")
     page = client.get("/admin/").get_data(as_text=True)
     assert "待受中" in page and "192.0.2.1:5060" in page  # listening on the trunk, not a sign at a counter
+
+
+def test_a_call_is_listened_to_through_a_written_request_exactly_within_its_scope(app, vault):
+    import re
+    from datetime import datetime
+
+    from tests.calls_helpers import RATE, peak_hz
+    from tests.webui_helpers import PASSWORDS, post
+
+    def local(us):
+        return datetime.fromtimestamp(us / 1e6).strftime("%Y-%m-%dT%H:%M:%S")
+
+    call = calls_by_id(vault)["in@x"]
+    viewer, manager = app.test_client(), app.test_client()
+    login(viewer, "suzuki")
+    assert "通話記録" in viewer.get("/requests/new").get_data(as_text=True)  # calls are offered like footage
+    r = post(viewer, "/requests/new", {"recording": [call["recording_id"]], "purpose": "trouble",
+                                       "reason": "電話での不当要求の確認", "responsible_section": "市民課"},
+             token_from="/requests/new")
+    request_id = int(r.headers["Location"].rsplit("/", 1)[1])
+    held = vault.db.execute("SELECT count(*) FROM holds WHERE recording_id = ? AND reason = 'request'"
+                            " AND released_at IS NULL", (call["recording_id"],)).fetchone()[0]
+    assert held == 1
+    login(manager, "yamada")
+    start = call["answered_wall_us"] + 500_000  # one second of a two-second call
+    post(manager, f"/requests/{request_id}/decide",
+         {"decision": "approved", "scope_recording": [call["recording_id"]], "scope_start": local(start),
+          "scope_end": local(start + 1_000_000), "valid_hours": "2", "confirm_responsible": "yes"},
+         token_from=f"/requests/{request_id}")
+    post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]},
+         token_from=f"/requests/{request_id}")
+    viewing_url = re.search(r'id="watch" href="(/viewings/[^"]+)"',
+                            viewer.get(f"/requests/{request_id}").get_data(as_text=True)).group(1)
+    manifest = viewer.get(viewing_url + "/manifest.json").get_json()
+    assert manifest["codecs"] == "mp4a.40.2"
+    parts = [viewer.get(f"{viewing_url}/part/{p['n']}.mp4") for p in manifest["parts"]]
+    assert all(p.status_code == 200 for p in parts)
+    from firmware.calls.render import decode_stereo
+
+    pcm = decode_stereo([p.data for p in parts])
+    assert abs(pcm.shape[1] / RATE - 1.0) < 0.15  # the approved second, not the whole call
+    assert abs(peak_hz(pcm[0]) - 440) < 10 and abs(peak_hz(pcm[1]) - 1000) < 10
+    assert "view.play" in [e["action"] for e in vault.audit_log.entries(vault.db)]

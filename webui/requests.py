@@ -63,10 +63,13 @@ def recordings_for_request() -> list:
     vdb = vault_db()
     if vdb is None:
         return []
+    # Footage and calls alike (Art. 7–8 govern both); a call that never had audio has nothing to view.
     return vdb.execute(
-        "SELECT r.id, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us, r.section,"
+        "SELECT r.id, r.record_class, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us, r.section,"
         " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks"
-        " FROM recordings r WHERE r.record_class = 'footage' ORDER BY r.started_wall_us DESC LIMIT 200").fetchall()
+        " FROM recordings r WHERE r.record_class = 'footage'"
+        " OR EXISTS (SELECT 1 FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL)"
+        " ORDER BY r.started_wall_us DESC LIMIT 200").fetchall()
 
 
 def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int] | None:

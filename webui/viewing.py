@@ -323,6 +323,8 @@ def _codecs(viewing: Viewing) -> str:
 
     data = _decrypted(viewing, viewing.parts[0]) if viewing.parts else b""
     with open_segment(data) as c:
+        if not c.streams.video:  # a call: sound only
+            return "mp4a.40.2"
         extradata = c.streams.video[0].codec_context.extradata or b"\x01\x42\xc0\x1e"
         codecs = "avc1.%02x%02x%02x" % (extradata[1], extradata[2], extradata[3])
         if c.streams.audio:
