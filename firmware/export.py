@@ -165,6 +165,16 @@ class Plan:
     def duration(self) -> float:
         return self.end_s - self.start_s
 
+    @property
+    def sound_only(self) -> bool:
+        """A call: no segment has a picture."""
+        return not any(s.video_frames for s in self.segments)
+
+    def check(self, redactions: "Redactions") -> None:
+        if redactions.video and self.sound_only:
+            raise ExportError("this recording has sound only (a call): there is no picture to blur — "
+                              "leave out --blur and --blur-faces; --mute silences spans of it")
+
 
 def _parse_time(text, all_segments, origin_mono_us: int) -> float:
     """Seconds from the recording's start, an ISO 8601 time, or a datetime."""
@@ -285,8 +295,10 @@ class _Cutter:
         self.progress = progress
         self.sink = _Sink(out)
         self.container = av.open(self.sink, "w", format="mp4",
-                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
         self.video = self.audio = None
+        self.started = False  # the output's streams exist (described by the first segment in range)
+        self.sound_only = False  # a call: no picture, the sound is cut at any AAC frame
         self.begin: float | None = None  # the clip's zero, seconds of the recording
         self.last_t = plan.start_s
         self.faces = None
@@ -309,14 +321,15 @@ class _Cutter:
         """The output's streams, described by the first segment (what the camera and mic made)."""
         from firmware.segmenter import add_template_stream
 
-        vin = inp.streams.video[0]
-        if self.reencode_video:
+        self.started = True
+        vin = inp.streams.video[0] if inp.streams.video else None  # None: a call (Plan.check refused blurs)
+        if vin is not None and self.reencode_video:
             self.video = self.container.add_stream("libx264", rate=vin.average_rate or vin.guessed_rate or 30)
             ctx = self.video.codec_context
             ctx.width, ctx.height, ctx.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
             ctx.time_base = self.video.time_base = Fraction(1, 90_000)
             ctx.options = {"preset": "veryfast", "crf": "20"}
-        else:
+        elif vin is not None:
             self.video = add_template_stream(self.container, vin)
         if inp.streams.audio:
             ain = inp.streams.audio[0]
@@ -339,9 +352,9 @@ class _Cutter:
                 return  # no keyframe of this segment lies in the range: the next one's will
         end = t0 + hi
         with open_segment(data) as inp:
-            if self.video is None:
+            if not self.started:
                 self._streams(inp)
-            vin = inp.streams.video[0]
+            vin = inp.streams.video[0] if inp.streams.video and self.video is not None else None
             ain = inp.streams.audio[0] if inp.streams.audio and self.audio is not None else None
             copies = {s: _Copy(s, out, t0, self.begin, end, self._copied) for s, out, again in
                       ((vin, self.video, self.reencode_video), (ain, self.audio, self.reencode_audio))
@@ -358,16 +371,20 @@ class _Cutter:
                 else:
                     for frame in packet.decode():
                         self._audio_frame(frame, t0, end)
-            if vin in copies and copies[vin].last is not None:
-                self._tick(copies[vin].last)
+            lead = vin if vin is not None else ain  # the stream whose end says how far the clip got
+            if lead in copies and copies[lead].last is not None:
+                self._tick(copies[lead].last)
 
     def _first_time(self, data: bytes, t0: float, lo: float) -> float | None:
         """Where the clip starts: the start itself when re-encoding, else the first keyframe
         at or after it (never one before: that would show time outside the range)."""
-        if self.reencode_video:
+        with open_segment(data) as inp:
+            self.sound_only = not inp.streams.video
+            which = {"audio": 0} if self.sound_only else {"video": 0}
+        if self.reencode_video or (self.sound_only and self.reencode_audio):
             return t0 + max(0.0, lo)
         with open_segment(data) as inp:
-            for packet in inp.demux(video=0):
+            for packet in inp.demux(**which):
                 if packet.pts is not None and packet.is_keyframe and float(packet.pts * packet.time_base) >= lo - 1e-6:
                     return t0 + float(packet.pts * packet.time_base)
         return None
@@ -437,6 +454,8 @@ class _Cutter:
             frame.time_base = Fraction(1, frame.sample_rate)
             self._audio_samples += frame.samples
             self.container.mux(self.audio.encode(frame))
+        if self.sound_only:
+            self._tick(self.begin + self._audio_samples / self.audio.codec_context.sample_rate)
 
     def _tick(self, t: float) -> None:
         self.last_t = max(self.last_t, t)
@@ -444,10 +463,10 @@ class _Cutter:
             self.progress(min(t - self.plan.start_s, self.plan.duration), self.plan.duration)
 
     def close(self) -> None:
-        if self.video is None:  # nothing was in range: no file worth finishing
+        if not self.started:  # nothing was in range: no file worth finishing
             self.container.close()
             return
-        if self.reencode_video:
+        if self.reencode_video and self.video is not None:
             while self._window:
                 self._emit()
             self.container.mux(self.video.encode(None))
@@ -523,6 +542,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
     from firmware.vault import age
 
     redactions = redactions or Redactions()
+    plan_.check(redactions)
     provision.ground = ground_name(provision.ground)  # "3" and "investigation" alike
     now = time.time()
     device = plan_.recording["device"]
@@ -570,7 +590,8 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
                      "start_s": round(clip_start, 3), "end_s": round(clip_end, 3),
                      "duration_s": round(clip_end - clip_start, 3),
                      "start": _iso(plan_.wall(clip_start)), "end": _iso(plan_.wall(clip_end)),
-                     "cut": "re-encoded" if cutter.reencode_video else "keyframe (not re-encoded)",
+                     "cut": ("sound only" if cutter.sound_only else
+                             "re-encoded" if cutter.reencode_video else "keyframe (not re-encoded)"),
                      "audio": "re-encoded" if cutter.reencode_audio else "copied"},
             "clock": {"synchronised": all(s["clock_synchronised"] for s in segments),
                       "unsynchronised_segments": sum(not s["clock_synchronised"] for s in segments)},
@@ -614,8 +635,12 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
 
 
 def _frame_s(plan_: Plan) -> float:
+    """How long the last picture (or, for sound alone, the last AAC frame) lasts."""
     seg = plan_.segments[0]
-    return seg.duration / seg.video_frames if seg.video_frames else 0.0
+    if seg.video_frames:
+        return seg.duration / seg.video_frames
+    rate = seg.audio_samples / seg.duration if seg.duration else 0
+    return 1024 / rate if rate else 0.0
 
 
 def _pem(public) -> bytes:

@@ -36,6 +36,7 @@ def export(args) -> int:
     try:
         try:
             plan = ex.plan(vault, args.recording, args.start, args.end)
+            plan.check(redactions)
         except ex.ExportError as exc:
             return _fail(str(exc), 2)
         identity = opener(vault.keys, args.recovery_key, args.manager, args.password_file,

@@ -215,13 +215,13 @@ def _describe_clip(files: _Files, manifest: dict) -> tuple[bool | None, str]:
     try:
         with files.open("clip.mp4") as f, av.open(f) as c:  # read in place, not copied into memory
             kinds = "+".join(s.codec_context.name for s in c.streams if s.type in ("video", "audio"))
-            video = c.streams.video[0]
+            lead = c.streams.video[0] if c.streams.video else c.streams.audio[0]  # a call has sound only
             last = None
-            for packet in c.demux(video):
+            for packet in c.demux(lead):
                 if packet.pts is not None:
                     last = float((packet.pts + (packet.duration or 0)) * packet.time_base)
     except (av.error.FFmpegError, IndexError) as exc:
-        return False, f"clip.mp4 does not open as video ({exc})"
+        return False, f"clip.mp4 does not open as video or sound ({exc})"
     clock = "synchronised clock" if manifest.get("clock", {}).get("synchronised") else \
         "clock NOT synchronised: treat the times as approximate"
     return None, (f"clip.mp4: {kinds}, {last or 0:.1f} s, {clip.get('start')} – {clip.get('end')} ({clock})")

@@ -312,3 +312,36 @@ def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, c
     assert not rec.faults
     actions = [r[0] for r in vault.db.execute("SELECT action FROM audit WHERE actor = 'call-recorder'")]
     assert actions == ["fault.raised", "fault.cleared"]
+
+
+def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approved_range(
+        tmp_path, data_dir, vault, config, recovery, capsys):
+    import zipfile
+
+    from firmware.cli import main
+    from firmware.calls.render import decode_stereo
+
+    script = _call(0, talk=6.0)
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    key = tmp_path / "recovery.txt"
+    key.write_text(str(recovery) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    base = ["export", "--data", str(data_dir), "--recovery-key", str(key), "--recording", row["recording_id"],
+            "--ground", "4", "--recipient", "北警察署 生活安全課", "--reference", "北署生第7号", "--out", str(out)]
+    assert main([*base, "--start", "2", "--end", "4.5", "--mute", "3-3.5"]) == 0
+    package = next(out.glob("*.zip"))
+    assert main(["verify", str(package)]) == 0
+    assert "aac" in capsys.readouterr().out
+    with zipfile.ZipFile(package) as z:
+        name = next(n for n in z.namelist() if n.endswith("/clip.mp4"))
+        manifest = json.loads(z.read(name.replace("clip.mp4", "manifest.json")))
+        pcm = decode_stereo([z.read(name)])
+    assert manifest["clip"]["cut"] == "sound only" and manifest["clip"]["duration_s"] == pytest.approx(2.5, abs=0.1)
+    assert pcm.shape[1] / RATE == pytest.approx(2.5, abs=0.1)
+    assert peak_hz(window(pcm[0], 0.1, 0.9)) == pytest.approx(440, abs=5)
+    assert peak_hz(window(pcm[1], 0.1, 0.9)) == pytest.approx(1000, abs=5)
+    assert rms(window(pcm, 1.1, 1.4)) < 0.01  # 3–3.5 s of the recording, muted on both sides
+    assert main([*base, "--start", "1", "--end", "2", "--blur-faces"]) == 2
+    assert "sound only" in capsys.readouterr().err
