@@ -3,9 +3,10 @@
 ``python -m firmware.calls.loadgen --calls N --seconds S --sip-port P --media-port M``
 sends N overlapping G.711 calls — set up 20 a second, then all in progress together for S
 seconds; SIP and RTP both ways, 50 packets a second per side — from the "carrier"
-127.0.0.2 and the "PBX" 127.0.0.3, each from its own bound UDP socket, so what the capture sees is what a mirror port shows. It prints one JSON line when done:
-packets sent and how late the sender fell behind its schedule (a late sender would make
-the capture look better than it is).
+127.0.0.2 and the "PBX" 127.0.0.3, each from its own bound UDP socket, so what the
+capture sees is what a mirror port shows. It prints one JSON line when done: packets sent
+and how late the sender fell behind its schedule (a late sender would make the capture
+look better than it is).
 """
 
 from __future__ import annotations
