@@ -145,8 +145,9 @@ class Pair:
     SIP and media ports (``index``)."""
 
     def __init__(self, tmp: Path, call: Call, *, inbound: bool, sip_port: int, media_port: int, index: int = 0,
-                 tones: tuple[float, float] = (440.0, 1000.0), timeout: float = 60.0):
+                 tones: tuple[float, float] = (440.0, 1000.0), timeout: float = 60.0, tcp: bool = False):
         self.tmp, self.call, self.timeout = tmp / f"pair-{index}", call, timeout
+        self.transport = ["-t", "t1"] if tcp else []
         self.tmp.mkdir(parents=True, exist_ok=True)
         caller_ip, callee_ip = (CARRIER_IP, PBX_IP) if inbound else (PBX_IP, CARRIER_IP)
         carrier_tone = tone_file(self.tmp / "carrier.g711", tones[0], call.rtp_pt)
@@ -161,14 +162,14 @@ class Pair:
     def run(self) -> None:
         ip, port, mport = self.callee
         uas_proc = subprocess.Popen(["sipp", "-sf", str(self.tmp / "uas.xml"), "-i", ip, "-p", str(port),
-                                     "-mi", ip, "-mp", str(mport), "-nostdin", "-m", "1",
+                                     "-mi", ip, "-mp", str(mport), "-nostdin", "-m", "1", *self.transport,
                                      "-trace_err", "-error_file", str(self.tmp / "uas.err")],
                                     cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             ip2, port2, mport2 = self.caller
             result = subprocess.run(["sipp", f"{ip}:{port}", "-sf", str(self.tmp / "uac.xml"), "-i", ip2,
                                      "-p", str(port2), "-mi", ip2, "-mp", str(mport2), "-s", self.call.callee,
-                                     "-m", "1", "-nostdin", "-timeout", f"{int(self.timeout)}s", "-timeout_error",
+                                     "-m", "1", "-nostdin", *self.transport, "-timeout", f"{int(self.timeout)}s", "-timeout_error",
                                      "-trace_err", "-error_file", str(self.tmp / "uac.err")],
                                     cwd=self.tmp, capture_output=True, text=True, timeout=self.timeout + 30)
             if result.returncode != 0:

@@ -345,3 +345,76 @@ def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approve
     assert rms(window(pcm, 1.1, 1.4)) < 0.01  # 3–3.5 s of the recording, muted on both sides
     assert main([*base, "--start", "1", "--end", "2", "--blur-faces"]) == 2
     assert "sound only" in capsys.readouterr().err
+
+
+class _Sink:
+    def __init__(self):
+        self.ended = []
+
+    def call_began(self, call):
+        pass
+
+    def call_audio(self, call, side, position, pcm):
+        pass
+
+    def call_tick(self, call, now):
+        pass
+
+    def call_ended(self, call):
+        self.ended.append(call)
+
+
+def _sip(ts, src, dst, text):
+    return net.Datagram(ts, src, 5060, dst, 5060, net.UDP, text.replace("\n", "\r\n").encode())
+
+
+_INVITE = """INVITE sip:0586280000@198.51.100.10 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1
+From: "Trunk" <sip:0312345678@192.0.2.1>;tag=a1
+To: <sip:0586280000@198.51.100.10>
+Call-ID: pai@x
+CSeq: {cseq} INVITE
+{extra}Content-Length: 0
+
+"""
+
+
+def _final(status, cseq, method="INVITE"):
+    return (f"SIP/2.0 {status}\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\n"
+            f"From: <sip:0312345678@192.0.2.1>;tag=a1\nTo: <sip:0586280000@198.51.100.10>;tag=b2\n"
+            f"Call-ID: pai@x\nCSeq: {cseq} {method}\nContent-Length: 0\n\n")
+
+
+@pytest.mark.parametrize("extra, number, withheld", [
+    ("P-Asserted-Identity: <tel:+81312340000>\nRemote-Party-ID: <sip:0399999999@c>;party=calling\n", "+81312340000",
+     False),
+    ("Remote-Party-ID: \"X\" <sip:0399999999@c>;party=calling;privacy=full\n", "+81399999999", True),
+    ("Privacy: id\n", "+81312345678", True),
+])
+def test_the_callers_identity_is_taken_from_pai_then_rpid_then_from(extra, number, withheld):
+    from firmware.calls.tracker import Tracker
+
+    sink = _Sink()
+    t = Tracker(sink, trunk_host="192.0.2.1")
+    t.datagram(_sip(1.0, "192.0.2.1", "198.51.100.10", _INVITE.format(cseq=1, extra=extra)))
+    t.datagram(_sip(2.0, "198.51.100.10", "192.0.2.1", _final("486 Busy Here", 1)))
+    call, = sink.ended
+    assert call.caller.e164 == number and call.caller.withheld is withheld and call.disposition == "busy"
+
+
+def test_an_authentication_challenge_is_not_the_end_of_the_call():
+    from firmware.calls.tracker import Tracker
+
+    sink = _Sink()
+    t = Tracker(sink, trunk_host="198.51.100.10")  # outbound: the carrier challenges the PBX's INVITE
+    t.datagram(_sip(1.0, "192.0.2.1", "198.51.100.10", _INVITE.format(cseq=1, extra="")))
+    t.datagram(_sip(1.1, "198.51.100.10", "192.0.2.1", _final("407 Proxy Authentication Required", 1)))
+    assert not sink.ended
+    t.datagram(_sip(1.2, "192.0.2.1", "198.51.100.10", _INVITE.format(cseq=2, extra="Proxy-Authorization: x\n")))
+    t.datagram(_sip(3.0, "198.51.100.10", "192.0.2.1", _final("200 OK", 2)))
+    t.datagram(_sip(9.0, "192.0.2.1", "198.51.100.10",
+                    _INVITE.format(cseq=3, extra="").replace("INVITE sip", "BYE sip").replace("3 INVITE", "3 BYE")
+                    .replace("To: <sip:0586280000@198.51.100.10>", "To: <sip:0586280000@198.51.100.10>;tag=b2")))
+    call, = sink.ended
+    assert call.disposition == "answered" and call.talk_seconds == pytest.approx(6.0)
+    assert call.ring_seconds == pytest.approx(2.0)

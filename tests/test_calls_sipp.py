@@ -45,11 +45,11 @@ def live(vault, config, ports):
     rec.close()
 
 
-def place(tmp_path, ports, live, *pairs_args, inbound=True):
+def place(tmp_path, ports, live, *pairs_args, inbound=True, tcp=False):
     """Place the calls (concurrently when there are several) and wait until all are stored."""
     sip_port, media_port = ports
     pairs = [sipp.Pair(tmp_path, call, inbound=inbound, sip_port=sip_port, media_port=media_port, index=i,
-                       tones=tones) for i, (call, tones) in enumerate(pairs_args)]
+                       tones=tones, tcp=tcp) for i, (call, tones) in enumerate(pairs_args)]
     errors = []
 
     def run(p):
@@ -95,6 +95,14 @@ def test_an_answered_call_has_its_numbers_times_and_both_voices(tmp_path, vault,
     left, right = window(pcm, 0.3, 2.7)
     assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
     assert row["packets_lost"] == 0
+
+
+def test_sip_over_tcp(tmp_path, vault, recovery, ports, live):
+    row = only(place(tmp_path, ports, live, (sipp.Call(talk_ms=2000), (440.0, 1000.0)), tcp=True))
+    assert row["transport"] == "tcp" and row["disposition"] == "answered"
+    assert row["talk_s"] == pytest.approx(2.0, abs=0.1)
+    left, right = window(audio(vault, recovery, row["recording_id"]), 0.3, 1.7)
+    assert peak_hz(left) == pytest.approx(440, abs=5) and peak_hz(right) == pytest.approx(1000, abs=5)
 
 
 def test_a_busy_line_and_a_cancelled_call_are_indexed(tmp_path, vault, ports, live):
