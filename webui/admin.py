@@ -32,10 +32,13 @@ def dashboard():
     vdb = vault_db()
     recent = vdb.execute("SELECT id, started_at, ended_at, end_reason FROM recordings ORDER BY started_wall_us DESC"
                          " LIMIT 5").fetchall() if vdb else []
+    from webui import disclosures
     from webui.provisions import age_days, needing_attention
 
     return render_template("admin/dashboard.html", status=recorder_status(), recent=recent,
-                           attention=needing_attention(), age_days=age_days, **counts())
+                           attention=needing_attention(), age_days=age_days, **counts(),
+                           disclosures_due=disclosures.needing_attention(), disclosure_days=disclosures.days_remaining,
+                           disclosure_deadline=disclosures.deadline)
 
 
 def counts() -> dict:

@@ -21,7 +21,7 @@ from wtforms.validators import ValidationError
 from firmware.control import ControlError
 from firmware.export import GROUNDS
 from firmware.hardware import Simulator
-from webui import admin, auth, calls, console, provisions, requests, settings, viewing
+from webui import admin, auth, calls, console, disclosures, provisions, requests, settings, viewing
 from webui.actions import refuse
 from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
@@ -243,15 +243,32 @@ def provision_detail(provision_id: int):
     return jsonify(provisions.describe(provisions.load(provision_id)))
 
 
+@bp.get("/disclosures")
+@permission(MANAGER)
+def disclosures_list():
+    """The disclosure register (Art. 12), open records first, with deadlines and days remaining."""
+    return jsonify([disclosures.describe(d) for d in disclosures.register()])
+
+
+@bp.get("/disclosures/<int:disclosure_id>")
+@permission(MANAGER)
+def disclosure_detail(disclosure_id: int):
+    """One disclosure request with its deadline, decision, handover exports and running export jobs."""
+    return jsonify(disclosures.describe(disclosures.load(disclosure_id)))
+
+
 @bp.get("/dashboard")
 @permission(MANAGER)
 def dashboard():
-    """What the manager's dashboard shows: requests awaiting a decision, holds, and the
-    provisions needing attention (paperwork pending, committee footage not returned)."""
+    """What the manager's dashboard shows: requests awaiting a decision, holds, the
+    provisions needing attention (paperwork pending, committee footage not returned) and the
+    disclosure requests whose deadline is near or past."""
     counts = admin.counts()
     return jsonify({"recorder": admin.recorder_status(), "requests_pending": counts["pending"],
                     "holds": counts["holds"],
-                    "provisions_needing_attention": [provisions.describe(p) for p in provisions.needing_attention()]})
+                    "provisions_needing_attention": [provisions.describe(p) for p in provisions.needing_attention()],
+                    "disclosures_needing_attention": [disclosures.describe(d)
+                                                      for d in disclosures.needing_attention()]})
 
 
 # -- the pages' actions, the same views --------------------------------------------------------
@@ -291,6 +308,13 @@ ACTIONS = [
     ("/provisions/<int:provision_id>/export", "POST", provisions.start_export),
     ("/provisions/<int:provision_id>/export/<job_id>", "GET", provisions.export_status),
     ("/provisions/<int:provision_id>/export/<job_id>/package", "GET", provisions.download),
+    ("/disclosures", "POST", disclosures.new),
+    ("/disclosures/<int:disclosure_id>/extension", "POST", disclosures.extend),
+    ("/disclosures/<int:disclosure_id>/decision", "POST", disclosures.decide),
+    ("/disclosures/<int:disclosure_id>/close", "POST", disclosures.close),
+    ("/disclosures/<int:disclosure_id>/export", "POST", disclosures.start_export),
+    ("/disclosures/<int:disclosure_id>/export/<job_id>", "GET", disclosures.export_status),
+    ("/disclosures/<int:disclosure_id>/export/<job_id>/package", "GET", disclosures.download),
     ("/calls", "GET", calls.index),
 ]
 for _rule, _method, _view in ACTIONS:
@@ -326,6 +350,20 @@ BODIES = {
     "provisions.start_export": {"password": "the manager's passphrase", "transport_passphrase": "12+ characters",
                                 "mute": "spans S-E in seconds, space-separated", "blur_faces": "true/false",
                                 "exact": "true to re-encode for an exact cut"},
+    "disclosures.new": {"kind": "personal (本人開示) | public (情報公開)", "requester": "name (personal data)",
+                        "contact": "text", "identity_check": " | ".join(disclosures.IDENTITY_CHECKS)
+                        + " (required for personal)", "identity_note": "text (required for other)",
+                        "received_on": "YYYY-MM-DD (default today)", "recording": "recording id",
+                        "start": "ISO 8601 time", "end": "ISO 8601 time", "note": "text"},
+    "disclosures.extend": {"days": "1–30", "reason": "text", "notified_on": "YYYY-MM-DD: the written notice"},
+    "disclosures.decide": {"decision": " | ".join(disclosures.DECISIONS), "decided_on": "YYYY-MM-DD (default today)",
+                           "note": "the reason (required unless full)"},
+    "disclosures.close": {"withdrawn": "true to close an undecided request as withdrawn"},
+    "disclosures.start_export": {"password": "the manager's passphrase", "blur_faces": "true/false",
+                                 "blur": "regions X,Y,W,H[@S-E], space-separated",
+                                 "mute": "spans S-E in seconds (other voices), space-separated",
+                                 "exact": "true to re-encode for an exact cut",
+                                 "transport_passphrase": "12+ characters"},
     "api.session_start": {"username": "text", "password": "text"},
     "api.recorder": {"section": "when marking: the responsible section", "note": "when marking: text"},
 }

@@ -75,10 +75,11 @@ def find(register: str, record_id: int, job_id: str) -> Job:
     return job
 
 
-def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = False) -> Options:
+def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = False, check=None) -> Options:
     """Read an export form: blur_faces (always said outright), exact, mute spans, blur
     regions (when ``regions``), the transport passphrase, and the manager's passphrase,
-    which unlocks the key (a wrong one is logged and refused)."""
+    which unlocks the key (a wrong one is logged and refused). ``check(redactions)`` may
+    refuse what was asked before the key is unlocked."""
     from firmware import export as ex
     from webui import keys
 
@@ -97,6 +98,8 @@ def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = Fa
             redactions.blur = [ex.Region.parse(s) for s in (inputs.get("blur") or "").split() if s]
         except ex.ExportError:
             refuse("export.bad_region", back=back)
+    if check is not None:
+        check(redactions)
     identity = keys.unlock_for(inputs.get("password") or "", subject=subject, purpose=purpose, back=back)
     return Options(identity, redactions, exact, transport)
 

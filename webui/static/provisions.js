@@ -1,4 +1,4 @@
-// Export progress on the provision page: poll each running job, reload when it ends.
+// Export progress on the provision and disclosure pages: poll each running job, reload when it ends.
 (function () {
   document.querySelectorAll('.job[data-state="running"]').forEach(function (card) {
     var timer = setInterval(function () {
