@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--direction", choices=("inbound", "outbound"), default="")
     ls.add_argument("--limit", type=int, default=200)
 
+    p = sub.add_parser("report", help="the annual operations report (Art. 14): PDF, CSV and HTML, counts only")
+    p.add_argument("--data", type=Path, action="append", default=None, metavar="DIR",
+                   help="a device's data folder; repeat it for a report over several devices (default: as elsewhere)")
+    p.add_argument("--year", type=int, required=True, metavar="FY",
+                   help="the fiscal year, by the calendar year it starts in (2026 = April 2026 – March 2027)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write them")
+
     p = sub.add_parser("bench", help="the benchmark: what each stage costs next to its baseline")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs (under a minute)")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
@@ -272,6 +279,8 @@ def _dispatch(args) -> int:
         from firmware import export_cli
 
         return getattr(export_cli, args.command)(args)
+    if args.command == "report":
+        return _report(args)
     if args.command == "calls":
         return _calls(args)
     if args.command in ("vault", "audit", "keys", "init"):
@@ -343,6 +352,28 @@ def _ctl(args) -> int:
         print(json.dumps(status, ensure_ascii=False, indent=2))
     else:
         print(format_status(status))
+    return 0
+
+
+def _report(args) -> int:
+    from firmware.config import ConfigError, load
+    from webui import report
+
+    if not 2000 <= args.year <= 2100:
+        print(f"kiroku report: --year {args.year}: give the fiscal year as four digits, e.g. 2026", file=sys.stderr)
+        return 2
+    devices = []
+    for data in args.data if isinstance(args.data, list) else [args.data]:  # main() fills in the default
+        if not (data / "kiroku.db").exists():
+            print(f"kiroku report: no recorder database in {data} — check --data", file=sys.stderr)
+            return 2
+        try:
+            devices.append((data, load(paths.config_file(data, None)).device.id))
+        except ConfigError as exc:
+            print(f"kiroku report: configuration: {exc}", file=sys.stderr)
+            return 2
+    for path in report.write_all(report.build(devices, args.year), args.out):
+        print(path)
     return 0
 
 

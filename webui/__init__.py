@@ -97,10 +97,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.before_request(auth.current_session)
 
     from webui import disclosures
+    from webui import report
     from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, viewing
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, disclosures.bp,
-                      audit_view.bp, storage.bp, settings.bp, calls.bp, api.bp):
+                      audit_view.bp, storage.bp, settings.bp, calls.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     from webui import actions
 

@@ -21,7 +21,7 @@ from wtforms.validators import ValidationError
 from firmware.control import ControlError
 from firmware.export import GROUNDS
 from firmware.hardware import Simulator
-from webui import admin, auth, calls, console, disclosures, provisions, requests, settings, viewing
+from webui import admin, auth, calls, console, disclosures, provisions, report, requests, settings, viewing
 from webui.actions import refuse
 from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
@@ -316,6 +316,8 @@ ACTIONS = [
     ("/disclosures/<int:disclosure_id>/export/<job_id>", "GET", disclosures.export_status),
     ("/disclosures/<int:disclosure_id>/export/<job_id>/package", "GET", disclosures.download),
     ("/calls", "GET", calls.index),
+    ("/report", "GET", report.index),
+    ("/report/<int:year>.<kind>", "GET", report.download),
 ]
 for _rule, _method, _view in ACTIONS:
     bp.add_url_rule(_rule, endpoint=f"{_name(_view).replace('.', '_')}_{_method.lower()}", view_func=_view,

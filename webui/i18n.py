@@ -525,6 +525,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "class.footage": ("画像等", "Footage"),
     "class.call": ("通話記録", "Calls"),
     "nav.calls": ("通話記録", "Calls"),
+    "nav.report": ("運用状況", "Annual report"),
+    "report.year": ("年度（4月〜翌年3月）", "Fiscal year (April–March)"),
+    "report.show": ("表示", "Show"),
+    "report.hint": ("第14条に基づき公表する運用状況です。件数のみで、個人を識別できる情報は含みません。"
+                    "PDF・CSV・HTML をそのまま公表できます。",
+                    "The operations report published under Art. 14: counts only, nothing that identifies a person. "
+                    "The PDF, CSV and HTML can be published as they are."),
+    "report.bad_year": ("年度は 2026 のように4桁で指定してください。", "Give the fiscal year as four digits, e.g. 2026."),
     "calls.title": ("通話記録（外線）", "Calls (external lines)"),
     "calls.intro": ("電話交換機の外線で自動的に記録された通話の一覧です（第2条第1項第2号）。番号はどの書き方でも検索できます"
                     "（ハイフン・全角数字・+81 可、末尾の数桁だけでも可）。番号による検索は監査ログに記録されます。"
