@@ -164,7 +164,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
     _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")
-    PURPOSES = ("", "trouble", "maintenance", "provision", "business")  # Art. 7 (1)–(4)
+    PURPOSES = ("", "trouble", "maintenance", "provision", "business",  # Art. 7 (1)–(4)
+                "disclosure")  # Art. 12: a recorded person's or anyone's disclosure request
 
     def _audit(self, rec, request: dict, by: str, uid: int) -> dict:
         """An entry in the audit log, for another process (the web UI) that may not write it."""

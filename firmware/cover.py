@@ -6,7 +6,13 @@ from __future__ import annotations
 _GROUND_EN = {"committee": "Art. 9(1) the third-party committee asked", "law": "Art. 9(2) a law requires it",
               "investigation": "Art. 9(3) an investigative agency asked in writing",
               "crime": "Art. 9(4) reporting a crime against staff",
-              "urgent": "Art. 9(5) urgent and unavoidable (the mayor's judgement)"}
+              "urgent": "Art. 9(5) urgent and unavoidable (the mayor's judgement)",
+              "disclosure": "Art. 12 a disclosure decision"}
+
+
+def _basis(p: dict) -> str:
+    """The basis in Japanese; packages made before ``basis_ja`` existed name an Art. 9 ground."""
+    return p.get("basis_ja") or f"第9条第{p['article_9']}号　{p['ground_ja']}"
 
 
 STEPS = (  # what a recipient types, in order (README.txt and the cover sheet show them)
@@ -27,7 +33,7 @@ def readme(m: dict) -> str:
         f"Clip / 提供範囲:           {c['start']} – {c['end']} ({c['duration_s']:.1f} s)",
         f"Approved range / 承認範囲: {m['approved_range']['start']} – {m['approved_range']['end']}",
         f"Clock synchronised / 時刻同期: {'yes / あり' if m['clock']['synchronised'] else 'NO / なし'}",
-        f"Ground / 提供の根拠:       {_GROUND_EN[p['ground']]} / 第9条第{p['article_9']}号 {p['ground_ja']}",
+        f"Ground / 提供の根拠:       {_GROUND_EN[p['ground']]} / {_basis(p)}",
         f"Recipient / 提供先:        {p['recipient']}",
         f"Request / 依頼文書:        {p['request_reference'] or '(pending / 後日提出)'} {p['request_date']}",
         f"Approved by / 承認者:      {p['approver']}",
@@ -75,7 +81,7 @@ def sheet(m: dict, pdf=None) -> bytes:
     pdf.set_font("gothic", size=10)
     rows = [
         ("提供先", p["recipient"]),
-        ("提供の根拠", f"第9条第{p['article_9']}号　{p['ground_ja']}"),
+        ("提供の根拠", _basis(p)),
         ("依頼文書", f"{p['request_reference'] or '（後日提出）'}　{p['request_date']}"),
         ("提供番号", p["number"] or "—"),
         ("承認者（管理責任者）", p["approver"]),

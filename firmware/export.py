@@ -47,6 +47,10 @@ GROUNDS = {
     "crime": (4, "職員に対する犯罪行為を通報するとき", "reporting a crime against staff"),
     "urgent": (5, "市長が緊急かつやむを得ないと認めるとき", "urgent and unavoidable, in the mayor's judgement"),
 }
+# Footage also leaves on a disclosure decision (Art. 12): not a provision to a third party,
+# so not one of Art. 9's grounds, but a basis a package must name just as plainly.
+BASES = {**GROUNDS, "disclosure": (None, "開示請求に対する開示決定（第12条）",
+                                   "a disclosure decision on a request under Art. 12")}
 _US = 1_000_000
 
 
@@ -55,9 +59,9 @@ class ExportError(Exception):
 
 
 def ground_name(text: str) -> str:
-    """``committee`` … ``urgent``, or their Art. 9 numbers ``1`` … ``5``."""
+    """``committee`` … ``urgent``, or their Art. 9 numbers ``1`` … ``5``; or ``disclosure`` (Art. 12)."""
     text = str(text).strip().lower()
-    for name, (number, _ja, _en) in GROUNDS.items():
+    for name, (number, _ja, _en) in BASES.items():
         if text in (name, str(number)):
             return name
     raise ExportError(f"unknown ground {text!r}: one of " + ", ".join(f"{n} ({name})" for name, (n, *_r) in
@@ -597,8 +601,9 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
                       "unsynchronised_segments": sum(not s["clock_synchronised"] for s in segments)},
             "original_segments": segments,
             "redactions": {**redactions.describe(), "faces_found": cutter.faces_found},
-            "provision": {"ground": provision.ground, "article_9": GROUNDS[provision.ground][0],
-                          "ground_ja": GROUNDS[provision.ground][1], "recipient": provision.recipient,
+            "provision": {"ground": provision.ground, "article_9": BASES[provision.ground][0],
+                          "ground_ja": BASES[provision.ground][1], "basis_ja": basis_ja(provision.ground),
+                          "recipient": provision.recipient,
                           "request_reference": provision.reference, "request_date": provision.request_date,
                           "number": provision.number, "approver": provision.approver,
                           "exporter": provision.exporter, "note": provision.note},
@@ -632,6 +637,12 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
     if progress:
         progress(plan_.duration, plan_.duration)
     return Result(name, manifest, digest, seq)
+
+
+def basis_ja(ground: str) -> str:
+    """The package's legal basis as the cover sheet prints it."""
+    number, ja, _en = BASES[ground]
+    return f"第9条第{number}号　{ja}" if number else ja
 
 
 def _frame_s(plan_: Plan) -> float:

@@ -90,6 +90,10 @@ def test_a_personal_request_holds_its_footage_and_hands_over_a_masked_signed_pac
     assert manifest["redactions"]["faces"] and manifest["redactions"]["mute"] == [[1.0, 2.5]]
     assert len(manifest["redactions"]["blur"]) == 1
     assert manifest["provision"]["number"] == number and "第12条 本人開示" in manifest["provision"]["note"]
+    assert manifest["provision"]["ground"] == "disclosure" and "第12条" in manifest["provision"]["basis_ja"]
+    with zipfile.ZipFile(path) as z:  # the cover sheet names the Art. 12 basis, not an Art. 9 ground
+        readme = z.read(next(n for n in z.namelist() if n.endswith("README.txt"))).decode()
+    assert "第12条" in readme and "第9条" not in readme
     record = api.get(f"/api/v1/disclosures/{did}").get_json()
     assert record["exports"][0]["manifest_sha256"] == hashlib.sha256(body).hexdigest()
 

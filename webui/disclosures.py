@@ -53,7 +53,7 @@ from webui.requests import _iso, fiscal_year, recordings_for_request, release_ho
 
 bp = Blueprint("disclosures", __name__, url_prefix="/disclosures")
 
-PURPOSE = "business"  # Art. 7(4), in the audit log
+PURPOSE = "disclosure"  # in the audit log: Art. 12, not one of Art. 7's purposes
 KINDS = ("personal", "public")  # 本人開示, 情報公開
 # kind: (days to decide, at most this many days more by a recorded extension)
 DEADLINES = {
@@ -403,8 +403,8 @@ def start_export(disclosure_id: int):
             refuse("disclosure.masking_needed", back=back)
 
     opts = exports.options(fields(), subject=d["number"], purpose=PURPOSE, back=back, regions=True, check=masked)
-    # Under Art. 9's wording this is a provision "based on laws" (ground 2); the note says which.
-    provision = ex.Provision(ground="law", recipient=f"{d['requester']}（開示請求者）", approver=d["decider"] or "",
+    # Not a provision under Art. 9: the package names its own basis, a disclosure decision (Art. 12).
+    provision = ex.Provision(ground="disclosure", recipient=f"{d['requester']}（開示請求者）", approver=d["decider"] or "",
                              exporter=g.user.display_name or g.user.username,
                              reference=f"{d['number']} 開示決定 {d['decided_on']}", request_date=d["received_on"],
                              number=d["number"], note=KIND_BASIS[d["kind"]])

@@ -468,6 +468,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "purpose.trouble": ("トラブル等の検証（第7条第1号）", "Verifying a trouble (Art. 7(1))"),
     "purpose.maintenance": ("保守管理（第7条第2号）", "Maintenance (Art. 7(2))"),
     "purpose.provision": ("第三者への提供（第7条第3号）", "Provision to a third party (Art. 7(3))"),
+    "purpose.disclosure": ("開示請求（第12条）", "Disclosure request (Art. 12)"),
     "purpose.business": ("業務上特に必要（第7条第4号）", "Special business need (Art. 7(4))"),
     "status.awaiting_opinion": ("意見待ち", "Awaiting opinion"),
     "status.submitted": ("決定待ち", "Awaiting decision"),
