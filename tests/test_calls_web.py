@@ -134,3 +134,28 @@ def test_a_call_is_listened_to_through_a_written_request_exactly_within_its_scop
     assert abs(pcm.shape[1] / RATE - 1.0) < 0.15  # the approved second, not the whole call
     assert abs(peak_hz(pcm[0]) - 440) < 10 and abs(peak_hz(pcm[1]) - 1000) < 10
     assert "view.play" in [e["action"] for e in vault.audit_log.entries(vault.db)]
+
+
+def test_a_call_is_provided_to_a_third_party_as_a_verified_package(app, vault, tmp_path):
+    from firmware.cli import main
+    from tests.helpers import wait_for
+    from tests.webui_helpers import PASSWORDS, Api
+
+    call = calls_by_id(vault)["out@x"]
+    manager = Api(app.test_client())
+    manager.login("yamada")
+    created = manager.post("/api/v1/provisions", {"ground": "crime", "recipient": "北警察署", "reference": "北署第1号",
+                                                  "recording": call["recording_id"]})
+    assert created.status_code == 201, created.get_json()
+    pid = created.get_json()["id"]
+    blurred = manager.post(f"/api/v1/provisions/{pid}/export", {"password": PASSWORDS["yamada"], "blur_faces": True})
+    assert blurred.status_code == 400 and blurred.get_json()["code"] == "export.sound_only"
+    started = manager.post(f"/api/v1/provisions/{pid}/export", {"password": PASSWORDS["yamada"], "blur_faces": False})
+    assert started.status_code == 202, started.get_json()
+    job = started.get_json()["job_id"]
+    status = wait_for(lambda: (s := manager.get(f"/api/v1/provisions/{pid}/export/{job}").get_json())["state"]
+                      != "running" and s, timeout=60, what="the export")
+    assert status["state"] == "done", status
+    package = tmp_path / "call.zip"
+    package.write_bytes(manager.get(f"/api/v1/provisions/{pid}/export/{job}/package").data)
+    assert main(["verify", str(package)]) == 0

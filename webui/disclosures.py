@@ -266,6 +266,7 @@ def new():
 def show(disclosure_id: int):
     d = load(disclosure_id)
     return render_template("disclosures/show.html", d=d, exports=_exports(disclosure_id), jobs=_jobs_of(disclosure_id),
+                           sound_only=exports.sound_only(d["recording_id"]),
                            closable=_closable(d) is None, original_deadline=original_deadline(d),
                            extendable=_extendable(d) is None, max_extension=DEADLINES[d["kind"]][1],
                            today=today().isoformat(), **_page_helpers())
@@ -402,7 +403,8 @@ def start_export(disclosure_id: int):
         if d["decision"] == "partial" and not (r.faces or r.blur or r.mute):
             refuse("disclosure.masking_needed", back=back)
 
-    opts = exports.options(fields(), subject=d["number"], purpose=PURPOSE, back=back, regions=True, check=masked)
+    opts = exports.options(fields(), subject=d["number"], purpose=PURPOSE, back=back, regions=True, check=masked,
+                           recording_id=d["recording_id"])
     # Not a provision under Art. 9: the package names its own basis, a disclosure decision (Art. 12).
     provision = ex.Provision(ground="disclosure", recipient=f"{d['requester']}（開示請求者）", approver=d["decider"] or "",
                              exporter=g.user.display_name or g.user.username,

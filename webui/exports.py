@@ -75,11 +75,22 @@ def find(register: str, record_id: int, job_id: str) -> Job:
     return job
 
 
-def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = False, check=None) -> Options:
+def sound_only(recording_id: str) -> bool:
+    """A call: none of the recording's segments has a picture."""
+    from webui.db import vault_db
+
+    vdb = vault_db()
+    row = vdb.execute("SELECT max(video_frames) FROM segments WHERE recording_id = ?", (recording_id,)).fetchone() \
+        if vdb is not None else None
+    return bool(row and row[0] == 0)
+
+
+def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = False, check=None,
+            recording_id: str | None = None) -> Options:
     """Read an export form: blur_faces (always said outright), exact, mute spans, blur
     regions (when ``regions``), the transport passphrase, and the manager's passphrase,
     which unlocks the key (a wrong one is logged and refused). ``check(redactions)`` may
-    refuse what was asked before the key is unlocked."""
+    refuse what was asked before the key is unlocked; so is blurring asked of a call."""
     from firmware import export as ex
     from webui import keys
 
@@ -98,6 +109,8 @@ def options(inputs, *, subject: str, purpose: str, back: str, regions: bool = Fa
             redactions.blur = [ex.Region.parse(s) for s in (inputs.get("blur") or "").split() if s]
         except ex.ExportError:
             refuse("export.bad_region", back=back)
+    if recording_id is not None and redactions.video and sound_only(recording_id):
+        refuse("export.sound_only", back=back)
     if check is not None:
         check(redactions)
     identity = keys.unlock_for(inputs.get("password") or "", subject=subject, purpose=purpose, back=back)

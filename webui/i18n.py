@@ -526,6 +526,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "class.footage": ("画像等", "Footage"),
     "class.call": ("通話記録", "Calls"),
     "nav.calls": ("通話記録", "Calls"),
+    "export.sound_only": ("この記録は音声のみ（通話記録）のため、ぼかしはできません。顔のぼかしを外し、"
+                          "必要なら消音する区間を指定してください。",
+                          "This recording has sound only (a call): there is nothing to blur. Untick face blurring; "
+                          "give spans to mute if needed."),
     "nav.report": ("運用状況", "Annual report"),
     "report.year": ("年度（4月〜翌年3月）", "Fiscal year (April–March)"),
     "report.show": ("表示", "Show"),

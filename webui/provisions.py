@@ -276,7 +276,8 @@ def start_export(provision_id: int):
     back = url_for("provisions.show", provision_id=provision_id)
     if p["status"] != "open":
         refuse("provision.already_closed", 409, back=back)
-    opts = exports.options(fields(), subject=p["number"], purpose="provision", back=back)
+    opts = exports.options(fields(), subject=p["number"], purpose="provision", back=back,
+                           recording_id=p["recording_id"])
     provision = ex.Provision(ground=p["ground"], recipient=p["recipient"], approver=p["approver"],
                              exporter=g.user.display_name or g.user.username, reference=p["request_reference"],
                              request_date=p["request_date"], number=p["number"])
