@@ -29,6 +29,8 @@ class DeviceConfig:
     id: str = _f("counter-1", pattern=r"[a-z0-9][a-z0-9-]{0,31}", doc="short name of this counter")
     location: str = _f("", doc="where the device is mounted, as the public notice names it")
     mode: str = _f("on_demand", choices=("on_demand", "continuous"))
+    kind: str = _f("counter", choices=("counter", "calls"),
+                   doc='"counter": a camera at a counter (kiroku recorder); "calls": the call recorder on the PBX trunk')
 
 
 @dataclass(frozen=True)

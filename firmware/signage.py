@@ -36,8 +36,14 @@ class System:
 
 
 def systems(config: Config) -> list[System]:
-    """What this device runs. The call recorder (issue 8) joins this list when it exists."""
+    """What this device runs: a counter's camera, or the call recorder (``device.kind``)."""
     p, d, r = config.public, config.device, config.retention
+    if d.kind == "calls":
+        return [System(name="通話録音装置（第2条第1項第1号・第2号）",
+                       place=d.location or "（設置場所：未設定）",
+                       records="外線通話の音声、日時、通話時間及び双方の電話番号", purpose=p.purpose,
+                       operation="市の代表電話等の外線通話を、自動的に録音します。",
+                       retention=f"{r.call_min_days}日間保存し、その後は上書きにより消去します（第6条第2項）。")]
     records = "画像及び音声" if config.microphone.enabled else "画像"
     if d.mode == "on_demand":
         operation = "職員がボタンを押したときだけ記録します。記録の前に「録画中」の表示が点灯します。"
@@ -109,6 +115,8 @@ def sign_pdf(config: Config, size: str = "A4") -> bytes:
     headline = "この窓口では、録画・録音を行います" if d.mode == "on_demand" else "この窓口では、録画・録音を行っています"
     if not config.microphone.enabled:
         headline = headline.replace("録画・録音", "録画")
+    if d.kind == "calls":
+        headline = "市役所の外線通話は、録音しています"
     pdf.multi_cell(width - 2 * margin - 54 * k, 14 * k, headline)
     pdf.set_text_color(0, 0, 0)
     pdf.set_font("gothic", size=15 * k)
@@ -132,6 +140,9 @@ def sign_pdf(config: Config, size: str = "A4") -> bytes:
     english += (" only when staff press the button; the sign 「録画中」 lights first." if d.mode == "on_demand"
                 else " during opening hours.")
     english += f" Kept {config.retention.footage_min_days} days, then overwritten."
+    if d.kind == "calls":
+        english = (f"Calls on the city office's external lines are recorded (voice, time, duration and both numbers)."
+                   f" Kept {config.retention.call_min_days} days, then overwritten.")
     pdf.multi_cell(text_width, 7 * k, english, new_x="LMARGIN", new_y="NEXT")
     if p.url:
         import io

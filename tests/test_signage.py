@@ -66,6 +66,15 @@ def test_what_the_sign_says_follows_the_mode_and_the_microphone():
     assert cv2.QRCodeDetector().detectAndDecode(picture_of(no_url))[0] == "", "no QR code without a notice page"
 
 
+def test_a_call_recorders_sign_and_notice_say_that_external_calls_are_recorded_for_a_year():
+    config = settings().replace(device={"kind": "calls", "location": "本庁舎 電話交換機室"})
+    sign = text_of(signage.sign_pdf(config))
+    assert "外線通話は、録音しています" in sign and "365日間保存" in sign and "録画" not in sign
+    page = signage.notice_html(config)
+    assert "通話録音装置" in page and "双方の電話番号" in page and "本庁舎 電話交換機室" in page
+    assert "記録カメラ等" not in page
+
+
 def test_the_public_notice_lists_the_system_and_escapes_what_was_typed():
     config = settings().replace(device={"location": "<script>alert(1)</script> 窓口"})
     page = signage.notice_html(config)

@@ -293,6 +293,9 @@ def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Pa
         vault.close()
         os.close(lock)
         return EXIT_UNUSABLE
+    if config.device.kind != "calls":
+        log.warning('device.kind is "%s": set [device] kind = "calls" in kiroku.toml so that the public notice'
+                    " (kiroku notice) describes the call recorder, not a counter's camera", config.device.kind)
     recorder = CallRecorder(vault, config, trunk=trunk, interface=interface, source=source)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
