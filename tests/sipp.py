@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,14 @@ from firmware.calls import synth
 
 CARRIER_IP, PBX_IP = "127.0.0.2", "127.0.0.3"
 _NAMES = {0: "PCMU", 8: "PCMA"}
+
+
+def _listening(port: int, tcp: bool) -> bool:
+    """Whether a socket is bound to ``port`` (listening, for TCP): /proc/net, no probe sent."""
+    table, state = ("/proc/net/tcp", "0A") if tcp else ("/proc/net/udp", "07")
+    with open(table) as f:
+        next(f)
+        return any(line.split()[1].endswith(f":{port:04X}") and line.split()[3] == state for line in f)
 
 
 def available() -> bool:
@@ -159,6 +168,13 @@ class Pair:
         self.caller = (caller_ip, carrier_sip if inbound else pbx_sip, media_port + 4 * index)
         self.callee = (callee_ip, pbx_sip if inbound else carrier_sip, media_port + 4 * index + 2)
 
+    def _wait_listening(self, port: int, proc: subprocess.Popen) -> None:
+        """The caller connects at once over TCP: the callee must be listening first."""
+        for _ in range(200):
+            if _listening(port, bool(self.transport)) or proc.poll() is not None:
+                return
+            time.sleep(0.02)
+
     def run(self) -> None:
         ip, port, mport = self.callee
         uas_proc = subprocess.Popen(["sipp", "-sf", str(self.tmp / "uas.xml"), "-i", ip, "-p", str(port),
@@ -166,6 +182,7 @@ class Pair:
                                      "-trace_err", "-error_file", str(self.tmp / "uas.err")],
                                     cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
+            self._wait_listening(port, uas_proc)
             ip2, port2, mport2 = self.caller
             result = subprocess.run(["sipp", f"{ip}:{port}", "-sf", str(self.tmp / "uac.xml"), "-i", ip2,
                                      "-p", str(port2), "-mi", ip2, "-mp", str(mport2), "-s", self.call.callee,
