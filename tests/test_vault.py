@@ -402,7 +402,10 @@ def test_segments_between_finds_exactly_the_overlapping_segments(tmp_path):
 def audited(recorder, hardware, vault, data_dir):
     record_briefly(recorder, hardware, 1.0)
     recorder.mark(by="tanaka", note="raised voice")
-    wait_for(lambda: vault.db.execute("SELECT count(*) FROM marks").fetchone()[0] == 1, what="the mark")
+    # The recorder's thread writes through the same connection this test reads: wait for the end
+    # of its transaction (the mark's audit entry is its last statement), not for its first row.
+    wait_for(lambda: vault.db.execute("SELECT count(*) FROM audit WHERE action = 'incident.mark'").fetchone()[0] == 1,
+             what="the mark")
     return vault
 
 

@@ -58,8 +58,17 @@ class Options:
 _jobs: dict[str, Job] = {}
 
 
+def _folder() -> Path:
+    return Path(current_app.config["KIROKU_DATA"]) / "web" / "exports"
+
+
+def _mine(job: Job) -> bool:
+    """A job of this app's device: one process may serve several apps (tests do), each its own."""
+    return job.path.parent == _folder()
+
+
 def jobs_of(register: str, record_id: int) -> list[Job]:
-    return [j for j in list(_jobs.values()) if j.register == register and j.record_id == record_id]
+    return [j for j in list(_jobs.values()) if j.register == register and j.record_id == record_id and _mine(j)]
 
 
 def discard(job: Job) -> None:
@@ -70,7 +79,7 @@ def discard(job: Job) -> None:
 
 def find(register: str, record_id: int, job_id: str) -> Job:
     job = _jobs.get(job_id)
-    if job is None or job.register != register or job.record_id != record_id:
+    if job is None or job.register != register or job.record_id != record_id or not _mine(job):
         abort(404)
     return job
 
@@ -127,7 +136,7 @@ def start(*, register: str, record_id: int, number: str, purpose: str, table: st
     change what the audit entry says (e.g. leave a citizen's name out of the log)."""
     from firmware.vault import age
 
-    folder = Path(current_app.config["KIROKU_DATA"]) / "web" / "exports"
+    folder = _folder()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     job_id = secrets.token_urlsafe(16)
     job = Job(job_id, register, record_id, number, g.user.id, folder / f"{job_id}.age", purpose,
