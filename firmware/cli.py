@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcap", type=Path, default=None, metavar="FILE",
                    help="replay a saved capture (pcap) through the same path instead of capturing, then exit")
 
+    p = sub.add_parser("kind", help="what this device is (device.kind): counter or calls (systemd's ExecCondition)")
+    _add_data(p)
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument("--is", dest="is_kind", choices=("counter", "calls"), default=None,
+                   help="exit 0 if the device is of this kind, 1 if not (systemd then skips the unit, no failure)")
+
     p = sub.add_parser("calls", help="recorded calls with their metadata")
     _add_data(p)
     cl = p.add_subparsers(dest="action", metavar="ACTION")
@@ -307,6 +313,9 @@ def _dispatch(args) -> int:
 
         _setup_logging("recorder", args.verbose)
         return daemon.main(args.data, config, simulate=args.simulate)
+    if args.command == "kind":
+        print(config.device.kind)
+        return 0 if args.is_kind in (None, config.device.kind) else 1
     if args.command == "call-recorder":
         from firmware.calls import recorder as call_recorder
 
@@ -425,7 +434,8 @@ def format_status(s: dict) -> str:
     if s.get("kind") == "call":
         faults = s.get("faults") or []
         return "\n".join([
-            f"state      {s['state']} (call recorder {s['device']}, trunk {s['trunk']} on {s['interface'] or 'a capture'})",
+            f"state      {s['state']} (call recorder {s['device']}, trunk {s['trunk']}"
+            f" on {s['interface'] or 'a capture'})",
             f"calls      {len(s['active_calls'])} in progress, {s['calls_stored']} stored since start",
             f"trunk      last SIP {s['last_sip_at'] or 'never'}; {s['sip_messages']} SIP, {s['rtp_packets']} RTP;"
             f" dropped {s['dropped']['kernel']} (kernel) {s['dropped']['queue']} (queue)",
