@@ -230,3 +230,20 @@ def test_the_published_files_render_in_japanese_with_charts_and_hold_no_personal
     assert api["total"]["recordings"]["call"] == 5
     download = manager.get(f"/admin/report/{FY}.pdf")
     assert download.status_code == 200 and download.data[:5] == b"%PDF-"
+
+
+def test_a_report_over_two_devices_has_each_and_their_total(year, vault, tmp_path):
+    from tests.conftest import set_up
+
+    app, _ = year
+    other = tmp_path / "counter-2"
+    other.mkdir()
+    set_up(other)  # a second device, set up but idle all year
+    with app.app_context():
+        r = report.build([(vault.data_dir, "pbx-1"), (other, "counter-2")], FY)
+    assert [f.device for f in r.devices] == ["pbx-1", "counter-2"]
+    assert r.devices[1].recordings == {"footage": 0, "call": 0} and r.devices[1].checkpoint
+    assert r.total.recordings == r.devices[0].recordings and r.total.requests == r.devices[0].requests
+    assert r.total.failed_logins == r.devices[0].failed_logins == 13
+    table = {item: values for _section, item, values in report.rows(r)}
+    assert table["通話記録 件数"] == [5, 0, 5]
