@@ -737,7 +737,13 @@ def bench_calls(work: Path, levels: list[int], seconds: float) -> list[Figure]:
         best = n
     last_ok = [r for r in results if r["ok"]]
     per_call = (last_ok[-1]["cpu_share"] / last_ok[-1]["calls"] * 100) if last_ok else None
-    note = "; ".join(f"{r['calls']} calls: {'ok' if r['ok'] else 'DROPPED'} (kernel {r['kernel_drops']},"
+    def verdict(r: dict) -> str:
+        if r["ok"]:
+            return "ok"
+        dropped = r["kernel_drops"] or r["queue_drops"] or r["rtp_lost"] or r["stored"] != r["calls"]
+        return "DROPPED" if dropped else "FELL BEHIND"
+
+    note = "; ".join(f"{r['calls']} calls: {verdict(r)} (kernel {r['kernel_drops']},"
                      f" queue {r['queue_drops']}, RTP lost {r['rtp_lost']}, stored {r['stored']},"
                      f" at most {r['backlog_s']} s behind, stored {r['lag_s']} s after the last packet,"
                      f" {int(r['cpu_share'] * 100)} % of the core)"
