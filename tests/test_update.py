@@ -1,0 +1,276 @@
+"""Signed firmware updates: image-build/release makes a release, kiroku-update installs it on a device.
+
+The device is a temporary root with the image's layout (/opt/kiroku/venv-VERSION and the
+venv symlink, /etc/kiroku/release-key.pub, a data folder). The two things that need a Pi or
+the network are replaced through kiroku-update's hooks: systemctl (a fake whose recorder is
+"active" when the started venv's kiroku runs) and install-venv (pip). The signature checks,
+the version check and the symlink switch are the real scripts with real openssl.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASE = REPO / "image-build" / "release"
+UPDATE = REPO / "image-build" / "overlay" / "usr" / "lib" / "kiroku" / "kiroku-update"
+
+# A recorder comes up when the venv it was started from has a kiroku that runs.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >>"$FAKE_STATE/systemctl.log"
+case "$1" in
+    restart) readlink "$KIROKU_ROOT/opt/kiroku/venv" >"$FAKE_STATE/started" ;;
+    is-active)
+        [ "$2" != kiroku-call-recorder.service ] || { echo inactive; exit 3; }
+        venv=$(cat "$FAKE_STATE/started" 2>/dev/null || readlink "$KIROKU_ROOT/opt/kiroku/venv")
+        "$KIROKU_ROOT/opt/kiroku/$venv/bin/kiroku" >/dev/null 2>&1 || { echo activating; exit 3; }
+        echo active
+        ;;
+esac
+"""
+
+# pip's part: a venv whose kiroku says its version, or fails to start when the release is broken.
+FAKE_INSTALL_VENV = """#!/bin/sh
+set -eu
+src=$1 venv=$2
+test -f "$src/image-build/requirements.lock"
+version=$(sed -n 's/^version = "\\(.*\\)"/\\1/p' "$src/pyproject.toml")
+mkdir -p "$venv/bin"
+if [ -e "$src/BROKEN" ]; then
+    printf '#!/bin/sh\\nexit 1\\n'
+else
+    printf '#!/bin/sh\\necho kiroku %s\\n' "$version"
+fi >"$venv/bin/kiroku"
+chmod +x "$venv/bin/kiroku"
+"""
+
+
+def run(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def make_key(path: Path) -> tuple[Path, Path]:
+    run("openssl", "genpkey", "-algorithm", "ed25519", "-out", path).check_returncode()
+    public = path.with_suffix(".pub")
+    run("openssl", "pkey", "-in", path, "-pubout", "-out", public).check_returncode()
+    return path, public
+
+
+def make_checkout(path: Path, version: str, broken: bool = False) -> Path:
+    """A tiny kiroku checkout, committed, as the release tool expects one."""
+    (path / "image-build").mkdir(parents=True)
+    (path / "pyproject.toml").write_text(f'[project]\nname = "kiroku"\nversion = "{version}"\n')
+    (path / "image-build" / "requirements.lock").write_text("# nothing beyond apt\n")
+    if broken:
+        (path / "BROKEN").write_text("this release's recorder never gets ready\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", f"kiroku {version}"]):
+        run("git", "-C", path, *args, env=env).check_returncode()
+    return path
+
+
+def release(tmp_path: Path, key: Path, version: str, broken: bool = False) -> Path:
+    checkout = make_checkout(tmp_path / f"checkout-{version}{'-broken' if broken else ''}", version, broken)
+    done = run(RELEASE, "--key", key, "--out", tmp_path / "releases", "--repo", checkout)
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
+def repack(release_file: Path, out: Path, drop: str = "", change: dict | None = None) -> Path:
+    """The release with one member left out or replaced, as someone in between could do."""
+    change = change or {}
+    with tarfile.open(release_file) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            if member.name == drop:
+                continue
+            data = change.get(member.name, src.extractfile(member).read())
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+    return out
+
+
+class Device:
+    """A root file system laid out like the image's, at kiroku 0.1.0, with fakes for systemd and pip."""
+
+    def __init__(self, root: Path, public_key: Path, fakes: Path):
+        self.root, self.fakes = root, fakes
+        self.opt = root / "opt" / "kiroku"
+        (root / "etc" / "kiroku").mkdir(parents=True)
+        (root / "etc" / "kiroku" / "release-key.pub").write_bytes(public_key.read_bytes())
+        self.data = root / "var" / "lib" / "kiroku" / "kiroku.db"
+        self.data.parent.mkdir(parents=True)
+        self.data.write_bytes(b"the recordings' index")
+        fakes.mkdir()
+        for name, text in (("systemctl", FAKE_SYSTEMCTL), ("install-venv", FAKE_INSTALL_VENV)):
+            (fakes / name).write_text(text)
+            (fakes / name).chmod(0o755)
+        # The image's venv, as rpi-image-gen/layer/kiroku.yaml makes it.
+        src = make_checkout(fakes / "image-src", "0.1.0")
+        run(fakes / "install-venv", src, self.opt / "venv-0.1.0").check_returncode()
+        (self.opt / "venv-0.1.0" / "kiroku-release").write_text("kiroku-release 1\nversion 0.1.0\ncommit 0\n")
+        (self.opt / "venv").symlink_to("venv-0.1.0")
+
+    def update(self, release_file: Path, *flags: str, timeout: int = 5) -> subprocess.CompletedProcess:
+        env = {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes),
+               "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
+               "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
+               "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0"}
+        return run(UPDATE, *flags, release_file, env=env)
+
+    @property
+    def running(self) -> str:
+        """What the device's services run: the venv symlink's target."""
+        return os.readlink(self.opt / "venv")
+
+    def kiroku(self) -> str:
+        return run(self.opt / "venv" / "bin" / "kiroku").stdout.strip()
+
+    @property
+    def restarts(self) -> int:
+        log = self.fakes / "systemctl.log"
+        return log.read_text().count("restart") if log.exists() else 0
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    return make_key(tmp_path / "release.pem")[0]
+
+
+@pytest.fixture
+def device(tmp_path, key) -> Device:
+    return Device(tmp_path / "root", key.with_suffix(".pub"), tmp_path / "fakes")
+
+
+def assert_untouched(device: Device) -> None:
+    assert device.running == "venv-0.1.0"
+    assert device.kiroku() == "kiroku 0.1.0"
+    assert not (device.opt / "venv-0.2.0").exists()
+    assert device.restarts == 0
+    assert device.data.read_bytes() == b"the recordings' index"
+
+
+def test_a_signed_release_is_installed_beside_the_old_one_and_switched_to(tmp_path, key, device):
+    release_file = release(tmp_path, key, "0.2.0")
+
+    done = device.update(release_file)
+
+    assert done.returncode == 0, done.stderr
+    assert device.running == "venv-0.2.0"
+    assert device.kiroku() == "kiroku 0.2.0"
+    assert device.restarts == 1
+    # The previous version stays installed, for going back.
+    assert run(device.opt / "venv-0.1.0" / "bin" / "kiroku").stdout.strip() == "kiroku 0.1.0"
+    commit = run("git", "-C", tmp_path / "checkout-0.2.0", "rev-parse", "HEAD").stdout.strip()
+    assert f"commit {commit}" in (device.opt / "venv" / "kiroku-release").read_text()
+    assert device.data.read_bytes() == b"the recordings' index"
+    assert not list((device.root / "run").glob("kiroku-update.*/"))
+
+
+def test_only_the_previous_venv_is_kept(tmp_path, key, device):
+    assert device.update(release(tmp_path, key, "0.2.0")).returncode == 0
+    done = device.update(release(tmp_path, key, "0.3.0"))
+
+    assert done.returncode == 0, done.stderr
+    assert device.running == "venv-0.3.0"
+    assert sorted(p.name for p in device.opt.glob("venv-*")) == ["venv-0.2.0", "venv-0.3.0"]
+
+
+@pytest.mark.parametrize("attack, message", [
+    ("tampered tarball", "is not the one that was signed"),
+    ("tampered manifest", "does not match this device's release key"),
+    ("another key", "does not match this device's release key"),
+    ("no signature", "has no signature"),
+])
+def test_a_release_that_is_not_as_signed_is_refused(tmp_path, key, device, attack, message):
+    good = release(tmp_path, key, "0.2.0")
+    if attack == "tampered tarball":
+        # Another tree's tarball under the signed manifest: what a substituted release looks like.
+        other = make_checkout(tmp_path / "other", "0.2.0", broken=True)
+        tarball = subprocess.run(["git", "-C", str(other), "archive", "--format=tar.gz",
+                                  "--prefix=kiroku-0.2.0/", "HEAD"], capture_output=True, check=True).stdout
+        bad = repack(good, tmp_path / "bad.tar", change={"kiroku-0.2.0.tar.gz": tarball})
+    elif attack == "tampered manifest":
+        with tarfile.open(good) as t:
+            manifest = t.extractfile("manifest").read()
+        bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.replace(b"0.2.0", b"0.2.1", 1)})
+    elif attack == "another key":
+        other_key, _ = make_key(tmp_path / "someone-else.pem")
+        done = run(RELEASE, "--key", other_key, "--out", tmp_path / "other", "--repo", tmp_path / "checkout-0.2.0")
+        assert done.returncode == 0, done.stderr
+        bad = Path(done.stdout.strip())
+    else:
+        bad = repack(good, tmp_path / "bad.tar", drop="manifest.sig")
+
+    done = device.update(bad)
+
+    assert done.returncode != 0
+    assert message in done.stderr
+    assert_untouched(device)
+
+
+def test_a_downgrade_is_refused_unless_asked_for(tmp_path, key, device):
+    older = release(tmp_path, key, "0.0.9")
+
+    done = device.update(older)
+
+    assert done.returncode != 0
+    assert "older than the installed 0.1.0" in done.stderr and "--allow-downgrade" in done.stderr
+    assert_untouched(device)
+
+    done = device.update(older, "--allow-downgrade")
+    assert done.returncode == 0, done.stderr
+    assert device.running == "venv-0.0.9"
+    assert device.kiroku() == "kiroku 0.0.9"
+
+
+def test_the_same_version_is_not_installed_again(tmp_path, key, device):
+    done = device.update(release(tmp_path, key, "0.1.0"))
+
+    assert done.returncode != 0
+    assert "already installed" in done.stderr
+    assert device.running == "venv-0.1.0" and device.restarts == 0
+
+
+def test_a_release_whose_recorder_never_gets_ready_is_rolled_back(tmp_path, key, device):
+    broken = release(tmp_path, key, "0.2.0", broken=True)
+
+    done = device.update(broken, timeout=2)
+
+    assert done.returncode != 0
+    assert "did not get ready" in done.stderr and "0.1.0 runs again" in done.stderr
+    assert device.running == "venv-0.1.0"
+    # Restarted into the new version, then again into the old one: the old recorder runs.
+    assert device.restarts == 2
+    assert (device.fakes / "started").read_text().strip() == "venv-0.1.0"
+    assert device.kiroku() == "kiroku 0.1.0"
+    assert device.data.read_bytes() == b"the recordings' index"
+
+
+def test_the_release_tool_refuses_uncommitted_changes(tmp_path, key):
+    checkout = make_checkout(tmp_path / "checkout", "0.2.0")
+    (checkout / "pyproject.toml").write_text('[project]\nname = "kiroku"\nversion = "0.2.1"\n')
+
+    done = run(RELEASE, "--key", key, "--out", tmp_path / "releases", "--repo", checkout)
+
+    assert done.returncode != 0 and "commit your changes first" in done.stderr
+    assert not (tmp_path / "releases").exists()
+
+
+def test_a_release_can_be_checked_by_hand_with_openssl(tmp_path, key):
+    release_file = release(tmp_path, key, "0.2.0")
+    out = tmp_path / "unpacked"
+    out.mkdir()
+    run("tar", "-xf", release_file, "-C", out).check_returncode()
+
+    done = run("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", key.with_suffix(".pub"), "-rawin",
+               "-in", out / "manifest", "-sigfile", out / "manifest.sig")
+
+    assert done.returncode == 0 and "Signature Verified Successfully" in done.stdout
+    sha = run("sha256sum", out / "kiroku-0.2.0.tar.gz").stdout.split()[0]
+    assert f"sha256 {sha}\n" in (out / "manifest").read_text()
