@@ -436,7 +436,8 @@ def format_status(s: dict) -> str:
         return "\n".join([
             f"state      {s['state']} (call recorder {s['device']}, trunk {s['trunk']}"
             f" on {s['interface'] or 'a capture'})",
-            f"calls      {len(s['active_calls'])} in progress, {s['calls_stored']} stored since start",
+            f"calls      {s['active_calls']} in progress ({s['answered_calls']} answered), {s['calls_stored']} stored"
+            " since start",
             f"trunk      last SIP {s['last_sip_at'] or 'never'}; {s['sip_messages']} SIP, {s['rtp_packets']} RTP;"
             f" dropped {s['dropped']['kernel']} (kernel) {s['dropped']['queue']} (queue)",
             "faults     " + ("; ".join(f["message"] for f in faults) if faults else "none"),

@@ -418,3 +418,61 @@ def test_an_authentication_challenge_is_not_the_end_of_the_call():
     call, = sink.ended
     assert call.disposition == "answered" and call.talk_seconds == pytest.approx(6.0)
     assert call.ring_seconds == pytest.approx(2.0)
+
+
+def test_a_forked_calls_second_answer_and_its_bye_do_not_end_the_answered_call():
+    from firmware.calls.tracker import Tracker
+
+    sink = _Sink()
+    t = Tracker(sink, trunk_host="192.0.2.1")
+    t.datagram(_sip(1.0, "192.0.2.1", "198.51.100.10", _INVITE.format(cseq=1, extra="")))
+    t.datagram(_sip(2.0, "198.51.100.10", "192.0.2.1", _final("200 OK", 1)))  # fork B answers (tag b2)
+    late = _final("200 OK", 1).replace("tag=b2", "tag=b9")  # fork C answers too, a moment later
+    t.datagram(_sip(2.05, "198.51.100.10", "192.0.2.1", late))
+    bye = _INVITE.format(cseq=2, extra="").replace("INVITE sip", "BYE sip").replace("2 INVITE", "2 BYE")
+    t.datagram(_sip(2.1, "192.0.2.1", "198.51.100.10",  # the caller hangs fork C up at once (RFC 3261 13.2.2.4)
+                    bye.replace("<sip:0586280000@198.51.100.10>\n", "<sip:0586280000@198.51.100.10>;tag=b9\n")))
+    assert not sink.ended, "the late fork's BYE ended the answered call"
+    t.datagram(_sip(7.0, "192.0.2.1", "198.51.100.10",
+                    bye.replace("<sip:0586280000@198.51.100.10>\n", "<sip:0586280000@198.51.100.10>;tag=b2\n")))
+    call, = sink.ended
+    assert call.talk_seconds == pytest.approx(5.0)
+
+
+def test_a_sequence_jump_with_the_same_ssrc_starts_a_new_run_and_loses_nothing():
+    dec = rtp.Decoder()
+    stream = rtp.Stream(0.0, dec, window=0.1)
+    payload = synth.encode_g711(synth.tone(440, 0, 160), 0)
+    seqs = list(range(65500, 65536)) + list(range(0, 20)) + list(range(40000, 40050))  # a wrap, then a jump
+    for i, seq in enumerate(seqs):
+        stream.push(rtp.Packet(i * 0.02, seq, i * 160, 0x1234, 0, False, payload))
+    released = list(stream.flush())
+    assert len(released) == len(seqs)  # every packet heard, none dropped as "late"
+    assert stream.stats.lost == 0 and stream.stats.late == 0
+    positions = [pos for pos, _ in released]
+    assert positions == sorted(positions) and positions[-1] == pytest.approx((len(seqs) - 1) * 320, abs=320)
+
+
+def test_the_outside_line_digit_is_taken_off_only_where_a_number_follows_it():
+    assert numbers.parse("0112345678", outside_line_prefix="0").e164 == "+81112345678"  # Sapporo, not 0 + 112…
+    assert numbers.parse("0120123456", outside_line_prefix="0").e164 == "+81120123456"
+    assert numbers.parse("00120123456", outside_line_prefix="0").outside_line
+    assert numbers.parse("0110", outside_line_prefix="0").digits == "110"
+    assert numbers.parse("90422123456", outside_line_prefix="9").e164 == "+81422123456"
+
+
+def test_tcp_retransmissions_over_held_segments_deliver_each_byte_once():
+    stream = net._TcpStream(1000)
+    assert stream.take(1100, b"B" * 100) == b""  # ahead: held
+    # a retransmission overlapping half of what is held: its bytes, then the held segment's new tail
+    assert stream.take(1000, b"A" * 150) == b"A" * 150 + b"B" * 50
+    assert not stream.held and stream.next == 1200  # nothing stale left behind to cut a message later
+    assert stream.take(1150, b"B" * 60) == b"B" * 10  # another retransmission: only what is new
+    assert stream.take(1210, b"C" * 10) == b"C" * 10 and stream.next == 1220
+
+
+def test_a_content_length_no_sip_message_has_resynchronises_the_stream():
+    framer = sip.StreamFramer()
+    assert framer.feed(b"INVITE sip:x SIP/2.0\r\nContent-Length: 999999999\r\n\r\n" + b"x" * 1000) == []
+    bye = b"BYE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Length: 0\r\n\r\n"
+    assert framer.feed(bye) == [bye] or framer.feed(b"") == [bye]

@@ -48,7 +48,7 @@ def app(tmp_path, data_dir, vault, config):
 
 
 def _searches(vault) -> list[dict]:
-    return [e["detail"] for e in vault.audit_log.entries(vault.db) if e["action"] == "calls.search"]
+    return [e["detail"] for e in reversed(vault.audit_log.entries(vault.db)) if e["action"] == "calls.search"]
 
 
 def test_the_manager_finds_a_call_by_its_number_typed_any_way(app, vault):
@@ -62,7 +62,8 @@ def test_the_manager_finds_a_call_by_its_number_typed_any_way(app, vault):
         assert page.count("<tr>") == 2, typed
         assert "0422123456" in page and "着信" in page and "応答" in page
     searches = _searches(vault)
-    assert [s["number"] for s in searches] == ["422123456"] * 3 and all(s["found"] == 1 for s in searches)
+    assert [s["number"] for s in searches] == ["", "422123456", "422123456", "422123456"]
+    assert [s["found"] for s in searches] == [3, 1, 1, 1]
 
 
 def test_the_api_filters_by_direction_and_date(app):
@@ -159,3 +160,16 @@ def test_a_call_is_provided_to_a_third_party_as_a_verified_package(app, vault, t
     package = tmp_path / "call.zip"
     package.write_bytes(manager.get(f"/api/v1/provisions/{pid}/export/{job}/package").data)
     assert main(["verify", str(package)]) == 0
+
+
+def test_the_status_operators_see_holds_no_numbers(app):
+    import json
+
+    client = app.test_client()
+    login(client, "sato")  # an operator
+    status = client.get("/api/v1/status")
+    assert status.status_code == 200
+    text = json.dumps(status.get_json(), ensure_ascii=False)
+    assert isinstance(status.get_json()["active_calls"], int)
+    for number in ("0422", "422123", "0586", "+81", "@x"):
+        assert number not in text, f"{number!r} reached an operator"

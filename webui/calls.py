@@ -54,9 +54,11 @@ def search() -> tuple[dict, list[dict]]:
         if "no such table" in str(exc):
             return query, []
         raise
-    if query["number"]:
-        # Logged before the answer is shown: who looked for which number.
-        auth.audit("calls.search", detail={"number": numbers.search_key(query["number"]), "found": len(rows)})
+    # Every listing is logged before it is shown (it shows numbers): who looked, for what, and
+    # how many calls it showed — with the digits searched for, so an auditor sees who looked for whom.
+    auth.audit("calls.search", detail={"number": numbers.search_key(query["number"]) if query["number"] else "",
+                                       "from": query["from"], "to": query["to"], "direction": query["direction"],
+                                       "found": len(rows)})
     return query, rows
 
 

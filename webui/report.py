@@ -159,7 +159,6 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
     f.unsynced_hours = conn.execute(
         "SELECT coalesce(sum(end_wall_us - start_wall_us), 0) FROM segments WHERE clock_synchronised = 0"
         " AND start_wall_us >= ? AND start_wall_us < ?", (lo, hi)).fetchone()[0] / 3.6e9
-    lo_iso, hi_iso = _iso(lo), _iso(hi)
     segments, size, days = 0, 0, 0
     for seg, nbytes, destroyed, at in conn.execute("SELECT segments, bytes, days_destroyed, at FROM overwrites"):
         if lo <= _us(at) < hi:
@@ -167,10 +166,14 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
             size += nbytes
             days += len([d for d in destroyed.split(",") if d])
     f.overwritten_segments, f.overwritten_gb, f.day_keys_destroyed = segments, size / 1e9, days
-    counts = dict(conn.execute(
-        "SELECT action, count(*) FROM audit WHERE action IN ('login.failed', 'login.locked', 'fault', 'fault.raised',"
-        " 'key.unlock') AND at >= ? AND at < ? GROUP BY action", (lo_iso, hi_iso)).fetchall())
-    del lo_iso, hi_iso
+    # Entries carry the offset they were written with: a day either side is read by text, and
+    # each entry's time is then compared as a time, not as a string.
+    counts: dict[str, int] = {}
+    for action, at in conn.execute(
+            "SELECT action, at FROM audit WHERE action IN ('login.failed', 'login.locked', 'fault', 'fault.raised',"
+            " 'key.unlock') AND at >= ? AND at < ?", (_iso(lo - 86_400_000_000), _iso(hi + 86_400_000_000))):
+        if lo <= _us(at) < hi:
+            counts[action] = counts.get(action, 0) + 1
     f.failed_logins = counts.get("login.failed", 0)
     f.lockouts = counts.get("login.locked", 0)
     f.faults = counts.get("fault", 0) + counts.get("fault.raised", 0)

@@ -123,6 +123,8 @@ class Decoder:
             if flags & 0x05:  # FIN or RST: the stream is over (what it held is delivered first)
                 out = stream.take(seq, body[hdr:]) if stream is not None else b""
                 self._streams.pop(key, None)
+                if flags & 0x04:  # RST: the connection is gone both ways
+                    self._streams.pop((dst, dport, src, sport), None)
                 return [Datagram(ts, src, sport, dst, dport, TCP, out)] if out else []
             if stream is None:
                 stream = self._streams[key] = _TcpStream(seq + 1 if flags & 0x02 else seq)
@@ -206,11 +208,19 @@ class _TcpStream:
         else:
             self.held[seq] = data
         out = bytearray()
-        while self.next in self.held:
-            chunk = self.held.pop(self.next)
-            out += chunk
-            self.next = (self.next + len(chunk)) & 0xFFFFFFFF
-        return bytes(out)
+        while True:
+            while self.next in self.held:
+                chunk = self.held.pop(self.next)
+                out += chunk
+                self.next = (self.next + len(chunk)) & 0xFFFFFFFF
+            # Held segments that a retransmission has overtaken: keep only their new tail.
+            behind = [q for q in self.held if (q - self.next) & 0xFFFFFFFF >= 0x80000000]
+            if not behind:
+                return bytes(out)
+            for q in behind:
+                data, skip = self.held.pop(q), (self.next - q) & 0xFFFFFFFF
+                if skip < len(data):
+                    self.held.setdefault(self.next, data[skip:])
 
 
 # -- pcap files (https://www.tcpdump.org/manpages/pcap-savefile.5.html) ------------------

@@ -50,10 +50,13 @@ def parse(raw: str, *, outside_line_prefix: str = "", withheld: bool = False) ->
     plus = text.startswith("+")
     digits = re.sub(r"[^0-9*#]", "", text)
     outside = p184 = p186 = False
-    if not plus and outside_line_prefix and digits.startswith(outside_line_prefix) \
-            and len(digits) > len(outside_line_prefix) + 2:
+    if not plus and outside_line_prefix and digits.startswith(outside_line_prefix):
         rest = digits[len(outside_line_prefix):]
-        if rest.startswith(("0", "184", "186", "1")):
+        # Only what a number after the outside-line digit can be: a national number (0…, and
+        # so 0 + 0… when the prefix is "0"), 184/186 before one, or a three-digit short code.
+        # "0112345678" (Sapporo) with prefix "0" is a number, not 0 + "112345678".
+        if (rest.startswith("0") and len(rest) in (10, 11)) or (rest[:3] in ("184", "186") and rest[3:4] == "0") \
+                or (len(rest) == 3 and rest.startswith("1")):
             digits, outside = rest, True
     if not plus and digits[:3] in ("184", "186") and len(digits) > 6:
         p184, p186 = digits[:3] == "184", digits[:3] == "186"

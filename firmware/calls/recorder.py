@@ -85,6 +85,7 @@ class CallRecorder:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.queue_drops = 0
+        self.processing_errors = 0
         self.faults: dict[str, dict] = {}
         self.fatal = ""
         self._started = time.time()
@@ -93,8 +94,9 @@ class CallRecorder:
     # -- what the control socket asks ----------------------------------------------------
     def status(self) -> dict:
         with self._lock:
-            active = [{"call_id": c.call_id[:24], "direction": c.direction, "answered": c.answered is not None,
-                       "external": c.external.display} for c in self.tracker.calls.values()]
+            # Counts only: the status reaches operators, who may not see callers' numbers.
+            active = sum(1 for _ in self.tracker.calls.values())
+            answered = sum(c.answered is not None for c in self.tracker.calls.values())
             counters = self.tracker.counters
             last_sip = counters.last_sip
             kernel = getattr(self._source, "kernel_drops", 0)
@@ -108,6 +110,8 @@ class CallRecorder:
                 "interface": self.interface,
                 "recording": None,
                 "active_calls": active,
+                "answered_calls": answered,
+                "processing_errors": self.processing_errors,
                 "calls_stored": self.writer.calls_stored,
                 "faults": list(self.faults.values()),
                 "warnings": list(self.writer.errors[-5:]),
@@ -181,19 +185,35 @@ class CallRecorder:
                 if self._stop.wait(0.01):
                     return
                 with self._lock:
-                    self.tracker.tick(time.time() if self._source_is_live() else self.tracker.now)
+                    try:
+                        self.tracker.tick(time.time() if self._source_is_live() else self.tracker.now)
+                    except Exception as exc:
+                        self._processing_failed(exc)
                 continue
             if item is None:
                 return
             ts, frame = item
             with self._lock:
-                if frame:
-                    for d in self.decoder.frame(ts, frame):
-                        self.tracker.datagram(d)
-                if ts - last_tick >= _TICK or not frame:
-                    self.tracker.tick(ts)
-                    self.decoder.expire(ts)
-                    last_tick = ts
+                try:
+                    if frame:
+                        for d in self.decoder.frame(ts, frame):
+                            self.tracker.datagram(d)
+                    if ts - last_tick >= _TICK or not frame:
+                        last_tick = ts
+                        self.tracker.tick(ts)
+                        self.decoder.expire(ts)
+                except Exception as exc:
+                    # One packet no code foresaw must not end every call in progress: it is
+                    # counted and shown, and the next packet is taken as usual.
+                    self._processing_failed(exc)
+
+    def _processing_failed(self, exc: Exception) -> None:
+        self.processing_errors += 1
+        if self.processing_errors == 1 or self.processing_errors % 1000 == 0:
+            log.exception("processing a packet failed (%d so far)", self.processing_errors)
+        if "processing" not in self.faults:
+            self._fault("processing", f"the call recorder failed to process traffic ({type(exc).__name__}: {exc}) —"
+                                      " calls go on being recorded; send the journal to the maintainers")
 
     def _source_is_live(self) -> bool:
         return isinstance(self._source, LiveCapture)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sqlite3
 import time
 from datetime import datetime
 from fractions import Fraction
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 
 RATE = rtp.RATE
 _FRAME = 1024  # AAC-LC's frame
+
+
+def _who(call: Call) -> str:
+    """How messages name a call: its recording's id (a Call-ID may carry numbers and addresses)."""
+    track = call.state
+    return track.rec.id if track is not None else "(not yet recorded)"
 
 
 def _wall_us(ts: float) -> int:
@@ -90,9 +97,9 @@ class CallWriter:
         try:
             self.vault.begin(rec)
             self.vault.index_call(call_row(call, rec.id))
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             track.failed = str(exc)
-            self._error(f"call {call.call_id[:24]}: cannot begin its recording: {exc}")
+            self._error(f"call {_who(call)}: cannot begin its recording: {exc}")
 
     def call_audio(self, call: Call, side: str, position: int, pcm: np.ndarray) -> None:
         track: _Track = call.state
@@ -122,8 +129,8 @@ class CallWriter:
             track.answer_indexed = True
             try:
                 self.vault.index_call(call_row(call, track.rec.id))
-            except (StoreError, OSError) as exc:
-                self._error(f"call {call.call_id[:24]}: cannot index its answer: {exc}")
+            except (StoreError, OSError, sqlite3.Error) as exc:
+                self._error(f"call {_who(call)}: cannot index its answer: {exc}")
         if call.origin is None:
             return
         final = int((now - 2 * self.window - call.origin) * RATE)
@@ -145,8 +152,8 @@ class CallWriter:
         rec.end_reason = call.end_reason
         try:
             self.vault.index_call(call_row(call, rec.id), ended=rec)
-        except (StoreError, OSError) as exc:
-            self._error(f"call {call.call_id[:24]}: cannot index its end: {exc}")
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self._error(f"call {_who(call)}: cannot index its end: {exc}")
             return
         self.calls_stored += 1
         if self.on_stored:
@@ -182,9 +189,9 @@ class CallWriter:
         start_wall = _wall_us(call.origin) + track.written * 1_000_000 // RATE
         try:
             sealed = self.vault.open_segment(track.rec, track.seq, _boot_us(start_wall))
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             track.failed = str(exc)
-            self._error(f"call {call.call_id[:24]}: cannot open segment {track.seq}: {exc}")
+            self._error(f"call {_who(call)}: cannot open segment {track.seq}: {exc}")
             return
         container = av.open(sealed, "w", format="mp4", options={"movflags": _MOVFLAGS})
         stream = container.add_stream("aac", rate=RATE)
@@ -209,7 +216,7 @@ class CallWriter:
                 frame.pts = n + at
                 frame.time_base = Fraction(1, RATE)
                 container.mux(stream.encode(frame))
-        except (StoreError, OSError, av.FFmpegError) as exc:
+        except (StoreError, OSError, sqlite3.Error, av.FFmpegError) as exc:
             self._abandon(call, track, exc)
             return
         track.segment[4] = n + chunk.shape[1]
@@ -224,7 +231,7 @@ class CallWriter:
         try:
             container.mux(stream.encode(None))
             container.close()
-        except (StoreError, OSError, av.FFmpegError) as exc:
+        except (StoreError, OSError, sqlite3.Error, av.FFmpegError) as exc:
             track.segment = [sealed, container, stream, first, n]
             self._abandon(call, track, exc)
             return
@@ -237,9 +244,9 @@ class CallWriter:
                            has_audio=True)
         try:
             sealed.commit(info)
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             track.failed = str(exc)
-            self._error(f"call {call.call_id[:24]}: segment {track.seq} not stored: {exc}")
+            self._error(f"call {_who(call)}: segment {track.seq} not stored: {exc}")
             return
         track.seq += 1
 
@@ -252,7 +259,7 @@ class CallWriter:
             pass
         sealed.abort()
         track.failed = str(exc)
-        self._error(f"call {call.call_id[:24]}: segment {track.seq} failed: {exc}")
+        self._error(f"call {_who(call)}: segment {track.seq} failed: {exc}")
 
     # -- the rest --------------------------------------------------------------------
     def _new_id(self, wall_us: int) -> str:

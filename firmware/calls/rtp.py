@@ -24,6 +24,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RATE = 16_000  # the rendered timeline: wide enough for G.722 and Opus's wideband
+MAX_DROPOUT, MAX_MISORDER = 3000, 100  # RFC 3550 A.1: beyond these a sequence number is a jump
 _HDR = struct.Struct("!BBHII")
 
 
@@ -183,27 +184,44 @@ class Stream:
         self._anchor: tuple[int, int, int] | None = None  # (timestamp, position, clock rate)
         self._order = 0
         self._pending: list[tuple[int, np.ndarray]] = []
+        self._probation: Packet | None = None
 
-    def _extend(self, seq: int) -> int:
-        if self._max_ext is None:
-            self._max_ext = seq
-            return seq
+    def _candidate(self, seq: int) -> int:
+        """The extended sequence number nearest the highest seen (RFC 3550 A.1)."""
         base = self._max_ext & ~0xFFFF
         cand = base | seq
-        # choose the candidate within half a cycle of the highest seen
         if cand - self._max_ext > 0x8000:
             cand -= 0x10000
         elif self._max_ext - cand > 0x8000:
             cand += 0x10000
-        if cand > self._max_ext:
-            self._max_ext = cand
         return cand
 
     def push(self, pkt: Packet) -> None:
         if self._ssrc is not None and pkt.ssrc != self._ssrc:
             self._restart()  # a new source (re-INVITE, transfer): its sequence space is its own
         self._ssrc = pkt.ssrc
-        ext = self._extend(pkt.seq)
+        if self._max_ext is None:
+            self._max_ext = pkt.seq
+        ext = self._candidate(pkt.seq)
+        if not -MAX_MISORDER <= ext - self._max_ext <= MAX_DROPOUT:
+            # A jump with the same SSRC (an SBC or a transcoder changing over): believed once
+            # two packets in a row follow it (RFC 3550 A.1's probation), then a new run.
+            probe, self._probation = self._probation, pkt
+            if probe is None or pkt.seq != (probe.seq + 1) & 0xFFFF:
+                return
+            self._probation = None
+            self._restart()
+            self._max_ext = probe.seq
+            self._push(probe, probe.seq)
+            ext = self._candidate(pkt.seq)
+        elif self._probation is not None:
+            self._probation = None  # a stray packet, not a new run
+            self.stats.late += 1
+        self._push(pkt, ext)
+
+    def _push(self, pkt: Packet, ext: int) -> None:
+        if ext > self._max_ext:
+            self._max_ext = ext
         if ext in self._seen:
             self.stats.duplicates += 1
             return
@@ -219,6 +237,7 @@ class Stream:
     def _restart(self) -> None:
         # What the old source still holds is handed on first, so the two never interleave.
         self._pending.extend(self._drain())
+        self._probation = None
         self._max_ext = None
         self._released = None
         self._seen.clear()

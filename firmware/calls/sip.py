@@ -119,6 +119,9 @@ def looks_like_sip(data: bytes) -> bool:
     return space > 0 and data[:space].decode("latin-1") in METHODS
 
 
+_START = re.compile(rb"(?:" + b"|".join(m.encode() for m in sorted(METHODS)) + rb") \S+ SIP/2\.0\r\n|SIP/2\.0 \d{3} ")
+
+
 class StreamFramer:
     """Splits one direction of a TCP stream into SIP messages by their Content-Length."""
 
@@ -131,6 +134,12 @@ class StreamFramer:
         while True:
             while self._buf[:2] == b"\r\n":  # keep-alive CRLFs (RFC 5626)
                 del self._buf[:2]
+            if self._buf and not looks_like_sip(bytes(self._buf[:16])):
+                m = _START.search(self._buf)  # lost sync: skip to the next start line
+                if m is None:
+                    del self._buf[:max(0, len(self._buf) - 64)]
+                    return out
+                del self._buf[:m.start()]
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buf) > _MAX_MESSAGE:
@@ -139,6 +148,9 @@ class StreamFramer:
             head = bytes(self._buf[:end])
             m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)", head)
             length = int(m.group(1)) if m else 0
+            if length > _MAX_MESSAGE:  # not a SIP body: lost sync, start again at the next message
+                del self._buf[:end + 4]
+                continue
             total = end + 4 + length
             if len(self._buf) < total:
                 return out

@@ -37,6 +37,13 @@ _CHALLENGE = {401, 407}
 _ENDED_MEMORY = 64.0  # seconds an ended Call-ID is remembered (retransmissions, 200 to BYE)
 
 
+def _ref(call_id: str) -> str:
+    """A Call-ID as logs name it: a short hash, since Call-IDs often carry numbers and addresses."""
+    import hashlib
+
+    return hashlib.sha256(call_id.encode()).hexdigest()[:10]
+
+
 class Sink(Protocol):
     def call_began(self, call: "Call") -> None: ...
     def call_audio(self, call: "Call", side: str, position: int, pcm: np.ndarray) -> None: ...
@@ -53,6 +60,7 @@ class Call:
     callee: numbers.Number
     caller_tag: str
     invited: float  # capture times, seconds since the epoch
+    dialog_tag: str = ""  # the callee's tag in the first 2xx: the dialog that was answered
     transport: str = "udp"
     ringing: float | None = None
     answered: float | None = None
@@ -241,7 +249,7 @@ class Tracker:
         call = Call(msg.call_id, direction, trunk, caller, callee, msg.from_tag, d.ts, transport=transport,
                     last_activity=d.ts)
         self.calls[call.call_id] = call
-        log.info("call %s: %s %s → %s", call.call_id[:16], direction, caller.display, callee.display)
+        log.info("call %s: %s", _ref(call.call_id), direction)  # no numbers in the system log
         self.sink.call_began(call)
         return call
 
@@ -252,6 +260,11 @@ class Tracker:
         return side if is_caller else call.other(side)
 
     def _update(self, call: Call, msg: sip.Message, ts: float) -> None:
+        other = msg.to_tag if msg.from_tag == call.caller_tag else msg.from_tag
+        if call.dialog_tag and other and other != call.dialog_tag:
+            # Another fork's dialog (RFC 3261 §13.2.2.4): its late 2xx is ACKed and BYE'd at
+            # once, and neither that BYE nor its SDP is the answered call's.
+            return
         sender = self._sender(call, msg)
         seq, cseq_method = msg.cseq
         sdp = msg.sdp
@@ -273,6 +286,7 @@ class Tracker:
             call.ringing = ts
         elif 200 <= status < 300 and call.answered is None:
             call.answered = ts
+            call.dialog_tag = msg.to_tag
             call.disposition = "answered"
             call.sip_status = status
             self._set_origin(call, ts)
@@ -348,5 +362,5 @@ class Tracker:
         self._ended[call.call_id] = self.now
         for key in [k for k in self._framers if not self._framers[k]._buf and len(self._framers) > 256]:
             del self._framers[key]
-        log.info("call %s ended: %s (%s), talk %.1f s", call.call_id[:16], disposition, reason, call.talk_seconds)
+        log.info("call %s ended: %s (%s), talk %.1f s", _ref(call.call_id), disposition, reason, call.talk_seconds)
         self.sink.call_ended(call)
