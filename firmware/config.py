@@ -30,7 +30,8 @@ class DeviceConfig:
     location: str = _f("", doc="where the device is mounted, as the public notice names it")
     mode: str = _f("on_demand", choices=("on_demand", "continuous"))
     kind: str = _f("counter", choices=("counter", "calls"),
-                   doc='"counter": a camera at a counter (kiroku recorder); "calls": the call recorder on the PBX trunk')
+                   doc='"counter": a camera at a counter (kiroku recorder); '
+                       '"calls": the call recorder on the PBX trunk')
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ class CallsConfig:
     """The call recorder (``kiroku call-recorder``): the PBX trunk's mirror port."""
 
     interface: str = _f("", pattern=r"([A-Za-z0-9._-]{1,15})?", doc="the capture interface wired to the mirror port")
-    trunk: str = _f("", pattern=r"(\[?[0-9A-Za-z.:-]{1,253}\]?(:\d{1,5})?)?",
-                    doc="the carrier side's SIP address, HOST or HOST:PORT: calls from it are inbound")
+    trunk: str = _f("", pattern=r"(\[?[0-9A-Za-z.:-]{1,253}\]?(:\d{1,5})?)?"
+                              r"(,\[?[0-9A-Za-z.:-]{1,253}\]?(:\d{1,5})?)*",
+                    doc="the carrier side's SIP address, HOST or HOST:PORT, several comma-separated: calls from"
+                        " it are inbound")
     outside_line_prefix: str = _f("", pattern=r"[0-9]?", doc="the PBX's outside-line digit, if it reaches the trunk")
     segment_seconds: float = _f(10.0, lo=2.0, hi=60.0, doc="a power cut loses at most this much of a call")
     bitrate: int = _f(32_000, lo=24_000, hi=128_000, doc="AAC, both sides together: 14.4 MB an hour at 32 kbit/s")

@@ -476,3 +476,18 @@ def test_a_content_length_no_sip_message_has_resynchronises_the_stream():
     assert framer.feed(b"INVITE sip:x SIP/2.0\r\nContent-Length: 999999999\r\n\r\n" + b"x" * 1000) == []
     bye = b"BYE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Length: 0\r\n\r\n"
     assert framer.feed(bye) == [bye] or framer.feed(b"") == [bye]
+
+
+def test_a_carrier_signalling_from_a_second_address_is_still_the_trunk():
+    from firmware.calls.recorder import parse_trunk
+    from firmware.calls.tracker import Tracker
+
+    hosts, port = parse_trunk("192.0.2.9:5060,192.0.2.1:5060")
+    sink = _Sink()
+    t = Tracker(sink, trunk_host=hosts, trunk_port=port)
+    t.datagram(_sip(1.0, "192.0.2.1", "198.51.100.10", _INVITE.format(cseq=1, extra="")))
+    t.datagram(_sip(2.0, "198.51.100.10", "192.0.2.1", _final("486 Busy Here", 1)))
+    call, = sink.ended
+    assert call.direction == "inbound"
+    with pytest.raises(ValueError, match="same SIP port"):
+        parse_trunk("192.0.2.9:5060,192.0.2.1:5080")

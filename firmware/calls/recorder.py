@@ -40,13 +40,25 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_UNUSABLE = 0, 2
 _QUEUE_MAX = 200_000  # frames between the two threads (≈ 30 s of 60 G.711 calls)
+_QUEUE_BYTES = 64 * 2**20  # and bytes: a burst of large frames cannot exhaust the memory
 _TICK = 0.05
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def parse_trunk(text: str) -> tuple[str, int]:
-    """HOST, HOST:PORT, [V6]:PORT → (host, port)."""
-    text = text.strip()
+    """HOST, HOST:PORT, [V6]:PORT, or several hosts of one carrier (its SBCs signal from
+    more than one address) separated by commas → ("host1,host2", port)."""
+    hosts, ports = [], set()
+    for part in [p.strip() for p in text.split(",") if p.strip()] or [""]:
+        host, port = _one_trunk(part, text)
+        hosts.append(host)
+        ports.add(port)
+    if len(ports) > 1:
+        raise ValueError(f"trunk {text!r}: give every address of the carrier the same SIP port")
+    return ",".join(hosts), ports.pop()
+
+
+def _one_trunk(text: str, whole: str) -> tuple[str, int]:
     if not text:
         raise ValueError("the trunk is not set: give --trunk HOST[:PORT] (the carrier side's SIP address)"
                          " or calls.trunk in the configuration")
@@ -58,7 +70,7 @@ def parse_trunk(text: str) -> tuple[str, int]:
     else:
         host, port = text, "5060"
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"trunk {text!r}: the port must be a number from 1 to 65535")
+        raise ValueError(f"trunk {whole!r}: the port must be a number from 1 to 65535")
     return host, int(port)
 
 
@@ -85,6 +97,7 @@ class CallRecorder:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self.queue_drops = 0
+        self._bytes_in = self._bytes_out = 0
         self.processing_errors = 0
         self.faults: dict[str, dict] = {}
         self.fatal = ""
@@ -151,7 +164,7 @@ class CallRecorder:
         if self._source is not None and hasattr(self._source, "close"):
             self._source.close()
         for t in self._threads:
-            t.join(timeout=30)
+            t.join(timeout=15)  # within the unit's TimeoutStopSec, with time left to end the calls
         with self._lock:
             self.tracker.close()
 
@@ -161,9 +174,11 @@ class CallRecorder:
             for ts, frame in self._source.frames():
                 if self._stop.is_set():
                     return
-                if len(q) >= limit:
+                # Bounded in frames and in bytes (each counter written by one thread only).
+                if len(q) >= limit or self._bytes_in - self._bytes_out >= _QUEUE_BYTES:
                     self.queue_drops += 1
                     continue
+                self._bytes_in += len(frame)
                 q.append((ts, frame))
         except CaptureError as exc:
             self._fault("capture", str(exc))
@@ -193,6 +208,7 @@ class CallRecorder:
             if item is None:
                 return
             ts, frame = item
+            self._bytes_out += len(frame)
             with self._lock:
                 try:
                     if frame:

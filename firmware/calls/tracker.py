@@ -142,6 +142,7 @@ class Tracker:
                  window: float = 0.5, idle_timeout: float = 900.0, setup_timeout: float = 300.0):
         self.sink = sink
         self.trunk_host = trunk_host
+        self.trunk_hosts = frozenset(h for h in trunk_host.split(",") if h)  # a carrier may signal from several
         self.trunk_port = trunk_port
         self.outside_line_prefix = outside_line_prefix
         self.window = window
@@ -202,7 +203,7 @@ class Tracker:
 
     # -- SIP -------------------------------------------------------------------------
     def _on_trunk(self, host: str) -> bool:
-        return host == self.trunk_host
+        return host in self.trunk_hosts
 
     def _sip_bytes(self, data: bytes, d: Datagram, transport: str) -> None:
         try:
