@@ -60,11 +60,6 @@ def _month_of_iso(text: str) -> int:
     return datetime.fromisoformat(text).astimezone().month
 
 
-def _in_year(text: str, fy: int) -> bool:
-    when = datetime.fromisoformat(text).astimezone()
-    return (when.year == fy and when.month >= 4) or (when.year == fy + 1 and when.month < 4)
-
-
 @dataclass
 class Figures:
     """One device's year, or the total of several."""
@@ -193,18 +188,10 @@ def _us(text: str) -> int:
 def _checkpoint(conn: sqlite3.Connection) -> str:
     """The log's latest signed checkpoint (a C2SP signed note), read without the device key."""
     from firmware.vault.audit import AuditLog
-
-    class _Keys:  # the log needs only the signer's name and public key to print a checkpoint
-        def __init__(self, data_dir: Path):
-            from firmware.vault.keys import KeyStore
-
-            self._store = KeyStore(data_dir)
-
-        def __getattr__(self, name):
-            return getattr(self._store, name)
+    from firmware.vault.keys import KeyStore
 
     path = Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
-    return AuditLog(_Keys(path)).latest_checkpoint(conn)
+    return AuditLog(KeyStore(path)).latest_checkpoint(conn)
 
 
 def _web_figures(conn: sqlite3.Connection, f: Figures, fy: int) -> None:

@@ -97,6 +97,12 @@ class _Dialog:
         s.callee.tag = s.callee.tag or f"e{abs(hash(s.call_id)) % 10**8}"
         self.cseq = 1
 
+    def _from(self, party: Party) -> tuple[str, str]:
+        """The user and host a From header names: an anonymous caller hides both (RFC 3323)."""
+        if self.s.anonymous and party is self.s.caller:
+            return "anonymous", "anonymous.invalid"
+        return party.number, party.sip[0]
+
     def _uri(self, p: Party) -> str:
         return f"sip:{p.number}@{p.sip[0]}"
 
@@ -104,8 +110,7 @@ class _Dialog:
                 with_to_tag: bool = True, extra: str = "") -> bytes:
         s = self.s
         frm, to = (s.caller, s.callee) if sender is s.caller else (s.callee, s.caller)
-        from_user = "anonymous" if s.anonymous and frm is s.caller else frm.number
-        from_host = "anonymous.invalid" if s.anonymous and frm is s.caller else frm.sip[0]
+        from_user, from_host = self._from(frm)
         to_tag = f";tag={to.tag}" if with_to_tag else ""
         head = (f"{method} {self._uri(receiver)} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP {sender.sip[0]}:{sender.sip[1]};branch=z9hG4bK{method}{cseq}\r\n"
@@ -118,8 +123,7 @@ class _Dialog:
                  to_tag: bool = True) -> bytes:
         s = self.s
         req_from = s.caller if sender is s.callee else s.callee
-        from_user = "anonymous" if s.anonymous and req_from is s.caller else req_from.number
-        from_host = "anonymous.invalid" if s.anonymous and req_from is s.caller else req_from.sip[0]
+        from_user, from_host = self._from(req_from)
         tag = f";tag={sender.tag}" if to_tag else ""
         head = (f"SIP/2.0 {status} {reason}\r\n"
                 f"Via: SIP/2.0/UDP {req_from.sip[0]}:{req_from.sip[1]};branch=z9hG4bK{method}{cseq}\r\n"
@@ -156,12 +160,9 @@ def packets(s: Script) -> list[tuple[float, str, int, str, int, bytes]]:
     else:
         sip(t + 0.05, callee, caller, d.response(180, "Ringing", "INVITE", 1, sender=callee))
     t_ans = t + s.ring
-    if s.outcome == "busy":
-        sip(t_ans, callee, caller, d.response(486, "Busy Here", "INVITE", 1, sender=callee))
-        sip(t_ans + 0.01, caller, callee, d.request("ACK", caller, callee, cseq=1))
-        return sorted(out, key=lambda p: p[0])
-    if s.outcome == "no_answer":
-        sip(t_ans, callee, caller, d.response(480, "Temporarily Unavailable", "INVITE", 1, sender=callee))
+    refusal = {"busy": (486, "Busy Here"), "no_answer": (480, "Temporarily Unavailable")}.get(s.outcome)
+    if refusal:
+        sip(t_ans, callee, caller, d.response(*refusal, "INVITE", 1, sender=callee))
         sip(t_ans + 0.01, caller, callee, d.request("ACK", caller, callee, cseq=1))
         return sorted(out, key=lambda p: p[0])
     if s.outcome == "cancelled":
