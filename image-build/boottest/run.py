@@ -48,6 +48,9 @@ BOOT_TIMEOUT = 600  # seconds: software emulation is slow, and a first boot form
 
 REPORT = """#!/bin/sh
 # Boot test only: say what this boot found, keep count on the data partition, power off.
+# The line goes through the kernel's log, which the kernel prints on the serial console
+# whoever holds the tty: written to the tty itself, it raced agetty's hang-up of that tty.
+say() { echo "KIROKU-BOOTTEST $*" > /dev/kmsg; }
 if mountpoint -q /var/lib/kiroku; then
     n=$(( $(cat /var/lib/kiroku/boots 2>/dev/null || echo 0) + 1 ))
     echo "$n" > /var/lib/kiroku/boots
@@ -56,9 +59,9 @@ if mountpoint -q /var/lib/kiroku; then
     label=$(blkid -p -s LABEL -o value "$part")
     cipher=$(cryptsetup luksDump "$part" | awk '$1 == "cipher:" { print $2; exit }')
     owner=$(stat -c %U:%G:%a /var/lib/kiroku)
-    echo "KIROKU-BOOTTEST mounted=yes boots=$n label=$label cipher=$cipher owner=$owner"
+    say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner"
 else
-    echo "KIROKU-BOOTTEST mounted=no"
+    say "mounted=no"
 fi
 systemctl --no-block poweroff
 """
@@ -71,8 +74,6 @@ Wants=var-lib-kiroku.mount
 [Service]
 Type=oneshot
 ExecStart=/usr/lib/kiroku-boottest/report
-StandardOutput=tty
-TTYPath=/dev/ttyS0
 
 [Install]
 WantedBy=multi-user.target
@@ -128,6 +129,8 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     # What the image enables, less the two services that need the venv (not in this rootfs).
     run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-datakey.service", "kiroku-provision.service",
         "kiroku-boottest.service", stderr=subprocess.DEVNULL)
+    # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
+    run("systemctl", f"--root={root}", "--quiet", "mask", "serial-getty@ttyS0.service", stderr=subprocess.DEVNULL)
     (root / "etc/hostname").write_text("kiroku-boottest\n")
     kernel = sorted((root / "boot").glob("vmlinuz-*"))[-1]
     initrd = sorted((root / "boot").glob("initrd.img-*"))[-1]
