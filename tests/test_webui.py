@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from flask import Flask
@@ -392,6 +393,44 @@ def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tm
     tls.ensure_certificate(mismatched, "y")
     assert cli.main(["tls", "--data", str(data), "install", "--cert", str(cert),
                      "--key", str(tls.paths(mismatched)[1])]) == 2
+
+
+def test_first_boot_makes_one_certificate_for_the_web_ui_and_the_console_banner(tmp_path, monkeypatch):
+    """At first boot the web UI and the banner (kiroku tls show) ask for the certificate at once."""
+    import threading
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from webui import tls
+
+    made, make = [], tls._make_certificate
+
+    def slow_make(*args):  # a Pi 4 takes a while; let every caller reach the check first
+        made.append(1)
+        time.sleep(0.2)
+        make(*args)
+
+    monkeypatch.setattr(tls, "_make_certificate", slow_make)
+    start = threading.Barrier(8)
+    fingerprints = []
+
+    def ask():
+        start.wait()
+        fingerprints.append(tls.fingerprint(tls.ensure_certificate(tmp_path, "counter-1")))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(set(fingerprints)) == 1
+    cert_path, key_path = tls.paths(tmp_path)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    assert key.public_key().public_bytes(serialization.Encoding.DER, spki) == \
+        cert.public_key().public_bytes(serialization.Encoding.DER, spki), "the key belongs to the certificate"
 
 
 def _peer_cert(context, port):

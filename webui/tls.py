@@ -7,6 +7,7 @@ first person to open the admin page can check it is talking to this device.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import hashlib
 import ipaddress
 import socket
@@ -26,10 +27,24 @@ def paths(data_dir: Path) -> tuple[Path, Path]:
 
 
 def ensure_certificate(data_dir: Path, device: str) -> Path:
-    """The certificate to serve, generating a self-signed one (10 years, P-256) if none exists."""
+    """The certificate to serve, generating a self-signed one (10 years, P-256) if none exists.
+
+    At first boot the web UI and the console banner ask at the same moment: the first makes
+    it under a lock, the other waits and uses the same one (made twice, one's key could end
+    up beside the other's certificate, and the banner would name a certificate nobody serves).
+    """
     cert_path, key_path = paths(data_dir)
     if cert_path.exists() and key_path.exists():
         return cert_path
+    makedirs_durable(cert_path.parent)
+    with open(cert_path.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (cert_path.exists() and key_path.exists()):
+            _make_certificate(cert_path, key_path, device)
+    return cert_path
+
+
+def _make_certificate(cert_path: Path, key_path: Path, device: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     hostname = socket.gethostname()
     names = [x509.DNSName(n) for n in sorted({hostname, f"{hostname}.local", "localhost"})]
@@ -43,11 +58,9 @@ def ensure_certificate(data_dir: Path, device: str) -> Path:
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    makedirs_durable(cert_path.parent)
     atomic_write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption()), mode=0o600)
     atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
-    return cert_path
 
 
 def install(data_dir: Path, cert_file: Path, key_file: Path) -> str:
@@ -59,8 +72,10 @@ def install(data_dir: Path, cert_file: Path, key_file: Path) -> str:
         raise ValueError("the certificate and the key do not belong together")
     cert_path, key_path = paths(data_dir)
     makedirs_durable(cert_path.parent)
-    atomic_write(key_path, Path(key_file).read_bytes(), mode=0o600)
-    atomic_write(cert_path, Path(cert_file).read_bytes(), mode=0o644)
+    with open(cert_path.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        atomic_write(key_path, Path(key_file).read_bytes(), mode=0o600)
+        atomic_write(cert_path, Path(cert_file).read_bytes(), mode=0o644)
     return fingerprint(cert_path)
 
 
