@@ -157,6 +157,16 @@ class Config:
     calls: CallsConfig = field(default_factory=CallsConfig)
     web: WebConfig = field(default_factory=WebConfig)
 
+    @property
+    def record_class(self) -> str:
+        """What this device records: footage at a counter, calls on the PBX's device."""
+        return "call" if self.device.kind == "calls" else "footage"
+
+    @property
+    def bytes_per_second(self) -> float:
+        """What one second of recording takes, before there is history to measure it."""
+        return self.calls.bitrate / 8 if self.device.kind == "calls" else (self.camera.bitrate + 128_000) / 8
+
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some fields changed, validated like a file: ``replace(camera={"width": 640})``."""
         merged = {s.name: dict(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}

@@ -481,7 +481,7 @@ class Recorder:
         status = self.store.status(bitrate_guess=self._room_needed / _ROOM_SECONDS)
         warnings = []
         for cls, c in status["classes"].items():
-            if c["warning"] and (c["segments"] or cls == "footage"):
+            if c["warning"]:
                 warnings.append(f"capacity: the card holds about {c['projected_days']:.0f} days of {cls} at the "
                                 f"current rate, below the {c['min_days']}-day minimum plus the margin — "
                                 "fit a larger card or record less")

@@ -115,11 +115,9 @@ def _vault(args) -> int:
     try:
         if args.action == "status":
             config = _config(args)
-            st = vault.status(bitrate_guess=(config.camera.bitrate + 128_000) / 8)
+            st = vault.status(bitrate_guess=config.bytes_per_second, own_class=config.record_class)
             lines = [f"capacity   {_mb(st['capacity'])}, used {_mb(st['used'])}, free {_mb(st['free'])}"]
             for cls, c in st["classes"].items():
-                if not c["segments"] and cls == "call":
-                    continue
                 proj = "—" if c["projected_days"] is None else f"{c['projected_days']:.0f} days"
                 warn = "  ⚠ BELOW the minimum plus margin" if c["warning"] else ""
                 lines.append(f"{cls:<10} {c['segments']} segments, {_mb(c['bytes'])}, oldest {c['oldest'] or '—'}; "

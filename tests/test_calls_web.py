@@ -173,3 +173,35 @@ def test_the_status_operators_see_holds_no_numbers(app):
     assert isinstance(status.get_json()["active_calls"], int)
     for number in ("0422", "422123", "0586", "+81", "@x"):
         assert number not in text, f"{number!r} reached an operator"
+
+
+def test_the_storage_page_projects_what_this_device_records(app, vault, data_dir):
+    """A call recorder's card is sized for a year of calls at the call bitrate, and warns about
+    that; it has no footage to project. A counter shows calls only once it holds some."""
+    client = app.test_client()
+    login(client, "yamada")
+    (data_dir / "kiroku.toml").write_text('[device]\nkind = "calls"\n')
+    page = client.get("/admin/storage/").get_data(as_text=True)
+    assert 'aria-label="call"' in page and 'aria-label="footage"' not in page
+    api = client.get("/api/v1/storage").get_json()
+    call = api["classes"]["call"]
+    assert set(api["classes"]) == {"call"} and call["min_days"] == 365 and call["segments"] > 0
+    (data_dir / "kiroku.toml").write_text('[device]\nkind = "counter"\n')
+    page = client.get("/admin/storage/").get_data(as_text=True)
+    assert 'aria-label="footage"' in page and 'aria-label="call"' in page, "the calls it holds are still shown"
+
+
+def test_a_counter_without_calls_is_not_warned_about_calls(data_dir, vault, config):
+    """The default device (a counter) that holds no calls: no call projection, no call warning."""
+    server = ControlServer(socket_path(data_dir), CallRecorder(vault, config, trunk="192.0.2.1", source=_Quiet()))
+    server.start()
+    try:
+        app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
+                          "KIROKU_SCRYPT_WORK_FACTOR": 10})
+        client = app.test_client()
+        staff(client, app)
+        login(client, "yamada")
+        page = client.get("/admin/storage/").get_data(as_text=True)
+    finally:
+        server.close()
+    assert 'aria-label="footage"' in page and 'aria-label="call"' not in page

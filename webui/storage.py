@@ -21,7 +21,7 @@ def vault_status() -> dict:
     config = load(config_file(data, None))
     vault = Vault.open(data, config, readonly=True)
     try:
-        status = vault.status(bitrate_guess=(config.camera.bitrate + 128_000) / 8)
+        status = vault.status(bitrate_guess=config.bytes_per_second, own_class=config.record_class)
         status["holds_open"] = vault.holds()
     finally:
         vault.close()

@@ -541,13 +541,17 @@ class Vault:
         self.sweep(need_bytes=nbytes)
         return self.usage()["free"] >= nbytes
 
-    def status(self, *, bitrate_guess: float = 4_000_000 / 8) -> dict:
-        """Capacity, use and the retention the card can hold, per record class."""
+    def status(self, *, bitrate_guess: float = 4_000_000 / 8, own_class: str = "footage") -> dict:
+        """Capacity, use and the retention the card can hold, per record class: the class this
+        device records (``own_class``, at ``bitrate_guess`` until there is history) and any other
+        that holds segments — a counter has no calls to warn about, nor a call recorder footage."""
         u = self.usage()
         now = self._now()
         classes = {}
         with self._lock:
             for cls in ("footage", "call"):
+                if cls != own_class and not u["by_class"].get(cls, {}).get("segments"):
+                    continue
                 info = u["by_class"].get(cls, {"segments": 0, "bytes": 0, "oldest_wall_us": None})
                 window = now - 14 * _DAY_US
                 size, seconds, first = self.db.execute(
