@@ -148,6 +148,18 @@ def fresh(tmp_path, hardware, config):
     vault.close()
 
 
+def test_passwords_are_stored_as_argon2id_with_the_stated_cost(server, client, data_dir):
+    """RFC 9106's low-memory profile on every argon2-cffi: the image's (Debian's 21.1) has other
+    defaults than the one the tests install."""
+    from webui import db
+
+    first_run(client)
+    conn = db.connect(data_dir)
+    (stored,) = conn.execute("SELECT password_hash FROM users WHERE username = 'yamada'").fetchone()
+    conn.close()
+    assert stored.startswith("$argon2id$v=19$m=65536,t=3,p=4$"), stored.split("$")[:4]
+
+
 def test_first_run_shows_the_recovery_key_once_and_it_opens_the_footage(fresh, hardware):
     from firmware.vault import age
 

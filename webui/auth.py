@@ -20,12 +20,17 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import VerificationError, VerifyMismatchError
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from webui.db import get_db, transaction
 from webui.permissions import PUBLIC, permission
+
+try:
+    from argon2.exceptions import InvalidHashError
+except ImportError:  # argon2-cffi before 23.1, such as Debian trixie's 21.1 (the image's)
+    from argon2.exceptions import InvalidHash as InvalidHashError
 
 bp = Blueprint("auth", __name__)
 
@@ -38,7 +43,9 @@ LOCK_SECONDS = 30 * 60
 MIN_PASSWORD = 12
 USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the key store's rule: a manager's key file bears the name
 
-_hasher = PasswordHasher()  # Argon2id, argon2-cffi's defaults (t=3, m=64 MiB, p=4)
+# Argon2id with RFC 9106's low-memory profile, stated here: argon2-cffi's defaults changed in
+# 21.2, and the image's apt (Debian trixie) ships 21.1, whose defaults are t=2, m=100 MiB, p=8.
+_hasher = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=4, hash_len=32, salt_len=16, type=Type.ID)
 _DUMMY_HASH = _hasher.hash("an unused password, to spend the same time on unknown names")
 
 
