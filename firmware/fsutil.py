@@ -44,7 +44,7 @@ def makedirs_durable(path: Path) -> None:
         p = p.parent
     for p in reversed(missing):
         try:
-            p.mkdir(mode=0o750)
+            p.mkdir(mode=0o770)  # less the umask: the appliance's units share with their group (0007)
         except FileExistsError:
             pass
         fsync_dir(p.parent)

@@ -562,3 +562,26 @@ def test_a_marked_section_becomes_the_recordings_responsible_section(recorder, h
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
     assert vault.db.execute("SELECT section FROM recordings").fetchone()[0] == "市民課"
+
+
+def test_the_key_store_is_shared_by_the_devices_group_and_nobody_else(tmp_path):
+    """The appliance's recorder and web UI are two users in one group (image-build): each must
+    reach the secrets the other made — the device key, managers' keys, day keys — and others none."""
+    import stat
+
+    data = tmp_path / "data"
+    data.mkdir()
+    old = os.umask(0o007)  # the units' UMask
+    try:
+        set_up(data, manager="yamada", passphrase="a long enough passphrase")
+        vault = Vault.open(data, Config())
+        vault.keys.day_recipient("footage", "2026-04-01")
+        vault.close()
+    finally:
+        os.umask(old)
+    keys = data / "keys"
+    secrets = [keys / "device.key", keys / "managers" / "yamada.identity.age",
+               keys / "day" / "footage" / "2026-04-01.age"]
+    for path in [keys, *secrets, *(p.parent for p in secrets)]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o060 == 0o060 and mode & 0o007 == 0, f"{path.relative_to(data)}: {oct(mode)}"

@@ -56,8 +56,12 @@ class DayKeyMissing(KeyError_, FileNotFoundError):
 
 
 def _private_write(path: Path, data: bytes) -> None:
+    """A secret file: the device's two processes, and nobody else. On the appliance they run as
+    two users sharing the ``kiroku`` group (image-build), and each needs the other's secrets: the
+    recorder signs checkpoints with the device key the web UI made at first run, and destroys
+    day keys the web UI re-wrapped for a new manager; the web UI signs exports with that key."""
     makedirs_durable(path.parent)
-    atomic_write(path, data, mode=0o600)
+    atomic_write(path, data, mode=0o660)
 
 
 def key_id(name: str, public: bytes) -> bytes:
@@ -82,7 +86,12 @@ class KeyStore:
         if self.initialised:
             raise FileExistsError(f"{self.root} already holds this device's keys")
         makedirs_durable(self.root)
-        os.chmod(self.root, 0o700)
+        # The group shares it (above). On the appliance it is already 0770 (the units' umask) and
+        # set-group-ID, inherited from the data folder, so that what is made inside keeps the group;
+        # the bit is never set here: the web UI's unit (RestrictSUIDSGID=) refuses that chmod.
+        info = self.root.stat()
+        if info.st_mode & 0o777 != 0o770 and info.st_uid == os.geteuid():
+            os.chmod(self.root, 0o770)
         signing = Ed25519PrivateKey.generate()
         _private_write(self.root / "device.key", signing.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
