@@ -6,8 +6,14 @@ units, crypttab, fstab line, first-boot scripts — with ``KEY_SOURCE=file:`` st
 for the Pi's firmware. It is written to a disk image without loop devices (``mkfs.ext4
 -d``, ``sfdisk``, a copy at the partition's offset) laid out like the Pi's card (a boot
 partition, then root), and booted with Debian's kernel in qemu under software
-emulation. A small test unit reports, on the serial console, whether the data partition
-is mounted and how many boots it has seen, then powers off. Then:
+emulation. The root file system also has the image's Python stack from apt (packages.txt,
+less what only Raspberry Pi's archive has) and the venv made by the image's own
+install-venv, so all six units the image enables start as they would on the Pi — the
+firmware picks simulated hardware by itself off a Pi. A small test unit reports, on the
+serial console, whether the data partition is mounted and how many boots it has seen,
+whether the recorder reached READY under its hardened unit, whether the web UI serves
+HTTPS on port 443 as its unprivileged user with the certificate the console banner
+names, and which units failed; then it powers off. Then:
 
   1. first boot provisions (Adiantum: the emulated CPU has no AES instructions, like a
      Pi 4), the second finds the partition and the first boot's data;
@@ -17,7 +23,8 @@ is mounted and how many boots it has seen, then powers off. Then:
   3. the card "flashed again" (the image's partition table, without partition 3) finds
      its finished partition again, data and all.
 
-Usage: run.py [--work DIR]    (as root; needs mmdebstrap, qemu-system-x86, e2fsprogs, fdisk)
+Usage: run.py [--work DIR]    (as root; needs mmdebstrap, qemu-system-x86, e2fsprogs, fdisk, git, and
+                              pip, to fetch requirements.lock's wheels for the venv)
 """
 
 from __future__ import annotations
@@ -37,13 +44,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 IMAGE_BUILD = HERE.parent
 OVERLAY = IMAGE_BUILD / "overlay"
-PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "kmod", "cryptsetup-bin", "systemd-cryptsetup",
-            "e2fsprogs", "fdisk", "util-linux"]
+REPO = IMAGE_BUILD.parent
+# Only in Raspberry Pi's archive: the camera stack and lgpio (the firmware simulates camera and
+# pins off a Pi). Not under test here: the read-only root (the test's root must keep its files).
+PI_ONLY = {"python3-picamera2", "python3-lgpio", "overlayroot"}
+# Raspberry Pi's archive replaces Debian's gpiozero 1.6 with the 2.x kiroku needs (pyproject.toml);
+# without that archive the test's venv gets the same release from PyPI, on top of the image's.
+PI_ARCHIVE_WHEELS = ["gpiozero==2.0.1"]
+IMAGE_PACKAGES = [line.strip() for line in (IMAGE_BUILD / "packages.txt").read_text().splitlines()
+                  if line.strip() and not line.startswith("#") and line.strip() not in PI_ONLY]
+PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "kmod", "util-linux", *IMAGE_PACKAGES]
+VENV_IMPORTS = "av, numpy, cryptography, flask, flask_wtf, cheroot, argon2, fpdf, gpiozero, segno, cv2, sounddevice"
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 SECTOR = 512
 BOOT_START, BOOT_SECTORS = 8192, 256 * 2048  # a 256 MiB boot partition, as on the Pi's card
-DISK_BYTES = 8 * 2**30
+ROOT_SIZE = "4G"
+DISK_BYTES = 10 * 2**30
 BOOT_TIMEOUT = 600  # seconds: software emulation is slow, and a first boot formats
 
 REPORT = """#!/bin/sh
@@ -51,6 +68,7 @@ REPORT = """#!/bin/sh
 # The line goes through the kernel's log, which the kernel prints on the serial console
 # whoever holds the tty: written to the tty itself, it raced agetty's hang-up of that tty.
 say() { echo "KIROKU-BOOTTEST $*" > /dev/kmsg; }
+state() { systemctl show -p ActiveState --value "$1"; }
 if mountpoint -q /var/lib/kiroku; then
     n=$(( $(cat /var/lib/kiroku/boots 2>/dev/null || echo 0) + 1 ))
     echo "$n" > /var/lib/kiroku/boots
@@ -59,16 +77,97 @@ if mountpoint -q /var/lib/kiroku; then
     label=$(blkid -p -s LABEL -o value "$part")
     cipher=$(cryptsetup luksDump "$part" | awk '$1 == "cipher:" { print $2; exit }')
     owner=$(stat -c %U:%G:%a /var/lib/kiroku)
-    say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner"
+    # Type=notify: the recorder is active only once it has said READY=1
+    i=0
+    while [ "$(state kiroku-recorder.service)" = activating ] && [ $i -lt 300 ]; do sleep 1; i=$((i + 1)); done
+    recorder=$(state kiroku-recorder.service)
+    web=$(python3 /usr/lib/kiroku-boottest/web 2>/dev/kmsg)
+    webuser=$(stat -c %U "/proc/$(systemctl show -p MainPID --value kiroku-web.service)" 2>/dev/null || echo none)
+    banner=$(tr -d ':' < /run/issue.d/50-kiroku.issue 2>/dev/null | grep -Eio '[0-9a-f]{64}' | tr A-F a-f || true)
+    calls=$(state kiroku-call-recorder.service)
+    failed=$(systemctl list-units --failed --plain --no-legend | awk '{ print $1 }' | paste -sd, -)
+    # what the failed units, a recorder that never got ready or a web UI that did not answer
+    # said (the journal is in memory), with the load and whether anything listens on 443
+    [ "${web#web=200 }" = "$web" ] && echo "journal load: $(cat /proc/loadavg);" \
+        "listening on 443: $(grep -c ':01BB 00000000:0000 0A' /proc/net/tcp)" > /dev/kmsg
+    for unit in ${failed:+$(echo "$failed" | tr , ' ')} $([ "$recorder" = active ] || echo kiroku-recorder.service) \
+                $(echo "$web" | grep -Eq '^web=200 .*setup=(done|already)' || echo kiroku-web.service); do
+        journalctl -b -u "$unit" -n 40 -o cat --no-pager | while IFS= read -r line; do
+            echo "journal $unit: $line" > /dev/kmsg
+        done
+    done
+    say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner recorder=$recorder" \
+        "$web webuser=$webuser banner=${banner:-none} calls=$calls failed=${failed:-none}"
 else
     say "mounted=no"
 fi
 systemctl --no-block poweroff
 """
 
+WEB = """# Boot test only: the web UI's answer on https://127.0.0.1/, its certificate's SHA-256, and
+# the first-run page as the city's IT staff meet it: the first manager is made (Argon2id, the
+# device's keys, CSRF, the recorder asked over its control socket) and the recovery key shown.
+import hashlib, re, ssl, sys, time, urllib.error, urllib.parse, urllib.request
+
+BASE = "https://127.0.0.1"
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                      urllib.request.HTTPCookieProcessor())
+
+
+def get(path):
+    try:
+        with browser.open(BASE + path, timeout=120) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+deadline, error = time.monotonic() + 300, "none"
+result = "web=none cert=none setup=none"
+while time.monotonic() < deadline:
+    try:
+        status, page = get("/")
+    except OSError as e:
+        error = type(getattr(e, "reason", e)).__name__
+        time.sleep(2)
+        continue
+    der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", 443)))
+    japanese = "yes" if 'lang="ja"' in page else "no"
+    setup = "already"
+    form_status, form = get("/setup/")
+    if form_status == 200:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        fields = {"csrf_token": token[1] if token else "", "username": "kanri", "display_name": "管理 太郎",
+                  "section": "資産経営課", "password": "boot test passphrase", "confirm": "boot test passphrase"}
+        request = urllib.request.Request(BASE + "/setup/", urllib.parse.urlencode(fields).encode(),
+                                         headers={"Referer": BASE + "/setup/"})
+        try:
+            with browser.open(request, timeout=300) as r:
+                shown = "AGE-SECRET-KEY-" in r.read().decode(errors="replace")
+            setup = "done" if shown else "no-recovery-key"
+            # the new manager's first look round: the web UI reads the recorder's vault
+            storage_status, storage = get("/admin/storage/")
+            if storage_status != 200 or 'aria-label="footage"' not in storage:
+                setup = f"storage-page-{storage_status}"
+                print("journal storage page:", " ".join(re.sub(r"<[^>]+>", " ", storage).split())[-600:],
+                      file=sys.stderr)
+        except urllib.error.HTTPError as e:
+            setup = f"refused-{e.code}"
+            detail = re.sub(r"<[^>]+>", " ", e.read().decode(errors="replace"))
+            print("journal first-run page:", " ".join(detail.split())[-600:], file=sys.stderr)
+    elif form_status != 404:
+        setup = f"setup-page-{form_status}"
+    result = f"web={status} japanese={japanese} cert={hashlib.sha256(der).hexdigest()} setup={setup}"
+    break
+print(f"{result} weberror={error}")
+"""
+
 UNIT = """[Unit]
-Description=kiroku boot test: report the data partition, then power off
+Description=kiroku boot test: report the data partition and the services, then power off
 After=var-lib-kiroku.mount kiroku-provision.service systemd-cryptsetup@kiroku\\x2ddata.service
+After=kiroku-recorder.service kiroku-web.service kiroku-banner.service kiroku-call-recorder.service
 Wants=var-lib-kiroku.mount
 
 [Service]
@@ -125,10 +224,23 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     report = root / "usr/lib/kiroku-boottest/report"
     report.write_text(REPORT)
     report.chmod(0o755)
+    (root / "usr/lib/kiroku-boottest/web").write_text(WEB)
     (root / "etc/systemd/system/kiroku-boottest.service").write_text(UNIT)
-    # What the image enables, less the two services that need the venv (not in this rootfs).
-    run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-datakey.service", "kiroku-provision.service",
-        "kiroku-boottest.service", stderr=subprocess.DEVNULL)
+    install_venv(work, root)
+    # The one change to the image's units: qemu has no camera, so the recorder runs --simulate
+    # (the firmware's simulated camera, microphone and pins) instead of --real; the rest of its
+    # unit — user, groups, sandbox, Type=notify, watchdog — is the image's.
+    dropin = root / "etc/systemd/system/kiroku-recorder.service.d"
+    dropin.mkdir(parents=True)
+    unit = (OVERLAY / "etc/systemd/system/kiroku-recorder.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*) --real (.*)$", unit, re.M)
+    assert exec_start, "the recorder's ExecStart no longer says --real: update the boot test"
+    simulated = f"{exec_start[1]} --simulate {exec_start[2]}"
+    (dropin / "boottest.conf").write_text(f"[Service]\nExecStart=\nExecStart={simulated}\n")
+    # What the image enables (rpi-image-gen/layer/kiroku.yaml), and the test's reporter.
+    run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-recorder.service",
+        "kiroku-call-recorder.service", "kiroku-web.service", "kiroku-banner.service", "kiroku-datakey.service",
+        "kiroku-provision.service", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
     # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
     run("systemctl", f"--root={root}", "--quiet", "mask", "serial-getty@ttyS0.service", stderr=subprocess.DEVNULL)
     (root / "etc/hostname").write_text("kiroku-boottest\n")
@@ -139,7 +251,7 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
 
     root_img = work / "root.img"
     root_img.unlink(missing_ok=True)
-    run("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", root, root_img, "2G", stdout=subprocess.DEVNULL)
+    run("mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", root, root_img, ROOT_SIZE, stdout=subprocess.DEVNULL)
     root_sectors = root_img.stat().st_size // SECTOR
     root_start = BOOT_START + BOOT_SECTORS
     disk = work / "pristine.img"
@@ -153,6 +265,38 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     root_img.unlink()
     shutil.rmtree(root)
     return disk, work / "vmlinuz", work / "initrd.img"
+
+
+def install_venv(work: Path, root: Path) -> None:
+    """The firmware as the image installs it: this checkout's files in /opt/kiroku/src, the venv
+    made by install-venv inside the root file system (apt's stack, plus the lock's wheels with
+    their hashes checked, fetched here so the chroot needs no network), venv-VERSION linked as
+    /opt/kiroku/venv."""
+    src = root / "opt/kiroku/src"
+    files = subprocess.run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, src / name)
+    wheels = root / "tmp/wheels"
+    pip = [str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable, "-m", "pip"]
+    # --platform any: the lock must hold only pure wheels, which is what lets the x86 release
+    # machine's lock serve the arm64 image.
+    run(*pip, "download", "--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:", "--python-version",
+        "3.13", "--implementation", "py", "--abi", "none", "--platform", "any", "-r",
+        IMAGE_BUILD / "requirements.lock", "-d", wheels)
+    run(*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.13",
+        "--implementation", "py", "--abi", "none", "--platform", "any", *PI_ARCHIVE_WHEELS, "-d", wheels)
+    version = re.search(r'^version *= *"([0-9.]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PIP_NO_INDEX": "1",
+           "PIP_FIND_LINKS": "/tmp/wheels", "PIP_CONFIG_FILE": "/dev/null", "KIROKU_VENV_IMPORTS": VENV_IMPORTS}
+    run("chroot", root, "/usr/lib/kiroku/install-venv", "/opt/kiroku/src", f"/opt/kiroku/venv-{version}",
+        env=env, stdout=subprocess.DEVNULL)
+    run("chroot", root, f"/opt/kiroku/venv-{version}/bin/pip", "install", "--quiet", "--no-cache-dir", "--no-deps",
+        *PI_ARCHIVE_WHEELS, env=env)
+    (root / "opt/kiroku/venv").symlink_to(f"venv-{version}")
+    shutil.rmtree(wheels)
 
 
 def copy_disk(src: Path, dst: Path) -> Path:
@@ -178,9 +322,10 @@ class Boot:
         self.log = open(work / f"console-{name}.log", "w")
         cpu = "max" if aes else "qemu64"  # qemu64 has no AES instructions, like a Pi 4's CPU
         self.proc = subprocess.Popen(
-            ["qemu-system-x86_64", "-accel", "tcg", "-cpu", cpu, "-m", "1024", "-smp", "2", "-nographic",
+            ["qemu-system-x86_64", "-accel", "tcg", "-cpu", cpu, "-m", "2048", "-smp", "2", "-nographic",
              "-no-reboot", "-nic", "none", "-kernel", str(work / "vmlinuz"), "-initrd", str(work / "initrd.img"),
-             "-append", "root=/dev/vda2 rw console=ttyS0 panic=-1 systemd.firstboot=off systemd.show_status=0",
+             "-append", "root=/dev/vda2 rw console=ttyS0 panic=-1 printk.devkmsg=on systemd.firstboot=off "
+                        "systemd.show_status=0",
              "-drive", f"file={disk},format=raw,if=virtio"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._changed = threading.Condition()
@@ -241,6 +386,16 @@ def expect(report: dict, boots: int, cipher: str) -> None:
     assert report["label"] == "kiroku-data", report
     assert report["cipher"] == cipher, f"expected {cipher}, got {report['cipher']}"
     assert report["owner"] == "kiroku-rec:kiroku:2770", f"the data folder's owner and mode: {report['owner']}"
+    # the services, started by their own units as on the Pi
+    assert report["failed"] == "none", f"units failed: {report['failed']}; see the console log"
+    assert report["recorder"] == "active", f"the recorder did not reach READY: {report}"
+    assert report["web"] == "200" and report["japanese"] == "yes", f"the web UI did not serve its page: {report}"
+    assert report["webuser"] == "kiroku-web", f"the web UI runs as {report['webuser']}, not kiroku-web"
+    assert report["banner"] == report["cert"], f"the console banner names {report['banner']}, the web UI serves " \
+        f"{report['cert']}"
+    assert report["calls"] == "inactive", f"the call recorder ran on a counter device: {report['calls']}"
+    # a new data partition offers the first-run page, once
+    assert report["setup"] == ("done" if boots == 1 else "already"), f"the first-run page: {report['setup']}"
 
 
 ADIANTUM, XTS = "xchacha12,aes-adiantum-plain64", "aes-xts-plain64"
