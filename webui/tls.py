@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import ipaddress
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -36,12 +37,19 @@ def ensure_certificate(data_dir: Path, device: str) -> Path:
     cert_path, key_path = paths(data_dir)
     if cert_path.exists() and key_path.exists():
         return cert_path
-    makedirs_durable(cert_path.parent)
-    with open(cert_path.parent / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(cert_path.parent):
         if not (cert_path.exists() and key_path.exists()):
             _make_certificate(cert_path, key_path, device)
     return cert_path
+
+
+@contextmanager
+def _locked(folder: Path):
+    """The key and the certificate are written as a pair: one writer at a time."""
+    makedirs_durable(folder)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _make_certificate(cert_path: Path, key_path: Path, device: str) -> None:
@@ -71,9 +79,7 @@ def install(data_dir: Path, cert_file: Path, key_file: Path) -> str:
             key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
         raise ValueError("the certificate and the key do not belong together")
     cert_path, key_path = paths(data_dir)
-    makedirs_durable(cert_path.parent)
-    with open(cert_path.parent / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(cert_path.parent):
         atomic_write(key_path, Path(key_file).read_bytes(), mode=0o600)
         atomic_write(cert_path, Path(cert_file).read_bytes(), mode=0o644)
     return fingerprint(cert_path)

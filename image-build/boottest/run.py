@@ -283,11 +283,10 @@ def install_venv(work: Path, root: Path) -> None:
     pip = [str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else sys.executable, "-m", "pip"]
     # --platform any: the lock must hold only pure wheels, which is what lets the x86 release
     # machine's lock serve the arm64 image.
-    run(*pip, "download", "--quiet", "--no-deps", "--require-hashes", "--only-binary=:all:", "--python-version",
-        "3.13", "--implementation", "py", "--abi", "none", "--platform", "any", "-r",
-        IMAGE_BUILD / "requirements.lock", "-d", wheels)
-    run(*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.13",
-        "--implementation", "py", "--abi", "none", "--platform", "any", *PI_ARCHIVE_WHEELS, "-d", wheels)
+    pure = ["download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.13",
+            "--implementation", "py", "--abi", "none", "--platform", "any", "-d", wheels]
+    run(*pip, *pure, "--require-hashes", "-r", IMAGE_BUILD / "requirements.lock")
+    run(*pip, *pure, *PI_ARCHIVE_WHEELS)
     version = re.search(r'^version *= *"([0-9.]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PIP_NO_INDEX": "1",
            "PIP_FIND_LINKS": "/tmp/wheels", "PIP_CONFIG_FILE": "/dev/null", "KIROKU_VENV_IMPORTS": VENV_IMPORTS}
