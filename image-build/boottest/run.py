@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
 """The full-boot test of the image's overlay, without a Pi.
 
-A Debian trixie root file system (mmdebstrap) gets the same overlay the image gets —
-units, crypttab, fstab line, first-boot scripts — with ``KEY_SOURCE=file:`` standing in
-for the Pi's firmware. It is written to a disk image without loop devices (``mkfs.ext4
--d``, ``sfdisk``, a copy at the partition's offset) laid out like the Pi's card (a boot
-partition, then root), and booted with Debian's kernel in qemu under software
-emulation. The root file system also has the image's Python stack from apt (packages.txt,
-less what only Raspberry Pi's archive has) and the venv made by the image's own
-install-venv, so all six units the image enables start as they would on the Pi — the
-firmware picks simulated hardware by itself off a Pi. A small test unit reports, on the
-serial console, whether the data partition is mounted and how many boots it has seen,
-whether the recorder reached READY under its hardened unit, whether the web UI serves
-HTTPS on port 443 as its unprivileged user with the certificate the console banner
-names, and which units failed; then it powers off. Then:
+A Debian trixie root file system (mmdebstrap) with the image's Python stack from apt
+(packages.txt, less what only Raspberry Pi's archive has) gets the firmware from the same
+install-firmware the image's build runs — units, crypttab, fstab line, first-boot scripts,
+the venv install-venv makes — with ``KEY_SOURCE=file:`` standing in for the Pi's firmware
+and the recorder told --simulate (qemu has no camera). It is written to a disk image
+without loop devices (``mkfs.ext4 -d``, ``sfdisk``, a copy at the partition's offset)
+laid out like the Pi's card (a boot partition, then root), and booted with Debian's
+kernel in qemu under software emulation, so all six units the image enables start as
+they would on the Pi. A small test unit reports, on the serial console, whether the data
+partition is mounted and how many boots it has seen, whether the recorder reached READY
+under its hardened unit, whether the web UI serves HTTPS on port 443 as its unprivileged
+user with the certificate the console banner names, and which units failed; then it
+powers off. Then:
 
   1. first boot provisions (Adiantum: the emulated CPU has no AES instructions, like a
      Pi 4), the second finds the partition and the first boot's data;
@@ -189,16 +189,16 @@ def run(*cmd, **kw):
 
 # -- the disk --------------------------------------------------------------------------------
 
-def rootfs(work: Path) -> Path:
+def rootfs(work: Path, packages: list[str] = PACKAGES) -> Path:
     """The Debian root file system (a folder), made once per package list."""
-    digest = hashlib.sha256(" ".join([SUITE, *PACKAGES]).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(" ".join([SUITE, *packages]).encode()).hexdigest()[:12]
     cached = work / f"rootfs-{SUITE}-{digest}"
     if not cached.exists():
         log(f"mmdebstrap {SUITE} (once; cached as {cached.name})")
         partial = work / f"{cached.name}.partial"
         if partial.exists():
             shutil.rmtree(partial)
-        run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", "--format=directory",
+        run("mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(packages)}", "--format=directory",
             SUITE, partial, MIRROR)
         partial.rename(cached)
     return cached
@@ -210,9 +210,7 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     if root.exists():
         shutil.rmtree(root)
     run("cp", "-a", base, root)
-    shutil.copytree(OVERLAY, root, dirs_exist_ok=True, symlinks=True)
-    with open(root / "etc/fstab", "a") as fstab:
-        fstab.write((OVERLAY / "etc/kiroku/fstab.append").read_text())
+    install_firmware(work, root)
     key = root / "etc/kiroku/boottest.key"
     key.write_text(secrets.token_hex(32))
     key.chmod(0o600)
@@ -226,7 +224,6 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     report.chmod(0o755)
     (root / "usr/lib/kiroku-boottest/web").write_text(WEB)
     (root / "etc/systemd/system/kiroku-boottest.service").write_text(UNIT)
-    install_venv(work, root)
     # The one change to the image's units: qemu has no camera, so the recorder runs --simulate
     # (the firmware's simulated camera, microphone and pins) instead of --real; the rest of its
     # unit — user, groups, sandbox, Type=notify, watchdog — is the image's.
@@ -237,10 +234,8 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     assert exec_start, "the recorder's ExecStart no longer says --real: update the boot test"
     simulated = f"{exec_start[1]} --simulate {exec_start[2]}"
     (dropin / "boottest.conf").write_text(f"[Service]\nExecStart=\nExecStart={simulated}\n")
-    # What the image enables (rpi-image-gen/layer/kiroku.yaml), and the test's reporter.
-    run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-recorder.service",
-        "kiroku-call-recorder.service", "kiroku-web.service", "kiroku-banner.service", "kiroku-datakey.service",
-        "kiroku-provision.service", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
+    # The test's reporter (install-firmware enabled the image's six units).
+    run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
     # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
     run("systemctl", f"--root={root}", "--quiet", "mask", "serial-getty@ttyS0.service", stderr=subprocess.DEVNULL)
     (root / "etc/hostname").write_text("kiroku-boottest\n")
@@ -267,11 +262,11 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     return disk, work / "vmlinuz", work / "initrd.img"
 
 
-def install_venv(work: Path, root: Path) -> None:
-    """The firmware as the image installs it: this checkout's files in /opt/kiroku/src, the venv
-    made by install-venv inside the root file system (apt's stack, plus the lock's wheels with
-    their hashes checked, fetched here so the chroot needs no network), venv-VERSION linked as
-    /opt/kiroku/venv."""
+def install_firmware(work: Path, root: Path) -> None:
+    """The firmware as the image installs it: this checkout's files in /opt/kiroku/src, then the
+    image's own install-firmware (overlay, fstab, venv-VERSION made by install-venv inside the
+    root file system from apt's stack plus the lock's wheels, hashes checked, fetched here so the
+    chroot needs no network; users; the six units enabled)."""
     src = root / "opt/kiroku/src"
     files = subprocess.run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                            check=True, capture_output=True).stdout.decode().split("\0")
@@ -287,14 +282,13 @@ def install_venv(work: Path, root: Path) -> None:
             "--implementation", "py", "--abi", "none", "--platform", "any", "-d", wheels]
     run(*pip, *pure, "--require-hashes", "-r", IMAGE_BUILD / "requirements.lock")
     run(*pip, *pure, *PI_ARCHIVE_WHEELS)
-    version = re.search(r'^version *= *"([0-9.]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
+    commit = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty", "--abbrev=40"], check=True,
+                            capture_output=True, text=True).stdout.strip()
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PIP_NO_INDEX": "1",
            "PIP_FIND_LINKS": "/tmp/wheels", "PIP_CONFIG_FILE": "/dev/null", "KIROKU_VENV_IMPORTS": VENV_IMPORTS}
-    run("chroot", root, "/usr/lib/kiroku/install-venv", "/opt/kiroku/src", f"/opt/kiroku/venv-{version}",
-        env=env, stdout=subprocess.DEVNULL)
-    run("chroot", root, f"/opt/kiroku/venv-{version}/bin/pip", "install", "--quiet", "--no-cache-dir", "--no-deps",
+    run(src / "image-build/install-firmware", root, commit, env=env, stdout=subprocess.DEVNULL)
+    run("chroot", root, "/opt/kiroku/venv/bin/pip", "install", "--quiet", "--no-cache-dir", "--no-deps",
         *PI_ARCHIVE_WHEELS, env=env)
-    (root / "opt/kiroku/venv").symlink_to(f"venv-{version}")
     shutil.rmtree(wheels)
 
 
