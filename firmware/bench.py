@@ -240,10 +240,12 @@ def _footage(work: Path, seconds: int):
     with av.open(str(mp4), "w", format="mp4") as out:
         import io
 
+        from firmware.segmenter import add_template_stream, set_remux_time_base
+
         probe = av.open(io.BytesIO(frames[0].data), format="h264")
-        vs = out.add_stream_from_template(probe.streams.video[0])
+        vs = add_template_stream(out, probe.streams.video[0])
         probe.close()
-        vs.time_base = Fraction(1, 1_000_000)
+        set_remux_time_base(vs, Fraction(1, 1_000_000))
         aus = out.add_stream("aac", rate=48000)
         aus.codec_context.layout = "mono"
         for f in frames:

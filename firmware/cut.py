@@ -38,9 +38,9 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
         return b"", 0.0  # no keyframe inside the range: nothing can be shown without showing more
     begin = starts[0]
     out_buf = io.BytesIO()
-    with open_segment(mp4) as inp:
-        out = av.open(out_buf, "w", format="mp4",
-                      options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
+    # closed on every path, never by the garbage collector (PyAV before 17 crashes there)
+    with open_segment(mp4) as inp, av.open(out_buf, "w", format="mp4", options={
+            "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"}) as out:
         streams = {s.index: add_template_stream(out, s) for s in inp.streams if s.type in ("video", "audio")}
         for packet in inp.demux():
             if packet.dts is None or packet.stream.index not in streams:
@@ -53,5 +53,4 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
             packet.dts -= shift
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
-        out.close()
     return out_buf.getvalue(), begin

@@ -466,6 +466,14 @@ class _Cutter:
         if self.progress:
             self.progress(min(t - self.plan.start_s, self.plan.duration), self.plan.duration)
 
+    def abandon(self) -> None:
+        """Close the MP4 after a failure (no package is made). Never left to the garbage
+        collector: PyAV before 17 (the image's is 14.2) crashes the process closing it there."""
+        try:
+            self.container.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         if not self.started:  # nothing was in range: no file worth finishing
             self.container.close()
@@ -566,12 +574,16 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
         with zf.open(clip_info, "w", force_zip64=True) as entry:
             cutter = _Cutter(plan_, entry, redactions, exact, progress)
             segments = []
-            for seg, data, digest in _plaintexts(vault, plan_.segments, opener):
-                segments.append({"seq": seg.seq, "path": seg.path, "sealed_sha256": seg.sha256,
-                                 "plaintext_sha256": digest, "start": seg.started_at, "end": seg.ended_at,
-                                 "clock_synchronised": seg.clock_synchronised, "boot_id": seg.boot_id})
-                cutter.segment(seg, data)
-                del data
+            try:
+                for seg, data, digest in _plaintexts(vault, plan_.segments, opener):
+                    segments.append({"seq": seg.seq, "path": seg.path, "sealed_sha256": seg.sha256,
+                                     "plaintext_sha256": digest, "start": seg.started_at, "end": seg.ended_at,
+                                     "clock_synchronised": seg.clock_synchronised, "boot_id": seg.boot_id})
+                    cutter.segment(seg, data)
+                    del data
+            except BaseException:
+                cutter.abandon()
+                raise
             cutter.close()
             for s in segments:
                 s["plaintext_sha256"] = s["plaintext_sha256"].result()

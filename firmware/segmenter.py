@@ -53,9 +53,30 @@ def _video_template(header_and_keyframe: bytes):
 
 
 def add_template_stream(container, template):
+    """An output stream that takes ``template``'s packets as they are (remuxing, never encoding).
+
+    ``opaque=True``: the stream's codec context is the template's decoder, not a new encoder.
+    Without it PyAV before 17 (Debian trixie's, the image's, is 14.2) opens a libx264 *encoder*
+    for a video stream when the file starts, writes that encoder's parameters into the MP4 in
+    place of the camera's, and the video in the file does not play at all; the boot test's
+    stack run (image-build/boottest/stack.py) found it. Later PyAV never opens it either way.
+    """
     if hasattr(container, "add_stream_from_template"):  # PyAV ≥ 14
-        return container.add_stream_from_template(template)
+        return container.add_stream_from_template(template, opaque=True)
     return container.add_stream(template=template)  # pragma: no cover - PyAV 12/13
+
+
+def set_remux_time_base(stream, time_base: Fraction) -> None:
+    """Set the time base of a stream made by :func:`add_template_stream`.
+
+    PyAV 14 passes the setting on to the stream's codec context, here the template's
+    decoder, which refuses it. The MP4 muxer then chooses the time base itself (90 kHz for
+    video) and ``mux()`` rescales every packet into it, so the file says the same times.
+    """
+    try:
+        stream.time_base = time_base
+    except RuntimeError:  # PyAV 14: "Cannot access 'time_base' as a decoder"
+        pass
 
 
 class _Muxer:
@@ -66,20 +87,24 @@ class _Muxer:
 
         self._av = av
         self.container = av.open(out, "w", format="mp4", options={"movflags": _MOVFLAGS})
-        probe, template = _video_template(keyframe)
         try:
-            self.video = add_template_stream(self.container, template)
-        finally:
-            probe.close()
-        self.video.time_base = _US
-        self.audio = None
-        if audio is not None:
-            stream = self.container.add_stream("aac", rate=audio.samplerate)
-            stream.codec_context.layout = "mono" if audio.channels == 1 else "stereo"
-            stream.codec_context.bit_rate = 64_000 * audio.channels
-            stream.time_base = Fraction(1, audio.samplerate)
-            self.audio = stream
-            self._layout = "mono" if audio.channels == 1 else "stereo"
+            probe, template = _video_template(keyframe)
+            try:
+                self.video = add_template_stream(self.container, template)
+            finally:
+                probe.close()
+            set_remux_time_base(self.video, _US)
+            self.audio = None
+            if audio is not None:
+                stream = self.container.add_stream("aac", rate=audio.samplerate)
+                stream.codec_context.layout = "mono" if audio.channels == 1 else "stereo"
+                stream.codec_context.bit_rate = 64_000 * audio.channels
+                stream.time_base = Fraction(1, audio.samplerate)
+                self.audio = stream
+                self._layout = "mono" if audio.channels == 1 else "stereo"
+        except BaseException:
+            self.abandon()  # never left to the garbage collector: PyAV before 17 crashes there
+            raise
 
     def mux_video(self, data: bytes, keyframe: bool, pts_us: int, duration_us: int) -> None:
         packet = self._av.Packet(data)
