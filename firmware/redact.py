@@ -1,7 +1,8 @@
 """Redaction for exports (Art. 10(1), Art. 12): obscure regions and bystanders' faces.
 
 Faces are found by OpenCV's Haar cascades, which ship inside the ``opencv-python-headless``
-package (and Debian's ``python3-opencv``): nothing is downloaded at run time. The detector
+package (on the Pi, apt's ``python3-opencv`` has them in ``opencv-data``): nothing is
+downloaded at run time. The detector
 looks at the picture's luma at a reduced size, frontal faces and profiles facing either
 way. It misses faces that are small, turned away or half hidden: a person must look at
 every redacted clip before it leaves (the cover sheet and the export page say so).
@@ -12,11 +13,23 @@ large enough that nothing of the face survives, unlike a light Gaussian blur.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 HOLD_FRAMES = 8  # a face stays covered this many frames before and after it is seen
 _MARGIN = 0.25  # grow each face box by this much on every side (hair, ears, chin)
 _DETECT_WIDTH = 640
+
+
+# Where Debian's (and so Raspberry Pi OS's) opencv-data puts the cascades: apt's python3-opencv,
+# unlike PyPI's wheels, has no cv2.data and carries none itself.
+DEBIAN_CASCADES = Path("/usr/share/opencv4/haarcascades")
+
+
+def _cascades(cv2) -> Path:
+    data = getattr(cv2, "data", None)
+    return Path(data.haarcascades) if data is not None else DEBIAN_CASCADES
 
 
 class FaceDetector:
@@ -27,11 +40,12 @@ class FaceDetector:
             raise RuntimeError("face blurring needs OpenCV: pip install opencv-python-headless "
                                "(apt install python3-opencv on the Pi)") from exc
         self._cv2 = cv2
-        root = cv2.data.haarcascades
-        self._frontal = cv2.CascadeClassifier(root + "haarcascade_frontalface_default.xml")
-        self._profile = cv2.CascadeClassifier(root + "haarcascade_profileface.xml")
+        root = _cascades(cv2)
+        self._frontal = cv2.CascadeClassifier(str(root / "haarcascade_frontalface_default.xml"))
+        self._profile = cv2.CascadeClassifier(str(root / "haarcascade_profileface.xml"))
         if self._frontal.empty() or self._profile.empty():
-            raise RuntimeError(f"OpenCV's face cascades are missing from {root}: reinstall opencv-python-headless")
+            raise RuntimeError(f"OpenCV's face cascades are missing from {root}: reinstall opencv-python-headless "
+                               "(apt install opencv-data on the Pi)")
         self._min = min_size
 
     def detect(self, luma: np.ndarray) -> list[tuple[int, int, int, int]]:
