@@ -247,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "data", None) is None and hasattr(args, "data"):
         args.data = paths.default_data_dir()
+    if getattr(args, "data", None) is not None:
+        refusal = paths.enter_shared_data_dir(args.data)
+        if refusal:
+            print(f"kiroku: {refusal}", file=sys.stderr)
+            return 2
     if getattr(args, "simulate", "absent") is None:
         args.simulate = not paths.is_raspberry_pi()
     try:

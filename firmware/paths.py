@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 PI_DATA_DIR = Path("/var/lib/kiroku")
@@ -24,3 +26,32 @@ def config_file(data_dir: Path, explicit: str | None) -> Path | None:
         return Path(explicit)
     candidate = Path(data_dir) / "kiroku.toml"
     return candidate if candidate.exists() else None
+
+
+def enter_shared_data_dir(data_dir: Path) -> str | None:
+    """Make a command run by hand write into the data folder as the services do.
+
+    On the appliance the folder belongs to the recorder's user and is shared with the web
+    UI's through its group: set-group-ID, and both units run with ``UMask=0007``. A command
+    run as root there would leave files neither service may change (a root-owned day key,
+    a key folder the web UI cannot write in), so it is refused with what to run instead.
+    Anyone else gets the units' umask, so what the command makes stays usable by the group.
+    Returns the refusal, or None. A folder that is not shared this way is left alone.
+    """
+    try:
+        st = os.stat(data_dir)
+    except OSError:
+        return None
+    if not st.st_mode & stat.S_ISGID:
+        return None
+    if os.geteuid() == 0 and st.st_uid != 0:
+        try:
+            import pwd
+
+            owner = pwd.getpwuid(st.st_uid).pw_name
+        except (ImportError, KeyError):
+            owner = str(st.st_uid)
+        return (f"{data_dir} belongs to {owner} and is shared with the web UI: do not run kiroku on it as root, "
+                f"or the files it makes are unusable to the services; run it as that user: sudo -u {owner} kiroku …")
+    os.umask(0o007)
+    return None

@@ -585,3 +585,42 @@ def test_the_key_store_is_shared_by_the_devices_group_and_nobody_else(tmp_path):
     for path in [keys, *secrets, *(p.parent for p in secrets)]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o060 == 0o060 and mode & 0o007 == 0, f"{path.relative_to(data)}: {oct(mode)}"
+
+
+def _kiroku_with_login_umask(*args):
+    """kiroku run by hand: a login shell's umask 022, not the units' 0007."""
+    return subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", sys.executable, "-m", "firmware", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_kiroku_run_by_hand_on_the_appliances_data_folder_makes_what_both_services_can_use(tmp_path):
+    """On the appliance the data folder is set-group-ID, shared by the recorder's and the web UI's
+    users (image-build): what someone sets up by hand there must be theirs to use too."""
+    import stat
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o2770)
+    password = tmp_path / "password"
+    password.write_text("a long enough passphrase\n")
+    out = _kiroku_with_login_umask("init", "--data", str(data), "--recovery-key-out", str(tmp_path / "recovery.txt"),
+                                   "--manager", "yamada", "--password-file", str(password))
+    assert out.returncode == 0, out.stderr
+    keys = data / "keys"
+    for path in (keys, keys / "managers", keys / "device.key", keys / "managers" / "yamada.identity.age"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o060 == 0o060 and mode & 0o007 == 0, f"{path.relative_to(data)}: {oct(mode)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving the folder to another user needs root (CI runs as root)")
+def test_kiroku_as_root_on_the_services_data_folder_is_refused_with_what_to_run_instead(tmp_path):
+    import pwd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o2770)
+    os.chown(data, 65534, 65534)
+    out = _kiroku_with_login_umask("init", "--data", str(data), "--recovery-key-out", str(tmp_path / "recovery.txt"))
+    assert out.returncode == 2
+    assert f"sudo -u {pwd.getpwuid(65534).pw_name} kiroku" in out.stderr, out.stderr
+    assert not any(data.iterdir()), "nothing is written into the folder"
