@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""The test suite on the image's Python stack, without a Pi.
+
+The image runs kiroku on Debian trixie's Python and its apt packages (packages.txt: PyAV,
+numpy, cryptography, Flask, argon2-cffi, fpdf2, ...), in the venv install-venv makes; the
+developers' venv and the rest of `make test` use PyPI's newest releases, which can differ
+by years. Here the test suite runs on the image's versions: a trixie root file system with
+the image's packages (less what only Raspberry Pi's archive has, as in the boot test) and
+the tools the tests use as a person would (pytest, ffmpeg, age, openssl, poppler), the
+firmware put in by the image's own install-firmware exactly as the boot test does, and
+pytest started inside it (chroot, in a private mount namespace) on the *installed* kiroku
+in /opt/kiroku/venv: the checkout's tests, with the checkout's code kept off the import
+path (--import-mode=append, and the working folder holds no code).
+
+Left out: the browser tests (Chromium and Playwright are not in the image), the packaging
+test (it builds the wheel from the git checkout; the venv here was made from that wheel),
+the call recorder's SIPp tests (SIPp places the calls; the call recorder's own code runs in
+test_calls.py) and the update tests (they make releases from a git checkout with the
+release machine's tools; kiroku-update itself is a shell script).
+
+Usage: stack.py [--work DIR] [PYTEST ARGS ...]   (as root; needs mmdebstrap, unshare, git, pip)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import run as boot
+
+# systemd, which every image has (install-firmware makes the users and enables the units with it),
+# and what the tests use.
+TOOLS = ["systemd", "python3-pytest", "ffmpeg", "age", "openssl", "poppler-utils"]
+STACK = ["av", "numpy", "cryptography", "Flask", "Flask-WTF", "argon2-cffi", "fpdf2", "gpiozero", "pytest"]
+LEFT_OUT = ["tests/test_browser.py", "tests/test_packaging.py", "tests/test_calls_sipp.py", "tests/test_update.py"]
+# The official age test vectors, which test_age.py expects beside the checkout.
+TESTKIT = boot.REPO.parent / "shared" / "testkit" / "age"
+
+# In a mount namespace of its own, so nothing stays mounted if the run is killed: the
+# kernel's views the tests need (processes, devices, shared memory), then the chroot.
+ENTER = """set -eu
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --rbind /sys "$root/sys"
+exec chroot "$root" "$@"
+"""
+
+
+def log(message: str) -> None:
+    print(f"stacktest: {message}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=boot.IMAGE_BUILD / "build" / "boottest")
+    args, pytest_args = parser.parse_known_args()
+    if os.geteuid() != 0:
+        print("stacktest: run as root (mmdebstrap, chroot)", file=sys.stderr)
+        return 2
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"  # chroot
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    base = boot.rootfs(work, [*boot.IMAGE_PACKAGES, *TOOLS])
+    root = work / "stack-root"
+    if root.exists():
+        shutil.rmtree(root)
+    boot.run("cp", "-a", base, root)
+    boot.install_firmware(work, root)
+    if TESTKIT.is_dir():
+        shutil.copytree(TESTKIT, root / "opt/kiroku/shared/testkit/age")
+    versions = subprocess.run(
+        ["chroot", root, "/opt/kiroku/venv/bin/python", "-c",
+         "import sys; from importlib.metadata import version; print('Python', sys.version.split()[0], "
+         f"*(f'{{name}} {{version(name)}}' for name in {STACK!r}), sep=', ')"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    log(f"the image's stack: {versions}")
+
+    src = "/opt/kiroku/src"
+    pytest = ["/opt/kiroku/venv/bin/python", "-m", "pytest", "-p", "no:cacheprovider", "-c", f"{src}/pyproject.toml",
+              f"--rootdir={src}", "--import-mode=append", "-m", "not browser",
+              *(f"--ignore={src}/{name}" for name in LEFT_OUT), *pytest_args, f"{src}/tests"]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+    # The working folder holds no code: `python -m firmware`, which the tests start, finds the venv's.
+    result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", root,
+                             "sh", "-c", 'cd /tmp && exec "$@"', "pytest", *pytest], env=env)
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        log(f"FAILED on the image's stack (pytest exit {result.returncode}) after {elapsed:.0f} s")
+        return 1
+    shutil.rmtree(root)
+    log(f"all passed on the image's stack in {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
