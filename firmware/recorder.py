@@ -232,6 +232,12 @@ class Recorder:
     def start(self) -> "Recorder":
         """Start the recorder's threads (and, in continuous mode, the recording)."""
         self.hw.status_light.show(LightPattern.READY)
+        missing = getattr(self.hw.camera, "missing", None)  # a LateCamera: not connected at start
+        if missing is not None:
+            self._fault("camera", missing.one_line(), blocking=True)
+            self.state = State.FAULT
+            self._next_retry = time.monotonic() + _RETRY_SECONDS
+            self._show()
         self._media_thread.start()
         self._control.start()
         self._retention_thread.start()

@@ -46,6 +46,38 @@ def test_no_gpio_library_is_one_line(picamera2_double, sounddevice_double, tmp_p
     assert all(cam.closed for cam in picamera2_double.instances), "devices opened before the failure are closed"
 
 
+def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(picamera2_double, sounddevice_double,
+                                                                             monkeypatch, vault):
+    """On the appliance a recorder that exited for a loose ribbon cable would restart in a loop
+    with the status light dark; it stays up instead, shows the fault, and looks again."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from firmware.hardware import LightPattern
+
+    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))  # the Pi's pins
+    picamera2_double.attached.clear()
+    config = small_config()
+    hw = open_hardware(config, simulate=False)
+    rec = Recorder(hw, config, vault).start()
+    try:
+        status = rec.status()
+        assert status["state"] == "fault"
+        assert [f["message"] for f in status["faults"]] == [
+            "camera: no camera module found — check the ribbon cable and that "
+            "`rpicam-hello --list-cameras` lists the camera"]
+        assert status["devices"]["camera"] == {"backend": "not found", "running": False, "last_frame_age_s": None}
+        assert hw.status_light.pattern == LightPattern.FAULT
+        assert [r[0] for r in vault.db.execute("SELECT subject FROM audit WHERE action = 'fault'")] == ["camera"]
+        picamera2_double.reset()  # the cable is seated (or the USB camera plugged in)
+        wait_for(lambda: rec.state == State.IDLE, timeout=20, what="the fault to clear once the camera is there")
+        assert rec.status()["devices"]["camera"]["backend"] == "picamera2" and not rec.faults
+        assert hw.status_light.pattern == LightPattern.READY
+    finally:
+        rec.close()
+        hw.close()
+
+
 # -- picamera2 ------------------------------------------------------------------------------
 
 def test_no_camera_module_is_reported_with_what_to_check(picamera2_double):

@@ -12,15 +12,16 @@ from dataclasses import dataclass
 
 from gpiozero.exc import PinFactoryFallback
 
-from firmware.hardware.camera import Camera, SimulatedCamera
-from firmware.hardware.errors import DeviceFailed, DeviceUnavailable, HardwareError
+from firmware.hardware.camera import Camera, LateCamera, SimulatedCamera
+from firmware.hardware.errors import DeviceFailed, DeviceMissing, DeviceUnavailable, HardwareError
 from firmware.hardware.gpio import ButtonEvent, LightPattern, RecordButton, Sign, StatusLight
 from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
 from firmware.hardware.microphone import Microphone, SimulatedMicrophone
 from firmware.hardware.speaker import SimulatedSpeaker, Speaker, chime, load_announcement
 
 __all__ = [
-    "AudioBlock", "AudioFormat", "ButtonEvent", "Camera", "DeviceFailed", "DeviceUnavailable", "EncodedFrame",
+    "AudioBlock", "AudioFormat", "ButtonEvent", "Camera", "DeviceFailed", "DeviceMissing", "DeviceUnavailable",
+    "EncodedFrame",
     "Hardware", "HardwareError", "LightPattern", "Microphone", "RecordButton", "Sign", "Simulator", "Speaker",
     "StatusLight", "VideoFormat", "open_hardware",
 ]
@@ -137,7 +138,9 @@ class Hardware:
 def open_hardware(config, *, simulate: bool) -> Hardware:
     """Open every device ``config`` names, on simulated or real backends.
 
-    Raises :class:`DeviceUnavailable` naming the first device that is missing; whatever
+    A real camera that is not connected becomes a :class:`LateCamera` (the recorder shows the
+    fault and keeps looking). Raises :class:`DeviceUnavailable` naming the first other device
+    that is missing, or a library that is not installed; whatever
     was opened before it is closed again.
     """
     opened: list = []
@@ -164,7 +167,14 @@ def open_hardware(config, *, simulate: bool) -> Hardware:
             from firmware.hardware.speaker import SoundDeviceSpeaker
 
             factory, lamp = None, None  # gpiozero's default: lgpio on a Pi
-            camera = keep(PiCamera(video, bitrate=cam.bitrate, keyframe_interval=cam.keyframe_interval))
+            def pi_camera():
+                return PiCamera(video, bitrate=cam.bitrate, keyframe_interval=cam.keyframe_interval)
+
+            try:
+                camera = keep(pi_camera())
+            except DeviceMissing as missing:  # the library is there, the camera is not: a fault to show
+                camera = keep(LateCamera(pi_camera, missing, video, bitrate=cam.bitrate,
+                                         keyframe_interval=cam.keyframe_interval))
             microphone = keep(SoundDeviceMicrophone(audio, device=mic.device or None)) if mic.enabled else None
             speaker = keep(SoundDeviceSpeaker()) if config.notice.announcement else None
         announcement = None

@@ -25,5 +25,9 @@ class DeviceUnavailable(HardwareError, OSError):
     """The device is missing, unplugged, or its driver or library is not installed."""
 
 
+class DeviceMissing(DeviceUnavailable):
+    """Its library works, but the device itself is not there (not connected, not detected)."""
+
+
 class DeviceFailed(HardwareError, RuntimeError):
     """The device was working and stopped: it stalled, vanished, or would not stop."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 
 from firmware.hardware.camera import Camera
-from firmware.hardware.errors import DeviceFailed, DeviceUnavailable
+from firmware.hardware.errors import DeviceFailed, DeviceMissing, DeviceUnavailable
 from firmware.hardware.media import EncodedFrame, VideoFormat, VideoSink
 
 _INSTALL_HINT = (
@@ -64,7 +64,7 @@ class PiCamera(Camera):
         self._Output = _sink_output_class(Output)
         cameras = Picamera2.global_camera_info()
         if len(cameras) <= camera_num:
-            raise DeviceUnavailable(
+            raise DeviceMissing(
                 "camera",
                 "no camera module found" if not cameras else f"camera {camera_num} not found ({len(cameras)} attached)",
                 "check the ribbon cable and that `rpicam-hello --list-cameras` lists the camera",
