@@ -232,7 +232,12 @@ class Recorder:
     def start(self) -> "Recorder":
         """Start the recorder's threads (and, in continuous mode, the recording)."""
         self.hw.status_light.show(LightPattern.READY)
-        missing = getattr(self.hw.camera, "missing", None)  # a LateCamera: not connected at start
+        # A LateCamera or LateMicrophone: not connected at start. Without a camera nothing can be
+        # recorded; without a microphone, video is (as when one vanishes mid-recording).
+        missing = getattr(self.hw.microphone, "missing", None)
+        if missing is not None:
+            self._fault("microphone", f"{missing.one_line()}; recording without sound", blocking=False)
+        missing = getattr(self.hw.camera, "missing", None)
         if missing is not None:
             self._fault("camera", missing.one_line(), blocking=True)
             self.state = State.FAULT

@@ -78,6 +78,40 @@ def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(pica
         hw.close()
 
 
+def test_a_microphone_not_connected_at_start_leaves_video_and_says_so(picamera2_double, sounddevice_double,
+                                                                       monkeypatch, vault):
+    """Video without sound is better evidence than nothing: a USB microphone left unplugged at
+    boot must not keep the recorder from starting, and it is found once plugged in."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))
+    sounddevice_double.unplug_all()
+    sounddevice_double.devices.clear()  # as PortAudio enumerated it at start
+    config = small_config()
+    hw = open_hardware(config, simulate=False)
+    rec = Recorder(hw, config, vault).start()
+    try:
+        status = rec.status()
+        assert status["state"] == "idle"
+        [fault] = status["faults"]
+        assert fault["device"] == "microphone" and not fault["blocking"]
+        assert fault["message"].startswith("microphone: no audio input device found")
+        assert fault["message"].endswith("(I2S: the overlay in config.txt); recording without sound")
+        assert status["devices"]["microphone"]["backend"] == "not found"
+        sounddevice_double.plug_in()
+        mic = hw.microphone
+        with pytest.raises(DeviceUnavailable):
+            mic.start(lambda block: None)  # PortAudio still has its old list of sound cards
+        mic.reset()  # what the recorder's restart does: the list is read again
+        mic.start(lambda block: None)
+        assert mic.is_running and mic.backend == "sounddevice"
+        mic.stop()
+    finally:
+        rec.close()
+        hw.close()
+
+
 # -- picamera2 ------------------------------------------------------------------------------
 
 def test_no_camera_module_is_reported_with_what_to_check(picamera2_double):

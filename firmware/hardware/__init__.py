@@ -16,7 +16,7 @@ from firmware.hardware.camera import Camera, LateCamera, SimulatedCamera
 from firmware.hardware.errors import DeviceFailed, DeviceMissing, DeviceUnavailable, HardwareError
 from firmware.hardware.gpio import ButtonEvent, LightPattern, RecordButton, Sign, StatusLight
 from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
-from firmware.hardware.microphone import Microphone, SimulatedMicrophone
+from firmware.hardware.microphone import LateMicrophone, Microphone, SimulatedMicrophone
 from firmware.hardware.speaker import SimulatedSpeaker, Speaker, chime, load_announcement
 
 __all__ = [
@@ -138,10 +138,10 @@ class Hardware:
 def open_hardware(config, *, simulate: bool) -> Hardware:
     """Open every device ``config`` names, on simulated or real backends.
 
-    A real camera that is not connected becomes a :class:`LateCamera` (the recorder shows the
-    fault and keeps looking). Raises :class:`DeviceUnavailable` naming the first other device
-    that is missing, or a library that is not installed; whatever
-    was opened before it is closed again.
+    A real camera or microphone that is not connected becomes a :class:`LateCamera` or
+    :class:`LateMicrophone` (the recorder shows the fault and keeps looking). Raises
+    :class:`DeviceUnavailable` naming the first other device that is missing, or a library
+    that is not installed; whatever was opened before it is closed again.
     """
     opened: list = []
 
@@ -164,6 +164,7 @@ def open_hardware(config, *, simulate: bool) -> Hardware:
         else:
             from firmware.hardware.picamera2_camera import PiCamera
             from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
+            from firmware.hardware.sounddevice_microphone import rescan as rescan_sound_cards
             from firmware.hardware.speaker import SoundDeviceSpeaker
 
             factory, lamp = None, None  # gpiozero's default: lgpio on a Pi
@@ -175,7 +176,15 @@ def open_hardware(config, *, simulate: bool) -> Hardware:
             except DeviceMissing as missing:  # the library is there, the camera is not: a fault to show
                 camera = keep(LateCamera(pi_camera, missing, video, bitrate=cam.bitrate,
                                          keyframe_interval=cam.keyframe_interval))
-            microphone = keep(SoundDeviceMicrophone(audio, device=mic.device or None)) if mic.enabled else None
+            microphone = None
+            if mic.enabled:
+                def sound_card():
+                    return SoundDeviceMicrophone(audio, device=mic.device or None)
+
+                try:
+                    microphone = keep(sound_card())
+                except DeviceMissing as missing:  # PortAudio works, the microphone is not there
+                    microphone = keep(LateMicrophone(sound_card, missing, audio, rescan=rescan_sound_cards))
             speaker = keep(SoundDeviceSpeaker()) if config.notice.announcement else None
         announcement = None
         if config.notice.announcement == "chime":

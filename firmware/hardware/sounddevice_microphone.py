@@ -8,7 +8,7 @@ block and stamps it; it never blocks (PortAudio calls it on its real-time thread
 
 from __future__ import annotations
 
-from firmware.hardware.errors import DeviceUnavailable
+from firmware.hardware.errors import DeviceMissing, DeviceUnavailable
 from firmware.hardware.media import AudioBlock, AudioFormat, AudioSink, boottime_us
 from firmware.hardware.microphone import AudioClock, Microphone
 
@@ -23,6 +23,16 @@ def _import_sounddevice():
     except ImportError as exc:
         raise DeviceUnavailable("microphone", f"sounddevice is not installed ({exc})", "pip install sounddevice") from None
     return sounddevice
+
+
+def rescan(sd=None) -> None:
+    """Make PortAudio enumerate the sound cards again (see ``SoundDeviceMicrophone.reset``)."""
+    sd = sd or _import_sounddevice()
+    terminate = getattr(sd, "_terminate", None)
+    initialize = getattr(sd, "_initialize", None)
+    if terminate is not None and initialize is not None:
+        terminate()
+        initialize()
 
 
 class SoundDeviceMicrophone(Microphone):
@@ -45,7 +55,7 @@ class SoundDeviceMicrophone(Microphone):
             return self._sd.query_devices(self._device, "input")
         except (self._sd.PortAudioError, ValueError) as exc:
             what = "no audio input device found" if self._device is None else f"input device {self._device!r} not found"
-            raise DeviceUnavailable("microphone", f"{what} ({exc})", _CHECK) from None
+            raise DeviceMissing("microphone", f"{what} ({exc})", _CHECK) from None
 
     def start(self, sink: AudioSink) -> None:
         if self._running:
@@ -98,11 +108,7 @@ class SoundDeviceMicrophone(Microphone):
         public way to redo that, so this uses its ``_terminate``/``_initialize`` pair
         (stable since 2015). Any other stream, e.g. an announcement playing, is ended.
         """
-        terminate = getattr(self._sd, "_terminate", None)
-        initialize = getattr(self._sd, "_initialize", None)
-        if terminate is not None and initialize is not None:
-            terminate()
-            initialize()
+        rescan(self._sd)
 
     @property
     def is_active(self) -> bool:
