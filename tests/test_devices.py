@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import av
 import pytest
@@ -46,21 +47,32 @@ def test_no_gpio_library_is_one_line(picamera2_double, sounddevice_double, tmp_p
     assert all(cam.closed for cam in picamera2_double.instances), "devices opened before the failure are closed"
 
 
-def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(picamera2_double, sounddevice_double,
-                                                                             monkeypatch, vault):
-    """On the appliance a recorder that exited for a loose ribbon cable would restart in a loop
-    with the status light dark; it stays up instead, shows the fault, and looks again."""
+@contextmanager
+def _real_recorder(monkeypatch, vault):
+    """The recorder on the real backends: the doubles of picamera2 and sounddevice, and
+    gpiozero's mock pins standing in for the Pi's."""
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    from firmware.hardware import LightPattern
-
-    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))  # the Pi's pins
-    picamera2_double.attached.clear()
+    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))
     config = small_config()
     hw = open_hardware(config, simulate=False)
     rec = Recorder(hw, config, vault).start()
     try:
+        yield hw, rec
+    finally:
+        rec.close()
+        hw.close()
+
+
+def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(picamera2_double, sounddevice_double,
+                                                                             monkeypatch, vault):
+    """On the appliance a recorder that exited for a loose ribbon cable would restart in a loop
+    with the status light dark; it stays up instead, shows the fault, and looks again."""
+    from firmware.hardware import LightPattern
+
+    picamera2_double.attached.clear()
+    with _real_recorder(monkeypatch, vault) as (hw, rec):
         status = rec.status()
         assert status["state"] == "fault"
         assert [f["message"] for f in status["faults"]] == [
@@ -73,25 +85,15 @@ def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(pica
         wait_for(lambda: rec.state == State.IDLE, timeout=20, what="the fault to clear once the camera is there")
         assert rec.status()["devices"]["camera"]["backend"] == "picamera2" and not rec.faults
         assert hw.status_light.pattern == LightPattern.READY
-    finally:
-        rec.close()
-        hw.close()
 
 
 def test_a_microphone_not_connected_at_start_leaves_video_and_says_so(picamera2_double, sounddevice_double,
                                                                        monkeypatch, vault):
     """Video without sound is better evidence than nothing: a USB microphone left unplugged at
     boot must not keep the recorder from starting, and it is found once plugged in."""
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))
     sounddevice_double.unplug_all()
     sounddevice_double.devices.clear()  # as PortAudio enumerated it at start
-    config = small_config()
-    hw = open_hardware(config, simulate=False)
-    rec = Recorder(hw, config, vault).start()
-    try:
+    with _real_recorder(monkeypatch, vault) as (hw, rec):
         status = rec.status()
         assert status["state"] == "idle"
         [fault] = status["faults"]
@@ -107,9 +109,6 @@ def test_a_microphone_not_connected_at_start_leaves_video_and_says_so(picamera2_
         mic.start(lambda block: None)
         assert mic.is_running and mic.backend == "sounddevice"
         mic.stop()
-    finally:
-        rec.close()
-        hw.close()
 
 
 # -- picamera2 ------------------------------------------------------------------------------

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from gpiozero.exc import PinFactoryFallback
 
-from firmware.hardware.camera import Camera, LateCamera, SimulatedCamera
+from firmware.hardware.camera import Camera, SimulatedCamera
 from firmware.hardware.errors import DeviceFailed, DeviceMissing, DeviceUnavailable, HardwareError
 from firmware.hardware.gpio import ButtonEvent, LightPattern, RecordButton, Sign, StatusLight
+from firmware.hardware.late import LateCamera, LateMicrophone
 from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
-from firmware.hardware.microphone import LateMicrophone, Microphone, SimulatedMicrophone
+from firmware.hardware.microphone import Microphone, SimulatedMicrophone
 from firmware.hardware.speaker import SimulatedSpeaker, Speaker, chime, load_announcement
 
 __all__ = [

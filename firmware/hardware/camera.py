@@ -64,49 +64,6 @@ class Camera(ABC):
         self.close()
 
 
-class LateCamera(Camera):
-    """The real camera, not there when the recorder started (a loose ribbon cable, a USB camera
-    unplugged): the recorder stays up and shows the fault — the status light, the web UI —
-    instead of exiting and restarting in a loop, and every start (a press of the button, the
-    recorder's retry) looks for the camera again. ``missing`` says what is wrong until then."""
-
-    def __init__(self, opener, missing, fmt: VideoFormat, *, bitrate: int, keyframe_interval: float):
-        super().__init__(fmt, bitrate=bitrate, keyframe_interval=keyframe_interval)
-        self._opener = opener
-        self._camera: Camera | None = None
-        self.missing: DeviceUnavailable | None = missing
-
-    @property
-    def backend(self) -> str:
-        return self._camera.backend if self._camera is not None else "not found"
-
-    @property
-    def is_running(self) -> bool:
-        return self._camera is not None and self._camera.is_running
-
-    def start(self, sink: VideoSink) -> None:
-        if self._camera is None:
-            try:
-                self._camera = self._opener()
-            except DeviceUnavailable as exc:
-                self.missing = exc
-                raise
-            self.missing = None
-        self._camera.start(sink)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self._camera is not None:
-            self._camera.stop(timeout)
-
-    def request_keyframe(self) -> None:
-        if self._camera is not None:
-            self._camera.request_keyframe()
-
-    def close(self) -> None:
-        if self._camera is not None:
-            self._camera.close()
-
-
 def _keyframe_type():
     # PyAV ≥ 14 wants the enum; older releases took the letter.
     try:

@@ -82,51 +82,6 @@ class Microphone(ABC):
         self.close()
 
 
-class LateMicrophone(Microphone):
-    """The real microphone, not there when the recorder started (a USB microphone unplugged):
-    the recorder records video without sound and says so, as it does when a microphone
-    vanishes mid-recording, and its restarts (``reset``, then ``start``) look for it again."""
-
-    def __init__(self, opener, missing, fmt: AudioFormat, *, rescan=None, blocksize: int = 1024):
-        super().__init__(fmt, blocksize=blocksize)
-        self._opener = opener
-        self._rescan = rescan
-        self._mic: Microphone | None = None
-        self.missing = missing
-
-    @property
-    def backend(self) -> str:
-        return self._mic.backend if self._mic is not None else "not found"
-
-    @property
-    def is_running(self) -> bool:
-        return self._mic is not None and self._mic.is_running
-
-    def start(self, sink: AudioSink) -> None:
-        if self._mic is None:
-            try:
-                self._mic = self._opener()
-            except DeviceUnavailable as exc:
-                self.missing = exc
-                raise
-            self.missing = None
-        self._mic.start(sink)
-
-    def stop(self) -> None:
-        if self._mic is not None:
-            self._mic.stop()
-
-    def reset(self) -> None:
-        if self._mic is not None:
-            self._mic.reset()
-        elif self._rescan is not None:
-            self._rescan()  # a microphone plugged in since is unknown to the sound system until then
-
-    def close(self) -> None:
-        if self._mic is not None:
-            self._mic.close()
-
-
 class SimulatedMicrophone(Microphone):
     """Generated PCM (a :class:`~firmware.hardware.synth.Tone`, or a WAV file looped),
     delivered in blocks at the pace a sound card would, through the same clock anchoring
