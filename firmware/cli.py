@@ -247,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "data", None) is None and hasattr(args, "data"):
         args.data = paths.default_data_dir()
-    if getattr(args, "data", None) is not None:
-        refusal = paths.enter_shared_data_dir(args.data)
+    folders = getattr(args, "data", None)  # `report` takes several
+    for folder in folders if isinstance(folders, list) else [folders] if folders is not None else []:
+        refusal = paths.enter_shared_data_dir(folder)
         if refusal:
             print(f"kiroku: {refusal}", file=sys.stderr)
             return 2

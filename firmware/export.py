@@ -298,8 +298,6 @@ class _Cutter:
         self.reencode_audio = exact or bool(redactions.mute)
         self.progress = progress
         self.sink = _Sink(out)
-        self.container = av.open(self.sink, "w", format="mp4",
-                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
         self.video = self.audio = None
         self.started = False  # the output's streams exist (described by the first segment in range)
         self.sound_only = False  # a call: no picture, the sound is cut at any AAC frame
@@ -320,6 +318,9 @@ class _Cutter:
         self.faces_found = 0
         self._audio_samples = 0
         self._copied: dict[int, float] = {}  # per output stream: the last time copied
+        # last, so that nothing above can fail with the file open (see abandon)
+        self.container = av.open(self.sink, "w", format="mp4",
+                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
 
     def _streams(self, inp) -> None:
         """The output's streams, described by the first segment (what the camera and mic made)."""
@@ -581,10 +582,10 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
                                      "clock_synchronised": seg.clock_synchronised, "boot_id": seg.boot_id})
                     cutter.segment(seg, data)
                     del data
+                cutter.close()
             except BaseException:
                 cutter.abandon()
                 raise
-            cutter.close()
             for s in segments:
                 s["plaintext_sha256"] = s["plaintext_sha256"].result()
         if cutter.begin is None:

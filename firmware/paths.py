@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 PI_DATA_DIR = Path("/var/lib/kiroku")
@@ -51,7 +52,10 @@ def enter_shared_data_dir(data_dir: Path) -> str | None:
             owner = pwd.getpwuid(st.st_uid).pw_name
         except (ImportError, KeyError):
             owner = str(st.st_uid)
+        kiroku = Path(sys.executable).parent / "kiroku"  # the venv's: sudo's PATH does not have it
+        command = kiroku if kiroku.exists() else "kiroku"
         return (f"{data_dir} belongs to {owner} and is shared with the web UI: do not run kiroku on it as root, "
-                f"or the files it makes are unusable to the services; run it as that user: sudo -u {owner} kiroku …")
+                f"or the files it makes are unusable to the services; run it as that user: "
+                f"sudo -u {owner} {command} …")
     os.umask(0o007)
     return None

@@ -667,6 +667,9 @@ class Recorder:
                 raise
             except Exception as exc:  # e.g. the encoder device busy: a fault like any other
                 raise DeviceUnavailable("camera", f"could not start ({exc})", "check the camera and the journal") from exc
+            fault = self.faults.get("camera")
+            if fault is not None and fault.blocking:
+                self._clear_fault("camera")  # found by this start (a late camera), not by the retry
         if mic is not None and not mic.is_running:
             self._last_audio_us = clock.boottime_us()
             try:
@@ -856,7 +859,8 @@ class Recorder:
             self._mic_restarted_us = 0
             self._clear_fault("microphone")
             self._media.put(("audio_enabled", True))  # from the next segment on
-        elif not mic.is_running and "microphone" in self.faults and time.monotonic() >= self._next_retry:
+        elif not mic.is_running and "microphone" in self.faults and time.monotonic() >= self._next_retry \
+                and self.state != State.NOTICE:  # looking for sound cards would end the announcement
             self._next_retry = time.monotonic() + _RETRY_SECONDS
             self._restart_microphone(None)
 

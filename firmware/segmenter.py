@@ -404,6 +404,7 @@ class Segmenter:
         try:
             seg.muxer.close()
         except Exception as exc:
+            seg.muxer.abandon()  # closed here, never by the garbage collector (PyAV before 17 crashes there)
             seg.file.abort()
             raise SegmentError(f"cannot finish segment {seg.seq}: {exc}") from exc
         info = SegmentInfo(

@@ -50,12 +50,16 @@ def test_no_gpio_library_is_one_line(picamera2_double, sounddevice_double, tmp_p
 @contextmanager
 def _real_recorder(monkeypatch, vault):
     """The recorder on the real backends: the doubles of picamera2 and sounddevice, and
-    gpiozero's mock pins standing in for the Pi's."""
+    gpiozero's mock pins standing in for the Pi's (the sign's lamp wired to its read-back)."""
     from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-    monkeypatch.setattr(Device, "pin_factory", MockFactory(pin_class=MockPWMPin))
+    from firmware.hardware.gpio import simulated_pin_factory
+
     config = small_config()
+    gpio = config.gpio
+    factory, _lamp = simulated_pin_factory(sign=gpio.sign, readback=gpio.sign_readback or None,
+                                           status_light=gpio.status_light)
+    monkeypatch.setattr(Device, "pin_factory", factory)
     hw = open_hardware(config, simulate=False)
     rec = Recorder(hw, config, vault).start()
     try:
@@ -65,8 +69,9 @@ def _real_recorder(monkeypatch, vault):
         hw.close()
 
 
+@pytest.mark.parametrize("found_by", ["retry", "press"])
 def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(picamera2_double, sounddevice_double,
-                                                                             monkeypatch, vault):
+                                                                             monkeypatch, vault, found_by):
     """On the appliance a recorder that exited for a loose ribbon cable would restart in a loop
     with the status light dark; it stays up instead, shows the fault, and looks again."""
     from firmware.hardware import LightPattern
@@ -76,12 +81,17 @@ def test_a_camera_not_connected_at_start_is_a_fault_shown_until_it_is_there(pica
         status = rec.status()
         assert status["state"] == "fault"
         assert [f["message"] for f in status["faults"]] == [
-            "camera: no camera module found — check the ribbon cable and that "
-            "`rpicam-hello --list-cameras` lists the camera"]
+            "camera: no camera module found — power off, check the ribbon cable and start again (a camera module "
+            "is found only at start), and that `rpicam-hello --list-cameras` lists it"]
         assert status["devices"]["camera"] == {"backend": "not found", "running": False, "last_frame_age_s": None}
         assert hw.status_light.pattern == LightPattern.FAULT
         assert [r[0] for r in vault.db.execute("SELECT subject FROM audit WHERE action = 'fault'")] == ["camera"]
-        picamera2_double.reset()  # the cable is seated (or the USB camera plugged in)
+        picamera2_double.reset()  # a USB camera plugged in (a camera module needs a restart of the Pi)
+        if found_by == "press":  # before the recorder's own retry: the start finds the camera
+            rec.start_recording(by="test")
+            wait_for(lambda: rec.state == State.RECORDING, timeout=20, what="recording")
+            assert not rec.faults and hw.status_light.pattern == LightPattern.RECORDING
+            rec.stop_recording(by="test")
         wait_for(lambda: rec.state == State.IDLE, timeout=20, what="the fault to clear once the camera is there")
         assert rec.status()["devices"]["camera"]["backend"] == "picamera2" and not rec.faults
         assert hw.status_light.pattern == LightPattern.READY
@@ -118,8 +128,8 @@ def test_no_camera_module_is_reported_with_what_to_check(picamera2_double):
     with pytest.raises(DeviceUnavailable) as err:
         pi_camera()
     assert err.value.one_line() == (
-        "camera: no camera module found — check the ribbon cable and that "
-        "`rpicam-hello --list-cameras` lists the camera"
+        "camera: no camera module found — power off, check the ribbon cable and start again (a camera module "
+        "is found only at start), and that `rpicam-hello --list-cameras` lists it"
     )
 
 

@@ -622,5 +622,6 @@ def test_kiroku_as_root_on_the_services_data_folder_is_refused_with_what_to_run_
     os.chown(data, 65534, 65534)
     out = _kiroku_with_login_umask("init", "--data", str(data), "--recovery-key-out", str(tmp_path / "recovery.txt"))
     assert out.returncode == 2
-    assert f"sudo -u {pwd.getpwuid(65534).pw_name} kiroku" in out.stderr, out.stderr
+    assert f"sudo -u {pwd.getpwuid(65534).pw_name} {Path(sys.executable).parent / 'kiroku'} …" in out.stderr, \
+        out.stderr
     assert not any(data.iterdir()), "nothing is written into the folder"

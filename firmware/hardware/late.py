@@ -5,7 +5,9 @@ systemd restart the recorder in a loop with the status light dark. Instead the r
 gets one of these: it starts, shows the fault (``missing`` says what is wrong) — without a
 camera nothing is recorded, without a microphone video is, as when one vanishes
 mid-recording — and every start looks for the device again, through ``opener``, which
-raises :class:`DeviceUnavailable` while it is still not there.
+raises :class:`DeviceUnavailable` while it is still not there. (That finds a USB camera or
+microphone plugged in later; a camera module on the ribbon cable is detected only when
+the Pi starts, so for it the fault stays, telling the clerk and the manager why.)
 """
 
 from __future__ import annotations

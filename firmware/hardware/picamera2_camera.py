@@ -67,7 +67,8 @@ class PiCamera(Camera):
             raise DeviceMissing(
                 "camera",
                 "no camera module found" if not cameras else f"camera {camera_num} not found ({len(cameras)} attached)",
-                "check the ribbon cable and that `rpicam-hello --list-cameras` lists the camera",
+                "power off, check the ribbon cable and start again (a camera module is found only at start), "
+                "and that `rpicam-hello --list-cameras` lists it",
             )
         try:
             # One Picamera2 for the life of the process: re-creating it leaks libcamera state.
