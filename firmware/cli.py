@@ -245,14 +245,16 @@ def _load_config(args):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "data", None) is None and hasattr(args, "data"):
-        args.data = paths.default_data_dir()
-    folders = getattr(args, "data", None)  # `report` takes several
-    for folder in folders if isinstance(folders, list) else [folders] if folders is not None else []:
-        refusal = paths.enter_shared_data_dir(folder)
-        if refusal:
-            print(f"kiroku: {refusal}", file=sys.stderr)
-            return 2
+    if hasattr(args, "data"):  # the commands that work on a data folder
+        if args.data is None:
+            args.data = paths.default_data_dir()
+        if args.command == "report" and not isinstance(args.data, list):  # it takes --data more than once
+            args.data = [args.data]
+        for folder in args.data if isinstance(args.data, list) else [args.data]:
+            refusal = paths.enter_shared_data_dir(folder)
+            if refusal:
+                print(f"kiroku: {refusal}", file=sys.stderr)
+                return 2
     if getattr(args, "simulate", "absent") is None:
         args.simulate = not paths.is_raspberry_pi()
     try:
@@ -378,7 +380,7 @@ def _report(args) -> int:
         print(f"kiroku report: --year {args.year}: give the fiscal year as four digits, e.g. 2026", file=sys.stderr)
         return 2
     devices = []
-    for data in args.data if isinstance(args.data, list) else [args.data]:  # main() fills in the default
+    for data in args.data:  # main() made it a list
         if not (data / "kiroku.db").exists():
             print(f"kiroku report: no recorder database in {data} — check --data", file=sys.stderr)
             return 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from firmware.segmenter import add_template_stream
+from firmware.segmenter import _MOVFLAGS, add_template_stream
 
 
 def open_segment(data: bytes):
@@ -40,7 +40,7 @@ def trim(mp4: bytes, keep_from: float, keep_to: float) -> tuple[bytes, float]:
     out_buf = io.BytesIO()
     # closed on every path, never by the garbage collector (PyAV before 17 crashes there)
     with open_segment(mp4) as inp, av.open(out_buf, "w", format="mp4", options={
-            "movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"}) as out:
+            "movflags": _MOVFLAGS}) as out:
         streams = {s.index: add_template_stream(out, s) for s in inp.streams if s.type in ("video", "audio")}
         for packet in inp.demux():
             if packet.dts is None or packet.stream.index not in streams:

@@ -291,6 +291,8 @@ class _Cutter:
     def __init__(self, plan: Plan, out, redactions: Redactions, exact: bool, progress):
         import av
 
+        from firmware.segmenter import _MOVFLAGS
+
         self.av = av
         self.plan = plan
         self.red = redactions
@@ -319,8 +321,7 @@ class _Cutter:
         self._audio_samples = 0
         self._copied: dict[int, float] = {}  # per output stream: the last time copied
         # last, so that nothing above can fail with the file open (see abandon)
-        self.container = av.open(self.sink, "w", format="mp4",
-                                 options={"movflags": "frag_keyframe+empty_moov+default_base_moof+delay_moov"})
+        self.container = av.open(self.sink, "w", format="mp4", options={"movflags": _MOVFLAGS})
 
     def _streams(self, inp) -> None:
         """The output's streams, described by the first segment (what the camera and mic made)."""
@@ -468,12 +469,10 @@ class _Cutter:
             self.progress(min(t - self.plan.start_s, self.plan.duration), self.plan.duration)
 
     def abandon(self) -> None:
-        """Close the MP4 after a failure (no package is made). Never left to the garbage
-        collector: PyAV before 17 (the image's is 14.2) crashes the process closing it there."""
-        try:
-            self.container.close()
-        except Exception:
-            pass
+        """Close the MP4 after a failure (no package is made)."""
+        from firmware.segmenter import close_quietly
+
+        close_quietly(self.container)
 
     def close(self) -> None:
         if not self.started:  # nothing was in range: no file worth finishing

@@ -29,7 +29,8 @@ import numpy as np
 from firmware import clock
 from firmware.calls import rtp
 from firmware.calls.tracker import EXTERNAL, Call
-from firmware.segmenter import _MOVFLAGS  # the same file layout as footage (priming trimmed by an edit list)
+# the same file layout as footage (priming trimmed by an edit list)
+from firmware.segmenter import _MOVFLAGS, close_quietly
 from firmware.store import Recording, SegmentInfo, StoreError
 
 log = logging.getLogger(__name__)
@@ -253,10 +254,7 @@ class CallWriter:
     def _abandon(self, call: Call, track: _Track, exc: Exception) -> None:
         sealed, container, *_ = track.segment
         track.segment = None
-        try:
-            container.close()
-        except Exception:
-            pass
+        close_quietly(container)
         sealed.abort()
         track.failed = str(exc)
         self._error(f"call {_who(call)}: segment {track.seq} failed: {exc}")
