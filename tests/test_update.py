@@ -1,17 +1,22 @@
 """Signed firmware updates: image-build/release makes a release, kiroku-update installs it on a device.
 
 The device is a temporary root with the image's layout (/opt/kiroku/venv-VERSION and the
-venv symlink, /etc/kiroku/release-key.pub, a data folder). The two things that need a Pi or
-the network are replaced through kiroku-update's hooks: systemctl (a fake whose recorder is
-"active" when the started venv's kiroku runs) and install-venv (pip). The signature checks,
-the version check and the symlink switch are the real scripts with real openssl.
+venv symlink, /etc/kiroku/release-key.pub, a data folder). The two things that need a Pi are
+replaced through kiroku-update's hooks: systemctl (a fake whose recorder is "active" when the
+started venv's kiroku runs) and install-venv (a fake whose pip only fetches the lock's wheels).
+The signature checks, the version check, the wheels and the symlink switch are the real scripts
+with real openssl and pip. The package index is a folder holding one small wheel.
+(The boot test, image-build/boottest/run.py, runs the real install-venv in the image.)
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
+import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,10 +40,16 @@ esac
 """
 
 # pip's part: a venv whose kiroku says its version, or fails to start when the release is broken.
+# Its pip only fetches the lock's wheels, hash-checked, from where kiroku-update says they are.
 FAKE_INSTALL_VENV = """#!/bin/sh
 set -eu
 src=$1 venv=$2
-test -f "$src/image-build/requirements.lock"
+lock=$src/image-build/requirements.lock
+test -f "$lock"
+mkdir -p "$venv/wheels"
+if grep -Eq '^[a-z]' "$lock"; then
+    "$PYTHON" -m pip download --quiet --no-deps --require-hashes -r "$lock" -d "$venv/wheels"
+fi
 version=$(sed -n 's/^version = "\\(.*\\)"/\\1/p' "$src/pyproject.toml")
 mkdir -p "$venv/bin"
 if [ -e "$src/BROKEN" ]; then
@@ -61,11 +72,29 @@ def make_key(path: Path) -> tuple[Path, Path]:
     return path, public
 
 
+WHEEL = "tinydep-1.0-py3-none-any.whl"
+
+
+def make_index(path: Path) -> Path:
+    """The package index's stand-in: a folder with one small pure wheel, as PyPI serves them."""
+    if (path / WHEEL).exists():
+        return path
+    path.mkdir(parents=True)
+    with zipfile.ZipFile(path / WHEEL, "w") as whl:
+        whl.writestr("tinydep/__init__.py", "")
+        whl.writestr("tinydep-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 1.0\n")
+        whl.writestr("tinydep-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        whl.writestr("tinydep-1.0.dist-info/RECORD", "")
+    return path
+
+
 def make_checkout(path: Path, version: str, broken: bool = False) -> Path:
-    """A tiny kiroku checkout, committed, as the release tool expects one."""
+    """A tiny kiroku checkout, committed, as the release tool expects one; its lock names the index's wheel."""
     (path / "image-build").mkdir(parents=True)
     (path / "pyproject.toml").write_text(f'[project]\nname = "kiroku"\nversion = "{version}"\n')
-    (path / "image-build" / "requirements.lock").write_text("# nothing beyond apt\n")
+    index = make_index(path.parent / "index")
+    sha = hashlib.sha256((index / WHEEL).read_bytes()).hexdigest()
+    (path / "image-build" / "requirements.lock").write_text(f"# beyond apt\ntinydep==1.0 --hash=sha256:{sha}\n")
     if broken:
         (path / "BROKEN").write_text("this release's recorder never gets ready\n")
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
@@ -75,9 +104,16 @@ def make_checkout(path: Path, version: str, broken: bool = False) -> Path:
     return path
 
 
+def make_release(key: Path, out: Path, checkout: Path) -> subprocess.CompletedProcess:
+    """The release tool, its pip fetching from the index folder beside the checkout."""
+    env = {**os.environ, "PIP": f"{sys.executable} -m pip", "PIP_NO_INDEX": "1",
+           "PIP_FIND_LINKS": str(checkout.parent / "index")}
+    return run(RELEASE, "--key", key, "--out", out, "--repo", checkout, env=env)
+
+
 def release(tmp_path: Path, key: Path, version: str, broken: bool = False) -> Path:
     checkout = make_checkout(tmp_path / f"checkout-{version}{'-broken' if broken else ''}", version, broken)
-    done = run(RELEASE, "--key", key, "--out", tmp_path / "releases", "--repo", checkout)
+    done = make_release(key, tmp_path / "releases", checkout)
     assert done.returncode == 0, done.stderr
     return Path(done.stdout.strip())
 
@@ -112,12 +148,15 @@ class Device:
             (fakes / name).chmod(0o755)
         # The image's venv, as rpi-image-gen/layer/kiroku.yaml makes it.
         src = make_checkout(fakes / "image-src", "0.1.0")
-        run(fakes / "install-venv", src, self.opt / "venv-0.1.0").check_returncode()
+        env = {**os.environ, "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(fakes / "index")}
+        run(fakes / "install-venv", src, self.opt / "venv-0.1.0", env=env).check_returncode()
         (self.opt / "venv-0.1.0" / "kiroku-release").write_text("kiroku-release 1\nversion 0.1.0\ncommit 0\n")
         (self.opt / "venv").symlink_to("venv-0.1.0")
 
     def update(self, release_file: Path, *flags: str, timeout: int = 5) -> subprocess.CompletedProcess:
-        env = {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes),
+        # No index for pip here: what it installs must come with the release.
+        env = {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
+               "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
                "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
                "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
                "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0"}
@@ -172,6 +211,33 @@ def test_a_signed_release_is_installed_beside_the_old_one_and_switched_to(tmp_pa
     assert not list((device.root / "run").glob("kiroku-update.*/"))
 
 
+def test_a_release_brings_its_wheels_so_the_device_needs_no_network(tmp_path, key, device):
+    release_file = release(tmp_path, key, "0.2.0")
+    with tarfile.open(release_file) as t:
+        with tarfile.open(fileobj=t.extractfile("wheels.tar")) as wheels:
+            assert wheels.getnames() == [WHEEL]
+    # The index is gone by the time the device installs: the wheel must come in the release.
+    released = (tmp_path / "index" / WHEEL).read_bytes()
+    (tmp_path / "index" / WHEEL).unlink()
+
+    done = device.update(release_file)
+
+    assert done.returncode == 0, done.stderr
+    installed = device.opt / "venv-0.2.0" / "wheels" / WHEEL
+    assert installed.read_bytes() == released
+
+
+def test_the_release_tool_says_which_wheel_it_could_not_fetch(tmp_path, key):
+    checkout = make_checkout(tmp_path / "checkout", "0.2.0")
+    (tmp_path / "index" / WHEEL).unlink()
+
+    done = make_release(key, tmp_path / "releases", checkout)
+
+    assert done.returncode != 0
+    assert "tinydep" in done.stderr and "could not fetch the wheels" in done.stderr
+    assert not (tmp_path / "releases").exists()
+
+
 def test_only_the_previous_venv_is_kept(tmp_path, key, device):
     assert device.update(release(tmp_path, key, "0.2.0")).returncode == 0
     done = device.update(release(tmp_path, key, "0.3.0"))
@@ -186,6 +252,8 @@ def test_only_the_previous_venv_is_kept(tmp_path, key, device):
     ("tampered manifest", "does not match this device's release key"),
     ("another key", "does not match this device's release key"),
     ("no signature", "has no signature"),
+    ("tampered wheels", "wheels.tar in"),
+    ("no wheels", "does not contain wheels.tar"),
 ])
 def test_a_release_that_is_not_as_signed_is_refused(tmp_path, key, device, attack, message):
     good = release(tmp_path, key, "0.2.0")
@@ -201,9 +269,19 @@ def test_a_release_that_is_not_as_signed_is_refused(tmp_path, key, device, attac
         bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.replace(b"0.2.0", b"0.2.1", 1)})
     elif attack == "another key":
         other_key, _ = make_key(tmp_path / "someone-else.pem")
-        done = run(RELEASE, "--key", other_key, "--out", tmp_path / "other", "--repo", tmp_path / "checkout-0.2.0")
+        done = make_release(other_key, tmp_path / "other", tmp_path / "checkout-0.2.0")
         assert done.returncode == 0, done.stderr
         bad = Path(done.stdout.strip())
+    elif attack == "tampered wheels":
+        # A wheel of someone else's under the signed manifest.
+        other = io.BytesIO()
+        with tarfile.open(fileobj=other, mode="w") as wheels:
+            info = tarfile.TarInfo(WHEEL)
+            info.size = 4
+            wheels.addfile(info, io.BytesIO(b"evil"))
+        bad = repack(good, tmp_path / "bad.tar", change={"wheels.tar": other.getvalue()})
+    elif attack == "no wheels":
+        bad = repack(good, tmp_path / "bad.tar", drop="wheels.tar")
     else:
         bad = repack(good, tmp_path / "bad.tar", drop="manifest.sig")
 
