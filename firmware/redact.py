@@ -3,8 +3,9 @@
 Faces are found by OpenCV's Haar cascades, which ship inside the ``opencv-python-headless``
 package (on the Pi, apt's ``python3-opencv`` has them in ``opencv-data``): nothing is
 downloaded at run time. The detector looks at the picture's luma at a reduced size,
-frontal faces and profiles facing either way. It misses faces that are small, turned away or half hidden: a person must look at
-every redacted clip before it leaves (the cover sheet and the export page say so).
+frontal faces and profiles facing either way. It misses faces that are small, turned away
+or half hidden: a person must look at every redacted clip before it leaves (the cover
+sheet and the export page say so).
 
 Obscuring is a coarse mosaic of the region in all three planes (Y, U, V): the blocks are
 large enough that nothing of the face survives, unlike a light Gaussian blur.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -292,6 +293,37 @@ def test_a_release_that_is_not_as_signed_is_refused(tmp_path, key, device, attac
     assert_untouched(device)
 
 
+@pytest.mark.parametrize("member", ["../escape.whl", "sub/folder.whl", "link.whl"])
+def test_even_a_signed_release_unpacks_nothing_but_wheels(tmp_path, key, device, member):
+    # Signed with the right key, by whoever holds it: the updater still unpacks wheel files only.
+    good = release(tmp_path, key, "0.2.0")
+    wheels = io.BytesIO()
+    with tarfile.open(fileobj=wheels, mode="w") as t:
+        info = tarfile.TarInfo(member)
+        if member == "link.whl":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(info)
+        else:
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"data"))
+    with tarfile.open(good) as t:
+        manifest = t.extractfile("manifest").read().decode()
+    manifest = re.sub(r"^wheels-sha256 .*$", f"wheels-sha256 {hashlib.sha256(wheels.getvalue()).hexdigest()}",
+                      manifest, flags=re.M)
+    (tmp_path / "manifest").write_text(manifest)
+    run("openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", tmp_path / "manifest",
+        "-out", tmp_path / "manifest.sig").check_returncode()
+    bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.encode(), "wheels.tar": wheels.getvalue(),
+                                                     "manifest.sig": (tmp_path / "manifest.sig").read_bytes()})
+
+    done = device.update(bad)
+
+    assert done.returncode != 0
+    assert "holds more than wheel files" in done.stderr
+    assert_untouched(device)
+    assert not (tmp_path / "escape.whl").exists() and not (device.root / "run" / "escape.whl").exists()
+
+
 def test_a_downgrade_is_refused_unless_asked_for(tmp_path, key, device):
     older = release(tmp_path, key, "0.0.9")
 
@@ -327,6 +359,10 @@ def test_a_release_whose_recorder_never_gets_ready_is_rolled_back(tmp_path, key,
     assert device.restarts == 2
     assert (device.fakes / "started").read_text().strip() == "venv-0.1.0"
     assert device.kiroku() == "kiroku 0.1.0"
+    # A recorder that failed fast and often sits at systemd's start limit, which refuses a plain
+    # restart: every restart, the one going back included, comes after a reset-failed.
+    calls = (device.fakes / "systemctl.log").read_text().splitlines()
+    assert all(calls[i - 1].startswith("reset-failed ") for i, call in enumerate(calls) if call.startswith("restart "))
     assert device.data.read_bytes() == b"the recordings' index"
 
 
