@@ -39,6 +39,7 @@ from typing import BinaryIO, Callable
 
 from firmware import __version__
 from firmware.cut import open_segment
+from firmware.segmenter import _MOVFLAGS, add_template_stream, close_quietly
 
 GROUNDS = {
     "committee": (1, "第三者委員会から求めがあったとき", "the city's third-party committee asked"),
@@ -291,8 +292,6 @@ class _Cutter:
     def __init__(self, plan: Plan, out, redactions: Redactions, exact: bool, progress):
         import av
 
-        from firmware.segmenter import _MOVFLAGS
-
         self.av = av
         self.plan = plan
         self.red = redactions
@@ -325,8 +324,6 @@ class _Cutter:
 
     def _streams(self, inp) -> None:
         """The output's streams, described by the first segment (what the camera and mic made)."""
-        from firmware.segmenter import add_template_stream
-
         self.started = True
         vin = inp.streams.video[0] if inp.streams.video else None  # None: a call (Plan.check refused blurs)
         if vin is not None and self.reencode_video:
@@ -470,8 +467,6 @@ class _Cutter:
 
     def abandon(self) -> None:
         """Close the MP4 after a failure (no package is made)."""
-        from firmware.segmenter import close_quietly
-
         close_quietly(self.container)
 
     def close(self) -> None:
