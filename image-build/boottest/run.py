@@ -43,6 +43,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -55,9 +56,10 @@ REPO = IMAGE_BUILD.parent
 # pins off a Pi).
 PI_ONLY = {"python3-picamera2", "python3-lgpio"}
 # Raspberry Pi's archive replaces Debian's gpiozero 1.6 with the 2.x kiroku needs (pyproject.toml);
-# without that archive the test puts the same release from PyPI where a system package would
-# shadow apt's (/usr/local), so every venv made with --system-site-packages sees it, as on the Pi.
-PI_ARCHIVE_WHEELS = ["gpiozero==2.0.1"]
+# without that archive the test puts the same release from PyPI (this lock) where a system package
+# would shadow apt's (/usr/local), so every venv made with --system-site-packages sees it, as on
+# the Pi.
+PI_ARCHIVE_LOCK = HERE / "pi-archive.lock"
 IMAGE_PACKAGES = [line.strip() for line in (IMAGE_BUILD / "packages.txt").read_text().splitlines()
                   if line.strip() and not line.startswith("#") and line.strip() not in PI_ONLY]
 PACKAGES = ["linux-image-amd64", "systemd-sysv", "udev", "kmod", "util-linux", *IMAGE_PACKAGES]
@@ -311,10 +313,11 @@ def install_firmware(root: Path) -> None:
     copy_checkout(src)
     wheels = root / "tmp/wheels"
     run(IMAGE_BUILD / "release", "wheels", IMAGE_BUILD / "requirements.lock", wheels, env={**os.environ, "PIP": PIP})
-    run(*PIP.split(), "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.13",
-        "--implementation", "py", "--abi", "none", "--platform", "any", "-d", wheels, *PI_ARCHIVE_WHEELS)
-    run(*PIP.split(), "install", "--quiet", "--no-deps", "--no-compile", "--no-index", "--find-links", wheels,
-        "--target", root / "usr/local/lib/python3.13/dist-packages", *PI_ARCHIVE_WHEELS)
+    with tempfile.TemporaryDirectory() as pi_archive:
+        run(IMAGE_BUILD / "release", "wheels", PI_ARCHIVE_LOCK, pi_archive, env={**os.environ, "PIP": PIP})
+        run(*PIP.split(), "install", "--quiet", "--no-deps", "--no-compile", "--no-index", "--find-links",
+            pi_archive, "--require-hashes", "-r", PI_ARCHIVE_LOCK,
+            "--target", root / "usr/local/lib/python3.13/dist-packages")
     commit = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty", "--abbrev=40"], check=True,
                             capture_output=True, text=True).stdout.strip()
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "PIP_NO_INDEX": "1",
