@@ -26,15 +26,29 @@ REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO / "image-build" / "release"
 UPDATE = REPO / "image-build" / "overlay" / "usr" / "lib" / "kiroku" / "kiroku-update"
 
-# A recorder comes up when the venv it was started from has a kiroku that runs.
+# A recorder comes up when the venv it was started from has a kiroku that runs. Its start job
+# stays queued (the recorder inactive) for the first $FAKE_PENDING looks at the job list after a
+# restart. A broken one is $FAKE_DOWN: "activating" (crash-looping: systemd restarts it, again
+# and again) or "inactive" (its ExecCondition failed: systemd skipped it and is done).
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >>"$FAKE_STATE/systemctl.log"
 case "$1" in
-    restart) readlink "$KIROKU_ROOT/opt/kiroku/venv" >"$FAKE_STATE/started" ;;
+    restart)
+        readlink "$KIROKU_ROOT/opt/kiroku/venv" >"$FAKE_STATE/started"
+        echo "${FAKE_PENDING:-0}" >"$FAKE_STATE/pending"
+        ;;
+    list-jobs)
+        pending=$(cat "$FAKE_STATE/pending" 2>/dev/null || echo 0)
+        if [ "$pending" -gt 0 ]; then
+            echo "7 $3 start waiting"
+            echo $((pending - 1)) >"$FAKE_STATE/pending"
+        fi
+        ;;
     is-active)
         [ "$2" != kiroku-call-recorder.service ] || { echo inactive; exit 3; }
+        [ "$(cat "$FAKE_STATE/pending" 2>/dev/null || echo 0)" -eq 0 ] || { echo inactive; exit 3; }
         venv=$(cat "$FAKE_STATE/started" 2>/dev/null || readlink "$KIROKU_ROOT/opt/kiroku/venv")
-        "$KIROKU_ROOT/opt/kiroku/$venv/bin/kiroku" >/dev/null 2>&1 || { echo activating; exit 3; }
+        "$KIROKU_ROOT/opt/kiroku/$venv/bin/kiroku" >/dev/null 2>&1 || { echo "${FAKE_DOWN:-activating}"; exit 3; }
         echo active
         ;;
 esac
@@ -154,9 +168,11 @@ class Device:
         (self.opt / "venv-0.1.0" / "kiroku-release").write_text("kiroku-release 1\nversion 0.1.0\ncommit 0\n")
         (self.opt / "venv").symlink_to("venv-0.1.0")
 
-    def update(self, release_file: Path, *flags: str, timeout: int = 5) -> subprocess.CompletedProcess:
+    def update(self, release_file: Path, *flags: str, timeout: int = 5, pending: int = 0,
+               down: str = "activating") -> subprocess.CompletedProcess:
         # No index for pip here: what it installs must come with the release.
         env = {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
+               "FAKE_PENDING": str(pending), "FAKE_DOWN": down,
                "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
                "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
                "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
@@ -198,7 +214,8 @@ def assert_untouched(device: Device) -> None:
 def test_a_signed_release_is_installed_beside_the_old_one_and_switched_to(tmp_path, key, device):
     release_file = release(tmp_path, key, "0.2.0")
 
-    done = device.update(release_file)
+    # The recorder's start waits in systemd's queue for a while: not yet up is not down.
+    done = device.update(release_file, pending=3)
 
     assert done.returncode == 0, done.stderr
     assert device.running == "venv-0.2.0"
@@ -350,10 +367,11 @@ def test_the_same_version_is_not_installed_again(tmp_path, key, device):
 def test_a_release_whose_recorder_never_gets_ready_is_rolled_back(tmp_path, key, device):
     broken = release(tmp_path, key, "0.2.0", broken=True)
 
+    # Crash-looping: systemd keeps restarting it, so only the timeout tells.
     done = device.update(broken, timeout=2)
 
     assert done.returncode != 0
-    assert "did not get ready" in done.stderr and "0.1.0 runs again" in done.stderr
+    assert "did not get ready within 2s" in done.stderr and "0.1.0 runs again" in done.stderr
     assert device.running == "venv-0.1.0"
     # Restarted into the new version, then again into the old one: the old recorder runs.
     assert device.restarts == 2
@@ -363,6 +381,25 @@ def test_a_release_whose_recorder_never_gets_ready_is_rolled_back(tmp_path, key,
     # restart: every restart, the one going back included, comes after a reset-failed.
     calls = (device.fakes / "systemctl.log").read_text().splitlines()
     assert all(calls[i - 1].startswith("reset-failed ") for i, call in enumerate(calls) if call.startswith("restart "))
+    assert device.data.read_bytes() == b"the recordings' index"
+
+
+def test_a_release_whose_recorder_is_skipped_goes_back_without_waiting_out_the_timeout(tmp_path, key, device):
+    # A release that cannot be imported fails the unit's ExecCondition (kiroku kind): systemd
+    # skips the recorder, which is then inactive with nothing queued. The counter records again
+    # as soon as that is seen, not a minute later; its start job being queued first is no sign.
+    broken = release(tmp_path, key, "0.2.0", broken=True)
+
+    done = device.update(broken, timeout=600, pending=2, down="inactive")
+
+    assert done.returncode != 0
+    assert "stopped without starting" in done.stderr and "0.1.0 runs again" in done.stderr
+    assert device.running == "venv-0.1.0" and device.kiroku() == "kiroku 0.1.0"
+    assert device.restarts == 2
+    calls = (device.fakes / "systemctl.log").read_text().splitlines()
+    first, second = (i for i, call in enumerate(calls) if call.startswith("restart "))
+    # It looked at the broken one's jobs until the queued start had run, and then went back.
+    assert sum(call.startswith("list-jobs ") for call in calls[first:second]) == 3
     assert device.data.read_bytes() == b"the recordings' index"
 
 

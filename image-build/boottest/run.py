@@ -548,6 +548,10 @@ def main() -> int:
         f"not {good} and then {good} again (the broken {bad} rolled back); see {update.log.name}"
     assert report["venv"] == f"venv-{good}", report
     assert update.saw(f"{good} is installed and running"), f"the good release did not install; see {update.log.name}"
+    # its kiroku cannot even start, so systemd skips the recorder (the unit's ExecCondition): seen
+    # as down for good at once (inactive, no job left), not after the timeout
+    assert update.saw(f"{bad} is not working, its recorder stopped without starting"), \
+        f"the broken release was not seen to stop; see {update.log.name}"
     # said only once the version gone back to is ready again
     assert update.saw(f"{bad} was not installed"), f"the broken release was not rolled back; see {update.log.name}"
 
