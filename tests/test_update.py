@@ -168,16 +168,18 @@ class Device:
         (self.opt / "venv-0.1.0" / "kiroku-release").write_text("kiroku-release 1\nversion 0.1.0\ncommit 0\n")
         (self.opt / "venv").symlink_to("venv-0.1.0")
 
-    def update(self, release_file: Path, *flags: str, timeout: int = 5, pending: int = 0,
-               down: str = "activating") -> subprocess.CompletedProcess:
+    def env(self, timeout: int = 5, pending: int = 0, down: str = "activating") -> dict:
+        """kiroku-update's environment on this device (its hooks, the fakes' settings)."""
         # No index for pip here: what it installs must come with the release.
-        env = {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
-               "FAKE_PENDING": str(pending), "FAKE_DOWN": down,
-               "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
-               "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
-               "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
-               "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0"}
-        return run(UPDATE, *flags, release_file, env=env)
+        return {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
+                "FAKE_PENDING": str(pending), "FAKE_DOWN": down,
+                "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
+                "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
+                "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
+                "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0"}
+
+    def update(self, release_file: Path, *flags: str, **settings) -> subprocess.CompletedProcess:
+        return run(UPDATE, *flags, release_file, env=self.env(**settings))
 
     @property
     def running(self) -> str:

@@ -58,7 +58,8 @@ def test_a_route_without_a_permission_stops_the_app_from_starting():
 def _urls(app):
     """Every route with its permission, filled with plausible arguments."""
     values = {"request_id": 1, "viewing_id": "abc", "user_id": 1, "n": 0, "action": "start", "code": "en",
-              "provision_id": 1, "job_id": "abc", "name": "sign-a4.pdf", "disclosure_id": 1, "year": 2026, "kind": "pdf"}
+              "provision_id": 1, "job_id": "abc", "name": "sign-a4.pdf", "disclosure_id": 1, "year": 2026, "kind": "pdf",
+              "update_id": "0" * 32}
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue

@@ -98,10 +98,10 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from webui import disclosures
     from webui import report
-    from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, viewing
+    from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, updates, viewing
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, disclosures.bp,
-                      audit_view.bp, storage.bp, settings.bp, calls.bp, report.bp, api.bp):
+                      audit_view.bp, storage.bp, settings.bp, updates.bp, calls.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     from webui import actions
 

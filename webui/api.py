@@ -21,7 +21,7 @@ from wtforms.validators import ValidationError
 from firmware.control import ControlError
 from firmware.export import GROUNDS
 from firmware.hardware import Simulator
-from webui import admin, auth, calls, console, disclosures, provisions, report, requests, settings, viewing
+from webui import admin, auth, calls, console, disclosures, provisions, report, requests, settings, updates, viewing
 from webui.actions import refuse
 from webui.db import vault_db
 from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
@@ -222,6 +222,13 @@ def settings_get():
     return jsonify(settings.describe(settings.current()))
 
 
+@bp.get("/update")
+@permission(MANAGER)
+def update_get():
+    """The running version and the latest update requests, each with its outcome."""
+    return jsonify(updates.describe())
+
+
 @bp.get("/duty")
 @permission(OPERATOR, MANAGER)
 def duty_get():
@@ -297,6 +304,8 @@ ACTIONS = [
     ("/people/<int:user_id>/unlock", "POST", admin.unlock_account),
     ("/sections", "POST", admin.add_section),
     ("/settings", "POST", settings.save),
+    ("/update", "POST", updates.upload),
+    ("/update/<update_id>/cancel", "POST", updates.cancel),
     ("/duty", "POST", console.duty),
     ("/account/password", "POST", auth.account),
     ("/provisions", "POST", provisions.new),
@@ -340,6 +349,8 @@ BODIES = {
     "admin.set_operator": {"designate": "true to designate, false to revoke"},
     "admin.add_section": {"name": "text"},
     "settings.save": {"<section>.<key>": "any of the settings GET /api/v1/settings lists"},
+    "updates.upload": {"release": f"multipart file: a release made by image-build/release, at most "
+                                  f"{updates.MAX_RELEASE // 2**20} MB"},
     "console.duty": {"on": "true to sign on, false to sign off"},
     "auth.account": {"old": "text", "new": "text", "confirm": "text"},
     "provisions.new": {"ground": " | ".join(GROUNDS) + " (Art. 9)",
@@ -387,6 +398,8 @@ _RESPONSES = {
     "404": {"description": "no such record, or one you may not know of"},
     "409": {"description": "not now: already decided, closed, paperwork pending, …"},
     "410": {"description": "a viewing that has ended"},
+    "413": {"description": "too large"},
+    "507": {"description": "the data partition could not store it"},
     "503": {"description": "the recorder is not running, so nothing could be logged and nothing was done"},
 }
 

@@ -8,7 +8,7 @@ the venv install-venv makes — with ``KEY_SOURCE=file:`` standing in for the Pi
 and the recorder told --simulate (qemu has no camera). It is written to a disk image
 without loop devices (``mkfs.ext4 -d``, ``sfdisk``, a copy at the partition's offset)
 laid out like the Pi's card (a boot partition, then root), and booted with Debian's
-kernel in qemu under software emulation, so all six units the image enables start as
+kernel in qemu under software emulation, so all seven units the image enables start as
 they would on the Pi, on overlayroot's read-only root. A small test unit reports, on the
 serial console, whether the data partition is mounted and how many boots it has seen,
 whether the recorder reached READY under its hardened unit, whether the web UI serves
@@ -18,10 +18,12 @@ wrote to it; then it powers off. Then:
 
   1. first boot provisions (Adiantum: the emulated CPU has no AES instructions, like a
      Pi 4), the second finds the partition, the first boot's data and its certificate;
-  2. kiroku-update installs two releases the release tool signed with the test's own key
-     (its public half in the image), offline: a newer one, which it installs into the
-     read-only lower layer through overlayroot-chroot and switches to, and a broken one
-     after it, whose recorder never gets ready, so it is rolled back;
+  2. the manager uploads, on the admin page over HTTPS, two releases the release tool
+     signed with the test's own key (its public half in the image); the path unit starts
+     the root helper, whose kiroku-update installs them offline: a newer one, into the
+     read-only lower layer through overlayroot-chroot, switched to, and a broken one after
+     it, whose recorder cannot start, so it is rolled back; the page follows each to its
+     outcome while the update restarts the web UI under it;
   3. the next boot runs the update (it is in the lower layer), and the card "flashed
      again" (the image's partition table, without partition 3) finds its finished
      partition again, data and all (that data survives boots is shown by 1 to 3);
@@ -78,7 +80,6 @@ REPORT = """#!/bin/sh
 # whoever holds the tty: written to the tty itself, it raced agetty's hang-up of that tty.
 say() { echo "KIROKU-BOOTTEST $*" > /dev/kmsg; }
 state() { systemctl show -p ActiveState --value "$1"; }
-UPDATE_READY_TIMEOUT=150  # kiroku-update's wait for READY=1: an emulated CPU starts Python slowly
 if mountpoint -q /var/lib/kiroku; then
     n=$(( $(cat /var/lib/kiroku/boots 2>/dev/null || echo 0) + 1 ))
     echo "$n" > /var/lib/kiroku/boots
@@ -101,13 +102,16 @@ if mountpoint -q /var/lib/kiroku; then
     root=$(findmnt -no FSTYPE /)
     leftover=$([ -e /var/tmp/kiroku-boottest-written ] && echo yes || echo no)
     echo "written by the boot before" > /var/tmp/kiroku-boottest-written
-    # updates the test asked for on the kernel's command line: kiroku_boottest_update=A.tar,B.tar
-    updates=
+    # updates the test asked for on the kernel's command line (kiroku_boottest_update=A.tar,B.tar),
+    # uploaded on the admin page as the manager would; the device's path unit and root helper
+    # install them; what kiroku-update said is in /run/kiroku-update/ID
+    updates= outcomes=
     for release in $(sed -n 's/.*kiroku_boottest_update=\\([^ ]*\\).*/\\1/p' /proc/cmdline | tr , ' '); do
-        KIROKU_READY_TIMEOUT=$UPDATE_READY_TIMEOUT KIROKU_VENV_IMPORTS="@VENV_IMPORTS@" /usr/lib/kiroku/kiroku-update \
-            "/usr/lib/kiroku-boottest/releases/$release" 2>&1 | while IFS= read -r line; do
-            echo "update $release: $line" > /dev/kmsg
-        done
+        set -- $(python3 /usr/lib/kiroku-boottest/upload "/usr/lib/kiroku-boottest/releases/$release" 2>/dev/kmsg)
+        if [ -f "/run/kiroku-update/${1:-none}" ]; then
+            while IFS= read -r line; do echo "update $release: $line" > /dev/kmsg; done < "/run/kiroku-update/$1"
+        fi
+        outcomes="$outcomes${outcomes:+,}${2:-none}"
         updates="$updates${updates:+,}$(sed -n 's/^version //p' /opt/kiroku/venv/kiroku-release)"
     done
     venv=$(readlink /opt/kiroku/venv)
@@ -125,7 +129,8 @@ if mountpoint -q /var/lib/kiroku; then
     done
     say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner recorder=$recorder" \
         "$web webuser=$webuser banner=${banner:-none} calls=$calls failed=${failed:-none}" \
-        "root=$root leftover=$leftover bannerwarns=${bannerwarns:-none} updates=${updates:-none} venv=$venv after=$after"
+        "root=$root leftover=$leftover bannerwarns=${bannerwarns:-none} updates=${updates:-none}" \
+        "outcomes=${outcomes:-none} venv=$venv after=$after"
 else
     say "mounted=no"
 fi
@@ -192,6 +197,52 @@ while time.monotonic() < deadline:
 print(f"{result} weberror={error}")
 """
 
+UPLOAD = """# Boot test only: upload a release on the admin page as the manager boot 1 made, as a person
+# would (log in, the form and its CSRF token, over HTTPS), then follow it through the API to
+# its outcome while kiroku-update restarts the web UI under it. Prints: ID OUTCOME.
+import json, re, ssl, sys, time, urllib.error, urllib.parse, urllib.request, uuid
+
+BASE = "https://127.0.0.1"
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
+                                      urllib.request.HTTPCookieProcessor())
+
+
+def fetch(path, body=None, headers=None, timeout=120):
+    request = urllib.request.Request(BASE + path, body, headers={"Referer": BASE + path, **(headers or {})})
+    with browser.open(request, timeout=timeout) as r:
+        return r.read().decode(errors="replace")
+
+
+def token(path):
+    return re.search(r'name="csrf_token" value="([^"]+)"', fetch(path))[1]
+
+
+path = sys.argv[1]
+fetch("/login", urllib.parse.urlencode({"csrf_token": token("/login"), "username": "kanri",
+                                         "password": "boot test passphrase"}).encode())
+with open(path, "rb") as f:
+    data = f.read()
+boundary = uuid.uuid4().hex
+body = (f'--{boundary}\\r\\nContent-Disposition: form-data; name="csrf_token"\\r\\n\\r\\n{token("/admin/update/")}\\r\\n'
+        f'--{boundary}\\r\\nContent-Disposition: form-data; name="release"; filename="{path.rsplit("/", 1)[-1]}"\\r\\n'
+        "Content-Type: application/x-tar\\r\\n\\r\\n").encode() + data + f"\\r\\n--{boundary}--\\r\\n".encode()
+shown = fetch("/admin/update/", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}, timeout=300)
+if 'id="update-in-progress"' not in shown:
+    print("journal update page:", " ".join(re.sub(r"<[^>]+>", " ", shown).split())[-600:], file=sys.stderr)
+item, deadline = {}, time.monotonic() + 1500
+while time.monotonic() < deadline:
+    try:
+        item = json.loads(fetch("/api/v1/update"))["updates"][0]
+        if item["state"] in ("installed", "not-installed"):
+            break
+    except (OSError, ValueError, KeyError, IndexError):
+        pass  # the web UI restarting with the update
+    time.sleep(3)
+print(item.get("id", "none"), item.get("state", "none"))
+"""
+
 UNIT = """[Unit]
 Description=kiroku boot test: report the data partition and the services, then power off
 After=var-lib-kiroku.mount kiroku-provision.service systemd-cryptsetup@kiroku\\x2ddata.service
@@ -249,9 +300,10 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     conf.write_text(re.sub(r"^KEY_SOURCE=otp$", "KEY_SOURCE=file:/etc/kiroku/boottest.key", text, flags=re.M))
     (root / "usr/lib/kiroku-boottest").mkdir(parents=True, exist_ok=True)
     report = root / "usr/lib/kiroku-boottest/report"
-    report.write_text(REPORT.replace("@VENV_IMPORTS@", VENV_IMPORTS))
+    report.write_text(REPORT)
     report.chmod(0o755)
     (root / "usr/lib/kiroku-boottest/web").write_text(WEB)
+    (root / "usr/lib/kiroku-boottest/upload").write_text(UPLOAD)
     (root / "etc/systemd/system/kiroku-boottest.service").write_text(UNIT)
     # The one change to the image's units: qemu has no camera, so the recorder runs --simulate
     # (the firmware's simulated camera, microphone and pins) instead of --real; the rest of its
@@ -263,7 +315,12 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     assert exec_start, "the recorder's ExecStart no longer says --real: update the boot test"
     simulated = f"{exec_start[1]} --simulate {exec_start[2]}"
     (dropin / "boottest.conf").write_text(f"[Service]\nExecStart=\nExecStart={simulated}\n")
-    # The test's reporter (install-firmware enabled the image's six units).
+    # and the updater's wait for READY=1 made longer: an emulated CPU starts Python slowly
+    dropin = root / "etc/systemd/system/kiroku-update-request.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "boottest.conf").write_text(
+        f'[Service]\nEnvironment=KIROKU_READY_TIMEOUT=150 "KIROKU_VENV_IMPORTS={VENV_IMPORTS}"\n')
+    # The test's reporter (install-firmware enabled the image's seven units).
     run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
     # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
     run("systemctl", f"--root={root}", "--quiet", "mask", "serial-getty@ttyS0.service", stderr=subprocess.DEVNULL)
@@ -308,7 +365,7 @@ def install_firmware(root: Path) -> None:
     """The firmware as the image installs it: this checkout's files in /opt/kiroku/src, then the
     image's own install-firmware (overlay, fstab, venv-VERSION made by install-venv inside the
     root file system from apt's stack plus the lock's wheels, hashes checked, fetched here by the
-    release tool so the chroot needs no network; users; the six units enabled)."""
+    release tool so the chroot needs no network; users; the seven units enabled)."""
     src = root / "opt/kiroku/src"
     copy_checkout(src)
     wheels = root / "tmp/wheels"
@@ -547,6 +604,9 @@ def main() -> int:
     assert report["updates"] == f"{good},{good}", f"after each update the venv said {report['updates']}, " \
         f"not {good} and then {good} again (the broken {bad} rolled back); see {update.log.name}"
     assert report["venv"] == f"venv-{good}", report
+    # both went through the admin page, the path unit and the root helper, which said how each ended
+    assert report["outcomes"] == "installed,not-installed", f"the admin page saw {report['outcomes']}; see " \
+        f"{update.log.name}"
     assert update.saw(f"{good} is installed and running"), f"the good release did not install; see {update.log.name}"
     # its kiroku cannot even start, so systemd skips the recorder (the unit's ExecCondition): seen
     # as down for good at once (inactive, no job left), not after the timeout
