@@ -29,13 +29,24 @@ UPDATE = REPO / "image-build" / "overlay" / "usr" / "lib" / "kiroku" / "kiroku-u
 # A recorder comes up when the venv it was started from has a kiroku that runs. Its start job
 # stays queued (the recorder inactive) for the first $FAKE_PENDING looks at the job list after a
 # restart. A broken one is $FAKE_DOWN: "activating" (crash-looping: systemd restarts it, again
-# and again) or "inactive" (its ExecCondition failed: systemd skipped it and is done).
+# and again) or "inactive" (its ExecCondition failed: systemd skipped it and is done). Started
+# from the venv $FAKE_FLAPPING, the web UI is restarted by systemd between any two looks at its
+# NRestarts. $FAKE_KILL_AT_RESTART: the restart into that venv kills kiroku-update (a signal).
 FAKE_SYSTEMCTL = """#!/bin/sh
 echo "$*" >>"$FAKE_STATE/systemctl.log"
 case "$1" in
     restart)
         readlink "$KIROKU_ROOT/opt/kiroku/venv" >"$FAKE_STATE/started"
         echo "${FAKE_PENDING:-0}" >"$FAKE_STATE/pending"
+        [ "$(cat "$FAKE_STATE/started")" != "${FAKE_KILL_AT_RESTART:-}" ] || kill -TERM "$PPID"
+        ;;
+    show)
+        n=$(cat "$FAKE_STATE/nrestarts" 2>/dev/null || echo 0)
+        if [ "$(cat "$FAKE_STATE/started" 2>/dev/null)" = "${FAKE_FLAPPING:-}" ]; then
+            n=$((n + 1))
+            echo "$n" >"$FAKE_STATE/nrestarts"
+        fi
+        echo "$n"
         ;;
     list-jobs)
         pending=$(cat "$FAKE_STATE/pending" 2>/dev/null || echo 0)
@@ -52,6 +63,20 @@ case "$1" in
         echo active
         ;;
 esac
+"""
+
+# The running recorder's `kiroku ctl status --json`: recording for the first $FAKE_BUSY looks, in
+# mode $FAKE_MODE.
+FAKE_CTL = """#!/bin/sh
+echo "ctl $*" >>"$FAKE_STATE/systemctl.log"
+busy=$(cat "$FAKE_STATE/busy" 2>/dev/null || echo "${FAKE_BUSY:-0}")
+if [ "$busy" -gt 0 ]; then
+    echo $((busy - 1)) >"$FAKE_STATE/busy"
+    state=recording
+else
+    state=idle
+fi
+printf '{"mode": "%s", "state": "%s", "device": "counter-1"}\\n' "${FAKE_MODE:-on_demand}" "$state"
 """
 
 # pip's part: a venv whose kiroku says its version, or fails to start when the release is broken.
@@ -158,7 +183,7 @@ class Device:
         self.data.parent.mkdir(parents=True)
         self.data.write_bytes(b"the recordings' index")
         fakes.mkdir()
-        for name, text in (("systemctl", FAKE_SYSTEMCTL), ("install-venv", FAKE_INSTALL_VENV)):
+        for name, text in (("systemctl", FAKE_SYSTEMCTL), ("install-venv", FAKE_INSTALL_VENV), ("ctl", FAKE_CTL)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         # The image's venv, as rpi-image-gen/layer/kiroku.yaml makes it.
@@ -168,11 +193,15 @@ class Device:
         (self.opt / "venv-0.1.0" / "kiroku-release").write_text("kiroku-release 1\nversion 0.1.0\ncommit 0\n")
         (self.opt / "venv").symlink_to("venv-0.1.0")
 
-    def env(self, timeout: int = 5, pending: int = 0, down: str = "activating") -> dict:
+    def env(self, timeout: int = 5, pending: int = 0, down: str = "activating", busy: int = 0,
+            mode: str = "on_demand", idle_timeout: int = 600, flapping: str = "", kill_at: str = "") -> dict:
         """kiroku-update's environment on this device (its hooks, the fakes' settings)."""
         # No index for pip here: what it installs must come with the release.
         return {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
-                "FAKE_PENDING": str(pending), "FAKE_DOWN": down,
+                "FAKE_PENDING": str(pending), "FAKE_DOWN": down, "FAKE_BUSY": str(busy), "FAKE_MODE": mode,
+                "FAKE_FLAPPING": flapping, "FAKE_KILL_AT_RESTART": kill_at,
+                "KIROKU_CTL": str(self.fakes / "ctl"), "KIROKU_IDLE_TIMEOUT": str(idle_timeout),
+                "KIROKU_IDLE_POLL": "1",
                 "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
                 "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
                 "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
@@ -403,6 +432,60 @@ def test_a_release_whose_recorder_is_skipped_goes_back_without_waiting_out_the_t
     # It looked at the broken one's jobs until the queued start had run, and then went back.
     assert sum(call.startswith("list-jobs ") for call in calls[first:second]) == 3
     assert device.data.read_bytes() == b"the recordings' index"
+
+
+def calls(device: Device) -> list[str]:
+    return (device.fakes / "systemctl.log").read_text().splitlines()
+
+
+def test_the_restart_waits_for_a_recording_to_end(tmp_path, key, device):
+    release_file = release(tmp_path, key, "0.2.0")
+
+    done = device.update(release_file, busy=2)
+
+    assert done.returncode == 0, done.stderr
+    assert "a recording is under way: waiting for it to end" in done.stderr
+    log = calls(device)
+    first_restart = next(i for i, call in enumerate(log) if call.startswith("restart "))
+    looks = [i for i, call in enumerate(log) if call.startswith("ctl ")]
+    assert len(looks) == 3 and looks[-1] < first_restart, "restarted only once the recorder said it was idle"
+    assert device.running == "venv-0.2.0"
+
+
+def test_a_recording_that_does_not_end_leaves_the_running_version(tmp_path, key, device):
+    done = device.update(release(tmp_path, key, "0.2.0"), busy=1000, idle_timeout=2)
+
+    assert done.returncode != 0
+    assert "a recording has been under way for 2s: nothing was switched" in done.stderr
+    assert device.running == "venv-0.1.0" and device.restarts == 0
+    assert not (device.opt / "venv-0.2.0").exists(), "the new venv is not left half-adopted"
+
+
+def test_a_continuous_recording_does_not_hold_an_update_back(tmp_path, key, device):
+    # it never ends: the update cuts it once (the recorder closes its segments on the way down)
+    done = device.update(release(tmp_path, key, "0.2.0"), busy=1000, mode="continuous", idle_timeout=2)
+
+    assert done.returncode == 0, done.stderr
+    assert device.running == "venv-0.2.0"
+
+
+def test_a_release_whose_web_ui_keeps_restarting_is_rolled_back(tmp_path, key, device):
+    # Active at any one look, but systemd restarts it again and again
+    done = device.update(release(tmp_path, key, "0.2.0"), flapping="venv-0.2.0")
+
+    assert done.returncode != 0
+    assert "fell over" in done.stderr and "0.1.0 runs again" in done.stderr
+    assert device.running == "venv-0.1.0"
+
+
+def test_an_update_stopped_after_the_switch_goes_back(tmp_path, key, device):
+    done = device.update(release(tmp_path, key, "0.2.0"), kill_at="venv-0.2.0")
+
+    assert done.returncode == 143
+    assert "stopped before 0.2.0 was seen to work: switching back to venv-0.1.0" in done.stderr
+    assert device.running == "venv-0.1.0"
+    assert (device.fakes / "started").read_text().strip() == "venv-0.1.0", "the old version was restarted"
+    assert not list((device.root / "run").glob("kiroku-update.*/"))
 
 
 def test_the_release_tool_refuses_uncommitted_changes(tmp_path, key):

@@ -1,14 +1,18 @@
 """Updates from the admin page: the manager uploads a release (webui/updates.py), the root
 helper the request starts on the device installs it (image-build/overlay/usr/lib/kiroku/
-update-request, run here as the test's user), and the page shows and logs the outcome.
+update-request, run here as the test's user, who stands in for the web UI's), and the page
+shows the outcome and the audit log has it.
 
 The helper runs the real kiroku-update on test_update.py's device (a temporary root with
 fakes for systemctl and install-venv), on releases signed by the real release tool.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
+import pwd
 import re
 import tarfile
 from pathlib import Path
@@ -33,15 +37,9 @@ def server(recorder, data_dir):
 
 
 @pytest.fixture
-def status(tmp_path) -> Path:
-    """Where the root helper writes outcomes (/run/kiroku-update on the device)."""
-    return tmp_path / "run-kiroku-update"
-
-
-@pytest.fixture
-def app(data_dir, status):
+def app(data_dir):
     return create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
-                       "KIROKU_SCRYPT_WORK_FACTOR": 10, "KIROKU_UPDATE_STATUS": str(status)})
+                       "KIROKU_SCRYPT_WORK_FACTOR": 10, "KIROKU_UPDATE_LOG_EVERY": 0.2})
 
 
 @pytest.fixture
@@ -59,11 +57,17 @@ def device(tmp_path, key) -> Device:
     return Device(tmp_path / "root", key.with_suffix(".pub"), tmp_path / "fakes")
 
 
-def device_acts(data_dir: Path, status: Path, device: Device, **settings):
+def device_acts(data_dir: Path, device: Device, **settings):
     """What kiroku-update-request.path starts on the device once the request is there."""
-    env = {**device.env(**settings), "KIROKU_UPDATE_DIR": str(data_dir / "update"),
-           "KIROKU_UPDATE_STATUS": str(status), "KIROKU_UPDATE": str(UPDATE), "KIROKU_AS_WEB": ""}
+    work = device.root / "run"
+    work.mkdir(exist_ok=True)
+    env = {**device.env(**settings), "KIROKU_UPDATE_DIR": str(data_dir / "update"), "KIROKU_UPDATE": str(UPDATE),
+           "KIROKU_WEB_USER": pwd.getpwuid(os.getuid()).pw_name, "KIROKU_WORK": str(work)}
     return run(HELPER, env=env)
+
+
+def outcome(data_dir: Path, update_id: str) -> dict:
+    return json.loads((data_dir / "update" / f"{update_id}.outcome").read_text())
 
 
 def upload(client, path: Path | None, data: bytes | None = None, name: str = "kiroku.release.tar"):
@@ -80,7 +84,7 @@ def page(client) -> str:
     return client.get("/admin/update/").get_data(as_text=True)
 
 
-def test_a_manager_uploads_a_release_and_the_device_installs_it(server, client, vault, data_dir, status, tmp_path,
+def test_a_manager_uploads_a_release_and_the_device_installs_it(server, client, vault, data_dir, tmp_path,
                                                                 key, device):
     first_run(client)
     before = page(client)
@@ -96,33 +100,34 @@ def test_a_manager_uploads_a_release_and_the_device_installs_it(server, client, 
     [asked] = audit(vault, "update.request")
     assert asked["actor"] == "yamada" and asked["subject"] == "0.2.0" and asked["detail"]["id"] == update_id
     waiting = page(client)
-    assert "開始待ち" in waiting and 'http-equiv="refresh"' in waiting and 'id="update-form"' not in waiting
+    assert "開始待ち" in waiting and 'id="update-in-progress"' in waiting and 'id="update-form"' not in waiting
     # One at a time: a second upload while the first waits is refused, the first untouched.
     assert upload(client, rel).status_code == 302
     assert (data_dir / "update" / "request").read_text().strip() == update_id
     assert len(audit(vault, "update.request")) == 1
 
-    done = device_acts(data_dir, status, device)
+    done = device_acts(data_dir, device)
 
     assert done.returncode == 0, done.stderr
     assert device.running == "venv-0.2.0" and device.kiroku() == "kiroku 0.2.0"
     assert not (data_dir / "update" / "request").exists()
     assert not (data_dir / "update" / f"{update_id}.tar").exists(), "the uploaded copy is removed once taken"
-    assert (status / update_id).read_text().splitlines()[0] == "installed"
+    assert outcome(data_dir, update_id)["state"] == "installed"
+    assert outcome(data_dir, update_id)["sha256"] == asked["detail"]["sha256"]
     after = page(client)
     assert "完了（新しい版で動作中）" in after and "is installed and running" in after
-    assert 'http-equiv="refresh"' not in after and 'id="update-form"' in after
+    assert 'id="update-in-progress"' not in after and 'id="update-form"' in after
     page(client)
     [logged] = audit(vault, "update.installed")  # logged once, however often the page is seen
     assert logged["actor"] == "yamada" and logged["subject"] == "0.2.0" and logged["detail"]["id"] == update_id
 
 
-def test_a_broken_release_is_rolled_back_and_the_page_says_why(server, client, vault, data_dir, status, tmp_path,
+def test_a_broken_release_is_rolled_back_and_the_page_says_why(server, client, vault, data_dir, tmp_path,
                                                                key, device):
     first_run(client)
     assert upload(client, release(tmp_path, key, "0.2.0", broken=True)).status_code == 302
 
-    done = device_acts(data_dir, status, device, timeout=2)
+    done = device_acts(data_dir, device, timeout=2)
 
     assert done.returncode == 0, done.stderr
     assert device.running == "venv-0.1.0"
@@ -135,12 +140,12 @@ def test_a_broken_release_is_rolled_back_and_the_page_says_why(server, client, v
     assert not audit(vault, "update.installed")
 
 
-def test_a_release_signed_by_another_key_is_not_installed(server, client, vault, data_dir, status, tmp_path, device):
+def test_a_release_signed_by_another_key_is_not_installed(server, client, vault, data_dir, tmp_path, device):
     first_run(client)
     other = make_key(tmp_path / "other.pem")[0]
     assert upload(client, release(tmp_path, other, "0.2.0")).status_code == 302
 
-    device_acts(data_dir, status, device)
+    device_acts(data_dir, device)
 
     assert device.running == "venv-0.1.0"
     assert "does not match this device&#39;s release key" in page(client)
@@ -193,27 +198,33 @@ def test_no_update_while_recording(server, recorder, hardware, client, vault, da
 
 def test_a_full_data_partition_is_said_and_leaves_nothing_half_written(server, client, vault, data_dir, tmp_path,
                                                                        key, monkeypatch):
-    from webui import updates
+    from firmware import fsutil
 
     first_run(client)
-    real = updates.atomic_write
+    written = {"bytes": 0}
+    real_write = os.write
 
-    def full(path, data, mode=0o640):
-        if Path(path).name == "request":
-            raise OSError(28, "No space left on device")
-        real(path, data, mode)
+    def fills_up(fd, data):  # the card fills up a megabyte into the release
+        if written["bytes"] >= 2**20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = real_write(fd, bytes(data[:256 * 1024]))
+        written["bytes"] += n
+        return n
 
-    monkeypatch.setattr(updates, "atomic_write", full)
+    rel = release(tmp_path, key, "0.2.0").read_bytes() + b"\0" * 3 * 2**20  # tar's trailing zeros, longer
+    monkeypatch.setattr(fsutil.os, "write", fills_up)
 
-    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(release(tmp_path, key, "0.2.0")
-                                                                               .read_bytes()), "x.tar")},
+    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(rel), "x.tar")},
                                 content_type="multipart/form-data")
 
+    monkeypatch.undo()
     assert response.status_code == 507 and "No space left" in response.get_json()["detail"]
-    assert list((data_dir / "update").iterdir()) == []
+    assert written["bytes"] >= 2**20, "the write did fail partway"
+    assert sorted(p.name for p in (data_dir / "update").iterdir()) == [".lock"], "nothing half-written is kept"
+    assert not audit(vault, "update.request"), "no request is logged that was never made"
 
 
-def test_a_waiting_request_can_be_withdrawn(server, client, vault, data_dir, status, tmp_path, key, device):
+def test_a_waiting_request_can_be_withdrawn(server, client, vault, data_dir, tmp_path, key, device):
     first_run(client)
     upload(client, release(tmp_path, key, "0.2.0"))
     update_id = (data_dir / "update" / "request").read_text().strip()
@@ -226,32 +237,32 @@ def test_a_waiting_request_can_be_withdrawn(server, client, vault, data_dir, sta
     assert "取り消し済み" in page(client) and 'id="update-form"' in page(client)
     assert audit(vault, "update.cancel")[0]["detail"]["id"] == update_id
     # the device, had it been about to look, finds nothing to do
-    assert device_acts(data_dir, status, device).returncode == 0
-    assert device.running == "venv-0.1.0" and not (status / update_id).exists()
+    assert device_acts(data_dir, device).returncode == 0
+    assert device.running == "venv-0.1.0" and not (data_dir / "update" / f"{update_id}.outcome").exists()
 
 
-def test_a_request_the_web_ui_did_not_write_runs_nothing(data_dir, status, device):
+def test_a_request_the_web_ui_did_not_write_runs_nothing(data_dir, device):
     folder = data_dir / "update"
     folder.mkdir()
     (folder / "request").write_text("../../etc/shadow\n")
 
-    done = device_acts(data_dir, status, device)
+    done = device_acts(data_dir, device)
 
     assert done.returncode == 0 and "ignored a request" in done.stderr
     assert not (folder / "request").exists(), "a bad request must not start the helper again and again"
-    assert device.running == "venv-0.1.0" and not status.exists()
+    assert device.running == "venv-0.1.0" and not list(folder.glob("*.outcome"))
 
 
-def test_a_request_whose_release_is_gone_says_so(data_dir, status, device):
+def test_a_request_whose_release_is_gone_says_so(data_dir, device):
     folder = data_dir / "update"
     folder.mkdir()
     update_id = "0123456789abcdef0123456789abcdef"
     (folder / "request").write_text(update_id + "\n")
 
-    device_acts(data_dir, status, device)
+    device_acts(data_dir, device)
 
-    state, *words = (status / update_id).read_text().splitlines()
-    assert state == "not-installed" and "could not be read" in " ".join(words)
+    said = outcome(data_dir, update_id)
+    assert said["state"] == "not-installed" and "could not be read" in said["output"]
 
 
 def test_only_a_manager_may_update(server, client, app, vault, data_dir, tmp_path, key):
@@ -273,14 +284,14 @@ def test_only_a_manager_may_update(server, client, app, vault, data_dir, tmp_pat
     assert not (data_dir / "update" / "request").exists()
 
 
-def test_the_api_lists_the_running_version_and_the_updates(server, client, vault, data_dir, status, tmp_path, key,
+def test_the_api_lists_the_running_version_and_the_updates(server, client, vault, data_dir, tmp_path, key,
                                                             device):
     first_run(client)
     api = Api(client)
     sent = api.post("/api/v1/update", data={"release": (io.BytesIO(release(tmp_path, key, "0.2.0").read_bytes()),
                                                         "x.tar")}, content_type="multipart/form-data")
     assert sent.status_code == 202 and sent.get_json()["version"] == "0.2.0"
-    device_acts(data_dir, status, device)
+    device_acts(data_dir, device)
 
     listed = api.get("/api/v1/update").get_json()
 
@@ -288,3 +299,87 @@ def test_the_api_lists_the_running_version_and_the_updates(server, client, vault
     [item] = listed["updates"]
     assert item["id"] == sent.get_json()["id"] and item["state"] == "installed" and item["by"] == "yamada"
     assert json.loads((data_dir / "update" / f"{item['id']}.json").read_text())["version"] == "0.2.0"
+
+
+def test_the_device_takes_only_the_web_uis_own_regular_files(data_dir, device, tmp_path):
+    """A web UI that has been broken into can leave anything in its folder; root reads none
+    of it but a regular file of the web UI's with one link, never blocking."""
+    folder = data_dir / "update"
+    folder.mkdir()
+    secret = tmp_path / "root-only"
+    secret.write_bytes(b"not for the web UI")
+    cases = {"symlink": lambda p: p.symlink_to(secret), "hard link": lambda p: os.link(secret, p),
+             "fifo": lambda p: os.mkfifo(p), "folder": lambda p: p.mkdir()}
+    for n, (kind, make) in enumerate(cases.items()):
+        update_id = f"{n:032x}"
+        make(folder / f"{update_id}.tar")
+        (folder / "request").write_text(update_id + "\n")
+
+        done = device_acts(data_dir, device)
+
+        said = outcome(data_dir, update_id)
+        assert said["state"] == "not-installed" and "could not be read" in said["output"], kind
+        assert "not for the web UI" not in said["output"] + done.stderr, kind
+    assert device.running == "venv-0.1.0"
+    # a request that is a link is not read either
+    (folder / "elsewhere").write_text("f" * 32 + "\n")
+    (folder / "request").symlink_to(folder / "elsewhere")
+    assert "ignored a request" in device_acts(data_dir, device).stderr
+    assert not (folder / f"{'f' * 32}.outcome").exists()
+
+
+def test_an_update_cut_short_by_a_restart_says_so(server, client, vault, data_dir, tmp_path, key):
+    first_run(client)
+    upload(client, release(tmp_path, key, "0.2.0"))
+    folder = data_dir / "update"
+    update_id = (folder / "request").read_text().strip()
+    # the device took it, began, and lost power: its outcome is from another boot
+    (folder / "request").rename(folder / ".request.taken")
+    (folder / f"{update_id}.outcome").write_text(json.dumps({"state": "running", "boot": "an earlier boot"}))
+    (folder / ".request.taken").unlink()
+
+    shown = page(client)
+
+    assert "中断" in shown and 'id="update-form"' in shown, "an interrupted update does not block the next"
+    assert not audit(vault, "update.installed") and not audit(vault, "update.not_installed")
+
+
+def test_a_withdrawal_after_the_device_took_the_request_is_refused(server, client, vault, data_dir, tmp_path, key):
+    first_run(client)
+    upload(client, release(tmp_path, key, "0.2.0"))
+    folder = data_dir / "update"
+    update_id = (folder / "request").read_text().strip()
+    cancel = re.search(r'action="(/admin/update/[0-9a-f]{32}/cancel)"', page(client)).group(1)
+    (folder / "request").rename(folder / ".request.taken")  # the device's claim, just before the click
+
+    response = Api(client).post(cancel.replace("/admin/update/", "/api/v1/update/"))
+
+    assert response.status_code == 409 and response.get_json()["code"] == "update.already_started"
+    assert (folder / f"{update_id}.tar").exists(), "the release the device is about to read stays"
+    assert not audit(vault, "update.cancel")
+
+
+def test_a_request_already_there_is_never_overwritten(server, client, vault, data_dir, tmp_path, key):
+    first_run(client)
+    folder = data_dir / "update"
+    folder.mkdir()
+    (folder / "request").write_text("e" * 32 + "\n")  # another thread's, made a moment ago
+
+    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(release(tmp_path, key, "0.2.0")
+                                                                               .read_bytes()), "x.tar")},
+                                content_type="multipart/form-data")
+
+    assert response.status_code == 409 and response.get_json()["code"] == "update.in_progress"
+    assert (folder / "request").read_text() == "e" * 32 + "\n"
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "request"]
+
+
+def test_the_outcome_is_logged_without_anyone_looking(server, client, vault, data_dir, tmp_path, key, device):
+    first_run(client)
+    upload(client, release(tmp_path, key, "0.2.0"))
+    update_id = (data_dir / "update" / "request").read_text().strip()
+
+    device_acts(data_dir, device)
+
+    wait_for(lambda: audit(vault, "update.installed"), what="the outcome in the audit log", timeout=20)
+    assert audit(vault, "update.installed")[0]["detail"]["id"] == update_id

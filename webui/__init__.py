@@ -162,6 +162,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     enforce(app)
     viewing.start_sweeper(app)
+    updates.start_logger(app)
     provisions.cleanup(app.config["KIROKU_DATA"])
     return app
 

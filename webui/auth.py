@@ -35,7 +35,7 @@ except ImportError:  # argon2-cffi before 23.1, such as Debian trixie's 21.1 (th
 bp = Blueprint("auth", __name__)
 
 IDLE = 15 * 60
-PASSIVE = {"api.status"}  # polled by open pages
+PASSIVE = {"api.status", "api.update_get"}  # polled by open pages
 ABSOLUTE = 10 * 3600
 SLOW_AFTER = 5  # failures before answers slow down
 LOCK_AFTER = 10  # failures before the account locks

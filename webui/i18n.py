@@ -295,13 +295,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "update.file": ("更新ファイル", "Update file"),
     "update.at_most": ("最大", "at most"),
     "update.what_happens": (
-        "インストール中（数分）は録画ボタンが使えません。窓口の空いている時間に行ってください。"
-        "この画面も一度切断され、終わると結果が表示されます。",
-        "While it installs (a few minutes) the record button does not work: do it when the counter is quiet. "
-        "This page also goes away for a moment and shows the outcome when it is back."),
+        "インストールには数分かかります。最後に記録装置を再起動する間（1 分ほど）は録画できません。"
+        "録画中ならその録画が終わるまで待ってから再起動します。窓口の空いている時間に行ってください。",
+        "Installing takes a few minutes. At the end the recorder restarts, and for about a minute nothing can be "
+        "recorded; if a recording is under way, the device waits for it to end first. Do it when the counter is "
+        "quiet."),
     "update.install": ("更新する", "Install"),
-    "update.wait": ("更新の処理中です。この画面は自動で更新されます。", "An update is under way; this page refreshes "
-                    "by itself."),
+    "update.wait": ("更新の処理中です。終わるとこの画面に結果が表示されます（途中で画面が一時的に応答しなくなることがあります）。",
+                    "An update is under way. This page shows the outcome when it has finished (the page may stop "
+                    "answering for a moment meanwhile)."),
+    "update.reload": ("数分後にこの画面を再読み込みしてください。", "Reload this page in a few minutes."),
+    "update.continuous": ("常時録画中です。更新の間（数分）、録画が止まります。",
+                          "Recording is continuous: it stops for a few minutes during the update."),
     "update.recording": ("録画中のため更新できません。録画が終わってから行ってください。",
                          "Recording is under way: update once it has ended."),
     "update.history": ("更新の記録", "Updates"),
@@ -318,8 +323,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "update.state.not-installed": ("更新されませんでした（元の版で動作中）。詳細をご確認ください。",
                                    "not installed (the previous version runs); see the details"),
     "update.state.cancelled": ("取り消し済み", "withdrawn"),
-    "update.state.unknown": ("結果不明（処理中に装置が再起動しました）。動作中の版をご確認ください。",
-                             "outcome unknown (the device restarted meanwhile): see the running version"),
+    "update.state.interrupted": ("中断（処理中に装置が再起動しました）。動作中の版をご確認ください。",
+                                 "interrupted (the device restarted during it): see the running version"),
+    "update.state.unknown": ("結果不明。動作中の版をご確認ください。", "outcome unknown: see the running version"),
     "update.requested": ("更新を依頼しました。数分かかります。", "Update requested; it takes a few minutes."),
     "update.cancelled": ("更新の依頼を取り消しました。", "The update request was withdrawn."),
     "update.in_progress": ("別の更新が処理中です。終わってからもう一度行ってください。",

@@ -5,32 +5,39 @@ like a release (image-build/release's tar: a manifest naming its version, and a 
 refuses while a recording is under way, logs the request in the audit log, and leaves the
 release and a request in ``<data>/update``:
 
-    <data>/update/<id>.tar     the release, as uploaded
-    <data>/update/<id>.json    who asked, when, for which version and SHA-256 (this page's own)
-    <data>/update/request      <id>: written last, by one rename
+    ID.tar          the release, as uploaded
+    ID.json         who asked, when, for which version and SHA-256 (this page's own record)
+    request         ID: made last, by a link that fails if a request is already there
+    .request.taken  the request, once the device has claimed it (a rename)
+    ID.outcome      written by the device, as root (JSON): state "running", then "installed"
+                    or "not-installed"; the boot it ran in; what kiroku-update said
+    ID.logged       the outcome is in the audit log
 
 On the device, kiroku-update-request.path sees the request and starts a root oneshot
 (image-build/overlay/usr/lib/kiroku/update-request) that runs kiroku-update on it: the
 signature is checked against the image's release key before anything is unpacked, a
 downgrade is refused, the new version is installed beside the running one and goes back if
-its recorder does not get ready. The outcome is ``<status>/<id>`` (``/run/kiroku-update``):
-its first line ``running``, ``installed`` or ``not-installed``, then kiroku-update's words.
-The update restarts this process too; the page shows the outcome when it is back, and logs
-it in the audit log, once.
+its recorder does not get ready. The update restarts this process too: a thread here logs
+each outcome in the audit log, once, as soon as it is written, whether or not anyone looks.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import secrets
 import tarfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from firmware.control import ControlError
 from firmware.fsutil import atomic_write, makedirs_durable
@@ -39,22 +46,21 @@ from webui.actions import done, refuse
 from webui.permissions import MANAGER, permission
 
 bp = Blueprint("updates", __name__, url_prefix="/admin/update")
+log = logging.getLogger(__name__)
 
 MAX_RELEASE = 12 * 2**20 - 64 * 1024  # under the app's MAX_CONTENT_LENGTH, with room for the form
 MAX_MANIFEST = 64 * 1024
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+~-]{0,40}")
 _ID = re.compile(r"[0-9a-f]{32}")
 FINAL = ("installed", "not-installed")
-# The recorder restarts with the update: not while it records or is about to.
+ACTIVE = ("waiting", "running")
+# A restart cuts an on-demand recording from its notice on, and a call; a continuous recording
+# is always under way (the update cuts it once). kiroku-update waits on the same rule.
 BUSY_STATES = ("notice", "recording", "stopping")
 
 
-def _dir() -> Path:
-    return Path(current_app.config["KIROKU_DATA"]) / "update"
-
-
-def _status_dir() -> Path:
-    return Path(current_app.config.get("KIROKU_UPDATE_STATUS", "/run/kiroku-update"))
+def _dir(app=None) -> Path:
+    return Path((app or current_app).config["KIROKU_DATA"]) / "update"
 
 
 def running_version() -> str:
@@ -66,6 +72,14 @@ def running_version() -> str:
         from firmware import __version__
 
         return __version__
+
+
+def this_boot() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def release_version(data: bytes) -> str | None:
@@ -88,70 +102,124 @@ def release_version(data: bytes) -> str | None:
     return version if _VERSION.fullmatch(version) else None
 
 
-def _outcome(update_id: str) -> tuple[str, str] | None:
-    """(state, kiroku-update's words) from the root helper, or None before it has begun."""
+def _read(path: Path) -> str:
     try:
-        text = (_status_dir() / update_id).read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    state, _, words = text.partition("\n")
-    return state.strip(), words.strip()
+        return path.read_text(errors="replace").strip()
+    except (FileNotFoundError, IsADirectoryError):
+        return ""
 
 
-def updates() -> list[dict]:
-    """The requests this device has had, newest first, each with what became of it:
-    waiting (the device has not begun), running, installed, not-installed, or unknown (the
-    device restarted before it said: see the version that runs)."""
-    folder = _dir()
-    pending = folder / "request"
-    waiting = pending.read_text().strip() if pending.exists() else ""
+def updates(folder: Path | None = None) -> list[dict]:
+    """The requests this device has had, newest first, each with what became of it: waiting
+    (the device has not begun), running, installed, not-installed, cancelled, interrupted (the
+    device restarted during it: see the running version), or unknown."""
+    folder = folder or _dir()
+    if not folder.is_dir():
+        return []
+    waiting = {_read(folder / "request"), _read(folder / ".request.taken")}
+    boot = this_boot()
     found = []
-    for path in folder.glob("*.json") if folder.is_dir() else ():
+    for path in folder.glob("*.json"):
         try:
             item = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         if not isinstance(item, dict) or not _ID.fullmatch(str(item.get("id", ""))):
             continue
-        outcome = _outcome(item["id"])
-        if outcome:
-            item["state"], item["output"] = outcome
-        elif item["id"] == waiting:
-            item["state"], item["output"] = "waiting", ""
+        try:
+            outcome = json.loads((folder / f"{item['id']}.outcome").read_text(errors="replace"))
+        except (OSError, ValueError):
+            outcome = None
+        item["output"] = ""
+        if isinstance(outcome, dict) and outcome.get("state") in ("running", *FINAL):
+            item["state"], item["output"] = outcome["state"], str(outcome.get("output", ""))
+            if item["state"] == "running" and outcome.get("boot") != boot:
+                item["state"] = "interrupted"
+            if outcome.get("sha256"):
+                item["installed_sha256"] = outcome["sha256"]
+        elif item["id"] in waiting:
+            item["state"] = "waiting"
         else:
-            item["state"], item["output"] = ("cancelled" if item.get("cancelled_by") else "unknown"), ""
+            item["state"] = "cancelled" if item.get("cancelled_by") else "unknown"
         found.append(item)
     return sorted(found, key=lambda item: item.get("at", ""), reverse=True)
 
 
-def log_outcomes(items: list[dict]) -> None:
-    """Log each finished update in the audit log, once (a marker file beside its request)."""
+def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
+    """Log each finished update in the audit log, in the requester's name, once: the marker is
+    made first (exclusively), and taken back if the recorder could not log it."""
+    folder = folder or _dir()
     for item in items:
         if item["state"] not in FINAL:
             continue
-        marker = _dir() / f"{item['id']}.logged"
-        if marker.exists():
+        marker = folder / f"{item['id']}.logged"
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            log.warning("update %s: cannot mark its outcome as logged (%s); trying again later", item["id"], exc)
             continue
         action = "update.installed" if item["state"] == "installed" else "update.not_installed"
         try:
             auth.audit(action, subject=item["version"], actor=item["by"],
-                       detail={"id": item["id"], "sha256": item["sha256"], "running": running_version()})
+                       detail={"id": item["id"], "sha256": item.get("installed_sha256", item["sha256"]),
+                               "running": running_version()})
         except ControlError:
-            return  # the recorder is still starting: logged at the next look
-        try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            os.close(fd)
-        except FileExistsError:
-            pass
+            marker.unlink(missing_ok=True)  # the recorder is still starting: the next round logs it
+            return
 
 
-def _busy() -> str | None:
+def start_logger(app) -> threading.Thread:
+    """Log outcomes as they come, without waiting for someone to open the page."""
+    every = float(app.config.get("KIROKU_UPDATE_LOG_EVERY", 10.0))
+
+    def loop():
+        while not _stop_logger.wait(every):
+            try:
+                with app.app_context():
+                    log_outcomes(updates(_dir(app)), _dir(app))
+            except Exception:  # the next round tries again
+                log.exception("logging update outcomes failed")
+
+    thread = threading.Thread(target=loop, name="update-outcomes", daemon=True)
+    thread.start()
+    return thread
+
+
+_stop_logger = threading.Event()
+
+
+@contextmanager
+def _locked(folder: Path):
+    """One upload or withdrawal at a time (the server has several threads, a manager two tabs)."""
+    fd = os.open(folder / ".lock", os.O_WRONLY | os.O_CREAT, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def busy() -> str | None:
+    """What a restart of the recorder would cut now, or None."""
     from webui.admin import recorder_status
 
     status = recorder_status()
     if status is None:
         return None  # nothing records: an update brings the recorder back
-    return status.get("state") if status.get("state") in BUSY_STATES else None
+    if status.get("active_calls"):
+        return "call"
+    if status.get("mode") != "continuous" and status.get("state") in BUSY_STATES:
+        return status["state"]
+    return None
+
+
+def _continuous() -> bool:
+    from webui.admin import recorder_status
+
+    status = recorder_status() or {}
+    return status.get("mode") == "continuous"
 
 
 @bp.get("/")
@@ -159,10 +227,24 @@ def _busy() -> str | None:
 def index():
     items = updates()
     log_outcomes(items)
-    in_progress = any(item["state"] in ("waiting", "running") for item in items)
+    in_progress = any(item["state"] in ACTIVE for item in items)
     return render_template("admin/update.html", running=running_version(), items=items[:10],
-                           in_progress=in_progress, busy=_busy(), max_mb=MAX_RELEASE // 2**20,
-                           simulated=current_app.config["KIROKU_SIMULATED"])
+                           in_progress=in_progress, busy=busy(), continuous=_continuous(),
+                           max_mb=MAX_RELEASE // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_big(exc):
+    # The body is refused before any view runs (the CSRF check reads the form).
+    from flask import flash, redirect
+
+    flash("update.too_big", "error")
+    return redirect(url_for("updates.index"))
+
+
+def _unlink_all(folder: Path, *names: str) -> None:
+    for name in names:
+        (folder / name).unlink(missing_ok=True)
 
 
 @bp.post("/")
@@ -170,8 +252,6 @@ def index():
 def upload():
     """Install a release (multipart file "release", made by image-build/release)."""
     back = url_for("updates.index")
-    if any(item["state"] in ("waiting", "running") for item in updates()):
-        refuse("update.in_progress", 409, back=back)
     upload = request.files.get("release")
     data = upload.read(MAX_RELEASE + 1) if upload else b""
     if not data:
@@ -181,25 +261,40 @@ def upload():
     version = release_version(data)
     if version is None:
         refuse("update.not_a_release", back=back)
-    state = _busy()
+    state = busy()
     if state:
         refuse("update.recording", 409, back=back, detail=state)
-    update_id = secrets.token_hex(16)
-    item = {"id": update_id, "version": version, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-            "by": g.user.username, "at": auth.now_iso(),
-            "from": running_version()}
     folder = _dir()
     try:
         makedirs_durable(folder)
-        auth.audit("update.request", subject=version,
-                   detail={k: item[k] for k in ("id", "sha256", "bytes", "from")})
-        atomic_write(folder / f"{update_id}.tar", data, mode=0o640)
-        atomic_write(folder / f"{update_id}.json", json.dumps(item).encode(), mode=0o640)
-        atomic_write(folder / "request", f"{update_id}\n".encode(), mode=0o640)
     except OSError as exc:
-        for name in (f"{update_id}.tar", f"{update_id}.json"):
-            (folder / name).unlink(missing_ok=True)
         refuse("update.cannot_store", 507, back=back, detail=str(exc))
+    with _locked(folder):
+        if any(item["state"] in ACTIVE for item in updates()):
+            refuse("update.in_progress", 409, back=back)
+        update_id = secrets.token_hex(16)
+        item = {"id": update_id, "version": version, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                "by": g.user.username, "at": auth.now_iso(), "from": running_version()}
+        tar, record, pending = f"{update_id}.tar", f"{update_id}.json", f".{update_id}.request"
+        try:
+            atomic_write(folder / tar, data, mode=0o640)
+            atomic_write(folder / record, json.dumps(item).encode(), mode=0o640)
+            atomic_write(folder / pending, f"{update_id}\n".encode(), mode=0o640)
+        except OSError as exc:
+            _unlink_all(folder, tar, record, pending)
+            refuse("update.cannot_store", 507, back=back, detail=str(exc))
+        try:
+            auth.audit("update.request", subject=version, detail={k: item[k] for k in ("id", "sha256", "bytes", "from")})
+        except ControlError:
+            _unlink_all(folder, tar, record, pending)
+            raise
+        try:
+            os.link(folder / pending, folder / "request")  # the device starts on it now
+        except FileExistsError:
+            _unlink_all(folder, tar, record, pending)
+            refuse("update.in_progress", 409, back=back)
+        finally:
+            (folder / pending).unlink(missing_ok=True)
     return done(back, code=202, notice="update.requested", id=update_id, version=version, state="waiting")
 
 
@@ -212,13 +307,23 @@ def cancel(update_id: str):
     item = next((item for item in updates() if item["id"] == update_id), None)
     if item is None:
         abort(404)
-    if item["state"] != "waiting":
-        refuse("update.already_started", 409, back=back)
-    auth.audit("update.cancel", subject=item["version"], detail={"id": update_id})
-    (folder / "request").unlink(missing_ok=True)  # if the device took it first, its outcome shows
-    (folder / f"{update_id}.tar").unlink(missing_ok=True)
-    stored = {k: v for k, v in item.items() if k not in ("state", "output")}
-    atomic_write(folder / f"{update_id}.json", json.dumps({**stored, "cancelled_by": g.user.username}).encode())
+    withdrawn = folder / ".request.withdrawn"
+    with _locked(folder):
+        try:
+            os.rename(folder / "request", withdrawn)  # the device claims it by a rename too: one wins
+        except FileNotFoundError:
+            refuse("update.already_started", 409, back=back)
+        if _read(withdrawn) != update_id:
+            os.rename(withdrawn, folder / "request")
+            refuse("update.already_started", 409, back=back)
+        try:
+            auth.audit("update.cancel", subject=item["version"], detail={"id": update_id})
+        except ControlError:
+            os.rename(withdrawn, folder / "request")
+            raise
+        _unlink_all(folder, f"{update_id}.tar", withdrawn.name)
+        stored = {k: v for k, v in item.items() if k not in ("state", "output")}
+        atomic_write(folder / f"{update_id}.json", json.dumps({**stored, "cancelled_by": g.user.username}).encode())
     return done(back, notice="update.cancelled", id=update_id, state="cancelled")
 
 
@@ -226,4 +331,4 @@ def describe() -> dict:
     """The running version and the requests, for GET /api/v1/update."""
     items = updates()
     log_outcomes(items)
-    return {"running": running_version(), "updates": items[:10]}
+    return {"running": running_version(), "busy": busy(), "updates": items[:10]}
