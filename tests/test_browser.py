@@ -295,3 +295,36 @@ def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(app
     assert manager.inner_text("#provision-status") == "完了"
     manager.goto(url + "admin/")
     assert number not in manager.inner_text("main")  # nothing left to act on
+
+
+def test_a_manager_installs_an_update_and_the_page_follows_it_through_the_restart(appliance, browser, tmp_path):
+    from tests.test_update import Device, make_key, release
+    from tests.test_update_web import device_acts
+
+    url, data = appliance
+    key, public = make_key(tmp_path / "release.pem")
+    device = Device(tmp_path / "root", public, tmp_path / "fakes")
+    page = person(browser, url)
+    page.goto(url + "setup/")
+    register_first_manager(page)
+    page.click("nav >> text=ソフトウェア更新")
+    page.set_input_files("input[name=release]", str(release(tmp_path, key, "0.2.0")))
+    page.click("#update-install")
+    page.wait_for_selector("#update-in-progress")
+    # The update restarts the web UI: for a while the page's questions go unanswered.
+    gone = []
+    page.route("**/api/v1/update", lambda route: (gone.append(1), route.abort()))
+    for _ in range(60):  # Playwright runs the route's handler only while it is asked to wait
+        if len(gone) >= 2:
+            break
+        page.wait_for_timeout(500)
+    assert len(gone) >= 2, "the page did not ask for the outcome while the web UI was away"
+    assert device_acts(data, device).returncode == 0
+    page.unroute("**/api/v1/update")
+
+    # no reload by hand: the page asks again, and shows the outcome
+    page.wait_for_selector("tr.update-installed", timeout=30_000)
+    assert "完了（新しい版で動作中）" in page.inner_text("#update-history")
+    assert page.is_visible("#update-form"), "the next update can be uploaded"
+    page.screenshot(path=str(ARTIFACTS / "update-installed.png"), full_page=True)
+    assert device.running == "venv-0.2.0"

@@ -383,3 +383,14 @@ def test_the_outcome_is_logged_without_anyone_looking(server, client, vault, dat
 
     wait_for(lambda: audit(vault, "update.installed"), what="the outcome in the audit log", timeout=20)
     assert audit(vault, "update.installed")[0]["detail"]["id"] == update_id
+
+
+def test_a_file_too_large_for_the_device_is_refused_in_words(server, client, vault, data_dir):
+    first_run(client)
+    huge = b"\0" * (13 * 2**20)  # over what the web UI takes in one request
+
+    response = upload(client, None, data=huge)
+
+    assert response.status_code == 302 and response.headers["Location"].endswith("/admin/update/")
+    assert "ファイルが大きすぎます" in page(client)
+    assert not (data_dir / "update" / "request").exists()
