@@ -66,9 +66,13 @@ esac
 """
 
 # The running recorder's `kiroku ctl status --json`: recording for the first $FAKE_BUSY looks, in
-# mode $FAKE_MODE.
+# mode $FAKE_MODE; with $FAKE_CTL_REFUSES, no answer at all.
 FAKE_CTL = """#!/bin/sh
 echo "ctl $*" >>"$FAKE_STATE/systemctl.log"
+if [ -n "${FAKE_CTL_REFUSES:-}" ]; then
+    echo "kiroku ctl: not allowed to use the control socket" >&2
+    exit 2
+fi
 busy=$(cat "$FAKE_STATE/busy" 2>/dev/null || echo "${FAKE_BUSY:-0}")
 if [ "$busy" -gt 0 ]; then
     echo $((busy - 1)) >"$FAKE_STATE/busy"
@@ -194,12 +198,14 @@ class Device:
         (self.opt / "venv").symlink_to("venv-0.1.0")
 
     def env(self, timeout: int = 5, pending: int = 0, down: str = "activating", busy: int = 0,
-            mode: str = "on_demand", idle_timeout: int = 600, flapping: str = "", kill_at: str = "") -> dict:
+            mode: str = "on_demand", idle_timeout: int = 600, flapping: str = "", kill_at: str = "",
+            ctl_refuses: bool = False) -> dict:
         """kiroku-update's environment on this device (its hooks, the fakes' settings)."""
         # No index for pip here: what it installs must come with the release.
         return {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
                 "FAKE_PENDING": str(pending), "FAKE_DOWN": down, "FAKE_BUSY": str(busy), "FAKE_MODE": mode,
                 "FAKE_FLAPPING": flapping, "FAKE_KILL_AT_RESTART": kill_at,
+                "FAKE_CTL_REFUSES": "yes" if ctl_refuses else "",
                 "KIROKU_CTL": str(self.fakes / "ctl"), "KIROKU_IDLE_TIMEOUT": str(idle_timeout),
                 "KIROKU_IDLE_POLL": "1",
                 "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
@@ -459,6 +465,16 @@ def test_a_recording_that_does_not_end_leaves_the_running_version(tmp_path, key,
     assert "a recording has been under way for 2s: nothing was switched" in done.stderr
     assert device.running == "venv-0.1.0" and device.restarts == 0
     assert not (device.opt / "venv-0.2.0").exists(), "the new venv is not left half-adopted"
+
+
+def test_a_recorder_that_does_not_answer_counts_as_recording(tmp_path, key, device):
+    # it runs, but cannot say whether it records: the update must not cut what it cannot see
+    done = device.update(release(tmp_path, key, "0.2.0"), ctl_refuses=True, idle_timeout=2)
+
+    assert done.returncode != 0
+    assert "the running recorder does not answer (kiroku ctl: not allowed" in done.stderr
+    assert "nothing was switched" in done.stderr
+    assert device.running == "venv-0.1.0" and device.restarts == 0
 
 
 def test_a_continuous_recording_does_not_hold_an_update_back(tmp_path, key, device):

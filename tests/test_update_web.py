@@ -315,11 +315,10 @@ def test_the_device_takes_only_the_web_uis_own_regular_files(data_dir, device, t
         make(folder / f"{update_id}.tar")
         (folder / "request").write_text(update_id + "\n")
 
-        done = device_acts(data_dir, device)
+        assert device_acts(data_dir, device).returncode == 0, kind
 
         said = outcome(data_dir, update_id)
         assert said["state"] == "not-installed" and "could not be read" in said["output"], kind
-        assert "not for the web UI" not in said["output"] + done.stderr, kind
     assert device.running == "venv-0.1.0"
     # a request that is a link is not read either
     (folder / "elsewhere").write_text("f" * 32 + "\n")
@@ -341,6 +340,9 @@ def test_an_update_cut_short_by_a_restart_says_so(server, client, vault, data_di
     shown = page(client)
 
     assert "中断" in shown and 'id="update-form"' in shown, "an interrupted update does not block the next"
+    page(client)
+    [logged] = audit(vault, "update.interrupted")
+    assert logged["detail"]["id"] == update_id
     assert not audit(vault, "update.installed") and not audit(vault, "update.not_installed")
 
 
@@ -372,6 +374,7 @@ def test_a_request_already_there_is_never_overwritten(server, client, vault, dat
     assert response.status_code == 409 and response.get_json()["code"] == "update.in_progress"
     assert (folder / "request").read_text() == "e" * 32 + "\n"
     assert sorted(p.name for p in folder.iterdir()) == [".lock", "request"]
+    assert not audit(vault, "update.request"), "no request is logged that was not made"
 
 
 def test_the_outcome_is_logged_without_anyone_looking(server, client, vault, data_dir, tmp_path, key, device):
@@ -394,3 +397,23 @@ def test_a_file_too_large_for_the_device_is_refused_in_words(server, client, vau
     assert response.status_code == 302 and response.headers["Location"].endswith("/admin/update/")
     assert "ファイルが大きすぎます" in page(client)
     assert not (data_dir / "update" / "request").exists()
+
+
+def test_a_request_a_run_took_and_never_finished_is_reported_and_unblocks(server, client, vault, data_dir, tmp_path,
+                                                                          key, device):
+    first_run(client)
+    upload(client, release(tmp_path, key, "0.2.0"))
+    folder = data_dir / "update"
+    update_id = (folder / "request").read_text().strip()
+    (folder / "request").rename(folder / ".request.taken")  # taken; then the helper was killed
+    assert 'id="update-in-progress"' in page(client)
+
+    done = device_acts(data_dir, device)  # the path unit starts it again: .request.taken is there
+
+    assert done.returncode == 0, done.stderr
+    said = outcome(data_dir, update_id)
+    assert said["state"] == "not-installed" and "stopped before it finished" in said["output"]
+    assert not (folder / ".request.taken").exists()
+    assert 'id="update-form"' in page(client)
+    assert audit(vault, "update.not_installed")[0]["detail"]["id"] == update_id
+    assert device.running == "venv-0.1.0"

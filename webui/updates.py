@@ -7,7 +7,7 @@ release and a request in ``<data>/update``:
 
     ID.tar          the release, as uploaded
     ID.json         who asked, when, for which version and SHA-256 (this page's own record)
-    request         ID: made last, by a link that fails if a request is already there
+    request         ID: made last, by a rename, only while neither it nor .request.taken is there
     .request.taken  the request, once the device has claimed it (a rename)
     ID.outcome      written by the device, as root (JSON): state "running", then "installed"
                     or "not-installed"; the boot it ran in; what kiroku-update said
@@ -40,7 +40,7 @@ from flask import Blueprint, abort, current_app, g, render_template, request, ur
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from firmware.control import ControlError
-from firmware.fsutil import atomic_write, makedirs_durable
+from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from webui import auth
 from webui.actions import done, refuse
 from webui.permissions import MANAGER, permission
@@ -53,6 +53,7 @@ MAX_MANIFEST = 64 * 1024
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+~-]{0,40}")
 _ID = re.compile(r"[0-9a-f]{32}")
 FINAL = ("installed", "not-installed")
+LOGGED = (*FINAL, "interrupted")  # what the audit log gets, once each
 ACTIVE = ("waiting", "running")
 # A restart cuts an on-demand recording from its notice on, and a call; a continuous recording
 # is always under way (the update cuts it once). kiroku-update waits on the same rule.
@@ -150,7 +151,7 @@ def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
     made first (exclusively), and taken back if the recorder could not log it."""
     folder = folder or _dir()
     for item in items:
-        if item["state"] not in FINAL:
+        if item["state"] not in LOGGED:
             continue
         marker = folder / f"{item['id']}.logged"
         try:
@@ -160,13 +161,14 @@ def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
         except OSError as exc:
             log.warning("update %s: cannot mark its outcome as logged (%s); trying again later", item["id"], exc)
             continue
-        action = "update.installed" if item["state"] == "installed" else "update.not_installed"
+        action = "update." + item["state"].replace("-", "_")
         try:
             auth.audit(action, subject=item["version"], actor=item["by"],
                        detail={"id": item["id"], "sha256": item.get("installed_sha256", item["sha256"]),
                                "running": running_version()})
-        except ControlError:
-            marker.unlink(missing_ok=True)  # the recorder is still starting: the next round logs it
+        except Exception as exc:  # the recorder still starting, or gone mid-answer: the next round logs it
+            marker.unlink(missing_ok=True)
+            log.warning("update %s: its outcome could not be logged yet (%s)", item["id"], exc)
             return
 
 
@@ -176,6 +178,8 @@ def start_logger(app) -> threading.Thread:
 
     def loop():
         while not _stop_logger.wait(every):
+            if not Path(app.config["KIROKU_DATA"]).is_dir():
+                return  # the data folder is gone (a test's): nothing will be written here again
             try:
                 with app.app_context():
                     log_outcomes(updates(_dir(app)), _dir(app))
@@ -270,7 +274,9 @@ def upload():
     except OSError as exc:
         refuse("update.cannot_store", 507, back=back, detail=str(exc))
     with _locked(folder):
-        if any(item["state"] in ACTIVE for item in updates()):
+        # Only this, under the lock, makes a request; the device only takes them away.
+        if any(item["state"] in ACTIVE for item in updates()) or (folder / "request").exists() \
+                or (folder / ".request.taken").exists():
             refuse("update.in_progress", 409, back=back)
         update_id = secrets.token_hex(16)
         item = {"id": update_id, "version": version, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
@@ -288,13 +294,8 @@ def upload():
         except ControlError:
             _unlink_all(folder, tar, record, pending)
             raise
-        try:
-            os.link(folder / pending, folder / "request")  # the device starts on it now
-        except FileExistsError:
-            _unlink_all(folder, tar, record, pending)
-            refuse("update.in_progress", 409, back=back)
-        finally:
-            (folder / pending).unlink(missing_ok=True)
+        os.rename(folder / pending, folder / "request")  # the device starts on it now
+        fsync_dir(folder)
     return done(back, code=202, notice="update.requested", id=update_id, version=version, state="waiting")
 
 
