@@ -19,42 +19,23 @@ from pathlib import Path
 
 import pytest
 
-from firmware.control import ControlServer, socket_path
 from firmware.recorder import State
+from tests import test_update, test_webui
 from tests.helpers import wait_for
 from tests.test_update import REPO, UPDATE, Device, make_key, release, run
 from tests.webui_helpers import Api, first_run, login, logout, post, staff
-from webui import create_app
 
 HELPER = REPO / "image-build" / "overlay" / "usr" / "lib" / "kiroku" / "update-request"
 
 
-@pytest.fixture
-def server(recorder, data_dir):
-    srv = ControlServer(socket_path(data_dir), recorder).start()
-    yield srv
-    srv.close()
+# the recorder's control socket (test_webui), a release key and a device (test_update)
+server, client = test_webui.server, test_webui.client
+key, device = test_update.key, test_update.device
 
 
 @pytest.fixture
 def app(data_dir):
-    return create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
-                       "KIROKU_SCRYPT_WORK_FACTOR": 10, "KIROKU_UPDATE_LOG_EVERY": 0.2})
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-@pytest.fixture
-def key(tmp_path) -> Path:
-    return make_key(tmp_path / "release.pem")[0]
-
-
-@pytest.fixture
-def device(tmp_path, key) -> Device:
-    return Device(tmp_path / "root", key.with_suffix(".pub"), tmp_path / "fakes")
+    return test_webui.make_app(data_dir, KIROKU_UPDATE_LOG_EVERY=0.2)
 
 
 def device_acts(data_dir: Path, device: Device, **settings):

@@ -39,6 +39,7 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from firmware import clock
 from firmware.control import ControlError
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from webui import auth
@@ -73,14 +74,6 @@ def running_version() -> str:
         from firmware import __version__
 
         return __version__
-
-
-def this_boot() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def release_version(data: bytes) -> str | None:
@@ -118,7 +111,7 @@ def updates(folder: Path | None = None) -> list[dict]:
     if not folder.is_dir():
         return []
     waiting = {_read(folder / "request"), _read(folder / ".request.taken")}
-    boot = this_boot()
+    boot = clock.boot_id()
     found = []
     for path in folder.glob("*.json"):
         try:
