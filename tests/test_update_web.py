@@ -231,6 +231,9 @@ def test_a_request_the_web_ui_did_not_write_runs_nothing(data_dir, device):
 
     assert done.returncode == 0 and "ignored a request" in done.stderr
     assert not (folder / "request").exists(), "a bad request must not start the helper again and again"
+    (folder / ".request.taken").write_text("rubbish\n")  # nor a bad claim (the path unit watches it too)
+    assert device_acts(data_dir, device).returncode == 0
+    assert not (folder / ".request.taken").exists()
     assert device.running == "venv-0.1.0" and not list(folder.glob("*.outcome"))
 
 
