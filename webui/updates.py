@@ -44,6 +44,7 @@ from firmware.control import ControlError
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from webui import auth
 from webui.actions import done, refuse
+from webui.admin import recorder_status
 from webui.permissions import MANAGER, permission
 
 bp = Blueprint("updates", __name__, url_prefix="/admin/update")
@@ -198,11 +199,8 @@ def _locked(folder: Path):
         os.close(fd)
 
 
-def busy() -> str | None:
-    """What a restart of the recorder would cut now, or None."""
-    from webui.admin import recorder_status
-
-    status = recorder_status()
+def busy(status: dict | None) -> str | None:
+    """What a restart of the recorder (its ``status``) would cut now, or None."""
     if status is None:
         return None  # nothing records: an update brings the recorder back
     if status.get("active_calls"):
@@ -212,21 +210,16 @@ def busy() -> str | None:
     return None
 
 
-def _continuous() -> bool:
-    from webui.admin import recorder_status
-
-    status = recorder_status() or {}
-    return status.get("mode") == "continuous"
-
-
 @bp.get("/")
 @permission(MANAGER)
 def index():
     items = updates()
     log_outcomes(items)
+    status = recorder_status()
     in_progress = any(item["state"] in ACTIVE for item in items)
     return render_template("admin/update.html", running=running_version(), items=items[:10],
-                           in_progress=in_progress, busy=busy(), continuous=_continuous(),
+                           in_progress=in_progress, busy=busy(status),
+                           continuous=(status or {}).get("mode") == "continuous",
                            max_mb=MAX_RELEASE // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
 
 
@@ -258,7 +251,7 @@ def upload():
     version = release_version(data)
     if version is None:
         refuse("update.not_a_release", back=back)
-    state = busy()
+    state = busy(recorder_status())
     if state:
         refuse("update.recording", 409, back=back, detail=state)
     folder = _dir()
@@ -325,4 +318,4 @@ def describe() -> dict:
     """The running version and the requests, for GET /api/v1/update."""
     items = updates()
     log_outcomes(items)
-    return {"running": running_version(), "busy": busy(), "updates": items[:10]}
+    return {"running": running_version(), "busy": busy(recorder_status()), "updates": items[:10]}
