@@ -68,6 +68,8 @@ def page(client) -> str:
 def test_a_manager_uploads_a_release_and_the_device_installs_it(server, client, vault, data_dir, tmp_path,
                                                                 key, device):
     first_run(client)
+    dashboard = client.get("/admin/").get_data(as_text=True)
+    assert re.search(r'id="software-version">0\.1\.0<', dashboard) and 'id="software-last"' not in dashboard
     before = page(client)
     assert 'id="update-form"' in before and "0.1.0" in before
     assert 'id="update-simulated"' in before, "on simulated hardware nothing installs: the page says so"
@@ -99,6 +101,8 @@ def test_a_manager_uploads_a_release_and_the_device_installs_it(server, client, 
     assert "完了（新しい版で動作中）" in after and "is installed and running" in after
     assert 'id="update-in-progress"' not in after and 'id="update-form"' in after
     page(client)
+    last = re.search(r'<p id="software-last"[^>]*>(.*?)</p>', client.get("/admin/").get_data(as_text=True), re.S)
+    assert "0.1.0 → 0.2.0" in last[1] and "完了" in last[1] and "warning" not in last[0]
     [logged] = audit(vault, "update.installed")  # logged once, however often the page is seen
     assert logged["actor"] == "yamada" and logged["subject"] == "0.2.0" and logged["detail"]["id"] == update_id
 
@@ -116,6 +120,9 @@ def test_a_broken_release_is_rolled_back_and_the_page_says_why(server, client, v
     assert "更新されませんでした" in shown and "0.2.0 was not installed" in shown
     client.set_cookie("lang", "en")
     assert "not installed (the previous version runs)" in page(client)
+    last = re.search(r'<p id="software-last"[^>]*>(.*?)</p>', client.get("/admin/").get_data(as_text=True), re.S)
+    assert 'class="warning"' in last[0] and "Last update" in last[1] and "not installed" in last[1], \
+        "the dashboard flags an update that did not go in"
     [logged] = audit(vault, "update.not_installed")
     assert logged["subject"] == "0.2.0"
     assert not audit(vault, "update.installed")
@@ -283,6 +290,9 @@ def test_the_api_lists_the_running_version_and_the_updates(server, client, vault
     [item] = listed["updates"]
     assert item["id"] == sent.get_json()["id"] and item["state"] == "installed" and item["by"] == "yamada"
     assert json.loads((data_dir / "update" / f"{item['id']}.json").read_text())["version"] == "0.2.0"
+    software = api.get("/api/v1/dashboard").get_json()["software"]
+    assert software["running"] == listed["running"]
+    assert software["last_update"]["id"] == item["id"] and software["last_update"]["state"] == "installed"
 
 
 def test_the_device_takes_only_the_web_uis_own_regular_files(data_dir, device, tmp_path):

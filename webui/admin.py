@@ -34,8 +34,9 @@ def dashboard():
                          " LIMIT 5").fetchall() if vdb else []
     from webui import disclosures
     from webui.provisions import age_days, needing_attention
+    from webui.updates import summary
 
-    return render_template("admin/dashboard.html", status=recorder_status(), recent=recent,
+    return render_template("admin/dashboard.html", status=recorder_status(), recent=recent, software=summary(),
                            attention=needing_attention(), age_days=age_days, **counts(),
                            disclosures_due=disclosures.needing_attention(), disclosure_days=disclosures.days_remaining,
                            disclosure_deadline=disclosures.deadline)

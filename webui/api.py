@@ -268,11 +268,12 @@ def disclosure_detail(disclosure_id: int):
 @permission(MANAGER)
 def dashboard():
     """What the manager's dashboard shows: requests awaiting a decision, holds, the
-    provisions needing attention (paperwork pending, committee footage not returned) and the
-    disclosure requests whose deadline is near or past."""
+    provisions needing attention (paperwork pending, committee footage not returned), the
+    disclosure requests whose deadline is near or past, and the software's version with its
+    last update."""
     counts = admin.counts()
     return jsonify({"recorder": admin.recorder_status(), "requests_pending": counts["pending"],
-                    "holds": counts["holds"],
+                    "holds": counts["holds"], "software": updates.summary(),
                     "provisions_needing_attention": [provisions.describe(p) for p in provisions.needing_attention()],
                     "disclosures_needing_attention": [disclosures.describe(d)
                                                       for d in disclosures.needing_attention()]})

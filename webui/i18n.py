@@ -269,6 +269,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "export.bad_region": ("ぼかす範囲は 0.6,0.1,0.3,0.5 のように（任意で @3-8）書いてください。",
                           "Write blur regions like 0.6,0.1,0.3,0.5 (optionally @3-8)."),
     "dashboard.disclosures": ("期限が近い・過ぎた開示請求", "Disclosure requests due or overdue"),
+    "dashboard.last_update": ("最後の更新", "Last update"),
     "nav.people": ("職員と権限", "People and roles"),
     "nav.storage": ("記録容量", "Storage"),
     "nav.audit": ("監査ログ", "Audit log"),

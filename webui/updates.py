@@ -140,6 +140,13 @@ def updates(folder: Path | None = None) -> list[dict]:
     return sorted(found, key=lambda item: item.get("at", ""), reverse=True)
 
 
+def summary() -> dict:
+    """What the dashboard says of the software: the version that runs and the last update."""
+    items = updates()
+    last = {key: items[0].get(key) for key in ("id", "version", "from", "state", "at", "by")} if items else None
+    return {"running": running_version(), "last_update": last}
+
+
 def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
     """Log each finished update in the audit log, in the requester's name, once: the marker is
     made first (exclusively), and taken back if the recorder could not log it."""
