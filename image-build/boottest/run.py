@@ -134,17 +134,21 @@ fi
 systemctl --no-block poweroff
 """
 
-WEB = """# Boot test only: the web UI's answer on https://127.0.0.1/, its certificate's SHA-256, and
-# the first-run page as the city's IT staff meet it: the first manager is made (Argon2id, the
-# device's keys, CSRF, the recorder asked over its control socket) and the recovery key shown.
-import hashlib, re, ssl, sys, time, urllib.error, urllib.parse, urllib.request
+# What the two scripts below share: a browser for the web UI's self-signed HTTPS, with cookies.
+BROWSER = """import re, ssl, sys, time, urllib.error, urllib.parse, urllib.request
 
 BASE = "https://127.0.0.1"
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
                                       urllib.request.HTTPCookieProcessor())
+"""
 
+WEB = """# Boot test only: the web UI's answer on https://127.0.0.1/, its certificate's SHA-256, and
+# the first-run page as the city's IT staff meet it: the first manager is made (Argon2id, the
+# device's keys, CSRF, the recorder asked over its control socket) and the recovery key shown.
+import hashlib
+""" + BROWSER + """
 
 def get(path):
     try:
@@ -198,14 +202,8 @@ UPLOAD = """# Boot test only: upload a release on the admin page as the manager 
 # would (log in, the form and its CSRF token, over HTTPS), then follow it through the API to
 # its outcome while kiroku-update restarts the web UI under it. Prints the outcome's state;
 # what kiroku-update said goes to stderr, a line at a time.
-import json, re, ssl, sys, time, urllib.error, urllib.parse, urllib.request, uuid
-
-BASE = "https://127.0.0.1"
-context = ssl.create_default_context()
-context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-browser = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context),
-                                      urllib.request.HTTPCookieProcessor())
-
+import json, uuid
+""" + BROWSER + """
 
 def fetch(path, body=None, headers=None, timeout=120):
     request = urllib.request.Request(BASE + path, body, headers={"Referer": BASE + path, **(headers or {})})
