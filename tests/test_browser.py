@@ -328,3 +328,7 @@ def test_a_manager_installs_an_update_and_the_page_follows_it_through_the_restar
     assert page.is_visible("#update-form"), "the next update can be uploaded"
     page.screenshot(path=str(ARTIFACTS / "update-installed.png"), full_page=True)
     assert device.running == "venv-0.2.0"
+    # and the dashboard says so, for the manager who looks there first
+    page.click("nav >> text=ダッシュボード")
+    assert "0.1.0 → 0.2.0" in page.inner_text("#software-last") and "完了" in page.inner_text("#software-last")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-software.png"), full_page=True)
