@@ -3,12 +3,12 @@
 
 A Debian trixie root file system (mmdebstrap) with the image's Python stack from apt
 (packages.txt, less what only Raspberry Pi's archive has) gets the firmware from the same
-install-firmware the image's build runs — units, crypttab, fstab line, first-boot scripts,
+install-firmware the image's build runs — units, crypttab, the data partition's mount, first-boot scripts,
 the venv install-venv makes — with ``KEY_SOURCE=file:`` standing in for the Pi's firmware
 and the recorder told --simulate (qemu has no camera). It is written to a disk image
 without loop devices (``mkfs.ext4 -d``, ``sfdisk``, a copy at the partition's offset)
 laid out like the Pi's card (a boot partition, then root), and booted with Debian's
-kernel in qemu under software emulation, so all seven units the image enables start as
+kernel in qemu under software emulation, so all eight units the image enables start as
 they would on the Pi, on overlayroot's read-only root. A small test unit reports, on the
 serial console, whether the data partition is mounted and how many boots it has seen,
 whether the recorder reached READY under its hardened unit, whether the web UI serves
@@ -55,8 +55,8 @@ IMAGE_BUILD = HERE.parent
 OVERLAY = IMAGE_BUILD / "overlay"
 REPO = IMAGE_BUILD.parent
 # Only in Raspberry Pi's archive: the camera stack and lgpio (the firmware simulates camera and
-# pins off a Pi).
-PI_ONLY = {"python3-picamera2", "python3-lgpio"}
+# pins off a Pi), and rpi-fw-crypto (KEY_SOURCE=file: stands in for the firmware's HMAC).
+PI_ONLY = {"python3-picamera2", "python3-lgpio", "rpifwcrypto"}
 # Raspberry Pi's archive replaces Debian's gpiozero 1.6 with the 2.x kiroku needs (pyproject.toml);
 # without that archive the test puts the same release from PyPI (this lock) where a system package
 # would shadow apt's (/usr/local), so every venv made with --system-site-packages sees it, as on
@@ -318,7 +318,7 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     dropin.mkdir(parents=True)
     (dropin / "boottest.conf").write_text(
         f'[Service]\nEnvironment=KIROKU_READY_TIMEOUT=150 "KIROKU_VENV_IMPORTS={VENV_IMPORTS}"\n')
-    # The test's reporter (install-firmware enabled the image's seven units).
+    # The test's reporter (install-firmware enabled the image's eight units).
     run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
     # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
     run("systemctl", f"--root={root}", "--quiet", "mask", "serial-getty@ttyS0.service", stderr=subprocess.DEVNULL)
@@ -361,9 +361,11 @@ PIP = f"{REPO / '.venv/bin/python' if (REPO / '.venv/bin/python').exists() else 
 
 def install_firmware(root: Path) -> None:
     """The firmware as the image installs it: this checkout's files in /opt/kiroku/src, then the
-    image's own install-firmware (overlay, fstab, venv-VERSION made by install-venv inside the
-    root file system from apt's stack plus the lock's wheels, hashes checked, fetched here by the
-    release tool so the chroot needs no network; users; the seven units enabled)."""
+    image's own install-firmware (overlay, venv-VERSION made by install-venv inside the root file
+    system from apt's stack plus the lock's wheels, hashes checked, fetched here by the release
+    tool so the chroot needs no network; users; the eight units enabled). Then /etc/fstab is
+    written afresh, as the image's build does after our layer (rpi-image-gen's setup.sh), so
+    nothing the appliance needs may live there."""
     src = root / "opt/kiroku/src"
     copy_checkout(src)
     wheels = root / "tmp/wheels"
@@ -379,6 +381,7 @@ def install_firmware(root: Path) -> None:
            "PIP_FIND_LINKS": "/tmp/wheels", "PIP_CONFIG_FILE": "/dev/null", "KIROKU_VENV_IMPORTS": VENV_IMPORTS}
     run(src / "image-build/install-firmware", root, commit, env=env, stdout=subprocess.DEVNULL)
     shutil.rmtree(wheels)
+    (root / "etc/fstab").write_text("# written afresh after install-firmware, as the image's build does\n")
 
 
 def newer(version: str, step: int) -> str:
