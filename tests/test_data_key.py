@@ -25,13 +25,14 @@ LABEL = b"kiroku data partition v1"
 class Board:
     def __init__(self, tmp: Path, otp: str | None = None, provision: str = "yes", locks: str = ""):
         self.otp, self.log, self.conf = tmp / "otp", tmp / "calls", tmp / "image.conf"
+        self.last_error = tmp / "firmware-last-error"
         self.key = tmp / "run/kiroku/data.key"
         if otp is not None:
             self.otp.write_text(otp)
         self.conf.write_text(f"KEY_SOURCE=otp\nOTP_PROVISION={provision}\nDATA_PARTITION=3\n")
         self.env = {"PATH": f"{DOUBLES}:/usr/bin:/bin", "KIROKU_IMAGE_CONF": str(self.conf),
                     "RPI_FW_CRYPTO_DOUBLE_OTP": str(self.otp), "RPI_FW_CRYPTO_DOUBLE_LOG": str(self.log),
-                    "RPI_FW_CRYPTO_DOUBLE_LOCKS": locks}
+                    "RPI_FW_CRYPTO_DOUBLE_LOCKS": locks, "RPI_FW_CRYPTO_DOUBLE_LAST_ERROR": str(self.last_error)}
 
     def boot(self, **env) -> subprocess.CompletedProcess:
         return subprocess.run(["sh", DATA_KEY, self.key], env={**self.env, **env}, capture_output=True, text=True)
@@ -86,9 +87,8 @@ def test_a_blank_board_is_left_alone_when_the_image_says_so(tmp_path):
     assert not board.key.exists()
 
 
-@pytest.mark.parametrize("otp", [PROGRAMMED, None], ids=["programmed", "blank"])
-def test_a_locked_hmac_never_programs_the_otp_and_says_what_failed(tmp_path, otp):
-    board = Board(tmp_path, otp, locks="HMAC_LOCKED")
+def test_a_locked_hmac_does_not_program_the_otp_and_says_what_failed(tmp_path):
+    board = Board(tmp_path, PROGRAMMED, locks="HMAC_LOCKED")
 
     result = board.boot()
 
@@ -96,6 +96,38 @@ def test_a_locked_hmac_never_programs_the_otp_and_says_what_failed(tmp_path, otp
     assert "exit 252" in result.stderr and "Key is locked" in result.stderr, result.stderr
     assert "genkey" not in board.calls(), "only a key the firmware reports as not set is programmed"
     assert not board.key.exists() and not list(board.key.parent.iterdir())
+
+
+def test_a_kernel_without_the_firmwares_mailbox_programs_nothing(tmp_path):
+    board = Board(tmp_path)  # blank, but nobody can tell
+
+    result = board.boot(RPI_FW_CRYPTO_DOUBLE_NO_FIRMWARE="1")
+
+    assert result.returncode != 0 and "exit 1:" in result.stderr and "/dev/vcio_crypto" in result.stderr
+    assert board.calls() == ["hmac"] and not board.otp.exists() and not board.key.exists()
+
+
+def test_an_older_rpi_fw_crypto_still_gets_a_blank_board_programmed(tmp_path):
+    board = Board(tmp_path)  # before May 2026 the tool exited 255 after any firmware error
+
+    result = board.boot(RPI_FW_CRYPTO_DOUBLE_OLD="1")
+
+    assert result.returncode == 0, result.stderr
+    assert board.calls() == ["hmac", "genkey", "hmac"] and board.key.read_text() == board.expected()
+
+
+def test_an_exit_code_without_the_firmwares_words_programs_nothing(tmp_path):
+    board = Board(tmp_path)
+    board.last_error.write_text("0")  # a failure of the tool's own, the firmware reporting none
+    (tmp_path / "fake").mkdir()
+    fake = tmp_path / "fake/rpi-fw-crypto"
+    fake.write_text("#!/bin/sh\necho \"$*\" >> \"$RPI_FW_CRYPTO_DOUBLE_LOG\"\nexit 250\n")
+    fake.chmod(0o755)
+
+    result = board.boot(PATH=f"{fake.parent}:/usr/bin:/bin")
+
+    assert result.returncode != 0 and "exit 250" in result.stderr
+    assert board.calls() == ["hmac"], "exit 250 alone, without 'Last crypto error: 6', is not a blank key"
 
 
 def test_a_firmware_that_will_not_generate_the_key_is_reported(tmp_path):

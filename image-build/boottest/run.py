@@ -17,7 +17,9 @@ which units failed, and whether the root is an overlay that forgot what the boot
 wrote to it; then it powers off. Then:
 
   1. first boot provisions (Adiantum: the emulated CPU has no AES instructions, like a
-     Pi 4), the second finds the partition, the first boot's data and its certificate;
+     Pi 4), held back for longer than crypttab's wait for the partition, as a large card's
+     formatting would be; the second finds the partition, the first boot's data and its
+     certificate;
   2. the manager uploads, on the admin page over HTTPS, two releases the release tool
      signed with the test's own key (its public half in the image); the path unit starts
      the root helper, whose kiroku-update installs them offline: a newer one, into the
@@ -241,6 +243,20 @@ for line in item.get("output", "").splitlines():
 print(item.get("state", "none"))
 """
 
+# A first boot that formats a large card takes minutes; here the card is small, so the test holds
+# provisioning back for as long as the kernel command line says (kiroku_boottest_slow_provision=S),
+# longer than crypttab's 120 s wait for the partition: the data partition must still be mounted.
+SLOW_PROVISION = 150
+SLOW = """#!/bin/sh
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        kiroku_boottest_slow_provision=*)
+            echo "boot test: provisioning held back ${word#*=} s, as on a large card"
+            sleep "${word#*=}" ;;
+    esac
+done
+"""
+
 UNIT = """[Unit]
 Description=kiroku boot test: report the data partition and the services, then power off
 After=var-lib-kiroku.mount kiroku-provision.service systemd-cryptsetup@kiroku\\x2ddata.service
@@ -302,6 +318,12 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     report.chmod(0o755)
     (root / "usr/lib/kiroku-boottest/web").write_text(WEB)
     (root / "usr/lib/kiroku-boottest/upload").write_text(UPLOAD)
+    slow = root / "usr/lib/kiroku-boottest/slow-provision"
+    slow.write_text(SLOW)
+    slow.chmod(0o755)
+    dropin = root / "etc/systemd/system/kiroku-provision.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "boottest.conf").write_text(f"[Service]\nExecStartPre=/{slow.relative_to(root).as_posix()}\n")
     (root / "etc/systemd/system/kiroku-boottest.service").write_text(UNIT)
     # The one change to the image's units: qemu has no camera, so the recorder runs --simulate
     # (the firmware's simulated camera, microphone and pins) instead of --real; the rest of its
@@ -586,10 +608,11 @@ def main() -> int:
 
     log("1. first boot provisions; the second finds it")
     disk = copy_disk(pristine, work / "disk-a.img")
-    first = Boot(work, disk, "a1")
-    first_report = first.report()
+    first = Boot(work, disk, "a1", append=f"kiroku_boottest_slow_provision={SLOW_PROVISION}")
+    first_report = first.report(timeout=BOOT_TIMEOUT + SLOW_PROVISION)
     expect(first_report, 1, ADIANTUM)
     assert first.saw("kiroku provision-data: the data partition"), "the first boot did not provision"
+    assert first.saw("provisioning held back"), "the first boot was not held back like a large card's"
     second = Boot(work, disk, "a2")
     report = second.report()
     expect(report, 2, ADIANTUM)
