@@ -14,8 +14,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 DATA_KEY = REPO / "image-build/overlay/usr/lib/kiroku/data-key"
 DOUBLES = REPO / "tests/doubles/bin"
