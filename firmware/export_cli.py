@@ -29,9 +29,6 @@ def export(args) -> int:
     if not args.reference and ground != "urgent":
         return _fail("--reference is needed: the written request's reference (only an urgent provision, "
                      "ground 5, may go before its paperwork — Art. 11(2))", 2)
-    out = _target(args)
-    if isinstance(out, int):
-        return out
     vault = _reader(args)
     try:
         try:
@@ -39,6 +36,11 @@ def export(args) -> int:
             plan.check(redactions)
         except ex.ExportError as exc:
             return _fail(str(exc), 2)
+        # where it goes, once what is asked is known to be possible: the first problem said is
+        # the request's own
+        out = _target(args)
+        if isinstance(out, int):
+            return out
         identity = opener(vault.keys, args.recovery_key, args.manager, args.password_file,
                           "--manager needs --password-file")
         actor = args.manager or "recovery key"
@@ -89,12 +91,19 @@ def export(args) -> int:
     return 0
 
 
+def _stamp() -> str:
+    """When a package was made, to the second, for its default name."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 def _target(args) -> Path | int:
     out = Path(args.out)
     if out.is_dir():
-        out = out / f"{args.recording}-{time.strftime('%Y%m%d-%H%M%S')}.zip"
-        if args.seal_passphrase_file:
-            out = out.with_name(out.name + ".age")
+        # a name of its own: a second export within the same second gets -2, -3, …
+        stem = f"{args.recording}-{_stamp()}"
+        suffix = ".zip.age" if args.seal_passphrase_file else ".zip"
+        names = (out / f"{stem}{f'-{n}' if n > 1 else ''}{suffix}" for n in range(1, 1000))
+        out = next(name for name in names if not name.exists() and not name.with_name(name.name + ".part").exists())
     data = Path(args.data).resolve()
     if out.resolve().is_relative_to(data):
         return _fail(f"{out} is inside the data folder: exported footage must not sit next to the vault "

@@ -326,7 +326,7 @@ def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, c
 
 
 def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approved_range(
-        tmp_path, data_dir, vault, config, recovery, capsys):
+        tmp_path, data_dir, vault, config, recovery, capsys, monkeypatch):
     import zipfile
 
     from firmware.cli import main
@@ -356,6 +356,12 @@ def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approve
     assert rms(window(pcm, 1.1, 1.4)) < 0.01  # 3–3.5 s of the recording, muted on both sides
     assert main([*base, "--start", "1", "--end", "2", "--blur-faces"]) == 2
     assert "sound only" in capsys.readouterr().err
+    # a second export into the same folder within the same second gets a name of its own
+    monkeypatch.setattr("firmware.export_cli._stamp", lambda: "20270115-170000")
+    again = [*base, "--start", "2", "--end", "4.5", "--mute", "3-3.5"]
+    assert main(again) == 0 and main(again) == 0
+    names = {p.name for p in out.glob(f"{row['recording_id']}-20270115-170000*.zip")}
+    assert names == {f"{row['recording_id']}-20270115-170000.zip", f"{row['recording_id']}-20270115-170000-2.zip"}
 
 
 class _Sink:
