@@ -49,7 +49,7 @@ def export(args) -> int:
                                  number=args.number or "")
         seal = _password(args.seal_passphrase_file) if args.seal_passphrase_file else None
         bar = _Progress(sys.stderr)
-        partial = out.with_name(out.name + ".part")
+        partial = _partial(out)
         try:
             with open(partial, "xb") as f:
                 result = ex.build(
@@ -96,6 +96,11 @@ def _stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def _partial(out: Path) -> Path:
+    """Where a package is written until it is whole."""
+    return out.with_name(out.name + ".part")
+
+
 def _target(args) -> Path | int:
     out = Path(args.out)
     if out.is_dir():
@@ -103,7 +108,7 @@ def _target(args) -> Path | int:
         stem = f"{args.recording}-{_stamp()}"
         suffix = ".zip.age" if args.seal_passphrase_file else ".zip"
         names = (out / f"{stem}{f'-{n}' if n > 1 else ''}{suffix}" for n in range(1, 1000))
-        out = next(name for name in names if not name.exists() and not name.with_name(name.name + ".part").exists())
+        out = next(name for name in names if not name.exists() and not _partial(name).exists())
     data = Path(args.data).resolve()
     if out.resolve().is_relative_to(data):
         return _fail(f"{out} is inside the data folder: exported footage must not sit next to the vault "

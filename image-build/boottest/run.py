@@ -3,9 +3,9 @@
 
 A Debian trixie root file system (mmdebstrap) with the image's Python stack from apt
 (packages.txt, less what only Raspberry Pi's archive has) gets the firmware from the same
-install-firmware the image's build runs — units, crypttab, the data partition's mount, first-boot scripts,
-the venv install-venv makes — with ``KEY_SOURCE=file:`` standing in for the Pi's firmware
-and the recorder told --simulate (qemu has no camera). It is written to a disk image
+install-firmware the image's build runs — units, crypttab, the data partition's mount,
+first-boot scripts, the venv install-venv makes — with ``KEY_SOURCE=file:`` standing in for
+the Pi's firmware and the recorder told --simulate (qemu has no camera). It is written to a disk image
 without loop devices (``mkfs.ext4 -d``, ``sfdisk``, a copy at the partition's offset)
 laid out like the Pi's card (a boot partition, then root), and booted with Debian's
 kernel in qemu under software emulation, so all eight units the image enables start as
