@@ -14,10 +14,13 @@ passphrase, in the age format)::
     <name>/audit-proof.json  the device's audit-log entry for this export, with a signed
                              checkpoint and a Merkle inclusion proof
 
-Cutting keeps to the range: without re-encoding the clip starts on the first keyframe at
-or after the start (never earlier: nothing before the range leaves) and ends before the
-end. ``exact=True`` re-encodes the video so that it starts on the start itself, and any
-redaction re-encodes what it touches (blurring: the video; muting: the audio).
+Cutting keeps to the range: without re-encoding the picture starts on the first keyframe
+at or after the start (never earlier: nothing before the range leaves) and ends before
+the end. ``exact=True`` re-encodes the picture so that it starts on the start itself, and
+blurring re-encodes it too. The sound is always re-encoded, cut to the sample: every
+segment's AAC ends in a frame padded past the segment's end, and copying those frames
+would put the sound later by that padding at every segment boundary (about 160 ms a
+minute at 4-s segments of 48 kHz sound) — re-encoding it is cheap, a drifting sound is not.
 
 Footage is decrypted one segment at a time, in memory, and goes straight into the
 package; nothing decrypted is written anywhere else. The export is logged (with the
@@ -53,6 +56,7 @@ GROUNDS = {
 BASES = {**GROUNDS, "disclosure": (None, "開示請求に対する開示決定（第12条）",
                                    "a disclosure decision on a request under Art. 12")}
 _US = 1_000_000
+_NUDGE_SAMPLES = 2  # a segment's sound this close to the last one's end carries straight on
 
 
 class ExportError(Exception):
@@ -256,9 +260,10 @@ def _muted(mute, t: float, n: int, rate: int):
 
 
 class _Copy:
-    """One stream of one segment copied into the clip without re-encoding: the packets in
+    """The picture of one segment copied into the clip without re-encoding: the packets in
     [begin, end), moved onto the clip's timeline. The shift is the same for every packet
-    of the segment, so it is worked out once, in the stream's own time base."""
+    of the segment, so it is worked out once, in the stream's own time base. (The sound is
+    never copied: see the module's docstring.)"""
 
     __slots__ = ("out", "t0", "tb", "lo", "hi", "shift", "copied", "last")
 
@@ -268,7 +273,7 @@ class _Copy:
         self.lo = (begin - t0 - 1e-6) / self.tb  # in pts
         self.hi = (end - t0 - 1e-6) / self.tb
         self.shift = round((t0 - begin) / stream.time_base)
-        self.copied = copied  # per output stream: the last time copied (sound runs past a segment's end)
+        self.copied = copied  # per output stream: the last time copied (the muxer takes no step back)
         self.last: float | None = None
 
     def take(self, packet) -> bool:
@@ -296,7 +301,6 @@ class _Cutter:
         self.plan = plan
         self.red = redactions
         self.reencode_video = exact or redactions.video
-        self.reencode_audio = exact or bool(redactions.mute)
         self.progress = progress
         self.sink = _Sink(out)
         self.video = self.audio = None
@@ -317,7 +321,9 @@ class _Cutter:
         self._past: collections.deque = collections.deque(maxlen=max(1, hold))
         self._hold = hold
         self.faces_found = 0
-        self._audio_samples = 0
+        self._audio_samples = 0  # encoded
+        self._audio_written = 0  # handed to the encoder's FIFO: the clip's sound so far, in samples
+        self._audio_shift: int | None = None  # this segment's nudge onto the last one's end (see _audio_frame)
         self._copied: dict[int, float] = {}  # per output stream: the last time copied
         # last, so that nothing above can fail with the file open (see abandon)
         self.container = av.open(self.sink, "w", format="mp4", options={"movflags": _MOVFLAGS})
@@ -336,15 +342,13 @@ class _Cutter:
             self.video = add_template_stream(self.container, vin)
         if inp.streams.audio:
             ain = inp.streams.audio[0]
-            if self.reencode_audio:
-                rate = ain.codec_context.sample_rate
-                self.audio = self.container.add_stream("aac", rate=rate)
-                self.audio.codec_context.layout = ain.codec_context.layout.name
-                self.audio.codec_context.bit_rate = ain.codec_context.bit_rate or 64_000
-                self.audio.time_base = Fraction(1, rate)
-                self.fifo = self.av.AudioFifo()
-            else:
-                self.audio = add_template_stream(self.container, ain)
+            rate = ain.codec_context.sample_rate
+            self.audio = self.container.add_stream("aac", rate=rate)
+            self.audio.codec_context.layout = ain.codec_context.layout.name
+            # twice the recording's rate, so that a second generation of AAC loses nothing audible
+            self.audio.codec_context.bit_rate = 2 * (ain.codec_context.bit_rate or 64_000 * ain.codec_context.channels)
+            self.audio.time_base = Fraction(1, rate)
+            self.fifo = self.av.AudioFifo()
 
     def segment(self, seg, data: bytes) -> None:
         t0 = self.plan.t0(seg)
@@ -359,24 +363,26 @@ class _Cutter:
                 self._streams(inp)
             vin = inp.streams.video[0] if inp.streams.video and self.video is not None else None
             ain = inp.streams.audio[0] if inp.streams.audio and self.audio is not None else None
-            copies = {s: _Copy(s, out, t0, self.begin, end, self._copied) for s, out, again in
-                      ((vin, self.video, self.reencode_video), (ain, self.audio, self.reencode_audio))
-                      if s is not None and not again}
+            copy = _Copy(vin, self.video, t0, self.begin, end, self._copied) \
+                if vin is not None and not self.reencode_video else None
+            self._audio_shift = None
+            sound_end = None  # where this segment's sound ends: its last packet's end, not its padded frame's
             # demux ends each stream with an empty packet, whose decode() flushes the decoder
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
-                copy = copies.get(packet.stream)
-                if copy is not None:
-                    if packet.pts is not None and copy.take(packet):
+                if packet.stream is vin:
+                    if copy is None:
+                        for frame in packet.decode():
+                            self._video_frame(frame, t0, end)
+                    elif packet.pts is not None and copy.take(packet):
                         self.container.mux(packet)
-                elif packet.stream is vin:
-                    for frame in packet.decode():
-                        self._video_frame(frame, t0, end)
-                else:
-                    for frame in packet.decode():
-                        self._audio_frame(frame, t0, end)
-            lead = vin if vin is not None else ain  # the stream whose end says how far the clip got
-            if lead in copies and copies[lead].last is not None:
-                self._tick(copies[lead].last)
+                    continue
+                if packet.pts is not None and packet.duration:
+                    stop = t0 + float((packet.pts + packet.duration) * packet.time_base)
+                    sound_end = stop if sound_end is None else max(sound_end, stop)
+                for frame in packet.decode():
+                    self._audio_frame(frame, t0, min(end, sound_end if sound_end is not None else end))
+            if copy is not None and copy.last is not None:
+                self._tick(copy.last)  # how far the clip got
 
     def _first_time(self, data: bytes, t0: float, lo: float) -> float | None:
         """Where the clip starts: the start itself when re-encoding, else the first keyframe
@@ -384,7 +390,7 @@ class _Cutter:
         with open_segment(data) as inp:
             self.sound_only = not inp.streams.video
             which = {"audio": 0} if self.sound_only else {"video": 0}
-        if self.reencode_video or (self.sound_only and self.reencode_audio):
+        if self.reencode_video or self.sound_only:
             return t0 + max(0.0, lo)
         with open_segment(data) as inp:
             for packet in inp.demux(**which):
@@ -424,17 +430,40 @@ class _Cutter:
 
     # -- audio, re-encoded: cut to the sample, muted where asked ---------------------------
     def _audio_frame(self, frame, t0: float, end: float) -> None:
+        """One decoded frame of a segment's sound, placed on the clip's sample grid.
+
+        ``end`` is where the range or the segment's sound ends, whichever comes first (the
+        decoder hands out a last frame padded past it). Sound is placed by its timestamp,
+        not appended: what the last segment already gave is not given twice, and where no
+        sound was recorded there is silence, so the sound never drifts from the picture.
+        A segment that starts within a sample or two of where the last one ended is
+        nudged onto it: segment times are kept in microseconds, and a sample dropped or
+        doubled at every boundary would click."""
+        import numpy as np
+
         rate = frame.sample_rate
-        t = t0 + float(frame.pts * frame.time_base)
         samples = frame.to_ndarray()  # planar: (channels, n)
-        a = max(0, round((self.begin - t) * rate))
-        b = min(samples.shape[1], round((end - t) * rate))
+        at = round((t0 + float(frame.pts * frame.time_base) - self.begin) * rate)  # where its first sample belongs
+        if self._audio_shift is None:  # the segment's first sound
+            gap = at - self._audio_written
+            self._audio_shift = -gap if self._audio_written and abs(gap) <= _NUDGE_SAMPLES else 0
+        at += self._audio_shift
+        a = max(0, self._audio_written - at)  # before the clip's start, or already in
+        b = min(samples.shape[1], round((end - self.begin) * rate) + self._audio_shift - at)
         if a >= b:
             return
-        samples = samples[:, a:b].copy()
-        for ma, mb in _muted(self.red.mute, t + a / rate, samples.shape[1], rate):
+        fmt, layout = frame.format.name, frame.layout.name
+        while self._audio_written < at + a:  # nothing was recorded here: silence, a second at a time
+            n = min(at + a - self._audio_written, rate)
+            self._write_audio(np.zeros((samples.shape[0], n), dtype=samples.dtype), fmt, layout, rate)
+        self._write_audio(samples[:, a:b].copy(), fmt, layout, rate)
+
+    def _write_audio(self, samples, fmt: str, layout: str, rate: int) -> None:
+        start = self.begin + self._audio_written / rate  # of the recording
+        for ma, mb in _muted(self.red.mute, start, samples.shape[1], rate):
             samples[:, ma:mb] = 0
-        self.fifo.write(self._audio(samples, frame.format.name, frame.layout.name, rate))
+        self.fifo.write(self._audio(samples, fmt, layout, rate))
+        self._audio_written += samples.shape[1]
         self._drain(final=False)
 
     def _audio(self, samples, fmt: str, layout: str, rate: int):
@@ -477,7 +506,7 @@ class _Cutter:
             while self._window:
                 self._emit()
             self.container.mux(self.video.encode(None))
-        if self.audio is not None and self.reencode_audio:
+        if self.audio is not None:
             self._drain(final=True)
             self.container.mux(self.audio.encode(None))
         self.container.close()
@@ -603,7 +632,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
                      "start": _iso(plan_.wall(clip_start)), "end": _iso(plan_.wall(clip_end)),
                      "cut": ("sound only" if cutter.sound_only else
                              "re-encoded" if cutter.reencode_video else "keyframe (not re-encoded)"),
-                     "audio": "re-encoded" if cutter.reencode_audio else "copied"},
+                     "audio": "re-encoded"},
             "clock": {"synchronised": all(s["clock_synchronised"] for s in segments),
                       "unsynchronised_segments": sum(not s["clock_synchronised"] for s in segments)},
             "original_segments": segments,

@@ -22,7 +22,7 @@ from firmware.hardware import open_hardware
 from firmware.recorder import Recorder, State
 from firmware.vault import Vault
 from tests.conftest import set_up, small_config
-from tests.helpers import decode, ffprobe, tick_onsets, wait_for
+from tests.helpers import av_offsets_us, decode, ffprobe, tick_onsets, wait_for
 
 PASSPHRASE = "kanri no aikotoba 2026"
 pytestmark = pytest.mark.slow
@@ -108,6 +108,21 @@ def test_seconds_2_to_7_make_a_5_second_clip_that_verifies_and_fails_after_any_c
     raw[len(raw) // 3] ^= 0x01
     (tmp_path / "changed.zip").write_bytes(bytes(raw))
     assert verify(tmp_path / "changed.zip") != 0
+
+
+@pytest.mark.parametrize("extra", [[], ["--mute", "9-9.5"], ["--exact"]], ids=["keyframe-cut", "muted", "exact-cut"])
+def test_the_sound_stays_with_the_picture_across_every_segment_boundary(recorded, tmp_path, extra):
+    """Each segment's sound ends in a padded AAC frame; a clip that carried those frames over
+    played its sound about 5 ms later at every 2-s boundary (160 ms a minute at 4-s segments)."""
+    package = tmp_path / "long.zip"
+    assert export(recorded, package, *extra, start="0", end="11") == 0  # six segments, five boundaries
+    manifest = json.loads((unpack(package, tmp_path / "u") / "manifest.json").read_text())
+    start_us = recorded["origin_us"] + round(manifest["clip"]["start_s"] * 1e6)
+    video, audio = av_offsets_us(clip_of(package), start_us)
+    assert video and max(abs(v) for v in video) < 2_000, "frames sit where their capture time says"
+    assert len(audio) >= 9, "the tick of every second is heard"
+    assert max(abs(a) for a in audio) < 1_000, f"ticks heard off their second (µs): {audio}"
+    assert decode(clip_of(package)).audio_seconds == pytest.approx(manifest["clip"]["duration_s"], abs=0.03)
 
 
 @pytest.mark.parametrize("exact", [False, True], ids=["keyframe-cut", "exact-cut"])

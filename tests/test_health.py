@@ -4,13 +4,16 @@ what it has, recovers what it can and says so on the light, in ctl status and th
 from __future__ import annotations
 
 import errno
+import json
 import time
+import zipfile
 
+from firmware.cli import main
 from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from firmware.store import StoreError
 from firmware.vault import Vault
-from tests.helpers import Footage, decodes_cleanly, ffprobe, wait_for
+from tests.helpers import Footage, decode, decodes_cleanly, ffprobe, wait_for
 
 
 def start(recorder, hardware):
@@ -63,7 +66,8 @@ def test_an_unplugged_camera_ends_in_a_visible_fault_and_recovers_when_plugged_i
     start(recorder, hardware)
 
 
-def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(recorder, hardware, footage):
+def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(recorder, hardware, footage, data_dir,
+                                                                              recovery, tmp_path):
     start(recorder, hardware)
     wait_for(lambda: recorder.segments_written >= 1, what="a first segment")
     hardware.simulator.microphone_unplug()
@@ -84,6 +88,22 @@ def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(rec
     assert kinds[-1] == ["audio", "video"], "sound returned after the microphone came back"
     infos = footage.segments(rec["id"])
     assert all(i.has_audio == (k == ["audio", "video"]) for i, k in zip(infos, kinds))
+    # exported whole, the sound after the gap is where it was heard, not moved up to close the gap
+    key = tmp_path / "recovery.txt"
+    key.write_text(str(recovery) + "\n")
+    package = tmp_path / "whole.zip"
+    assert main(["export", "--data", str(data_dir), "--recovery-key", str(key), "--recording", rec["id"],
+                 "--start", "0", "--end", f"{(infos[-1].end_us - infos[0].start_us) / 1e6:.3f}", "--ground", "3",
+                 "--recipient", "北警察署", "--reference", "北署刑第1号", "--out", str(package)]) == 0
+    with zipfile.ZipFile(package) as z:
+        clip = z.read(next(n for n in z.namelist() if n.endswith("/clip.mp4")))
+        start_s = json.loads(z.read(next(n for n in z.namelist() if n.endswith("/manifest.json"))))["clip"]["start_s"]
+    heard = decode(clip).tick_positions_s
+    expected = [(info.start_us - infos[0].start_us) / 1e6 - start_s + t
+                for info, mp4 in zip(infos, footage.plaintexts(rec["id"])) for t in decode(mp4).tick_positions_s]
+    assert any(t > 6 for t in expected), "ticks after the gap, to place"
+    assert len(heard) == len(expected) and all(abs(h - e) < 0.002 for h, e in zip(heard, expected)), \
+        f"ticks in the clip at {heard} s, heard at {expected} s"
 
 
 class SlowStore(Vault):
