@@ -57,6 +57,7 @@ BASES = {**GROUNDS, "disclosure": (None, "開示請求に対する開示決定�
                                    "a disclosure decision on a request under Art. 12")}
 _US = 1_000_000
 _NUDGE_SAMPLES = 2  # a segment's sound this close to the last one's end carries straight on
+_CALL_NUDGE_S = 0.5  # the same for a call's segments (see _Cutter._audio_frame)
 
 
 class ExportError(Exception):
@@ -294,7 +295,7 @@ class _Copy:
 class _Cutter:
     """Feeds the plan's segments, one at a time, into one MP4 that holds only the range."""
 
-    def __init__(self, plan: Plan, out, redactions: Redactions, exact: bool, progress):
+    def __init__(self, plan: Plan, out, redactions: Redactions, exact: bool, progress, sound=None):
         import av
 
         self.av = av
@@ -302,6 +303,7 @@ class _Cutter:
         self.red = redactions
         self.reencode_video = exact or redactions.video
         self.progress = progress
+        self.sound = sound  # (rate, layout, bit rate) of the range's sound when its first segment has none
         self.sink = _Sink(out)
         self.video = self.audio = None
         self.started = False  # the output's streams exist (described by the first segment in range)
@@ -340,13 +342,13 @@ class _Cutter:
             ctx.options = {"preset": "veryfast", "crf": "20"}
         elif vin is not None:
             self.video = add_template_stream(self.container, vin)
-        if inp.streams.audio:
-            ain = inp.streams.audio[0]
-            rate = ain.codec_context.sample_rate
+        sound = _sound_format(inp.streams.audio[0]) if inp.streams.audio else self.sound
+        if sound is not None:
+            rate, layout, bit_rate = sound
             self.audio = self.container.add_stream("aac", rate=rate)
-            self.audio.codec_context.layout = ain.codec_context.layout.name
+            self.audio.codec_context.layout = layout
             # twice the recording's rate, so that a second generation of AAC loses nothing audible
-            self.audio.codec_context.bit_rate = 2 * (ain.codec_context.bit_rate or 64_000 * ain.codec_context.channels)
+            self.audio.codec_context.bit_rate = 2 * bit_rate
             self.audio.time_base = Fraction(1, rate)
             self.fifo = self.av.AudioFifo()
 
@@ -367,6 +369,7 @@ class _Cutter:
                 if vin is not None and not self.reencode_video else None
             self._audio_shift = None
             sound_end = None  # where this segment's sound ends: its last packet's end, not its padded frame's
+            priming = True  # each segment's sound has its own encoder, whose first packet is its warm-up
             # demux ends each stream with an empty packet, whose decode() flushes the decoder
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
                 if packet.stream is vin:
@@ -379,7 +382,13 @@ class _Cutter:
                 if packet.pts is not None and packet.duration:
                     stop = t0 + float((packet.pts + packet.duration) * packet.time_base)
                     sound_end = stop if sound_end is None else max(sound_end, stop)
-                for frame in packet.decode():
+                frames = packet.decode()  # the decoder needs the warm-up packet to decode the next one…
+                if priming and packet.pts is not None:
+                    # …but what it gives for it is not sound: the edit list skips it, except a
+                    # sample or so when the sound starts a sample after the picture does
+                    priming = False
+                    continue
+                for frame in frames:
                     self._audio_frame(frame, t0, min(end, sound_end if sound_end is not None else end))
             if copy is not None and copy.last is not None:
                 self._tick(copy.last)  # how far the clip got
@@ -446,7 +455,11 @@ class _Cutter:
         at = round((t0 + float(frame.pts * frame.time_base) - self.begin) * rate)  # where its first sample belongs
         if self._audio_shift is None:  # the segment's first sound
             gap = at - self._audio_written
-            self._audio_shift = -gap if self._audio_written and abs(gap) <= _NUDGE_SAMPLES else 0
+            # A call's segments hold its sound sample after sample (the writer fills what the
+            # network lost with silence): they are laid end to end, whatever two clocks read
+            # a moment apart say. Only a missing segment (seconds) is a gap.
+            nudge = round(_CALL_NUDGE_S * rate) if self.sound_only else _NUDGE_SAMPLES
+            self._audio_shift = -gap if self._audio_written and abs(gap) <= nudge else 0
         at += self._audio_shift
         a = max(0, self._audio_written - at)  # before the clip's start, or already in
         b = min(samples.shape[1], round((end - self.begin) * rate) + self._audio_shift - at)
@@ -507,9 +520,39 @@ class _Cutter:
                 self._emit()
             self.container.mux(self.video.encode(None))
         if self.audio is not None:
+            if not self.sound_only:  # the microphone out until the end: silence as long as the picture
+                import numpy as np
+
+                rate = self.audio.codec_context.sample_rate
+                upto = round((min(self.last_t + _frame_s(self.plan), self.plan.end_s) - self.begin) * rate)
+                channels = self.audio.codec_context.channels
+                while self._audio_written < upto:
+                    n = min(upto - self._audio_written, rate)
+                    self._write_audio(np.zeros((channels, n), np.float32), "fltp", self.audio.codec_context.layout.name,
+                                      rate)
             self._drain(final=True)
             self.container.mux(self.audio.encode(None))
         self.container.close()
+
+
+def _sound_format(stream) -> tuple[int, str, int]:
+    ctx = stream.codec_context
+    return ctx.sample_rate, ctx.layout.name, ctx.bit_rate or 64_000 * ctx.channels
+
+
+def _range_sound(vault, plan_: Plan, opener) -> tuple[int, str, int] | None:
+    """The sound's format when the range starts where the microphone was out but has sound
+    later: read from the first segment that has it (decrypted in memory, once more)."""
+    if not plan_.segments or plan_.segments[0].has_audio:
+        return None
+    seg = next((s for s in plan_.segments if s.has_audio), None)
+    if seg is None:
+        return None
+    from firmware.vault import age
+
+    key = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
+    with open_segment(age.decrypt((vault.data_dir / seg.path).read_bytes(), [key])) as inp:
+        return _sound_format(inp.streams.audio[0]) if inp.streams.audio else None
 
 
 def _plaintexts(vault, segments, opener):
@@ -596,7 +639,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
         # 1. the clip, decrypted one segment at a time into the package
         clip_info = zipfile.ZipInfo(f"{name}/clip.mp4", date_time=time.localtime(now)[:6])
         with zf.open(clip_info, "w", force_zip64=True) as entry:
-            cutter = _Cutter(plan_, entry, redactions, exact, progress)
+            cutter = _Cutter(plan_, entry, redactions, exact, progress, _range_sound(vault, plan_, opener))
             segments = []
             try:
                 for seg, data, digest in _plaintexts(vault, plan_.segments, opener):
@@ -632,7 +675,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
                      "start": _iso(plan_.wall(clip_start)), "end": _iso(plan_.wall(clip_end)),
                      "cut": ("sound only" if cutter.sound_only else
                              "re-encoded" if cutter.reencode_video else "keyframe (not re-encoded)"),
-                     "audio": "re-encoded"},
+                     "audio": "re-encoded" if cutter.audio is not None else "none"},
             "clock": {"synchronised": all(s["clock_synchronised"] for s in segments),
                       "unsynchronised_segments": sum(not s["clock_synchronised"] for s in segments)},
             "original_segments": segments,

@@ -325,6 +325,14 @@ def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, c
     assert actions == ["fault.raised", "fault.cleared"]
 
 
+def _off_tone(x: np.ndarray, freq: float) -> float:
+    """How far a few milliseconds of sound are from one steady tone, as a fraction of its level."""
+    t = np.arange(len(x)) / RATE
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], 1)
+    coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+    return float(np.sqrt(np.mean((x - basis @ coef) ** 2)) / (np.hypot(*coef) / np.sqrt(2)))
+
+
 def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approved_range(
         tmp_path, data_dir, vault, config, recovery, capsys, monkeypatch):
     import zipfile
@@ -354,23 +362,23 @@ def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approve
     assert peak_hz(window(pcm[0], 0.1, 0.9)) == pytest.approx(440, abs=5)
     assert peak_hz(window(pcm[1], 0.1, 0.9)) == pytest.approx(1000, abs=5)
     assert rms(window(pcm, 1.1, 1.4)) < 0.01  # 3–3.5 s of the recording, muted on both sides
-    # unredacted, across both of the range's segment boundaries (1.98 s and 3.97 s): the sound as it was, once —
-    # with each boundary a microsecond or two late, as segment times kept in whole µs can be (the AAC frame
-    # that primes a segment's encoder then looked newer than the last one copied, and the export failed)
+    # Unredacted, across both of the range's segment boundaries (1.98 s and 3.97 s): the sound as it was, once.
+    # A segment's start is read from two clocks a moment apart, so it can be a little off: 2 µs (the AAC frame
+    # that primes a segment's encoder then looked newer than the last one copied, and the export failed) or
+    # 3 ms (a thread paused between the two reads: placed by it, 48 samples were dropped or silenced).
     from firmware.export import Plan
 
     t0 = Plan.t0
-    monkeypatch.setattr(Plan, "t0", lambda plan, seg: t0(plan, seg) + (2e-6 if seg.seq % 2 else 0.0))
+    monkeypatch.setattr(Plan, "t0", lambda plan, seg: t0(plan, seg) + {1: 2e-6, 2: 0.003}.get(seg.seq, 0.0))
     assert main([*base, "--start", "0.5", "--end", "5.5"]) == 0
     monkeypatch.undo()
     package = max(out.glob("*.zip"), key=lambda p: p.stat().st_mtime_ns)
     with zipfile.ZipFile(package) as z:
         pcm = decode_stereo([z.read(next(n for n in z.namelist() if n.endswith("/clip.mp4")))])
     assert pcm.shape[1] / RATE == pytest.approx(5.0, abs=0.07)
-    for at in (1.4, 3.4):  # each boundary lies inside one of these windows
-        assert peak_hz(window(pcm[0], at, at + 0.15)) == pytest.approx(440, abs=5)
-        assert peak_hz(window(pcm[1], at, at + 0.15)) == pytest.approx(1000, abs=5)
-        assert rms(window(pcm, at, at + 0.15)) > 0.05
+    for side, freq in ((0, 440), (1, 1000)):
+        worst = max(_off_tone(window(pcm[side], at, at + 0.01), freq) for at in np.arange(0.1, 4.8, 0.005))
+        assert worst < 0.3, f"side {side}: the tone breaks (a gap, or sound dropped) by {worst:.2f} of its level"
     assert main([*base, "--start", "1", "--end", "2", "--blur-faces"]) == 2
     assert "sound only" in capsys.readouterr().err
     # a second export into the same folder within the same second gets a name of its own

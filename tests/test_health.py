@@ -8,6 +8,8 @@ import json
 import time
 import zipfile
 
+import pytest
+
 from firmware.cli import main
 from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
@@ -88,22 +90,33 @@ def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(rec
     assert kinds[-1] == ["audio", "video"], "sound returned after the microphone came back"
     infos = footage.segments(rec["id"])
     assert all(i.has_audio == (k == ["audio", "video"]) for i, k in zip(infos, kinds))
-    # exported whole, the sound after the gap is where it was heard, not moved up to close the gap
+    # Exported, the sound after the gap is where it was heard, not moved up to close the gap;
+    # a range that starts without sound still has the sound that comes later, and one that
+    # ends without sound has silence as long as the picture.
     key = tmp_path / "recovery.txt"
     key.write_text(str(recovery) + "\n")
-    package = tmp_path / "whole.zip"
-    assert main(["export", "--data", str(data_dir), "--recovery-key", str(key), "--recording", rec["id"],
-                 "--start", "0", "--end", f"{(infos[-1].end_us - infos[0].start_us) / 1e6:.3f}", "--ground", "3",
-                 "--recipient", "北警察署", "--reference", "北署刑第1号", "--out", str(package)]) == 0
-    with zipfile.ZipFile(package) as z:
-        clip = z.read(next(n for n in z.namelist() if n.endswith("/clip.mp4")))
-        start_s = json.loads(z.read(next(n for n in z.namelist() if n.endswith("/manifest.json"))))["clip"]["start_s"]
-    heard = decode(clip).tick_positions_s
-    expected = [(info.start_us - infos[0].start_us) / 1e6 - start_s + t
-                for info, mp4 in zip(infos, footage.plaintexts(rec["id"])) for t in decode(mp4).tick_positions_s]
-    assert any(t > 6 for t in expected), "ticks after the gap, to place"
-    assert len(heard) == len(expected) and all(abs(h - e) < 0.002 for h, e in zip(heard, expected)), \
-        f"ticks in the clip at {heard} s, heard at {expected} s"
+    at = [(info.start_us - infos[0].start_us) / 1e6 for info in infos]
+    ticks = [a + t for a, mp4 in zip(at, footage.plaintexts(rec["id"])) for t in decode(mp4).tick_positions_s]
+    silent = [a for a, k in zip(at, kinds) if k == ["video"]]
+    after = max(t for t in ticks if t < silent[0] + 0.1)
+    assert any(t > silent[-1] for t in ticks), "ticks after the gap, to place"
+    for n, (lo, hi) in enumerate([(0, at[-1] + infos[-1].duration), (silent[0] + 0.1, at[-1] + infos[-1].duration),
+                                      (0, silent[-1] + 1.0)]):
+        package = tmp_path / f"{n}.zip"
+        assert main(["export", "--data", str(data_dir), "--recovery-key", str(key), "--recording", rec["id"],
+                     "--start", f"{lo:.3f}", "--end", f"{hi:.3f}", "--ground", "3", "--recipient", "北警察署",
+                     "--reference", "北署刑第1号", "--out", str(package)]) == 0
+        with zipfile.ZipFile(package) as z:
+            clip = z.read(next(n for n in z.namelist() if n.endswith("/clip.mp4")))
+            made = json.loads(z.read(next(n for n in z.namelist() if n.endswith("/manifest.json"))))["clip"]
+        decoded = decode(clip)
+        heard = [made["start_s"] + t for t in decoded.tick_positions_s]
+        expected = [t for t in ticks if made["start_s"] <= t < made["end_s"]]
+        assert expected and len(heard) == len(expected) and all(abs(h - e) < 0.002 for h, e in zip(heard, expected)), \
+            f"{lo}–{hi} s: ticks in the clip at {heard} s, heard at {expected} s (silent from {silent[0]} s)"
+        assert decoded.audio_seconds == pytest.approx(made["duration_s"], abs=0.05), "sound as long as the picture"
+        assert made["audio"] == "re-encoded" and (n != 2 or max(heard) <= after + 1e-3)
+
 
 
 class SlowStore(Vault):
