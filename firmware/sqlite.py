@@ -7,6 +7,8 @@ web UI writes web.db; everyone else opens them read-only.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -23,14 +25,61 @@ def open_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def migrate(conn: sqlite3.Connection, package: str) -> int:
-    """Apply ``<package>/migrations/NNNN_*.sql`` above ``PRAGMA user_version``, each atomically."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    scripts = sorted((p for p in resources.files(package).joinpath("migrations").iterdir() if p.name.endswith(".sql")),
-                     key=lambda p: p.name)
+@dataclass(frozen=True)
+class Schema:
+    """What ``migrate`` found and did to one database."""
+
+    before: int  # PRAGMA user_version when opened
+    after: int
+    known: int  # the highest migration this software has
+    applied: tuple[str, ...] = ()
+
+    @property
+    def newer(self) -> bool:
+        """Made by a newer release (a rollback after it migrated): this one runs on it as it is.
+        Migrations only ever add, so that this works; it is still worth saying."""
+        return self.after > self.known
+
+
+def _scripts(package: str) -> list:
+    return sorted((p for p in resources.files(package).joinpath("migrations").iterdir() if p.name.endswith(".sql")),
+                  key=lambda p: p.name)
+
+
+def known_version(package: str) -> int:
+    scripts = _scripts(package)
+    return int(scripts[-1].name.split("_", 1)[0]) if scripts else 0
+
+
+def migrate(conn: sqlite3.Connection, package: str,
+            on_applied: Callable[[sqlite3.Connection, int, int, str], None] | None = None) -> Schema:
+    """Apply ``<package>/migrations/NNNN_*.sql`` above ``PRAGMA user_version``, each atomically.
+
+    ``on_applied(conn, version_before, number, name)`` runs inside each migration's
+    transaction, after its script: what it writes (an audit entry) is committed with the
+    migration, or neither is. A database being made (version 0) is not migrated from
+    anything, so it is not called for that."""
+    before = version = conn.execute("PRAGMA user_version").fetchone()[0]
+    scripts = _scripts(package)
+    applied = []
     for script in scripts:
         number = int(script.name.split("_", 1)[0])
         if number > version:
-            conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version = {number};\nCOMMIT;")
+            try:
+                conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version = {number};")
+                if on_applied is not None and before > 0:
+                    on_applied(conn, version, number, script.name)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
             version = number
-    return version
+            applied.append(script.name)
+    return Schema(before, version, known_version(package), tuple(applied))
+
+
+def schema(conn: sqlite3.Connection, package: str) -> Schema:
+    """The schema of a database opened read-only: nothing applied, only compared."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    return Schema(version, version, known_version(package))

@@ -8,6 +8,7 @@ hardware or the recorder's memory. Its own records (people, sessions, requests) 
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from datetime import timedelta
@@ -21,6 +22,8 @@ from firmware.control import ControlClient, ControlError, socket_path
 from firmware.fsutil import atomic_write, makedirs_durable
 from webui import i18n
 from webui.permissions import PUBLIC, enforce, permission
+
+log = logging.getLogger(__name__)
 
 
 def _secret_key(data_dir: Path) -> bytes:
@@ -73,8 +76,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webui import db
 
     conn = db.connect(data_dir)
-    db.migrate(conn)
+    schema = db.migrate(conn)
     conn.close()
+    if schema.newer:
+        log.warning("%s was last changed by a newer release (schema %d; this one knows up to %d): running on it "
+                    "as it is", db.NAME, schema.after, schema.known)
 
     csrf = CSRFProtect(app)
     from webui import api

@@ -270,6 +270,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                           "Write blur regions like 0.6,0.1,0.3,0.5 (optionally @3-8)."),
     "dashboard.disclosures": ("期限が近い・過ぎた開示請求", "Disclosure requests due or overdue"),
     "dashboard.last_update": ("最後の更新", "Last update"),
+    "dashboard.schema_newer": ("より新しい版が変更したデータベースです。この版のまま動いていますが、新しい版を入れ直してください",
+                               "changed by a newer release; this one runs on it as it is — install the newer release again"),
     "nav.people": ("職員と権限", "People and roles"),
     "nav.storage": ("記録容量", "Storage"),
     "nav.audit": ("監査ログ", "Audit log"),

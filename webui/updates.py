@@ -57,6 +57,7 @@ _ID = re.compile(r"[0-9a-f]{32}")
 FINAL = ("installed", "not-installed")
 LOGGED = (*FINAL, "interrupted")  # what the audit log gets, once each
 ACTIVE = ("waiting", "running")
+NOT_GOOD = ("not-installed", "interrupted", "unknown")  # an outcome the dashboard flags
 # A restart cuts an on-demand recording from its notice on, and a call; a continuous recording
 # is always under way (the update cuts it once). kiroku-update waits on the same rule.
 BUSY_STATES = ("notice", "recording", "stopping")
@@ -141,10 +142,29 @@ def updates(folder: Path | None = None) -> list[dict]:
 
 
 def summary() -> dict:
-    """What the dashboard says of the software: the version that runs and the last update."""
+    """What the dashboard says of the software: the version that runs, the last update, and
+    any database a newer release has changed."""
     items = updates()
     last = {key: items[0].get(key) for key in ("id", "version", "from", "state", "at", "by")} if items else None
-    return {"running": running_version(), "last_update": last}
+    if last is not None:
+        last["warning"] = last["state"] in NOT_GOOD
+    return {"running": running_version(), "last_update": last, "newer_databases": newer_databases()}
+
+
+def newer_databases() -> list[dict]:
+    """Databases whose schema is newer than this release knows: a release migrated them and
+    was then rolled back (or installed with --allow-downgrade). This one runs on them as they
+    are — migrations only add — but a manager should know, and install the newer release again."""
+    from firmware import sqlite
+    from firmware.vault.vault import DB_NAME
+    from firmware.vault.vault import MIGRATIONS as vault_migrations
+    from webui.db import MIGRATIONS, NAME, get_db, vault_db
+
+    found = [(NAME, sqlite.schema(get_db(), MIGRATIONS))]
+    vault = vault_db()
+    if vault is not None:
+        found.append((DB_NAME, sqlite.schema(vault, vault_migrations)))
+    return [{"database": name, "version": s.after, "known": s.known} for name, s in found if s.newer]
 
 
 def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
@@ -174,7 +194,8 @@ def log_outcomes(items: list[dict], folder: Path | None = None) -> None:
 
 
 def start_logger(app) -> threading.Thread:
-    """Log outcomes as they come, without waiting for someone to open the page."""
+    """Log outcomes as they come, without waiting for someone to open the page — and the
+    migrations of web.db, which wait for the recorder after an update restarted both."""
     every = float(app.config.get("KIROKU_UPDATE_LOG_EVERY", 10.0))
 
     def loop():
@@ -184,6 +205,10 @@ def start_logger(app) -> threading.Thread:
             try:
                 with app.app_context():
                     log_outcomes(updates(_dir(app)), _dir(app))
+                    from webui import control
+                    from webui.db import get_db, hand_over_migrations, vault_db
+
+                    hand_over_migrations(get_db(), control(), vault_db())
             except Exception:  # the next round tries again
                 log.exception("logging update outcomes failed")
 

@@ -59,9 +59,10 @@ def init(data_dir: Path, *, device: str, recovery_out: Path, recovery_qr_out: Pa
     write_recovery_key(recovery, Path(recovery_out))
     if recovery_qr_out:
         write_recovery_qr(recovery, Path(recovery_qr_out))
-    keys.initialise(device, recovery.recipient)
+    # The index is made (or brought up to date) before the keys: the log begins with the set-up
     vault = Vault(data_dir, device=device)
     try:
+        keys.initialise(device, recovery.recipient)
         vault.audit("setup", "device.init", detail={"device": device, "recovery_recipient": str(recovery.recipient)})
         if manager is not None:
             keys.add_manager(manager, passphrase, unlock=None, work_factor=work_factor)

@@ -64,8 +64,11 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return sqlite.open_db(Path(data_dir) / DB_NAME, readonly=readonly)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    return sqlite.migrate(conn, "firmware.vault")
+MIGRATIONS = "firmware.vault"  # the package whose migrations/ kiroku.db follows
+
+
+def migrate(conn: sqlite3.Connection, on_applied=None) -> sqlite.Schema:
+    return sqlite.migrate(conn, MIGRATIONS, on_applied)
 
 
 @dataclass
@@ -175,10 +178,25 @@ class Vault:
         self.segments_root = self.data_dir / "segments"
         if readonly:  # another process reading (the web UI, the CLI): the recorder is the writer
             self.db = connect(self.data_dir, readonly=True)
+            self.schema = sqlite.schema(self.db, MIGRATIONS)
         else:
             makedirs_durable(self.data_dir)
             self.db = connect(self.data_dir)
-            migrate(self.db)
+            self.schema = migrate(self.db, self._log_migration)
+            if self.schema.newer:
+                log.warning("%s was last changed by a newer release (schema %d; this one knows up to %d): "
+                            "running on it as it is", DB_NAME, self.schema.after, self.schema.known)
+
+    def _log_migration(self, conn: sqlite3.Connection, before: int, number: int, name: str) -> None:
+        """A change to the evidence's index is in the audit log, committed with the change
+        (a device not yet set up has no key to sign it with, and nothing to change)."""
+        if not self.keys.initialised:
+            return
+        from firmware import __version__
+
+        self.audit_log.append(conn, actor="software", action="db.migrate", subject=DB_NAME,
+                              detail={"script": name, "from": before, "to": number, "software": __version__})
+        log.info("%s migrated to schema %d (%s)", DB_NAME, number, name)
 
     @classmethod
     def open(cls, data_dir: Path, config=None, **kw) -> "Vault":
