@@ -448,8 +448,6 @@ class _Cutter:
         A segment that starts within a sample or two of where the last one ended is
         nudged onto it: segment times are kept in microseconds, and a sample dropped or
         doubled at every boundary would click."""
-        import numpy as np
-
         rate = frame.sample_rate
         samples = frame.to_ndarray()  # planar: (channels, n)
         at = round((t0 + float(frame.pts * frame.time_base) - self.begin) * rate)  # where its first sample belongs
@@ -466,10 +464,16 @@ class _Cutter:
         if a >= b:
             return
         fmt, layout = frame.format.name, frame.layout.name
-        while self._audio_written < at + a:  # nothing was recorded here: silence, a second at a time
-            n = min(at + a - self._audio_written, rate)
-            self._write_audio(np.zeros((samples.shape[0], n), dtype=samples.dtype), fmt, layout, rate)
+        self._silence_until(at + a, samples.shape[0], samples.dtype, fmt, layout, rate)  # nothing was recorded here
         self._write_audio(samples[:, a:b].copy(), fmt, layout, rate)
+
+    def _silence_until(self, upto: int, channels: int, dtype, fmt: str, layout: str, rate: int) -> None:
+        """Silence from the sound so far to sample ``upto`` of the clip, a second at a time."""
+        import numpy as np
+
+        while self._audio_written < upto:
+            n = min(upto - self._audio_written, rate)
+            self._write_audio(np.zeros((channels, n), dtype=dtype), fmt, layout, rate)
 
     def _write_audio(self, samples, fmt: str, layout: str, rate: int) -> None:
         start = self.begin + self._audio_written / rate  # of the recording
@@ -521,15 +525,9 @@ class _Cutter:
             self.container.mux(self.video.encode(None))
         if self.audio is not None:
             if not self.sound_only:  # the microphone out until the end: silence as long as the picture
-                import numpy as np
-
-                rate = self.audio.codec_context.sample_rate
-                upto = round((min(self.last_t + _frame_s(self.plan), self.plan.end_s) - self.begin) * rate)
-                channels = self.audio.codec_context.channels
-                while self._audio_written < upto:
-                    n = min(upto - self._audio_written, rate)
-                    self._write_audio(np.zeros((channels, n), np.float32), "fltp", self.audio.codec_context.layout.name,
-                                      rate)
+                ctx = self.audio.codec_context
+                upto = round((min(self.last_t + _frame_s(self.plan), self.plan.end_s) - self.begin) * ctx.sample_rate)
+                self._silence_until(upto, ctx.channels, "float32", "fltp", ctx.layout.name, ctx.sample_rate)
             self._drain(final=True)
             self.container.mux(self.audio.encode(None))
         self.container.close()

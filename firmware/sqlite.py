@@ -6,11 +6,14 @@ web UI writes web.db; everyone else opens them read-only.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def open_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -46,9 +49,13 @@ def _scripts(package: str) -> list:
                   key=lambda p: p.name)
 
 
+def _number(script) -> int:
+    return int(script.name.split("_", 1)[0])
+
+
 def known_version(package: str) -> int:
     scripts = _scripts(package)
-    return int(scripts[-1].name.split("_", 1)[0]) if scripts else 0
+    return _number(scripts[-1]) if scripts else 0
 
 
 def migrate(conn: sqlite3.Connection, package: str,
@@ -63,7 +70,7 @@ def migrate(conn: sqlite3.Connection, package: str,
     scripts = _scripts(package)
     applied = []
     for script in scripts:
-        number = int(script.name.split("_", 1)[0])
+        number = _number(script)
         if number > version:
             try:
                 conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version = {number};")
@@ -76,7 +83,12 @@ def migrate(conn: sqlite3.Connection, package: str,
                 raise
             version = number
             applied.append(script.name)
-    return Schema(before, version, known_version(package), tuple(applied))
+    found = Schema(before, version, _number(scripts[-1]) if scripts else 0, tuple(applied))
+    if found.newer:
+        name = Path(conn.execute("PRAGMA database_list").fetchone()[2]).name
+        log.warning("%s was last changed by a newer release (schema %d; this one knows up to %d): running on it as "
+                    "it is", name, found.after, found.known)
+    return found
 
 
 def schema(conn: sqlite3.Connection, package: str) -> Schema:

@@ -77,7 +77,7 @@ def test_a_migration_of_the_evidence_index_is_logged_with_it_or_not_made_at_all(
 
     # rolled back to this release: it runs on the newer index, says so, and logs nothing new
     monkeypatch.undo()
-    with caplog.at_level(logging.WARNING, logger="firmware.vault.vault"):
+    with caplog.at_level(logging.WARNING, logger="firmware.sqlite"):
         vault = Vault.open(data_dir)
     try:
         assert vault.schema.newer and (vault.schema.after, vault.schema.known) == (known + 1, known)

@@ -8,7 +8,6 @@ hardware or the recorder's memory. Its own records (people, sessions, requests) 
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 from datetime import timedelta
@@ -22,8 +21,6 @@ from firmware.control import ControlClient, ControlError, socket_path
 from firmware.fsutil import atomic_write, makedirs_durable
 from webui import i18n
 from webui.permissions import PUBLIC, enforce, permission
-
-log = logging.getLogger(__name__)
 
 
 def _secret_key(data_dir: Path) -> bytes:
@@ -76,11 +73,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from webui import db
 
     conn = db.connect(data_dir)
-    schema = db.migrate(conn)
+    db.migrate(conn)  # warns of a newer release's database
     conn.close()
-    if schema.newer:
-        log.warning("%s was last changed by a newer release (schema %d; this one knows up to %d): running on it "
-                    "as it is", db.NAME, schema.after, schema.known)
 
     csrf = CSRFProtect(app)
     from webui import api

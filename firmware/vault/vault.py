@@ -182,10 +182,7 @@ class Vault:
         else:
             makedirs_durable(self.data_dir)
             self.db = connect(self.data_dir)
-            self.schema = migrate(self.db, self._log_migration)
-            if self.schema.newer:
-                log.warning("%s was last changed by a newer release (schema %d; this one knows up to %d): "
-                            "running on it as it is", DB_NAME, self.schema.after, self.schema.known)
+            self.schema = migrate(self.db, self._log_migration)  # warns of a newer release's index
 
     def _log_migration(self, conn: sqlite3.Connection, before: int, number: int, name: str) -> None:
         """A change to the evidence's index is in the audit log, committed with the change
