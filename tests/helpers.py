@@ -90,6 +90,26 @@ class Footage:
     def plaintexts(self, recording_id: str) -> list[bytes]:
         return [self.vault.open_segment_plaintext(info, self.identity) for info in self.segments(recording_id)]
 
+    def ticks(self, recording_id: str) -> list[float]:
+        """Where the stored sound ticks, in seconds from the first segment's start: each
+        segment's sound laid where its start time puts it, so a tick that a segment
+        boundary cut in two is still one tick, at its start."""
+        infos = self.segments(recording_id)
+        placed, rate = [], 48_000
+        for info, mp4 in zip(infos, self.plaintexts(recording_id)):
+            sound = _sound(mp4)
+            if sound is not None:
+                first, pcm, rate = sound
+                placed.append(((info.start_us - infos[0].start_us) / 1e6 + first, pcm))
+        if not placed:
+            return []
+        origin = min(0.0, placed[0][0])  # a warm-up frame may start a hair before the picture
+        at = [round((t - origin) * rate) for t, _ in placed]
+        timeline = np.zeros(max(a + len(pcm) for a, (_, pcm) in zip(at, placed)), np.int16)
+        for a, (_, pcm) in zip(at, placed):
+            timeline[a:a + len(pcm)] = pcm
+        return [origin + t for t in tick_onsets(timeline[:, None], rate)]
+
     def marks(self, recording_id: str) -> list[dict]:
         rows = self.vault.db.execute("SELECT by, note, section, wall_us FROM marks WHERE recording_id = ? ORDER BY id",
                                      (recording_id,)).fetchall()
@@ -105,28 +125,32 @@ class Decoded:
     audio_seconds: float
 
 
+def _sound(media: Path | bytes) -> tuple[float, np.ndarray, int] | None:
+    """The decoded sound, as 16-bit mono samples: where its first sample plays, and the rate."""
+    with _open(media) as c:
+        if not c.streams.audio:
+            return None
+        chunks, first, rate = [], 0.0, c.streams.audio[0].rate
+        for f in c.decode(audio=0):
+            if not chunks:
+                first = float(f.pts * f.time_base)
+            chunks.append(f.to_ndarray().reshape(-1) if f.format.is_planar else f.to_ndarray()[0])
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)
+    return first, (pcm * 32767).astype(np.int16) if pcm.dtype.kind == "f" else pcm, rate
+
+
 def decode(media: Path | bytes) -> Decoded:
     with _open(media) as c:
         times, pts = [], []
         for f in c.decode(video=0):
             times.append(read_capture_time(f.to_ndarray(format="gray")))
             pts.append(round(float(f.pts * f.time_base) * 1e6))
-    first = None
-    tick_positions: list[float] = []
-    seconds = 0.0
-    with _open(media) as c:
-        if c.streams.audio:
-            chunks = []
-            rate = c.streams.audio[0].rate
-            for f in c.decode(audio=0):
-                if first is None:
-                    first = float(f.pts * f.time_base)
-                chunks.append(f.to_ndarray().reshape(-1) if f.format.is_planar else f.to_ndarray()[0])
-            pcm = np.concatenate(chunks) if chunks else np.zeros(0)
-            seconds = len(pcm) / rate
-            if pcm.dtype.kind == "f":
-                pcm = (pcm * 32767).astype(np.int16)
-            tick_positions = [first + p for p in tick_onsets(pcm[:, None], rate)]
+    first, tick_positions, seconds = None, [], 0.0
+    sound = _sound(media)
+    if sound is not None:
+        first, pcm, rate = sound
+        seconds = len(pcm) / rate
+        tick_positions = [first + p for p in tick_onsets(pcm[:, None], rate)]
     return Decoded(times, pts, first, tick_positions, seconds)
 
 

@@ -119,10 +119,7 @@ def test_the_sound_stays_with_the_picture_across_every_segment_boundary(recorded
 
     vault = Vault.open(recorded["data"], small_config())
     try:  # each tick where the stored segments have it: a busy recorder's own jitter is not the export's
-        footage = Footage(vault, recovery_identity(recorded["recovery"]))
-        stored = [(info.start_us - recorded["origin_us"]) / 1e6 + t for info, mp4 in
-                  zip(footage.segments(recorded["recording"]), footage.plaintexts(recorded["recording"]))
-                  for t in decode(mp4).tick_positions_s]
+        stored = Footage(vault, recovery_identity(recorded["recovery"])).ticks(recorded["recording"])
     finally:
         vault.close()
     heard = {}
@@ -140,10 +137,11 @@ def test_the_sound_stays_with_the_picture_across_every_segment_boundary(recorded
         decoded = decode(clip_of(package))
         assert decoded.audio_seconds == pytest.approx(manifest["clip"]["duration_s"], abs=0.03)
         heard[cut] = [manifest["clip"]["start_s"] + t for t in decoded.tick_positions_s]
-        # segment times are whole µs, so each segment's sound may sit a sample off; no more, and it never adds up
+        # Segment times are whole µs, so a segment's sound may be nudged up to 2 samples onto the
+        # last one's end (and each side rounds to its own sample grid); no more, and it never adds up.
         expected = [t for t in stored if manifest["clip"]["start_s"] <= t < manifest["clip"]["end_s"]
                     and not (cut == "muted" and abs(t - tick) < 0.2)]
-        assert heard[cut] == pytest.approx(expected, abs=2 / 48_000), f"{cut}: the sound moved against the picture"
+        assert heard[cut] == pytest.approx(expected, abs=3 / 48_000), f"{cut}: the sound moved against the picture"
     assert len(heard["keyframe"]) >= 10, "the tick of every second is heard"
     assert heard["exact"] == pytest.approx(heard["keyframe"], abs=1e-4)
     assert heard["muted"] == pytest.approx(heard["keyframe"][:4] + heard["keyframe"][5:], abs=1e-4)

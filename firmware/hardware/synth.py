@@ -155,10 +155,15 @@ class Tone:
 
 
 def tick_onsets(pcm: np.ndarray, samplerate: int) -> list[float]:
-    """Positions (seconds from the first sample) where a :class:`Tone` tick begins."""
-    mono = np.abs(pcm.astype(np.float32).reshape(len(pcm), -1).mean(axis=1)) / 32768
+    """Positions (seconds from the first sample) where a :class:`Tone` tick begins.
+
+    A loudness threshold finds each tick to within a few samples; how a codec smears the
+    attack moves that by as many again. The tick's own tone then places it exactly: its
+    phase is zero where it begins, and a codec keeps a steady tone's phase. A tick cut
+    by either end of the sound keeps the threshold's position."""
+    mono = pcm.astype(np.float32).reshape(len(pcm), -1).mean(axis=1) / 32768
     window = max(1, samplerate // 1000)  # 1 ms envelope
-    envelope = np.convolve(mono, np.ones(window) / window, mode="same")
+    envelope = np.convolve(np.abs(mono), np.ones(window) / window, mode="same")
     loud = envelope > 0.15
     onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
     if len(loud) and loud[0]:
@@ -168,7 +173,22 @@ def tick_onsets(pcm: np.ndarray, samplerate: int) -> list[float]:
     for n in onsets:
         if not kept or n - kept[-1] > samplerate // 10:
             kept.append(int(n))
-    return [n / samplerate for n in kept]
+    period = samplerate / Tone.TICK_HZ
+    omega = 2 * np.pi / period
+    inside = (samplerate * 2 // 1000, samplerate * (Tone.TICK_US - 2_000) // 1_000_000)  # clear of both edges
+    found = []
+    for n in kept:
+        lo, hi = n + inside[0], n + inside[1]
+        if n == 0 or hi > len(mono):
+            found.append(float(n))
+            continue
+        k = np.arange(lo, hi)
+        # the tick is sin(omega * (k - k0)): fit a*sin(omega k) + b*cos(omega k), and k0 = -phase / omega
+        basis = np.stack([np.sin(omega * k), np.cos(omega * k)], axis=1)
+        (a, b), *_ = np.linalg.lstsq(basis, mono[lo:hi], rcond=None)
+        k0 = -np.arctan2(b, a) / omega
+        found.append(float(k0 + round((n - k0) / period) * period))  # the zero crossing nearest the threshold's
+    return [k / samplerate for k in found]
 
 
 def _visitor(size: int) -> tuple[np.ndarray, np.ndarray]:
