@@ -58,29 +58,51 @@ def known_version(package: str) -> int:
     return _number(scripts[-1]) if scripts else 0
 
 
+def _statements(sql: str) -> list[str]:
+    """A migration script, statement by statement (``executescript`` would commit first)."""
+    statements, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending)
+            pending = ""
+    if pending.strip() and any(not line.strip().startswith("--") for line in pending.splitlines() if line.strip()):
+        raise ValueError(f"the migration ends in an unfinished statement: {pending.strip()[:60]!r}")
+    return statements
+
+
 def migrate(conn: sqlite3.Connection, package: str,
             on_applied: Callable[[sqlite3.Connection, int, int, str], None] | None = None) -> Schema:
     """Apply ``<package>/migrations/NNNN_*.sql`` above ``PRAGMA user_version``, each atomically.
 
-    ``on_applied(conn, version_before, number, name)`` runs inside each migration's
-    transaction, after its script: what it writes (an audit entry) is committed with the
-    migration, or neither is. A database being made (version 0) is not migrated from
-    anything, so it is not called for that."""
+    Each migration takes the write lock, then reads the version: a second process
+    migrating at the same moment (``kiroku init`` as the recorder starts) finds the work
+    done and goes on. ``on_applied(conn, version_before, number, name)`` runs inside each
+    migration's transaction, after its script: what it writes (an audit entry) is
+    committed with the migration, or neither is. A database being made (version 0) is
+    not migrated from anything, so it is not called for that."""
     before = version = conn.execute("PRAGMA user_version").fetchone()[0]
     scripts = _scripts(package)
     applied = []
     for script in scripts:
         number = _number(script)
-        if number > version:
-            try:
-                conn.executescript(f"BEGIN IMMEDIATE;\n{script.read_text()}\nPRAGMA user_version = {number};")
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if number > version:
+                for statement in _statements(script.read_text()):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
                 if on_applied is not None and before > 0:
                     on_applied(conn, version, number, script.name)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if number > version:
             version = number
             applied.append(script.name)
     found = Schema(before, version, _number(scripts[-1]) if scripts else 0, tuple(applied))

@@ -181,3 +181,44 @@ def test_a_migration_whose_answer_was_lost_is_not_logged_twice(server, data_dir,
         [entry] = audit(vault, "db.migrate")
         kept = web_db.get_db().execute("SELECT audit_seq FROM schema_log").fetchall()
     assert [r[0] for r in kept] == [entry["seq"]]
+
+
+def test_two_processes_migrating_at_once_change_the_database_once(data_dir, tmp_path, monkeypatch):
+    """``kiroku init`` run while the web UI starts, or two workers at once: the one that gets
+    the write lock second finds the migration made, where it used to fail on it."""
+    import threading
+    import time
+
+    made = web_db.connect(data_dir)
+    web_db.migrate(made)  # web.db as this release makes it
+    made.close()
+    known = vault_module.sqlite.known_version(web_db.MIGRATIONS)
+    script = f"{known + 1:04d}_notes.sql"
+    monkeypatch.setattr(web_db, "MIGRATIONS", next_release(tmp_path, monkeypatch, web_db.MIGRATIONS, script,
+                                                           "ALTER TABLE users ADD COLUMN note TEXT;"))
+    holder = web_db.connect(data_dir)
+    holder.execute("BEGIN IMMEDIATE")  # a writer busy for a moment: both migrators read the version, then wait
+    found, failed = [], []
+
+    def start():
+        conn = web_db.connect(data_dir)
+        try:
+            found.append(web_db.migrate(conn))
+        except Exception as e:  # noqa: BLE001 — the test reports it
+            failed.append(e)
+        finally:
+            conn.close()
+
+    workers = [threading.Thread(target=start) for _ in range(2)]
+    for w in workers:
+        w.start()
+    time.sleep(0.5)
+    holder.execute("COMMIT")
+    holder.close()
+    for w in workers:
+        w.join(timeout=30)
+    assert failed == [], f"a second migrator failed on the first one's work: {failed}"
+    assert sorted(len(s.applied) for s in found) == [0, 1] and all(s.after == known + 1 for s in found)
+    with sqlite3.connect(data_dir / "web" / "web.db") as conn:
+        assert conn.execute("SELECT script FROM schema_log").fetchall() == [(script,)], "kept once, to log once"
+    assert "note" in columns(data_dir / "web" / "web.db", "users")
