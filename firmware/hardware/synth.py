@@ -159,28 +159,33 @@ def tick_onsets(pcm: np.ndarray, samplerate: int) -> list[float]:
 
     A loudness threshold finds each tick to within a few samples; how a codec smears the
     attack moves that by as many again. The tick's own tone then places it exactly: its
-    phase is zero where it begins, and a codec keeps a steady tone's phase. A tick cut
-    by either end of the sound keeps the threshold's position."""
+    phase is zero where it begins, and a codec keeps a steady tone's phase. Only a tick
+    whose beginning was heard counts: one already under way when the sound starts, or
+    heard only after a gap or a muted span cut its beginning off (shorter than a tick,
+    and not cut by the end of the sound), has no beginning here to place."""
     mono = pcm.astype(np.float32).reshape(len(pcm), -1).mean(axis=1) / 32768
     window = max(1, samplerate // 1000)  # 1 ms envelope
     envelope = np.convolve(np.abs(mono), np.ones(window) / window, mode="same")
     loud = envelope > 0.15
-    onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1
-    if len(loud) and loud[0]:
-        onsets = np.concatenate([[0], onsets])
+    onsets = np.flatnonzero(loud[1:] & ~loud[:-1]) + 1  # not the first sample: no beginning heard
     # Keep one onset per tick: ignore re-crossings inside the 40 ms burst.
     kept: list[int] = []
     for n in onsets:
         if not kept or n - kept[-1] > samplerate // 10:
             kept.append(int(n))
+    length = samplerate * Tone.TICK_US // 1_000_000
     period = samplerate / Tone.TICK_HZ
     omega = 2 * np.pi / period
-    inside = (samplerate * 2 // 1000, samplerate * (Tone.TICK_US - 2_000) // 1_000_000)  # clear of both edges
+    edge = samplerate * 2 // 1000  # clear of the attack and the end
     found = []
     for n in kept:
-        lo, hi = n + inside[0], n + inside[1]
-        if n == 0 or hi > len(mono):
-            found.append(float(n))
+        heard = np.flatnonzero(loud[n:n + length + length // 2])
+        end = n + int(heard[-1]) + 1  # the burst's last loud sample (a dip inside it does not end it)
+        if end - n < length * 4 // 5 and end < len(mono) - window:
+            continue  # the tail of a tick whose beginning was cut off
+        lo, hi = n + edge, min(n + length, end) - edge
+        if hi - lo < 2 * window:
+            found.append(float(n))  # too little of it to fit: the threshold's position
             continue
         k = np.arange(lo, hi)
         # the tick is sin(omega * (k - k0)): fit a*sin(omega k) + b*cos(omega k), and k0 = -phase / omega
