@@ -227,7 +227,7 @@ class Device:
     @property
     def restarts(self) -> int:
         log = self.fakes / "systemctl.log"
-        return log.read_text().count("restart") if log.exists() else 0
+        return sum(line.startswith("restart ") for line in log.read_text().splitlines()) if log.exists() else 0
 
 
 @pytest.fixture

@@ -1,0 +1,283 @@
+"""OS updates: image-build/release os bundles Debian packages, kiroku-update installs them.
+
+The device is test_update's root laid out like the image. apt and dpkg are fakes (apt's
+dependency check is against a list of installed packages; "installing" unpacks each package
+with the real dpkg-deb into the root), as are systemctl and systemd-run; the signature, the
+checks, what apt is handed and the restart's wait for a quiet counter are the real script's.
+The boot test (image-build/boottest/run.py) installs a bundle with the real apt in the
+read-only root's lower layer, and boots into it.
+"""
+from __future__ import annotations
+
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.test_update import RELEASE, UPDATE, Device, assert_untouched, make_checkout, make_key, repack, run
+
+# apt-get as kiroku-update uses it: `install [--simulate|--yes] OPTIONS... DEB...`. A package's
+# Depends (names only) must be installed ($FAKE_STATE/installed: "name version" lines) or among
+# the packages given, else it refuses, as apt does, before anything changes. With $FAKE_APT_FAILS
+# it fails after unpacking the first package (a package's script failing halfway).
+FAKE_APT_GET = r"""#!/bin/sh
+echo "apt-get $*" >>"$FAKE_STATE/systemctl.log"
+[ "$1" = install ] || exit 100
+mode=install
+debs=
+for arg in "$@"; do
+    case "$arg" in
+        --simulate) mode=simulate ;;
+        *.deb) debs="$debs $arg" ;;
+    esac
+done
+given=$(for d in $debs; do dpkg-deb -f "$d" Package; done)
+for d in $debs; do
+    for need in $(dpkg-deb -f "$d" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g'); do
+        if ! printf '%s\n' $given | grep -qx "$need" && ! grep -q "^$need " "$FAKE_STATE/installed" 2>/dev/null; then
+            echo "E: Unmet dependencies. $(dpkg-deb -f "$d" Package) : Depends: $need but it is not installable" >&2
+            exit 100
+        fi
+    done
+done
+[ "$mode" = install ] || { echo "Inst $given"; exit 0; }
+for d in $debs; do
+    dpkg-deb -x "$d" "$KIROKU_ROOT"
+    echo "$(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Version)" >>"$FAKE_STATE/installed"
+    if [ -n "${FAKE_APT_FAILS:-}" ]; then
+        echo "dpkg: error processing package $(dpkg-deb -f "$d" Package) (--configure)" >&2
+        exit 100
+    fi
+done
+"""
+
+FAKE_DPKG = r"""#!/bin/sh
+echo "dpkg $*" >>"$FAKE_STATE/systemctl.log"
+case "$1" in
+    --print-architecture) echo "${FAKE_ARCH:-arm64}" ;;
+    --configure) ;;
+    *) exit 2 ;;
+esac
+"""
+
+FAKE_SYSTEMD_RUN = r"""#!/bin/sh
+echo "systemd-run $*" >>"$FAKE_STATE/systemctl.log"
+"""
+
+
+def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "") -> Path:
+    """A real Debian package, built with dpkg-deb, that installs /usr/share/PACKAGE/VERSION."""
+    tree = out / f"{package}-{version}-tree"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "usr" / "share" / package).mkdir(parents=True)
+    (tree / "usr" / "share" / package / "version").write_text(f"{version}\n")
+    control = f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@example.org>\n" \
+              f"Description: a test package\n"
+    (tree / "DEBIAN" / "control").write_text(control + (f"Depends: {depends}\n" if depends else ""))
+    deb = out / f"{package}_{version}_{arch}.deb"
+    run("dpkg-deb", "--root-owner-group", "--build", tree, deb).check_returncode()
+    return deb
+
+
+def bundle(key: Path, out: Path, debs: list[Path], version: str = "2026.11.29") -> subprocess.CompletedProcess:
+    """The release tool, from a checkout whose image has no release key of its own yet."""
+    checkout = out.parent / "checkout"
+    if not checkout.exists():
+        make_checkout(checkout, "0.1.0")
+    return run(RELEASE, "os", "--key", key, "--out", out, "--version", version, "--repo", checkout, *debs)
+
+
+class OsDevice(Device):
+    """test_update's device, with apt, dpkg and systemd-run faked, and openssl 3.0.2 installed."""
+
+    def __init__(self, root: Path, public_key: Path, fakes: Path):
+        super().__init__(root, public_key, fakes)
+        for name, text in (("apt-get", FAKE_APT_GET), ("dpkg", FAKE_DPKG), ("systemd-run", FAKE_SYSTEMD_RUN)):
+            (fakes / name).write_text(text)
+            (fakes / name).chmod(0o755)
+        (fakes / "installed").write_text("libc6 2.41-12\nopenssl 3.0.2-1\n")
+
+    def update(self, release_file: Path, *flags: str, arch: str = "arm64", apt_fails: bool = False,
+               **settings) -> subprocess.CompletedProcess:
+        env = {**self.env(**settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
+               "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
+               "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else ""}
+        return run(UPDATE, *flags, release_file, env=env)
+
+    def reboot_when_quiet(self, **settings) -> subprocess.CompletedProcess:
+        return run(UPDATE, "--reboot-when-quiet", env=self.env(**settings))
+
+    @property
+    def log(self) -> list[str]:
+        path = self.fakes / "systemctl.log"
+        return path.read_text().splitlines() if path.exists() else []
+
+    @property
+    def os_update(self) -> str | None:
+        path = self.root / "etc" / "kiroku" / "os-update"
+        if not path.exists():
+            return None
+        return next(line.split()[1] for line in path.read_text().splitlines() if line.startswith("version "))
+
+    def has(self, package: str) -> str | None:
+        path = self.root / "usr" / "share" / package / "version"
+        return path.read_text().strip() if path.exists() else None
+
+
+@pytest.fixture
+def key(tmp_path) -> Path:
+    return make_key(tmp_path / "release.pem")[0]
+
+
+@pytest.fixture
+def device(tmp_path, key) -> OsDevice:
+    return OsDevice(tmp_path / "root", key.with_suffix(".pub"), tmp_path / "fakes")
+
+
+@pytest.fixture
+def debs(tmp_path) -> list[Path]:
+    out = tmp_path / "debs"
+    out.mkdir()
+    return [make_deb(out, "openssl", "3.0.2-1+deb13u1", depends="libc6 (>= 2.34)"),
+            make_deb(out, "ca-certificates", "20250419", arch="all", depends="openssl")]
+
+
+def made(done: subprocess.CompletedProcess) -> Path:
+    assert done.returncode == 0, done.stderr
+    return Path(done.stdout.strip())
+
+
+def test_a_signed_os_update_is_installed_from_its_own_packages_then_the_device_restarts(tmp_path, key, device,
+                                                                                        debs):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+    assert bundle_file.name == "kiroku-os-2026.11.29.os.tar"
+    manifest = tarfile.open(bundle_file).extractfile("manifest").read().decode()
+    assert manifest.startswith("kiroku-os 1\nversion 2026.11.29\n") and "architecture arm64\n" in manifest
+    assert "package ca-certificates 20250419 all\npackage openssl 3.0.2-1+deb13u1 arm64\n" in manifest
+
+    done = device.update(bundle_file)
+
+    assert done.returncode == 0, done.stderr
+    assert "OS update 2026.11.29 is installed" in done.stderr
+    assert device.has("openssl") == "3.0.2-1+deb13u1" and device.has("ca-certificates") == "20250419"
+    assert device.os_update == "2026.11.29"
+    log = device.log
+    # an interrupted earlier install is finished first; apt is asked before it changes anything,
+    # takes only the bundle's packages, never the network, and keeps the image's configuration
+    assert [line.split()[0] for line in log if line.startswith(("dpkg --configure", "apt-get"))] == \
+        ["dpkg", "apt-get", "apt-get"]
+    simulate, install = (line for line in log if line.startswith("apt-get"))
+    assert "--simulate" in simulate and "--yes" in install
+    for call in (simulate, install):
+        assert "--no-download" in call and "Dpkg::Options::=--force-confold" in call
+        assert sorted(Path(a).name for a in call.split() if a.endswith(".deb")) == sorted(d.name for d in debs)
+    # the restart waits for a quiet counter, in its own unit: the page shows the outcome first
+    [later] = [line for line in log if line.startswith("systemd-run")]
+    assert "--on-active=30" in later and later.endswith(f"{UPDATE} --reboot-when-quiet")
+    # the firmware, its services and the footage are as they were
+    assert_untouched(device)
+
+    # the same bundle again, and an older one: refused, nothing run
+    again = device.update(bundle_file)
+    assert again.returncode == 1 and "OS update 2026.11.29 is already installed" in again.stderr
+    older = made(bundle(key, tmp_path / "out", debs, version="2026.10.1"))
+    refused = device.update(older)
+    assert refused.returncode == 1 and "older than the installed 2026.11.29" in refused.stderr
+    assert sum(line.startswith("apt-get") for line in device.log) == 2
+    done = device.update(older, "--allow-downgrade")
+    assert done.returncode == 0, done.stderr
+    assert "--allow-downgrades" in device.log[-2] and device.os_update == "2026.10.1"
+
+
+def test_the_restart_waits_until_no_recording_is_under_way(device):
+    done = device.reboot_when_quiet(busy=2)
+
+    assert done.returncode == 0, done.stderr
+    assert "a recording is under way: restarting for the OS update once it has ended" in done.stderr
+    assert device.log == ["ctl status --json"] * 3 + ["reboot"]
+
+
+def test_an_os_update_for_another_board_is_refused(tmp_path, key, device, debs):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+
+    done = device.update(bundle_file, arch="armhf")
+
+    assert done.returncode == 1
+    assert "is an OS update for arm64, and this device is armhf: nothing was installed" in done.stderr
+    assert device.has("openssl") is None and device.os_update is None
+    assert not any(line.startswith(("apt-get", "systemd-run")) for line in device.log)
+
+
+def test_packages_that_need_what_the_device_lacks_change_nothing(tmp_path, key, device):
+    out = tmp_path / "debs"
+    out.mkdir()
+    deb = make_deb(out, "curl", "8.14.1-2", depends="libcurl4t64")
+    bundle_file = made(bundle(key, tmp_path / "out", [deb]))
+
+    done = device.update(bundle_file)
+
+    assert done.returncode == 1
+    assert "Depends: libcurl4t64 but it is not installable" in done.stderr
+    assert "do not fit this device's system (apt, above): nothing was installed" in done.stderr
+    assert device.has("curl") is None and device.os_update is None
+    assert [line for line in device.log if line.startswith("apt-get")] and \
+        all("--simulate" in line for line in device.log if line.startswith("apt-get"))
+    assert not any(line.startswith("systemd-run") for line in device.log)
+
+
+def test_an_install_that_fails_halfway_says_so_and_is_not_marked_done(tmp_path, key, device, debs):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+
+    done = device.update(bundle_file, apt_fails=True)
+
+    assert done.returncode == 1
+    assert "the system may be partly updated" in done.stderr and "Run kiroku-update with the same file" in done.stderr
+    assert device.os_update is None, "not marked installed: the same file is taken again"
+    assert not any(line.startswith("systemd-run") for line in device.log)
+    assert device.update(bundle_file).returncode == 0
+    assert device.os_update == "2026.11.29"
+
+
+@pytest.mark.parametrize("change", ["debs", "manifest", "signature", "other key"])
+def test_a_changed_os_update_is_refused_before_apt_runs(tmp_path, key, device, debs, change):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+    with tarfile.open(bundle_file) as tar:
+        manifest = tar.extractfile("manifest").read()
+        debs_tar = tar.extractfile("debs.tar").read()
+    if change == "debs":
+        changed = repack(bundle_file, tmp_path / "changed.tar", change={"debs.tar": debs_tar + b"\0" * 512})
+        said = "debs.tar in"
+    elif change == "manifest":
+        changed = repack(bundle_file, tmp_path / "changed.tar",
+                         change={"manifest": manifest.replace(b"version 2026.11.29", b"version 2026.12.1")})
+        said = "the signature of"
+    elif change == "signature":
+        changed = repack(bundle_file, tmp_path / "changed.tar", drop="manifest.sig")
+        said = "has no signature"
+    else:
+        other = make_key(tmp_path / "other.pem")[0]
+        changed = made(bundle(other, tmp_path / "other-out", debs))
+        said = "does not match this device's release key"
+
+    done = device.update(changed)
+
+    assert done.returncode == 1 and said in done.stderr
+    assert device.has("openssl") is None and device.os_update is None
+    assert not any(line.startswith(("apt-get", "dpkg --configure")) for line in device.log)
+
+
+def test_the_release_tool_makes_a_bundle_for_one_architecture_of_packages_only(tmp_path, key):
+    out = tmp_path / "debs"
+    out.mkdir()
+    arm = make_deb(out, "openssl", "3.0.2-1", arch="arm64")
+    x86 = make_deb(out, "libc6", "2.41-12", arch="amd64")
+    mixed = bundle(key, tmp_path / "out", [arm, x86])
+    assert mixed.returncode == 1 and "one bundle is for one architecture" in mixed.stderr
+    not_a_deb = out / "notes.deb"
+    not_a_deb.write_text("not a package")
+    refused = bundle(key, tmp_path / "out", [arm, not_a_deb])
+    assert refused.returncode == 1 and "notes.deb is not a Debian package" in refused.stderr
+    bad_version = bundle(key, tmp_path / "out", [arm], version="November")
+    assert bad_version.returncode == 1 and "not dotted numbers" in bad_version.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
