@@ -9,12 +9,14 @@ read-only root's lower layer, and boots into it.
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from tests import test_webui
 from tests.test_update import RELEASE, UPDATE, Device, assert_untouched, make_checkout, make_key, repack, run
 
 # apt-get as kiroku-update uses it: `install [--simulate|--yes] OPTIONS... DEB...`. A package's
@@ -98,12 +100,10 @@ class OsDevice(Device):
             (fakes / name).chmod(0o755)
         (fakes / "installed").write_text("libc6 2.41-12\nopenssl 3.0.2-1\n")
 
-    def update(self, release_file: Path, *flags: str, arch: str = "arm64", apt_fails: bool = False,
-               **settings) -> subprocess.CompletedProcess:
-        env = {**self.env(**settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
-               "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
-               "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else ""}
-        return run(UPDATE, *flags, release_file, env=env)
+    def env(self, arch: str = "arm64", apt_fails: bool = False, **settings) -> dict:
+        return {**super().env(**settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
+                "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
+                "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else ""}
 
     def reboot_when_quiet(self, **settings) -> subprocess.CompletedProcess:
         return run(UPDATE, "--reboot-when-quiet", env=self.env(**settings))
@@ -281,3 +281,42 @@ def test_the_release_tool_makes_a_bundle_for_one_architecture_of_packages_only(t
     bad_version = bundle(key, tmp_path / "out", [arm], version="November")
     assert bad_version.returncode == 1 and "not dotted numbers" in bad_version.stderr
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+# -- from the admin page ----------------------------------------------------------------------
+
+server, client = test_webui.server, test_webui.client
+
+
+def test_a_manager_installs_an_os_update_from_the_admin_page(server, data_dir, vault, tmp_path, key, device, debs):
+    from tests.test_update_web import audit, device_acts, outcome, page, upload
+    from tests.webui_helpers import Api, first_run
+
+    client = test_webui.make_app(data_dir, KIROKU_UPDATE_LOG_EVERY=0.2,
+                                 KIROKU_OS_UPDATE=str(device.root / "etc" / "kiroku" / "os-update")).test_client()
+    first_run(client)
+    before = page(client)
+    assert re.search(r'id="os-update">出荷時のまま<', before) and "kiroku-os-版.os.tar" in before
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+
+    assert upload(client, bundle_file, name=bundle_file.name).status_code == 302
+
+    update_id = (data_dir / "update" / "request").read_text().strip()
+    [asked] = audit(vault, "update.request")
+    assert asked["subject"] == "2026.11.29" and asked["detail"]["kind"] == "os" and asked["detail"]["from"] is None
+    done = device_acts(data_dir, device)
+    assert done.returncode == 0, done.stderr
+    assert outcome(data_dir, update_id)["state"] == "installed"
+    assert device.has("openssl") == "3.0.2-1+deb13u1"
+    after = page(client)
+    assert re.search(r'id="os-update">2026\.11\.29<', after)
+    row = re.search(r'<tr class="update-installed">(.*?)</tr>', after, re.S)[1]
+    assert "OS 更新 — → 2026.11.29" in row and "録画中でないときに装置が再起動" in row
+    assert "the device restarts to run it once no recording is under way" in row, "kiroku-update's words"
+    assert re.search(r'id="software-os">OS 更新: 2026\.11\.29<', client.get("/admin/").get_data(as_text=True))
+    software = Api(client).get("/api/v1/dashboard").get_json()["software"]
+    assert software["os_update"] == "2026.11.29" and software["last_update"]["kind"] == "os"
+    [logged] = audit(vault, "update.installed")
+    assert logged["subject"] == "2026.11.29"
+    # the firmware is as it was
+    assert device.running == "venv-0.1.0"

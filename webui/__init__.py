@@ -52,6 +52,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         KIROKU_DATA=os.environ.get("KIROKU_DATA", "data"),
         KIROKU_DEVICE="counter-1",
         KIROKU_SIMULATED=False,  # the virtual counter exists only when the caller says so
+        KIROKU_OS_UPDATE="/etc/kiroku/os-update",  # the OS update kiroku-update last installed
         KIROKU_HTTPS=False,
         KIROKU_HOSTS=("127.0.0.1", "localhost", "::1"),
         SESSION_COOKIE_HTTPONLY=True,

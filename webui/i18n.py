@@ -293,6 +293,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "signature, installs the new version beside the running one, and switches only once the recorder runs "
         "with it; if it does not, the device goes back by itself. Going back to an older version cannot be done "
         "here."),
+    "update.intro_os": (
+        "OS の更新ファイル（kiroku-os-版.os.tar：配布元が署名したセキュリティ更新）も、ここから入れられます。"
+        "OS の更新は元に戻せません。入れ終わると、録画中でないときに装置が再起動します（数分間録画できません）。",
+        "OS updates (kiroku-os-VERSION.os.tar: security updates signed by kiroku's publisher) are installed here "
+        "too. An OS update cannot be undone. Once it is in, the device restarts as soon as no recording is under "
+        "way (nothing can be recorded for a few minutes)."),
+    "update.os_update": ("OS 更新", "OS update"),
+    "update.os_none": ("出荷時のまま", "as shipped"),
     "update.simulated": ("シミュレーション中の装置では更新は実行されません（依頼は取り消すまで開始待ちのままです）。",
                          "On simulated hardware nothing installs an update: a request waits until withdrawn."),
     "update.file": ("更新ファイル", "Update file"),
@@ -323,6 +331,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "update.state.waiting": ("開始待ち", "waiting to start"),
     "update.state.running": ("処理中", "installing"),
     "update.state.installed": ("完了（新しい版で動作中）", "installed and running"),
+    "update.state.installed.os": ("完了（録画中でないときに装置が再起動して反映されます）",
+                                  "installed (the device restarts to run it once no recording is under way)"),
     "update.state.not-installed": ("更新されませんでした（元の版で動作中）。詳細をご確認ください。",
                                    "not installed (the previous version runs); see the details"),
     "update.state.cancelled": ("取り消し済み", "withdrawn"),
@@ -336,8 +346,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "update.no_file": ("更新ファイルを選んでください。", "Choose the update file."),
     "update.too_big": ("ファイルが大きすぎます。kiroku の更新ファイルか確かめてください。",
                        "The file is too large: check that it is a kiroku update file."),
-    "update.not_a_release": ("kiroku の更新ファイルではありません（kiroku-版.release.tar を選んでください）。",
-                             "This is not a kiroku update file (choose kiroku-VERSION.release.tar)."),
+    "update.not_a_release": ("kiroku の更新ファイルではありません（kiroku-版.release.tar か kiroku-os-版.os.tar を"
+                             "選んでください）。",
+                             "This is not a kiroku update file (choose kiroku-VERSION.release.tar or "
+                             "kiroku-os-VERSION.os.tar)."),
     "update.cannot_store": ("更新ファイルを保存できませんでした（記録領域の空きを確認してください）。",
                             "The update file could not be stored (check the space left on the data partition)."),
     "update.already_started": ("この更新はすでに始まっているため、取り消せません。",

@@ -1,4 +1,8 @@
-"""Firmware updates from the admin page: the manager uploads a release, the device installs it.
+"""Updates from the admin page: the manager uploads a release, the device installs it.
+
+A release is the firmware (kiroku-VERSION.release.tar) or an OS update (kiroku-os-VERSION.os.tar,
+Debian packages), both made and signed by image-build/release; the device tells them apart by
+the signed manifest's first line, and this page by the same line, to show which it is.
 
 The web UI runs unprivileged and installs nothing itself. It checks that the upload is shaped
 like a release (image-build/release's tar: a manifest naming its version, and a signature),
@@ -6,7 +10,7 @@ refuses while a recording is under way, logs the request in the audit log, and l
 release and a request in ``<data>/update``:
 
     ID.tar          the release, as uploaded
-    ID.json         who asked, when, for which version and SHA-256 (this page's own record)
+    ID.json         who asked, when, for which kind, version and SHA-256 (this page's own record)
     request         ID: made last, by a rename, only while neither it nor .request.taken is there
     .request.taken  the request, once the device has claimed it (a rename)
     ID.outcome      written by the device, as root (JSON): state "running", then "installed"
@@ -78,10 +82,24 @@ def running_version() -> str:
         return __version__
 
 
-def release_version(data: bytes) -> str | None:
-    """The version a release names in its manifest, or None if ``data`` is not shaped like a
-    release. Only the manifest is read; what it says is checked on the device, as root, against
-    the image's release key."""
+KINDS = {"kiroku-release 1": "firmware", "kiroku-os 1": "os"}  # a manifest's first line: what it updates
+
+
+def os_version(app=None) -> str | None:
+    """The OS update the device last installed (kiroku-update keeps its manifest), or None."""
+    path = Path((app or current_app).config["KIROKU_OS_UPDATE"])
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    version = next((line[len("version "):] for line in lines if line.startswith("version ")), "")
+    return version if _VERSION.fullmatch(version) else None
+
+
+def release_of(data: bytes) -> tuple[str, str] | None:
+    """What a release updates ("firmware" or "os") and the version its manifest names, or None
+    if ``data`` is not shaped like a release. Only the manifest is read; what it says is
+    checked on the device, as root, against the image's release key."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
             names = tar.getnames()
@@ -92,10 +110,10 @@ def release_version(data: bytes) -> str | None:
     except (tarfile.TarError, KeyError, UnicodeDecodeError, EOFError):
         return None
     lines = text.splitlines()
-    if not lines or lines[0] != "kiroku-release 1":
+    if not lines or lines[0] not in KINDS:
         return None
     version = next((line[len("version "):] for line in lines if line.startswith("version ")), "")
-    return version if _VERSION.fullmatch(version) else None
+    return (KINDS[lines[0]], version) if _VERSION.fullmatch(version) else None
 
 
 def _read(path: Path) -> str:
@@ -145,10 +163,11 @@ def summary() -> dict:
     """What the dashboard says of the software: the version that runs, the last update, and
     any database a newer release has changed."""
     items = updates()
-    last = {key: items[0].get(key) for key in ("id", "version", "from", "state", "at", "by")} if items else None
+    last = {key: items[0].get(key) for key in ("id", "kind", "version", "from", "state", "at", "by")} if items else None
     if last is not None:
         last["warning"] = last["state"] in NOT_GOOD
-    return {"running": running_version(), "last_update": last, "newer_databases": newer_databases()}
+    return {"running": running_version(), "os_update": os_version(), "last_update": last,
+            "newer_databases": newer_databases()}
 
 
 def newer_databases() -> list[dict]:
@@ -249,7 +268,7 @@ def index():
     log_outcomes(items)
     status = recorder_status()
     in_progress = any(item["state"] in ACTIVE for item in items)
-    return render_template("admin/update.html", running=running_version(), items=items[:10],
+    return render_template("admin/update.html", running=running_version(), os_update=os_version(), items=items[:10],
                            in_progress=in_progress, busy=busy(status),
                            continuous=(status or {}).get("mode") == "continuous",
                            max_mb=MAX_RELEASE // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
@@ -280,9 +299,10 @@ def upload():
         refuse("update.no_file", back=back)
     if len(data) > MAX_RELEASE:
         refuse("update.too_big", 413, back=back)
-    version = release_version(data)
-    if version is None:
+    found = release_of(data)
+    if found is None:
         refuse("update.not_a_release", back=back)
+    kind, version = found
     state = busy(recorder_status())
     if state:
         refuse("update.recording", 409, back=back, detail=state)
@@ -297,8 +317,9 @@ def upload():
                 or (folder / ".request.taken").exists():
             refuse("update.in_progress", 409, back=back)
         update_id = secrets.token_hex(16)
-        item = {"id": update_id, "version": version, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                "by": g.user.username, "at": auth.now_iso(), "from": running_version()}
+        item = {"id": update_id, "kind": kind, "version": version, "sha256": hashlib.sha256(data).hexdigest(),
+                "bytes": len(data), "by": g.user.username, "at": auth.now_iso(),
+                "from": running_version() if kind == "firmware" else os_version()}
         tar, record, pending = f"{update_id}.tar", f"{update_id}.json", f".{update_id}.request"
         try:
             atomic_write(folder / tar, data, mode=0o640)
@@ -308,7 +329,8 @@ def upload():
             _unlink_all(folder, tar, record, pending)
             refuse("update.cannot_store", 507, back=back, detail=str(exc))
         try:
-            auth.audit("update.request", subject=version, detail={k: item[k] for k in ("id", "sha256", "bytes", "from")})
+            auth.audit("update.request", subject=version,
+                       detail={k: item[k] for k in ("id", "kind", "sha256", "bytes", "from")})
         except ControlError:
             _unlink_all(folder, tar, record, pending)
             raise
@@ -350,4 +372,5 @@ def describe() -> dict:
     """The running version and the requests, for GET /api/v1/update."""
     items = updates()
     log_outcomes(items)
-    return {"running": running_version(), "busy": busy(recorder_status()), "updates": items[:10]}
+    return {"running": running_version(), "os_update": os_version(), "busy": busy(recorder_status()),
+            "updates": items[:10]}

@@ -25,10 +25,12 @@ wrote to it; then it powers off. Then:
      the root helper, whose kiroku-update installs them offline: a newer one, into the
      read-only lower layer through overlayroot-chroot, switched to, and a broken one after
      it, whose recorder cannot start, so it is rolled back; the page follows each to its
-     outcome while the update restarts the web UI under it;
-  3. the next boot runs the update (it is in the lower layer), and the card "flashed
-     again" (the image's partition table, without partition 3) finds its finished
-     partition again, data and all (that data survives boots is shown by 1 to 3);
+     outcome while the update restarts the web UI under it. Then an OS update (one
+     package of the test's own, made with dpkg-deb): apt installs it into the lower layer
+     from the bundle, and a restart is arranged (the report stops it, to power off itself);
+  3. the next boot runs the update and the OS update (they are in the lower layer), and the
+     card "flashed again" (the image's partition table, without partition 3) finds its
+     finished partition again, data and all (that data survives boots is shown by 1 to 3);
   4. a power cut (qemu killed) right after the partition is added, and one in the middle
      of formatting (with AES instructions, like a Pi 5): each next boot finishes the
      partition and mounts it.
@@ -114,6 +116,12 @@ if mountpoint -q /var/lib/kiroku; then
         updates="$updates${updates:+,}$(sed -n 's/^version //p' /opt/kiroku/venv/kiroku-release)"
     done
     venv=$(readlink /opt/kiroku/venv)
+    # an OS update among them: its package, the version kiroku-update recorded, and the restart
+    # it arranged (stopped here: this script powers off when it is done)
+    os=$(dpkg-query -W -f='${Version}' kiroku-boottest-probe 2>/dev/null || true)
+    osupdate=$(sed -n 's/^version //p' /etc/kiroku/os-update 2>/dev/null || true)
+    osreboot=$(systemctl is-active kiroku-os-reboot.timer 2>/dev/null || true)
+    systemctl stop kiroku-os-reboot.timer 2>/dev/null || true
     # the services as the updates left them (as this boot started them when there were none)
     after="$(state kiroku-recorder.service),$(state kiroku-web.service)"
     # what the failed units, a recorder that never got ready or a web UI that did not answer
@@ -129,7 +137,8 @@ if mountpoint -q /var/lib/kiroku; then
     say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner recorder=$recorder" \
         "$web webuser=$webuser banner=${banner:-none} calls=$calls failed=${failed:-none}" \
         "root=$root leftover=$leftover bannerwarns=${bannerwarns:-none} updates=${updates:-none}" \
-        "outcomes=${outcomes:-none} venv=$venv after=$after"
+        "outcomes=${outcomes:-none} venv=$venv after=$after os=${os:-none} osupdate=${osupdate:-none}" \
+        "osreboot=${osreboot:-none}"
 else
     say "mounted=no"
 fi
@@ -410,11 +419,30 @@ def newer(version: str, step: int) -> str:
     return f"{version}.{step}"
 
 
+OS_UPDATE = "2026.1.1"  # the OS update's version: a package of the test's own, kiroku-boottest-probe
+
+
+def make_probe(out: Path) -> Path:
+    """A Debian package for the OS update (dpkg-deb), needing one the image has (libc6)."""
+    tree = out / "probe"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "usr/share/kiroku-boottest-probe").mkdir(parents=True)
+    (tree / "usr/share/kiroku-boottest-probe/installed").write_text("by kiroku-update, from a signed OS update\n")
+    (tree / "DEBIAN/control").write_text(
+        "Package: kiroku-boottest-probe\nVersion: 1.0-1\nArchitecture: all\nDepends: libc6\n"
+        "Maintainer: boottest <boottest@kiroku.invalid>\nDescription: boot test: an OS update's package\n")
+    deb = out / "kiroku-boottest-probe_1.0-1_all.deb"
+    run("dpkg-deb", "--root-owner-group", "--build", tree, deb, stdout=subprocess.DEVNULL)
+    shutil.rmtree(tree)
+    return deb
+
+
 def make_releases(work: Path, root: Path) -> None:
     """Two signed releases of this checkout for kiroku-update, made by the release tool with a
     release key of the test's own (its public half in the image, as build-image puts the
     project's): a good one, one version newer, and a broken one after it whose services never
-    start. They wait in /usr/lib/kiroku-boottest/releases for the boot that installs them."""
+    start; and an OS update of one package. They wait in /usr/lib/kiroku-boottest/releases for
+    the boot that installs them."""
     keys = work / "release-key"
     shutil.rmtree(keys, ignore_errors=True)
     keys.mkdir(mode=0o700)
@@ -441,6 +469,9 @@ def make_releases(work: Path, root: Path) -> None:
             run("git", "-C", checkout, *args, env=env)
         run(IMAGE_BUILD / "release", "--key", keys / "release.pem", "--out", out, "--repo", checkout,
             env={**os.environ, "PIP": PIP}, stdout=subprocess.DEVNULL)
+        if not broken:
+            run(IMAGE_BUILD / "release", "os", "--key", keys / "release.pem", "--out", out, "--version", OS_UPDATE,
+                "--repo", checkout, make_probe(work), stdout=subprocess.DEVNULL)
         shutil.rmtree(checkout)
     shutil.rmtree(keys)
 
@@ -622,15 +653,21 @@ def main() -> int:
     log("2. signed updates under the read-only root: one installed, a broken one rolled back")
     version = checkout_version()
     good, bad = newer(version, 1), newer(version, 2)
-    update = Boot(work, disk, "a3", append=f"kiroku_boottest_update=kiroku-{good}.release.tar,kiroku-{bad}.release.tar")
-    report = update.report(timeout=BOOT_TIMEOUT + 900)  # two installs and a rollback, emulated
+    update = Boot(work, disk, "a3", append=f"kiroku_boottest_update=kiroku-{good}.release.tar,kiroku-{bad}.release.tar,"
+                                         f"kiroku-os-{OS_UPDATE}.os.tar")
+    report = update.report(timeout=BOOT_TIMEOUT + 1200)  # three installs and a rollback, emulated
     expect(report, 3, ADIANTUM)
-    assert report["updates"] == f"{good},{good}", f"after each update the venv said {report['updates']}, " \
-        f"not {good} and then {good} again (the broken {bad} rolled back); see {update.log.name}"
+    assert report["updates"] == f"{good},{good},{good}", f"after each update the venv said {report['updates']}, " \
+        f"not {good} and then {good} again (the broken {bad} rolled back, the OS update beside it); " \
+        f"see {update.log.name}"
     assert report["venv"] == f"venv-{good}", report
-    # both went through the admin page, the path unit and the root helper, which said how each ended
-    assert report["outcomes"] == "installed,not-installed", f"the admin page saw {report['outcomes']}; see " \
-        f"{update.log.name}"
+    # all went through the admin page, the path unit and the root helper, which said how each ended
+    assert report["outcomes"] == "installed,not-installed,installed", f"the admin page saw {report['outcomes']}; " \
+        f"see {update.log.name}"
+    # the OS update: its package installed by apt from the bundle, recorded, the restart arranged
+    assert report["os"] == "1.0-1" and report["osupdate"] == OS_UPDATE, \
+        f"the OS update: package {report['os']}, recorded {report['osupdate']}; see {update.log.name}"
+    assert report["osreboot"] == "active", f"no restart was arranged after the OS update: {report['osreboot']}"
     assert update.saw(f"{good} is installed and running"), f"the good release did not install; see {update.log.name}"
     # its kiroku cannot even start, so systemd skips the recorder (the unit's ExecCondition): seen
     # as down for good at once (inactive, no job left), not after the timeout
@@ -648,6 +685,8 @@ def main() -> int:
     # (the test's "flashing" writes only the partition table, so the root is as the update left it)
     # what the update made last is in the lower layer: it survived the reboot, the broken one did not stay
     assert report["venv"] == f"venv-{good}", f"after a reboot the device runs {report['venv']}, not venv-{good}"
+    assert report["os"] == "1.0-1" and report["osupdate"] == OS_UPDATE, \
+        f"the OS update did not survive the reboot (it belongs in the lower layer): {report}"
     disk.unlink()
 
     log("4. power cuts while provisioning")

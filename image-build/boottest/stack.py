@@ -15,10 +15,10 @@ path (--import-mode=append, and the working folder holds no code).
 Left out: the browser tests (Chromium and Playwright are not in the image), the packaging
 test (it builds the wheel from the git checkout; the venv here was made from that wheel),
 the call recorder's SIPp tests (SIPp places the calls; the call recorder's own code runs in
-test_calls.py) and the update tests, the admin page's included (they make releases from a
-git checkout with the release machine's tools; kiroku-update itself is a shell script; the
-boot test runs the page's update path on the image), and build-image's test (a release
-machine's script, on a git checkout).
+test_calls.py) and the update tests, the OS update's and the admin page's included (they
+make releases from a git checkout with the release machine's tools; kiroku-update itself is
+a shell script; the boot test runs the page's update path on the image), and build-image's
+test (a release machine's script, on a git checkout).
 
 Usage: stack.py [--work DIR] [PYTEST ARGS ...]   (as root; needs mmdebstrap, unshare, git, pip)
 """
@@ -40,7 +40,7 @@ import run as boot
 TOOLS = ["systemd", "python3-pytest", "ffmpeg", "age", "openssl", "poppler-utils"]
 STACK = ["av", "numpy", "cryptography", "Flask", "Flask-WTF", "argon2-cffi", "fpdf2", "gpiozero", "pytest"]
 LEFT_OUT = ["tests/test_browser.py", "tests/test_packaging.py", "tests/test_calls_sipp.py", "tests/test_update.py",
-            "tests/test_update_web.py", "tests/test_build_image.py"]
+            "tests/test_update_web.py", "tests/test_os_update.py", "tests/test_build_image.py"]
 # The official age test vectors, which test_age.py expects beside the checkout.
 TESTKIT = boot.REPO.parent / "shared" / "testkit" / "age"
 
