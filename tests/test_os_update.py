@@ -21,23 +21,38 @@ from tests.test_update import RELEASE, UPDATE, Device, assert_untouched, make_ch
 
 # apt-get as kiroku-update uses it: `install [--simulate|--yes] OPTIONS... DEB...`. A package's
 # Depends (names only) must be installed ($FAKE_STATE/installed: "name version" lines) or among
-# the packages given, else it refuses, as apt does, before anything changes. With $FAKE_APT_FAILS
-# it fails after unpacking the first package (a package's script failing halfway).
+# the packages given, else it refuses, as apt does, before anything changes — unless apt was
+# left its package lists (no -o Dir::State::Lists=EMPTY-FOLDER): then what the archive has
+# ($FAKE_STATE/archive) would do, fetched from the network, as the real apt would. With
+# $FAKE_APT_FAILS it fails after unpacking the first package (a package's script failing halfway).
 FAKE_APT_GET = r"""#!/bin/sh
 echo "apt-get $*" >>"$FAKE_STATE/systemctl.log"
 [ "$1" = install ] || exit 100
 mode=install
 debs=
+archive=$FAKE_STATE/archive
 for arg in "$@"; do
     case "$arg" in
         --simulate) mode=simulate ;;
+        Dir::State::Lists=*) [ -d "${arg#*=}" ] && [ -z "$(ls -A "${arg#*=}")" ] && archive=/dev/null ;;
         *.deb) debs="$debs $arg" ;;
     esac
 done
 given=$(for d in $debs; do dpkg-deb -f "$d" Package; done)
 for d in $debs; do
+    for gone in $(dpkg-deb -f "$d" Conflicts | tr ',' '\n' | sed 's/(.*)//; s/ //g'); do
+        if grep -q "^$gone " "$FAKE_STATE/installed"; then
+            echo "Remv $gone [$(sed -n "s/^$gone //p" "$FAKE_STATE/installed")]"
+            [ "$mode" = simulate ] || sed -i "/^$gone /d" "$FAKE_STATE/installed"
+        fi
+    done
     for need in $(dpkg-deb -f "$d" Depends | tr ',' '\n' | sed 's/(.*)//; s/ //g'); do
         if ! printf '%s\n' $given | grep -qx "$need" && ! grep -q "^$need " "$FAKE_STATE/installed" 2>/dev/null; then
+            if grep -qx "$need" "$archive"; then
+                echo "Inst $need (archive)"
+                [ "$mode" = simulate ] || { echo "E: Failed to fetch $need: no route to the archive" >&2; exit 100; }
+                continue
+            fi
             echo "E: Unmet dependencies. $(dpkg-deb -f "$d" Package) : Depends: $need but it is not installable" >&2
             exit 100
         fi
@@ -68,7 +83,8 @@ echo "systemd-run $*" >>"$FAKE_STATE/systemctl.log"
 """
 
 
-def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "") -> Path:
+def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "",
+             conflicts: str = "") -> Path:
     """A real Debian package, built with dpkg-deb, that installs /usr/share/PACKAGE/VERSION."""
     tree = out / f"{package}-{version}-tree"
     (tree / "DEBIAN").mkdir(parents=True)
@@ -76,7 +92,8 @@ def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends
     (tree / "usr" / "share" / package / "version").write_text(f"{version}\n")
     control = f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: t <t@example.org>\n" \
               f"Description: a test package\n"
-    (tree / "DEBIAN" / "control").write_text(control + (f"Depends: {depends}\n" if depends else ""))
+    (tree / "DEBIAN" / "control").write_text(control + (f"Depends: {depends}\n" if depends else "")
+                                             + (f"Conflicts: {conflicts}\n" if conflicts else ""))
     deb = out / f"{package}_{version}_{arch}.deb"
     run("dpkg-deb", "--root-owner-group", "--build", tree, deb).check_returncode()
     return deb
@@ -99,6 +116,7 @@ class OsDevice(Device):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         (fakes / "installed").write_text("libc6 2.41-12\nopenssl 3.0.2-1\n")
+        (fakes / "archive").write_text("libcurl4t64\n")  # what the image's apt lists would offer
 
     def env(self, arch: str = "arm64", apt_fails: bool = False, **settings) -> dict:
         return {**super().env(**settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
@@ -170,7 +188,7 @@ def test_a_signed_os_update_is_installed_from_its_own_packages_then_the_device_r
     simulate, install = (line for line in log if line.startswith("apt-get"))
     assert "--simulate" in simulate and "--yes" in install
     for call in (simulate, install):
-        assert "--no-download" in call and "Dpkg::Options::=--force-confold" in call
+        assert "Dpkg::Options::=--force-confold" in call and "Dir::Cache::pkgcache=" in call
         assert sorted(Path(a).name for a in call.split() if a.endswith(".deb")) == sorted(d.name for d in debs)
     # the restart waits for a quiet counter, in its own unit: the page shows the outcome first
     [later] = [line for line in log if line.startswith("systemd-run")]
@@ -224,6 +242,20 @@ def test_packages_that_need_what_the_device_lacks_change_nothing(tmp_path, key, 
     assert [line for line in device.log if line.startswith("apt-get")] and \
         all("--simulate" in line for line in device.log if line.startswith("apt-get"))
     assert not any(line.startswith("systemd-run") for line in device.log)
+
+
+def test_packages_that_would_take_others_away_change_nothing(tmp_path, key, device):
+    out = tmp_path / "debs"
+    out.mkdir()
+    deb = make_deb(out, "libssl3t64", "3.5.1-1", conflicts="openssl")
+    bundle_file = made(bundle(key, tmp_path / "out", [deb]))
+
+    done = device.update(bundle_file)
+
+    assert done.returncode == 1 and "would remove openssl: refused, nothing was installed" in done.stderr
+    assert device.has("libssl3t64") is None and device.os_update is None
+    assert "openssl 3.0.2-1" in (device.fakes / "installed").read_text()
+    assert all("--simulate" in line for line in device.log if line.startswith("apt-get"))
 
 
 def test_an_install_that_fails_halfway_says_so_and_is_not_marked_done(tmp_path, key, device, debs):
