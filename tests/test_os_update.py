@@ -60,6 +60,7 @@ for d in $debs; do
 done
 [ "$mode" = install ] || { echo "Inst $given"; exit 0; }
 for d in $debs; do
+    [ "$(dpkg-deb -f "$d" Package)" != "${FAKE_APT_SKIPS:-}" ] || continue
     dpkg-deb -x "$d" "$KIROKU_ROOT"
     echo "$(dpkg-deb -f "$d" Package) $(dpkg-deb -f "$d" Version)" >>"$FAKE_STATE/installed"
     if [ -n "${FAKE_APT_FAILS:-}" ]; then
@@ -80,7 +81,17 @@ esac
 
 FAKE_SYSTEMD_RUN = r"""#!/bin/sh
 echo "systemd-run $*" >>"$FAKE_STATE/systemctl.log"
+touch "$FAKE_STATE/os-reboot"
 """
+
+# dpkg-query -W -f='${db:Status-Abbrev}${Version}' NAME, from the fake apt's record
+FAKE_DPKG_QUERY = r"""#!/bin/sh
+name=$3
+version=$(sed -n "s/^$name //p" "$FAKE_STATE/installed" | tail -n1)
+[ -n "$version" ] || { echo "dpkg-query: no packages found matching $name" >&2; exit 1; }
+printf 'ii %s' "$version"
+"""
+
 
 
 def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "",
@@ -108,20 +119,31 @@ def bundle(key: Path, out: Path, debs: list[Path], version: str = "2026.11.29") 
 
 
 class OsDevice(Device):
-    """test_update's device, with apt, dpkg and systemd-run faked, and openssl 3.0.2 installed."""
+    """test_update's device under overlayroot (its lower layer the root itself), with apt, dpkg,
+    systemd-run and overlayroot-chroot faked, and openssl 3.0.2 installed."""
 
     def __init__(self, root: Path, public_key: Path, fakes: Path):
         super().__init__(root, public_key, fakes)
-        for name, text in (("apt-get", FAKE_APT_GET), ("dpkg", FAKE_DPKG), ("systemd-run", FAKE_SYSTEMD_RUN)):
+        for name, text in (("apt-get", FAKE_APT_GET), ("dpkg", FAKE_DPKG), ("systemd-run", FAKE_SYSTEMD_RUN),
+                           ("dpkg-query", FAKE_DPKG_QUERY)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         (fakes / "installed").write_text("libc6 2.41-12\nopenssl 3.0.2-1\n")
         (fakes / "archive").write_text("libcurl4t64\n")  # what the image's apt lists would offer
 
-    def env(self, arch: str = "arm64", apt_fails: bool = False, **settings) -> dict:
-        return {**super().env(**settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
-                "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
-                "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else ""}
+    def env(self, arch: str = "arm64", apt_fails: bool = False, apt_skips: str = "", reboot_wait: int = 600,
+            **settings) -> dict:
+        return {**super().env(overlayroot=True, **settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
+                "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_DPKG_QUERY": str(self.fakes / "dpkg-query"),
+                "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
+                "KIROKU_REBOOT_WAIT": str(reboot_wait),
+                "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else "", "FAKE_APT_SKIPS": apt_skips}
+
+    @property
+    def in_lower_layer(self) -> list[str]:
+        """The commands kiroku-update ran through overlayroot-chroot."""
+        path = self.fakes / "chroot.log"
+        return [line.split(" ", 1)[1] for line in path.read_text().splitlines()] if path.exists() else []
 
     def reboot_when_quiet(self, **settings) -> subprocess.CompletedProcess:
         return run(UPDATE, "--reboot-when-quiet", env=self.env(**settings))
@@ -190,6 +212,8 @@ def test_a_signed_os_update_is_installed_from_its_own_packages_then_the_device_r
     for call in (simulate, install):
         assert "Dpkg::Options::=--force-confold" in call and "Dir::Cache::pkgcache=" in call
         assert sorted(Path(a).name for a in call.split() if a.endswith(".deb")) == sorted(d.name for d in debs)
+    # all of it in overlayroot's lower layer, where it lasts
+    assert {"sh"} == set(device.in_lower_layer) and len(device.in_lower_layer) >= 4
     # the restart waits for a quiet counter, in its own unit: the page shows the outcome first
     [later] = [line for line in log if line.startswith("systemd-run")]
     assert "--on-active=30" in later and later.endswith(f"{UPDATE} --reboot-when-quiet")
@@ -205,7 +229,11 @@ def test_a_signed_os_update_is_installed_from_its_own_packages_then_the_device_r
     assert sum(line.startswith("apt-get") for line in device.log) == 2
     done = device.update(older, "--allow-downgrade")
     assert done.returncode == 0, done.stderr
-    assert "--allow-downgrades" in device.log[-2] and device.os_update == "2026.10.1"
+    assert "--allow-downgrades" in [line for line in device.log if line.startswith("apt-get")][-1]
+    assert device.os_update == "2026.10.1"
+    # the restart arranged the first time has not happened yet: it is not arranged twice
+    assert "a restart is already arranged" in done.stderr
+    assert sum(line.startswith("systemd-run") for line in device.log) == 1
 
 
 def test_the_restart_waits_until_no_recording_is_under_way(device):
@@ -214,6 +242,26 @@ def test_the_restart_waits_until_no_recording_is_under_way(device):
     assert done.returncode == 0, done.stderr
     assert "a recording is under way: restarting for the OS update once it has ended" in done.stderr
     assert device.log == ["ctl status --json"] * 3 + ["reboot"]
+
+
+def test_the_restart_waits_for_an_update_under_way_and_not_forever_for_a_recording(device):
+    import fcntl
+    import threading
+    import time
+
+    (device.root / "run").mkdir(exist_ok=True)
+    with open(device.root / "run" / "kiroku-update.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another update is installing
+        waiting = threading.Thread(target=lambda: setattr(waiting, "done", device.reboot_when_quiet(
+            busy=1000, reboot_wait=2)))
+        waiting.start()
+        time.sleep(1.5)
+        assert device.log == [], "it asked nothing and restarted nothing while the lock was held"
+    waiting.join(timeout=60)
+    done = waiting.done
+    assert done.returncode == 0, done.stderr
+    assert "still recording after 2s: restarting for the OS update anyway" in done.stderr
+    assert device.log[-1] == "reboot" and device.log.count("ctl status --json") >= 2
 
 
 def test_an_os_update_for_another_board_is_refused(tmp_path, key, device, debs):
@@ -256,6 +304,49 @@ def test_packages_that_would_take_others_away_change_nothing(tmp_path, key, devi
     assert device.has("libssl3t64") is None and device.os_update is None
     assert "openssl 3.0.2-1" in (device.fakes / "installed").read_text()
     assert all("--simulate" in line for line in device.log if line.startswith("apt-get"))
+
+
+def test_a_package_apt_did_not_install_is_noticed(tmp_path, key, device, debs):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+
+    done = device.update(bundle_file, apt_skips="ca-certificates")  # apt said all was well
+
+    assert done.returncode == 1
+    assert "after apt, ca-certificates is 'not installed', not 'ii 20250419'" in done.stderr
+    assert "is not fully installed" in done.stderr and device.os_update is None
+    assert not any(line.startswith("systemd-run") for line in device.log)
+
+
+@pytest.mark.parametrize("member", ["../escape.deb", "sub/folder.deb", "link.deb", "notes.txt"])
+def test_even_a_signed_bundle_unpacks_nothing_but_packages(tmp_path, key, device, debs, member):
+    import hashlib
+    import io
+
+    good = made(bundle(key, tmp_path / "out", debs))
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as t:
+        info = tarfile.TarInfo(member)
+        if member == "link.deb":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(info)
+        else:
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"data"))
+    with tarfile.open(good) as t:
+        manifest = t.extractfile("manifest").read().decode()
+    manifest = re.sub(r"^debs-sha256 .*$", f"debs-sha256 {hashlib.sha256(packed.getvalue()).hexdigest()}",
+                      manifest, flags=re.M)
+    (tmp_path / "manifest").write_text(manifest)
+    run("openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", tmp_path / "manifest",
+        "-out", tmp_path / "manifest.sig").check_returncode()
+    bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.encode(), "debs.tar": packed.getvalue(),
+                                                     "manifest.sig": (tmp_path / "manifest.sig").read_bytes()})
+
+    done = device.update(bad)
+
+    assert done.returncode == 1 and "holds more than package files" in done.stderr
+    assert not any(line.startswith(("apt-get", "dpkg --configure")) for line in device.log)
+    assert not (device.root / "run" / "escape.deb").exists() and device.os_update is None
 
 
 def test_an_install_that_fails_halfway_says_so_and_is_not_marked_done(tmp_path, key, device, debs):

@@ -56,6 +56,10 @@ case "$1" in
         fi
         ;;
     is-active)
+        case "$2" in  # the restart an OS update arranged (fake systemd-run): there once arranged
+            kiroku-os-reboot.*) if [ -e "$FAKE_STATE/os-reboot" ]; then echo active; exit 0; fi
+                                echo inactive; exit 3 ;;
+        esac
         [ "$2" != kiroku-call-recorder.service ] || { echo inactive; exit 3; }
         [ "$(cat "$FAKE_STATE/pending" 2>/dev/null || echo 0)" -eq 0 ] || { echo inactive; exit 3; }
         venv=$(cat "$FAKE_STATE/started" 2>/dev/null || readlink "$KIROKU_ROOT/opt/kiroku/venv")
@@ -83,11 +87,26 @@ fi
 printf '{"mode": "%s", "state": "%s", "device": "counter-1"}\\n' "${FAKE_MODE:-on_demand}" "$state"
 """
 
+# Debian's overlayroot-chroot runs the command in the lower layer (here the test's root, whose
+# paths kiroku-update already prefixes) and then exits 0 whatever the command returned: its
+# EXIT trap's clean-up ends with `exit 0`.
+FAKE_OVERLAYROOT_CHROOT = r"""#!/bin/sh
+set -e
+echo "overlayroot-chroot $1" >>"$FAKE_STATE/chroot.log"
+trap 'exit 0' EXIT
+"$@"
+"""
+
 # pip's part: a venv whose kiroku says its version, or fails to start when the release is broken.
 # Its pip only fetches the lock's wheels, hash-checked, from where kiroku-update says they are.
 FAKE_INSTALL_VENV = """#!/bin/sh
 set -eu
 src=$1 venv=$2
+if [ -n "${FAKE_INSTALL_FAILS:-}" ]; then
+    mkdir -p "$venv/bin"
+    echo "ERROR: Could not install packages due to an OSError: [Errno 28] No space left on device" >&2
+    exit 1
+fi
 lock=$src/image-build/requirements.lock
 test -f "$lock"
 mkdir -p "$venv/wheels"
@@ -187,7 +206,8 @@ class Device:
         self.data.parent.mkdir(parents=True)
         self.data.write_bytes(b"the recordings' index")
         fakes.mkdir()
-        for name, text in (("systemctl", FAKE_SYSTEMCTL), ("install-venv", FAKE_INSTALL_VENV), ("ctl", FAKE_CTL)):
+        for name, text in (("systemctl", FAKE_SYSTEMCTL), ("install-venv", FAKE_INSTALL_VENV), ("ctl", FAKE_CTL),
+                           ("overlayroot-chroot", FAKE_OVERLAYROOT_CHROOT)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         # The image's venv, as rpi-image-gen/layer/kiroku.yaml makes it.
@@ -199,7 +219,7 @@ class Device:
 
     def env(self, timeout: int = 5, pending: int = 0, down: str = "activating", busy: int = 0,
             mode: str = "on_demand", idle_timeout: int = 600, flapping: str = "", kill_at: str = "",
-            ctl_refuses: bool = False) -> dict:
+            ctl_refuses: bool = False, overlayroot: bool = False, install_fails: bool = False) -> dict:
         """kiroku-update's environment on this device (its hooks, the fakes' settings)."""
         # No index for pip here: what it installs must come with the release.
         return {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
@@ -211,7 +231,11 @@ class Device:
                 "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
                 "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
                 "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
-                "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0"}
+                "KIROKU_READY_TIMEOUT": str(timeout), "KIROKU_SETTLE": "0",
+                "FAKE_INSTALL_FAILS": "yes" if install_fails else "",
+                # under overlayroot: the lower layer is the test's root, overlayroot-chroot a fake
+                **({"KIROKU_LOWER": str(self.root), "KIROKU_OVERLAYROOT_CHROOT": str(self.fakes / "overlayroot-chroot")}
+                   if overlayroot else {})}
 
     def update(self, release_file: Path, *flags: str, **settings) -> subprocess.CompletedProcess:
         return run(UPDATE, *flags, release_file, env=self.env(**settings))
@@ -264,6 +288,25 @@ def test_a_signed_release_is_installed_beside_the_old_one_and_switched_to(tmp_pa
     assert f"commit {commit}" in (device.opt / "venv" / "kiroku-release").read_text()
     assert device.data.read_bytes() == b"the recordings' index"
     assert not list((device.root / "run").glob("kiroku-update.*/"))
+
+
+def test_under_overlayroot_the_release_goes_into_the_lower_layer_and_a_failed_install_is_said(tmp_path, key,
+                                                                                              device):
+    release_file = release(tmp_path, key, "0.2.0")
+
+    failed = device.update(release_file, overlayroot=True, install_fails=True)
+
+    # overlayroot-chroot exits 0 whatever it ran: the updater still sees pip fail
+    assert failed.returncode == 1 and "installing 0.2.0 failed (above)" in failed.stderr
+    assert "No space left on device" in failed.stderr
+    assert_untouched(device)
+
+    done = device.update(release_file, overlayroot=True)
+
+    assert done.returncode == 0, done.stderr
+    assert device.running == "venv-0.2.0" and device.kiroku() == "kiroku 0.2.0"
+    ran = (device.fakes / "chroot.log").read_text().splitlines()
+    assert len(ran) >= 6, "the install, its mark and the lasting switch went through overlayroot-chroot"
 
 
 def test_a_release_brings_its_wheels_so_the_device_needs_no_network(tmp_path, key, device):

@@ -140,6 +140,7 @@ def updates(folder: Path | None = None) -> list[dict]:
             continue
         if not isinstance(item, dict) or not _ID.fullmatch(str(item.get("id", ""))):
             continue
+        item.setdefault("kind", "firmware")  # asked for before OS updates existed
         try:
             outcome = json.loads((folder / f"{item['id']}.outcome").read_text(errors="replace"))
         except (OSError, ValueError):

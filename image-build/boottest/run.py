@@ -121,7 +121,7 @@ if mountpoint -q /var/lib/kiroku; then
     os=$(dpkg-query -W -f='${Version}' kiroku-boottest-probe 2>/dev/null || true)
     osupdate=$(sed -n 's/^version //p' /etc/kiroku/os-update 2>/dev/null || true)
     osreboot=$(systemctl is-active kiroku-os-reboot.timer 2>/dev/null || true)
-    systemctl stop kiroku-os-reboot.timer 2>/dev/null || true
+    systemctl stop kiroku-os-reboot.timer kiroku-os-reboot.service 2>/dev/null || true
     # the services as the updates left them (as this boot started them when there were none)
     after="$(state kiroku-recorder.service),$(state kiroku-web.service)"
     # what the failed units, a recorder that never got ready or a web UI that did not answer
