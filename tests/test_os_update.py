@@ -84,14 +84,23 @@ echo "systemd-run $*" >>"$FAKE_STATE/systemctl.log"
 touch "$FAKE_STATE/os-reboot"
 """
 
-# dpkg-query -W -f='${db:Status-Abbrev}${Version}' NAME, from the fake apt's record
+# dpkg-query --admindir=DIR -W -f='${Package} ${db:Status-Abbrev}${Version}\n' NAME:ARCH..., from the
+# fake apt's record; like dpkg-query, it says which it does not know and exits 1, after the rest
 FAKE_DPKG_QUERY = r"""#!/bin/sh
-name=$3
-version=$(sed -n "s/^$name //p" "$FAKE_STATE/installed" | tail -n1)
-[ -n "$version" ] || { echo "dpkg-query: no packages found matching $name" >&2; exit 1; }
-printf 'ii %s' "$version"
+shift 3
+rc=0
+for query in "$@"; do
+    name=${query%%:*}
+    version=$(sed -n "s/^$name //p" "$FAKE_STATE/installed" | tail -n1)
+    if [ -n "$version" ]; then
+        printf '%s ii %s\n' "$name" "$version"
+    else
+        echo "dpkg-query: no packages found matching $query" >&2
+        rc=1
+    fi
+done
+exit $rc
 """
-
 
 
 def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "",
@@ -132,18 +141,18 @@ class OsDevice(Device):
         (fakes / "archive").write_text("libcurl4t64\n")  # what the image's apt lists would offer
 
     def env(self, arch: str = "arm64", apt_fails: bool = False, apt_skips: str = "", reboot_wait: int = 600,
-            **settings) -> dict:
+            chroot: str = "", **settings) -> dict:
         return {**super().env(overlayroot=True, **settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
                 "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_DPKG_QUERY": str(self.fakes / "dpkg-query"),
                 "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
-                "KIROKU_REBOOT_WAIT": str(reboot_wait),
+                "KIROKU_REBOOT_WAIT": str(reboot_wait), "FAKE_CHROOT_MODE": chroot,
                 "FAKE_ARCH": arch, "FAKE_APT_FAILS": "yes" if apt_fails else "", "FAKE_APT_SKIPS": apt_skips}
 
     @property
     def in_lower_layer(self) -> list[str]:
         """The commands kiroku-update ran through overlayroot-chroot."""
         path = self.fakes / "chroot.log"
-        return [line.split(" ", 1)[1] for line in path.read_text().splitlines()] if path.exists() else []
+        return path.read_text().splitlines() if path.exists() else []
 
     def reboot_when_quiet(self, **settings) -> subprocess.CompletedProcess:
         return run(UPDATE, "--reboot-when-quiet", env=self.env(**settings))
@@ -213,7 +222,10 @@ def test_a_signed_os_update_is_installed_from_its_own_packages_then_the_device_r
         assert "Dpkg::Options::=--force-confold" in call and "Dir::Cache::pkgcache=" in call
         assert sorted(Path(a).name for a in call.split() if a.endswith(".deb")) == sorted(d.name for d in debs)
     # all of it in overlayroot's lower layer, where it lasts
-    assert {"sh"} == set(device.in_lower_layer) and len(device.in_lower_layer) >= 4
+    ran = device.in_lower_layer
+    assert [c.split()[2] for c in ran if c.startswith("env ")] == [str(device.fakes / n) for n in
+                                                                  ("dpkg", "apt-get", "apt-get")]
+    assert any(c.startswith("cp ") and c.endswith("/etc/kiroku/os-update") for c in ran)
     # the restart waits for a quiet counter, in its own unit: the page shows the outcome first
     [later] = [line for line in log if line.startswith("systemd-run")]
     assert "--on-active=30" in later and later.endswith(f"{UPDATE} --reboot-when-quiet")
@@ -244,7 +256,7 @@ def test_the_restart_waits_until_no_recording_is_under_way(device):
     assert device.log == ["ctl status --json"] * 3 + ["reboot"]
 
 
-def test_the_restart_waits_for_an_update_under_way_and_not_forever_for_a_recording(device):
+def test_the_restart_waits_for_an_update_under_way(device):
     import fcntl
     import threading
     import time
@@ -252,16 +264,35 @@ def test_the_restart_waits_for_an_update_under_way_and_not_forever_for_a_recordi
     (device.root / "run").mkdir(exist_ok=True)
     with open(device.root / "run" / "kiroku-update.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another update is installing
-        waiting = threading.Thread(target=lambda: setattr(waiting, "done", device.reboot_when_quiet(
-            busy=1000, reboot_wait=2)))
+        waiting = threading.Thread(target=lambda: setattr(waiting, "done", device.reboot_when_quiet()))
         waiting.start()
-        time.sleep(1.5)
-        assert device.log == [], "it asked nothing and restarted nothing while the lock was held"
+        time.sleep(2.5)
+        assert "reboot" not in device.log, "no restart while another update holds the lock"
     waiting.join(timeout=60)
-    done = waiting.done
+    assert not waiting.is_alive(), "it restarted once the lock was free"
+    assert "another update is running: restarting once it has finished" in waiting.done.stderr
+    assert device.log[-1] == "reboot"
+
+
+def test_the_restart_does_not_wait_for_ever(device):
+    done = device.reboot_when_quiet(busy=100_000, reboot_wait=2)  # a recording that never ends
+
     assert done.returncode == 0, done.stderr
-    assert "still recording after 2s: restarting for the OS update anyway" in done.stderr
-    assert device.log[-1] == "reboot" and device.log.count("ctl status --json") >= 2
+    assert "still recording after 2s (or the recorder does not answer): restarting" in done.stderr
+    assert device.log[-1] == "reboot" and "ctl status --json" in device.log
+
+
+def test_overlayroot_chroot_that_ran_nothing_or_failed_after_is_told_apart(tmp_path, key, device, debs):
+    bundle_file = made(bundle(key, tmp_path / "out", debs))
+
+    skipped = device.update(bundle_file, chroot="skip")
+    assert skipped.returncode == 1 and "overlayroot-chroot ran nothing (its exit status 0)" in skipped.stderr
+    assert device.os_update is None
+
+    # its clean-up failing after the command succeeded is not the command failing
+    done = device.update(bundle_file, chroot="cleanup-fails")
+    assert done.returncode == 0, done.stderr
+    assert device.os_update == "2026.11.29" and device.has("openssl") == "3.0.2-1+deb13u1"
 
 
 def test_an_os_update_for_another_board_is_refused(tmp_path, key, device, debs):
@@ -312,7 +343,7 @@ def test_a_package_apt_did_not_install_is_noticed(tmp_path, key, device, debs):
     done = device.update(bundle_file, apt_skips="ca-certificates")  # apt said all was well
 
     assert done.returncode == 1
-    assert "after apt, ca-certificates is 'not installed', not 'ii 20250419'" in done.stderr
+    assert "after apt, dpkg does not have: ca-certificates 20250419" in done.stderr
     assert "is not fully installed" in done.stderr and device.os_update is None
     assert not any(line.startswith("systemd-run") for line in device.log)
 

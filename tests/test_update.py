@@ -89,12 +89,20 @@ printf '{"mode": "%s", "state": "%s", "device": "counter-1"}\\n' "${FAKE_MODE:-o
 
 # Debian's overlayroot-chroot runs the command in the lower layer (here the test's root, whose
 # paths kiroku-update already prefixes) and then exits 0 whatever the command returned: its
-# EXIT trap's clean-up ends with `exit 0`.
+# EXIT trap's clean-up ends with `exit 0`. $FAKE_CHROOT_MODE: "skip" runs nothing (and still
+# exits 0); "cleanup-fails" exits 1 after the command ran (a login mounted under /run meanwhile).
 FAKE_OVERLAYROOT_CHROOT = r"""#!/bin/sh
+# called as: overlayroot-chroot sh -c SCRIPT STATUS-FILE COMMAND... (kiroku-update's wrapping)
 set -e
-echo "overlayroot-chroot $1" >>"$FAKE_STATE/chroot.log"
-trap 'exit 0' EXIT
-"$@"
+script=$3 status=$4
+shift 4
+echo "$*" >>"$FAKE_STATE/chroot.log"
+case "${FAKE_CHROOT_MODE:-}" in
+    skip) exit 0 ;;
+    cleanup-fails) trap 'exit 1' EXIT ;;
+    *) trap 'exit 0' EXIT ;;
+esac
+sh -c "$script" "$status" "$@"
 """
 
 # pip's part: a venv whose kiroku says its version, or fails to start when the release is broken.
