@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_webui
-from tests.test_update import RELEASE, UPDATE, Device, assert_untouched, make_checkout, make_key, repack, run
+from tests import test_update, test_webui
+from tests.test_update import (RELEASE, UPDATE, Device, assert_untouched, make_checkout, make_key, one_member_tar,
+                               repack, resigned, run)
 
 # apt-get as kiroku-update uses it: `install [--simulate|--yes] OPTIONS... DEB...`. A package's
 # Depends (names only) must be installed ($FAKE_STATE/installed: "name version" lines) or among
@@ -106,6 +107,7 @@ exit $rc
 def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "",
              conflicts: str = "") -> Path:
     """A real Debian package, built with dpkg-deb, that installs /usr/share/PACKAGE/VERSION."""
+    out.mkdir(parents=True, exist_ok=True)
     tree = out / f"{package}-{version}-tree"
     (tree / "DEBIAN").mkdir(parents=True)
     (tree / "usr" / "share" / package).mkdir(parents=True)
@@ -174,9 +176,7 @@ class OsDevice(Device):
         return path.read_text().strip() if path.exists() else None
 
 
-@pytest.fixture
-def key(tmp_path) -> Path:
-    return make_key(tmp_path / "release.pem")[0]
+key = test_update.key
 
 
 @pytest.fixture
@@ -187,7 +187,6 @@ def device(tmp_path, key) -> OsDevice:
 @pytest.fixture
 def debs(tmp_path) -> list[Path]:
     out = tmp_path / "debs"
-    out.mkdir()
     return [make_deb(out, "openssl", "3.0.2-1+deb13u1", depends="libc6 (>= 2.34)"),
             make_deb(out, "ca-certificates", "20250419", arch="all", depends="openssl")]
 
@@ -307,9 +306,7 @@ def test_an_os_update_for_another_board_is_refused(tmp_path, key, device, debs):
 
 
 def test_packages_that_need_what_the_device_lacks_change_nothing(tmp_path, key, device):
-    out = tmp_path / "debs"
-    out.mkdir()
-    deb = make_deb(out, "curl", "8.14.1-2", depends="libcurl4t64")
+    deb = make_deb(tmp_path / "debs", "curl", "8.14.1-2", depends="libcurl4t64")
     bundle_file = made(bundle(key, tmp_path / "out", [deb]))
 
     done = device.update(bundle_file)
@@ -324,9 +321,7 @@ def test_packages_that_need_what_the_device_lacks_change_nothing(tmp_path, key, 
 
 
 def test_packages_that_would_take_others_away_change_nothing(tmp_path, key, device):
-    out = tmp_path / "debs"
-    out.mkdir()
-    deb = make_deb(out, "libssl3t64", "3.5.1-1", conflicts="openssl")
+    deb = make_deb(tmp_path / "debs", "libssl3t64", "3.5.1-1", conflicts="openssl")
     bundle_file = made(bundle(key, tmp_path / "out", [deb]))
 
     done = device.update(bundle_file)
@@ -350,28 +345,7 @@ def test_a_package_apt_did_not_install_is_noticed(tmp_path, key, device, debs):
 
 @pytest.mark.parametrize("member", ["../escape.deb", "sub/folder.deb", "link.deb", "notes.txt"])
 def test_even_a_signed_bundle_unpacks_nothing_but_packages(tmp_path, key, device, debs, member):
-    import hashlib
-    import io
-
-    good = made(bundle(key, tmp_path / "out", debs))
-    packed = io.BytesIO()
-    with tarfile.open(fileobj=packed, mode="w") as t:
-        info = tarfile.TarInfo(member)
-        if member == "link.deb":
-            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-            t.addfile(info)
-        else:
-            info.size = 4
-            t.addfile(info, io.BytesIO(b"data"))
-    with tarfile.open(good) as t:
-        manifest = t.extractfile("manifest").read().decode()
-    manifest = re.sub(r"^debs-sha256 .*$", f"debs-sha256 {hashlib.sha256(packed.getvalue()).hexdigest()}",
-                      manifest, flags=re.M)
-    (tmp_path / "manifest").write_text(manifest)
-    run("openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", tmp_path / "manifest",
-        "-out", tmp_path / "manifest.sig").check_returncode()
-    bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.encode(), "debs.tar": packed.getvalue(),
-                                                     "manifest.sig": (tmp_path / "manifest.sig").read_bytes()})
+    bad = resigned(made(bundle(key, tmp_path / "out", debs)), key, tmp_path, "debs.tar", one_member_tar(member))
 
     done = device.update(bad)
 
@@ -423,7 +397,6 @@ def test_a_changed_os_update_is_refused_before_apt_runs(tmp_path, key, device, d
 
 def test_the_release_tool_makes_a_bundle_for_one_architecture_of_packages_only(tmp_path, key):
     out = tmp_path / "debs"
-    out.mkdir()
     arm = make_deb(out, "openssl", "3.0.2-1", arch="arm64")
     x86 = make_deb(out, "libc6", "2.41-12", arch="amd64")
     mixed = bundle(key, tmp_path / "out", [arm, x86])

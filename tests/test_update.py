@@ -202,6 +202,34 @@ def repack(release_file: Path, out: Path, drop: str = "", change: dict | None = 
     return out
 
 
+def one_member_tar(name: str) -> bytes:
+    """A tar of one member: a file named ``name`` (a path, say), or a link when it starts with "link"."""
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w") as t:
+        info = tarfile.TarInfo(name)
+        if name.startswith("link"):
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            t.addfile(info)
+        else:
+            info.size = 4
+            t.addfile(info, io.BytesIO(b"data"))
+    return packed.getvalue()
+
+
+def resigned(release_file: Path, key: Path, tmp_path: Path, member: str, data: bytes) -> Path:
+    """The release with ``member`` (wheels.tar, debs.tar) replaced by ``data``, its manifest's
+    SHA-256 for it and the signature made to match: what whoever holds the key could make."""
+    with tarfile.open(release_file) as t:
+        manifest = t.extractfile("manifest").read().decode()
+    field = member.replace(".tar", "-sha256")
+    manifest = re.sub(rf"^{field} .*$", f"{field} {hashlib.sha256(data).hexdigest()}", manifest, flags=re.M)
+    (tmp_path / "manifest").write_text(manifest)
+    run("openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", tmp_path / "manifest",
+        "-out", tmp_path / "manifest.sig").check_returncode()
+    return repack(release_file, tmp_path / "resigned.tar", change={
+        "manifest": manifest.encode(), member: data, "manifest.sig": (tmp_path / "manifest.sig").read_bytes()})
+
+
 class Device:
     """A root file system laid out like the image's, at kiroku 0.1.0, with fakes for systemd and pip."""
 
@@ -401,25 +429,7 @@ def test_a_release_that_is_not_as_signed_is_refused(tmp_path, key, device, attac
 @pytest.mark.parametrize("member", ["../escape.whl", "sub/folder.whl", "link.whl"])
 def test_even_a_signed_release_unpacks_nothing_but_wheels(tmp_path, key, device, member):
     # Signed with the right key, by whoever holds it: the updater still unpacks wheel files only.
-    good = release(tmp_path, key, "0.2.0")
-    wheels = io.BytesIO()
-    with tarfile.open(fileobj=wheels, mode="w") as t:
-        info = tarfile.TarInfo(member)
-        if member == "link.whl":
-            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-            t.addfile(info)
-        else:
-            info.size = 4
-            t.addfile(info, io.BytesIO(b"data"))
-    with tarfile.open(good) as t:
-        manifest = t.extractfile("manifest").read().decode()
-    manifest = re.sub(r"^wheels-sha256 .*$", f"wheels-sha256 {hashlib.sha256(wheels.getvalue()).hexdigest()}",
-                      manifest, flags=re.M)
-    (tmp_path / "manifest").write_text(manifest)
-    run("openssl", "pkeyutl", "-sign", "-inkey", key, "-rawin", "-in", tmp_path / "manifest",
-        "-out", tmp_path / "manifest.sig").check_returncode()
-    bad = repack(good, tmp_path / "bad.tar", change={"manifest": manifest.encode(), "wheels.tar": wheels.getvalue(),
-                                                     "manifest.sig": (tmp_path / "manifest.sig").read_bytes()})
+    bad = resigned(release(tmp_path, key, "0.2.0"), key, tmp_path, "wheels.tar", one_member_tar(member))
 
     done = device.update(bad)
 
