@@ -85,15 +85,19 @@ def running_version() -> str:
 KINDS = {"kiroku-release 1": "firmware", "kiroku-os 1": "os"}  # a manifest's first line: what it updates
 
 
+def _manifest_version(lines: list[str]) -> str | None:
+    """The version a release's manifest names (its "version" line), if it is one."""
+    version = next((line[len("version "):] for line in lines if line.startswith("version ")), "")
+    return version if _VERSION.fullmatch(version) else None
+
+
 def os_version(app=None) -> str | None:
     """The OS update the device last installed (kiroku-update keeps its manifest), or None."""
     path = Path((app or current_app).config["KIROKU_OS_UPDATE"])
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        return _manifest_version(path.read_text(errors="replace").splitlines())
     except OSError:
         return None
-    version = next((line[len("version "):] for line in lines if line.startswith("version ")), "")
-    return version if _VERSION.fullmatch(version) else None
 
 
 def release_of(data: bytes) -> tuple[str, str] | None:
@@ -112,8 +116,8 @@ def release_of(data: bytes) -> tuple[str, str] | None:
     lines = text.splitlines()
     if not lines or lines[0] not in KINDS:
         return None
-    version = next((line[len("version "):] for line in lines if line.startswith("version ")), "")
-    return (KINDS[lines[0]], version) if _VERSION.fullmatch(version) else None
+    version = _manifest_version(lines)
+    return (KINDS[lines[0]], version) if version else None
 
 
 def _read(path: Path) -> str:
