@@ -344,11 +344,12 @@ def assemble(work: Path, base: Path) -> tuple[Path, Path, Path]:
     assert exec_start, "the recorder's ExecStart no longer says --real: update the boot test"
     simulated = f"{exec_start[1]} --simulate {exec_start[2]}"
     (dropin / "boottest.conf").write_text(f"[Service]\nExecStart=\nExecStart={simulated}\n")
-    # and the updater's wait for READY=1 made longer: an emulated CPU starts Python slowly
+    # and the updater's wait for READY=1 made longer: an emulated CPU starts Python slowly; the
+    # restart after an OS update later than the report's look at it (which then stops it)
     dropin = root / "etc/systemd/system/kiroku-update-request.service.d"
     dropin.mkdir(parents=True)
     (dropin / "boottest.conf").write_text(
-        f'[Service]\nEnvironment=KIROKU_READY_TIMEOUT=150 "KIROKU_VENV_IMPORTS={VENV_IMPORTS}"\n')
+        f'[Service]\nEnvironment=KIROKU_READY_TIMEOUT=150 KIROKU_REBOOT_DELAY=900 "KIROKU_VENV_IMPORTS={VENV_IMPORTS}"\n')
     # The test's reporter (install-firmware enabled the image's eight units).
     run("systemctl", f"--root={root}", "--quiet", "enable", "kiroku-boottest.service", stderr=subprocess.DEVNULL)
     # Nobody logs in to the test machine; a getty on the console only adds a hang-up to race.
