@@ -73,6 +73,10 @@ esac
 # mode $FAKE_MODE; with $FAKE_CTL_REFUSES, no answer at all.
 FAKE_CTL = """#!/bin/sh
 echo "ctl $*" >>"$FAKE_STATE/systemctl.log"
+if [ -n "${FAKE_CTL_TAKES:-}" ]; then  # each answer takes that many seconds of the device's clock
+    read -r now _ <"$KIROKU_UPTIME"
+    echo "$((${now%.*} + FAKE_CTL_TAKES)).00 0.00" >"$KIROKU_UPTIME"
+fi
 if [ -n "${FAKE_CTL_REFUSES:-}" ]; then
     echo "kiroku ctl: not allowed to use the control socket" >&2
     exit 2
@@ -255,15 +259,20 @@ class Device:
 
     def env(self, timeout: int = 5, pending: int = 0, down: str = "activating", busy: int = 0,
             mode: str = "on_demand", idle_timeout: int = 600, flapping: str = "", kill_at: str = "",
-            ctl_refuses: bool = False, overlayroot: bool = False, install_fails: bool = False) -> dict:
-        """kiroku-update's environment on this device (its hooks, the fakes' settings)."""
+            ctl_refuses: bool = False, overlayroot: bool = False, install_fails: bool = False,
+            idle_poll: int = 1, ctl_takes: int = 0) -> dict:
+        """kiroku-update's environment on this device (its hooks, the fakes' settings). With
+        ``ctl_takes``, the device's clock is a file that each look at the recorder moves on."""
+        if ctl_takes:
+            (self.fakes / "uptime").write_text("1000.00 0.00\n")
         # No index for pip here: what it installs must come with the release.
         return {**os.environ, "KIROKU_ROOT": str(self.root), "FAKE_STATE": str(self.fakes), "PYTHON": sys.executable,
                 "FAKE_PENDING": str(pending), "FAKE_DOWN": down, "FAKE_BUSY": str(busy), "FAKE_MODE": mode,
                 "FAKE_FLAPPING": flapping, "FAKE_KILL_AT_RESTART": kill_at,
                 "FAKE_CTL_REFUSES": "yes" if ctl_refuses else "",
                 "KIROKU_CTL": str(self.fakes / "ctl"), "KIROKU_IDLE_TIMEOUT": str(idle_timeout),
-                "KIROKU_IDLE_POLL": "1",
+                "KIROKU_IDLE_POLL": str(idle_poll),
+                **({"FAKE_CTL_TAKES": str(ctl_takes), "KIROKU_UPTIME": str(self.fakes / "uptime")} if ctl_takes else {}),
                 "PIP_INDEX_URL": "http://127.0.0.1:9/nothing-here/",
                 "KIROKU_SYSTEMCTL": str(self.fakes / "systemctl"),
                 "KIROKU_INSTALL_VENV": str(self.fakes / "install-venv"),
@@ -526,6 +535,18 @@ def test_a_recording_that_does_not_end_leaves_the_running_version(tmp_path, key,
     assert "a recording has been under way for 2s: nothing was switched" in done.stderr
     assert device.running == "venv-0.1.0" and device.restarts == 0
     assert not (device.opt / "venv-0.2.0").exists(), "the new venv is not left half-adopted"
+
+
+def test_a_recorder_slow_to_answer_does_not_stretch_the_wait(tmp_path, key, device):
+    # each look at a recording that goes on takes 100 s (a recorder under load): the wait ends
+    # after the time it says, not after that many looks
+    done = device.update(release(tmp_path, key, "0.2.0"), busy=1000, idle_timeout=900, idle_poll=0, ctl_takes=100)
+
+    assert done.returncode != 0
+    assert "a recording has been under way for 900s: nothing was switched" in done.stderr
+    looks = [call for call in calls(device) if call.startswith("ctl ")]
+    assert len(looks) <= 10, f"{len(looks)} looks at the recorder: the wait counted looks, not time"
+    assert device.running == "venv-0.1.0" and device.restarts == 0
 
 
 def test_a_recorder_that_does_not_answer_counts_as_recording(tmp_path, key, device):
