@@ -9,6 +9,7 @@ read-only root's lower layer, and boots into it.
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tarfile
@@ -80,6 +81,12 @@ case "$1" in
 esac
 """
 
+# df -Pk FOLDER, as coreutils prints it, with $FAKE_RUN_FREE kilobytes available.
+FAKE_DF = r"""#!/bin/sh
+echo "Filesystem 1024-blocks Used Available Capacity Mounted on"
+echo "tmpfs 400000 0 $FAKE_RUN_FREE 0% /run"
+"""
+
 FAKE_SYSTEMD_RUN = r"""#!/bin/sh
 echo "systemd-run $*" >>"$FAKE_STATE/systemctl.log"
 touch "$FAKE_STATE/os-reboot"
@@ -105,8 +112,9 @@ exit $rc
 
 
 def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends: str = "",
-             conflicts: str = "") -> Path:
-    """A real Debian package, built with dpkg-deb, that installs /usr/share/PACKAGE/VERSION."""
+             conflicts: str = "", payload: int = 0) -> Path:
+    """A real Debian package, built with dpkg-deb, that installs /usr/share/PACKAGE/VERSION
+    (and ``payload`` bytes that do not compress, as a kernel's modules hardly do)."""
     out.mkdir(parents=True, exist_ok=True)
     tree = out / f"{package}-{version}-tree"
     (tree / "DEBIAN").mkdir(parents=True)
@@ -116,8 +124,10 @@ def make_deb(out: Path, package: str, version: str, arch: str = "arm64", depends
               f"Description: a test package\n"
     (tree / "DEBIAN" / "control").write_text(control + (f"Depends: {depends}\n" if depends else "")
                                              + (f"Conflicts: {conflicts}\n" if conflicts else ""))
+    if payload:
+        (tree / "usr" / "share" / package / "payload").write_bytes(os.urandom(payload))
     deb = out / f"{package}_{version}_{arch}.deb"
-    run("dpkg-deb", "--root-owner-group", "--build", tree, deb).check_returncode()
+    run("dpkg-deb", "--root-owner-group", *(["-Znone"] if payload else []), "--build", tree, deb).check_returncode()
     return deb
 
 
@@ -136,15 +146,17 @@ class OsDevice(Device):
     def __init__(self, root: Path, public_key: Path, fakes: Path):
         super().__init__(root, public_key, fakes)
         for name, text in (("apt-get", FAKE_APT_GET), ("dpkg", FAKE_DPKG), ("systemd-run", FAKE_SYSTEMD_RUN),
-                           ("dpkg-query", FAKE_DPKG_QUERY)):
+                           ("dpkg-query", FAKE_DPKG_QUERY), ("df", FAKE_DF)):
             (fakes / name).write_text(text)
             (fakes / name).chmod(0o755)
         (fakes / "installed").write_text("libc6 2.41-12\nopenssl 3.0.2-1\n")
         (fakes / "archive").write_text("libcurl4t64\n")  # what the image's apt lists would offer
 
     def env(self, arch: str = "arm64", apt_fails: bool = False, apt_skips: str = "", reboot_wait: int = 600,
-            chroot: str = "", **settings) -> dict:
-        return {**super().env(overlayroot=True, **settings), "KIROKU_APT_GET": str(self.fakes / "apt-get"),
+            chroot: str = "", run_free_mb: int = 0, **settings) -> dict:
+        """With ``run_free_mb``, df says /run has that much free."""
+        df = {"KIROKU_DF": str(self.fakes / "df"), "FAKE_RUN_FREE": str(run_free_mb * 1024)} if run_free_mb else {}
+        return {**super().env(overlayroot=True, **settings), **df, "KIROKU_APT_GET": str(self.fakes / "apt-get"),
                 "KIROKU_DPKG": str(self.fakes / "dpkg"), "KIROKU_DPKG_QUERY": str(self.fakes / "dpkg-query"),
                 "KIROKU_SYSTEMD_RUN": str(self.fakes / "systemd-run"),
                 "KIROKU_REBOOT_WAIT": str(reboot_wait), "FAKE_CHROOT_MODE": chroot,
@@ -305,6 +317,20 @@ def test_an_os_update_for_another_board_is_refused(tmp_path, key, device, debs):
     assert not any(line.startswith(("apt-get", "systemd-run")) for line in device.log)
 
 
+def test_a_bundle_larger_than_run_has_room_for_is_refused_before_anything_is_unpacked(tmp_path, key, device):
+    kernel = make_deb(tmp_path / "debs", "linux-image-rpi-v8", "1:6.12.47-1+rpt1", payload=40 * 2**20)
+    bundle_file = made(bundle(key, tmp_path / "out", [kernel]))
+
+    done = device.update(bundle_file, run_free_mb=64)  # a Pi with little memory: /run is a tenth of it
+
+    assert done.returncode == 1
+    assert "needs about 96 MB in /run to unpack its packages, and /run has 64 MB free" in done.stderr
+    assert "nothing was installed" in done.stderr
+    assert not any(line.startswith(("dpkg --configure", "apt-get", "systemd-run")) for line in device.log)
+    assert device.has("linux-image-rpi-v8") is None and device.os_update is None
+    assert not [p for p in (device.root / "run").glob("kiroku-update.*") if p.is_dir()], "its work folder is gone"
+
+
 def test_packages_that_need_what_the_device_lacks_change_nothing(tmp_path, key, device):
     deb = make_deb(tmp_path / "debs", "curl", "8.14.1-2", depends="libcurl4t64")
     bundle_file = made(bundle(key, tmp_path / "out", [deb]))
@@ -424,7 +450,13 @@ def test_a_manager_installs_an_os_update_from_the_admin_page(server, data_dir, v
     first_run(client)
     before = page(client)
     assert re.search(r'id="os-update">出荷時のまま<', before) and "kiroku-os-版.os.tar" in before
-    bundle_file = made(bundle(key, tmp_path / "out", debs))
+    # with a kernel's size in it: more than any other form may be
+    kernel = make_deb(tmp_path / "debs", "linux-image-rpi-v8", "1:6.12.47-1+rpt1", payload=20 * 2**20)
+    bundle_file = made(bundle(key, tmp_path / "out", [*debs, kernel]))
+    assert bundle_file.stat().st_size > 20 * 2**20
+    with tarfile.open(bundle_file) as t, tarfile.open(fileobj=t.extractfile("debs.tar")) as packages:
+        # named as the archive names it: the epoch's colon is not in it
+        assert "linux-image-rpi-v8_6.12.47-1+rpt1_arm64.deb" in packages.getnames()
 
     assert upload(client, bundle_file, name=bundle_file.name).status_code == 302
 
@@ -434,7 +466,7 @@ def test_a_manager_installs_an_os_update_from_the_admin_page(server, data_dir, v
     done = device_acts(data_dir, device)
     assert done.returncode == 0, done.stderr
     assert outcome(data_dir, update_id)["state"] == "installed"
-    assert device.has("openssl") == "3.0.2-1+deb13u1"
+    assert device.has("openssl") == "3.0.2-1+deb13u1" and device.has("linux-image-rpi-v8") == "1:6.12.47-1+rpt1"
     after = page(client)
     assert re.search(r'id="os-update">2026\.11\.29<', after)
     row = re.search(r'<tr class="update-installed">(.*?)</tr>', after, re.S)[1]

@@ -77,11 +77,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.migrate(conn)  # warns of a newer release's database
     conn.close()
 
-    csrf = CSRFProtect(app)
-    from webui import api
+    from webui import updates
 
-    # The API checks its own: the token in the X-CSRFToken header only (webui/api.py).
-    csrf.exempt(api.bp)
+    app.request_class = updates.Request
 
     @app.before_request
     def only_our_hosts():
@@ -96,10 +94,17 @@ def create_app(test_config: dict | None = None) -> Flask:
         return None
 
     app.before_request(auth.current_session)
+    # before the CSRF check, which reads the form: how much of it may be read, and where to
+    app.before_request(updates.spool_uploads)
+    csrf = CSRFProtect(app)
+    from webui import api
+
+    # The API checks its own: the token in the X-CSRFToken header only (webui/api.py).
+    csrf.exempt(api.bp)
 
     from webui import disclosures
     from webui import report
-    from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, updates, viewing
+    from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, viewing
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, disclosures.bp,
                       audit_view.bp, storage.bp, settings.bp, updates.bp, calls.bp, report.bp, api.bp):

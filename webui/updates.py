@@ -36,10 +36,13 @@ import os
 import re
 import secrets
 import tarfile
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
+import flask
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -54,7 +57,11 @@ from webui.permissions import MANAGER, permission
 bp = Blueprint("updates", __name__, url_prefix="/admin/update")
 log = logging.getLogger(__name__)
 
-MAX_RELEASE = 12 * 2**20 - 64 * 1024  # under the app's MAX_CONTENT_LENGTH, with room for the form
+# An OS update with the kernels in it: only a manager's upload may be this large (every other
+# form stays under the app's MAX_CONTENT_LENGTH), and it is spooled to the data partition.
+MAX_RELEASE = 256 * 2**20  # the app's KIROKU_MAX_UPDATE, unless it says otherwise
+MAX_FORM = 64 * 1024  # the rest of the form: the CSRF token, the multipart headers
+_SPOOL, _LIMIT = "kiroku.update.spool", "kiroku.update.limit"  # set in the request's environ
 MAX_MANIFEST = 64 * 1024
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+~-]{0,40}")
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -100,12 +107,13 @@ def os_version(app=None) -> str | None:
         return None
 
 
-def release_of(data: bytes) -> tuple[str, str] | None:
-    """What a release updates ("firmware" or "os") and the version its manifest names, or None
-    if ``data`` is not shaped like a release. Only the manifest is read; what it says is
-    checked on the device, as root, against the image's release key."""
+def release_of(stream: BinaryIO) -> tuple[str, str] | None:
+    """What the release in ``stream`` (a file) updates ("firmware" or "os") and the version its
+    manifest names, or None if it is not shaped like a release. Only the manifest is read;
+    what it says is checked on the device, as root, against the image's release key."""
+    stream.seek(0)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with tarfile.open(fileobj=stream, mode="r:") as tar:
             names = tar.getnames()
             manifest = tar.getmember("manifest")
             if "manifest.sig" not in names or not manifest.isfile() or manifest.size > MAX_MANIFEST:
@@ -113,6 +121,8 @@ def release_of(data: bytes) -> tuple[str, str] | None:
             text = tar.extractfile(manifest).read().decode("utf-8")
     except (tarfile.TarError, KeyError, UnicodeDecodeError, EOFError):
         return None
+    finally:
+        stream.seek(0)
     lines = text.splitlines()
     if not lines or lines[0] not in KINDS:
         return None
@@ -266,6 +276,42 @@ def busy(status: dict | None) -> str | None:
     return None
 
 
+class Request(flask.Request):
+    """The app's requests: as Flask's, but a release upload may be larger than other forms
+    and goes to the data partition as it arrives (``spool_uploads``)."""
+
+    @property
+    def max_content_length(self) -> int | None:
+        return self.environ.get(_LIMIT) or super().max_content_length
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        if self.environ.get(_SPOOL):
+            # anonymous (unlinked, or O_TMPFILE): whatever becomes of the request, it leaves nothing
+            return tempfile.TemporaryFile(dir=self.environ[_SPOOL])
+        return super()._get_file_stream(total_content_length, content_type, filename, content_length)
+
+
+def max_release() -> int:
+    return int(current_app.config.get("KIROKU_MAX_UPDATE", MAX_RELEASE))
+
+
+def spool_uploads():
+    """Before anything reads the form (the CSRF check does): a release posted to ``upload``
+    is written to the data partition as it arrives, never held in memory or in /tmp (both
+    memory under the read-only root), and a manager's may be up to MAX_RELEASE. Everyone
+    else's body keeps the app's limit: a large body is refused before it is read."""
+    if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload:
+        return None
+    try:
+        makedirs_durable(_dir())
+    except OSError:
+        return None  # the upload says so, with the reason
+    request.environ[_SPOOL] = str(_dir())
+    if g.user is not None and MANAGER in g.user.roles:
+        request.environ[_LIMIT] = max_release() + MAX_FORM
+    return None
+
+
 @bp.get("/")
 @permission(MANAGER)
 def index():
@@ -276,7 +322,7 @@ def index():
     return render_template("admin/update.html", running=running_version(), os_update=os_version(), items=items[:10],
                            in_progress=in_progress, busy=busy(status),
                            continuous=(status or {}).get("mode") == "continuous",
-                           max_mb=MAX_RELEASE // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
+                           max_mb=max_release() // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
 
 
 @bp.errorhandler(RequestEntityTooLarge)
@@ -286,6 +332,14 @@ def too_big(exc):
 
     flash("update.too_big", "error")
     return redirect(url_for("updates.index"))
+
+
+def _chunks(stream: BinaryIO, digest):
+    """``stream`` from its start, a megabyte at a time, each added to ``digest``."""
+    stream.seek(0)
+    while chunk := stream.read(2**20):
+        digest.update(chunk)
+        yield chunk
 
 
 def _unlink_all(folder: Path, *names: str) -> None:
@@ -298,13 +352,14 @@ def _unlink_all(folder: Path, *names: str) -> None:
 def upload():
     """Install a release (multipart file "release", made by image-build/release)."""
     back = url_for("updates.index")
-    upload = request.files.get("release")
-    data = upload.read(MAX_RELEASE + 1) if upload else b""
-    if not data:
+    release = request.files.get("release")
+    stream = release.stream if release else io.BytesIO()
+    size = stream.seek(0, os.SEEK_END)
+    if not size:
         refuse("update.no_file", back=back)
-    if len(data) > MAX_RELEASE:
+    if size > max_release():
         refuse("update.too_big", 413, back=back)
-    found = release_of(data)
+    found = release_of(stream)
     if found is None:
         refuse("update.not_a_release", back=back)
     kind, version = found
@@ -322,12 +377,13 @@ def upload():
                 or (folder / ".request.taken").exists():
             refuse("update.in_progress", 409, back=back)
         update_id = secrets.token_hex(16)
-        item = {"id": update_id, "kind": kind, "version": version, "sha256": hashlib.sha256(data).hexdigest(),
-                "bytes": len(data), "by": g.user.username, "at": auth.now_iso(),
-                "from": running_version() if kind == "firmware" else os_version()}
         tar, record, pending = f"{update_id}.tar", f"{update_id}.json", f".{update_id}.request"
+        digest = hashlib.sha256()
         try:
-            atomic_write(folder / tar, data, mode=0o640)
+            atomic_write(folder / tar, _chunks(stream, digest), mode=0o640)
+            item = {"id": update_id, "kind": kind, "version": version, "sha256": digest.hexdigest(),
+                    "bytes": size, "by": g.user.username, "at": auth.now_iso(),
+                    "from": running_version() if kind == "firmware" else os_version()}
             atomic_write(folder / record, json.dumps(item).encode(), mode=0o640)
             atomic_write(folder / pending, f"{update_id}\n".encode(), mode=0o640)
         except OSError as exc:
