@@ -513,6 +513,29 @@ class _Browser:
     def json(self, method: str, path: str, body: dict | None = None):
         return json.loads(self.call(method, path, body))
 
+    def upload(self, path: str, field: str, file: Path) -> dict:
+        """POST ``file`` as a multipart form's ``field``, streamed from disk as a browser does."""
+        import secrets
+        import shutil
+        import urllib.request
+
+        boundary = f"kiroku-bench-{secrets.token_hex(8)}"
+        body = file.with_name(file.name + ".multipart")
+        with body.open("wb") as out, file.open("rb") as src:
+            out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{file.name}"\r\n'
+                      "Content-Type: application/octet-stream\r\n\r\n".encode())
+            shutil.copyfileobj(src, out)
+            out.write(f"\r\n--{boundary}--\r\n".encode())
+        headers = {"X-CSRFToken": self.token, "Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Content-Length": str(body.stat().st_size)}
+        try:
+            with body.open("rb") as data:
+                request = urllib.request.Request(self.base + path, data=data, headers=headers, method="POST")
+                with self.opener.open(request, timeout=300) as response:
+                    return json.loads(response.read())
+        finally:
+            body.unlink()
+
     def log_in(self, username: str, password: str) -> None:
         self.token = self.json("GET", "/api/v1/session")["csrf_token"]
         self.token = self.json("POST", "/api/v1/session", {"username": username, "password": password})["csrf_token"]
@@ -570,13 +593,48 @@ def bench_web_streaming(data: Path, recovery) -> list[Figure]:
         for part in timeline["parts"]:
             sent += len(head.call("GET", f"/api/v1/viewings/{viewing['id']}/part/{part['n']}.mp4"))
         peak = _vm_hwm_mb(web.pid)
+        # A manager uploads an OS update a kernel's size (shaped like a release; the device
+        # would refuse its signature, but the page only receives and stores it).
+        release = _release_shaped(data.parent / "bench-update.os.tar", megabytes=64)
+        Path(f"/proc/{web.pid}/clear_refs").write_text("5")
+        before_upload = _vm_rss_mb(web.pid)
+        started = time.perf_counter()
+        asked = manager.upload("/api/v1/update", "release", release)
+        upload_seconds = time.perf_counter() - started
+        upload_peak = _vm_hwm_mb(web.pid)
+        release.unlink()
     finally:
         web.terminate()
         web.wait(20)
     return [Figure("web peak memory while streaming (RSS)", round(peak, 1), "MB",
                    note=f"kiroku web; {len(timeline['parts'])} parts, {sent / 1e6:.1f} MB of footage streamed to a "
                         f"viewer; {resting:.1f} MB at rest before (peak counted from there: a log-in's Argon2id "
-                        "memory is not streaming's)")]
+                        "memory is not streaming's)"),
+            Figure("web peak memory receiving a 64 MB update (RSS)", round(upload_peak, 1), "MB",
+                   note=f"kiroku web; {before_upload:.1f} MB before; spooled to the data folder as it arrives, "
+                        f"hashed and stored in {upload_seconds:.1f} s (state {asked.get('state')})")]
+
+
+def _release_shaped(path: Path, megabytes: int) -> Path:
+    """A tar shaped like an OS update (a manifest, a signature, ``megabytes`` of packages that
+    do not compress), written a megabyte at a time."""
+    import io
+    import os
+    import tarfile
+
+    payload = path.with_suffix(".payload")
+    with payload.open("wb") as out:
+        for _ in range(megabytes):
+            out.write(os.urandom(2**20))
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("manifest", b"kiroku-os 1\nversion 9999.1.1\narchitecture all\n"),
+                           ("manifest.sig", os.urandom(64))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        tar.add(payload, arcname="debs.tar")
+    payload.unlink()
+    return path
 
 
 # -- export -----------------------------------------------------------------------------------

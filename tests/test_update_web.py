@@ -15,6 +15,7 @@ import json
 import os
 import pwd
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -394,7 +395,6 @@ def test_a_file_too_large_for_the_device_is_refused_in_words(server, vault, data
     assert response.status_code == 302 and response.headers["Location"].endswith("/admin/update/")
     assert "ファイルが大きすぎます" in page(client)
     assert not (data_dir / "update" / "request").exists()
-    assert not list((data_dir / "update").iterdir()), "no part of it is kept"
 
 
 def test_a_managers_release_may_be_larger_than_any_other_form(server, client, app, vault, data_dir, tmp_path, key,
@@ -409,16 +409,14 @@ def test_a_managers_release_may_be_larger_than_any_other_form(server, client, ap
     monkeypatch.setattr(werkzeug.wrappers.request, "default_stream_factory", in_memory)
     # Over the app's limit for every other form: anyone else's is refused before it is read.
     login(client, "sato")
-    refused = [post(client, "/admin/update/", {"release": (io.BytesIO(rel), "x.tar")}, token_from="/account",
-                    content_type="multipart/form-data")]
+    assert post(client, "/admin/update/", {"release": (io.BytesIO(rel), "x.tar")}, token_from="/account",
+                content_type="multipart/form-data").status_code == 413
     assert Api(client).post("/api/v1/update", data={"release": (io.BytesIO(rel), "x.tar")},
                             content_type="multipart/form-data").status_code == 403
     logout(client)
-    refused.append(client.post("/admin/update/", data={"release": (io.BytesIO(rel), "x.tar")},
-                               content_type="multipart/form-data"))
-    for response in refused:  # to the page's "too large"
-        assert response.status_code == 302 and response.headers["Location"].endswith("/admin/update/")
-    assert not (data_dir / "update").exists() or not list((data_dir / "update").glob("*.tar"))
+    assert client.post("/admin/update/", data={"release": (io.BytesIO(rel), "x.tar")},
+                       content_type="multipart/form-data").status_code == 413
+    assert not (data_dir / "update").exists(), "nothing was stored for them"
 
     login(client, "yamada")
     assert "最大 256 MB" in page(client)
@@ -431,6 +429,70 @@ def test_a_managers_release_may_be_larger_than_any_other_form(server, client, ap
     [asked] = audit(vault, "update.request")
     assert asked["detail"]["bytes"] == len(rel)
     assert asked["detail"]["sha256"] == hashlib.sha256(rel).hexdigest()
+
+
+def test_a_release_the_card_has_no_room_for_is_refused_before_it_is_sent(server, vault, data_dir, tmp_path, key):
+    # room for it twice (the page's copy, then root's) beside what the recorder keeps free
+    free = shutil.disk_usage(data_dir).free // 2**20
+    client = test_webui.make_app(data_dir, KIROKU_RESERVE_MB=free + 100).test_client()
+    first_run(client)
+
+    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(b"\0" * 2**20), "x.tar")},
+                                content_type="multipart/form-data")
+
+    assert response.status_code == 507
+    assert re.search(r"the data partition has \d+ MB free; this file needs 2 MB there beside the \d+ MB kept "
+                     r"free for recording", response.get_json()["detail"])
+    assert not audit(vault, "update.request") and not list((data_dir / "update").iterdir())
+    # with the room, the same is taken
+    client = test_webui.make_app(data_dir).test_client()
+    login(client, "yamada")
+    assert upload(client, release(tmp_path, key, "0.2.0")).status_code == 302
+    assert (data_dir / "update" / "request").exists()
+
+
+def test_a_refused_body_is_read_a_little_at_a_time_and_a_huge_one_not_at_all(server, data_dir, monkeypatch):
+    # The real server: cheroot reads what a refusal left unread to keep the connection open —
+    # by itself in one read, into memory.
+    import http.client
+    import threading
+
+    import cheroot.server
+
+    from webui.server import DRAIN_CHUNK, server_for
+
+    reads = []
+    real_read = cheroot.server.KnownLengthRFile.read
+
+    def read(self, size=None):
+        reads.append(size)
+        return real_read(self, size)
+
+    monkeypatch.setattr(cheroot.server.KnownLengthRFile, "read", read)
+    app = test_webui.make_app(data_dir, KIROKU_MAX_UPDATE=16 * 2**20)
+    web = server_for(app, "127.0.0.1", 0)
+    web.prepare()
+    threading.Thread(target=web.serve, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", web.bind_addr[1], timeout=30)
+        body = b"x" * (12 * 2**20)
+        # refused unread: the rest is read and dropped, the connection kept
+        conn.request("POST", "/api/v1/update", body=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+        first = conn.getresponse()
+        assert first.status >= 400 and first.read()  # (not set up yet: 503)
+        assert sum(n for n in reads if n) >= len(body) and max(n or 0 for n in reads) <= DRAIN_CHUNK
+        conn.request("GET", "/setup/")
+        assert conn.getresponse().status == 200, "the same connection still serves"
+        # larger than any view takes: refused before it is read
+        reads.clear()
+        conn = http.client.HTTPConnection("127.0.0.1", web.bind_addr[1], timeout=30)
+        conn.putrequest("POST", "/api/v1/update")
+        conn.putheader("Content-Length", str(17 * 2**20))
+        conn.endheaders()
+        assert conn.getresponse().status == 413
+        assert not [n for n in reads if n]
+    finally:
+        web.stop()
 
 
 def test_a_request_a_run_took_and_never_finished_is_reported_and_unblocks(server, client, vault, data_dir, tmp_path,

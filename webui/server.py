@@ -33,9 +33,43 @@ def host_names(host: str, extra: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int:
+def drain_unread_bodies(app):
+    """The WSGI ``app``, after which what it left unread of a request's body is read a little
+    at a time and dropped. cheroot keeps the connection open after any answer but a 413 by
+    reading that rest itself — in one read, into memory: a refused 200 MB upload would be
+    200 MB of the Pi's memory."""
+
+    def wrapped(environ, start_response):
+        try:
+            return app(environ, start_response)
+        finally:
+            body = environ.get("wsgi.input")
+            try:
+                while getattr(body, "remaining", 0) > 0 and body.read(min(body.remaining, DRAIN_CHUNK)):
+                    pass
+            except (OSError, ValueError):
+                pass  # the client went away: cheroot closes the connection
+
+    return wrapped
+
+
+DRAIN_CHUNK = 64 * 1024
+
+
+def server_for(app, host: str, port: int):
+    """cheroot's server for the app: no body larger than any view takes (a manager's release
+    upload) is read at all, and a refused one is read without being kept."""
     from cheroot import wsgi
 
+    from webui import updates
+
+    server = wsgi.Server((host, port), drain_unread_bodies(app), numthreads=8, server_name="kiroku")
+    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"],
+                                       app.config.get("KIROKU_MAX_UPDATE", updates.MAX_RELEASE) + updates.MAX_FORM)
+    return server
+
+
+def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int:
     from webui import create_app, tls
 
     https = not simulate
@@ -44,8 +78,9 @@ def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int
               "— use --host 127.0.0.1", file=sys.stderr)
         return 2
     app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": simulate, "KIROKU_HTTPS": https,
-                      "KIROKU_DEVICE": config.device.id, "KIROKU_HOSTS": host_names(host, config.web.hostnames)})
-    server = wsgi.Server((host, port), app, numthreads=8, server_name="kiroku")
+                      "KIROKU_DEVICE": config.device.id, "KIROKU_HOSTS": host_names(host, config.web.hostnames),
+                      "KIROKU_RESERVE_MB": config.retention.reserve_mb})
+    server = server_for(app, host, port)
     if https:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import tarfile
 import tempfile
 import threading
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 # form stays under the app's MAX_CONTENT_LENGTH), and it is spooled to the data partition.
 MAX_RELEASE = 256 * 2**20  # the app's KIROKU_MAX_UPDATE, unless it says otherwise
 MAX_FORM = 64 * 1024  # the rest of the form: the CSRF token, the multipart headers
-_SPOOL, _LIMIT = "kiroku.update.spool", "kiroku.update.limit"  # set in the request's environ
+_SPOOL = "kiroku.update.spool"  # in the request's environ: where its file goes
 MAX_MANIFEST = 64 * 1024
 _VERSION = re.compile(r"[0-9][0-9A-Za-z.+~-]{0,40}")
 _ID = re.compile(r"[0-9a-f]{32}")
@@ -277,12 +278,8 @@ def busy(status: dict | None) -> str | None:
 
 
 class Request(flask.Request):
-    """The app's requests: as Flask's, but a release upload may be larger than other forms
-    and goes to the data partition as it arrives (``spool_uploads``)."""
-
-    @property
-    def max_content_length(self) -> int | None:
-        return self.environ.get(_LIMIT) or super().max_content_length
+    """The app's requests: as Flask's, but a manager's release upload goes to the data
+    partition as it arrives (``spool_uploads``)."""
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         if self.environ.get(_SPOOL):
@@ -296,19 +293,35 @@ def max_release() -> int:
 
 
 def spool_uploads():
-    """Before anything reads the form (the CSRF check does): a release posted to ``upload``
-    is written to the data partition as it arrives, never held in memory or in /tmp (both
-    memory under the read-only root), and a manager's may be up to MAX_RELEASE. Everyone
-    else's body keeps the app's limit: a large body is refused before it is read."""
-    if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload:
+    """Before anything reads the form (the CSRF check does): a manager's release posted to
+    ``upload`` may be up to max_release(), and is written to the data partition as it
+    arrives, never held in memory or in /tmp (both memory under the read-only root) — if the
+    partition has room for it twice (this copy, then root's) beside what the recorder always
+    keeps free. Everyone else's body keeps the app's limit; webui.server reads what a refusal
+    leaves unread a little at a time."""
+    if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload \
+            or g.user is None or MANAGER not in g.user.roles:
         return None
+    back = url_for("updates.index")
+    folder = _dir()
     try:
-        makedirs_durable(_dir())
-    except OSError:
-        return None  # the upload says so, with the reason
-    request.environ[_SPOOL] = str(_dir())
-    if g.user is not None and MANAGER in g.user.roles:
-        request.environ[_LIMIT] = max_release() + MAX_FORM
+        makedirs_durable(folder)
+        free = shutil.disk_usage(folder).free
+    except OSError as exc:
+        refuse("update.cannot_store", 507, back=back, detail=str(exc))
+    request.max_content_length = max_release() + MAX_FORM
+    reserve = int(current_app.config.get("KIROKU_RESERVE_MB", 256)) * 2**20
+    size = request.content_length or 0
+    if size <= request.max_content_length and free - 2 * size < reserve:
+        refuse("update.cannot_store", 507, back=back,
+               detail=f"the data partition has {free // 2**20} MB free; this file needs {2 * size // 2**20} MB "
+                      f"there beside the {reserve // 2**20} MB kept free for recording: free some space "
+                      "(the storage page) or install it at the console")
+    request.environ[_SPOOL] = str(folder)
+    try:
+        request.form  # read here, where a full card can be said as such
+    except OSError as exc:
+        refuse("update.cannot_store", 507, back=back, detail=str(exc))
     return None
 
 
@@ -322,14 +335,19 @@ def index():
     return render_template("admin/update.html", running=running_version(), os_update=os_version(), items=items[:10],
                            in_progress=in_progress, busy=busy(status),
                            continuous=(status or {}).get("mode") == "continuous",
-                           max_mb=max_release() // 2**20, simulated=current_app.config["KIROKU_SIMULATED"])
+                           max_mb=max_release() // 2**20, max_bytes=max_release(), simulated=current_app.config["KIROKU_SIMULATED"])
 
 
 @bp.errorhandler(RequestEntityTooLarge)
 def too_big(exc):
-    # The body is refused before any view runs (the CSRF check reads the form).
+    # The body is refused before any view runs (the CSRF check reads the form). A manager is
+    # sent back to the page to read why (the server reads the rest of the body first: a 413
+    # would close the connection before the browser can read the answer); anyone else may
+    # not upload at all, and gets the 413 that closes it.
     from flask import flash, redirect
 
+    if g.user is None or MANAGER not in g.user.roles:
+        return exc
     flash("update.too_big", "error")
     return redirect(url_for("updates.index"))
 

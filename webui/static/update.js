@@ -22,3 +22,22 @@
   }
   setTimeout(poll, 4000);
 })();
+
+// The upload form: a file over the limit is not sent at all. The server would refuse it
+// unread and close the connection, and the browser would show its own error page.
+(function () {
+  "use strict";
+  const form = document.getElementById("update-form");
+  if (!form) return;
+  const file = form.querySelector('input[type="file"]');
+  const message = document.getElementById("update-too-big");
+  function fits() {
+    const big = file.files.length > 0 && file.files[0].size > Number(form.dataset.maxBytes);
+    message.hidden = !big;
+    return !big;
+  }
+  file.addEventListener("change", fits);
+  form.addEventListener("submit", function (event) {
+    if (!fits()) event.preventDefault();
+  });
+})();
