@@ -15,9 +15,9 @@ import json
 import os
 import pwd
 import re
-import shutil
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import werkzeug.wrappers.request
@@ -412,7 +412,7 @@ def test_a_managers_release_may_be_larger_than_any_other_form(server, client, ap
     assert post(client, "/admin/update/", {"release": (io.BytesIO(rel), "x.tar")}, token_from="/account",
                 content_type="multipart/form-data").status_code == 413
     assert Api(client).post("/api/v1/update", data={"release": (io.BytesIO(rel), "x.tar")},
-                            content_type="multipart/form-data").status_code == 403
+                            content_type="multipart/form-data").status_code == 413
     logout(client)
     assert client.post("/admin/update/", data={"release": (io.BytesIO(rel), "x.tar")},
                        content_type="multipart/form-data").status_code == 413
@@ -431,24 +431,27 @@ def test_a_managers_release_may_be_larger_than_any_other_form(server, client, ap
     assert asked["detail"]["sha256"] == hashlib.sha256(rel).hexdigest()
 
 
-def test_a_release_the_card_has_no_room_for_is_refused_before_it_is_sent(server, vault, data_dir, tmp_path, key):
-    # room for it twice (the page's copy, then root's) beside what the recorder keeps free
-    free = shutil.disk_usage(data_dir).free // 2**20
-    client = test_webui.make_app(data_dir, KIROKU_RESERVE_MB=free + 100).test_client()
-    first_run(client)
+def test_a_release_the_card_has_no_room_for_is_not_stored(server, vault, data_dir, tmp_path, key, monkeypatch):
+    # room for it twice (the page's copy and ID.tar, then ID.tar and root's) beside what the
+    # recorder keeps free: here 300 MB free, 256 MB kept
+    from webui import updates
 
-    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(b"\0" * 2**20), "x.tar")},
+    card = SimpleNamespace(disk_usage=lambda path: SimpleNamespace(free=300 * 2**20))
+    monkeypatch.setattr(updates, "shutil", card)
+    client = test_webui.make_app(data_dir, KIROKU_RESERVE_MB=256).test_client()
+    first_run(client)
+    rel = release(tmp_path, key, "0.2.0").read_bytes() + b"\0" * (30 * 2**20)
+
+    response = Api(client).post("/api/v1/update", data={"release": (io.BytesIO(rel), "x.tar")},
                                 content_type="multipart/form-data")
 
     assert response.status_code == 507
-    assert re.search(r"the data partition has \d+ MB free; this file needs 2 MB there beside the \d+ MB kept "
-                     r"free for recording", response.get_json()["detail"])
+    assert "the data partition has 300 MB free; this file needs 60 MB there beside the 256 MB kept free for " \
+           "recording: free some space (the storage page)" in response.get_json()["detail"]
     assert not audit(vault, "update.request") and not list((data_dir / "update").iterdir())
-    # with the room, the same is taken
-    client = test_webui.make_app(data_dir).test_client()
-    login(client, "yamada")
-    assert upload(client, release(tmp_path, key, "0.2.0")).status_code == 302
-    assert (data_dir / "update" / "request").exists()
+    # a smaller one fits
+    response = upload(client, None, data=rel[:-28 * 2**20])
+    assert response.status_code == 302 and (data_dir / "update" / "request").exists()
 
 
 def test_a_refused_body_is_read_a_little_at_a_time_and_a_huge_one_not_at_all(server, data_dir, monkeypatch):
@@ -483,14 +486,20 @@ def test_a_refused_body_is_read_a_little_at_a_time_and_a_huge_one_not_at_all(ser
         assert sum(n for n in reads if n) >= len(body) and max(n or 0 for n in reads) <= DRAIN_CHUNK
         conn.request("GET", "/setup/")
         assert conn.getresponse().status == 200, "the same connection still serves"
-        # larger than any view takes: refused before it is read
-        reads.clear()
-        conn = http.client.HTTPConnection("127.0.0.1", web.bind_addr[1], timeout=30)
-        conn.putrequest("POST", "/api/v1/update")
-        conn.putheader("Content-Length", str(17 * 2**20))
-        conn.endheaders()
-        assert conn.getresponse().status == 413
-        assert not [n for n in reads if n]
+        # larger than the view takes from whoever sends it (here a stranger, or anyone on a
+        # page other than the update's), or than any view takes: refused before it is read,
+        # with the 413 on which the connection is closed
+        for path, length in (("/api/v1/update", 13 * 2**20), ("/admin/update/", 13 * 2**20),
+                             ("/login", 13 * 2**20), ("/api/v1/update", 17 * 2**20)):
+            reads.clear()
+            conn = http.client.HTTPConnection("127.0.0.1", web.bind_addr[1], timeout=30)
+            conn.putrequest("POST", path)
+            conn.putheader("Content-Type", "multipart/form-data; boundary=b")
+            conn.putheader("Content-Length", str(length))
+            conn.endheaders()
+            answer = conn.getresponse()
+            assert answer.status == 413 and answer.getheader("Connection") == "close", (path, length)
+            assert not [n for n in reads if n], (path, length)
     finally:
         web.stop()
 

@@ -34,26 +34,47 @@ def host_names(host: str, extra: str) -> tuple[str, ...]:
 
 
 def drain_unread_bodies(app):
-    """The WSGI ``app``, after which what it left unread of a request's body is read a little
-    at a time and dropped. cheroot keeps the connection open after any answer but a 413 by
-    reading that rest itself — in one read, into memory: a refused 200 MB upload would be
-    200 MB of the Pi's memory."""
+    """The WSGI ``app`` behind two guards on request bodies, for cheroot:
+    - a body larger than the app takes (MAX_CONTENT_LENGTH; the update upload's own limit
+      is checked by the app, which knows who asks) is refused unread, with the 413 on which
+      cheroot closes the connection;
+    - what the app left unread of a body is read a little at a time and dropped. To keep
+      the connection open after any other answer, cheroot reads that rest itself — in one
+      read, into memory: a refused 200 MB upload would be 200 MB of the Pi's memory."""
+    limit = app.config["MAX_CONTENT_LENGTH"]
 
     def wrapped(environ, start_response):
         try:
-            return app(environ, start_response)
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit and environ.get("PATH_INFO") not in UPLOADS:
+            start_response("413 Request Entity Too Large", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"too large\n"]
+        status = []
+
+        def start(line, headers, exc_info=None):
+            status.append(line)
+            return start_response(line, headers, exc_info)
+
+        try:
+            return app(environ, start)
         finally:
-            body = environ.get("wsgi.input")
-            try:
-                while getattr(body, "remaining", 0) > 0 and body.read(min(body.remaining, DRAIN_CHUNK)):
-                    pass
-            except (OSError, ValueError):
-                pass  # the client went away: cheroot closes the connection
+            keeps_open = environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and \
+                environ.get("HTTP_CONNECTION", "").lower() != "close"
+            if keeps_open and not (status and status[-1].startswith("413")):
+                body = environ.get("wsgi.input")
+                try:
+                    while getattr(body, "remaining", 0) > 0 and body.read(min(body.remaining, DRAIN_CHUNK)):
+                        pass
+                except (OSError, ValueError):
+                    pass  # the client went away: cheroot closes the connection
 
     return wrapped
 
 
 DRAIN_CHUNK = 64 * 1024
+UPLOADS = ("/admin/update/", "/api/v1/update")  # a manager's release: webui.updates.spool_uploads
 
 
 def server_for(app, host: str, port: int):
@@ -64,8 +85,8 @@ def server_for(app, host: str, port: int):
     from webui import updates
 
     server = wsgi.Server((host, port), drain_unread_bodies(app), numthreads=8, server_name="kiroku")
-    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"],
-                                       app.config.get("KIROKU_MAX_UPDATE", updates.MAX_RELEASE) + updates.MAX_FORM)
+    largest = int(app.config.get("KIROKU_MAX_UPDATE", updates.MAX_RELEASE)) + updates.MAX_FORM
+    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"], largest)
     return server
 
 

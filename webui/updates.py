@@ -45,7 +45,9 @@ from typing import BinaryIO
 
 import flask
 from flask import Blueprint, abort, current_app, g, render_template, request, url_for
+from flask_wtf.csrf import validate_csrf
 from werkzeug.exceptions import RequestEntityTooLarge
+from wtforms.validators import ValidationError
 
 from firmware import clock
 from firmware.control import ControlError
@@ -296,11 +298,20 @@ def spool_uploads():
     """Before anything reads the form (the CSRF check does): a manager's release posted to
     ``upload`` may be up to max_release(), and is written to the data partition as it
     arrives, never held in memory or in /tmp (both memory under the read-only root) — if the
-    partition has room for it twice (this copy, then root's) beside what the recorder always
-    keeps free. Everyone else's body keeps the app's limit; webui.server reads what a refusal
-    leaves unread a little at a time."""
-    if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload \
-            or g.user is None or MANAGER not in g.user.roles:
+    partition has room for it twice (this copy and ID.tar, then ID.tar and root's) beside
+    what the recorder always keeps free. Anyone else's body over the app's limit is refused
+    unread with the 413 that closes the connection."""
+    if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload:
+        return None
+    manager = g.user is not None and MANAGER in g.user.roles
+    if manager and request.path.startswith("/api/"):
+        try:  # the API checks its header after this: a forged request is not stored first
+            validate_csrf(request.headers.get("X-CSRFToken", ""))
+        except ValidationError:
+            manager = False
+    if not manager:
+        if (request.content_length or 0) > current_app.config["MAX_CONTENT_LENGTH"]:
+            raise RequestEntityTooLarge()
         return None
     back = url_for("updates.index")
     folder = _dir()
@@ -311,8 +322,9 @@ def spool_uploads():
         refuse("update.cannot_store", 507, back=back, detail=str(exc))
     request.max_content_length = max_release() + MAX_FORM
     reserve = int(current_app.config.get("KIROKU_RESERVE_MB", 256)) * 2**20
-    size = request.content_length or 0
-    if size <= request.max_content_length and free - 2 * size < reserve:
+    # a body sent in chunks says no length: it may be as long as allowed
+    size = min(request.content_length or request.max_content_length, request.max_content_length)
+    if free - 2 * size < reserve:
         refuse("update.cannot_store", 507, back=back,
                detail=f"the data partition has {free // 2**20} MB free; this file needs {2 * size // 2**20} MB "
                       f"there beside the {reserve // 2**20} MB kept free for recording: free some space "
