@@ -41,14 +41,16 @@ def drain_unread_bodies(app):
     - what the app left unread of a body is read a little at a time and dropped. To keep
       the connection open after any other answer, cheroot reads that rest itself — in one
       read, into memory: a refused 200 MB upload would be 200 MB of the Pi's memory."""
-    limit = app.config["MAX_CONTENT_LENGTH"]
+    from webui import updates
+
+    limit, uploads = app.config["MAX_CONTENT_LENGTH"], updates.upload_paths(app)
 
     def wrapped(environ, start_response):
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > limit and environ.get("PATH_INFO") not in UPLOADS:
+        if length > limit and environ.get("PATH_INFO") not in uploads:
             start_response("413 Request Entity Too Large", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"too large\n"]
         status = []
@@ -74,7 +76,6 @@ def drain_unread_bodies(app):
 
 
 DRAIN_CHUNK = 64 * 1024
-UPLOADS = ("/admin/update/", "/api/v1/update")  # a manager's release: webui.updates.spool_uploads
 
 
 def server_for(app, host: str, port: int):
@@ -85,8 +86,7 @@ def server_for(app, host: str, port: int):
     from webui import updates
 
     server = wsgi.Server((host, port), drain_unread_bodies(app), numthreads=8, server_name="kiroku")
-    largest = int(app.config.get("KIROKU_MAX_UPDATE", updates.MAX_RELEASE)) + updates.MAX_FORM
-    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"], largest)
+    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"], updates.max_release(app) + updates.MAX_FORM)
     return server
 
 

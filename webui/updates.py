@@ -55,7 +55,7 @@ from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from webui import auth
 from webui.actions import done, refuse
 from webui.admin import recorder_status
-from webui.permissions import MANAGER, permission
+from webui.permissions import MANAGER, allowed, permission
 
 bp = Blueprint("updates", __name__, url_prefix="/admin/update")
 log = logging.getLogger(__name__)
@@ -290,8 +290,14 @@ class Request(flask.Request):
         return super()._get_file_stream(total_content_length, content_type, filename, content_length)
 
 
-def max_release() -> int:
-    return int(current_app.config.get("KIROKU_MAX_UPDATE", MAX_RELEASE))
+def max_release(app=None) -> int:
+    return int((app or current_app).config.get("KIROKU_MAX_UPDATE", MAX_RELEASE))
+
+
+def upload_paths(app) -> set[str]:
+    """The URLs a release is uploaded to (the page's form and the API): the only bodies
+    allowed past the app's MAX_CONTENT_LENGTH."""
+    return {rule.rule for rule in app.url_map.iter_rules() if app.view_functions.get(rule.endpoint) is upload}
 
 
 def spool_uploads():
@@ -303,7 +309,7 @@ def spool_uploads():
     unread with the 413 that closes the connection."""
     if request.method != "POST" or current_app.view_functions.get(request.endpoint) is not upload:
         return None
-    manager = g.user is not None and MANAGER in g.user.roles
+    manager = allowed(frozenset({MANAGER}), g.user)
     if manager and request.path.startswith("/api/"):
         try:  # the API checks its header after this: a forged request is not stored first
             validate_csrf(request.headers.get("X-CSRFToken", ""))
@@ -358,7 +364,7 @@ def too_big(exc):
     # not upload at all, and gets the 413 that closes it.
     from flask import flash, redirect
 
-    if g.user is None or MANAGER not in g.user.roles:
+    if not allowed(frozenset({MANAGER}), g.user):
         return exc
     flash("update.too_big", "error")
     return redirect(url_for("updates.index"))
