@@ -353,7 +353,8 @@ def index():
     return render_template("admin/update.html", running=running_version(), os_update=os_version(), items=items[:10],
                            in_progress=in_progress, busy=busy(status),
                            continuous=(status or {}).get("mode") == "continuous",
-                           max_mb=max_release() // 2**20, max_bytes=max_release(), simulated=current_app.config["KIROKU_SIMULATED"])
+                           max_mb=max_release() // 2**20, max_bytes=max_release(),
+                           simulated=current_app.config["KIROKU_SIMULATED"])
 
 
 @bp.errorhandler(RequestEntityTooLarge)
