@@ -369,6 +369,11 @@ class _Cutter:
                 if vin is not None and not self.reencode_video else None
             self._audio_shift = None
             sound_end = None  # where this segment's sound ends: its last packet's end, not its padded frame's
+            # …which FFmpeg 7.1 (Debian trixie's, the device's) does not read from a segment opened
+            # as open_segment opens it: it gives no packet durations. The index knows how many
+            # samples the segmenter gave the segment; what the decoder gives past them is padding,
+            # and kept it would stand in for the next segment's first milliseconds.
+            left = seg.audio_samples or None
             priming = True  # each segment's sound has its own encoder, whose first packet is its warm-up
             # demux ends each stream with an empty packet, whose decode() flushes the decoder
             for packet in inp.demux(*(s for s in (vin, ain) if s is not None)):
@@ -389,7 +394,11 @@ class _Cutter:
                     priming = False
                     continue
                 for frame in frames:
-                    self._audio_frame(frame, t0, min(end, sound_end if sound_end is not None else end))
+                    upto = end if sound_end is None else min(end, sound_end)
+                    if left is not None:
+                        upto = min(upto, t0 + float(frame.pts * frame.time_base) + max(0, left) / frame.sample_rate)
+                        left -= frame.samples
+                    self._audio_frame(frame, t0, upto)
             if copy is not None and copy.last is not None:
                 self._tick(copy.last)  # how far the clip got
 

@@ -74,6 +74,62 @@ def _open(media: Path | bytes):
     return av.open(io.BytesIO(media) if isinstance(media, (bytes, bytearray)) else str(media))
 
 
+def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
+    """A recording made without the recorder's threads, so its timing is exactly as given:
+    the simulated camera's frames from ``first_us`` on (a keyframe every second, so a segment
+    starts every ``segment_seconds`` from there) and the simulated microphone's sound, fed
+    through the segmenter into ``vault`` in capture order. Returns the recording's id."""
+    from fractions import Fraction
+
+    from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
+    from firmware.hardware.synth import Picture, Tone
+    from firmware.recorder import _set_end
+    from firmware.segmenter import Segmenter
+    from firmware.store import Recording
+
+    fps, (w, h), rate = 15, (config.camera.width, config.camera.height), 48_000
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 1_000_000), fps
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency",
+                   "x264-params": f"scenecut=0:repeat-headers=1:keyint={fps}:min-keyint={fps}"}
+    enc.open()
+    picture, frames = Picture(w, h), []
+    for i in range(seconds * fps + 1):
+        t = first_us + i * 1_000_000 // fps
+        frame = av.VideoFrame.from_ndarray(picture.render(t, clock.wall_at(t), i), format="yuv420p")
+        frame.pts = t
+        frames += [EncodedFrame(bytes(p), bool(p.is_keyframe), int(p.pts)) for p in enc.encode(frame)]
+    frames += [EncodedFrame(bytes(p), bool(p.is_keyframe), int(p.pts)) for p in enc.encode(None)]
+    tone, block = Tone(rate, 1), 1024
+    start = first_us - 200_000  # the microphone was on a little before the picture
+    blocks = [AudioBlock(tone.render(start + n * block * 1_000_000 // rate, block),
+                         start + n * block * 1_000_000 // rate, rate)
+              for n in range((seconds + 1) * rate // block)]
+    wall = clock.wall_at(first_us)
+    rec = Recording(id=wall.strftime("%Y%m%d-%H%M%S-") + f"{wall.microsecond // 1000:03d}", device="test",
+                    mode="on_demand", started_at=clock.iso(wall), started_us=first_us,
+                    started_wall_us=clock.wall_us_at(first_us), started_by="test", clock_synchronised=True)
+    segmenter = Segmenter(vault, video=VideoFormat(w, h, fps), audio=AudioFormat(rate, 1),
+                          segment_us=round(config.recording.segment_seconds * 1_000_000),
+                          now=lambda: frames[-1].time_us)
+    vault.begin(rec)
+    segmenter.begin(rec)
+    a = 0
+    for frame in frames:  # as the recorder's media queue hands them over: in capture order
+        while a < len(blocks) and blocks[a].time_us <= frame.time_us:
+            segmenter.audio(blocks[a])
+            a += 1
+        segmenter.video(frame)
+    for b in blocks[a:]:
+        segmenter.audio(b)
+    segmenter.end()
+    segmenter.flush()
+    _set_end(rec, frames[-1].time_us, "stopped")
+    vault.end(rec)
+    return rec.id
+
+
 class Footage:
     """What a manager holding the recovery key can see in a vault: recordings, decrypted in memory."""
 

@@ -147,6 +147,34 @@ def test_the_sound_stays_with_the_picture_across_every_segment_boundary(recorded
     assert heard["muted"] == pytest.approx(heard["keyframe"][:4] + heard["keyframe"][5:], abs=1e-4)
 
 
+def test_the_sound_where_a_segment_begins_is_in_the_clip(tmp_path):
+    """Every segment here begins on a whole second, just as the microphone's tick does. Each
+    segment's sound ends in an AAC frame padded past it; FFmpeg 7.1 (the device's) gives no
+    packet durations to cut that padding at, and an export that kept it put it in place of the
+    next segment's first 5 ms: every tick there was heard 5 ms late, its beginning lost."""
+    from firmware import clock
+    from tests.helpers import lay_down
+
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data, manager="kanri", passphrase=PASSPHRASE)
+    vault = Vault.open(data, small_config())
+    try:
+        first_us = (clock.boottime_us() // 1_000_000 - 20) * 1_000_000  # a whole second, 20 s ago
+        recording = lay_down(vault, small_config(), seconds=11, first_us=first_us)
+        assert [(s.start_us - first_us) % 1_000_000 for s in vault.segments(recording)] == [0] * 6
+    finally:
+        vault.close()
+    recorded = {"data": data, "recovery": tmp_path / "data-recovery.txt", "recording": recording}
+    for cut, extra in (("keyframe", []), ("exact", ["--exact"])):
+        package = tmp_path / f"{cut}.zip"
+        assert export(recorded, package, *extra, start="0", end="9") == 0
+        manifest = json.loads((unpack(package, tmp_path / cut) / "manifest.json").read_text())
+        video, audio = av_offsets_us(clip_of(package), first_us + round(manifest["clip"]["start_s"] * 1e6))
+        assert len(audio) == 8, f"{cut}: the ticks of seconds 1 to 8 are heard"  # 0's has no beginning in the clip
+        assert max(abs(a) for a in audio) < 1_000, f"{cut}: ticks heard off their second (µs): {audio}"
+
+
 @pytest.mark.parametrize("exact", [False, True], ids=["keyframe-cut", "exact-cut"])
 def test_the_clip_shows_nothing_outside_the_approved_range(recorded, tmp_path, exact):
     package = tmp_path / "clip.zip"
