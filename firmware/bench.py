@@ -550,6 +550,8 @@ def bench_web_streaming(data: Path, recovery) -> list[Figure]:
     import socket
     import subprocess
 
+    from webui import setup_code
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -570,8 +572,9 @@ def bench_web_streaming(data: Path, recovery) -> list[Figure]:
                 time.sleep(0.2)
         token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
         words = {"yamada": "bench manager passphrase", "suzuki": "bench section head passphrase"}
-        manager.call("POST", "/setup/", form={"csrf_token": token, "username": "yamada", "display_name": "山田",
-                                              "section": "市民課", "password": words["yamada"],
+        code = setup_code.pending(data)  # what the console shows whoever stands at the device
+        manager.call("POST", "/setup/", form={"csrf_token": token, "code": code, "username": "yamada",
+                                              "display_name": "山田", "section": "市民課", "password": words["yamada"],
                                               "confirm": words["yamada"], "recovery": str(recovery)})
         manager.log_in("yamada", words["yamada"])
         section = manager.json("GET", "/api/v1/sections")[0]

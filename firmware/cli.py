@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -164,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--cert", type=Path, required=True)
     ins.add_argument("--key", type=Path, required=True)
 
+    p = sub.add_parser("setup-code", help="the code the first-run page asks for, while the device has no manager")
+    _add_data(p)
+
     p = sub.add_parser("notice", help="the counter sign (A4, A3) and the public notice (PDF, HTML), Art. 4")
     _add_data(p)
     p.add_argument("--config", default=None, help="a configuration file (default: <data>/kiroku.toml)")
@@ -284,6 +288,20 @@ def _dispatch(args) -> int:
             config = _load_config(args) if hasattr(args, "config") else None
             device = config.device.id if config else "counter-1"
             print(tls.fingerprint(tls.ensure_certificate(args.data, device)))
+        return 0
+    if args.command == "setup-code":
+        from webui import setup_code
+
+        try:
+            code = setup_code.pending(args.data)
+        except (OSError, sqlite3.Error) as exc:
+            print(f"kiroku setup-code: {exc}", file=sys.stderr)
+            return 2
+        if code is None:
+            print("kiroku setup-code: this device has a manager already; the first-run page is closed",
+                  file=sys.stderr)
+            return 1
+        print(setup_code.shown(code))
         return 0
     if args.command == "bench":
         from firmware import bench

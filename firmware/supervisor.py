@@ -121,9 +121,13 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
             recorder.stop()
             return proc.returncode if proc.returncode not in (None, 0) else 2
         hardware = "simulated hardware" if simulate else "the counter's hardware"
+        from webui import setup_code
+
+        code = setup_code.pending(data_dir)  # only someone who sees this terminal can register first
         print(f"\nkiroku is running on {hardware}.\n"
               f"  Web UI:  http://{host}:{port}/\n"
-              f"  Data:    {Path(data_dir).resolve()}\n"
+              + (f"  Set-up code: {setup_code.shown(code)} (the first-run page asks for it)\n" if code else "")
+              + f"  Data:    {Path(data_dir).resolve()}\n"
               f"  Control: kiroku ctl --data {data_dir} status\n"
               "Press Ctrl-C to stop.\n", flush=True)
         while not stop.wait(0.5):

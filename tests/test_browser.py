@@ -46,14 +46,18 @@ def appliance(tmp_path):
     def ready():
         line = proc.stdout.readline()
         lines.append(line)
-        return url in line or proc.poll() is not None
+        return "Data:" in line or proc.poll() is not None  # after the URL and the set-up code
 
     wait_for(ready, timeout=40, what="kiroku run to print its URL")
     assert proc.poll() is None, "".join(lines)
+    assert any(url in line for line in lines), "".join(lines)
+    # What the person who started it reads off the terminal to register the first manager.
+    code = re.search(r"Set-up code: (\S+)", "".join(lines))
+    assert code, "".join(lines)
     # Keep reading its output, or a full pipe would block the appliance's logging.
     drain = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     drain.start()
-    yield url, data
+    yield url, data, code[1]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
 
@@ -92,7 +96,8 @@ def hold(page, selector, ms):
     page.mouse.up()
 
 
-def register_first_manager(page):
+def register_first_manager(page, code):
+    page.fill("input[name=code]", code)
     page.fill("input[name=username]", "yamada")
     page.fill("input[name=display_name]", "山田 太郎")
     page.fill("input[name=password]", PASSWORDS["yamada"])
@@ -115,13 +120,14 @@ def add_person(page, url, username, display, section, role):
 
 @pytest.mark.slow
 def test_from_first_run_to_scoped_playback(appliance, browser):
-    url, data = appliance
+    url, data, code = appliance
 
-    # 1. First run: no default password; the first visitor registers the manager.
+    # 1. First run: no default password; whoever has the set-up code registers the manager.
     manager = person(browser, url)
     manager.goto(url)
     assert manager.url.endswith("/setup/")
-    register_first_manager(manager)
+    manager.screenshot(path=str(ARTIFACTS / "first-run.png"), full_page=True)
+    register_first_manager(manager, code)
 
     # 2. People: a section, its head, and an operator designated for this device.
     manager.goto(url + "admin/people")
@@ -203,10 +209,10 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
 
 
 def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
-    url, data = appliance
+    url, data, code = appliance
     manager = person(browser, url)
     manager.goto(url)
-    register_first_manager(manager)
+    register_first_manager(manager, code)
     manager.goto(url + "lang/en?next=/console")
     manager.wait_for_selector('#state[data-state="idle"]')
     manager.locator("details.sim summary").click()
@@ -222,10 +228,10 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
 def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(appliance, browser, tmp_path):
     from firmware.cli import main
 
-    url, data = appliance
+    url, data, code = appliance
     manager = person(browser, url)
     manager.goto(url)
-    register_first_manager(manager)
+    register_first_manager(manager, code)
 
     # A few seconds recorded at the counter with the virtual button.
     manager.goto(url + "console")
@@ -301,12 +307,12 @@ def test_a_manager_installs_an_update_and_the_page_follows_it_through_the_restar
     from tests.test_update import Device, make_key, release
     from tests.test_update_web import device_acts
 
-    url, data = appliance
+    url, data, code = appliance
     key, public = make_key(tmp_path / "release.pem")
     device = Device(tmp_path / "root", public, tmp_path / "fakes")
     page = person(browser, url)
     page.goto(url + "setup/")
-    register_first_manager(page)
+    register_first_manager(page, code)
     page.click("nav >> text=ソフトウェア更新")
     rel = str(release(tmp_path, key, "0.2.0"))
     # A file over the limit is not sent (the server would close the connection on it): the

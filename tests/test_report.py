@@ -83,7 +83,7 @@ def year(tmp_path, data_dir, vault, config, monkeypatch):
     replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of(scripts)))
     ids = {r[0]: r[1] for r in vault.db.execute("SELECT call_id, recording_id FROM calls")}
     clock = Clock(monkeypatch)
-    monkeypatch.setattr(auth, "_slow_down", lambda failures: None)  # ten wrong passwords without the waits
+    monkeypatch.setattr(auth, "slow_down", lambda failures: None)  # ten wrong passwords without the waits
 
     manager, head = Api(app.test_client()), Api(app.test_client())
     assert manager.login("yamada").status_code == 200 and head.login("suzuki").status_code == 200

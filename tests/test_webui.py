@@ -11,7 +11,7 @@ from flask import Flask
 from firmware.control import ControlServer, socket_path
 from firmware.recorder import Recorder, State
 from tests.helpers import record_segments, wait_for
-from tests.webui_helpers import PASSWORDS, csrf, first_run, login, logout, post, staff
+from tests.webui_helpers import PASSWORDS, csrf, first_run, login, logout, post, setup_code, staff
 from webui import create_app
 from webui.permissions import PUBLIC, SIMULATED, enforce, undeclared
 
@@ -40,7 +40,12 @@ def client(app):
 
 
 def audit_actions(vault) -> list[str]:
-    return [e["action"] for e in reversed(vault.audit_log.entries(vault.db))]
+    return [e["action"] for e in audit_entries(vault)]
+
+
+def audit_entries(vault) -> list[dict]:
+    """The device's audit log, oldest first."""
+    return list(reversed(vault.audit_log.entries(vault.db)))
 
 
 # -- deny by default --------------------------------------------------------------------------
@@ -123,16 +128,64 @@ def test_before_set_up_every_page_leads_to_the_first_run_page(server, client):
 
 
 def test_the_first_run_page_refuses_weak_input_and_then_disappears(server, client):
-    bad = post(client, "/setup/", {"username": "Yamada!", "display_name": "x", "section": "s",
+    code = setup_code(client)
+    bad = post(client, "/setup/", {"code": code, "username": "Yamada!", "display_name": "x", "section": "s",
                                    "password": "short", "confirm": "short"}, token_from="/setup/")
     assert bad.status_code == 400
-    short = post(client, "/setup/", {"username": "yamada", "display_name": "x", "section": "s",
+    short = post(client, "/setup/", {"code": code, "username": "yamada", "display_name": "x", "section": "s",
                                      "password": "short", "confirm": "short"}, token_from="/setup/")
     assert short.status_code == 400 and "12" in short.get_data(as_text=True)
     first_run(client)
     assert client.get("/setup/").status_code == 404
     logout(client)
     assert client.get("/setup/").status_code == 404
+
+
+def test_only_someone_shown_the_set_up_code_registers_the_first_manager(server, client, vault, data_dir,
+                                                                          monkeypatch, capsys):
+    """Anyone on the counter's network reaches the first-run page; only a person at the device
+    sees the code it asks for (the console's greeting, `kiroku setup-code`)."""
+    import webui.auth
+    from firmware.cli import main
+
+    monkeypatch.setattr(webui.auth.time, "sleep", lambda s: None)
+    page = client.get("/setup/").get_data(as_text=True)
+    assert 'name="code"' in page and "設定用コード" in page
+    assert main(["setup-code", "--data", str(data_dir)]) == 0
+    shown = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}", shown), shown
+    assert shown == setup_code(client), "the console and the web UI agree on one code"
+    form = {"username": "intruder", "display_name": "x", "section": "s",
+            "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]}
+    for guess in ("", "00000-00000", shown[:-1] + ("0" if shown[-1] != "0" else "1")):
+        wrong = post(client, "/setup/", {**form, "code": guess}, token_from="/setup/")
+        assert wrong.status_code == 403 and "設定用コードが違います" in wrong.get_data(as_text=True)
+        assert client.get("/").headers["Location"] == "/setup/", "no one was registered"
+    refused = [e for e in audit_entries(vault) if e["action"] == "setup.refused"]
+    assert len(refused) == 3 and refused[-1]["detail"]["reason"] == "wrong set-up code"
+    # typed as people type it: lower case, without the hyphen
+    typed = shown.replace("-", "").lower()
+    assert post(client, "/setup/", {**form, "username": "yamada", "code": typed},
+                token_from="/setup/").status_code == 302
+    assert not (data_dir / "web" / "setup-code").exists(), "nothing is left to guess"
+    assert main(["setup-code", "--data", str(data_dir)]) == 1
+    assert "has a manager already" in capsys.readouterr().err
+
+
+def test_wrong_set_up_codes_from_one_address_are_refused_for_a_while(server, client, vault, monkeypatch):
+    import webui.auth
+
+    waits = []
+    monkeypatch.setattr(webui.auth.time, "sleep", waits.append)
+    form = {"username": "yamada", "display_name": "x", "section": "s",
+            "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]}
+    for _ in range(webui.auth.ADDRESS_LIMIT):
+        assert post(client, "/setup/", {**form, "code": "00000-00000"}, token_from="/setup/").status_code == 403
+    assert waits[:5] == [1, 2, 4, 8, 8], "answers slow down as wrong codes go on"
+    right = post(client, "/setup/", {**form, "code": setup_code(client)}, token_from="/setup/")
+    assert right.status_code == 403 and "30分後" in right.get_data(as_text=True), "even the right code, for now"
+    assert client.get("/").headers["Location"] == "/setup/"
+    assert audit_entries(vault)[-1]["detail"]["reason"] == "too many wrong set-up codes"
 
 
 @pytest.fixture
@@ -184,7 +237,7 @@ def test_first_run_shows_the_recovery_key_once_and_it_opens_the_footage(fresh, h
 
 
 def test_without_the_recorder_nothing_is_set_up(client):
-    response = post(client, "/setup/", {"username": "yamada", "display_name": "x", "section": "s",
+    response = post(client, "/setup/", {"code": setup_code(client), "username": "yamada", "display_name": "x", "section": "s",
                                         "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]},
                     token_from="/setup/")
     assert response.status_code == 503
@@ -471,8 +524,8 @@ def test_parallel_guesses_are_all_counted_and_lock_the_account(server, app, clie
 
     import webui.auth
 
-    original = webui.auth._slow_down
-    webui.auth._slow_down = lambda failures: None  # the count is under test here, not the delay
+    original = webui.auth.slow_down
+    webui.auth.slow_down = lambda failures: None  # the count is under test here, not the delay
     try:
         threads = [threading.Thread(target=guess) for _ in range(8)]
         for t in threads:
@@ -480,7 +533,7 @@ def test_parallel_guesses_are_all_counted_and_lock_the_account(server, app, clie
         for t in threads:
             t.join()
     finally:
-        webui.auth._slow_down = original
+        webui.auth.slow_down = original
     assert len(results) == 24
     r = post(client, "/login", {"username": "sato", "password": PASSWORDS["sato"]})
     assert r.status_code == 401 and "ロック" in r.get_data(as_text=True), "24 guesses did not lock the account"
@@ -490,7 +543,7 @@ def test_an_unknown_name_is_locked_exactly_like_a_real_one(server, app, client, 
     import webui.auth
 
     staff(client, app)
-    monkeypatch.setattr(webui.auth, "_slow_down", lambda failures: None)
+    monkeypatch.setattr(webui.auth, "slow_down", lambda failures: None)
     answers = [post(client, "/login", {"username": "ghost", "password": "x" * 12}).get_data(as_text=True)
                for _ in range(10)]
     assert "ロック" in answers[-1] and "ロック" not in answers[0]

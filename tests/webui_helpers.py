@@ -23,10 +23,18 @@ def post(client, path: str, data: dict | None = None, **kw):
     return client.post(path, data=data, **kw)
 
 
+def setup_code(client) -> str:
+    """The set-up code, as the device's console shows it to whoever stands at it."""
+    from webui import setup_code as code
+
+    return code.shown(code.pending(client.application.config["KIROKU_DATA"]))
+
+
 def first_run(client, *, section: str = "資産経営課"):
     """The first manager, through the first-run page; leaves ``client`` logged in as them."""
-    response = post(client, "/setup/", {"username": "yamada", "display_name": "山田 太郎", "section": section,
-                                        "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]},
+    response = post(client, "/setup/", {"code": setup_code(client), "username": "yamada", "display_name": "山田 太郎",
+                                        "section": section, "password": PASSWORDS["yamada"],
+                                        "confirm": PASSWORDS["yamada"]},
                     token_from="/setup/")
     assert response.status_code == 302, response.get_data(as_text=True)
     return response

@@ -207,7 +207,17 @@ _ghosts = _Ghosts()
 ADDRESS_LIMIT = 30  # failures from one address within LOCK_SECONDS
 
 
-def _slow_down(failures: int) -> None:
+def address_failures(key: str) -> int:
+    """Recent failures counted under ``key`` (an address, with what was tried)."""
+    return _ghosts.failures(key)
+
+
+def address_failed(key: str) -> int:
+    """One more failure under ``key``; returns how many there have been recently."""
+    return _ghosts.fail(key)
+
+
+def slow_down(failures: int) -> None:
     if failures >= SLOW_AFTER:
         time.sleep(min(2 ** (failures - SLOW_AFTER), 8))  # brute force gets slower with every try
 
@@ -233,7 +243,7 @@ def authenticate(username: str, password: str) -> User:
         audit("login.failed", subject=username[:64], detail={"failures": failures}, actor="anonymous")
         if failures >= LOCK_AFTER:
             raise LoginRefused("login.locked")
-        _slow_down(failures)
+        slow_down(failures)
         raise LoginRefused("login.failed")
     if row["locked_until"] and row["locked_until"] > time.time():
         audit("login.refused", subject=username, detail={"reason": "locked"}, actor="anonymous")
@@ -243,7 +253,7 @@ def authenticate(username: str, password: str) -> User:
         failures = count_failure(row["id"], username)
         if failures >= LOCK_AFTER:
             raise LoginRefused("login.locked")
-        _slow_down(failures)
+        slow_down(failures)
         raise LoginRefused("login.failed")
     with transaction(db):
         locked = db.execute("SELECT locked_until FROM users WHERE id = ?", (row["id"],)).fetchone()[0]

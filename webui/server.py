@@ -108,6 +108,12 @@ def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int
         cert = tls.ensure_certificate(data_dir, config.device.id)
         server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(tls.paths(data_dir)[1]))
         print(f"kiroku web: HTTPS certificate fingerprint (SHA-256) {tls.fingerprint(cert)}", flush=True)
+    from webui import setup_code
+
+    code = setup_code.pending(data_dir)
+    if code:
+        print(f"kiroku web: no manager yet: the first-run page asks for the set-up code {setup_code.shown(code)}",
+              flush=True)
     try:
         server.prepare()
     except OSError as exc:

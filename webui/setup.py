@@ -1,7 +1,8 @@
 """The first-run page: the first manager, the device's keys, the recovery key handed over once.
 
 It exists only while the device has no user; afterwards it answers 404. No default
-password exists anywhere.
+password exists anywhere, and the page asks for the set-up code shown at the device
+(webui.setup_code), so that nobody else on the network can register first.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from firmware.vault import age
-from webui import auth, keys
+from webui import auth, keys, setup_code
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, PUBLIC, permission
 
@@ -24,12 +25,18 @@ def index():
     store = keys.keystore()
     needs_recovery_to_reencrypt = store.initialised and bool(store.day_keys("footage") or store.day_keys("call"))
     if request.method == "GET":
+        setup_code.ensure(current_app.config["KIROKU_DATA"])  # what the console shows
         return render_template("setup/index.html", form={}, provisioned=store.initialised,
                                needs_recovery=needs_recovery_to_reencrypt)
     from webui import control
 
     control().status()  # nothing is set up unless the recorder can log it (raises → 503 page)
     form = {k: request.form.get(k, "").strip() for k in ("username", "display_name", "section")}
+    refused = _code_refused()
+    if refused:
+        flash(refused, "error")
+        return render_template("setup/index.html", form=form, provisioned=store.initialised,
+                               needs_recovery=needs_recovery_to_reencrypt), 403
     password, confirm = request.form.get("password", ""), request.form.get("confirm", "")
     problem = None
     if not auth.USERNAME.fullmatch(form["username"]):
@@ -79,6 +86,7 @@ def index():
             flash("setup.recovery_wrong", "error")
             return render_template("setup/index.html", form=form, provisioned=True, needs_recovery=True), 400
         raise
+    setup_code.remove(current_app.config["KIROKU_DATA"])  # the page is closed: nothing left to guess
     auth.start_session(user_id)
     g.user = auth.load_user(user_id)
     auth.audit("user.add", subject=form["username"], detail={"roles": ["manager"], "section": form["section"]})
@@ -86,6 +94,24 @@ def index():
         keys.pending_recovery.put(user_id, recovery)  # by person, not session: a log-out does not lose it
         return redirect(url_for("setup.recovery"))
     return redirect(url_for("admin.dashboard"))
+
+
+def _code_refused() -> str | None:
+    """None if the set-up code typed is the device's, else why not. Wrong codes count against
+    the address as wrong passwords do (slowed, then refused for a while), and are logged."""
+    address = request.remote_addr or ""
+    key = f"setup:{address}"
+    if auth.address_failures(key) >= auth.ADDRESS_LIMIT:
+        auth.audit("setup.refused", detail={"reason": "too many wrong set-up codes", "address": address},
+                   actor="anonymous")
+        return "setup.code_locked"
+    if setup_code.matches(current_app.config["KIROKU_DATA"], request.form.get("code", "")):
+        return None
+    failures = auth.address_failed(key)
+    auth.audit("setup.refused", detail={"reason": "wrong set-up code", "address": address, "failures": failures},
+               actor="anonymous")
+    auth.slow_down(failures)
+    return "setup.code_wrong"
 
 
 @bp.get("/recovery")

@@ -170,7 +170,7 @@ def get(path):
 
 
 deadline, error = time.monotonic() + 300, "none"
-result = "web=none cert=none setup=none"
+result = "web=none cert=none setup=none consolecode=none"
 while time.monotonic() < deadline:
     try:
         status, page = get("/")
@@ -181,11 +181,18 @@ while time.monotonic() < deadline:
     der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", 443)))
     japanese = "yes" if 'lang="ja"' in page else "no"
     setup = "already"
+    # the set-up code, read off the console's greeting as the person at the device reads it
+    try:
+        with open("/run/issue.d/50-kiroku.issue", encoding="utf-8") as f:
+            code = re.search(r"set-up code: (\S+)", f.read())
+    except OSError:
+        code = None
     form_status, form = get("/setup/")
     if form_status == 200:
         token = re.search(r'name="csrf_token" value="([^"]+)"', form)
-        fields = {"csrf_token": token[1] if token else "", "username": "kanri", "display_name": "管理 太郎",
-                  "section": "資産経営課", "password": "boot test passphrase", "confirm": "boot test passphrase"}
+        fields = {"csrf_token": token[1] if token else "", "code": code[1] if code else "", "username": "kanri",
+                  "display_name": "管理 太郎", "section": "資産経営課", "password": "boot test passphrase",
+                  "confirm": "boot test passphrase"}
         request = urllib.request.Request(BASE + "/setup/", urllib.parse.urlencode(fields).encode(),
                                          headers={"Referer": BASE + "/setup/"})
         try:
@@ -204,7 +211,8 @@ while time.monotonic() < deadline:
             print("journal first-run page:", " ".join(detail.split())[-600:], file=sys.stderr)
     elif form_status != 404:
         setup = f"setup-page-{form_status}"
-    result = f"web={status} japanese={japanese} cert={hashlib.sha256(der).hexdigest()} setup={setup}"
+    result = (f"web={status} japanese={japanese} cert={hashlib.sha256(der).hexdigest()} setup={setup}"
+              f" consolecode={'yes' if code else 'no'}")
     break
 print(f"{result} weberror={error}")
 """
@@ -615,6 +623,8 @@ def expect(report: dict, boots: int, cipher: str) -> None:
     assert report["calls"] == "inactive", f"the call recorder ran on a counter device: {report['calls']}"
     # a new data partition offers the first-run page, once
     assert report["setup"] == ("done" if boots == 1 else "already"), f"the first-run page: {report['setup']}"
+    # …with the set-up code the console shows until then, and only until then
+    assert report["consolecode"] == ("yes" if boots == 1 else "no"), f"the console's set-up code: {report}"
     # the read-only root: what the boot before wrote there is gone
     assert report["root"] == "overlay", f"the root is {report['root']}, not overlayroot's overlay"
     assert report["leftover"] == "no", "a file written to the root survived a reboot: the root is not read-only"
