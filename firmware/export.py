@@ -394,11 +394,10 @@ class _Cutter:
                     priming = False
                     continue
                 for frame in frames:
-                    upto = end if sound_end is None else min(end, sound_end)
+                    self._audio_frame(frame, t0, end if sound_end is None else min(end, sound_end),
+                                      None if left is None else max(0, left))
                     if left is not None:
-                        upto = min(upto, t0 + float(frame.pts * frame.time_base) + max(0, left) / frame.sample_rate)
                         left -= frame.samples
-                    self._audio_frame(frame, t0, upto)
             if copy is not None and copy.last is not None:
                 self._tick(copy.last)  # how far the clip got
 
@@ -447,10 +446,11 @@ class _Cutter:
         self._tick(t)
 
     # -- audio, re-encoded: cut to the sample, muted where asked ---------------------------
-    def _audio_frame(self, frame, t0: float, end: float) -> None:
+    def _audio_frame(self, frame, t0: float, end: float, real: int | None = None) -> None:
         """One decoded frame of a segment's sound, placed on the clip's sample grid.
 
-        ``end`` is where the range or the segment's sound ends, whichever comes first (the
+        ``end`` is where the range or the segment's sound ends, whichever comes first, and
+        ``real`` how many of the frame's samples are the segment's sound, if known (the
         decoder hands out a last frame padded past it). Sound is placed by its timestamp,
         not appended: what the last segment already gave is not given twice, and where no
         sound was recorded there is silence, so the sound never drifts from the picture.
@@ -469,7 +469,8 @@ class _Cutter:
             self._audio_shift = -gap if self._audio_written and abs(gap) <= nudge else 0
         at += self._audio_shift
         a = max(0, self._audio_written - at)  # before the clip's start, or already in
-        b = min(samples.shape[1], round((end - self.begin) * rate) + self._audio_shift - at)
+        b = min(samples.shape[1] if real is None else min(real, samples.shape[1]),
+                round((end - self.begin) * rate) + self._audio_shift - at)
         if a >= b:
             return
         fmt, layout = frame.format.name, frame.layout.name
