@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         for folder in args.data if isinstance(args.data, list) else [args.data]:
             refusal = paths.enter_shared_data_dir(folder)
             if refusal:
-                print(f"kiroku: {refusal}", file=sys.stderr)
+                print(f"kiroku: {_setup_code_hint(folder) if args.command == 'setup-code' else refusal}",
+                      file=sys.stderr)
                 return 2
     if getattr(args, "simulate", "absent") is None:
         args.simulate = not paths.is_raspberry_pi()
@@ -269,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc.code, int):
             return exc.code
         raise
+
+
+def _setup_code_hint(data_dir: Path) -> str:
+    kiroku = Path(sys.executable).parent / "kiroku"  # the venv's: sudo's PATH does not have it
+    return (f"the set-up code is the web UI's, and only its user reads it: "
+            f"sudo -u kiroku-web {kiroku if kiroku.exists() else 'kiroku'} setup-code --data {data_dir}")
 
 
 def _dispatch(args) -> int:
@@ -294,6 +301,9 @@ def _dispatch(args) -> int:
 
         try:
             code = setup_code.pending(args.data)
+        except PermissionError:
+            print(f"kiroku setup-code: {_setup_code_hint(args.data)}", file=sys.stderr)
+            return 2
         except (OSError, sqlite3.Error) as exc:
             print(f"kiroku setup-code: {exc}", file=sys.stderr)
             return 2

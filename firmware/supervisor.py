@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -123,7 +124,10 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
         hardware = "simulated hardware" if simulate else "the counter's hardware"
         from webui import setup_code
 
-        code = setup_code.pending(data_dir)  # only someone who sees this terminal can register first
+        try:
+            code = setup_code.pending(data_dir)  # only someone who sees this terminal can register first
+        except (OSError, sqlite3.Error):
+            code = None  # the web UI has said why
         print(f"\nkiroku is running on {hardware}.\n"
               f"  Web UI:  http://{host}:{port}/\n"
               + (f"  Set-up code: {setup_code.shown(code)} (the first-run page asks for it)\n" if code else "")

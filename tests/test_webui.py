@@ -183,9 +183,16 @@ def test_wrong_set_up_codes_from_one_address_are_refused_for_a_while(server, cli
         assert post(client, "/setup/", {**form, "code": "00000-00000"}, token_from="/setup/").status_code == 403
     assert waits[:5] == [1, 2, 4, 8, 8], "answers slow down as wrong codes go on"
     right = post(client, "/setup/", {**form, "code": setup_code(client)}, token_from="/setup/")
-    assert right.status_code == 403 and "30分後" in right.get_data(as_text=True), "even the right code, for now"
+    assert right.status_code == 403 and "最長30分間" in right.get_data(as_text=True), "even the right code, for now"
     assert client.get("/").headers["Location"] == "/setup/"
-    assert audit_entries(vault)[-1]["detail"]["reason"] == "too many wrong set-up codes"
+    entries = audit_entries(vault)
+    assert [e["action"] for e in entries].count("setup.refused") == webui.auth.ADDRESS_LIMIT
+    assert entries[-1]["action"] == "setup.locked", "the lock is logged once; what it refuses then is not"
+    # full-width, as typed with a Japanese input method on, from another computer: taken
+    typed = setup_code(client).translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)}).replace("－", "ー")
+    other = post(client, "/setup/", {**form, "code": typed}, token_from="/setup/",
+                 environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    assert other.status_code == 302, other.get_data(as_text=True)
 
 
 @pytest.fixture

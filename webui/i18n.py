@@ -422,14 +422,18 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "setup.recovery_wrong": ("この復旧鍵では既存の録画の鍵を開けられません。", "That recovery key does not open the existing keys."),
     "setup.submit": ("登録する", "Register"),
     "setup.code_field": ("設定用コード", "Set-up code"),
-    "setup.code_note": ("本体につないだ画面（またはシリアルコンソール）の表示にある10文字のコードです。"
-                        "本体で kiroku setup-code を実行しても表示されます。本体の前にいる人だけが登録できるようにするためのものです。",
-                        "The ten characters shown on the screen (or serial console) connected to the device; "
-                        "kiroku setup-code on the device shows them too. Only someone at the device can register."),
+    "setup.code_note": ("本体につないだ画面（またはシリアルコンソール）に英語で「set-up code:」と表示されている"
+                        "10文字です（例 K7M2Q-9XF4B）。本体の前にいる人だけが登録できるようにするためのものです。",
+                        "The ten characters after “set-up code:” on the screen (or serial console) "
+                        "connected to the device, such as K7M2Q-9XF4B. Only someone at the device can register."),
+    "setup.code_unavailable": ("この装置は設定用コードを用意できません。本体のウェブ画面の記録"
+                               "（journalctl -u kiroku-web）を確認してください。",
+                               "The device cannot make its set-up code: see the web UI's log on the device "
+                               "(journalctl -u kiroku-web)."),
     "setup.code_wrong": ("設定用コードが違います。本体の画面に表示されているコードを入力してください。",
                          "That is not the set-up code. Type the code shown on the device's screen."),
-    "setup.code_locked": ("設定用コードの誤りが続いたため、この端末からの登録をしばらく受け付けません。30分後に再度お試しください。",
-                          "Too many wrong set-up codes from this computer: try again in 30 minutes."),
+    "setup.code_locked": ("設定用コードの誤りが続いたため、この端末からの登録を最長30分間受け付けません。",
+                          "Too many wrong set-up codes from this computer: it may not register for up to 30 minutes."),
     "setup.confirm_needed": ("保管したことを確認してください。", "Confirm that you stored it."),
     "setup.done": ("初期設定が完了しました。", "Set-up complete."),
     "recovery.title": ("復旧鍵", "Recovery key"),

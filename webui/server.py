@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -110,7 +111,12 @@ def main(*, data_dir: Path, config, simulate: bool, host: str, port: int) -> int
         print(f"kiroku web: HTTPS certificate fingerprint (SHA-256) {tls.fingerprint(cert)}", flush=True)
     from webui import setup_code
 
-    code = setup_code.pending(data_dir)
+    try:
+        code = setup_code.pending(data_dir)
+    except (OSError, sqlite3.Error) as exc:  # the page still serves; it refuses codes until this is fixed
+        print(f"kiroku web: cannot read or make the set-up code ({exc}); the first-run page refuses every code "
+              f"until it can", file=sys.stderr, flush=True)
+        code = None
     if code:
         print(f"kiroku web: no manager yet: the first-run page asks for the set-up code {setup_code.shown(code)}",
               flush=True)

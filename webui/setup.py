@@ -25,7 +25,11 @@ def index():
     store = keys.keystore()
     needs_recovery_to_reencrypt = store.initialised and bool(store.day_keys("footage") or store.day_keys("call"))
     if request.method == "GET":
-        setup_code.ensure(current_app.config["KIROKU_DATA"])  # what the console shows
+        try:
+            setup_code.ensure(current_app.config["KIROKU_DATA"])  # what the console shows
+        except OSError as exc:
+            current_app.logger.error("the set-up code cannot be made: %s", exc)
+            flash("setup.code_unavailable", "error")
         return render_template("setup/index.html", form={}, provisioned=store.initialised,
                                needs_recovery=needs_recovery_to_reencrypt)
     from webui import control
@@ -102,14 +106,16 @@ def _code_refused() -> str | None:
     address = request.remote_addr or ""
     key = f"setup:{address}"
     if auth.address_failures(key) >= auth.ADDRESS_LIMIT:
-        auth.audit("setup.refused", detail={"reason": "too many wrong set-up codes", "address": address},
-                   actor="anonymous")
-        return "setup.code_locked"
+        return "setup.code_locked"  # logged when it began: a locked address cannot fill the log
     if setup_code.matches(current_app.config["KIROKU_DATA"], request.form.get("code", "")):
         return None
     failures = auth.address_failed(key)
     auth.audit("setup.refused", detail={"reason": "wrong set-up code", "address": address, "failures": failures},
                actor="anonymous")
+    if failures >= auth.ADDRESS_LIMIT:
+        auth.audit("setup.locked", detail={"address": address, "minutes": auth.LOCK_SECONDS // 60},
+                   actor="anonymous")
+        return "setup.code_locked"
     auth.slow_down(failures)
     return "setup.code_wrong"
 

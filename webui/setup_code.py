@@ -9,7 +9,7 @@ kept in ``<data>/web/setup-code`` (the web UI's user alone reads it), and remove
 first manager is registered.
 
 Ten characters of Crockford's base 32 (50 bits): no I, L, O or U to misread, and typed in
-any case, with or without the hyphen. Wrong codes are slowed, limited per address and
+any case, full-width or not, with or without the hyphen. Wrong codes are slowed, limited per address and
 logged like wrong passwords (webui.setup).
 """
 
@@ -19,6 +19,7 @@ import hmac
 import os
 import secrets
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -36,7 +37,10 @@ def shown(code: str) -> str:
 
 
 def normalise(text: str) -> str:
-    return "".join(text.upper().split()).replace("-", "").translate(_READS_AS)
+    """What was typed, as the code's characters: full-width letters and digits (typed with a
+    Japanese input method on) as ASCII, any dash, long-vowel mark or space dropped."""
+    text = unicodedata.normalize("NFKC", text).upper().translate(_READS_AS)
+    return "".join(c for c in text if c in ALPHABET)
 
 
 def has_manager(data_dir: Path) -> bool:
@@ -102,7 +106,7 @@ def remove(data_dir: Path) -> None:
 
 def _read(target: Path) -> str | None:
     try:
-        code = normalise(target.read_text())
+        text = target.read_text().strip()
     except FileNotFoundError:
         return None
-    return code if len(code) == LENGTH and all(c in ALPHABET for c in code) else None
+    return text if len(text) == LENGTH and all(c in ALPHABET for c in text) else None
