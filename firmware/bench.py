@@ -261,7 +261,7 @@ def _footage(work: Path, seconds: int):
     return frames, blocks, mp4
 
 
-def _record(vault, segmenter, rec, frames, blocks) -> None:
+def record_footage(vault, segmenter, rec, frames, blocks) -> None:
     """One recording through segmenter → sealer → index, frames and sound interleaved in
     capture order, as the recorder's media queue hands them over."""
     vault.begin(rec)
@@ -299,7 +299,7 @@ def bench_storing(work: Path, seconds: int, runs: int) -> list[Figure]:
         rec = Recording(id=f"bench-{run_no}", device="bench", mode="on_demand", started_at="2026-01-01T00:00:00+09:00",
                         started_us=frames[0].time_us, started_wall_us=0, started_by="bench", clock_synchronised=True)
         started = time.process_time()
-        _record(vault, segmenter, rec, frames, blocks)
+        record_footage(vault, segmenter, rec, frames, blocks)
         ours.append(time.process_time() - started)
         bytes_out = sum(p.stat().st_size for p in data.rglob("*.age"))
         vault.close()
@@ -673,7 +673,7 @@ def bench_export(work: Path, minutes: float, runs: int) -> list[Figure]:
     rec = Recording(id="bench-export", device="bench", mode="on_demand", started_at="2026-01-01T00:00:00+09:00",
                     started_us=frames[0].time_us, started_wall_us=1_767_193_200_000_000, started_by="bench",
                     clock_synchronised=True)
-    _record(vault, segmenter, rec, frames, blocks)
+    record_footage(vault, segmenter, rec, frames, blocks)
     # The same footage in plaintext, one MP4, as an NVR would keep it (what ffmpeg cuts from).
     plain = work / "export-plain.mp4"
     with av.open(str(plain), "w", format="mp4") as out:

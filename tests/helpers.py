@@ -78,9 +78,11 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     """A recording made without the recorder's threads, so its timing is exactly as given:
     the simulated camera's frames from ``first_us`` on (a keyframe every second, so a segment
     starts every ``segment_seconds`` from there) and the simulated microphone's sound, fed
-    through the segmenter into ``vault`` in capture order. Returns the recording's id."""
+    through the segmenter into ``vault`` in capture order as the benchmark does. Returns the
+    recording's id."""
     from fractions import Fraction
 
+    from firmware.bench import record_footage
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
     from firmware.hardware.synth import Picture, Tone
     from firmware.recorder import _set_end
@@ -113,18 +115,7 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     segmenter = Segmenter(vault, video=VideoFormat(w, h, fps), audio=AudioFormat(rate, 1),
                           segment_us=round(config.recording.segment_seconds * 1_000_000),
                           now=lambda: frames[-1].time_us)
-    vault.begin(rec)
-    segmenter.begin(rec)
-    a = 0
-    for frame in frames:  # as the recorder's media queue hands them over: in capture order
-        while a < len(blocks) and blocks[a].time_us <= frame.time_us:
-            segmenter.audio(blocks[a])
-            a += 1
-        segmenter.video(frame)
-    for b in blocks[a:]:
-        segmenter.audio(b)
-    segmenter.end()
-    segmenter.flush()
+    record_footage(vault, segmenter, rec, frames, blocks)
     _set_end(rec, frames[-1].time_us, "stopped")
     vault.end(rec)
     return rec.id
