@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from firmware import clock
-from firmware.hardware.synth import read_capture_time, tick_onsets
+from firmware.hardware.synth import Tone, read_capture_time, tick_onsets
 from firmware.recorder import State
 
 
@@ -84,7 +84,7 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
 
     from firmware.bench import record_footage
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
-    from firmware.hardware.synth import Picture, Tone
+    from firmware.hardware.synth import Picture
     from firmware.recorder import _set_end
     from firmware.segmenter import Segmenter
     from firmware.store import Recording
@@ -199,6 +199,13 @@ def decode(media: Path | bytes) -> Decoded:
         seconds = len(pcm) / rate
         tick_positions = [first + p for p in tick_onsets(pcm[:, None], rate)]
     return Decoded(times, pts, first, tick_positions, seconds)
+
+
+def whole_ticks(ticks: list[float], start_s: float, end_s: float) -> list[float]:
+    """The ticks that lie wholly inside a clip from ``start_s`` to ``end_s``. One that the
+    clip's edge cuts, or all but cuts, may or may not be told from noise, in the clip as in
+    the stored footage, so a comparison of the two leaves it out on both sides."""
+    return [t for t in ticks if start_s + 1e-3 <= t and t + Tone.TICK_US / 1e6 <= end_s]
 
 
 def av_offsets_us(media: Path | bytes, start_us: int) -> tuple[list[int], list[int]]:
