@@ -169,8 +169,16 @@ def get(path):
         return e.code, ""
 
 
+def greeting_code():
+    try:
+        with open("/run/issue.d/50-kiroku.issue", encoding="utf-8") as f:
+            return re.search(r"set-up code: (\S+)", f.read())
+    except OSError:
+        return None
+
+
 deadline, error = time.monotonic() + 300, "none"
-result = "web=none cert=none setup=none consolecode=none"
+result = "web=none cert=none setup=none consolecode=none codeafter=none"
 while time.monotonic() < deadline:
     try:
         status, page = get("/")
@@ -180,13 +188,9 @@ while time.monotonic() < deadline:
         continue
     der = ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", 443)))
     japanese = "yes" if 'lang="ja"' in page else "no"
-    setup = "already"
+    setup, after = "already", "none"
     # the set-up code, read off the console's greeting as the person at the device reads it
-    try:
-        with open("/run/issue.d/50-kiroku.issue", encoding="utf-8") as f:
-            code = re.search(r"set-up code: (\S+)", f.read())
-    except OSError:
-        code = None
+    code = greeting_code()
     form_status, form = get("/setup/")
     if form_status == 200:
         token = re.search(r'name="csrf_token" value="([^"]+)"', form)
@@ -199,6 +203,11 @@ while time.monotonic() < deadline:
             with browser.open(request, timeout=300) as r:
                 shown = "AGE-SECRET-KEY-" in r.read().decode(errors="replace")
             setup = "done" if shown else "no-recovery-key"
+            # the code is used up: the greeting is drawn again without it
+            wait = time.monotonic() + 60
+            while greeting_code() and time.monotonic() < wait:
+                time.sleep(1)
+            after = "shown" if greeting_code() else "gone"
             # the new manager's first look round: the web UI reads the recorder's vault
             storage_status, storage = get("/admin/storage/")
             if storage_status != 200 or 'aria-label="footage"' not in storage:
@@ -212,7 +221,7 @@ while time.monotonic() < deadline:
     elif form_status != 404:
         setup = f"setup-page-{form_status}"
     result = (f"web={status} japanese={japanese} cert={hashlib.sha256(der).hexdigest()} setup={setup}"
-              f" consolecode={'yes' if code else 'no'}")
+              f" consolecode={'yes' if code else 'no'} codeafter={after}")
     break
 print(f"{result} weberror={error}")
 """
@@ -625,6 +634,7 @@ def expect(report: dict, boots: int, cipher: str) -> None:
     assert report["setup"] == ("done" if boots == 1 else "already"), f"the first-run page: {report['setup']}"
     # …with the set-up code the console shows until then, and only until then
     assert report["consolecode"] == ("yes" if boots == 1 else "no"), f"the console's set-up code: {report}"
+    assert report["codeafter"] == ("gone" if boots == 1 else "none"), f"the greeting after the first run: {report}"
     # the read-only root: what the boot before wrote there is gone
     assert report["root"] == "overlay", f"the root is {report['root']}, not overlayroot's overlay"
     assert report["leftover"] == "no", "a file written to the root survived a reboot: the root is not read-only"
