@@ -8,6 +8,7 @@ hardware or the recorder's memory. Its own records (people, sessions, requests) 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from datetime import timedelta
@@ -42,6 +43,15 @@ def _local_path(target: str) -> str:
     if parts.scheme or parts.netloc or target.startswith("//"):
         return "/"
     return target
+
+
+def _is_address(host: str | None) -> bool:
+    """Whether a Host header's name is an IP address (v4, or v6 as written in brackets)."""
+    try:
+        ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    return True
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -84,12 +94,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.before_request
     def only_our_hosts():
         # A page on another site can point a name of its own at 127.0.0.1 (DNS rebinding);
-        # the browser then sends that name as Host. Answer only to the names we are.
+        # the browser then sends that name as Host. Answer only to the names we are, and to
+        # an address typed as one (the console shows the device's; a rebinding page's Host is
+        # always its own name, never an address).
         try:
             host = urlsplit("//" + request.host).hostname
         except ValueError:
             host = None
-        if host not in app.config["KIROKU_HOSTS"]:
+        if host not in app.config["KIROKU_HOSTS"] and not _is_address(host):
             abort(400, description="unknown host name")
         return None
 
