@@ -73,6 +73,7 @@ VENV_IMPORTS = "av, numpy, cryptography, flask, flask_wtf, cheroot, argon2, fpdf
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 SECTOR = 512
+MIB = 2**20
 BOOT_START, BOOT_SECTORS = 8192, 256 * 2048  # a 256 MiB boot partition, as on the Pi's card
 ROOT_SIZE = "4G"
 DISK_BYTES = 10 * 2**30
@@ -91,6 +92,11 @@ if mountpoint -q /var/lib/kiroku; then
     part=$(cryptsetup status kiroku-data | awk '$1 == "device:" { print $2 }')
     label=$(blkid -p -s LABEL -o value "$part")
     cipher=$(cryptsetup luksDump "$part" | awk '$1 == "cipher:" { print $2; exit }')
+    # MiB between the partition's end and the disk's: what a flashing tool's wipe of the end may take
+    dev=${part#/dev/}
+    disk=$(lsblk -no PKNAME "$part")
+    tail=$(( ($(cat "/sys/block/$disk/size") - $(cat "/sys/block/$disk/$dev/start") \
+             - $(cat "/sys/block/$disk/$dev/size")) / 2048 ))
     owner=$(stat -c %U:%G:%a /var/lib/kiroku)
     # Type=notify: the recorder is active only once it has said READY=1
     i=0
@@ -134,7 +140,7 @@ if mountpoint -q /var/lib/kiroku; then
             echo "journal $unit: $line" > /dev/kmsg
         done
     done
-    say "mounted=yes boots=$n label=$label cipher=$cipher owner=$owner recorder=$recorder" \
+    say "mounted=yes boots=$n label=$label cipher=$cipher tail=$tail owner=$owner recorder=$recorder" \
         "$web webuser=$webuser banner=${banner:-none} calls=$calls failed=${failed:-none}" \
         "root=$root leftover=$leftover bannerwarns=${bannerwarns:-none} updates=${updates:-none}" \
         "outcomes=${outcomes:-none} venv=$venv after=$after os=${os:-none} osupdate=${osupdate:-none}" \
@@ -508,10 +514,14 @@ def copy_disk(src: Path, dst: Path) -> Path:
 
 
 def reflash(disk: Path, pristine: Path) -> None:
-    """Flashing the image again writes its partition table: the first sector, without partition 3."""
+    """Flashing the image again writes its partition table: the first sector, without
+    partition 3. Raspberry Pi Imager also zeroes the card's last MiB first."""
     with open(pristine, "rb") as f:
         mbr = f.read(SECTOR)
     with open(disk, "r+b") as f:
+        f.seek(-MIB, os.SEEK_END)
+        f.write(bytes(MIB))
+        f.seek(0)
         f.write(mbr)
 
 
@@ -624,6 +634,8 @@ def expect(report: dict, boots: int, cipher: str) -> None:
     assert report["boots"] == str(boots), f"expected boot {boots} on the data partition, saw {report['boots']}"
     assert report["label"] == "kiroku-data", report
     assert report["cipher"] == cipher, f"expected {cipher}, got {report['cipher']}"
+    assert 4 <= int(report["tail"]) < 8, f"the data partition ends {report['tail']} MiB before the card: " \
+        "Raspberry Pi Imager's wipe of the last MiB would reach it"
     assert report["owner"] == "kiroku-rec:kiroku:2770", f"the data folder's owner and mode: {report['owner']}"
     # the services, started by their own units as on the Pi
     assert report["failed"] == "none", f"units failed: {report['failed']}; see the console log"
