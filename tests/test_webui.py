@@ -351,6 +351,7 @@ def test_the_language_switch_never_leads_off_site(client, target):
 def test_other_host_names_are_refused_against_dns_rebinding(client):
     assert client.get("/setup/", headers={"Host": "attacker.example:8080"}).status_code == 400
     assert client.get("/setup/", headers={"Host": "192.168.1.20.attacker.example"}).status_code == 400
+    assert client.get("/setup/", headers={"Host": "[fe80::1%attacker.example]"}).status_code == 400
     assert client.get("/setup/", headers={"Host": "127.0.0.1:8080"}).status_code == 200
     # the address the console shows (DHCP's, in no list of names): typed, it is the device's own
     for typed in ("192.168.1.20", "192.168.1.20:443", "[fd00::20]", "[fd00::20]:443"):

@@ -46,9 +46,12 @@ def _local_path(target: str) -> str:
 
 
 def _is_address(host: str | None) -> bool:
-    """Whether a Host header's name is an IP address (v4, or v6 as written in brackets)."""
+    """Whether a Host header's name is an IP address (v4, or v6 as written in brackets;
+    no zone: browsers send none, and Python would take any text after the %)."""
+    if not host or "%" in host:
+        return False
     try:
-        ipaddress.ip_address(host or "")
+        ipaddress.ip_address(host)
     except ValueError:
         return False
     return True
