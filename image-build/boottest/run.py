@@ -93,10 +93,10 @@ if mountpoint -q /var/lib/kiroku; then
     label=$(blkid -p -s LABEL -o value "$part")
     cipher=$(cryptsetup luksDump "$part" | awk '$1 == "cipher:" { print $2; exit }')
     # MiB between the partition's end and the disk's: what a flashing tool's wipe of the end may take
-    dev=${part#/dev/}
-    disk=$(lsblk -no PKNAME "$part")
-    tail=$(echo $(( ($(cat "/sys/block/$disk/size") - $(cat "/sys/block/$disk/$dev/start") \
-                    - $(cat "/sys/block/$disk/$dev/size")) / 2048 )) 2>/dev/null)  # sh dies of a bad $((…))
+    # ($part may be a /dev/disk/by-* link; sysfs knows the partition by its kernel name)
+    sys=$(readlink -f "/sys/class/block/$(basename "$(readlink -f "$part")")")
+    tail=$(echo $(( ($(cat "${sys%/*}/size") - $(cat "$sys/start") - $(cat "$sys/size")) / 2048 )) \
+           2>/dev/null)  # sh dies of a bad $((…)): in a subshell, so that only it does
     tail=${tail:-none}
     owner=$(stat -c %U:%G:%a /var/lib/kiroku)
     # Type=notify: the recorder is active only once it has said READY=1
