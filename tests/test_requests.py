@@ -128,17 +128,29 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
     assert manifest["codecs"].startswith("avc1.") and "mp4a" in manifest["codecs"]
     assert abs(manifest["duration"] - 3.0) < 0.2
     offsets = {s.path: s.start_wall_us - s.start_us for s in segments}  # wall − capture clock, per segment
-    shown = []
+    inside = [s for s in segments if s.start_wall_us < scope[1] and s.end_wall_us > scope[0]]
+    assert len(manifest["parts"]) == len(inside)
+    shown, heard = [], 0.0
     for part in manifest["parts"]:
         response = viewer.get(f"{viewing_url}/part/{part['n']}.mp4")
         assert response.status_code in (200, 204)
         if response.status_code == 200:
-            shown += [t for t in decode(response.data).frame_times_us if t is not None]
+            seen = decode(response.data)
+            shown += [t for t in seen.frame_times_us if t is not None]
+            # Its sound, placed on the viewing's timeline, begins inside the range; where the
+            # range's end cuts a segment, it ends inside it too. (A segment's own end may be
+            # followed by the padding of its last AAC frame: silence, not footage.)
+            at = float(response.headers["X-Kiroku-Start"]) + seen.audio_first_pts_s
+            assert at >= part["start"] - 1e-3, f"part {part['n']} is heard before the approved range"
+            if part["n"] == len(manifest["parts"]) - 1 and scope[1] < inside[-1].end_wall_us:
+                assert at + seen.audio_seconds <= manifest["duration"] + 1e-3, "sound after the range was heard"
+            heard += seen.audio_seconds
     offset = next(iter(offsets.values()))
     walls = [t + offset for t in shown]
     assert walls, "something was shown"
     assert min(walls) >= scope[0] and max(walls) < scope[1], "a frame outside the approved range reached the viewer"
     assert max(walls) - min(walls) > 1.5e6, "most of the approved range was shown"
+    assert heard > 1.5, "most of the approved range was heard"
 
     # Nothing else, by URL, by id, by API.
     assert viewer.get(f"{viewing_url}/part/{len(manifest['parts'])}.mp4").status_code == 404

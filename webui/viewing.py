@@ -41,8 +41,11 @@ class Part:
     duration_s: float
     wall_start: str
     cut_from_s: float  # within the segment: keep [cut_from, cut_to)
-    cut_to_s: float
-    trimmed: bool
+    cut_to_s: float | None  # None: to the segment's end
+
+    @property
+    def trimmed(self) -> bool:
+        return self.cut_from_s > 0 or self.cut_to_s is not None
 
 
 @dataclass
@@ -163,8 +166,8 @@ def _scope_parts(decision) -> list[Part]:
         cut_from = max(0, start - r["start_wall_us"]) / 1e6
         cut_to = (min(end, r["end_wall_us"]) - r["start_wall_us"]) / 1e6
         parts.append(Part(n, r["path"], (r["record_class"], r["key_day"]), position, cut_to - cut_from,
-                          _when(max(start, r["start_wall_us"])), cut_from, cut_to,
-                          trimmed=cut_from > 0 or r["start_wall_us"] + cut_to * 1e6 < r["end_wall_us"]))
+                          _when(max(start, r["start_wall_us"])), cut_from,
+                          cut_to if end < r["end_wall_us"] else None))
         position += cut_to - cut_from
     return parts
 
