@@ -533,3 +533,70 @@ def test_a_carrier_signalling_from_a_second_address_is_still_the_trunk():
     assert call.direction == "inbound"
     with pytest.raises(ValueError, match="same SIP port"):
         parse_trunk("192.0.2.9:5060,192.0.2.1:5080")
+
+
+def _tracked(packets: list) -> list:
+    """The calls a tracker ends, fed a capture packet by packet as the recorder feeds it."""
+    from firmware.calls.tracker import Tracker
+
+    sink = _Sink()
+    t = Tracker(sink, trunk_host="192.0.2.1", setup_timeout=30.0)
+    for ts, src, sport, dst, dport, payload in packets:
+        t.datagram(net.Datagram(ts, src, sport, dst, dport, net.UDP, payload))
+        t.tick(ts)
+    t.tick(packets[-1][0] + 60.0)  # long enough for every timeout
+    return sink.ended
+
+
+def _sip_line(packet) -> str:
+    return packet[5].split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def _cseq(packet) -> str:
+    return next(line for line in packet[5].decode(errors="replace").split("\r\n") if line.startswith("CSeq:"))
+
+
+def _replace_answer(packets: list, cseq: str, status: str | None) -> list:
+    """The capture with the 200 OK to the request of ``cseq`` (say "2 INVITE") answered
+    ``status`` instead (a refusal, "488 Not Acceptable Here"), or not captured at all (None)."""
+    out, found = [], False
+    for p in packets:
+        if _sip_line(p).startswith("SIP/2.0 200") and _cseq(p) == f"CSeq: {cseq}":
+            found = True
+            if status is None:
+                continue
+            head = p[5].split(b"\r\n\r\n", 1)[0].replace(b"SIP/2.0 200 OK", f"SIP/2.0 {status}".encode())
+            head = head.replace(b"Content-Type: application/sdp\r\n", b"")
+            head = head.rsplit(b"Content-Length:", 1)[0] + b"Content-Length: 0"
+            p = (*p[:5], head + b"\r\n\r\n")
+        out.append(p)
+    assert found, f"the capture has no 200 OK to {cseq}"
+    return out
+
+
+def test_a_refused_hold_is_not_recorded_as_a_hold():
+    script = _call(0, talk=6.0, hold=(2.0, 2.0))
+    call, = _tracked(_replace_answer(synth.packets(script), "2 INVITE", "488 Not Acceptable Here"))
+    assert call.disposition == "answered" and call.holds == [], "the external party was never on hold"
+
+
+def test_a_refused_resume_leaves_the_call_on_hold_until_it_ends():
+    script = _call(0, talk=6.0, hold=(2.0, 2.0))
+    call, = _tracked(_replace_answer(synth.packets(script), "3 INVITE", "491 Request Pending"))
+    (start, end), = call.holds
+    assert start - call.answered == pytest.approx(2.0, abs=0.05) and end == call.ended
+
+
+def test_a_hold_whose_answer_the_capture_missed_is_recorded_from_its_ack():
+    script = _call(0, talk=6.0, hold=(2.0, 2.0))
+    call, = _tracked(_replace_answer(synth.packets(script), "2 INVITE", None))
+    (start, end), = call.holds
+    assert start - call.answered == pytest.approx(2.0, abs=0.05) and end - start == pytest.approx(2.0, abs=0.05)
+
+
+def test_a_cancelled_call_whose_487_the_capture_missed_is_still_cancelled():
+    script = _call(0, outcome="cancelled", ring=2.5)
+    packets = [p for p in synth.packets(script) if not _sip_line(p).startswith("SIP/2.0 487")]
+    assert len(packets) < len(synth.packets(script))
+    call, = _tracked(packets)
+    assert call.disposition == "cancelled", "a call the caller gave up on was indexed as failed"

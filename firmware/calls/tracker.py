@@ -71,6 +71,9 @@ class Call:
     end_reason: str = ""
     ended_by: str = ""  # external, city, or '' (a timeout, a failure)
     holds: list[list[float | None]] = field(default_factory=list)  # [start, end] capture times
+    # A hold or a resume offered by a re-INVITE or an UPDATE, until the other side accepts it:
+    # (CSeq number, method, offering side, held, when offered)
+    offered_hold: tuple[int, str, str, bool, float] | None = None
     cancelled: bool = False
     last_activity: float = 0.0
     media: dict[tuple[str, int], str] = field(default_factory=dict)  # SDP address -> listening side
@@ -190,7 +193,8 @@ class Tracker:
             self.sink.call_tick(call, now)
             idle = now - call.last_activity
             if call.answered is None and idle > self.setup_timeout:
-                self._end(call, call.last_activity, "failed", "timeout")
+                # a CANCEL whose 487 the capture missed still ends a cancelled call
+                self._end(call, call.last_activity, "cancelled" if call.cancelled else "failed", "timeout")
             elif call.answered is not None and idle > self.idle_timeout:
                 self._end(call, call.last_activity, call.disposition or "answered", "timeout")
         for cid in [c for c, t in self._ended.items() if now - t > _ENDED_MEMORY]:
@@ -270,9 +274,13 @@ class Tracker:
         seq, cseq_method = msg.cseq
         sdp = msg.sdp
         if sdp is not None:
-            self._sdp(call, sender, sdp, ts, offer=msg.method in ("INVITE", "UPDATE"))
+            audio = self._sdp(call, sender, sdp)
+            if audio is not None and msg.method in ("INVITE", "UPDATE") and call.answered is not None:
+                self._hold_offered(call, (seq, msg.method, sender), audio, ts)
         if call.ended is not None:
             return
+        if call.offered_hold is not None:
+            self._hold_answered(call, msg, seq, cseq_method, sender)
         if msg.method == "CANCEL":
             call.cancelled = True
             return
@@ -303,11 +311,12 @@ class Tracker:
                 disposition = "failed"
             self._end(call, ts, disposition, f"sip_{status}")
 
-    def _sdp(self, call: Call, sender: str, sdp: sip.Sdp, ts: float, *, offer: bool) -> None:
+    def _sdp(self, call: Call, sender: str, sdp: sip.Sdp) -> sip.Media | None:
+        """Learn a message's codecs and media addresses; returns its audio description."""
         call.rtpmap.update(sdp.rtpmap)
         audio = sdp.audio
         if audio is None:
-            return
+            return None
         for pt in audio.payload_types:
             name = (sdp.rtpmap.get(pt) or rtp.STATIC.get(pt) or ("",))[0]
             if name and name not in ("TELEPHONE-EVENT", "CN"):
@@ -315,16 +324,37 @@ class Tracker:
                 break
         for d in call.decoders.values():
             d.rtpmap.update(sdp.rtpmap)
-        held = audio.direction in ("sendonly", "inactive") or audio.address in ("0.0.0.0", "::")
         if audio.address not in ("0.0.0.0", "::", ""):
             key = (audio.address, audio.port)
             call.media[key] = sender
             self._media[key] = (call, sender)
-        if offer and call.answered is not None:  # re-INVITE / UPDATE: hold and resume
-            if held and not call.on_hold:
-                call.holds.append([ts, None])
-            elif not held and call.on_hold and audio.direction in ("sendrecv", "recvonly"):
-                call.holds[-1][1] = ts
+        return audio
+
+    # -- hold and resume: offered by a re-INVITE or an UPDATE, true once the other side accepts
+    @staticmethod
+    def _hold_offered(call: Call, offer: tuple[int, str, str], audio: sip.Media, ts: float) -> None:
+        held = audio.direction in ("sendonly", "inactive") or audio.address in ("0.0.0.0", "::")
+        if held and not call.on_hold:
+            call.offered_hold = (*offer, True, ts)
+        elif not held and call.on_hold and audio.direction in ("sendrecv", "recvonly"):
+            call.offered_hold = (*offer, False, ts)
+
+    @staticmethod
+    def _hold_answered(call: Call, msg: sip.Message, seq: int, method: str, sender: str) -> None:
+        o_seq, o_method, o_side, held, offered = call.offered_hold
+        if seq != o_seq:
+            return
+        if msg.status is not None and method == o_method and sender != o_side and msg.status >= 200:
+            accepted = msg.status < 300  # refused (a 488, a 491 on glare…): the call stays as it was
+        elif msg.method == "ACK" and o_method == "INVITE" and sender == o_side:
+            accepted = True  # the ACK of its 2xx, which the capture missed (a refusal clears it first)
+        else:
+            return
+        call.offered_hold = None
+        if accepted and held:
+            call.holds.append([offered, None])
+        elif accepted:
+            call.holds[-1][1] = offered
 
     # -- media -----------------------------------------------------------------------
     def _set_origin(self, call: Call, ts: float) -> None:
