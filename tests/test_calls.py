@@ -600,3 +600,30 @@ def test_a_cancelled_call_whose_487_the_capture_missed_is_still_cancelled():
     assert len(packets) < len(synth.packets(script))
     call, = _tracked(packets)
     assert call.disposition == "cancelled", "a call the caller gave up on was indexed as failed"
+
+
+def test_overlapping_fragments_are_dropped_as_the_receiving_host_drops_them():
+    payload = b"X" * 3000
+    whole = net.udp_frame("192.0.2.1", 5060, "198.51.100.10", 5060, payload, ident=77)
+    ip, body = whole[14:34], whole[34:]
+
+    def fragment(off: int, chunk: bytes, more: bool) -> bytes:
+        hdr = bytearray(ip)
+        struct.pack_into("!H", hdr, 2, 20 + len(chunk))
+        struct.pack_into("!H", hdr, 6, (0x2000 if more else 0) | off // 8)
+        return whole[:14] + bytes(hdr) + chunk
+
+    first, last = fragment(0, body[:1480], True), fragment(1480, body[1480:], False)
+    dec = net.Decoder()
+    # A piece that overlaps another rewrites bytes the far end never read (Linux drops the datagram).
+    assert dec.frame(1.0, first) + dec.frame(1.0, fragment(1472, b"Y" * 16, True)) + dec.frame(1.0, last) == []
+    # A flood of pieces, each overlapping the one before, holds nothing.
+    dec = net.Decoder()
+    for off in range(0, 60000, 8):
+        assert dec.frame(2.0, fragment(off, b"Y" * 1480, True)) == []
+    held = sum(len(piece) for f in dec._fragments.values() for piece in f.parts.values())
+    assert held <= 1480, f"{held} bytes held for a datagram that cannot be put together"
+    # The datagram sent again, a piece of it copied twice by the mirror, arrives once, whole.
+    dec = net.Decoder()
+    got = [d for f in (last, first, first) for d in dec.frame(3.0, f)]
+    assert len(got) == 1 and got[0].payload == payload

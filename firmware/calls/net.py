@@ -20,6 +20,9 @@ UDP, TCP = 17, 6
 _ETH_IP4, _ETH_IP6, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
 _FRAG_TIMEOUT = 30.0
 _FRAG_MAX_PENDING = 512
+# A datagram is at most 64 KiB, cut at an MTU of at least 576 bytes: more pieces than this
+# are not one datagram but a flood, dropped before it costs memory or a sort per piece.
+_FRAG_MAX_PIECES = 128
 _TCP_MAX_GAP = 256 * 1024  # out-of-order bytes held per stream before it is resynchronised
 
 
@@ -141,7 +144,7 @@ class Decoder:
                 self.expire(ts, force=True)
             pending = self._fragments[key] = _Fragments(ts)
         whole = pending.add(offset, more, body)
-        if whole is not None:
+        if whole is not None or pending.dropped:
             del self._fragments[key]
         return whole
 
@@ -152,23 +155,36 @@ class Decoder:
 
 
 class _Fragments:
-    __slots__ = ("first", "parts", "total")
+    __slots__ = ("first", "parts", "total", "held", "dropped")
 
     def __init__(self, first: float):
         self.first = first
         self.parts: dict[int, bytes] = {}
         self.total: int | None = None
+        self.held = 0  # bytes in parts
+        self.dropped = False
 
     def add(self, offset: int, more: bool, body: bytes) -> bytes | None:
-        if offset + len(body) > 65535:
+        """The datagram once every piece is in. Pieces that overlap drop the whole datagram,
+        as the receiving host's stack does (Linux since 4.19; RFC 5722 for IPv6): what is
+        recorded is what the far end could have read, and an overlap flood holds nothing."""
+        end = offset + len(body)
+        if self.parts.get(offset) == body:
+            return None  # the mirror's copy of a piece already here
+        if end > 65535 or offset in self.parts or len(self.parts) >= _FRAG_MAX_PIECES or any(
+                off < end and offset < off + len(piece) for off, piece in self.parts.items()):
+            self.dropped = True
             return None
         self.parts[offset] = body
+        self.held += len(body)
         if not more:
-            self.total = offset + len(body)
-        if self.total is None:
-            return None
+            self.total = end
+        if self.total is None or self.held < self.total:
+            return None  # not all there yet: no need to look for holes
         out, at = bytearray(), 0
         for off in sorted(self.parts):
+            if at >= self.total:
+                break
             if off > at:
                 return None  # a hole: wait for the rest
             out += self.parts[off][at - off:]
