@@ -163,3 +163,39 @@ def test_many_concurrent_calls_each_keep_their_own_voices(tmp_path, vault, recov
         left, right = window(audio(vault, recovery, row["recording_id"]), 0.3, 3.7)
         assert peak_hz(left) == pytest.approx(300 + 60 * i, abs=5), row["external_raw"]
         assert peak_hz(right) == pytest.approx(1500 + 80 * i, abs=5), row["external_raw"]
+
+
+@pytest.mark.parametrize("tags", [[], [0x8100], [0x88A8, 0x8100], [0x8100, 0x8100]],
+                         ids=["untagged", "802.1Q", "802.1ad QinQ", "double 802.1Q"])
+def test_sip_on_a_tagged_mirror_port_passes_the_kernel_filter(ports, tags):
+    """Frames sent on lo through the real kernel: it takes an outer VLAN tag off before the
+    capture's filter runs, and a second (QinQ) tag is left for the decoder."""
+    import socket
+    import struct
+
+    from firmware.calls import net
+
+    sip_port, _ = ports
+    payload = f"OPTIONS sip:x@192.0.2.1 SIP/2.0\r\nCall-ID: tag-{len(tags)}-{sip_port}\r\n\r\n".encode()
+    frame = net.udp_frame("192.0.2.1", sip_port, "127.0.0.1", sip_port, payload)
+    for i, tpid in enumerate(reversed(tags)):  # the innermost tag first
+        inner = frame[12:14]
+        frame = frame[:12] + struct.pack("!HH", tpid, 10 + i) + inner + frame[14:]
+    # TCP off the SIP port (a file transfer on the mirrored link): the filter's to drop it
+    udp = net.udp_frame("192.0.2.1", sip_port + 1, "127.0.0.1", sip_port + 1, b"not SIP")
+    other = bytearray(udp[:14] + udp[14:34] + struct.pack("!HHIIBBHHH", sip_port + 1, sip_port + 1, 1, 0, 0x50,
+                                                            0x18, 65535, 0, 0) + b"not SIP")
+    other[14 + 9] = 6  # TCP
+    struct.pack_into("!H", other, 14 + 2, len(other) - 14)
+    with LiveCapture("lo", sip_port=sip_port, promiscuous=False) as capture, \
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as out:
+        out.bind(("lo", 0))
+        out.send(bytes(other[:12]) + frame[12:14 + 4 * len(tags)] + bytes(other[14:]))  # the same tags
+        out.send(frame)
+        decoder, got = net.Decoder(), []
+        for _, data in capture.frames():
+            if not data:
+                break  # 0.2 s of quiet
+            got += decoder.frame(0.0, data)
+    assert [d.payload for d in got if d.dport in (sip_port, sip_port + 1)] == [payload], \
+        "the SIP frame is captured once, and TCP off the SIP port is filtered out"

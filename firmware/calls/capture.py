@@ -50,34 +50,51 @@ class CaptureError(OSError):
 
 
 def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:
-    """The kernel filter as (code, jt, jf, k) instructions; jumps are relative."""
+    """The kernel filter as (code, jt, jf, k) instructions; jumps are relative.
+
+    It passes every UDP datagram (RTP's ports are only known from SIP), every IP fragment
+    after the first, and TCP to or from the SIP port. The kernel takes a frame's outer VLAN
+    tag off before the filter runs; a second tag (802.1ad QinQ on a provider's mirror) is
+    looked past here, and a frame with a third is passed for the decoder to read."""
     a, r = "accept", "reject"
+
+    def ip(base: int, l: str) -> list:  # the checks from the ethertype at 12 + base on
+        return [
+            ("j", (_JEQ_K, l + "ip6", None, 0x86DD)),
+            ("j", (_JEQ_K, None, r, 0x0800)),
+            ("l", (_LD_B_ABS, 0, 0, 23 + base)),  # IPv4 protocol
+            ("j", (_JEQ_K, a, None, 17)),
+            ("j", (_JEQ_K, None, r, 6)),
+            ("l", (_LD_H_ABS, 0, 0, 20 + base)),  # flags and fragment offset
+            ("j", (_JSET_K, a, None, 0x1FFF)),  # a later fragment: no TCP header to look at
+            ("l", (_LDX_B_MSH, 0, 0, 14 + base)),  # X = IPv4 header length
+            ("l", (_LD_H_IND, 0, 0, 14 + base)),  # TCP source port
+            ("j", (_JEQ_K, a, None, sip_port)),
+            ("l", (_LD_H_IND, 0, 0, 16 + base)),  # TCP destination port
+            ("j", (_JEQ_K, a, r, sip_port)),
+            (l + "ip6", None),
+            ("l", (_LD_B_ABS, 0, 0, 20 + base)),  # IPv6 next header
+            ("j", (_JEQ_K, a, None, 17)),
+            ("j", (_JEQ_K, a, None, 44)),  # a fragment header
+            ("j", (_JEQ_K, None, r, 6)),
+            ("l", (_LD_H_ABS, 0, 0, 54 + base)),
+            ("j", (_JEQ_K, a, None, sip_port)),
+            ("l", (_LD_H_ABS, 0, 0, 56 + base)),
+            ("j", (_JEQ_K, a, r, sip_port)),
+        ]
+
     prog: list = [
         ("l", (_LD_W_ABS, 0, 0, _SKF_AD_PKTTYPE & 0xFFFFFFFF)),
         ("j", (_JEQ_K, r, None, _PACKET_OUTGOING)),
         ("l", (_LD_H_ABS, 0, 0, 12)),
-        ("j", (_JEQ_K, a, None, 0x8100)),  # VLAN-tagged frames: passed, parsed in user space
-        ("j", (_JEQ_K, "ip6", None, 0x86DD)),
-        ("j", (_JEQ_K, None, r, 0x0800)),
-        ("l", (_LD_B_ABS, 0, 0, 23)),  # IPv4 protocol
-        ("j", (_JEQ_K, a, None, 17)),
-        ("j", (_JEQ_K, None, r, 6)),
-        ("l", (_LD_H_ABS, 0, 0, 20)),  # flags and fragment offset
-        ("j", (_JSET_K, a, None, 0x1FFF)),  # a later fragment: no TCP header to look at
-        ("l", (_LDX_B_MSH, 0, 0, 14)),  # X = IPv4 header length
-        ("l", (_LD_H_IND, 0, 0, 14)),  # TCP source port
-        ("j", (_JEQ_K, a, None, sip_port)),
-        ("l", (_LD_H_IND, 0, 0, 16)),  # TCP destination port
-        ("j", (_JEQ_K, a, r, sip_port)),
-        ("ip6", None),
-        ("l", (_LD_B_ABS, 0, 0, 20)),  # IPv6 next header
-        ("j", (_JEQ_K, a, None, 17)),
-        ("j", (_JEQ_K, a, None, 44)),  # a fragment header
-        ("j", (_JEQ_K, None, r, 6)),
-        ("l", (_LD_H_ABS, 0, 0, 54)),
-        ("j", (_JEQ_K, a, None, sip_port)),
-        ("l", (_LD_H_ABS, 0, 0, 56)),
-        ("j", (_JEQ_K, a, r, sip_port)),
+        ("j", (_JEQ_K, "tagged", None, 0x8100)),
+        ("j", (_JEQ_K, "tagged", None, 0x88A8)),
+        *ip(0, ""),
+        ("tagged", None),
+        ("l", (_LD_H_ABS, 0, 0, 16)),
+        ("j", (_JEQ_K, a, None, 0x8100)),  # a third tag: passed, read by the decoder
+        ("j", (_JEQ_K, a, None, 0x88A8)),
+        *ip(4, "tagged-"),
         ("accept", None),
         ("l", (_RET_K, 0, 0, _SNAP)),
         ("reject", None),
