@@ -109,6 +109,12 @@ def test_a_fragmented_invite_is_reassembled():
     assert len(got) == 1 and got[0].payload == payload and got[0].dport == 5060
 
 
+def test_sip_over_ipv6_is_read_past_its_option_headers():
+    frame = net.udp6_frame("2001:db8::1", 5060, "2001:db8::2", 5060, b"INVITE", options=(0, 60))
+    got = net.Decoder().frame(1.0, frame)
+    assert [(d.src, d.dport, d.payload) for d in got] == [("2001:db8::1", 5060, b"INVITE")]
+
+
 def test_numbers_keep_e164_and_raw_digits_and_show_area_codes_honestly():
     musashino = numbers.parse("0422123456")
     assert musashino.e164 == "+81422123456"

@@ -165,11 +165,14 @@ def test_many_concurrent_calls_each_keep_their_own_voices(tmp_path, vault, recov
         assert peak_hz(right) == pytest.approx(1500 + 80 * i, abs=5), row["external_raw"]
 
 
-@pytest.mark.parametrize("tags", [[], [0x8100], [0x88A8, 0x8100], [0x8100, 0x8100]],
-                         ids=["untagged", "802.1Q", "802.1ad QinQ", "double 802.1Q"])
-def test_sip_on_a_tagged_mirror_port_passes_the_kernel_filter(ports, tags):
+@pytest.mark.parametrize("tags, ip6_options", [([], None), ([0x8100], None), ([0x88A8, 0x8100], None),
+                                               ([0x8100, 0x8100], None), ([], (0, 60)), ([0x88A8, 0x8100], (0, 60))],
+                         ids=["untagged", "802.1Q", "802.1ad QinQ", "double 802.1Q", "IPv6 with options",
+                              "IPv6 with options, QinQ"])
+def test_sip_on_a_tagged_mirror_port_passes_the_kernel_filter(ports, tags, ip6_options):
     """Frames sent on lo through the real kernel: it takes an outer VLAN tag off before the
-    capture's filter runs, and a second (QinQ) tag is left for the decoder."""
+    capture's filter runs, and a second (QinQ) tag is left for the filter and the decoder
+    to look past, as are IPv6's hop-by-hop and destination options."""
     import socket
     import struct
 
@@ -177,7 +180,8 @@ def test_sip_on_a_tagged_mirror_port_passes_the_kernel_filter(ports, tags):
 
     sip_port, _ = ports
     payload = f"OPTIONS sip:x@192.0.2.1 SIP/2.0\r\nCall-ID: tag-{len(tags)}-{sip_port}\r\n\r\n".encode()
-    frame = net.udp_frame("192.0.2.1", sip_port, "127.0.0.1", sip_port, payload)
+    frame = net.udp_frame("192.0.2.1", sip_port, "127.0.0.1", sip_port, payload) if ip6_options is None else \
+        net.udp6_frame("2001:db8::1", sip_port, "::1", sip_port, payload, options=ip6_options)
     for i, tpid in enumerate(reversed(tags)):  # the innermost tag first
         inner = frame[12:14]
         frame = frame[:12] + struct.pack("!HH", tpid, 10 + i) + inner + frame[14:]
@@ -190,7 +194,7 @@ def test_sip_on_a_tagged_mirror_port_passes_the_kernel_filter(ports, tags):
     with LiveCapture("lo", sip_port=sip_port, promiscuous=False) as capture, \
             socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as out:
         out.bind(("lo", 0))
-        out.send(bytes(other[:12]) + frame[12:14 + 4 * len(tags)] + bytes(other[14:]))  # the same tags
+        out.send(bytes(other[:12]) + frame[12:12 + 4 * len(tags)] + bytes(other[12:]))  # the same tags
         out.send(frame)
         decoder, got = net.Decoder(), []
         for _, data in capture.frames():

@@ -76,6 +76,9 @@ def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:
             ("l", (_LD_B_ABS, 0, 0, 20 + base)),  # IPv6 next header
             ("j", (_JEQ_K, a, None, 17)),
             ("j", (_JEQ_K, a, None, 44)),  # a fragment header
+            ("j", (_JEQ_K, a, None, 0)),  # hop-by-hop, routing or destination options: the decoder walks them
+            ("j", (_JEQ_K, a, None, 43)),
+            ("j", (_JEQ_K, a, None, 60)),
             ("j", (_JEQ_K, None, r, 6)),
             ("l", (_LD_H_ABS, 0, 0, 54 + base)),
             ("j", (_JEQ_K, a, None, sip_port)),

@@ -18,6 +18,8 @@ from typing import BinaryIO, Iterator
 
 UDP, TCP = 17, 6
 _ETH_IP4, _ETH_IP6, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
+_IP6_OPTIONS = (0, 43, 60)  # IPv6 extension headers that only carry options: hop-by-hop, routing, destination
+_IP6_MAX_HEADERS = 8
 _FRAG_TIMEOUT = 30.0
 _FRAG_MAX_PENDING = 512
 # A datagram is at most 64 KiB, cut at an MTU of at least 576 bytes: more pieces than this
@@ -99,12 +101,17 @@ class Decoder:
         proto = data[off + 6]
         src, dst = _ip6(data[off + 8:off + 24]), _ip6(data[off + 24:off + 40])
         body = data[off + 40:off + 40 + length]
-        if proto == 44 and len(body) >= 8:  # the fragment header
-            proto, frag = body[0], struct.unpack_from("!HI", body, 2)
-            key = (src, dst, frag[1], proto)
-            body = self._reassemble(ts, key, frag[0] & 0xFFF8, bool(frag[0] & 1), body[8:])
-            if body is None:
-                return []
+        for _ in range(_IP6_MAX_HEADERS):
+            if proto in _IP6_OPTIONS and len(body) >= 8:  # hop-by-hop, routing, destination options
+                proto, body = body[0], body[(body[1] + 1) * 8:]
+            elif proto == 44 and len(body) >= 8:  # the fragment header
+                proto, frag = body[0], struct.unpack_from("!HI", body, 2)
+                key = (src, dst, frag[1], proto)
+                body = self._reassemble(ts, key, frag[0] & 0xFFF8, bool(frag[0] & 1), body[8:])
+                if body is None:
+                    return []
+            else:
+                break
         return self._transport(ts, src, dst, proto, body)
 
     def _transport(self, ts: float, src: str, dst: str, proto: int, body: bytes) -> list[Datagram]:
@@ -321,3 +328,15 @@ def udp_frame(src: str, sport: int, dst: str, dport: int, payload: bytes, *, ide
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, ident & 0xFFFF, 0, 64, UDP, 0,
                      ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
     return bytes(12) + b"\x08\x00" + ip + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def udp6_frame(src: str, sport: int, dst: str, dport: int, payload: bytes, *, options: tuple[int, ...] = ()) -> bytes:
+    """An Ethernet/IPv6/UDP frame, after an empty extension header of each type in
+    ``options`` (0 hop-by-hop, 60 destination options), in order: for tests. Its UDP
+    checksum is left zero, which a receiving host would refuse; a capture reads it."""
+    kinds = (*options, UDP)
+    ext = b"".join(bytes([kinds[i + 1], 0, 1, 4, 0, 0, 0, 0]) for i in range(len(options)))  # PadN
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(ext) + len(udp), kinds[0], 64,
+                     ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed)
+    return bytes(12) + b"\x86\xdd" + ip + ext + udp
