@@ -593,11 +593,35 @@ def test_a_refused_resume_leaves_the_call_on_hold_until_it_ends():
     assert start - call.answered == pytest.approx(2.0, abs=0.05) and end == call.ended
 
 
-def test_a_hold_whose_answer_the_capture_missed_is_recorded_from_its_ack():
+def _as_update(packets: list) -> list:
+    """The capture with its hold and resume made by UPDATE instead of re-INVITE (no ACK)."""
+    out = []
+    for p in packets:
+        cseq = _cseq(p) if p[5].startswith((b"INVITE", b"ACK", b"SIP/2.0")) else ""
+        if cseq in ("CSeq: 2 ACK", "CSeq: 3 ACK"):
+            continue
+        if cseq in ("CSeq: 2 INVITE", "CSeq: 3 INVITE"):
+            p = (*p[:5], p[5].replace(b"INVITE sip:", b"UPDATE sip:").replace(b" INVITE\r\n", b" UPDATE\r\n"))
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("method", ["re-INVITE", "UPDATE"])
+def test_a_hold_whose_answer_the_capture_missed_is_still_recorded(method):
     script = _call(0, talk=6.0, hold=(2.0, 2.0))
-    call, = _tracked(_replace_answer(synth.packets(script), "2 INVITE", None))
+    packets = synth.packets(script) if method == "re-INVITE" else _as_update(synth.packets(script))
+    assert method == "re-INVITE" or any(p[5].startswith(b"UPDATE") for p in packets)
+    call, = _tracked(_replace_answer(packets, f"2 {method[-6:]}", None))
     (start, end), = call.holds
     assert start - call.answered == pytest.approx(2.0, abs=0.05) and end - start == pytest.approx(2.0, abs=0.05)
+
+
+@pytest.mark.parametrize("method", ["re-INVITE", "UPDATE"])
+def test_a_refused_hold_by_either_method_is_not_recorded(method):
+    script = _call(0, talk=6.0, hold=(2.0, 2.0))
+    packets = synth.packets(script) if method == "re-INVITE" else _as_update(synth.packets(script))
+    call, = _tracked(_replace_answer(packets, f"2 {method[-6:]}", "488 Not Acceptable Here"))
+    assert call.holds == []
 
 
 def test_a_cancelled_call_whose_487_the_capture_missed_is_still_cancelled():
@@ -629,7 +653,13 @@ def test_overlapping_fragments_are_dropped_as_the_receiving_host_drops_them():
         assert dec.frame(2.0, fragment(off, b"Y" * 1480, True)) == []
     held = sum(len(piece) for f in dec._fragments.values() for piece in f.parts.values())
     assert held <= 1480, f"{held} bytes held for a datagram that cannot be put together"
-    # The datagram sent again, a piece of it copied twice by the mirror, arrives once, whole.
+    # The datagram sent again, a piece of it copied twice by the mirror, arrives once, whole;
+    # a piece lying wholly inside one already here is a duplicate, whatever its bytes.
     dec = net.Decoder()
-    got = [d for f in (last, first, first) for d in dec.frame(3.0, f)]
+    got = [d for f in (last, first, first, fragment(8, b"Y" * 800, True)) for d in dec.frame(3.0, f)]
     assert len(got) == 1 and got[0].payload == payload
+    # A second last piece with another end, or data past the end, drops it.
+    for pieces in ((last, fragment(1480, body[1480:-8], False), first),
+                   (last, fragment(3008, b"Y" * 8, True), first)):
+        dec = net.Decoder()
+        assert [d for f in pieces for d in dec.frame(4.0, f)] == []

@@ -22,8 +22,8 @@ _IP6_OPTIONS = (0, 43, 60)  # IPv6 extension headers that only carry options: ho
 _IP6_MAX_HEADERS = 8
 _FRAG_TIMEOUT = 30.0
 _FRAG_MAX_PENDING = 512
-# A datagram is at most 64 KiB, cut at an MTU of at least 576 bytes: more pieces than this
-# are not one datagram but a flood, dropped before it costs memory or a sort per piece.
+# A SIP message or an RTP packet is cut into a handful of pieces on any real link (IPv6's
+# minimum MTU is 1280): more than this are a flood, dropped before it costs memory or time.
 _FRAG_MAX_PIECES = 128
 _TCP_MAX_GAP = 256 * 1024  # out-of-order bytes held per stream before it is resynchronised
 
@@ -172,13 +172,22 @@ class _Fragments:
         self.dropped = False
 
     def add(self, offset: int, more: bool, body: bytes) -> bytes | None:
-        """The datagram once every piece is in. Pieces that overlap drop the whole datagram,
-        as the receiving host's stack does (Linux since 4.19; RFC 5722 for IPv6): what is
-        recorded is what the far end could have read, and an overlap flood holds nothing."""
+        """The datagram once every piece is in, judged as the receiving host's Linux judges
+        it (inet_frag_queue_insert; RFC 5722 for IPv6): a piece lying wholly inside data
+        already here is a duplicate and ignored; one that overlaps it partly, a second last
+        piece with another end, or data past the last piece's end drop the whole datagram.
+        What is recorded is what the far end could have read, and a flood holds nothing."""
         end = offset + len(body)
-        if self.parts.get(offset) == body:
-            return None  # the mirror's copy of a piece already here
-        if end > 65535 or offset in self.parts or len(self.parts) >= _FRAG_MAX_PIECES or any(
+        if not body:
+            return None
+        if (end > 65535 or (not more and self.total is not None and end != self.total)
+                or (not more and any(off + len(piece) > end for off, piece in self.parts.items()))
+                or (more and self.total is not None and end > self.total)):
+            self.dropped = True  # the ends disagree: checked first, as Linux does
+            return None
+        if any(a <= offset and end <= b for a, b in self._runs()):
+            return None  # a duplicate (the mirror's copy, a retransmission)
+        if len(self.parts) >= _FRAG_MAX_PIECES or any(
                 off < end and offset < off + len(piece) for off, piece in self.parts.items()):
             self.dropped = True
             return None
@@ -197,6 +206,17 @@ class _Fragments:
             out += self.parts[off][at - off:]
             at = max(at, off + len(self.parts[off]))
         return bytes(out[:self.total]) if at >= self.total else None
+
+    def _runs(self) -> list[tuple[int, int]]:
+        """The spans of data already here, adjacent pieces joined."""
+        runs: list[list[int]] = []
+        for off in sorted(self.parts):
+            end = off + len(self.parts[off])
+            if runs and off <= runs[-1][1]:
+                runs[-1][1] = max(runs[-1][1], end)
+            else:
+                runs.append([off, end])
+        return [(a, b) for a, b in runs]
 
 
 class _TcpStream:

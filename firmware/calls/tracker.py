@@ -71,8 +71,8 @@ class Call:
     end_reason: str = ""
     ended_by: str = ""  # external, city, or '' (a timeout, a failure)
     holds: list[list[float | None]] = field(default_factory=list)  # [start, end] capture times
-    # A hold or a resume offered by a re-INVITE or an UPDATE, until the other side accepts it:
-    # (CSeq number, method, offering side, held, when offered)
+    # The last hold or resume offered by a re-INVITE or an UPDATE, while a refusal could still
+    # take it back: (CSeq number, method, offering side, held, when offered)
     offered_hold: tuple[int, str, str, bool, float] | None = None
     cancelled: bool = False
     last_activity: float = 0.0
@@ -203,7 +203,8 @@ class Tracker:
     def close(self, now: float | None = None) -> None:
         """End every call in progress (the recorder is stopping): what was heard is kept."""
         for call in list(self.calls.values()):
-            self._end(call, now if now is not None else self.now, call.disposition or "failed", "recorder_stopped")
+            disposition = call.disposition or ("cancelled" if call.cancelled else "failed")
+            self._end(call, now if now is not None else self.now, disposition, "recorder_stopped")
 
     # -- SIP -------------------------------------------------------------------------
     def _on_trunk(self, host: str) -> bool:
@@ -279,8 +280,8 @@ class Tracker:
                 self._hold_offered(call, (seq, msg.method, sender), audio, ts)
         if call.ended is not None:
             return
-        if call.offered_hold is not None:
-            self._hold_answered(call, msg, seq, cseq_method, sender)
+        if call.offered_hold is not None and msg.status is not None and msg.status >= 200:
+            self._hold_answered(call, msg.status, seq, cseq_method, sender)
         if msg.method == "CANCEL":
             call.cancelled = True
             return
@@ -330,31 +331,34 @@ class Tracker:
             self._media[key] = (call, sender)
         return audio
 
-    # -- hold and resume: offered by a re-INVITE or an UPDATE, true once the other side accepts
+    # -- hold and resume: counted from the offer (a re-INVITE or an UPDATE), taken back when
+    # the other side refuses it. An offer whose answer the capture missed still counts, as
+    # the offer is all there is to go on.
     @staticmethod
     def _hold_offered(call: Call, offer: tuple[int, str, str], audio: sip.Media, ts: float) -> None:
         held = audio.direction in ("sendonly", "inactive") or audio.address in ("0.0.0.0", "::")
         if held and not call.on_hold:
+            call.holds.append([ts, None])
             call.offered_hold = (*offer, True, ts)
         elif not held and call.on_hold and audio.direction in ("sendrecv", "recvonly"):
+            call.holds[-1][1] = ts
             call.offered_hold = (*offer, False, ts)
+        else:
+            call.offered_hold = None  # a later offer: the earlier one's transaction is over
 
     @staticmethod
-    def _hold_answered(call: Call, msg: sip.Message, seq: int, method: str, sender: str) -> None:
+    def _hold_answered(call: Call, status: int, seq: int, method: str, sender: str) -> None:
         o_seq, o_method, o_side, held, offered = call.offered_hold
-        if seq != o_seq:
-            return
-        if msg.status is not None and method == o_method and sender != o_side and msg.status >= 200:
-            accepted = msg.status < 300  # refused (a 488, a 491 on glare…): the call stays as it was
-        elif msg.method == "ACK" and o_method == "INVITE" and sender == o_side:
-            accepted = True  # the ACK of its 2xx, which the capture missed (a refusal clears it first)
-        else:
+        if (seq, method) != (o_seq, o_method) or sender == o_side:
             return
         call.offered_hold = None
-        if accepted and held:
-            call.holds.append([offered, None])
-        elif accepted:
-            call.holds[-1][1] = offered
+        if status < 300:
+            return  # accepted
+        # refused (a 488, a 491 on glare…): the call stays as it was
+        if held and call.holds and call.holds[-1] == [offered, None]:
+            call.holds.pop()
+        elif not held and call.holds and call.holds[-1][1] == offered:
+            call.holds[-1][1] = None
 
     # -- media -----------------------------------------------------------------------
     def _set_origin(self, call: Call, ts: float) -> None:
