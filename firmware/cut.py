@@ -23,9 +23,10 @@ def trim(mp4: bytes, keep_from: float, keep_to: float | None = None) -> tuple[by
 
     The picture starts at the first keyframe at or after ``keep_from`` (a frame before it
     would show time outside the approved range); frames from ``keep_to`` on are dropped.
-    The sound is cut to the same span in whole AAC frames (21 ms each), none of which
-    reaches past ``keep_to``: the sound ends up to a frame before the picture does rather
-    than let a few milliseconds from outside the range be heard. Sound alone (a call) is cut
+    The sound is cut to the same span in whole AAC frames (1024 samples: 21 ms at 48 kHz,
+    64 ms for a call's 16 kHz), none of which reaches past ``keep_to``: the sound ends up
+    to a frame before the picture does rather than let sound from outside the range be
+    heard. Sound alone (a call) is cut
     at its first frame at or after ``keep_from``. Timestamps start again at zero. Returns the
     cut file and where in the segment it now begins (that keyframe's time), or ``(b"", 0)``
     when no keyframe lies in the range.

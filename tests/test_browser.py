@@ -189,6 +189,8 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     # Plays on across the first part's end (a part cut at a keyframe must not stall playback).
     boundary = duration["parts"][0]["duration"] + 1.0
     head.wait_for_function(f"() => document.getElementById('player').currentTime > {boundary}", timeout=20000)
+    # ...and on to the end of the range, where it stops as ended rather than waiting for more.
+    head.wait_for_function("() => document.getElementById('player').ended", timeout=20000)
     head.screenshot(path=str(ARTIFACTS / "walk-3-playback.png"))
     viewing_url = head.url
 

@@ -3,11 +3,14 @@ outside the approved range, nothing lost inside it."""
 
 from __future__ import annotations
 
+import io
+
+import av
 import pytest
 
 from firmware import clock
 from firmware.cut import trim
-from tests.helpers import _sound, decode, lay_down
+from tests.helpers import decode, lay_down
 
 
 @pytest.fixture
@@ -21,8 +24,10 @@ def segment(vault, config, recovery) -> bytes:
 
 
 def sound_span(mp4: bytes) -> tuple[float, float]:
-    first, pcm, rate = _sound(mp4)
-    return first, first + len(pcm) / rate
+    """Where the decoded sound starts and ends, in the file's seconds (any channels)."""
+    with av.open(io.BytesIO(mp4)) as c:
+        frames = [(float(f.pts * f.time_base), f.samples, f.sample_rate) for f in c.decode(audio=0)]
+    return frames[0][0], frames[0][0] + sum(n for _, n, _ in frames) / frames[0][2]
 
 
 @pytest.mark.parametrize("keep_to", [0.3, 0.51, 1.05, 1.77])
@@ -44,3 +49,23 @@ def test_a_range_that_runs_to_the_segments_end_keeps_all_its_sound(segment):
     first, last = sound_span(part)
     assert first >= 0.0
     assert last == pytest.approx(whole_end - begins, abs=1e-3), "the sound at the segment's end was cut"
+
+
+def test_a_calls_sound_is_cut_in_its_own_frames_and_kept_to_the_segments_end(tmp_path, vault, recovery):
+    """A call is sound alone at 16 kHz, where an AAC frame plays 64 ms."""
+    from firmware.calls import synth
+    from tests.calls_helpers import calls, capture_of, replay, write_pcap
+    from tests.conftest import small_config
+
+    script = synth.Script("call-cut@trunk.example", "inbound", *synth.trunk_pair(0), talk=5.0)
+    replay(vault, small_config(calls={"segment_seconds": 2.0}), write_pcap(tmp_path / "trunk.pcap", capture_of([script])))
+    info = vault.segments(calls(vault)[script.call_id]["recording_id"])[0]
+    call = vault.open_segment_plaintext(info, recovery)
+    _, whole_end = sound_span(call)
+    part, begins = trim(call, 0.2, 0.9)
+    first, last = sound_span(part)
+    assert 0.2 <= begins < 0.2 + 0.065
+    assert last <= 0.9 - begins + 1e-4, f"sound until {begins + last:.4f} s in the segment, the range ends at 0.9 s"
+    assert last > 0.9 - begins - 0.065, "more than a frame of the range's sound was lost"
+    part, begins = trim(call, 0.2)
+    assert begins + sound_span(part)[1] == pytest.approx(whole_end, abs=1e-3), "the sound at the segment's end was cut"

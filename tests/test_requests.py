@@ -12,7 +12,7 @@ import pytest
 
 from firmware.control import ControlServer, socket_path
 from firmware.recorder import State
-from tests.helpers import decode, record_segments, wait_for
+from tests.helpers import _sound, decode, record_segments, wait_for
 from tests.webui_helpers import PASSWORDS, csrf, login, logout, post, staff
 from webui import create_app
 
@@ -106,11 +106,16 @@ def approve(client, request_id: int, start_us: int, end_us: int, recording_id: s
                 token_from=f"/requests/{request_id}")
 
 
-def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vault):
+def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vault, recovery):
     rec = recording_of(vault)
     segments = vault.segments(rec["id"])
     begin = segments[0].start_wall_us
-    scope = (begin + 3_000_000, begin + 6_000_000)  # three seconds from inside the recording
+    # From inside the recording, on whole seconds (the form takes seconds), to a whole second
+    # well inside a segment: the range's end cuts it.
+    start = -(-(begin + 2_000_000) // 1_000_000) * 1_000_000
+    end = next(w for w in (start + 3_000_000, start + 4_000_000)
+               if any(s.start_wall_us + 200_000 < w < s.end_wall_us - 200_000 for s in segments))
+    scope = (start, end)
     manager, viewer, other = office.test_client(), office.test_client(), office.test_client()
     login(viewer, "suzuki")
     request_id = file_request(viewer, rec["id"])
@@ -126,10 +131,10 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
 
     manifest = viewer.get(viewing_url + "/manifest.json").get_json()
     assert manifest["codecs"].startswith("avc1.") and "mp4a" in manifest["codecs"]
-    assert abs(manifest["duration"] - 3.0) < 0.2
+    assert abs(manifest["duration"] - (end - start) / 1e6) < 0.2
     offsets = {s.path: s.start_wall_us - s.start_us for s in segments}  # wall − capture clock, per segment
     inside = [s for s in segments if s.start_wall_us < scope[1] and s.end_wall_us > scope[0]]
-    assert len(manifest["parts"]) == len(inside)
+    assert len(manifest["parts"]) == len(inside) > 1 and scope[1] < inside[-1].end_wall_us
     shown, heard = [], 0.0
     for part in manifest["parts"]:
         response = viewer.get(f"{viewing_url}/part/{part['n']}.mp4")
@@ -137,20 +142,26 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
         if response.status_code == 200:
             seen = decode(response.data)
             shown += [t for t in seen.frame_times_us if t is not None]
-            # Its sound, placed on the viewing's timeline, begins inside the range; where the
-            # range's end cuts a segment, it ends inside it too. (A segment's own end may be
-            # followed by the padding of its last AAC frame: silence, not footage.)
+            # Its sound, placed on the viewing's timeline, begins inside the range. Where the
+            # range's end cuts a segment, it ends inside it too; where the segment's own end
+            # ends the part, it lasts to there (followed by the padding of its last AAC frame).
             at = float(response.headers["X-Kiroku-Start"]) + seen.audio_first_pts_s
+            until = at + seen.audio_seconds
             assert at >= part["start"] - 1e-3, f"part {part['n']} is heard before the approved range"
-            if part["n"] == len(manifest["parts"]) - 1 and scope[1] < inside[-1].end_wall_us:
-                assert at + seen.audio_seconds <= manifest["duration"] + 1e-3, "sound after the range was heard"
+            if part["n"] == len(manifest["parts"]) - 1:
+                assert until <= manifest["duration"] + 1e-3, "sound after the range was heard"
+            else:  # as long as the stored segment's sound lasts
+                first, pcm, rate = _sound(vault.open_segment_plaintext(inside[part["n"]], recovery))
+                cut_from = max(0, scope[0] - inside[part["n"]].start_wall_us) / 1e6
+                assert until == pytest.approx(part["start"] + first + len(pcm) / rate - cut_from, abs=1e-3), \
+                    f"part {part['n']} lost sound at its end"
             heard += seen.audio_seconds
     offset = next(iter(offsets.values()))
     walls = [t + offset for t in shown]
     assert walls, "something was shown"
     assert min(walls) >= scope[0] and max(walls) < scope[1], "a frame outside the approved range reached the viewer"
     assert max(walls) - min(walls) > 1.5e6, "most of the approved range was shown"
-    assert heard > 1.5, "most of the approved range was heard"
+    assert heard > manifest["duration"] - 1.1, "the approved range was heard, but for the first part's cut"
 
     # Nothing else, by URL, by id, by API.
     assert viewer.get(f"{viewing_url}/part/{len(manifest['parts'])}.mp4").status_code == 404

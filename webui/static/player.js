@@ -6,8 +6,10 @@
   const timeline = document.getElementById("timeline");
   const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
   let manifest = null;
+  let source = null;
   let buffer = null;
-  const loaded = new Set();
+  const loaded = new Set();  // asked for
+  const placed = new Set();  // appended (or empty)
   let loading = null;
 
   function fail(e) {
@@ -30,7 +32,11 @@
     loaded.add(part.n);
     try {
       const response = await fetch(video.dataset.parts + part.n + ".mp4", { cache: "no-store" });
-      if (response.status === 204) return;  // nothing inside the approved range to show
+      if (response.status === 204) {  // nothing inside the approved range to show
+        placed.add(part.n);
+        finish();
+        return;
+      }
       if (!response.ok) throw new Error("part " + part.n + ": " + response.status);
       // A part cut at the range's edge starts at its first keyframe: the server says where.
       const start = Number(response.headers.get("X-Kiroku-Start") || part.start);
@@ -39,9 +45,20 @@
       buffer.timestampOffset = start;
       buffer.appendBuffer(data);
       await appended();
+      placed.add(part.n);
+      finish();
     } catch (e) {
       loaded.delete(part.n);  // try again when it is needed next
       throw e;
+    }
+  }
+
+  function finish() {
+    // Once the last part is in, the stream is ended: playback then runs to the end of the
+    // picture, not only to where the sound ends (cut in whole frames, a little earlier), and
+    // the player stops as ended. Appending an earlier part after a seek opens it again.
+    if (placed.has(manifest.parts.length - 1) && source.readyState === "open" && !buffer.updating) {
+      source.endOfStream();
     }
   }
 
@@ -68,7 +85,7 @@
     manifest = m;
     timeline.max = m.duration;
     document.getElementById("total").textContent = fmt(m.duration);
-    const source = new MediaSource();
+    source = new MediaSource();
     video.src = URL.createObjectURL(source);
     source.addEventListener("sourceopen", async () => {
       buffer = source.addSourceBuffer(`video/mp4; codecs="${m.codecs}"`);
