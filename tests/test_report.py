@@ -218,6 +218,9 @@ def test_the_published_files_render_in_japanese_with_charts_and_hold_no_personal
     by_item = {row[2]: row[3:] for row in table[1:]}
     assert by_item["通話記録 件数"] == ["5", "5"] and by_item["緊急（第9条第5号）"] == ["1", "1"]
     page_html = html_file.read_text(encoding="utf-8")
+    for published in (text.replace("\n", "").replace(" ", ""), page_html):  # the regulation by its own name
+        assert "一宮市業務記録システムの設置及び運用に関する要綱第14条" in published
+        assert "閲覧" not in published, "Art. 8 says 視聴の請求"
     shown = manager.get(f"/admin/report/?year={FY}")
     assert shown.status_code == 200
     article = shown.get_data(as_text=True).split('<article class="report">')[1].split("</article>")[0]

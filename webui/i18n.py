@@ -629,7 +629,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "calls.title": ("通話記録（外線）", "Calls (external lines)"),
     "calls.intro": ("電話交換機の外線で自動的に記録された通話の一覧です（第2条第1項第2号）。番号はどの書き方でも検索できます"
                     "（ハイフン・全角数字・+81 可、末尾の数桁だけでも可）。番号による検索は監査ログに記録されます。"
-                    "音声を聴くには、画像等と同じく書面の閲覧申請と承認が必要です。",
+                    "音声を聴くには、画像等と同じく書面による視聴の請求と承認が必要です。",
                     "Calls recorded automatically on the exchange's external lines (Art. 2(1)(2)). Search a number "
                     "written any way (hyphens, full-width digits, +81, or its last digits). Searches by number are "
                     "logged. Listening needs a written request and approval, as for footage."),

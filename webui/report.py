@@ -248,8 +248,8 @@ def rows(report: Report) -> list[tuple[str, str, list]]:
     add("記録", "時刻未同期で記録した時間", lambda f: round(f.unsynced_hours, 2))
     for p in PURPOSES:
         for o in REQUEST_OUTCOMES:
-            add("閲覧申請（第7条・第8条）", f"{LABELS[p]} {LABELS[o]}", lambda f, p=p, o=o: f.requests[p][o])
-    add("閲覧申請（第7条・第8条）", "閲覧の実施（鍵の解除）", lambda f: f.viewings)
+            add("視聴の請求（第7条・第8条）", f"{LABELS[p]} {LABELS[o]}", lambda f, p=p, o=o: f.requests[p][o])
+    add("視聴の請求（第7条・第8条）", "視聴の実施（鍵の解除）", lambda f: f.viewings)
     for g in GROUNDS:
         add("外部提供（第9条〜第11条）", LABELS[g], lambda f, g=g: f.provisions[g])
     add("外部提供（第9条〜第11条）", "提供データの作成", lambda f: f.provision_exports)
@@ -279,7 +279,7 @@ def to_csv(report: Report) -> bytes:
     w.writerow(["年度", "区分", "項目", *(f.device for f in report.devices), "合計"])
     for section, item, values in rows(report):
         w.writerow([reiwa(report.fiscal_year), section, item, *values])
-    for name, key in (("月別 記録件数", "monthly_recordings"), ("月別 閲覧申請", "monthly_requests"),
+    for name, key in (("月別 記録件数", "monthly_recordings"), ("月別 視聴請求", "monthly_requests"),
                       ("月別 外部提供", "monthly_provisions")):
         for m in MONTHS:
             w.writerow([reiwa(report.fiscal_year), name, _month_label(m),
@@ -307,9 +307,9 @@ def body_html(report: Report) -> str:
     heads = "".join(f"<th>{e(f.device)}</th>" for f in report.devices) + "<th>合計</th>"
     parts = [f"<h1>{e(report.title)}</h1>",
              f"<p>対象期間：{report.fiscal_year}年4月1日〜{report.fiscal_year + 1}年3月31日　作成：{e(report.generated_at)}</p>",
-             "<p>一宮市業務記録システムの運用に関する規程第14条に基づき、運用状況を公表します。"
+             "<p>一宮市業務記録システムの設置及び運用に関する要綱第14条に基づき、運用状況を公表します。"
              "件数のみを記載し、個人を識別できる情報は含みません。</p>"]
-    for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の閲覧申請", "monthly_requests"),
+    for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の視聴請求", "monthly_requests"),
                        ("月別の外部提供", "monthly_provisions")):
         parts.append(_svg_bars(title, getattr(report.total, key)))
     parts.append(f'<table class="report"><thead><tr><th>区分</th><th>項目</th>{heads}</tr></thead><tbody>')
@@ -342,9 +342,9 @@ def to_pdf(report: Report) -> bytes:
     pdf.set_font("gothic", size=10)
     pdf.multi_cell(0, 6, f"対象期間：{report.fiscal_year}年4月1日〜{report.fiscal_year + 1}年3月31日　"
                          f"作成：{report.generated_at}", new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(0, 6, "一宮市業務記録システムの運用に関する規程第14条に基づき、運用状況を公表します。"
+    pdf.multi_cell(0, 6, "一宮市業務記録システムの設置及び運用に関する要綱第14条に基づき、運用状況を公表します。"
                          "件数のみを記載し、個人を識別できる情報は含みません。", new_x="LMARGIN", new_y="NEXT")
-    for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の閲覧申請", "monthly_requests"),
+    for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の視聴請求", "monthly_requests"),
                        ("月別の外部提供", "monthly_provisions")):
         _pdf_bars(pdf, title, getattr(report.total, key))
     pdf.add_page()
