@@ -189,6 +189,12 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     # Plays on across the first part's end (a part cut at a keyframe must not stall playback).
     boundary = duration["parts"][0]["duration"] + 1.0
     head.wait_for_function(f"() => document.getElementById('player').currentTime > {boundary}", timeout=20000)
+    # The clock beside the timeline tells the moment on screen, not its part's start.
+    at, label = head.evaluate("() => [document.getElementById('player').currentTime,"
+                              " document.getElementById('wall').textContent]")
+    part = [p for p in duration["parts"] if p["start"] <= at][-1]
+    expected = datetime.fromisoformat(part["wall"]).replace(tzinfo=None) + timedelta(seconds=at - part["start"])
+    assert abs((datetime.strptime(label, "%Y-%m-%d %H:%M:%S") - expected).total_seconds()) <= 1.5, (label, expected)
     # ...and on to the end of the range, where it stops as ended rather than waiting for more.
     head.wait_for_function("() => document.getElementById('player').ended", timeout=20000)
     head.screenshot(path=str(ARTIFACTS / "walk-3-playback.png"))

@@ -12,6 +12,17 @@
   const placed = new Set();  // appended (or empty)
   let loading = null;
 
+  function wallAt(part, t) {
+    // The wall-clock time at t: the part's start (ISO, with the device's UTC offset) plus the
+    // time played into it, written in the device's offset whatever the browser's is.
+    const m = /([+-])(\d\d):(\d\d)$/.exec(part.wall);
+    const offset = m ? (m[1] === "-" ? -1 : 1) * (Number(m[2]) * 60 + Number(m[3])) * 60000 : 0;
+    const d = new Date(Date.parse(part.wall) + Math.max(0, t - part.start) * 1000 + offset);
+    const p2 = (n) => String(n).padStart(2, "0");
+    return `${d.getUTCFullYear()}-${p2(d.getUTCMonth() + 1)}-${p2(d.getUTCDate())} ` +
+      `${p2(d.getUTCHours())}:${p2(d.getUTCMinutes())}:${p2(d.getUTCSeconds())}`;
+  }
+
   function fail(e) {
     document.getElementById("player-error").hidden = false;
     console.error(e);
@@ -100,7 +111,7 @@
     timeline.value = video.currentTime;
     document.getElementById("position").textContent = fmt(video.currentTime);
     const part = partAt(video.currentTime);
-    document.getElementById("wall").textContent = part.wall;
+    document.getElementById("wall").textContent = wallAt(part, video.currentTime);
     if (video.currentTime > part.start + part.duration - 2) ensure(part.start + part.duration);
   });
   timeline.addEventListener("change", async () => {
