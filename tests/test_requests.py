@@ -261,6 +261,18 @@ def test_a_viewing_belongs_to_the_session_that_opened_it(office, vault):
     assert elsewhere.get(viewing_url + "/manifest.json").status_code == 404
 
 
+def test_after_the_viewer_ends_the_viewing_the_page_says_it_has_ended(office, vault):
+    manager, viewer, request_id, viewing_url = open_viewing(office, vault)
+    viewing_id = viewing_url.rsplit("/", 1)[1]
+    post(viewer, f"/viewings/{viewing_id}/close", token_from=f"/requests/{request_id}")
+    page = viewer.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert 'id="viewing-ended"' in page and "視聴は終了しました" in page
+    assert "鍵を開くのを待っています" not in page, "the page says it is waiting for something already over"
+    assert 'id="watch"' not in page
+    assert "[&#34;" not in page and '["' not in page, "the approved recordings are shown as a JSON list"
+    assert 'id="unlock-form"' in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+
+
 def test_the_window_end_closes_a_viewing_nobody_touches(office, vault):
     from webui import viewing
 

@@ -203,8 +203,13 @@ def show(request_id: int):
     if not may_see(req):
         abort(404)  # not 403: others do not learn that it exists
     opinions, decision, viewing = _record(request_id)
+    ended = None if viewing is not None else get_db().execute(
+        "SELECT closed_at, closes_at FROM viewings WHERE request_id = ? ORDER BY opened_at DESC LIMIT 1",
+        (request_id,)).fetchone()  # the last viewing, over: by its viewer, the manager, or its window
     return render_template("requests/show.html", req=req, opinions=opinions, decision=decision, viewing=viewing,
+                           ended_at=None if ended is None else _iso(int((ended["closed_at"] or ended["closes_at"]) * 1e6)),
                            recording_ids=json.loads(req["recording_ids"]), iso=_iso, reiwa=reiwa,
+                           scope_ids=json.loads(decision["scope_recording_ids"]) if decision else [],
                            can_give_opinion=_can_give_opinion(req))
 
 
