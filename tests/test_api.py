@@ -140,6 +140,9 @@ def test_a_viewing_request_from_filing_to_playback_through_the_api(office, vault
     scope = {"decision": "approved", "scope_recording": [rec["id"]], "valid_hours": 1, "note": "範囲を限定",
              "scope_start": test_requests.local(start + 2_000_000), "scope_end": test_requests.local(start + 5_000_000)}
     assert manager.post(f"/api/v1/requests/{req['id']}/decision", {"decision": "maybe"}).status_code == 400
+    unwritten = manager.post(f"/api/v1/requests/{req['id']}/decision", scope)
+    assert unwritten.status_code == 400 and unwritten.get_json()["code"] == "request.written_needed"
+    scope["confirm_written"] = True  # the manager holds the signed paper
     decided = manager.post(f"/api/v1/requests/{req['id']}/decision", scope).get_json()
     assert decided["status"] == "approved" and decided["decision"]["scope_recording_ids"] == [rec["id"]]
     again = manager.post(f"/api/v1/requests/{req['id']}/decision", scope)

@@ -173,6 +173,7 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     first = datetime.strptime(requested.split(" — ")[0].strip(), "%Y-%m-%d %H:%M:%S")
     manager.fill("#decide-form input[name=scope_start]", (first + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S"))
     manager.fill("#decide-form input[name=valid_hours]", "2")
+    manager.check("#decide-form input[name=confirm_written]")  # the signed paper is in the manager's hands
     manager.click("#approve")
     manager.wait_for_selector("#unlock-form")
     manager.fill("#unlock-form input[name=password]", PASSWORDS["yamada"])

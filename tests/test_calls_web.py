@@ -119,7 +119,8 @@ def test_a_call_is_listened_to_through_a_written_request_exactly_within_its_scop
     start = call["answered_wall_us"] + 500_000  # one second of a two-second call
     post(manager, f"/requests/{request_id}/decide",
          {"decision": "approved", "scope_recording": [call["recording_id"]], "scope_start": local(start),
-          "scope_end": local(start + 1_000_000), "valid_hours": "2", "confirm_responsible": "yes"},
+          "scope_end": local(start + 1_000_000), "valid_hours": "2", "confirm_responsible": "yes",
+          "confirm_written": "yes"},
          token_from=f"/requests/{request_id}")
     post(manager, f"/requests/{request_id}/unlock", {"password": PASSWORDS["yamada"]},
          token_from=f"/requests/{request_id}")

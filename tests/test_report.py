@@ -96,7 +96,7 @@ def year(tmp_path, data_dir, vault, config, monkeypatch):
         if decision:
             rid = r.get_json()["id"]
             d = manager.post(f"/api/v1/requests/{rid}/decision",
-                             {"decision": decision, "note": "範囲を限定", "confirm_responsible": True,
+                             {"decision": decision, "note": "範囲を限定", "confirm_responsible": True, "confirm_written": True,
                               "scope_recording": [ids[call]], "valid_hours": 2})
             assert d.status_code == 200, d.get_json()
 

@@ -102,7 +102,7 @@ def test_another_sections_head_needs_the_responsible_heads_opinion_first(office,
 def approve(client, request_id: int, start_us: int, end_us: int, recording_id: str):
     return post(client, f"/requests/{request_id}/decide",
                 {"decision": "approved", "scope_recording": [recording_id], "scope_start": local(start_us),
-                 "scope_end": local(end_us), "valid_hours": "2", "note": "範囲を限定"},
+                 "scope_end": local(end_us), "valid_hours": "2", "note": "範囲を限定", "confirm_written": "yes"},
                 token_from=f"/requests/{request_id}")
 
 
@@ -213,9 +213,18 @@ def test_an_expired_session_loses_the_key(office, vault):
 def test_a_signed_scan_is_attached_and_only_pdf_or_images_are_taken(office, vault):
     import io
 
-    client = office.test_client()
+    client, manager = office.test_client(), office.test_client()
     login(client, "suzuki")
-    request_id = file_request(client, recording_of(vault)["id"])
+    rec = recording_of(vault)
+    request_id = file_request(client, rec["id"])
+    # Art. 8(1): in writing. With no scan, the manager must say they hold the paper.
+    login(manager, "yamada")
+    page = manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert 'id="no-scan"' in page and 'name="confirm_written"' in page
+    decide = {"decision": "approved", "scope_recording": [rec["id"]], "valid_hours": "2"}
+    post(manager, f"/requests/{request_id}/decide", decide, token_from=f"/requests/{request_id}")
+    assert 'data-status="submitted"' in manager.get(f"/requests/{request_id}").get_data(as_text=True), \
+        "approved without the written request"
     token = csrf(client, f"/requests/{request_id}")
     bad = client.post(f"/requests/{request_id}/scan", data={"csrf_token": token,
                                                             "scan": (io.BytesIO(b"MZ\x90\x00 not a scan"), "x.exe")})
@@ -225,6 +234,11 @@ def test_a_signed_scan_is_attached_and_only_pdf_or_images_are_taken(office, vaul
     assert client.get(f"/requests/{request_id}/scan").data == png
     entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "request.scan")
     assert len(entry["detail"]["sha256"]) == 64
+    # With the scan attached, the approval needs nothing more, and the log says on what it rests.
+    assert 'id="no-scan"' not in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    post(manager, f"/requests/{request_id}/decide", decide, token_from=f"/requests/{request_id}")
+    approval = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "request.approve")
+    assert approval["detail"]["written_request"] == "scan"
 
 
 def test_the_section_heads_api_lists_only_what_they_may_see(office, vault):

@@ -545,6 +545,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "request.confirm_responsible_label": ("対応担当課が正しいことを確認した（第8条第3項の意見聴取の要否に関わります）",
                                           "I confirmed the responsible section (it decides whether Art. 8(3)'s opinion is needed)"),
     "request.confirm_responsible": ("対応担当課の確認が必要です。", "Confirm the responsible section first."),
+    "request.no_scan_yet": ("署名・押印された請求書のスキャンがまだ添付されていません。第8条の請求は書面によります。",
+                            "No scan of the signed request form is attached yet. Art. 8 requests are made in writing."),
+    "request.confirm_written_label": ("署名・押印された請求書（書面）を受け取っている（スキャンは後で添付できます）",
+                                      "I hold the signed paper request form (its scan can be attached later)"),
+    "request.written_needed": ("承認するには、署名・押印された請求書のスキャンを添付するか、書面を受け取っていることを確認してください（第8条）。",
+                               "To approve, attach the scan of the signed request form or confirm that you hold the"
+                               " paper (Art. 8)."),
     "request.own": ("自分の請求は、他の管理責任者が決定・鍵の解除を行います。",
                     "Another manager decides and unlocks your own request."),
     "request.opinion_needed": ("意見（同意・不同意）を選んでください。", "Choose an opinion: agree or disagree."),

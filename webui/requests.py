@@ -294,6 +294,11 @@ def decide(request_id: int):
     requested = json.loads(req["recording_ids"])
     if decision == "approved" and req["responsible_declared"] and not flag(inputs, "confirm_responsible", False):
         refuse("request.confirm_responsible", back=back)
+    # Art. 8(1): the request is made in writing. Its signed form is attached as a scan, or the
+    # manager states that they hold the paper (the scan can follow); the log says which.
+    written = "scan" if req["scan_sha256"] else "paper" if flag(inputs, "confirm_written", False) else None
+    if decision == "approved" and written is None:
+        refuse("request.written_needed", back=back)
     if decision == "approved":
         scope = [r for r in inputs.getlist("scope_recording") if r in requested]
         start = _wall_us(inputs.get("scope_start") or "") or req["range_start_wall_us"]
@@ -314,7 +319,7 @@ def decide(request_id: int):
         refuse("request.decision_needed", back=back)
     auth.audit(f"request.{'approve' if decision == 'approved' else 'reject'}", subject=req["number"],
                purpose=req["purpose"], detail={"scope": scope, "start": _iso(start), "end": _iso(end),
-                                               "valid_until": valid_until})
+                                               "valid_until": valid_until, "written_request": written})
     db = get_db()
     with transaction(db):
         if db.execute("SELECT status FROM requests WHERE id = ?", (request_id,)).fetchone()[0] != "submitted":
