@@ -196,6 +196,7 @@ class Recorder:
         self.faults: dict[str, Fault] = {}
         self.fault_history: list[dict] = []
         self.warnings: list[str] = []  # not faults: nothing stops, but someone should act
+        self.capacity_warnings: list[dict] = []  # the same, for the web UI to say in its language
         self.fatal: str | None = None
         self.recording: Recording | None = None
         self.last_recording: Recording | None = None
@@ -354,6 +355,7 @@ class Recorder:
             "last_recording": rec_json(self.last_recording),
             "faults": [f.to_json() for f in list(self.faults.values())],
             "warnings": list(self.warnings),
+            "capacity_warnings": list(self.capacity_warnings),
             "fault_history": list(self.fault_history[-10:]),
             "devices": {
                 "camera": {
@@ -490,9 +492,11 @@ class Recorder:
 
     def _plan_capacity(self) -> None:
         status = self.store.status(bitrate_guess=self._room_needed / _ROOM_SECONDS)
-        warnings = []
+        warnings, structured = [], []
         for cls, c in status["classes"].items():
             if c["warning"]:
+                structured.append({"record_class": cls, "projected_days": round(c["projected_days"]),
+                                   "min_days": c["min_days"]})
                 warnings.append(f"capacity: the card holds about {c['projected_days']:.0f} days of {cls} at the "
                                 f"current rate, below the {c['min_days']}-day minimum plus the margin — "
                                 "fit a larger card or record less")
@@ -500,7 +504,7 @@ class Recorder:
             self.store.audit("recorder", "capacity.warning", detail={"warnings": warnings})
             for w in warnings:
                 log.warning(w)
-        self.warnings = warnings
+        self.warnings, self.capacity_warnings = warnings, structured
 
     def _segment_stored(self, rec: Recording, info) -> None:
         self.segments_written += 1

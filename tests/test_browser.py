@@ -228,7 +228,12 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     manager.locator('button[data-action="lamp_fail"]').click()
     hold(manager, "#record-button", 200)
     manager.wait_for_selector('#state[data-state="fault"]', timeout=5000)
-    assert "lamp did not light" in manager.locator("#faults").inner_text()
+    assert "sign fault: recording is not possible" in manager.locator("#faults").inner_text()
+    assert "lamp did not light" in manager.locator("#faults").inner_text()  # the recorder's words, for the fixer
+    manager.goto(url + "lang/ja?next=/console")
+    manager.wait_for_selector('#state[data-state="fault"]')
+    manager.wait_for_function("() => document.getElementById('faults').textContent.includes('録画できません')")
+    assert "「録画中」表示灯の異常" in manager.locator("#faults").inner_text()
     assert manager.get_attribute("#light", "data-pattern") == "fault"
     manager.screenshot(path=str(ARTIFACTS / "console-fault.png"))
 

@@ -549,6 +549,8 @@ def test_the_recorder_warns_when_the_card_is_too_small_for_the_minimum(hardware,
     with Recorder(hardware, config, vault) as rec:
         wait_for(lambda: rec.status()["warnings"], what="the capacity warning")
         assert "below the 90-day minimum" in rec.status()["warnings"][0]
+        warning, = rec.status()["capacity_warnings"]  # what the web UI says in its own words
+        assert warning["record_class"] == "footage" and warning["min_days"] == 90 and warning["projected_days"] < 90
         assert rec.status()["faults"] == [], "a warning, not a fault: recording is not stopped"
     assert any(e["action"] == "capacity.warning" for e in vault.audit_log.entries(vault.db))
     vault.close()

@@ -340,6 +340,20 @@ def test_the_console_is_japanese_first_and_switches_to_english(server, app, clie
     assert '<html lang="en">' in page and "Record button" in page
 
 
+def test_faults_and_warnings_are_told_in_the_pages_language(server, app, client):
+    recorder = server.recorder
+    recorder._fault("sign", "sign: the lamp did not light — check the lamp and its wiring", blocking=True)
+    recorder.capacity_warnings = [{"record_class": "footage", "projected_days": 13, "min_days": 90}]
+    staff(client, app)
+    login(client, "yamada")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "「録画中」表示灯の異常：録画できません" in page
+    assert "このカードには13日分の画像等しか入らず、最低保存期間（90日）" in page
+    client.get("/lang/en?next=/admin/")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "sign fault: recording is not possible" in page and "the card holds about 13 days of Footage" in page
+
+
 @pytest.mark.parametrize("target", ["/%09/evil.example", "/%0a/evil.example", "/\\evil.example", "//evil.example",
                                     "https://evil.example/", "/%5cevil.example"])
 def test_the_language_switch_never_leads_off_site(client, target):

@@ -27,8 +27,15 @@
     $("state").dataset.state = s.state;
     $("recording").textContent = describe(s.recording);
     $("last-recording").textContent = describe(s.last_recording);
-    $("faults").textContent = s.faults.length ? s.faults.map((f) => f.message).join(" / ") : msg("faults.none");
-    $("warnings").textContent = (s.warnings || []).length ? s.warnings.join(" / ") : msg("faults.none");
+    // Each fault in the page's language (which device, whether recording can go on), the
+    // recorder's own words after it for whoever fixes it.
+    $("faults").textContent = s.faults.length ? s.faults.map((f) =>
+      `${msg("fault.device." + f.device)}${msg(f.blocking ? "fault.blocking" : "fault.continuing")} (${f.message})`)
+      .join(" / ") : msg("faults.none");
+    const capacity = s.capacity_warnings || [];
+    $("warnings").textContent = capacity.length ? capacity.map((w) => msg("warning.capacity")
+      .replace("%s", w.projected_days).replace("%s", msg("class." + w.record_class)).replace("%s", w.min_days))
+      .join(" / ") : msg("faults.none");
     $("clock").textContent = `${s.clock.now} (${s.clock.synchronised ? msg("clock.synced") : msg("clock.unsynced")})`;
     const button = $("record-button");
     if (button) button.setAttribute("aria-pressed", String(s.button.pressed));
