@@ -340,6 +340,20 @@ def test_the_console_is_japanese_first_and_switches_to_english(server, app, clie
     assert '<html lang="en">' in page and "Record button" in page
 
 
+def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_back(server, app, client):
+    staff(client, app)
+    login(client, "sato")  # an operator
+    forbidden = client.get("/admin/")
+    assert forbidden.status_code == 403
+    page = forbidden.get_data(as_text=True)
+    assert "この操作の権限がありません。" in page and 'id="home"' in page and "Forbidden" not in page
+    missing = client.get("/requests/no-such-page")
+    assert missing.status_code == 404 and "ページが見つかりません。" in missing.get_data(as_text=True)
+    client.get("/lang/en?next=/console")
+    assert "There is no such page." in client.get("/nowhere").get_data(as_text=True)
+    assert client.get("/api/v1/nowhere").get_json()["code"] == "http.404", "the API still answers in JSON"
+
+
 def test_faults_and_warnings_are_told_in_the_pages_language(server, app, client):
     recorder = server.recorder
     recorder._fault("sign", "sign: the lamp did not light — check the lamp and its wiring", blocking=True)

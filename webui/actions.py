@@ -143,4 +143,21 @@ def install(app: Flask) -> None:
                 if name.lower() != "content-type":
                     response.headers[name] = value  # e.g. Allow, on a 405
             return response
-        return exc
+        if exc.code is None or exc.code < 400:
+            return exc
+        # A page in the person's language, with the way back, in place of the framework's
+        # English one; the status and headers (Allow on a 405…) stay.
+        from flask import render_template
+
+        key = f"error.http.{exc.code}"
+        try:
+            page = render_template("error.html", message=i18n.t(key if key in i18n.MESSAGES else "error.http.other"),
+                                   detail=f"HTTP {exc.code}", home=True)
+        except Exception:  # the page itself cannot be drawn (no database yet…): the plain one
+            return exc
+        response = app.make_response(page)
+        response.status_code = exc.code
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
