@@ -128,7 +128,14 @@ def test_before_set_up_every_page_leads_to_the_first_run_page(server, client):
 
 
 def test_the_first_run_page_refuses_weak_input_and_then_disappears(server, client):
+    from webui.auth import USERNAME
+
     code = setup_code(client)
+    page = client.get("/setup/").get_data(as_text=True)
+    # The browser checks a user name by the server's own rule, and says what that rule is.
+    assert re.search(r'name="username"[^>]*pattern="([^"]+)"', page).group(1).replace("\\-", "-") == \
+        USERNAME.pattern.replace("\\-", "-")
+    assert "英小文字か数字で始め" in page
     bad = post(client, "/setup/", {"code": code, "username": "Yamada!", "display_name": "x", "section": "s",
                                    "password": "short", "confirm": "short"}, token_from="/setup/")
     assert bad.status_code == 400

@@ -416,6 +416,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "mode.on_demand": ("必要時のみ（ボタンで開始）", "On demand (button)"),
     "mode.continuous": ("常時録画", "Continuous"),
     "field.username": ("ユーザー名", "User name"),
+    "field.username_hint": ("英小文字か数字で始め、英小文字・数字・「_」「-」で32文字まで（例：tanaka）",
+                            "A lower-case letter or a digit first, then also _ and -; up to 32 characters (e.g."
+                            " tanaka)"),
     "field.display_name": ("氏名", "Name"),
     "field.section": ("所属課", "Section"),
     "field.responsible_section": ("対応担当課", "Responsible section"),
@@ -535,6 +538,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "after the responsible head's opinion."),
     "requests.no_recordings": ("録画がありません。", "No recordings."),
     "requests.none": ("請求はありません。", "No requests."),
+    "requests.how": ("視聴の請求は、課長（対応担当課の長）がこの画面から作成し、署名・押印した請求書を添えて提出します（第8条）。"
+                     "届いた請求はここに並び、開いて意見・承認を行います。",
+                     "Section heads file viewing requests here and hand in the signed form (Art. 8); they are listed"
+                     " here for you to open, get opinions on and decide."),
     "requests.file": ("請求する", "File the request"),
     "request.heading": ("視聴請求", "Viewing request"),
     "request.number": ("番号", "Number"),
