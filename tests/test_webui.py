@@ -361,6 +361,37 @@ def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_ba
     assert client.get("/api/v1/nowhere").get_json()["code"] == "http.404", "the API still answers in JSON"
 
 
+def test_the_audit_page_names_actions_in_words_shows_details_and_pages_back(server, app, client, vault):
+    from webui.audit_view import query_entries
+    from webui import i18n
+
+    staff(client, app)
+    login(client, "yamada")
+    page = client.get("/admin/audit/").get_data(as_text=True)
+    assert "職員の追加" in page and 'data-action="user.add"' in page, "an action in words, its code beside it"
+    assert "<details>" in page and "&#34;roles&#34;" in page, "an entry's detail (the roles given) is shown"
+    # Every action the code writes has words, in both languages.
+    written = {e["action"] for e in audit_entries(vault)}
+    assert not [a for a in written if "action." + a not in i18n.MESSAGES], "an action without words"
+    # Filtered by action and by date; and page by page, back to the first entry.
+    only = client.get("/admin/audit/?action=user.add").get_data(as_text=True)
+    assert only.count('data-action="user.add"') == len([e for e in audit_entries(vault) if e["action"] == "user.add"])
+    assert 'data-action="login"' not in only
+    today = audit_entries(vault)[-1]["at"][:10]
+    assert "該当する記録はありません" in client.get("/admin/audit/?until=2000-01-01").get_data(as_text=True)
+    assert 'data-action="user.add"' in client.get(f"/admin/audit/?since={today}&until={today}").get_data(as_text=True)
+    total, seen, before = len(audit_entries(vault)), [], None
+    with app.test_request_context():
+        while True:
+            got = query_entries({"limit": "5", **({"before": str(before)} if before is not None else {})})
+            seen += [e["seq"] for e in got["entries"]]
+            if got["older"] is None:
+                break
+            before = got["older"]
+    assert sorted(seen) == list(range(len(seen))) and len(seen) >= total, "every entry, once, newest first"
+    assert 'id="older"' in client.get("/admin/audit/?limit=3").get_data(as_text=True)
+
+
 def test_faults_and_warnings_are_told_in_the_pages_language(server, app, client):
     recorder = server.recorder
     recorder._fault("sign", "sign: the lamp did not light — check the lamp and its wiring", blocking=True)

@@ -128,7 +128,8 @@ def requests_list():
 @bp.get("/audit")
 @permission(MANAGER)
 def audit_entries():
-    """Audit log entries (filters: actor, subject, action) and the log's verification."""
+    """Audit log entries, newest first (filters: actor, subject, action, since and until as local dates,
+    before: older than that seq — `older` names the next page) and the log's verification."""
     from webui.audit_view import query_entries
 
     return jsonify(query_entries(request.args))

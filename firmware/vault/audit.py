@@ -171,13 +171,26 @@ class AuditLog:
         return signed_note(self.origin, row[0] + 1, row[1], row[2], self._keys.public_key())
 
     def entries(self, conn: sqlite3.Connection, *, actor: str | None = None, subject: str | None = None,
-                action: str | None = None, limit: int = 1000) -> list[dict]:
+                action: str | None = None, limit: int = 1000, since: str | None = None, until: str | None = None,
+                before: int | None = None) -> list[dict]:
+        """The newest entries first. ``since``/``until``: local dates (YYYY-MM-DD, as written
+        in each entry's time), both included; ``before``: only entries older than that seq
+        (the next page)."""
         query = "SELECT seq, at, actor, action, purpose, subject, detail FROM audit"
         clauses, args = [], []
         for column, value in (("actor", actor), ("action", action)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        if since is not None:
+            clauses.append("substr(at, 1, 10) >= ?")
+            args.append(since)
+        if until is not None:
+            clauses.append("substr(at, 1, 10) <= ?")
+            args.append(until)
+        if before is not None:
+            clauses.append("seq < ?")
+            args.append(before)
         if subject is not None:
             # The subject itself, or an entry whose detail names it (a recording viewed under a request).
             clauses.append("(subject = ? OR instr(detail, ?) > 0)")
