@@ -176,6 +176,10 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
     actions = [(e["action"], e["purpose"]) for e in vault.audit_log.entries(vault.db)]
     for wanted in ("request.file", "request.approve", "key.unlock_failed", "key.unlock", "view.play"):
         assert (wanted, "trouble") in actions, f"{wanted} is not in the audit log with its purpose"
+    # Every refusal of a logged-in person is there too: who tried what.
+    refused = {(e["actor"], e["detail"]["what"]) for e in vault.audit_log.entries(vault.db)
+               if e["action"] == "access.refused"}
+    assert {("takahashi", "viewing"), ("takahashi", "request"), ("suzuki", "api.audit_entries")} <= refused, refused
 
 
 def test_closing_the_request_ends_the_viewing_drops_the_keys_and_releases_the_hold(office, vault):

@@ -352,6 +352,8 @@ def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_ba
     login(client, "sato")  # an operator
     forbidden = client.get("/admin/")
     assert forbidden.status_code == 403
+    refusal = [e for e in audit_entries(server.recorder.store) if e["action"] == "access.refused"][-1]
+    assert refusal["actor"] == "sato" and refusal["detail"]["path"] == "/admin/", "the attempt is in the audit log"
     page = forbidden.get_data(as_text=True)
     assert "この操作の権限がありません。" in page and 'id="home"' in page and "Forbidden" not in page
     missing = client.get("/requests/no-such-page")

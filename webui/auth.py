@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import threading
@@ -33,6 +34,7 @@ except ImportError:  # argon2-cffi before 23.1, such as Debian trixie's 21.1 (th
     from argon2.exceptions import InvalidHash as InvalidHashError
 
 bp = Blueprint("auth", __name__)
+log = logging.getLogger(__name__)
 
 IDLE = 15 * 60
 PASSIVE = {"api.status", "api.update_get"}  # polled by open pages
@@ -167,6 +169,17 @@ def audit(action: str, *, subject: str = "", purpose: str = "", detail: dict | N
         actor = g.user.username if getattr(g, "user", None) else "anonymous"
     return control().request("audit", by=actor, action=action, subject=subject, purpose=purpose,
                              detail=detail or {})["seq"]
+
+
+def audit_refusal(what: str, subject: str = "") -> None:
+    """A logged-in person was refused something (a page their role may not use; a request or
+    a viewing that is not theirs): in the audit log, so that an auditor sees who tried what.
+    Best effort: a refusal stands even when the log cannot be written just then."""
+    try:
+        audit("access.refused", subject=subject, detail={"what": what, "method": request.method,
+                                                          "path": request.path[:200]})
+    except Exception as exc:  # the recorder restarting: the process log keeps it
+        log.warning("could not log a refusal of %s: %s", what, exc)
 
 
 # -- log-in ------------------------------------------------------------------------------------

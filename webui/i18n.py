@@ -537,6 +537,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "Art. 8: the responsible section's head requests in writing; another section's head may, "
                            "after the responsible head's opinion."),
     "requests.no_recordings": ("録画がありません。", "No recordings."),
+    "action.access.refused": ("アクセスの拒否", "Access refused"),
     "action.audit.view": ("監査ログの閲覧", "Audit log viewed"),
     "action.calls.search": ("通話記録の検索", "Call records searched"),
     "action.capacity.warning": ("記録容量の注意", "Capacity warning"),

@@ -101,6 +101,7 @@ def enforce(app: Flask) -> None:
                 return jsonify({"error": "log in first"}), 401
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         log.warning("refused %s to %s (roles: %s)", request.endpoint, g.user.username, ", ".join(g.user.roles) or "none")
+        auth.audit_refusal(request.endpoint)
         if _is_api():
             return jsonify({"error": "not allowed for your role"}), 403
         abort(403)

@@ -17,6 +17,7 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from flask import Blueprint, abort, current_app, g, render_template, request, send_file, url_for
 
@@ -96,6 +97,13 @@ def load(request_id: int):
 
 def responsible(req) -> list[str]:
     return json.loads(req["responsible_sections"])
+
+
+def not_theirs(req) -> NoReturn:
+    """404 for a request this person may not see (others do not learn that it exists), and
+    the attempt in the audit log."""
+    auth.audit_refusal("request", subject=req["number"])
+    abort(404)
 
 
 def may_see(req) -> bool:
@@ -201,7 +209,7 @@ def _record(request_id: int):
 def show(request_id: int):
     req = load(request_id)
     if not may_see(req):
-        abort(404)  # not 403: others do not learn that it exists
+        not_theirs(req)
     opinions, decision, viewing = _record(request_id)
     ended = None if viewing is not None else get_db().execute(
         "SELECT closed_at, closes_at FROM viewings WHERE request_id = ? ORDER BY opened_at DESC LIMIT 1",
@@ -258,7 +266,7 @@ def opinion(request_id: int):
     """The responsible section head's opinion on another section's request (Art. 8(3))."""
     req = load(request_id)
     if not may_see(req):
-        abort(404)  # as for show(): others do not learn that it exists
+        not_theirs(req)
     if not _can_give_opinion(req):
         abort(403)
     back = url_for("requests.show", request_id=request_id)
@@ -369,7 +377,7 @@ def attach_scan(request_id: int):
     """Attach the signed, sealed paper form, scanned (PDF, PNG or JPEG; multipart field "scan")."""
     req = load(request_id)
     if not (g.user.is_manager or req["requester_id"] == g.user.id):
-        abort(404)
+        not_theirs(req)
     back = url_for("requests.show", request_id=request_id)
     if req["status"] not in OPEN:
         refuse("request.not_open", 409, back=back)  # a closed record's paperwork stays as it was
@@ -415,7 +423,7 @@ def scan(request_id: int):
     """The attached scan of the signed form."""
     req = load(request_id)
     if not may_see(req):
-        abort(404)
+        not_theirs(req)
     return send_scan(req["number"], req["scan_name"], "request.scan_download")
 
 
@@ -425,7 +433,7 @@ def form_pdf(request_id: int):
     """The request as a printable form (PDF, Japanese) with signature and seal fields."""
     req = load(request_id)
     if not may_see(req):
-        abort(404)
+        not_theirs(req)
     from webui.forms import request_form_pdf
 
     pdf = request_form_pdf(req, json.loads(req["recording_ids"]), _iso, reiwa)

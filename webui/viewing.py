@@ -235,7 +235,10 @@ def close(viewing_id: str):
     """End a viewing now: its keys are dropped."""
     row = get_db().execute("SELECT v.*, q.number, q.purpose FROM viewings v JOIN requests q ON q.id = v.request_id"
                            " WHERE v.id = ?", (viewing_id,)).fetchone()
-    if row is None or not (g.user.is_manager or row["viewer_id"] == g.user.id):
+    if row is None:
+        abort(404)
+    if not (g.user.is_manager or row["viewer_id"] == g.user.id):
+        auth.audit_refusal("viewing.close", subject=row["number"])
         abort(404)
     _close(viewing_id, "closed by " + g.user.username)
     return done(url_for("requests.show", request_id=row["request_id"]), closed=viewing_id)
@@ -248,7 +251,10 @@ def _viewing(viewing_id: str) -> Viewing:
         viewing = _open.get(viewing_id)
         if viewing is not None and viewing.viewer_id == g.user.id and viewing.session_id is None:
             viewing.session_id = g.session_id
-    if viewing is None or viewing.viewer_id != g.user.id or viewing.session_id != g.session_id:
+    if viewing is None:
+        abort(404)
+    if viewing.viewer_id != g.user.id or viewing.session_id != g.session_id:
+        auth.audit_refusal("viewing", subject=viewing.number)  # someone else's, or another browser's
         abort(404)
     if time.time() >= viewing.closes_at:
         _close(viewing_id, "window ended")
