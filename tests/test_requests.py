@@ -289,6 +289,9 @@ def test_after_the_viewer_ends_the_viewing_the_page_says_it_has_ended(office, va
     assert 'id="watch"' not in page
     assert "[&#34;" not in page and '["' not in page, "the approved recordings are shown as a JSON list"
     assert 'id="unlock-form"' in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    # The storage page names what holds the recording, in words.
+    storage = manager.get("/admin/storage/").get_data(as_text=True)
+    assert 'data-reason="request">視聴の請求<' in storage and "<th>理由</th>" in storage
 
 
 def test_the_window_end_closes_a_viewing_nobody_touches(office, vault):
