@@ -238,6 +238,30 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     manager.screenshot(path=str(ARTIFACTS / "console-fault.png"))
 
 
+def test_the_managers_pages_fit_a_phones_width(appliance, browser):
+    url, data, code = appliance
+    setup = person(browser, url)
+    setup.goto(url)
+    register_first_manager(setup, code)
+    setup.goto(url + "admin/people")
+    setup.fill("#add-section input[name=name]", "市民課")
+    setup.click("#add-section button[type=submit]")
+    add_person(setup, url, "suzuki", "鈴木 次郎", "市民課", "section_head")
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, storage_state=setup.context.storage_state())
+    page = phone.new_page()
+    for path in ("admin/", "admin/people", "admin/audit/", "admin/storage/", "requests/", "console"):
+        page.goto(url + path)
+        page.wait_for_load_state()
+        wide = page.evaluate("() => document.documentElement.scrollWidth")
+        assert wide <= 390 + 1, f"/{path} is {wide} px wide on a 390-px phone: the page scrolls sideways"
+        # a name in a table keeps its characters on one line (not 鈴/木/次/郎 down the cell)
+        if path == "admin/people":
+            lines = page.locator('tr[data-username="suzuki"] td').nth(1).evaluate(
+                "td => { const r = document.createRange(); r.selectNodeContents(td); return r.getClientRects().length; }")
+            assert lines == 1, f"a name breaks over {lines} lines"
+    page.screenshot(path=str(ARTIFACTS / "phone-console.png"))
+
+
 @pytest.mark.slow
 def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(appliance, browser, tmp_path):
     from firmware.cli import main
