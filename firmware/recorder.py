@@ -648,14 +648,17 @@ class Recorder:
                     note=note, section=section)
         if self.state == State.NOTICE:
             self._pending_marks.append(mark)
+            marked = None  # the recording about to start, which has no id yet
         elif self.state in (State.RECORDING, State.STOPPING) and self.recording is not None:
             self._media.put(("mark", self.recording, mark))  # the media thread writes the store
+            marked = self.recording.id
         elif self.last_recording is not None:
             self._media.put(("mark", self.last_recording, mark))
+            marked = self.last_recording.id
         else:
             raise RecorderError("there is no recording to mark")
         log.info("incident marked by %s", by)
-        return self.status()
+        return {**self.status(), "marked": marked}
 
     def _cmd_status(self) -> dict:
         return self.status()

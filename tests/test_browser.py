@@ -146,6 +146,8 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     operator.wait_for_selector('#state[data-state="recording"]', timeout=6000)
     operator.select_option("#mark-form select[name=section]", label="市民課")
     operator.click("#mark")
+    operator.wait_for_selector("#mark-done:not([hidden])")
+    assert "にトラブル等のマークを付けました（対応担当課：市民課）" in operator.inner_text("#mark-done")
     operator.wait_for_timeout(6000)
     operator.screenshot(path=str(ARTIFACTS / "walk-2-console-recording.png"))
     hold(operator, "#record-button", 200)

@@ -332,6 +332,10 @@ def test_an_operator_marks_an_incident_with_the_responsible_section(server, app,
     wait_for(lambda: server.recorder.state == State.IDLE, what="idle")
     recs = client.get("/api/v1/recordings").get_json()
     assert recs[0]["section"] == "市民課" and recs[0]["marks"] == 1
+    assert r.get_json()["marked"] == recs[0]["id"], "the answer names the recording the mark went to"
+    # Marked when idle, the mark goes to the last recording, and the answer says which.
+    again = client.post("/api/v1/recorder/mark", headers={"X-CSRFToken": token}, json={"section": "市民課"})
+    assert again.get_json()["marked"] == recs[0]["id"]
     assert vault.db.execute("SELECT started_by FROM recordings").fetchone()[0] == "sato"
     page = client.get("/console").get_data(as_text=True)
     assert recs[0]["id"] in page and "<video" not in page, "operators see details, never footage"

@@ -94,6 +94,7 @@
     let answer = {};
     try { answer = await response.json(); } catch (e) { /* an HTML error page */ }
     if (response.ok) render(answer); else window.alert(answer.error || ("HTTP " + response.status));
+    return response.ok ? answer : null;
   }
   document.querySelectorAll("button.control").forEach((b) =>
     b.addEventListener("click", () => recorder(b.dataset.action)));
@@ -101,7 +102,15 @@
   if (markForm) {
     markForm.addEventListener("submit", (e) => {
       e.preventDefault();
-      recorder("mark", { section: markForm.section.value, note: markForm.note.value });
+      const section = markForm.section.value;
+      recorder("mark", { section: section, note: markForm.note.value }).then((answer) => {
+        if (!answer) return;
+        // Say which recording the mark went to: when idle, it is the last one.
+        const done = $("mark-done");
+        done.textContent = msg(answer.marked ? "mark.done" : "mark.done_next")
+          .replace("%s", answer.marked || "").replace("%t", section || "—");
+        done.hidden = false;
+      });
       markForm.note.value = "";
     });
   }
