@@ -313,6 +313,8 @@ def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(app
         assert "書き出し中" in card.inner_text() and re.search(r"\d+\.\d / \d+\.\d s", card.inner_text())
     manager.wait_for_selector("#download-package", timeout=60000)
     assert "パッケージをダウンロード" in manager.inner_text("#download-package")
+    done = manager.locator(".job").inner_text()
+    assert "渡す前に映像を確認してください" in done and "顔の自動検出" not in done, "no faces were blurred"
     assert manager.locator("#export-form").is_visible()  # another export stays possible while open
     with manager.expect_download() as download:
         manager.click("#download-package")

@@ -79,6 +79,7 @@ def test_a_personal_request_holds_its_footage_and_hands_over_a_masked_signed_pac
     status = wait_for(lambda: (s := client.get(f"/disclosures/{did}/export/{job}.json").get_json())["state"]
                       != "running" and s, timeout=90, what="the handover export")
     assert status["state"] == "done", status
+    assert "顔の自動検出は見落とすことがあります" in client.get(f"/disclosures/{did}").get_data(as_text=True)
     package = client.get(status["package"])
     assert package.status_code == 200 and package.mimetype == "application/zip"
     path = tmp_path / "handover.zip"

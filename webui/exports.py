@@ -41,6 +41,7 @@ class Job:
     error: str = ""
     name: str = ""
     sealed: bool = False  # with the transport passphrase: handed over as it is
+    faces: bool = False  # faces were blurred by the detector, which can miss one
     key: object | None = None  # the in-memory key the package is sealed to otherwise
 
 
@@ -140,7 +141,7 @@ def start(*, register: str, record_id: int, number: str, purpose: str, table: st
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     job_id = secrets.token_urlsafe(16)
     job = Job(job_id, register, record_id, number, g.user.id, folder / f"{job_id}.age", purpose,
-              package_url=package_url(job_id), sealed=bool(opts.transport))
+              package_url=package_url(job_id), sealed=bool(opts.transport), faces=opts.redactions.faces)
     if not opts.transport:
         job.key = age.X25519Identity.generate()
     _jobs[job.id] = job
