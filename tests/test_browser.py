@@ -338,6 +338,14 @@ def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(app
     manager.click("#paperwork-form button[type=submit]")
     manager.wait_for_selector("#paperwork-form", state="detached")
     assert "北署刑第456号" in manager.inner_text("#paperwork")
+    # Closing cannot be undone: the page asks first, and a "no" leaves the record open.
+    questions = []
+    manager.once("dialog", lambda d: (questions.append(d.message), d.dismiss()))
+    manager.click("#close-form button[type=submit]")
+    manager.wait_for_timeout(300)
+    assert questions and "元に戻せません" in questions[0]
+    assert manager.get_attribute("#provision-status", "data-status") != "closed"
+    manager.once("dialog", lambda d: d.accept())
     manager.click("#close-form button[type=submit]")
     manager.wait_for_selector('#provision-status[data-status="closed"]')
     assert manager.inner_text("#provision-status") == "完了"

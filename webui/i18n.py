@@ -85,6 +85,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sim.microphone_stall": ("マイクを停止させる", "Stall microphone"),
     "error.recorder": ("記録装置に接続できません", "Cannot reach the recorder"),
     "error.home": ("トップページへ", "To the start page"),
+    "confirm.request_close": ("この請求を終了しますか？ 視聴は終わり、録画の消去停止も解除されます。元に戻せません。",
+                              "Close this request? Its viewing ends and its recordings are no longer held. This"
+                              " cannot be undone."),
+    "confirm.disable": ("この職員を無効にしますか？ ログインできなくなります。",
+                        "Disable this person? They will no longer be able to log in."),
+    "confirm.close_record": ("この記録を終了しますか？ 録画の消去停止は解除されます。元に戻せません。",
+                             "Close this record? Its recordings are no longer held. This cannot be undone."),
     "error.http.400": ("送信された内容を受け付けられません。ページを開き直してやり直してください。",
                        "What was sent cannot be taken. Open the page again and retry."),
     "error.http.403": ("この操作の権限がありません。", "You may not do this."),
