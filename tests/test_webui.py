@@ -645,6 +645,21 @@ def test_changing_the_password_ends_every_other_session(server, app, client):
     assert client.get("/console").status_code == 200, "the changer keeps working, in a new session"
 
 
+def test_a_person_needs_a_role_and_a_refused_form_keeps_its_choices(server, app, client):
+    first_run(client)
+    post(client, "/admin/sections", {"name": "市民課"}, token_from="/admin/people")
+    section = re.search(r'<option value="(\d+)"\s*>市民課', client.get("/admin/people").get_data(as_text=True)).group(1)
+    none = post(client, "/admin/people", {"username": "abe", "display_name": "安倍", "section_id": section,
+                                          "password": "long enough password"}, token_from="/admin/people")
+    assert none.status_code == 400 and "権限を一つ以上選んでください" in none.get_data(as_text=True)
+    short = post(client, "/admin/people", {"username": "abe", "display_name": "安倍", "section_id": section,
+                                           "roles": ["section_head"], "password": "short"}, token_from="/admin/people")
+    page = short.get_data(as_text=True)
+    assert short.status_code == 400
+    assert re.search(rf'<option value="{section}" selected>', page), "the section chosen is still chosen"
+    assert re.search(r'value="section_head" checked', page) and not re.search(r'value="operator" checked', page)
+
+
 @pytest.mark.parametrize("path, data, json_body", [
     ("/admin/people", {"username": "abe", "display_name": "安倍", "section_id": "abc", "roles": ["operator"],
                        "password": "long enough password"}, None),

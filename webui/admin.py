@@ -86,7 +86,7 @@ def add_person():
 
     def again(key: str):
         refuse(key, page=lambda: render_template("admin/people.html", people=_people(), sections=_sections(),
-                                                 form=form))
+                                                 form=form, roles=roles))
 
     section_ok = not form["section_id"] or (form["section_id"].isdigit() and db.execute(
         "SELECT 1 FROM sections WHERE id = ?", (int(form["section_id"]),)).fetchone() is not None)
@@ -100,6 +100,8 @@ def add_person():
         again("user.section_head_needs_section")
     if not roles <= {"manager", "section_head", "operator"}:
         again("user.unknown_role")
+    if not roles:
+        again("user.role_needed")  # a person with no role could do nothing but log in
     problem = auth.check_password_rules(password)
     if problem:
         again(problem)

@@ -514,6 +514,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "user.your_password_needed": ("管理責任者を追加するには、あなたのパスワードが必要です（既存の録画の鍵を再暗号化するため）。",
                                   "Adding a manager needs your password (to re-encrypt the existing keys)."),
     "user.unknown_section": ("その課はありません。先に課を追加してください。", "No such section: add it first."),
+    "user.role_needed": ("権限を一つ以上選んでください。", "Choose at least one role."),
     "user.unknown_role": ("役割は 管理責任者・課長・操作担当者 のいずれかです。",
                           "Roles are manager, section_head and operator."),
     "api.json_object": ("JSON オブジェクトを送ってください。", "Send a JSON object as the request body."),
