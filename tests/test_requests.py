@@ -150,10 +150,11 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
             assert at >= part["start"] - 1e-3, f"part {part['n']} is heard before the approved range"
             if part["n"] == len(manifest["parts"]) - 1:
                 assert until <= manifest["duration"] + 1e-3, "sound after the range was heard"
-            else:  # as long as the stored segment's sound lasts
+            else:  # as long as the stored segment's sound lasts (to a millisecond or so of AAC
+                # priming; the bug this catches dropped the last 21-ms frame)
                 first, pcm, rate = _sound(vault.open_segment_plaintext(inside[part["n"]], recovery))
                 cut_from = max(0, scope[0] - inside[part["n"]].start_wall_us) / 1e6
-                assert until == pytest.approx(part["start"] + first + len(pcm) / rate - cut_from, abs=1e-3), \
+                assert until == pytest.approx(part["start"] + first + len(pcm) / rate - cut_from, abs=5e-3), \
                     f"part {part['n']} lost sound at its end"
             heard += seen.audio_seconds
     offset = next(iter(offsets.values()))
