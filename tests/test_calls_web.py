@@ -43,6 +43,7 @@ def app(tmp_path, data_dir, vault, config):
                synth.Script("busy@x", "inbound", *synth.trunk_pair(3), start=1_800_000_200.0, outcome="busy",
                             anonymous=True)]
     replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of(scripts)))
+    app.recorder = recorder  # for the tests that give it a fault
     yield app
     server.close()
 
@@ -92,6 +93,12 @@ def test_the_dashboard_of_a_call_recorder_shows_its_state(app):
     login(client, "yamada")
     page = client.get("/admin/").get_data(as_text=True)
     assert "待受中" in page and "192.0.2.1:5060" in page  # listening on the trunk, not a sign at a counter
+    # Its faults and warnings in words: a silent trunk may mean calls are not being recorded.
+    app.recorder._fault("trunk_silent", "no SIP seen on the trunk 192.0.2.1:5060 for 3600 s in office hours")
+    app.recorder.writer.errors.append("call in@x: could not be stored (disk full)")
+    page = client.get("/admin/").get_data(as_text=True)
+    assert "外線のSIPが届いていません" in page and "fault.call" not in page and "fault.device" not in page
+    assert "could not be stored (disk full)" in page, "the writer's error is shown"
 
 
 def test_a_call_is_listened_to_through_a_written_request_exactly_within_its_scope(app, vault):

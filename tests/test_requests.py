@@ -239,9 +239,14 @@ def test_a_signed_scan_is_attached_and_only_pdf_or_images_are_taken(office, vaul
     assert client.get(f"/requests/{request_id}/scan").data == png
     entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "request.scan")
     assert len(entry["detail"]["sha256"]) == 64
-    # With the scan attached, the approval needs nothing more, and the log says on what it rests.
-    assert 'id="no-scan"' not in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    # With the scan attached, the manager still says they checked it is the signed form; the log
+    # says on what the approval rests.
+    page = manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    assert 'id="no-scan"' not in page and "添付のスキャンが、署名・押印された請求書であることを確かめた" in page
     post(manager, f"/requests/{request_id}/decide", decide, token_from=f"/requests/{request_id}")
+    assert 'data-status="submitted"' in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    post(manager, f"/requests/{request_id}/decide", {**decide, "confirm_written": "yes"},
+         token_from=f"/requests/{request_id}")
     approval = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "request.approve")
     assert approval["detail"]["written_request"] == "scan"
 
@@ -290,6 +295,16 @@ def test_after_the_viewer_ends_the_viewing_the_page_says_it_has_ended(office, va
     assert 'id="watch"' not in page
     assert "[&#34;" not in page and '["' not in page, "the approved recordings are shown as a JSON list"
     assert 'id="unlock-form"' in manager.get(f"/requests/{request_id}").get_data(as_text=True)
+    # Once the approved period is over, nobody is told to ask for an unlock that would be refused.
+    from webui.db import connect
+
+    conn = connect(office.config["KIROKU_DATA"])
+    conn.execute("UPDATE decisions SET valid_until = ? WHERE request_id = ?", (time.time() - 1, request_id))
+    conn.commit()
+    conn.close()
+    for who in (viewer, manager):
+        page = who.get(f"/requests/{request_id}").get_data(as_text=True)
+        assert 'id="window-over"' in page and 'id="unlock-form"' not in page and "依頼してください" not in page
     # The storage page names what holds the recording, in words.
     storage = manager.get("/admin/storage/").get_data(as_text=True)
     assert 'data-reason="request">視聴の請求<' in storage and "<th>理由</th>" in storage

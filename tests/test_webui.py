@@ -351,13 +351,25 @@ def test_the_console_is_japanese_first_and_switches_to_english(server, app, clie
     assert '<html lang="en">' in page and "Record button" in page
 
 
-def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_back(server, app, client):
+def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_back(server, app, client,
+                                                                                    monkeypatch):
     staff(client, app)
     login(client, "sato")  # an operator
     forbidden = client.get("/admin/")
     assert forbidden.status_code == 403
     refusal = [e for e in audit_entries(server.recorder.store) if e["action"] == "access.refused"][-1]
     assert refusal["actor"] == "sato" and refusal["detail"]["path"] == "/admin/", "the attempt is in the audit log"
+    # A script trying again and again writes one entry a minute, the rest counted into the next.
+    for _ in range(3):
+        assert client.get("/admin/").status_code == 403
+    refusals = lambda: [e for e in audit_entries(server.recorder.store)  # noqa: E731
+                        if e["action"] == "access.refused" and e["detail"]["what"] == "admin.dashboard"]
+    assert len(refusals()) == 1
+    from webui import auth
+
+    monkeypatch.setattr(auth, "REFUSAL_EVERY", 0.0)  # the minute is over
+    client.get("/admin/")
+    assert len(refusals()) == 2 and refusals()[-1]["detail"]["more_since_last_entry"] == 3
     page = forbidden.get_data(as_text=True)
     assert "この操作の権限がありません。" in page and 'id="home"' in page and "Forbidden" not in page
     missing = client.get("/requests/no-such-page")
@@ -376,8 +388,16 @@ def test_the_audit_page_names_actions_in_words_shows_details_and_pages_back(serv
     page = client.get("/admin/audit/").get_data(as_text=True)
     assert "職員の追加" in page and 'data-action="user.add"' in page, "an action in words, its code beside it"
     assert "<details>" in page and "&#34;roles&#34;" in page, "an entry's detail (the roles given) is shown"
-    # Every action the code writes has words, in both languages.
-    written = {e["action"] for e in audit_entries(vault)}
+    # Every action the code writes has words, in both languages: read from the source.
+    from pathlib import Path
+
+    patterns = [r'\.?audit\(\s*(?:"[a-z_-]+",\s*)?"([a-z_]+(?:\.[a-z_]+)*)"', r'action="([a-z_]+\.[a-z_.]+)"',
+                r'(?:store|send)_scan\([^)]*"([a-z_]+\.[a-z_]+)"\)']
+    root = Path(__file__).resolve().parent.parent
+    written = {a for folder in ("firmware", "webui") for f in (root / folder).rglob("*.py")
+               for pattern in patterns for a in re.findall(pattern, f.read_text())}
+    written |= {e["action"] for e in audit_entries(vault)}
+    assert len(written) > 60 and "recording.start" in written and "fault.raised" in written
     assert not [a for a in written if "action." + a not in i18n.MESSAGES], "an action without words"
     # Filtered by action and by date; and page by page, back to the first entry.
     only = client.get("/admin/audit/?action=user.add").get_data(as_text=True)
@@ -396,6 +416,10 @@ def test_the_audit_page_names_actions_in_words_shows_details_and_pages_back(serv
             before = got["older"]
     assert sorted(seen) == list(range(len(seen))) and len(seen) >= total, "every entry, once, newest first"
     assert 'id="older"' in client.get("/admin/audit/?limit=3").get_data(as_text=True)
+    last_page = client.get("/admin/audit/?limit=1&before=1").get_data(as_text=True)  # entry 0 alone
+    assert 'data-action="device.init"' in last_page and 'id="older"' not in last_page, "no link to an empty page"
+    assert client.get("/admin/audit/?before=99999999999999999999999").status_code == 200
+    assert client.get("/api/v1/audit?before=-1&since=yesterday").status_code == 200
 
 
 def test_faults_and_warnings_are_told_in_the_pages_language(server, app, client):

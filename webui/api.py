@@ -343,8 +343,8 @@ BODIES = {
     "requests.decide": {"decision": "approved | rejected", "note": "text", "scope_recording": "list of recording ids",
                         "scope_start": "ISO 8601 time", "scope_end": "ISO 8601 time",
                         "valid_hours": "number, at most 336", "confirm_responsible": "true when declared",
-                        "confirm_written": "true: the manager holds the signed paper form (needed while no scan is"
-                                           " attached)"},
+                        "confirm_written": "true: the manager checked the signed form (the attached scan, or the"
+                                           " paper while none is attached); needed to approve"},
     "requests.attach_scan": {"scan": "multipart file: PDF, PNG or JPEG, at most 10 MB"},
     "viewing.unlock": {"password": "the manager's passphrase"},
     "admin.add_person": {"username": "text", "display_name": "text", "section_id": "number",

@@ -38,15 +38,18 @@ def query_entries(args) -> dict:
             before = int(args["before"]) if args.get("before") else None
         except ValueError:
             before = None
+        if before is not None and not 0 <= before < 2**63:
+            before = None  # SQLite's integers: a larger one is no entry's
         dates = {k: args.get(k) if _DATE.fullmatch(args.get(k) or "") else None for k in ("since", "until")}
         entries = vault.audit_log.entries(vault.db, actor=args.get("actor") or None,
                                           subject=args.get("subject") or None, action=args.get("action") or None,
-                                          limit=limit, before=before, **dates)
+                                          limit=limit + 1, before=before, **dates)  # one more: is there a next page?
         actions = [r[0] for r in vault.db.execute("SELECT DISTINCT action FROM audit ORDER BY action")]
         checkpoint = vault.audit_log.latest_checkpoint(vault.db) if verified.get("entries") else ""
     finally:
         vault.close()
-    older = entries[-1]["seq"] if len(entries) == limit and entries[-1]["seq"] > 0 else None
+    older = entries[limit - 1]["seq"] if len(entries) > limit else None
+    entries = entries[:limit]
     return {"verification": verified, "entries": entries, "checkpoint": checkpoint, "actions": actions,
             "older": older}
 

@@ -171,13 +171,32 @@ def audit(action: str, *, subject: str = "", purpose: str = "", detail: dict | N
                              detail=detail or {})["seq"]
 
 
+REFUSAL_EVERY = 60.0  # seconds: one audit entry per person and kind of refusal, the rest counted
+_refusals: dict[tuple[str, str, str], list] = {}
+_refusals_lock = threading.Lock()
+
+
 def audit_refusal(what: str, subject: str = "") -> None:
     """A logged-in person was refused something (a page their role may not use; a request or
-    a viewing that is not theirs): in the audit log, so that an auditor sees who tried what.
+    a viewing that is not theirs, or none at all — answered alike): in the audit log, so that
+    an auditor sees who tried what. At most one entry a minute for each person and kind, the
+    others counted into the next, so a script cannot fill the signed log or wear the card.
     Best effort: a refusal stands even when the log cannot be written just then."""
+    user = g.user.username if getattr(g, "user", None) else "anonymous"
+    key, now = (str(current_app.config.get("KIROKU_DATA")), user, what), time.monotonic()
+    with _refusals_lock:
+        seen = _refusals.get(key)
+        if seen is not None and now - seen[0] < REFUSAL_EVERY:
+            seen[1] += 1
+            return
+        if len(_refusals) > 10_000:
+            _refusals.clear()
+        _refusals[key] = [now, 0]
+    detail = {"what": what, "method": request.method, "path": request.path[:200]}
+    if seen is not None and seen[1]:
+        detail["more_since_last_entry"] = seen[1]
     try:
-        audit("access.refused", subject=subject, detail={"what": what, "method": request.method,
-                                                          "path": request.path[:200]})
+        audit("access.refused", subject=subject, detail=detail)
     except Exception as exc:  # the recorder restarting: the process log keeps it
         log.warning("could not log a refusal of %s: %s", what, exc)
 

@@ -91,6 +91,7 @@ def load(request_id: int):
         " JOIN users u ON u.id = q.requester_id JOIN sections s ON s.id = q.requester_section_id WHERE q.id = ?",
         (request_id,)).fetchone()
     if row is None:
+        auth.audit_refusal("request", subject=f"#{request_id}")  # as one that is not theirs: alike in time
         abort(404)
     return row
 
@@ -218,6 +219,7 @@ def show(request_id: int):
                            ended_at=None if ended is None else _iso(int((ended["closed_at"] or ended["closes_at"]) * 1e6)),
                            recording_ids=json.loads(req["recording_ids"]), iso=_iso, reiwa=reiwa,
                            scope_ids=json.loads(decision["scope_recording_ids"]) if decision else [],
+                           in_window=valid_window(decision),
                            can_give_opinion=_can_give_opinion(req))
 
 
@@ -302,9 +304,9 @@ def decide(request_id: int):
     requested = json.loads(req["recording_ids"])
     if decision == "approved" and req["responsible_declared"] and not flag(inputs, "confirm_responsible", False):
         refuse("request.confirm_responsible", back=back)
-    # Art. 8(1): the request is made in writing. Its signed form is attached as a scan, or the
-    # manager states that they hold the paper (the scan can follow); the log says which.
-    written = "scan" if req["scan_sha256"] else "paper" if flag(inputs, "confirm_written", False) else None
+    # Art. 8(1): the request is made in writing. The manager states that they checked the
+    # signed form, as the attached scan or on paper (the scan can follow); the log says which.
+    written = ("scan" if req["scan_sha256"] else "paper") if flag(inputs, "confirm_written", False) else None
     if decision == "approved" and written is None:
         refuse("request.written_needed", back=back)
     if decision == "approved":

@@ -175,7 +175,7 @@ def _scope_parts(decision) -> list[Part]:
 def _when(wall_us: int) -> str:
     from datetime import datetime, timezone
 
-    return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc).astimezone().isoformat(timespec="seconds")
+    return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
 @bp.post("/requests/<int:request_id>/unlock")

@@ -32,10 +32,11 @@
     $("faults").textContent = s.faults.length ? s.faults.map((f) =>
       `${msg("fault.device." + f.device)}${msg(f.blocking ? "fault.blocking" : "fault.continuing")} (${f.message})`)
       .join(" / ") : msg("faults.none");
-    const capacity = s.capacity_warnings || [];
-    $("warnings").textContent = capacity.length ? capacity.map((w) => msg("warning.capacity")
-      .replace("%s", w.projected_days).replace("%s", msg("class." + w.record_class)).replace("%s", w.min_days))
-      .join(" / ") : msg("faults.none");
+    const warnings = (s.capacity_warnings || []).map((w) => msg("warning.capacity")
+      .replace("%s", () => w.projected_days).replace("%s", () => msg("class." + w.record_class))
+      .replace("%s", () => w.min_days))
+      .concat((s.warnings || []).filter((w) => !w.startsWith("capacity:")));
+    $("warnings").textContent = warnings.length ? warnings.join(" / ") : msg("faults.none");
     $("clock").textContent = `${s.clock.now} (${s.clock.synchronised ? msg("clock.synced") : msg("clock.unsynced")})`;
     const button = $("record-button");
     if (button) button.setAttribute("aria-pressed", String(s.button.pressed));
@@ -108,7 +109,7 @@
         // Say which recording the mark went to: when idle, it is the last one.
         const done = $("mark-done");
         done.textContent = msg(answer.marked ? "mark.done" : "mark.done_next")
-          .replace("%s", answer.marked || "").replace("%t", section || "—");
+          .replace("%s", () => answer.marked || "").replace("%t", () => section || "—");
         done.hidden = false;
       });
       markForm.note.value = "";
