@@ -126,21 +126,3 @@ def sounddevice_double(monkeypatch):
         stream.close()
     sys.modules.pop("sounddevice", None)
 
-
-@pytest.fixture(autouse=True)
-def _fresh_login_memory():
-    """Failed log-ins from 127.0.0.1 are remembered per address; each test starts clean."""
-    yield
-    auth = sys.modules.get("webui.auth")
-    if auth is not None:
-        auth._ghosts = auth._Ghosts()
-
-
-@pytest.fixture(autouse=True)
-def _no_viewings_left_open():
-    """Open viewings live in the web process's memory; a test's do not outlive it."""
-    yield
-    viewing = sys.modules.get("webui.viewing")
-    if viewing is not None:
-        with viewing._registry_lock:
-            viewing._open.clear()

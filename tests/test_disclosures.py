@@ -16,7 +16,7 @@ from firmware.cli import main
 from tests import test_api, test_requests
 from tests.helpers import wait_for
 from tests.webui_helpers import PASSWORDS, Api, login, post
-from webui import disclosures
+from domain import disclosures
 
 # The same office as the viewing-request tests: the staff, and one marked recording.
 server, app, office = test_requests.server, test_requests.app, test_requests.office

@@ -125,7 +125,7 @@ def test_web_db_migrations_wait_for_the_recorder_and_reach_the_audit_log_once(se
     assert entry["subject"] == "web.db" and entry["detail"]["script"] == script
     assert (entry["detail"]["from"], entry["detail"]["to"]) == (known, known + 1)
     with app.app_context():
-        assert web_db.hand_over_migrations(web_db.get_db(), app.extensions["kiroku_control"], web_db.vault_db()) == 0
+        assert web_db.hand_over_migrations(web_db.get_db(), app.extensions["kiroku"].control, web_db.vault_db()) == 0
     assert len(audit(vault, "db.migrate")) == 1, "handed over once"
 
     # rolled back: the dashboard and the API say web.db is a newer release's
@@ -168,7 +168,7 @@ def test_a_migration_whose_answer_was_lost_is_not_logged_twice(server, data_dir,
                                                            f"{known + 1:04d}_notes.sql",
                                                            "ALTER TABLE users ADD COLUMN note TEXT;"))
     app = test_webui.make_app(data_dir, KIROKU_UPDATE_LOG_EVERY=3600)  # migrates; this test hands over itself
-    real = app.extensions["kiroku_control"]
+    real = app.extensions["kiroku"].control
 
     class LostAnswer:
         def request(self, op, **fields):

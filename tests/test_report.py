@@ -20,7 +20,8 @@ from firmware.control import ControlServer, socket_path
 from tests.calls_helpers import capture_of, replay, write_pcap
 from tests.conftest import small_config
 from tests.webui_helpers import Api, staff
-from webui import auth, create_app, disclosures, report, requests
+from domain import accounts, disclosures, times
+from webui import create_app, report
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +59,7 @@ class Clock:
             def now(cls, tz=None):
                 return frozen if tz is None else frozen.astimezone(tz)
 
-        for module in (auth, requests):
-            self.mp.setattr(module, "datetime", Moved)
+        self.mp.setattr(times, "datetime", Moved)
         self.mp.setattr(disclosures, "today", lambda: frozen.date())
 
 
@@ -83,7 +83,7 @@ def year(tmp_path, data_dir, vault, config, monkeypatch):
     replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of(scripts)))
     ids = {r[0]: r[1] for r in vault.db.execute("SELECT call_id, recording_id FROM calls")}
     clock = Clock(monkeypatch)
-    monkeypatch.setattr(auth, "slow_down", lambda failures: None)  # ten wrong passwords without the waits
+    monkeypatch.setattr(accounts, "slow_down", lambda failures: None)  # ten wrong passwords without the waits
 
     manager, head = Api(app.test_client()), Api(app.test_client())
     assert manager.login("yamada").status_code == 200 and head.login("suzuki").status_code == 200

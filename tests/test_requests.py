@@ -184,14 +184,14 @@ def test_the_viewer_sees_exactly_the_approved_range_and_nothing_else(office, vau
 
 
 def test_closing_the_request_ends_the_viewing_drops_the_keys_and_releases_the_hold(office, vault):
-    from webui import viewing
+    from webui.services import state
 
     manager, viewer, request_id, viewing_url = open_viewing(office, vault)
     assert viewer.get(viewing_url + "/manifest.json").status_code == 200
-    assert viewing._open, "the day keys are held in memory while the viewing is open"
+    assert state(office).viewings._open, "the day keys are held in memory while the viewing is open"
     post(manager, f"/requests/{request_id}/close", token_from=f"/requests/{request_id}")
     assert viewer.get(viewing_url + "/manifest.json").status_code == 404
-    assert not viewing._open, "the keys were dropped"
+    assert not state(office).viewings._open, "the keys were dropped"
     assert not [h for h in vault.holds() if h["reason"] == "request"], "the request's hold was released"
 
 
@@ -200,8 +200,8 @@ def rec_start(vault, rec) -> int:
 
 
 def test_an_expired_session_loses_the_key(office, vault):
-    from webui import viewing
     from webui.db import connect
+    from webui.services import state
 
     manager, viewer, request_id, viewing_url = open_viewing(office, vault)
     assert viewer.get(viewing_url + "/manifest.json").status_code == 200
@@ -210,7 +210,7 @@ def test_an_expired_session_loses_the_key(office, vault):
                  " (SELECT id FROM users WHERE username = 'suzuki')")
     conn.close()
     assert viewer.get(viewing_url + "/manifest.json").status_code == 302, "the idle session was not ended"
-    assert not viewing._open, "the key outlived the session"
+    assert not state(office).viewings._open, "the key outlived the session"
     login(viewer, "suzuki")
     assert viewer.get(viewing_url + "/manifest.json").status_code == 404, "logging in again does not bring it back"
 
@@ -312,12 +312,13 @@ def test_after_the_viewer_ends_the_viewing_the_page_says_it_has_ended(office, va
 
 def test_the_window_end_closes_a_viewing_nobody_touches(office, vault):
     from webui import viewing
+    from webui.services import state
 
     manager, viewer, request_id, viewing_url = open_viewing(office, vault)
-    for v in viewing._open.values():
+    for v in state(office).viewings._open.values():
         v.closes_at = time.time() - 1
     viewing.sweep(office)
-    assert not viewing._open
+    assert not state(office).viewings._open
     entry = next(e for e in vault.audit_log.entries(vault.db) if e["action"] == "viewing.close")
     assert entry["detail"]["reason"] == "window ended" and entry["detail"]["keys_dropped"] is True
 

@@ -434,10 +434,10 @@ def test_a_managers_release_may_be_larger_than_any_other_form(server, client, ap
 def test_a_release_the_card_has_no_room_for_is_not_stored(server, vault, data_dir, tmp_path, key, monkeypatch):
     # room for it twice (the page's copy and ID.tar, then ID.tar and root's) beside what the
     # recorder keeps free: here 300 MB free, 256 MB kept
-    from webui import updates
+    from webui import releases
 
     card = SimpleNamespace(disk_usage=lambda path: SimpleNamespace(free=300 * 2**20))
-    monkeypatch.setattr(updates, "shutil", card)
+    monkeypatch.setattr(releases, "shutil", card)
     client = test_webui.make_app(data_dir, KIROKU_RESERVE_MB=256).test_client()
     first_run(client)
     rel = release(tmp_path, key, "0.2.0").read_bytes() + b"\0" * (30 * 2**20)

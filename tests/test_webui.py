@@ -128,7 +128,7 @@ def test_before_set_up_every_page_leads_to_the_first_run_page(server, client):
 
 
 def test_the_first_run_page_refuses_weak_input_and_then_disappears(server, client):
-    from webui.auth import USERNAME
+    from domain.people import USERNAME
 
     code = setup_code(client)
     page = client.get("/setup/").get_data(as_text=True)
@@ -152,10 +152,10 @@ def test_only_someone_shown_the_set_up_code_registers_the_first_manager(server, 
                                                                           monkeypatch, capsys):
     """Anyone on the counter's network reaches the first-run page; only a person at the device
     sees the code it asks for (the console's greeting, `kiroku setup-code`)."""
-    import webui.auth
+    import domain.accounts
     from firmware.cli import main
 
-    monkeypatch.setattr(webui.auth.time, "sleep", lambda s: None)
+    monkeypatch.setattr(domain.accounts.time, "sleep", lambda s: None)
     page = client.get("/setup/").get_data(as_text=True)
     assert 'name="code"' in page and "設定用コード" in page
     assert main(["setup-code", "--data", str(data_dir)]) == 0
@@ -180,20 +180,20 @@ def test_only_someone_shown_the_set_up_code_registers_the_first_manager(server, 
 
 
 def test_wrong_set_up_codes_from_one_address_are_refused_for_a_while(server, client, vault, monkeypatch):
-    import webui.auth
+    import domain.accounts
 
     waits = []
-    monkeypatch.setattr(webui.auth.time, "sleep", waits.append)
+    monkeypatch.setattr(domain.accounts.time, "sleep", waits.append)
     form = {"username": "yamada", "display_name": "x", "section": "s",
             "password": PASSWORDS["yamada"], "confirm": PASSWORDS["yamada"]}
-    for _ in range(webui.auth.ADDRESS_LIMIT):
+    for _ in range(domain.accounts.ADDRESS_LIMIT):
         assert post(client, "/setup/", {**form, "code": "00000-00000"}, token_from="/setup/").status_code == 403
     assert waits[:5] == [1, 2, 4, 8, 8], "answers slow down as wrong codes go on"
     right = post(client, "/setup/", {**form, "code": setup_code(client)}, token_from="/setup/")
     assert right.status_code == 403 and "最長30分間" in right.get_data(as_text=True), "even the right code, for now"
     assert client.get("/").headers["Location"] == "/setup/"
     entries = audit_entries(vault)
-    assert [e["action"] for e in entries].count("setup.refused") == webui.auth.ADDRESS_LIMIT
+    assert [e["action"] for e in entries].count("setup.refused") == domain.accounts.ADDRESS_LIMIT
     assert entries[-1]["action"] == "setup.locked", "the lock is logged once; what it refuses then is not"
     # full-width, as typed with a Japanese input method on, from another computer: taken
     typed = setup_code(client).translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)}).replace("－", "ー")
@@ -261,11 +261,11 @@ def test_without_the_recorder_nothing_is_set_up(client):
 # -- log-in -----------------------------------------------------------------------------------
 
 def test_repeated_failures_slow_down_and_then_lock_the_account(server, app, client, vault, monkeypatch):
-    import webui.auth
+    import domain.accounts
 
     staff(client, app)
     waits = []
-    monkeypatch.setattr(webui.auth.time, "sleep", waits.append)
+    monkeypatch.setattr(domain.accounts.time, "sleep", waits.append)
     for _ in range(9):
         r = post(client, "/login", {"username": "sato", "password": "wrong password!"})
         assert r.status_code == 401
@@ -365,9 +365,9 @@ def test_a_refused_or_missing_page_says_so_in_the_pages_language_with_the_way_ba
     refusals = lambda: [e for e in audit_entries(server.recorder.store)  # noqa: E731
                         if e["action"] == "access.refused" and e["detail"]["what"] == "admin.dashboard"]
     assert len(refusals()) == 1
-    from webui import auth
+    from webui import services
 
-    monkeypatch.setattr(auth, "REFUSAL_EVERY", 0.0)  # the minute is over
+    monkeypatch.setattr(services, "REFUSAL_EVERY", 0.0)  # the minute is over
     client.get("/admin/")
     assert len(refusals()) == 2 and refusals()[-1]["detail"]["more_since_last_entry"] == 3
     page = forbidden.get_data(as_text=True)
@@ -392,9 +392,10 @@ def test_the_audit_page_names_actions_in_words_shows_details_and_pages_back(serv
     from pathlib import Path
 
     patterns = [r'\.?audit\(\s*(?:"[a-z_-]+",\s*)?"([a-z_]+(?:\.[a-z_]+)*)"', r'action="([a-z_]+\.[a-z_.]+)"',
-                r'(?:store|send)_scan\([^)]*"([a-z_]+\.[a-z_]+)"\)']
+                r'ctx\.log\(\s*f?"([a-z_]+(?:\.[a-z_]+)*)"',
+                r'scans\.(?:store|send|opened)\([^)]*"([a-z_]+\.[a-z_]+)"\)']
     root = Path(__file__).resolve().parent.parent
-    written = {a for folder in ("firmware", "webui") for f in (root / folder).rglob("*.py")
+    written = {a for folder in ("firmware", "webui", "domain") for f in (root / folder).rglob("*.py")
                for pattern in patterns for a in re.findall(pattern, f.read_text())}
     written |= {e["action"] for e in audit_entries(vault)}
     assert len(written) > 60 and "recording.start" in written and "fault.raised" in written
@@ -491,9 +492,11 @@ def test_every_word_exists_in_both_languages():
     templates = Path(__file__).resolve().parent.parent / "webui" / "templates"
     used = {m for p in templates.rglob("*.html") for m in re.findall(r"t\('([a-z_.]+)'\)", p.read_text())}
     assert not {u for u in used if not u.endswith(".")} - set(MESSAGES), "a template uses a word with no translation"
-    code = Path(__file__).resolve().parent.parent / "webui"
-    pattern = r'(?:refuse|again|flash|Refused|LoginRefused)\(\s*"([a-z_]+\.[a-z_.]+)"|notice="([a-z_]+\.[a-z_.]+)"'
-    said = {key for p in code.glob("*.py") for found in re.findall(pattern, p.read_text()) for key in found if key}
+    root = Path(__file__).resolve().parent.parent
+    pattern = (r'(?:refuse|again|flash|Refused|LoginRefused)\(\s*"([a-z_]+\.[a-z_.]+)"|notice="([a-z_]+\.[a-z_.]+)"'
+               r'|refuse="([a-z_]+\.[a-z_.]+)"')
+    said = {key for folder in ("webui", "domain") for p in (root / folder).glob("*.py")
+            for found in re.findall(pattern, p.read_text()) for key in found if key}
     assert len(said) > 40 and not said - set(MESSAGES), f"refusals with no translation: {said - set(MESSAGES)}"
 
 
@@ -508,7 +511,7 @@ def test_settings_are_validated_written_logged_and_applied(server, app, client, 
     import tomllib
 
     first_run(client)
-    form = {f"{s}.{k}": "" for s, k, _ in __import__("webui.settings", fromlist=["FIELDS"]).FIELDS}
+    form = {f"{s}.{k}": "" for s, k, _ in __import__("webui.queries", fromlist=["FIELDS"]).FIELDS}
     page = client.get("/admin/settings/").get_data(as_text=True)
     for name in form:
         m = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', page)
@@ -630,10 +633,10 @@ def test_parallel_guesses_are_all_counted_and_lock_the_account(server, app, clie
         for _ in range(3):
             results.append(post(c, "/login", {"username": "sato", "password": "wrong password!"}).status_code)
 
-    import webui.auth
+    import domain.accounts
 
-    original = webui.auth.slow_down
-    webui.auth.slow_down = lambda failures: None  # the count is under test here, not the delay
+    original = domain.accounts.slow_down
+    domain.accounts.slow_down = lambda failures: None  # the count is under test here, not the delay
     try:
         threads = [threading.Thread(target=guess) for _ in range(8)]
         for t in threads:
@@ -641,17 +644,17 @@ def test_parallel_guesses_are_all_counted_and_lock_the_account(server, app, clie
         for t in threads:
             t.join()
     finally:
-        webui.auth.slow_down = original
+        domain.accounts.slow_down = original
     assert len(results) == 24
     r = post(client, "/login", {"username": "sato", "password": PASSWORDS["sato"]})
     assert r.status_code == 401 and "ロック" in r.get_data(as_text=True), "24 guesses did not lock the account"
 
 
 def test_an_unknown_name_is_locked_exactly_like_a_real_one(server, app, client, monkeypatch):
-    import webui.auth
+    import domain.accounts
 
     staff(client, app)
-    monkeypatch.setattr(webui.auth, "slow_down", lambda failures: None)
+    monkeypatch.setattr(domain.accounts, "slow_down", lambda failures: None)
     answers = [post(client, "/login", {"username": "ghost", "password": "x" * 12}).get_data(as_text=True)
                for _ in range(10)]
     assert "ロック" in answers[-1] and "ロック" not in answers[0]

@@ -2,8 +2,11 @@
 
 It reads the recorder's state and index, and asks it to act — and to write the audit
 log — only through the control socket (``firmware.control``); it never touches the
-hardware or the recorder's memory. Its own records (people, sessions, requests) are in
-``<data>/web/web.db``, which only this process writes.
+hardware or the recorder's memory. Its registers (people, sessions, requests, provisions,
+disclosures) are in ``<data>/web/web.db``, which only this process writes; the workflows
+over them are ``domain``'s, and a view parses, acts and answers. The application's state
+(the control client, open viewings, export jobs…) is ``app.extensions["kiroku"]``
+(``webui.services``). No blueprint imports another.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, g, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
-from firmware.control import ControlClient, ControlError, socket_path
+from domain.accounts import ABSOLUTE
+from firmware.control import ControlError
 from firmware.fsutil import atomic_write, makedirs_durable
-from webui import i18n
+from webui import i18n, services
 from webui.permissions import PUBLIC, enforce, permission
 
 
@@ -58,8 +62,6 @@ def _is_address(host: str | None) -> bool:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    from webui import auth
-
     app = Flask(__name__)
     app.config.from_mapping(
         KIROKU_DATA=os.environ.get("KIROKU_DATA", "data"),
@@ -70,7 +72,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         KIROKU_HOSTS=("127.0.0.1", "localhost", "::1"),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=auth.ABSOLUTE),
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=ABSOLUTE),
         MAX_CONTENT_LENGTH=12 * 2**20,  # a scanned form at most
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
@@ -82,17 +84,15 @@ def create_app(test_config: dict | None = None) -> Flask:
     data_dir = Path(app.config["KIROKU_DATA"])
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(data_dir)
-    app.extensions["kiroku_control"] = ControlClient(socket_path(data_dir), timeout=10)
+    state = services.install(app)
 
-    from webui import db
+    from webui import db, releases, sessions
 
     conn = db.connect(data_dir)
     db.migrate(conn)  # warns of a newer release's database
     conn.close()
 
-    from webui import updates
-
-    app.request_class = updates.Request
+    app.request_class = releases.Request
 
     @app.before_request
     def only_our_hosts():
@@ -108,22 +108,22 @@ def create_app(test_config: dict | None = None) -> Flask:
             abort(400, description="unknown host name")
         return None
 
-    app.before_request(auth.current_session)
+    app.before_request(sessions.current_session)
     # before the CSRF check, which reads the form: how much of it may be read, and where to
-    app.before_request(updates.spool_uploads)
+    app.before_request(releases.spool_uploads)
     csrf = CSRFProtect(app)
     from webui import api
 
     # The API checks its own: the token in the X-CSRFToken header only (webui/api.py).
     csrf.exempt(api.bp)
 
-    from webui import disclosures
-    from webui import report
-    from webui import admin, audit_view, calls, console, provisions, requests, settings, setup, storage, viewing
+    from webui import (admin, audit_view, auth, calls, console, disclosures, provisions, report, requests, settings,
+                       setup, storage, updates, viewing)
 
     for blueprint in (auth.bp, setup.bp, admin.bp, console.bp, requests.bp, viewing.bp, provisions.bp, disclosures.bp,
-                      audit_view.bp, storage.bp, settings.bp, updates.bp, calls.bp, report.bp, api.bp):
+                      audit_view.bp, storage.bp, settings.bp, updates.bp, calls.bp, report.bp):
         app.register_blueprint(blueprint)
+    api.install(app)  # last: it serves the pages' actions too
     from webui import actions
 
     actions.install(app)
@@ -140,7 +140,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     def index():
         if getattr(g, "user", None) is None:
             return redirect(url_for("auth.login"))
-        return redirect(auth.home_for(g.user))
+        return redirect(sessions.home_for(g.user))
 
     @app.route("/lang/<code>")
     @permission(PUBLIC)
@@ -183,12 +183,6 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     enforce(app)
     viewing.start_sweeper(app)
-    updates.start_logger(app)
-    provisions.cleanup(app.config["KIROKU_DATA"])
+    releases.start_logger(app)
+    state.jobs.cleanup()
     return app
-
-
-def control() -> ControlClient:
-    from flask import current_app
-
-    return current_app.extensions["kiroku_control"]

@@ -10,32 +10,42 @@ the page cannot, and the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable, NoReturn
 
 from flask import Flask, flash, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
+
+from domain import errors
+from domain.errors import Refused
 
 
 def is_api() -> bool:
     return request.path.startswith("/api/")
 
 
-class Refused(Exception):
-    """An action refused, with the message's key (``webui.i18n``) and the HTTP status.
-
-    A page is sent ``back`` to where it came from with the message flashed, or — for a
-    form worth keeping what was typed — shown again by ``page()``.
-    """
-
-    def __init__(self, key: str, status: int = 400, *, back: str | None = None,
-                 page: Callable[[], object] | None = None, detail: str = ""):
-        super().__init__(key)
-        self.key, self.status, self.back, self.page, self.detail = key, status, back, page, detail
-
+# A refusal (``domain.errors.Refused``: the message's key, the HTTP status) is answered here:
+# a page is sent ``back`` to where it came from with the message flashed, or — for a form
+# worth keeping what was typed — shown again by ``page()``; the API gets {error, code}.
 
 def refuse(key: str, status: int = 400, *, back: str | None = None,
            page: Callable[[], object] | None = None, detail: str = "") -> NoReturn:
-    raise Refused(key, status, back=back, page=page, detail=detail)
+    with refusing(back=back, page=page):
+        errors.refuse(key, status, detail=detail)
+
+
+@contextmanager
+def refusing(*, back: str | None = None, page: Callable[[], object] | None = None) -> Iterator[None]:
+    """What a workflow refuses inside the block goes ``back`` to that page, or shows ``page()`` again."""
+    try:
+        yield
+    except Refused as exc:
+        if getattr(exc, "back", None) is None:
+            exc.back = back
+        if getattr(exc, "page", None) is None:
+            exc.page = page
+        raise
 
 
 MAX_TEXT = 10_000  # characters in one value: the longest any form takes is 2,000
@@ -117,7 +127,12 @@ def done(url: str, *, code: int = 200, notice: str | None = None, **data):
     return redirect(url)
 
 
+_HTTP = {errors.NotFound: 404, errors.Forbidden: 403, errors.Gone: 410, errors.NotYet: 409}
+
+
 def install(app: Flask) -> None:
+    from werkzeug.exceptions import default_exceptions
+
     from webui import i18n
 
     @app.errorhandler(Refused)
@@ -128,11 +143,21 @@ def install(app: Flask) -> None:
                 body["detail"] = exc.detail
             return jsonify(body), exc.status
         flash(exc.key, "error")
-        if exc.page is not None:
-            response = app.make_response(exc.page())
+        page = getattr(exc, "page", None)
+        if page is not None:
+            response = app.make_response(page())
             response.status_code = exc.status
             return response
-        return redirect(exc.back or "/")
+        return redirect(getattr(exc, "back", None) or "/")
+
+    def as_http(exc: errors.DomainError):
+        """A record not found, not allowed, gone or not ready: the HTTP answer it stands for."""
+        status = next(code for kind, code in _HTTP.items() if isinstance(exc, kind))
+        description = str(exc) if isinstance(exc, errors.NotYet) else None
+        return http_error(default_exceptions[status](description=description))
+
+    for kind in _HTTP:
+        app.register_error_handler(kind, as_http)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):

@@ -14,10 +14,10 @@ from flask import Blueprint, jsonify, render_template, request
 
 from firmware.calls import index as call_index
 from firmware.calls import numbers
-from webui import auth
 from webui.actions import is_api, refuse
 from webui.db import vault_db
 from webui.permissions import MANAGER, permission
+from webui.services import audit
 
 bp = Blueprint("calls", __name__, url_prefix="/admin/calls")
 
@@ -56,7 +56,7 @@ def search() -> tuple[dict, list[dict]]:
         raise
     # Every listing is logged before it is shown (it shows numbers): who looked, for what, and
     # how many calls it showed — with the digits searched for, so an auditor sees who looked for whom.
-    auth.audit("calls.search", detail={"number": numbers.search_key(query["number"]) if query["number"] else "",
+    audit("calls.search", detail={"number": numbers.search_key(query["number"]) if query["number"] else "",
                                        "from": query["from"], "to": query["to"], "direction": query["direction"],
                                        "found": len(rows)})
     return query, rows

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, render_template, url_for
 
+from domain import duty as duty_, people
 from firmware.hardware import Simulator
-from webui import auth, i18n
-from webui.actions import done, fields, flag
-from webui.db import get_db, vault_db
+from webui import i18n
+from webui.actions import done
+from webui.db import vault_db
+from webui.parsing import Flag, Form, takes
 from webui.permissions import MANAGER, OPERATOR, permission
+from webui.services import context
 
 bp = Blueprint("console", __name__)
 
-
-def on_duty():
-    return get_db().execute(
-        "SELECT d.id, d.user_id, u.display_name, d.signed_on_at FROM duty d JOIN users u ON u.id = d.user_id"
-        " WHERE d.device = ? AND d.signed_off_at IS NULL ORDER BY d.id", (current_app.config["KIROKU_DEVICE"],)).fetchall()
+DUTY = Form(Flag("on", "true to sign on, false to sign off"))
 
 
 def last_recordings(limit: int = 10) -> list:
@@ -38,34 +37,22 @@ def last_recordings(limit: int = 10) -> list:
 @bp.get("/console")
 @permission(OPERATOR, MANAGER)
 def index():
-    sections = [r["name"] for r in get_db().execute("SELECT name FROM sections ORDER BY name")]
+    ctx = context()
+    on_duty = duty_.on_duty(ctx)
     return render_template(
         "console/index.html",
         simulated=current_app.config["KIROKU_SIMULATED"],
         sim_actions=[a for a in Simulator.ACTIONS if a not in ("press", "release")],
-        messages=i18n.catalog(), duty=on_duty(), recordings=last_recordings(), sections=sections,
-        me_on_duty=any(d["user_id"] == g.user.id for d in on_duty()),
+        messages=i18n.catalog(), duty=on_duty, recordings=last_recordings(), sections=people.section_names(ctx.db),
+        me_on_duty=any(d["user_id"] == g.user.id for d in on_duty),
     )
 
 
 @bp.post("/console/duty")
 @permission(OPERATOR)
+@takes(DUTY)
 def duty():
     """Sign on (on: yes) or off at this counter."""
-    db = get_db()
-    device = current_app.config["KIROKU_DEVICE"]
-    if flag(fields(), "on"):
-        if not db.execute("SELECT 1 FROM duty WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
-                          (device, g.user.id)).fetchone():
-            auth.audit("duty.sign_on", subject=device)
-            db.execute("INSERT INTO duty (device, user_id, signed_on_at) VALUES (?, ?, ?)",
-                       (device, g.user.id, auth.now_iso()))
-    else:
-        auth.audit("duty.sign_off", subject=device)
-        db.execute("UPDATE duty SET signed_off_at = ? WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
-                   (auth.now_iso(), device, g.user.id))
-    return done(url_for("console.index"), on_duty=describe_duty())
-
-
-def describe_duty() -> list[dict]:
-    return [{"user_id": d["user_id"], "name": d["display_name"], "since": d["signed_on_at"]} for d in on_duty()]
+    ctx = context()
+    duty_.sign(ctx, DUTY.parse().on)
+    return done(url_for("console.index"), on_duty=duty_.describe(ctx))

@@ -1,4 +1,5 @@
-"""web.db: people, roles, sessions, requests. The web UI process is its only writer.
+"""web.db: the device's registers (``domain``: people, sessions, requests, provisions,
+disclosures). The web UI process is its only writer.
 
 The recorder's ``kiroku.db`` (recordings, segments, holds, the audit log) is opened
 read-only here; what the web UI needs written there goes through the control socket.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from flask import current_app, g
 
+from domain.db import Database
 from firmware import sqlite
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,15 @@ def hand_over_migrations(conn: sqlite3.Connection, control, vault: sqlite3.Conne
         return 0
 
 
-def get_db() -> sqlite3.Connection:
+def database(data_dir: Path) -> Database:
+    """web.db as the workflows use it (``domain.db``)."""
+    return Database.sqlite(connect(data_dir))
+
+
+def get_db() -> Database:
+    """This request's connection to web.db."""
     if "db" not in g:
-        g.db = connect(Path(current_app.config["KIROKU_DATA"]))
+        g.db = database(Path(current_app.config["KIROKU_DATA"]))
     return g.db
 
 
@@ -98,29 +106,22 @@ def close_db(_exc=None) -> None:
         db.close()
 
 
-class transaction:
-    """``with transaction(db):`` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on an error."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
-
-    def __exit__(self, exc_type, *exc):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        return False
+def open_index(data_dir: Path) -> sqlite3.Connection | None:
+    """The recorder's index, read-only (None before the recorder has made it)."""
+    path = Path(data_dir) / "kiroku.db"
+    if not path.exists():
+        return None
+    conn = sqlite.open_db(path, readonly=True)
+    conn.row_factory = sqlite3.Row
+    return conn
 
 
 def vault_db() -> sqlite3.Connection | None:
-    """The recorder's index, read-only (None before the recorder has made it)."""
+    """This request's read-only connection to the recorder's index (None before the recorder has made it)."""
     if "vault_db" not in g:
-        path = Path(current_app.config["KIROKU_DATA"]) / "kiroku.db"
-        if not path.exists():
+        conn = open_index(Path(current_app.config["KIROKU_DATA"]))
+        if conn is None:
             return None
-        conn = sqlite.open_db(path, readonly=True)
-        conn.row_factory = sqlite3.Row
         g.vault_db = conn
     return g.vault_db
 

@@ -79,7 +79,9 @@ def enforce(app: Flask) -> None:
 
     @app.before_request
     def check_permission():
-        from webui import auth
+        from domain import people
+        from webui.db import get_db
+        from webui.services import audit_refusal
 
         if request.endpoint is None or request.endpoint in _ALWAYS_PUBLIC:
             return None  # 404 / static files
@@ -90,7 +92,7 @@ def enforce(app: Flask) -> None:
             abort(403)
         if SIMULATED in levels and not current_app.config["KIROKU_SIMULATED"]:
             abort(404)
-        if not auth.has_users() and request.endpoint not in _BEFORE_SETUP:
+        if not people.anyone(get_db()) and request.endpoint not in _BEFORE_SETUP:
             if _is_api():
                 return jsonify({"error": "the device is not set up yet: open the first-run page"}), 503
             return redirect(url_for("setup.index"))
@@ -101,7 +103,7 @@ def enforce(app: Flask) -> None:
                 return jsonify({"error": "log in first"}), 401
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         log.warning("refused %s to %s (roles: %s)", request.endpoint, g.user.username, ", ".join(g.user.roles) or "none")
-        auth.audit_refusal(request.endpoint)
+        audit_refusal(request.endpoint)
         if _is_api():
             return jsonify({"error": "not allowed for your role"}), 403
         abort(403)

@@ -213,12 +213,13 @@ def _web_figures(conn: sqlite3.Connection, f: Figures, fy: int) -> None:
             "SELECT count(*) FROM provision_exports e JOIN provisions p ON p.id = e.provision_id"
             " WHERE p.fiscal_year = ?", (fy,)).fetchone()[0]
     if "disclosures" in tables:
-        from webui import disclosures  # its deadline rule, not a second copy of it
+        from domain import disclosures  # its deadline rule, not a second copy of it
+        from domain.times import parse_date
 
         for d in conn.execute("SELECT * FROM disclosures WHERE fiscal_year = ?", (fy,)):
             outcome = "withdrawn" if d["withdrawn"] else (d["decision"] or "pending")
             f.disclosures[d["kind"]][outcome] += 1
-            decided = disclosures._date(d["decided_on"] or "")
+            decided = parse_date(d["decided_on"] or "")
             if not d["withdrawn"] and (decided or disclosures.today()) > disclosures.deadline(d):
                 f.disclosures_late += 1
 
@@ -440,7 +441,7 @@ def _this_device(fy: int) -> Report:
 
 def _year() -> int:
     from webui.actions import refuse
-    from webui.requests import fiscal_year
+    from domain.times import fiscal_year
 
     text = request.args.get("year", "")
     if not text:
@@ -454,7 +455,7 @@ def _year() -> int:
 @permission(MANAGER)
 def index():
     """The annual operations report (Art. 14) of any fiscal year, as it will be published."""
-    from webui.requests import fiscal_year
+    from domain.times import fiscal_year
 
     fy = _year()
     report = _this_device(fy)
@@ -478,11 +479,11 @@ def download(year: int, kind: str):
     """The report as PDF, CSV or HTML, for publication."""
     from flask import abort
 
-    from webui import auth
+    from webui.services import audit
 
     if kind not in _TYPES or not 2000 <= year <= 2100:
         abort(404)
-    auth.audit("report.download", subject=str(year), detail={"format": kind})
+    audit("report.download", subject=str(year), detail={"format": kind})
     report = _this_device(year)
     data = {"pdf": to_pdf, "csv": to_csv, "html": lambda r: to_html(r).encode("utf-8")}[kind](report)
     response = Response(data, mimetype=_TYPES[kind])

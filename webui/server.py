@@ -39,9 +39,9 @@ def drain_unread_bodies(app):
     - what the app left unread of a body is read a little at a time and dropped. To keep
       the connection open after any other answer, cheroot reads that rest itself — in one
       read, into memory: a refused 200 MB upload would be 200 MB of the Pi's memory."""
-    from webui import updates
+    from webui import releases
 
-    limit, uploads = app.config["MAX_CONTENT_LENGTH"], updates.upload_paths(app)
+    limit, uploads = app.config["MAX_CONTENT_LENGTH"], releases.upload_paths(app)
 
     def wrapped(environ, start_response):
         try:
@@ -81,10 +81,10 @@ def server_for(app, host: str, port: int):
     upload) is read at all, and a refused one is read without being kept."""
     from cheroot import wsgi
 
-    from webui import updates
+    from webui import releases
 
     server = wsgi.Server((host, port), drain_unread_bodies(app), numthreads=8, server_name="kiroku")
-    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"], updates.max_release(app) + updates.MAX_FORM)
+    server.max_request_body_size = max(app.config["MAX_CONTENT_LENGTH"], releases.max_release(app) + releases.MAX_FORM)
     return server
 
 

@@ -16,36 +16,15 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, g, render_template, url_for
 
-from firmware.config import Config, ConfigError, from_dict, load
+from firmware.config import Config, ConfigError, from_dict
 from firmware.fsutil import atomic_write
-from firmware.paths import config_file
-from webui import auth
 from webui.actions import done, fields, refuse
+from webui.parsing import Form, Text, takes
 from webui.permissions import MANAGER, permission
+from webui.queries import FIELDS, RESTART_NEEDED, current, describe
+from webui.services import audit, control
 
 bp = Blueprint("settings", __name__, url_prefix="/admin/settings")
-
-# (section, key, kind): what the page offers; hardware (pins, camera) stays in the file.
-FIELDS = [
-    ("device", "mode", str), ("device", "location", str),
-    ("notice", "delay", float), ("notice", "announcement", str),
-    ("recording", "segment_seconds", float), ("recording", "max_minutes", float),
-    ("retention", "footage_min_days", int), ("retention", "call_min_days", int),
-    ("retention", "footage_max_days", int), ("retention", "call_max_days", int),
-    ("retention", "capacity_mb", int),
-    ("public", "city", str), ("public", "purpose", str), ("public", "manager", str), ("public", "contact", str),
-    ("public", "url", str),
-]
-RESTART_NEEDED = {("device", "mode"), ("notice", "announcement")}
-
-
-def _path() -> Path:
-    return Path(current_app.config["KIROKU_DATA"]) / "kiroku.toml"
-
-
-def current() -> Config:
-    return load(config_file(Path(current_app.config["KIROKU_DATA"]), None))
-
 
 def toml_value(value) -> str:
     if isinstance(value, bool):
@@ -75,8 +54,19 @@ def index():
     return render_template("admin/settings.html", config=current(), fields=FIELDS)
 
 
+def _path() -> Path:
+    return Path(current_app.config["KIROKU_DATA"]) / "kiroku.toml"
+
+
+# Every setting the page offers, each optional (what is not sent stays as it is); the view reads
+# them by FIELDS, telling an absent one from an empty one.
+SAVE = Form(*(Text(f"{section}.{key}", f"{section}.{key}", strip=False,
+                   json_type={str: "string", int: "integer", float: "number"}[kind]) for section, key, kind in FIELDS))
+
+
 @bp.post("/")
 @permission(MANAGER)
+@takes(SAVE)
 def save():
     """Change settings (any of FIELDS, as "section.key"); what is not sent stays as it is."""
     old = current()
@@ -100,11 +90,9 @@ def save():
     if changes:
         text = dumps(new)
         assert from_dict(tomllib.loads(text)) == new  # what is written reads back as what was meant
-        auth.audit("settings.change",
+        audit("settings.change",
                    detail={f"{s}.{k}": v for s, values in changes.items() for k, v in values.items()})
         atomic_write(_path(), text.encode())
-        from webui import control
-
         control().request("reload", by=g.user.username)
     return done(url_for("settings.index"), notice=("settings.saved_restart" if restart else "settings.saved")
                 if changes else None, restart_needed=sorted(f"{s}.{k}" for s, k in restart), **describe(current()))
@@ -137,8 +125,3 @@ def notice_file(name: str):
     data = signage.FILES[name](current())
     mimetype = "text/html" if name.endswith(".html") else "application/pdf"
     return send_file(io.BytesIO(data), mimetype=mimetype, as_attachment=True, download_name=name)
-
-
-def describe(config: Config) -> dict:
-    """The settings the page offers, as "section.key": value."""
-    return {"settings": {f"{s}.{k}": getattr(getattr(config, s), k) for s, k, _ in FIELDS}}

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
+from domain import accounts, people
 from firmware.vault import age
-from webui import auth, keys, setup_code
-from webui.db import get_db, transaction
+from webui import setup_code
+from webui.db import get_db
 from webui.permissions import MANAGER, PUBLIC, permission
+from webui.services import audit, control, state
+from webui.sessions import has_users, load_user, start_session
 
 bp = Blueprint("setup", __name__, url_prefix="/setup")
 
@@ -20,9 +23,10 @@ bp = Blueprint("setup", __name__, url_prefix="/setup")
 @bp.route("/", methods=["GET", "POST"])
 @permission(PUBLIC)
 def index():
-    if auth.has_users():
+    if has_users():
         abort(404)
-    store = keys.keystore()
+    keys = state().keys
+    store = keys.store
     needs_recovery_to_reencrypt = store.initialised and bool(store.day_keys("footage") or store.day_keys("call"))
     if request.method == "GET":
         try:
@@ -32,8 +36,6 @@ def index():
             flash("setup.code_unavailable", "error")
         return render_template("setup/index.html", form={}, provisioned=store.initialised,
                                needs_recovery=needs_recovery_to_reencrypt)
-    from webui import control
-
     control().status()  # nothing is set up unless the recorder can log it (raises → 503 page)
     form = {k: request.form.get(k, "").strip() for k in ("username", "display_name", "section")}
     refused = _code_refused()
@@ -43,12 +45,12 @@ def index():
                                needs_recovery=needs_recovery_to_reencrypt), 403
     password, confirm = request.form.get("password", ""), request.form.get("confirm", "")
     problem = None
-    if not auth.USERNAME.fullmatch(form["username"]):
+    if not people.USERNAME.fullmatch(form["username"]):
         problem = "user.bad_username"
     elif not form["display_name"] or not form["section"]:
         problem = "form.missing"
     else:
-        problem = auth.check_password_rules(password, confirm)
+        problem = accounts.password_problem(password, confirm)
     unlock = None
     if not problem and needs_recovery_to_reencrypt:
         try:
@@ -67,20 +69,14 @@ def index():
     if made_keys:
         recovery = age.X25519Identity.generate()
         store.initialise(current_app.config["KIROKU_DEVICE"], recovery.recipient)
-    db = get_db()
     try:
         # The device key now exists to sign it: the set-up is logged before anything else is made.
-        auth.audit("device.setup", subject=form["username"], actor=form["username"],
+        audit("device.setup", subject=form["username"], actor=form["username"],
                    detail={"keys_created": made_keys, "device": current_app.config["KIROKU_DEVICE"]})
         keys.add_manager(form["username"], password, unlock=unlock)
-        with transaction(db):
-            section = db.execute("INSERT INTO sections (name, created_at) VALUES (?, ?)",
-                                 (form["section"], auth.now_iso())).lastrowid
-            user_id = db.execute(
-                "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, created_at)"
-                " VALUES (?, ?, ?, ?, 1, ?)",
-                (form["username"], form["display_name"], auth.hash_password(password), section,
-                 auth.now_iso())).lastrowid
+        user_id = accounts.create_first_manager(get_db(), username=form["username"],
+                                                display_name=form["display_name"], section=form["section"],
+                                                password=password)
     except Exception as exc:
         # All or nothing: a device half set up would have lost its recovery key.
         store.remove_manager(form["username"])
@@ -91,11 +87,11 @@ def index():
             return render_template("setup/index.html", form=form, provisioned=True, needs_recovery=True), 400
         raise
     setup_code.remove(current_app.config["KIROKU_DATA"])  # the page is closed: nothing left to guess
-    auth.start_session(user_id)
-    g.user = auth.load_user(user_id)
-    auth.audit("user.add", subject=form["username"], detail={"roles": ["manager"], "section": form["section"]})
+    start_session(user_id)
+    g.user = load_user(user_id)
+    audit("user.add", subject=form["username"], detail={"roles": ["manager"], "section": form["section"]})
     if recovery is not None:
-        keys.pending_recovery.put(user_id, recovery)  # by person, not session: a log-out does not lose it
+        state().pending_recovery.put(user_id, recovery)  # by person, not session: a log-out does not lose it
         return redirect(url_for("setup.recovery"))
     return redirect(url_for("admin.dashboard"))
 
@@ -105,18 +101,19 @@ def _code_refused() -> str | None:
     the address as wrong passwords do (slowed, then refused for a while), and are logged."""
     address = request.remote_addr or ""
     key = f"setup:{address}"
-    if auth.address_failures(key) >= auth.ADDRESS_LIMIT:
+    guard = state().guard
+    if guard.failures(key) >= accounts.ADDRESS_LIMIT:
         return "setup.code_locked"  # logged when it began: a locked address cannot fill the log
     if setup_code.matches(current_app.config["KIROKU_DATA"], request.form.get("code", "")):
         return None
-    failures = auth.address_failed(key)
-    auth.audit("setup.refused", detail={"reason": "wrong set-up code", "address": address, "failures": failures},
+    failures = guard.fail(key)
+    audit("setup.refused", detail={"reason": "wrong set-up code", "address": address, "failures": failures},
                actor="anonymous")
-    if failures >= auth.ADDRESS_LIMIT:
-        auth.audit("setup.locked", detail={"address": address, "minutes": auth.LOCK_SECONDS // 60},
+    if failures >= accounts.ADDRESS_LIMIT:
+        audit("setup.locked", detail={"address": address, "minutes": accounts.LOCK_SECONDS // 60},
                    actor="anonymous")
         return "setup.code_locked"
-    auth.slow_down(failures)
+    accounts.slow_down(failures)
     return "setup.code_wrong"
 
 
@@ -124,7 +121,7 @@ def _code_refused() -> str | None:
 @permission(MANAGER)
 def recovery():
     """The recovery key, once: a print view with a QR code."""
-    identity = keys.pending_recovery.get(g.user.id)
+    identity = state().pending_recovery.get(g.user.id)
     if identity is None:
         abort(404)
     import io
@@ -140,12 +137,12 @@ def recovery():
 @bp.post("/confirm")
 @permission(MANAGER)
 def confirm():
-    if keys.pending_recovery.get(g.user.id) is None:
+    if state().pending_recovery.get(g.user.id) is None:
         abort(404)
     if request.form.get("stored") != "yes":
         flash("setup.confirm_needed", "error")
         return redirect(url_for("setup.recovery"))
-    keys.pending_recovery.drop(g.user.id)
-    auth.audit("recovery.handed_over", subject=g.user.username)
+    state().pending_recovery.drop(g.user.id)
+    audit("recovery.handed_over", subject=g.user.username)
     flash("setup.done", "info")
     return redirect(url_for("admin.dashboard"))

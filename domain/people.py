@@ -1,0 +1,215 @@
+"""People and their roles (Art. 5): the manager (管理責任者) runs the system and designates who
+may operate each device (操作担当者, Art. 5(2)); section heads (課長) request viewings for
+their section (Art. 8). Sections (課) are what recordings are marked for (Art. 2(6)).
+
+The register is ``sections``, ``users`` and ``operators``; a person's account is disabled,
+never deleted, so that every entry of the audit log keeps naming someone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from domain import accounts
+from domain.errors import NotFound, refuse
+from domain.times import now_iso
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the key store's rule: a manager's key file bears the name
+ROLES = ("manager", "section_head", "operator")
+MAX_DISPLAY_NAME = 80
+MAX_SECTION_NAME = 40
+
+
+@dataclass(frozen=True)
+class Person:
+    """Someone with an account, as a workflow sees them."""
+
+    id: int
+    username: str
+    display_name: str
+    section_id: int | None
+    section: str | None
+    is_manager: bool
+    is_section_head: bool
+    is_operator: bool  # designated for the device this register serves
+
+    @property
+    def roles(self) -> set[str]:
+        return {role for role, has in (("manager", self.is_manager), ("section_head", self.is_section_head),
+                                       ("operator", self.is_operator)) if has}
+
+
+_PERSON = ("SELECT u.id, u.username, u.display_name, u.section_id, s.name AS section, u.is_manager,"
+           " u.is_section_head, EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ?"
+           " AND o.revoked_at IS NULL) AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id")
+
+
+def load(db, user_id: int, device: str) -> Person | None:
+    """The person with an enabled account ``user_id`` (operator or not of ``device``), or None."""
+    row = db.one(_PERSON + " WHERE u.id = ? AND u.disabled_at IS NULL", (device, user_id))
+    if row is None:
+        return None
+    return Person(row["id"], row["username"], row["display_name"], row["section_id"], row["section"],
+                  bool(row["is_manager"]), bool(row["is_section_head"]), bool(row["is_operator"]))
+
+
+def anyone(db) -> bool:
+    """Whether any account exists (none: the first-run page is open)."""
+    return db.one("SELECT 1 FROM users LIMIT 1") is not None
+
+
+def sections(db) -> list:
+    return db.all("SELECT id, name FROM sections ORDER BY name")
+
+
+def section_names(db) -> list[str]:
+    return [r["name"] for r in sections(db)]
+
+
+def everyone(db, device: str) -> list:
+    """Every account with its roles and lock state, and whether it operates ``device``."""
+    return db.all(
+        "SELECT u.id, u.username, u.display_name, s.name AS section, u.is_manager, u.is_section_head,"
+        " u.disabled_at, u.locked_until, u.failed_logins,"
+        " EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ? AND o.revoked_at IS NULL)"
+        " AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id ORDER BY u.username", (device,))
+
+
+def as_json(row) -> dict:
+    """A row of :func:`everyone` as the API shows it."""
+    return {"id": row["id"], "username": row["username"], "display_name": row["display_name"],
+            "section": row["section"], "manager": bool(row["is_manager"]), "section_head": bool(row["is_section_head"]),
+            "operator": bool(row["is_operator"]), "disabled": row["disabled_at"] is not None,
+            "locked_until": row["locked_until"], "failed_logins": row["failed_logins"]}
+
+
+def describe(ctx, user_id: int) -> dict:
+    row = next((p for p in everyone(ctx.db, ctx.device) if p["id"] == user_id), None)
+    if row is None:
+        raise NotFound(f"person {user_id}")
+    return as_json(row)
+
+
+def account(db, user_id: int):
+    """The account row (``id, username, is_manager``), or NotFound."""
+    row = db.one("SELECT id, username, is_manager FROM users WHERE id = ?", (user_id,))
+    if row is None:
+        raise NotFound(f"person {user_id}")
+    return row
+
+
+@dataclass(frozen=True)
+class NewPerson:
+    """What the manager types to add someone."""
+
+    username: str
+    display_name: str
+    section_id: str  # as typed: "" for none
+    roles: frozenset[str]
+    password: str
+    your_password: str = ""  # the acting manager's, to add another manager
+
+
+def add(ctx, new: NewPerson) -> int:
+    """Add a person with their roles (and, for an operator, the designation for this device).
+
+    A new manager must be able to open the days already recorded, so the acting manager's
+    passphrase (``your_password``, checked like a log-in) opens their key to re-encrypt the
+    day keys to the newcomer (``ctx.keys``). Returns the new id."""
+    db = ctx.db
+    section_ok = not new.section_id or (new.section_id.isdigit() and db.one(
+        "SELECT 1 FROM sections WHERE id = ?", (int(new.section_id),)) is not None)
+    roles = set(new.roles)
+    if not USERNAME.fullmatch(new.username):
+        refuse("user.bad_username")
+    if not section_ok:
+        refuse("user.unknown_section")
+    if not new.display_name or len(new.display_name) > MAX_DISPLAY_NAME:
+        refuse("form.missing")
+    if "section_head" in roles and not new.section_id:
+        refuse("user.section_head_needs_section")
+    if not roles <= set(ROLES):
+        refuse("user.unknown_role")
+    if not roles:
+        refuse("user.role_needed")  # a person with no role could do nothing but log in
+    problem = accounts.password_problem(new.password)
+    if problem:
+        refuse(problem)
+    if db.one("SELECT 1 FROM users WHERE username = ?", (new.username,)):
+        refuse("user.exists")
+    keys = ctx.keys
+    unlock = None
+    if "manager" in roles:
+        if not accounts.check_own_password(ctx, new.your_password):
+            refuse("user.your_password_needed")
+        unlock = keys.unlock(ctx.actor.username, new.your_password)
+    ctx.log("user.add", subject=new.username, detail={"roles": sorted(roles)})
+    if "operator" in roles:
+        ctx.log("operator.designate", subject=new.username, detail={"device": ctx.device})
+    if "manager" in roles:
+        keys.add_manager(new.username, new.password, unlock=unlock)
+    try:
+        with db.transaction():
+            user_id = db.insert(
+                "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, is_section_head,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (new.username, new.display_name, accounts.hash_password(new.password),
+                 int(new.section_id) if new.section_id else None, int("manager" in roles),
+                 int("section_head" in roles), now_iso()))
+            if "operator" in roles:
+                _designate(ctx, user_id)
+    except Exception:
+        if "manager" in roles:
+            keys.remove_manager(new.username)  # no key without its person
+        raise
+    return user_id
+
+
+def _designate(ctx, user_id: int) -> None:
+    ctx.db.execute("INSERT INTO operators (user_id, device, designated_by, designated_at) VALUES (?, ?, ?, ?)"
+                   " ON CONFLICT (user_id, device) DO UPDATE SET revoked_at = NULL,"
+                   " designated_by = excluded.designated_by, designated_at = excluded.designated_at",
+                   (user_id, ctx.device, ctx.actor.id, now_iso()))
+
+
+def set_operator(ctx, user_id: int, designate: bool) -> None:
+    """Designate someone as an operator of this device, or revoke it (Art. 5(2))."""
+    person = account(ctx.db, user_id)
+    if designate:
+        ctx.log("operator.designate", subject=person["username"], detail={"device": ctx.device})
+        with ctx.db.transaction():
+            _designate(ctx, user_id)
+    else:
+        ctx.log("operator.revoke", subject=person["username"], detail={"device": ctx.device})
+        ctx.db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ? AND revoked_at IS NULL",
+                       (now_iso(), user_id, ctx.device))
+
+
+def disable(ctx, user_id: int) -> list[str]:
+    """Disable an account; returns its open sessions, which the caller ends at once."""
+    person = account(ctx.db, user_id)
+    if person["id"] == ctx.actor.id:
+        refuse("user.cannot_disable_self", 409)
+    ctx.log("user.disable", subject=person["username"])
+    with ctx.db.transaction():
+        ctx.db.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (now_iso(), user_id))
+        return [r["id"] for r in ctx.db.all("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
+                                            (user_id,))]
+
+
+def unlock_account(ctx, user_id: int) -> None:
+    """Lift a lock-out after failed log-ins."""
+    person = account(ctx.db, user_id)
+    ctx.log("user.unlock", subject=person["username"])
+    ctx.db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
+
+
+def add_section(ctx, name: str) -> int:
+    """Add a section (課): section heads belong to one, and recordings are marked for one."""
+    if not name or len(name) > MAX_SECTION_NAME:
+        refuse("form.missing")
+    if ctx.db.one("SELECT 1 FROM sections WHERE name = ?", (name,)):
+        refuse("section.exists", 409)
+    ctx.log("section.add", subject=name)
+    return ctx.db.insert("INSERT INTO sections (name, created_at) VALUES (?, ?)", (name, now_iso()))

@@ -1,0 +1,345 @@
+"""Written viewing requests (Art. 7–8): file, give an opinion, decide, close.
+
+- A section head files a request: recordings and a time range, the Art. 7 purpose, the
+  reason. It gets a number (fiscal year and sequence) and a printable form with signature
+  and seal fields; the signed scan can be attached ("in writing", Art. 8(1)).
+- The head of *another* section may request too; then each responsible section's head is
+  asked for an opinion first, which the manager sees (Art. 8(3)).
+- The manager approves or rejects, with a note; an approval names the exact scope and a
+  validity window, and rests on the written request (the manager states they checked the
+  signed form, as its scan or on paper). Recordings under an open request are held, and
+  released when it closes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from domain import scans
+from domain.errors import Forbidden, NotFound, refuse
+from domain.times import fiscal_year, local, now_iso, wall_us
+
+PURPOSES = ("trouble", "maintenance", "business")  # Art. 7 (1), (2), (4)
+OPEN = ("awaiting_opinion", "submitted", "approved")
+MAX_REASON = 2000
+MAX_NOTE = 2000
+MAX_VALID_HOURS = 24 * 14
+
+
+def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int] | None:
+    """The time range (wall µs) typed in a form, defaulting to and kept within the chosen
+    recordings (one still running ends now); ``None`` if it is not a range."""
+    first = min(r["started_wall_us"] for r in recordings)
+    last = max(r["ended_wall_us"] or int(time.time() * 1e6) for r in recordings)
+    start = wall_us(start_text) if start_text else first
+    end = wall_us(end_text) if end_text else last
+    if start is None or end is None or end <= start:
+        return None
+    return max(start, first), min(end, last)
+
+
+def _load(db, request_id: int):
+    return db.one(
+        "SELECT q.*, u.display_name AS requester, s.name AS requester_section FROM requests q"
+        " JOIN users u ON u.id = q.requester_id JOIN sections s ON s.id = q.requester_section_id WHERE q.id = ?",
+        (request_id,))
+
+
+def load(ctx, request_id: int):
+    """The request, or NotFound — and the attempt is noted as a refusal, as one that is not
+    theirs would be, so that the answer's time says nothing."""
+    row = _load(ctx.db, request_id)
+    if row is None:
+        ctx.refused("request", f"#{request_id}")
+        raise NotFound(f"request {request_id}")
+    return row
+
+
+def responsible(req) -> list[str]:
+    return json.loads(req["responsible_sections"])
+
+
+def may_see(actor, req) -> bool:
+    """The manager, the requester, and the responsible sections' heads (for their opinion)."""
+    return actor.is_manager or req["requester_id"] == actor.id or (
+        actor.is_section_head and actor.section in responsible(req))
+
+
+def not_theirs(ctx, req):
+    """NotFound for a request this person may not see (others do not learn that it exists),
+    with the attempt noted."""
+    ctx.refused("request", req["number"])
+    raise NotFound(f"request {req['id']}")
+
+
+def seen(ctx, request_id: int):
+    """The request, if the acting person may see it (else as if it did not exist)."""
+    req = load(ctx, request_id)
+    if not may_see(ctx.actor, req):
+        not_theirs(ctx, req)
+    return req
+
+
+def visible(ctx) -> list:
+    """What the acting person may see: all (a manager), or their own and their section's."""
+    rows = ctx.db.all("SELECT q.*, u.display_name AS requester FROM requests q JOIN users u ON u.id = q.requester_id"
+                      " ORDER BY q.id DESC")
+    actor = ctx.actor
+    if actor.is_manager:
+        return rows
+    return [r for r in rows if r["requester_id"] == actor.id or (actor.section or "") in responsible(r)]
+
+
+def pending_count(db) -> int:
+    """Requests awaiting an opinion or a decision (the dashboard)."""
+    return db.scalar("SELECT count(*) FROM requests WHERE status IN ('submitted', 'awaiting_opinion')")
+
+
+def approved_for(db, user_id: int) -> list:
+    return db.all("SELECT * FROM requests WHERE requester_id = ? AND status = 'approved'", (user_id,))
+
+
+def next_number(db, table: str, fy: int, prefix: str, width: int) -> str:
+    """The next number in a register for fiscal year ``fy``: 2026-0001, 2026-P001, 2026-D001."""
+    count = db.scalar(f"SELECT count(*) FROM {table} WHERE fiscal_year = ?", (fy,))
+    return f"{fy}-{prefix}{count + 1:0{width}d}"
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A viewing request as the section head fills it in."""
+
+    purpose: str
+    reason: str
+    recording_ids: tuple[str, ...]
+    start: str = ""  # ISO 8601, "" for the recordings' own start
+    end: str = ""
+    responsible_section: str = ""  # declared only when no recording is marked for a section
+
+
+def file(ctx, new: NewRequest) -> int:
+    """File a viewing request; the recordings are held before it exists. Returns its id."""
+    db, actor = ctx.db, ctx.actor
+    known = {r["id"]: r for r in ctx.recordings.for_request()}
+    chosen = sorted(set(new.recording_ids))
+    if new.purpose not in PURPOSES:
+        refuse("request.purpose_needed")
+    if not new.reason or len(new.reason) > MAX_REASON:
+        refuse("request.reason_needed")
+    if not chosen or not all(c in known for c in chosen):
+        refuse("request.recordings_needed")
+    scope = scope_range(new.start, new.end, [known[c] for c in chosen])
+    if scope is None:
+        refuse("request.bad_range")
+    start, end = scope
+    # The responsible sections are those the recordings were marked for (Art. 2(6)); only
+    # when no mark tells does the requester declare one, and the manager must confirm it.
+    marked = sorted({known[c]["section"] for c in chosen if known[c]["section"]})
+    declared = not marked
+    concerned = marked or [new.responsible_section]
+    if declared and new.responsible_section not in [r["name"] for r in db.all("SELECT name FROM sections")]:
+        refuse("request.responsible_needed")
+    status = "awaiting_opinion" if any(s != actor.section for s in concerned) else "submitted"
+    fy = fiscal_year()
+    number = next_number(db, "requests", fy, "", 4)
+    ctx.log("request.file", subject=number, purpose=new.purpose,
+            detail={"recordings": chosen, "responsible_sections": concerned, "declared": declared, "status": status})
+    # Held before the request exists: no open request is ever without its holds.
+    holds = ctx.holds.hold(reason="request", recording_ids=chosen, reference=number, by=actor.username)
+    try:
+        with db.transaction():
+            return db.insert(
+                "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
+                " responsible_sections, responsible_declared, purpose, reason, recording_ids, range_start_wall_us,"
+                " range_end_wall_us, status, created_at, hold_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (number, fy, actor.id, actor.section_id, "、".join(concerned), json.dumps(concerned), int(declared),
+                 new.purpose, new.reason, json.dumps(chosen), start, end, status, now_iso(), json.dumps(holds)))
+    except Exception:
+        release_holds(ctx, json.dumps(holds))
+        raise
+
+
+def record(ctx, request_id: int):
+    """A request's opinions, its decision, and its open viewing (if any)."""
+    db = ctx.db
+    opinions = db.all("SELECT o.*, u.display_name FROM opinions o JOIN users u ON u.id = o.by_id"
+                      " WHERE request_id = ? ORDER BY o.id", (request_id,))
+    decision = db.one("SELECT d.*, u.display_name FROM decisions d JOIN users u ON u.id = d.by_id"
+                      " WHERE request_id = ?", (request_id,))
+    viewing = db.one("SELECT * FROM viewings WHERE request_id = ? AND closed_at IS NULL AND closes_at > ?"
+                     " ORDER BY opened_at DESC LIMIT 1", (request_id, time.time()))
+    return opinions, decision, viewing
+
+
+def last_viewing_ended(ctx, request_id: int) -> str | None:
+    """When the request's last viewing ended (by its viewer, the manager, or its window)."""
+    ended = ctx.db.one("SELECT closed_at, closes_at FROM viewings WHERE request_id = ? ORDER BY opened_at DESC"
+                       " LIMIT 1", (request_id,))
+    return None if ended is None else local(int((ended["closed_at"] or ended["closes_at"]) * 1e6))
+
+
+def decision_of(db, request_id: int):
+    return db.one("SELECT * FROM decisions WHERE request_id = ?", (request_id,))
+
+
+def describe(ctx, req) -> dict:
+    """A request as the API shows it to someone who may see it (what its page shows)."""
+    opinions, decision, viewing = record(ctx, req["id"])
+    out = {
+        "id": req["id"], "number": req["number"], "status": req["status"], "purpose": req["purpose"],
+        "reason": req["reason"], "requester": req["requester"], "requester_section": req["requester_section"],
+        "responsible_sections": responsible(req), "responsible_declared": bool(req["responsible_declared"]),
+        "recording_ids": json.loads(req["recording_ids"]),
+        "start": local(req["range_start_wall_us"]), "end": local(req["range_end_wall_us"]),
+        "created_at": req["created_at"], "closed_at": req["closed_at"],
+        "scan_sha256": req["scan_sha256"], "opinion_needed_from_me": can_give_opinion(ctx, req),
+        "opinions": [{"by": o["display_name"], "opinion": o["opinion"], "note": o["note"], "at": o["at"]}
+                     for o in opinions],
+        "decision": None, "viewing": None,
+    }
+    if decision is not None:
+        out["decision"] = {
+            "decision": decision["decision"], "by": decision["display_name"], "note": decision["note"],
+            "at": decision["at"], "scope_recording_ids": json.loads(decision["scope_recording_ids"]),
+            "scope_start": local(decision["scope_start_wall_us"]), "scope_end": local(decision["scope_end_wall_us"]),
+            "valid_until": decision["valid_until"]}
+    if viewing is not None and (ctx.actor.is_manager or req["requester_id"] == ctx.actor.id):
+        out["viewing"] = {"id": viewing["id"], "closes_at": viewing["closes_at"]}
+    return out
+
+
+def opinions_needed(ctx, req) -> set[str]:
+    """Responsible sections other than the requester's that have not given their opinion."""
+    given = {r["section"] for r in ctx.db.all(
+        "SELECT s.name AS section FROM opinions o JOIN users u ON u.id = o.by_id JOIN sections s ON s.id = u.section_id"
+        " WHERE o.request_id = ?", (req["id"],))}
+    return {s for s in responsible(req) if s != req["requester_section"]} - given
+
+
+def can_give_opinion(ctx, req) -> bool:
+    actor = ctx.actor
+    return (req["status"] == "awaiting_opinion" and actor.is_section_head and req["requester_id"] != actor.id
+            and actor.section in opinions_needed(ctx, req))
+
+
+def asked_for_opinion(ctx, req) -> None:
+    """Forbidden unless the acting person's opinion is asked for on ``req``."""
+    if not can_give_opinion(ctx, req):
+        raise Forbidden("not asked for an opinion")
+
+
+def give_opinion(ctx, req, opinion: str, note: str) -> None:
+    """The responsible section head's opinion on another section's request (Art. 8(3));
+    once every section asked has given one, the request goes to the manager."""
+    asked_for_opinion(ctx, req)
+    if opinion not in ("agree", "disagree"):
+        refuse("request.opinion_needed")
+    ctx.log("request.opinion", subject=req["number"], purpose=req["purpose"],
+            detail={"opinion": opinion, "section": ctx.actor.section})
+    db = ctx.db
+    with db.transaction():
+        db.execute("INSERT INTO opinions (request_id, by_id, opinion, note, at) VALUES (?, ?, ?, ?, ?)",
+                   (req["id"], ctx.actor.id, opinion, note[:MAX_NOTE], now_iso()))
+    if not opinions_needed(ctx, req):
+        db.execute("UPDATE requests SET status = 'submitted' WHERE id = ? AND status = 'awaiting_opinion'",
+                   (req["id"],))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The manager's decision as typed."""
+
+    decision: str  # approved | rejected
+    note: str = ""
+    scope_recording_ids: tuple[str, ...] = ()
+    scope_start: str = ""
+    scope_end: str = ""
+    valid_hours: str = "24"
+    confirm_responsible: bool = False
+    confirm_written: bool = False
+
+
+def _valid_hours(text: str) -> float:
+    try:
+        hours = float(text or "24")
+    except ValueError:
+        return -1
+    return -1 if hours != hours else hours  # NaN
+
+
+def decide(ctx, req, d: Decision) -> None:
+    """Approve (naming the exact scope and a validity window) or reject, with a note."""
+    if req["status"] != "submitted":
+        refuse("request.not_decidable", 409)
+    if req["requester_id"] == ctx.actor.id:
+        refuse("request.own", 403)  # a request is decided by someone other than its requester
+    requested = json.loads(req["recording_ids"])
+    note = d.note[:MAX_NOTE]
+    if d.decision == "approved" and req["responsible_declared"] and not d.confirm_responsible:
+        refuse("request.confirm_responsible")
+    # Art. 8(1): the request is made in writing. The manager states that they checked the
+    # signed form, as the attached scan or on paper (the scan can follow); the log says which.
+    written = ("scan" if req["scan_sha256"] else "paper") if d.confirm_written else None
+    if d.decision == "approved" and written is None:
+        refuse("request.written_needed")
+    if d.decision == "approved":
+        scope = [r for r in d.scope_recording_ids if r in requested]
+        start = wall_us(d.scope_start) or req["range_start_wall_us"]
+        end = wall_us(d.scope_end) or req["range_end_wall_us"]
+        start, end = max(start, req["range_start_wall_us"]), min(end, req["range_end_wall_us"])
+        hours = _valid_hours(d.valid_hours)
+        if not scope or end <= start or not 0 < hours <= MAX_VALID_HOURS:
+            refuse("request.bad_scope")
+        valid_from, valid_until = time.time(), time.time() + hours * 3600
+    elif d.decision == "rejected":
+        scope, start, end, valid_from, valid_until = [], None, None, None, None
+    else:
+        refuse("request.decision_needed")
+    ctx.log(f"request.{'approve' if d.decision == 'approved' else 'reject'}", subject=req["number"],
+            purpose=req["purpose"], detail={"scope": scope, "start": local(start), "end": local(end),
+                                            "valid_until": valid_until, "written_request": written})
+    db = ctx.db
+    with db.transaction():
+        if db.scalar("SELECT status FROM requests WHERE id = ?", (req["id"],)) != "submitted":
+            refuse("request.not_decidable", 409)  # decided meanwhile, in another window
+        db.execute("INSERT INTO decisions (request_id, by_id, decision, note, scope_recording_ids, scope_start_wall_us,"
+                   " scope_end_wall_us, valid_from, valid_until, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (req["id"], ctx.actor.id, d.decision, note, json.dumps(scope), start, end, valid_from, valid_until,
+                    now_iso()))
+        db.execute("UPDATE requests SET status = ? WHERE id = ?", (d.decision, req["id"]))
+    if d.decision == "rejected":
+        release_holds(ctx, req["hold_ids"])
+
+
+def close(ctx, req) -> None:
+    """Close a request: its viewing ends and its holds are released."""
+    if req["status"] not in OPEN:
+        refuse("request.not_open", 409)
+    ctx.log("request.close", subject=req["number"], purpose=req["purpose"])
+    ctx.db.execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (now_iso(), req["id"]))
+    if ctx.viewings is not None:
+        ctx.viewings.close_for_request(ctx, req["id"], "request closed")
+    release_holds(ctx, req["hold_ids"])
+
+
+def release_holds(ctx, hold_ids: str) -> None:
+    """Release a record's holds (a JSON list)."""
+    ctx.holds.release(json.loads(hold_ids), by=ctx.actor_name)
+
+
+def attach_scan(ctx, req, data: bytes) -> None:
+    """Attach the signed, sealed paper form, scanned (PDF, PNG or JPEG)."""
+    if not (ctx.actor.is_manager or req["requester_id"] == ctx.actor.id):
+        not_theirs(ctx, req)
+    if req["status"] not in OPEN:
+        refuse("request.not_open", 409)  # a closed record's paperwork stays as it was
+    name, digest = scans.store(ctx, req["number"], data, "request.scan")
+    ctx.db.execute("UPDATE requests SET scan_name = ?, scan_sha256 = ?, scan_at = ? WHERE id = ?",
+                   (name, digest, now_iso(), req["id"]))
+
+
+def valid_window(decision) -> bool:
+    return decision is not None and decision["decision"] == "approved" and \
+        decision["valid_from"] <= time.time() < decision["valid_until"]
