@@ -1,0 +1,64 @@
+"""The real servers for the hub's tests, started once per test session (per worker): a private
+PostgreSQL cluster and a Mosquitto broker (``kiroku.engines``). Each test gets a database of its
+own; device ids and client ids are each test's own, so tests sharing the broker do not meet."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+
+import pytest
+
+from kiroku.engines import engine_root
+
+
+def _skip_unless(*programs: str) -> None:
+    missing = [p for p in programs if shutil.which(p) is None and not any(
+        __import__("glob").glob(f"/usr/lib/postgresql/*/bin/{p}"))]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: tools/system-packages test installs them")
+
+
+@pytest.fixture(scope="session")
+def engines_dir():
+    root = engine_root(prefix="kiroku-test-engines-")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres(engines_dir):
+    _skip_unless("initdb", "postgres")
+    from kiroku.engines.postgres import Postgres
+
+    server = Postgres(engines_dir / "pg").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(engines_dir):
+    _skip_unless("mosquitto", "mosquitto_ctrl")
+    from kiroku.engines.mosquitto import Mosquitto
+
+    broker = Mosquitto(engines_dir / "mqtt").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def hub_dsn(postgres):
+    """A new, empty database on the session's cluster, migrated to the hub's schema."""
+    import psycopg
+
+    from hub.db import migrate
+
+    name = f"t_{secrets.token_hex(6)}"
+    admin = postgres.dsn.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    migrate(dsn)
+    yield dsn
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
