@@ -10,6 +10,7 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 
 from domain import accounts
 from domain.accounts import LoginRefused
+from webui import site
 from webui.actions import done, refusing
 from webui.parsing import Form, Text, takes
 from webui.permissions import LOGIN, PUBLIC, permission
@@ -26,15 +27,13 @@ def login():
         return redirect(url_for("setup.index"))
     target = request.args.get("next", "")
     if request.method == "POST":
-        from webui import _local_path
-
         username = request.form.get("username", "").strip().lower()
         try:
             user = log_in(username, request.form.get("password", ""))
         except LoginRefused as refused:
             flash(refused.key, "error")
             return render_template("auth/login.html", username=username), 401
-        return redirect(_local_path(request.form.get("next") or home_for(user)))
+        return redirect(site.local_path(request.form.get("next") or home_for(user)))
     return render_template("auth/login.html", username="", next=target)
 
 

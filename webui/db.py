@@ -94,16 +94,16 @@ def database(data_dir: Path) -> Database:
 
 
 def get_db() -> Database:
-    """This request's connection to web.db."""
+    """This request's connection to the site's registers (web.db on a device)."""
     if "db" not in g:
-        g.db = database(Path(current_app.config["KIROKU_DATA"]))
+        g.db = current_app.extensions["kiroku"].open_database()
     return g.db
 
 
 def close_db(_exc=None) -> None:
     db = g.pop("db", None)
     if db is not None:
-        db.close()
+        current_app.extensions["kiroku"].close_database(db)
 
 
 def open_index(data_dir: Path) -> sqlite3.Connection | None:

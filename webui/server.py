@@ -22,7 +22,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def host_names(host: str, extra: str) -> tuple[str, ...]:
     """The names a browser may use for this device (anything else is refused: DNS rebinding).
-    Its addresses need no list: the app takes any address typed as one (webui._is_address)."""
+    Its addresses need no list: the app takes any address typed as one (webui.site._is_address)."""
     names = set(LOOPBACK) | {host.strip("[]").lower()}
     if host not in LOOPBACK:
         hostname = socket.gethostname().lower()

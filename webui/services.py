@@ -174,7 +174,7 @@ class RefusalLog:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str], list] = {}
 
-    def note(self, audit: RecorderAudit, user: str, what: str, subject: str, method: str, path: str) -> None:
+    def note(self, audit, user: str, what: str, subject: str, method: str, path: str) -> None:
         key, now = (user, what), time.monotonic()
         with self._lock:
             seen = self._seen.get(key)
@@ -195,7 +195,9 @@ class RefusalLog:
 
 @dataclass
 class State:
-    """One web application's services and memory."""
+    """One web application's services and memory: the site it serves. A device's here; the
+    hub's is ``hub.web.site.HubSite``, with the same methods, so the pages, sessions and
+    permissions of ``webui`` serve both."""
 
     data_dir: Path
     device: str
@@ -211,6 +213,30 @@ class State:
     @property
     def audit(self) -> RecorderAudit:
         return RecorderAudit(self.control)
+
+    def open_database(self):
+        from webui.db import database
+
+        return database(self.data_dir)
+
+    def close_database(self, db) -> None:
+        db.close()
+
+    def context(self, app: Flask, db, actor) -> Context:
+        from webui.db import vault_db
+
+        return make_context(app, db, actor, vault_db)
+
+    def home_for(self, user) -> str:
+        from flask import url_for
+
+        if user.is_manager:
+            return url_for("admin.dashboard")
+        if user.is_operator:
+            return url_for("console.index")
+        if user.is_section_head:
+            return url_for("requests.index")
+        return url_for("auth.account")
 
 
 def install(app: Flask) -> State:
@@ -264,15 +290,16 @@ def make_context(app: Flask, db, actor, index=lambda: None) -> Context:
 
 
 def context() -> Context:
-    """This request's context: its database, the person logged in (``g.user``), the services."""
-    from webui.db import get_db, vault_db
+    """This request's context: its database, the person logged in (``g.user``), the site's services."""
+    from webui.db import get_db
 
     if "kiroku_context" not in g:
-        ctx = make_context(current_app._get_current_object(), get_db(), getattr(g, "user", None), vault_db)
+        site = state()
+        ctx = site.context(current_app._get_current_object(), get_db(), getattr(g, "user", None))
 
         def refused(what: str, subject: str = "") -> None:
             user = g.user.username if getattr(g, "user", None) else "anonymous"
-            state().refusals.note(state().audit, user, what, subject, request.method, request.path)
+            site.refusals.note(site.audit, user, what, subject, request.method, request.path)
 
         ctx.refused = refused
         g.kiroku_context = ctx

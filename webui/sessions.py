@@ -8,7 +8,7 @@ in a signed, HttpOnly, SameSite=Strict cookie (Secure over HTTPS), checked on ev
 
 from __future__ import annotations
 
-from flask import g, request, session, url_for
+from flask import g, request, session
 
 from domain import accounts, people
 from webui.db import get_db
@@ -76,12 +76,7 @@ def log_out() -> None:
 
 
 def home_for(user: people.Person) -> str:
-    if user.is_manager:
-        return url_for("admin.dashboard")
-    if user.is_operator:
-        return url_for("console.index")
-    if user.is_section_head:
-        return url_for("requests.index")
-    return url_for("auth.account")
+    """Where a person starts, by their roles (the site decides)."""
+    from webui.services import state
 
-
+    return state().home_for(user)
