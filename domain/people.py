@@ -16,7 +16,7 @@ from domain.errors import NotFound, refuse
 from domain.times import now_iso
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the key store's rule: a manager's key file bears the name
-ROLES = ("manager", "section_head", "operator")
+ROLES = ("manager", "section_head", "operator", "auditor")
 MAX_DISPLAY_NAME = 80
 MAX_SECTION_NAME = 40
 
@@ -32,16 +32,17 @@ class Person:
     section: str | None
     is_manager: bool
     is_section_head: bool
-    is_operator: bool  # designated for the device this register serves
+    is_operator: bool  # designated for the device this register serves (at the hub: none)
+    is_auditor: bool = False  # reads logs, the witness, registers and reports; never footage
 
     @property
     def roles(self) -> set[str]:
         return {role for role, has in (("manager", self.is_manager), ("section_head", self.is_section_head),
-                                       ("operator", self.is_operator)) if has}
+                                       ("operator", self.is_operator), ("auditor", self.is_auditor)) if has}
 
 
 _PERSON = ("SELECT u.id, u.username, u.display_name, u.section_id, s.name AS section, u.is_manager,"
-           " u.is_section_head, EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ?"
+           " u.is_section_head, u.is_auditor, EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ?"
            " AND o.revoked_at IS NULL) AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id")
 
 
@@ -51,7 +52,8 @@ def load(db, user_id: int, device: str) -> Person | None:
     if row is None:
         return None
     return Person(row["id"], row["username"], row["display_name"], row["section_id"], row["section"],
-                  bool(row["is_manager"]), bool(row["is_section_head"]), bool(row["is_operator"]))
+                  bool(row["is_manager"]), bool(row["is_section_head"]), bool(row["is_operator"]),
+                  bool(row["is_auditor"]))
 
 
 def anyone(db) -> bool:
@@ -71,7 +73,7 @@ def everyone(db, device: str) -> list:
     """Every account with its roles and lock state, and whether it operates ``device``."""
     return db.all(
         "SELECT u.id, u.username, u.display_name, s.name AS section, u.is_manager, u.is_section_head,"
-        " u.disabled_at, u.locked_until, u.failed_logins,"
+        " u.is_auditor, u.disabled_at, u.locked_until, u.failed_logins,"
         " EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ? AND o.revoked_at IS NULL)"
         " AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id ORDER BY u.username", (device,))
 
@@ -80,7 +82,7 @@ def as_json(row) -> dict:
     """A row of :func:`everyone` as the API shows it."""
     return {"id": row["id"], "username": row["username"], "display_name": row["display_name"],
             "section": row["section"], "manager": bool(row["is_manager"]), "section_head": bool(row["is_section_head"]),
-            "operator": bool(row["is_operator"]), "disabled": row["disabled_at"] is not None,
+            "operator": bool(row["is_operator"]), "auditor": bool(row["is_auditor"]), "disabled": row["disabled_at"] is not None,
             "locked_until": row["locked_until"], "failed_logins": row["failed_logins"]}
 
 
@@ -129,8 +131,8 @@ def add(ctx, new: NewPerson) -> int:
         refuse("form.missing")
     if "section_head" in roles and not new.section_id:
         refuse("user.section_head_needs_section")
-    if not roles <= set(ROLES):
-        refuse("user.unknown_role")
+    if not roles <= set(ROLES) or ("operator" in roles and not ctx.device):
+        refuse("user.unknown_role")  # at the hub, operators are designated per device instead
     if not roles:
         refuse("user.role_needed")  # a person with no role could do nothing but log in
     problem = accounts.password_problem(new.password)
@@ -153,10 +155,10 @@ def add(ctx, new: NewPerson) -> int:
         with db.transaction():
             user_id = db.insert(
                 "INSERT INTO users (username, display_name, password_hash, section_id, is_manager, is_section_head,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " is_auditor, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.username, new.display_name, accounts.hash_password(new.password),
                  int(new.section_id) if new.section_id else None, int("manager" in roles),
-                 int("section_head" in roles), now_iso()))
+                 int("section_head" in roles), int("auditor" in roles), now_iso()))
             if "operator" in roles:
                 _designate(ctx, user_id)
     except Exception:
@@ -166,24 +168,42 @@ def add(ctx, new: NewPerson) -> int:
     return user_id
 
 
-def _designate(ctx, user_id: int) -> None:
+def _designate(ctx, user_id: int, device: str | None = None) -> None:
     ctx.db.execute("INSERT INTO operators (user_id, device, designated_by, designated_at) VALUES (?, ?, ?, ?)"
                    " ON CONFLICT (user_id, device) DO UPDATE SET revoked_at = NULL,"
                    " designated_by = excluded.designated_by, designated_at = excluded.designated_at",
-                   (user_id, ctx.device, ctx.actor.id, now_iso()))
+                   (user_id, device or ctx.device, ctx.actor.id, now_iso()))
 
 
-def set_operator(ctx, user_id: int, designate: bool) -> None:
-    """Designate someone as an operator of this device, or revoke it (Art. 5(2))."""
+def set_operator(ctx, user_id: int, designate: bool, device: str | None = None) -> None:
+    """Designate someone as an operator of a device (this one, or ``device`` at the hub), or
+    revoke it (Art. 5(2))."""
     person = account(ctx.db, user_id)
+    device = device or ctx.device
     if designate:
-        ctx.log("operator.designate", subject=person["username"], detail={"device": ctx.device})
+        ctx.log("operator.designate", subject=person["username"], detail={"device": device})
         with ctx.db.transaction():
-            _designate(ctx, user_id)
+            _designate(ctx, user_id, device)
     else:
-        ctx.log("operator.revoke", subject=person["username"], detail={"device": ctx.device})
+        ctx.log("operator.revoke", subject=person["username"], detail={"device": device})
         ctx.db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ? AND revoked_at IS NULL",
-                       (now_iso(), user_id, ctx.device))
+                       (now_iso(), user_id, device))
+
+
+def designations(db) -> dict[int, set[str]]:
+    """Who operates which device now: user id → device ids."""
+    found: dict[int, set[str]] = {}
+    for row in db.all("SELECT user_id, device FROM operators WHERE revoked_at IS NULL"):
+        found.setdefault(row["user_id"], set()).add(row["device"])
+    return found
+
+
+def operators_of(db, device: str) -> list:
+    """The enabled accounts designated for ``device``, with what signing on there needs."""
+    return db.all("SELECT u.username, u.display_name, s.name AS section, u.password_hash FROM operators o"
+                  " JOIN users u ON u.id = o.user_id LEFT JOIN sections s ON s.id = u.section_id"
+                  " WHERE o.device = ? AND o.revoked_at IS NULL AND u.disabled_at IS NULL ORDER BY u.username",
+                  (device,))
 
 
 def disable(ctx, user_id: int) -> list[str]:

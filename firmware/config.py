@@ -195,9 +195,15 @@ def _check(value: Any, f: dataclasses.Field, where: str) -> Any:
     return value
 
 
-def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
+setting = _f  # a bounded, documented field of a configuration section (the hub's configuration uses it too)
+
+
+def sections_from_dict(root: type, data: dict[str, Any], *, source: str) -> Any:
+    """``root`` (a dataclass of section dataclasses, like :class:`Config`) from a parsed TOML
+    file: unknown sections and keys refused with their location, every value checked
+    against its field's type and bounds."""
     sections = {}
-    known = {s.name: s for s in dataclasses.fields(Config)}
+    known = {s.name: s for s in dataclasses.fields(root)}
     for name, values in data.items():
         if name not in known:
             raise ConfigError(f"{source}: unknown section [{name}] (known: {', '.join(known)})")
@@ -211,7 +217,11 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
                 raise ConfigError(f"{source}: unknown key {name}.{key} (known: {', '.join(fields)})")
             kwargs[key] = _check(value, fields[key], f"{source}: {name}.{key}")
         sections[name] = cls(**kwargs)
-    config = Config(**sections)
+    return root(**sections)
+
+
+def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
+    config = sections_from_dict(Config, data, source=source)
     if config.camera.width % 2 or config.camera.height % 2:
         raise ConfigError(f"{source}: camera.width and camera.height must be even")
     if config.recording.segment_seconds < config.camera.keyframe_interval:

@@ -26,7 +26,7 @@ from webui import exports, queries, releases, sessions
 from webui.actions import refuse
 from webui.db import vault_db
 from webui.parsing import Form, Text, takes
-from webui.permissions import LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
+from webui.permissions import AUDITOR, LOGIN, MANAGER, OPERATOR, PUBLIC, SECTION_HEAD, SIMULATED, permission
 from webui.services import context, control, recorder_status
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -126,7 +126,7 @@ def requests_list():
 
 
 @bp.get("/audit")
-@permission(MANAGER)
+@permission(MANAGER, AUDITOR)
 def audit_entries():
     """Audit log entries, newest first (filters: actor, subject, action, since and until as local dates,
     before: older than that seq — `older` names the next page) and the log's verification."""
@@ -366,7 +366,8 @@ _RESPONSES = {
 }
 
 _ROLE_WORDS = {PUBLIC: "anyone", LOGIN: "anyone logged in", MANAGER: "managers", OPERATOR: "operators of this device",
-               SECTION_HEAD: "section heads", SIMULATED: "operators and managers, on simulated hardware only"}
+               SECTION_HEAD: "section heads", SIMULATED: "operators and managers, on simulated hardware only",
+               AUDITOR: "auditors"}
 
 
 def describe_api() -> dict:

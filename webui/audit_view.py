@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from flask import Blueprint, render_template, request
 
-from webui.permissions import MANAGER, permission
+from webui.permissions import AUDITOR, MANAGER, permission
 from webui.queries import FILTERS, query_entries
 
 bp = Blueprint("audit", __name__, url_prefix="/admin/audit")
 
 
 @bp.get("/")
-@permission(MANAGER)
+@permission(MANAGER, AUDITOR)
 def index():
     from webui.services import audit
 

@@ -515,6 +515,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                 "Initial password (12+ characters, tell them separately)"),
     "people.your_password": ("あなたのパスワード（管理責任者を追加するときのみ）",
                              "Your password (only when adding a manager)"),
+    "role.auditor": ("監査担当", "Auditor"),
     "role.manager": ("管理責任者", "Manager"),
     "role.operator": ("操作担当者", "Operator"),
     "role.section_head": ("課長", "Section head"),

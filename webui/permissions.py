@@ -23,7 +23,8 @@ MANAGER = "manager"
 OPERATOR = "operator"  # designated for this device (Art. 5(2))
 SECTION_HEAD = "section_head"
 SIMULATED = "simulated"  # the virtual counter: simulated hardware only; operators and managers
-LEVELS = (PUBLIC, LOGIN, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED)
+AUDITOR = "auditor"  # reads logs, the witness, registers and reports; never footage
+LEVELS = (PUBLIC, LOGIN, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED, AUDITOR)
 
 _ALWAYS_PUBLIC = {"static"}
 _BEFORE_SETUP = {"static", "setup.index", "setup.recovery", "setup.confirm", "set_language", "api.openapi"}

@@ -236,6 +236,8 @@ class State:
             return url_for("console.index")
         if user.is_section_head:
             return url_for("requests.index")
+        if user.is_auditor:
+            return url_for("audit.index")
         return url_for("auth.account")
 
 
