@@ -133,8 +133,8 @@ def add(ctx, new: NewPerson) -> int:
         refuse("user.section_head_needs_section")
     if not roles <= set(ROLES) or ("operator" in roles and not ctx.device):
         refuse("user.unknown_role")  # at the hub, operators are designated per device instead
-    if not roles:
-        refuse("user.role_needed")  # a person with no role could do nothing but log in
+    if not roles and ctx.device:
+        refuse("user.role_needed")  # a person with no role could do nothing but log in (at the hub: designate them)
     problem = accounts.password_problem(new.password)
     if problem:
         refuse(problem)

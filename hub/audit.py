@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware.fsutil import atomic_write
+from firmware.fsutil import atomic_write, makedirs_durable
 from firmware.vault import merkle
 from firmware.vault.audit import AuditError, canonical, checkpoint_text, make_vkey, sign_checkpoint, signed_note
 
@@ -25,6 +25,7 @@ def signing_key(folder: Path) -> Ed25519PrivateKey:
     """The hub's signing key (``hub.key`` in the hub's folder), made once."""
     path = Path(folder) / "hub.key"
     if not path.exists():
+        makedirs_durable(path.parent)
         key = Ed25519PrivateKey.generate()
         atomic_write(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                              serialization.NoEncryption()), mode=0o600)

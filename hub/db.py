@@ -77,6 +77,13 @@ class Pool:
         with self._pool.connection() as conn:
             yield Database.postgresql(conn)
 
+    def acquire(self) -> Database:
+        """A connection for one web request; give it back with :meth:`release`."""
+        return Database.postgresql(self._pool.getconn())
+
+    def release(self, db: Database) -> None:
+        self._pool.putconn(db.conn)
+
     def close(self) -> None:
         self._pool.close()
 

@@ -40,6 +40,8 @@ def csrf_by_header():
     Flask-WTF adds for HTTPS forms (which scripts seldom send) is not needed here."""
     if request.method not in current_app.config["WTF_CSRF_METHODS"]:
         return None
+    if getattr(current_app.view_functions.get(request.endpoint), "kiroku_no_session", False):
+        return None  # authenticated by what it is sent (a device's one-time code), never by a cookie
     try:
         validate_csrf(request.headers.get("X-CSRFToken", ""))
     except ValidationError as exc:
@@ -338,10 +340,15 @@ def install(app) -> None:
     (after every blueprint is registered): one permission check, one validation, one audit
     entry, whichever way an action is called."""
     app.register_blueprint(bp)
-    for rule, method, endpoint in ACTIONS:
+    register_actions(app, bp, ACTIONS)
+
+
+def register_actions(app, blueprint: Blueprint, actions) -> None:
+    """Each (rule, method, page endpoint) of ``actions`` under ``blueprint``'s prefix as well."""
+    for rule, method, endpoint in actions:
         name = f"{endpoint.replace('.', '_')}_{method.lower()}"  # e.g. api.requests_new_post
-        app.add_url_rule(bp.url_prefix + rule, endpoint=f"{bp.name}.{name}", view_func=app.view_functions[endpoint],
-                         methods=[method])
+        app.add_url_rule(blueprint.url_prefix + rule, endpoint=f"{blueprint.name}.{name}",
+                         view_func=app.view_functions[endpoint], methods=[method])
 
 
 @bp.get("/openapi.json")

@@ -96,7 +96,10 @@ def enforce(app: Flask) -> None:
         if not people.anyone(get_db()) and request.endpoint not in _BEFORE_SETUP:
             if _is_api():
                 return jsonify({"error": "the device is not set up yet: open the first-run page"}), 503
-            return redirect(url_for("setup.index"))
+            first_run = current_app.extensions["kiroku"].first_run
+            if first_run is None:  # a site whose first manager is made at its console (the hub)
+                abort(503, description="no manager yet: add the first one at the server (kiroku hub add-manager)")
+            return redirect(url_for(first_run))
         if allowed(levels, g.user):
             return None
         if g.user is None:

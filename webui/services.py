@@ -209,6 +209,7 @@ class State:
     refusals: RefusalLog = field(default_factory=RefusalLog)
     pending_recovery: PendingRecovery = field(default_factory=PendingRecovery)
     stop: threading.Event = field(default_factory=threading.Event)  # the background loops end when it is set
+    first_run: str | None = "setup.index"  # the page that makes the first manager
 
     @property
     def audit(self) -> RecorderAudit:

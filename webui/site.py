@@ -28,16 +28,16 @@ from webui.permissions import PUBLIC, enforce, permission
 def configure(app: Flask, test_config: dict | None, **defaults) -> None:
     """The application's configuration: the defaults every site has, the site's ``defaults``,
     then ``test_config``; the session cookie as HTTPS allows."""
-    app.config.from_mapping(
-        KIROKU_HTTPS=False,
-        KIROKU_HOSTS=("127.0.0.1", "localhost", "::1"),
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=ABSOLUTE),
-        MAX_CONTENT_LENGTH=12 * 2**20,  # a scanned form at most
-        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    app.config.from_mapping({
+        "KIROKU_HTTPS": False,
+        "KIROKU_HOSTS": ("127.0.0.1", "localhost", "::1"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Strict",
+        "PERMANENT_SESSION_LIFETIME": timedelta(seconds=ABSOLUTE),
+        "MAX_CONTENT_LENGTH": 12 * 2**20,  # a scanned form at most
+        "WTF_CSRF_TIME_LIMIT": None,  # the token lives as long as the session
         **defaults,
-    )
+    })
     if test_config:
         app.config.update(test_config)
     app.config["SESSION_COOKIE_SECURE"] = bool(app.config["KIROKU_HTTPS"])
@@ -108,7 +108,7 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None) -> CSRFProtect:
         csrf.exempt(api_blueprint)  # the API's token comes in the X-CSRFToken header only (webui/api.py)
     actions.install(app)
     app.teardown_appcontext(db.close_db)
-    app.jinja_env.globals.update(t=i18n.t, lang=i18n.current_language)
+    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language)
 
     @app.context_processor
     def who():

@@ -26,6 +26,15 @@ CREATE TABLE users (
     created_at      TEXT NOT NULL
 );
 
+-- Each manager's age identity, wrapped under their passphrase (scrypt, as on a device): the hub
+-- keeps no key it can open by itself. Devices seal new day keys to the recipients.
+CREATE TABLE manager_keys (
+    username   TEXT PRIMARY KEY,              -- the manager's (accounts are disabled, never renamed or deleted)
+    recipient  TEXT NOT NULL,
+    wrapped    BYTEA NOT NULL,
+    created_at TEXT NOT NULL
+);
+
 CREATE TABLE devices (
     id            TEXT PRIMARY KEY,           -- device.id: counter-2, pbx-1
     kind          TEXT NOT NULL CHECK (kind IN ('counter', 'calls')),

@@ -1,0 +1,82 @@
+"""Every device at a glance, as the hub knows it: enrolled, online or not, what its last status
+said, what its witness holds, and the alerts it has open — each named by its place, which is
+how people find a counter (市民課窓口 2番), not by its id."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+ALERT_KINDS = ("offline", "sign", "fault", "storage", "clock", "log")
+
+
+def _local(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def overview(db, *, include_removed: bool = False) -> list[dict]:
+    """One entry per device, by place."""
+    where = "" if include_removed else " WHERE d.removed_at IS NULL"
+    rows = db.all(
+        "SELECT d.*, w.size AS witnessed, (SELECT c.consistent FROM checkpoints c WHERE c.device = d.id"
+        " ORDER BY c.id DESC LIMIT 1) AS last_consistent FROM devices d LEFT JOIN witness w ON w.device = d.id"
+        + where + " ORDER BY d.place, d.id")
+    alerts = {}
+    for a in db.all("SELECT id, device, kind, detail, raised_at FROM alerts WHERE cleared_at IS NULL ORDER BY raised_at"):
+        alerts.setdefault(a["device"], []).append({"id": a["id"], "kind": a["kind"], "detail": a["detail"],
+                                                   "raised_at": _local(a["raised_at"])})
+    found = []
+    for r in rows:
+        status = json.loads(r["status"]) if r["status"] else {}
+        sign = status.get("sign") or {}
+        storage = status.get("storage") or {}
+        found.append({
+            "id": r["id"], "name": r["place"], "kind": r["kind"], "online": bool(r["online"]),
+            "removed": r["removed_at"] is not None,
+            "state": status.get("state"), "sign": sign, "sign_lit": bool(sign.get("lit")) if sign else None,
+            "faults": status.get("faults") or [], "warnings": status.get("warnings") or [],
+            "clock": status.get("clock") or {}, "storage": storage,
+            "projected_days": storage.get("projected_days") or {}, "min_days": storage.get("min_days") or {},
+            "software": status.get("software"), "last_seen": _local(r["last_seen"]),
+            "status_at": _local(r["status_at"]),
+            "checkpoint": {"size": r["witnessed"] or 0,
+                           "consistent": None if r["last_consistent"] is None else bool(r["last_consistent"])},
+            "alerts": alerts.get(r["id"], []),
+        })
+    return found
+
+
+def as_api(device: dict) -> dict:
+    """A device as ``GET /api/v1/devices`` shows it (DESIGN.md §8)."""
+    return {k: device[k] for k in ("id", "name", "kind", "online", "state", "sign", "faults", "last_seen",
+                                   "checkpoint", "alerts", "clock", "projected_days", "min_days")}
+
+
+def open_alerts(db) -> list[dict]:
+    """Open alerts, newest first, with their device's place."""
+    return [{"id": a["id"], "device": a["device"], "place": a["place"], "kind": a["kind"], "detail": a["detail"],
+             "raised_at": _local(a["raised_at"])}
+            for a in db.all("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device"
+                            " WHERE a.cleared_at IS NULL ORDER BY a.raised_at DESC")]
+
+
+def checkpoints(db, device: str, limit: int = 50) -> list[dict]:
+    return [{"size": r["size"], "root": bytes(r["root"]).hex(), "received_at": _local(r["received_at"]),
+             "consistent": bool(r["consistent"]), "problem": r["problem"], "note": r["note"]}
+            for r in db.all("SELECT * FROM checkpoints WHERE device = ? ORDER BY id DESC LIMIT ?", (device, limit))]
+
+
+def acknowledge(ctx, alert_id: int) -> None:
+    """The manager has seen an alert that does not clear by itself (a log that did not follow)."""
+    from domain.errors import NotFound
+
+    row = ctx.db.one("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device WHERE a.id = ?"
+                     " AND a.cleared_at IS NULL", (alert_id,))
+    if row is None:
+        raise NotFound(f"alert {alert_id}")
+    ctx.log("alert.acknowledge", subject=row["device"], detail={"kind": row["kind"], "detail": row["detail"][:300]})
+    import time
+
+    ctx.db.execute("UPDATE alerts SET cleared_at = ? WHERE id = ?", (time.time(), alert_id))

@@ -1,0 +1,135 @@
+"""What the hub tells devices, on retained topics (docs/hub.md): who is designated to operate
+each (Art. 5(2)), and the managers' public keys its day keys are sealed to.
+
+A change is staged in the database first (``pushes``: the payload and a revision), then
+published by the :class:`Pusher`, which marks it pushed only once the broker acknowledged
+it — so a designation made while the broker is down reaches the device when it is back, and
+a device that was away finds the latest on its retained topic when it reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from domain import people
+from hub import broker
+from hub.db import connect
+
+log = logging.getLogger(__name__)
+OPERATORS, MANAGERS = "operators", "managers"
+
+
+def operators_payload(db, device: str) -> dict:
+    return {"operators": [{"username": r["username"], "display_name": r["display_name"], "section": r["section"] or "",
+                           "password_hash": r["password_hash"]} for r in people.operators_of(db, device)]}
+
+
+def managers_payload(db) -> dict:
+    return {"managers": [{"name": r["username"], "recipient": r["recipient"]} for r in db.all(
+        "SELECT u.username, k.recipient FROM manager_keys k JOIN users u ON u.username = k.username"
+        " WHERE u.is_manager = 1 AND u.disabled_at IS NULL ORDER BY u.username")]}
+
+
+def stage(db, device: str, topic: str, body: dict) -> int:
+    """Stage ``body`` for ``device``'s retained ``topic``; returns its revision."""
+    row = db.one("SELECT rev, payload FROM pushes WHERE device = ? AND topic = ?", (device, topic))
+    text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+    if row is not None and row["payload"] == text:
+        return row["rev"]
+    rev = (row["rev"] if row else 0) + 1
+    db.execute("INSERT INTO pushes (device, topic, rev, payload, pushed_at) VALUES (?, ?, ?, ?, NULL)"
+               " ON CONFLICT (device, topic) DO UPDATE SET rev = excluded.rev, payload = excluded.payload,"
+               " pushed_at = NULL", (device, topic, rev, text))
+    return rev
+
+
+def stage_operators(db, device: str) -> int:
+    return stage(db, device, OPERATORS, operators_payload(db, device))
+
+
+def stage_managers(db) -> None:
+    body = managers_payload(db)
+    for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL"):
+        stage(db, row["id"], MANAGERS, body)
+
+
+def stage_everything(db, device: str) -> None:
+    """A device just enrolled: all it must know."""
+    stage_operators(db, device)
+    stage(db, device, MANAGERS, managers_payload(db))
+
+
+def restage_all(db) -> None:
+    """What every device should know, staged where it differs from what was pushed: catches any
+    change — a designation, a new password, a disabled account, a new manager — however made."""
+    managers = managers_payload(db)
+    for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL"):
+        stage_operators(db, row["id"])
+        stage(db, row["id"], MANAGERS, managers)
+
+
+class Pusher:
+    """Publishes staged pushes, retained, with the hub's account; marks each once acknowledged."""
+
+    def __init__(self, dsn: str, host: str, port: int, password: str, ca: str, *, client_id: str = "kiroku-hub-push",
+                 every: float = 1.0, restage_every: float = 10.0):
+        self.dsn, self.every, self.restage_every = dsn, every, restage_every
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.c = broker.client(client_id, broker.HUB_ACCOUNT, password, ca)
+        self.c.connect_async(host, port, keepalive=30)
+        self._thread = threading.Thread(target=self._loop, name="hub-pusher", daemon=True)
+
+    def start(self) -> "Pusher":
+        self.c.loop_start()
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Something was staged: publish it now rather than at the next round."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+        self.c.loop_stop()
+        self.c.disconnect()
+
+    def _loop(self) -> None:
+        db = None
+        restaged = 0.0
+        while not self._stop.is_set():
+            woken = self._wake.wait(self.every)
+            self._wake.clear()
+            try:
+                db = db or connect(self.dsn)
+                if woken or time.monotonic() - restaged > self.restage_every:
+                    restage_all(db)
+                    restaged = time.monotonic()
+                if self.c.is_connected():
+                    self.push_pending(db)
+            except Exception:  # the database or the broker is away: the next round tries again
+                log.exception("hub: pushing to devices failed; retrying")
+                if db is not None:
+                    db.close()
+                db = None
+        if db is not None:
+            db.close()
+
+    def push_pending(self, db) -> int:
+        sent = 0
+        for row in db.all("SELECT device, topic, rev, payload FROM pushes WHERE pushed_at IS NULL ORDER BY device"):
+            body = {"v": 1, "rev": row["rev"], **json.loads(row["payload"])}
+            info = self.c.publish(broker.hub_topic(row["device"], row["topic"]), json.dumps(body, ensure_ascii=False),
+                                  qos=1, retain=True)
+            info.wait_for_publish(10)
+            if not info.is_published():
+                return sent
+            db.execute("UPDATE pushes SET pushed_at = ? WHERE device = ? AND topic = ? AND rev = ?",
+                       (time.time(), row["device"], row["topic"], row["rev"]))
+            sent += 1
+        return sent

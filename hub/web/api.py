@@ -1,0 +1,77 @@
+"""The hub's JSON API under ``/api/v1``: what its pages show, for scripts, and the one call a
+device makes (``POST /api/v1/enroll``, with its one-time code). Sessions, CSRF by header and
+the OpenAPI description are the device's (``webui.api``); the pages' actions are registered
+here too, as the same views, as on a device."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from hub import devices, enroll
+from webui import api as device_api
+from webui.permissions import AUDITOR, MANAGER, PUBLIC, permission
+from webui.services import context, state
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp.before_request(device_api.csrf_by_header)
+for rule, method, view in (("/session", "GET", device_api.session_info), ("/session", "POST", device_api.session_start),
+                           ("/session", "DELETE", device_api.session_end), ("/me", "GET", device_api.me),
+                           ("/openapi.json", "GET", device_api.openapi)):
+    bp.add_url_rule(rule, endpoint=f"{view.__name__}", view_func=view, methods=[method])
+
+
+@bp.get("/devices")
+@permission(MANAGER, AUDITOR)
+def devices_list():
+    """Every enrolled device: online, state, sign, faults, clock, retention, its witnessed checkpoint, open alerts."""
+    return jsonify([devices.as_api(d) for d in devices.overview(context().db)])
+
+
+@bp.get("/alerts")
+@permission(MANAGER, AUDITOR)
+def alerts():
+    """Open alerts, newest first, with their device's place."""
+    return jsonify(devices.open_alerts(context().db))
+
+
+def no_session(view):
+    """A call authenticated by what it is sent, never by a session cookie: no CSRF token to check."""
+    view.kiroku_no_session = True
+    return view
+
+
+@bp.post("/enroll")
+@permission(PUBLIC)
+@no_session
+def enroll_device():
+    """A device joins the city with its one-time code: {code, device, kind, place, vkey} → its broker account,
+    the CA, the managers' public keys (docs/hub.md)."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify({"error": "send a JSON object", "code": "enroll.bad_request"}), 400
+    try:
+        answer = enroll.enroll(context(), state(), body, request.remote_addr or "")
+    except enroll.EnrollRefused as refused:
+        return jsonify({"error": str(refused), "code": refused.code}), refused.status
+    return jsonify(answer), 201
+
+
+ACTIONS = [
+    ("/enrollments", "POST", "hub.make_code"),
+    ("/devices/<device_id>/remove", "POST", "hub.remove"),
+    ("/alerts/<int:alert_id>/acknowledge", "POST", "hub.acknowledge"),
+    ("/people", "GET", "hub_people.index"),
+    ("/people", "POST", "hub_people.add_person"),
+    ("/people/<int:user_id>/operator", "POST", "hub_people.set_operator"),
+    ("/people/<int:user_id>/disable", "POST", "hub_people.disable"),
+    ("/people/<int:user_id>/unlock", "POST", "hub_people.unlock_account"),
+    ("/sections", "POST", "hub_people.add_section"),
+    ("/audit", "GET", "hub_audit.index"),
+    ("/audit/devices/<device_id>", "GET", "hub_audit.device_log"),
+    ("/account/password", "POST", "auth.account"),
+]
+
+
+def install(app) -> None:
+    """The API, with the pages' actions under /api/v1 too (after every blueprint is registered)."""
+    device_api.register_actions(app, bp, ACTIONS)
