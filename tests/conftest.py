@@ -14,6 +14,7 @@ from firmware.vault.setup import init
 from tests.helpers import Footage
 
 DOUBLES = Path(__file__).parent / "doubles"
+pytest_plugins = ["tests.engines"]  # the hub's real servers: PostgreSQL and Mosquitto, once per session
 
 
 def small_config(**sections) -> Config:

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from tests.engines import engines_dir, hub_dsn, mosquitto, postgres  # noqa: F401 — fixtures
 
 pytestmark = pytest.mark.hub
 

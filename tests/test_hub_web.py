@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines import engines_dir, hub_dsn, mosquitto, postgres  # noqa: F401 — fixtures
 from tests.test_hub_core import wait_for
 from tests.webui_helpers import PASSWORDS, csrf, post
 

@@ -10,7 +10,6 @@ services are; the pages of ``webui`` serve either.
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
