@@ -1,0 +1,243 @@
+"""``kiroku city``: the whole city on one machine, simulated — a private PostgreSQL and Mosquitto
+under DIR, the hub, N simulated counters (and a call recorder with ``--calls``), every device
+enrolled with a one-time code exactly as a real one is (``kiroku enroll``), each device's data
+folder at ``DIR/devices/NAME`` (so ``kiroku ctl --data DIR/devices/counter-2 start`` drives
+it), and ``DIR/city.json`` listing where everything is.
+
+Every process is the real one (``kiroku hub``, ``kiroku run``), supervised here: Ctrl-C (or
+SIGTERM) stops them all, the engines last. A second start on the same DIR finds the same
+city: its database, its broker's accounts, its devices and their footage.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+from firmware.fsutil import atomic_write
+from kiroku.engines import EngineError, engine_root, free_port, port_open, stop_process, wait_until
+from kiroku.engines.mosquitto import Mosquitto
+from kiroku.engines.postgres import Postgres
+
+PLACES = ["市民課窓口 {n}番", "保険年金課窓口 {n}番", "税務課窓口 {n}番", "福祉課窓口 {n}番"]
+KIROKU = [sys.executable, "-m", "kiroku"]
+
+
+@dataclass
+class Device:
+    id: str
+    kind: str
+    place: str
+    data: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+
+def _say(text: str) -> None:
+    print(f"kiroku city: {text}", flush=True)
+
+
+def _place(i: int) -> str:
+    return PLACES[(i - 1) % len(PLACES)].format(n=(i - 1) // len(PLACES) + 1)
+
+
+class City:
+    def __init__(self, folder: Path, *, counters: int, calls: bool, port: int, manager: str,
+                 password_file: Path | None):
+        self.folder = folder.resolve()
+        self.counters, self.calls, self.port = counters, calls, port
+        self.manager = manager
+        self.password_file = password_file
+        self.engines: list = []
+        self.hub: subprocess.Popen | None = None
+        self.devices: list[Device] = []
+        self.stop = threading.Event()
+
+    # -- engines and hub -----------------------------------------------------------------------
+
+    def start_engines(self) -> None:
+        root = engine_root(self.folder / "engines")
+        if root != self.folder / "engines":
+            _say(f"the servers' folders are in {root} (their accounts cannot reach {self.folder})")
+        self.pg = Postgres(root / "postgres").start()
+        self.engines.append(self.pg)
+        _say(f"PostgreSQL on 127.0.0.1:{self.pg.port}")
+        self.mqtt = Mosquitto(root / "mosquitto").start()
+        self.engines.append(self.mqtt)
+        _say(f"Mosquitto (TLS) on 127.0.0.1:{self.mqtt.port}")
+
+    def hub_config(self) -> Path:
+        hub = self.folder / "hub"
+        hub.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secrets_ = {"database.dsn": self.pg.dsn, "broker-admin": self.mqtt.admin[1]}
+        if not (hub / "broker-hub").exists():
+            secrets_["broker-hub"] = secrets.token_urlsafe(24)
+        for name, value in secrets_.items():
+            atomic_write(hub / name, (value + "\n").encode(), mode=0o600)
+        config = hub / "hub.toml"
+        config.write_text(
+            "# Written by kiroku city: the hub of a simulated city on this machine.\n"
+            f'[hub]\nfolder = "{hub / "state"}"\n'
+            f'[database]\ndsn_file = "{hub / "database.dsn"}"\n'
+            f'[broker]\nhost = "127.0.0.1"\nport = {self.mqtt.port}\nca = "{self.mqtt.ca}"\n'
+            f'admin = "{self.mqtt.admin[0]}"\nadmin_password_file = "{hub / "broker-admin"}"\n'
+            f'hub_password_file = "{hub / "broker-hub"}"\n'
+            f'[web]\nhost = "127.0.0.1"\nport = {self.port}\nhttps = false\n')
+        return config
+
+    def manager_password(self) -> str:
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        path = self.folder / "manager-password.txt"
+        if not path.exists():
+            atomic_write(path, (secrets.token_urlsafe(15) + "\n").encode(), mode=0o600)
+        return path.read_text().strip()
+
+    def start_hub(self) -> None:
+        config = self.hub_config()
+        password = self.manager_password()
+        secret = self.folder / "hub" / ".manager-password"
+        atomic_write(secret, (password + "\n").encode(), mode=0o600)
+        try:
+            out = subprocess.run([*KIROKU, "hub", "--config", str(config), "add-manager", self.manager,
+                                  "--password-file", str(secret), "--section", "資産経営課"],
+                                 capture_output=True, text=True)
+        finally:
+            secret.unlink(missing_ok=True)
+        if out.returncode != 0 and "exists already" not in out.stderr:
+            raise EngineError(f"the first manager could not be made: {out.stderr.strip()}")
+        log = open(self.folder / "hub" / "hub.log", "ab")
+        self.hub = subprocess.Popen([*KIROKU, "hub", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: port_open(self.port), timeout=60, what=f"the hub on 127.0.0.1:{self.port}", proc=self.hub,
+                   log=self.folder / "hub" / "hub.log")
+        _say(f"the hub on http://127.0.0.1:{self.port}/ (manager {self.manager!r})")
+
+    # -- devices -------------------------------------------------------------------------------
+
+    def plan_devices(self) -> None:
+        base = self.port + 1
+        for i in range(1, self.counters + 1):
+            self.devices.append(Device(f"counter-{i}", "counter", _place(i), self.folder / "devices" / f"counter-{i}",
+                                       base + i - 1))
+        if self.calls:
+            self.devices.append(Device("pbx-1", "calls", "代表電話（交換機）", self.folder / "devices" / "pbx-1",
+                                       base + self.counters))
+
+    def _api(self):
+        """The manager's session at the hub's API (what a script of the city's would do)."""
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        url = f"http://127.0.0.1:{self.port}/api/v1"
+
+        def call(method: str, path: str, body: dict | None = None, token: str = ""):
+            data = None if body is None else json.dumps(body).encode()
+            req = urllib.request.Request(url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json", "X-CSRFToken": token})
+            with opener.open(req, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+
+        token = call("GET", "/session")["csrf_token"]
+        token = call("POST", "/session", {"username": self.manager, "password": self.manager_password()},
+                     token)["csrf_token"]
+        return call, token
+
+    def set_up_device(self, d: Device, call, token: str) -> None:
+        d.data.mkdir(parents=True, exist_ok=True)
+        config = d.data / "kiroku.toml"
+        if not config.exists():
+            config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n')
+        if not (d.data / "keys" / "device.key").exists():
+            subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
+                            str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
+        if (d.data / "uplink" / "hub.json").exists():
+            return
+        code = call("POST", "/enrollments", {"device": d.id, "kind": d.kind, "place": d.place},
+                    token)["enrollment_code"]
+        # the device enrolls itself with the code, as `kiroku enroll` does at a real one (its
+        # recorder must be running: the enrollment is in its audit log)
+        self.start_device(d)
+        out = subprocess.run([*KIROKU, "enroll", "--data", str(d.data), "--hub", f"http://127.0.0.1:{self.port}",
+                              "--code", code], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise EngineError(f"{d.id} could not enroll: {out.stderr.strip() or out.stdout.strip()}")
+        stop_process(d.proc)  # started again below, now with its uplink
+        d.proc = None
+
+    def start_device(self, d: Device) -> None:
+        log = open(d.data.parent / f"{d.id}.log", "ab")
+        d.proc = subprocess.Popen([*KIROKU, "run", "--data", str(d.data), "--port", str(d.port)], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        wait_until(lambda: port_open(d.port), timeout=60, what=f"{d.id}'s web UI", proc=d.proc,
+                   log=d.data.parent / f"{d.id}.log")
+
+    def start_devices(self) -> None:
+        self.plan_devices()
+        call, token = self._api()
+        for d in self.devices:
+            self.set_up_device(d, call, token)
+        for d in self.devices:
+            if d.proc is None:
+                self.start_device(d)
+            _say(f"{d.id} ({d.place}) on http://127.0.0.1:{d.port}/ — data {d.data}")
+
+    def write_manifest(self) -> Path:
+        path = self.folder / "city.json"
+        body = {
+            "hub": {"url": f"http://127.0.0.1:{self.port}/", "config": str(self.folder / "hub" / "hub.toml"),
+                    "manager": self.manager,
+                    "manager_password_file": str(self.password_file or self.folder / "manager-password.txt")},
+            "database": {"host": "127.0.0.1", "port": self.pg.port, "dsn_file": str(self.folder / "hub" /
+                                                                                    "database.dsn")},
+            "broker": {"host": "127.0.0.1", "port": self.mqtt.port, "ca": str(self.mqtt.ca), "tls": True},
+            "devices": [{"id": d.id, "kind": d.kind, "place": d.place, "data": str(d.data),
+                         "web": f"http://127.0.0.1:{d.port}/"} for d in self.devices],
+        }
+        atomic_write(path, json.dumps(body, ensure_ascii=False, indent=2).encode(), mode=0o640)
+        return path
+
+    # -- the whole ------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        previous = {sig: signal.signal(sig, lambda *_: self.stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start_engines()
+            self.start_hub()
+            self.start_devices()
+            _say(f"everything is listed in {self.write_manifest()}; Ctrl-C stops the city")
+            while not self.stop.wait(1):
+                for name, proc in [("the hub", self.hub), *((d.id, d.proc) for d in self.devices)]:
+                    if proc is not None and proc.poll() is not None:
+                        _say(f"{name} exited with code {proc.returncode}: stopping the city (see its log in "
+                             f"{self.folder})")
+                        return 1
+            return 0
+        except (EngineError, OSError, urllib.error.URLError, subprocess.CalledProcessError) as exc:
+            print(f"kiroku city: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            for d in self.devices:
+                stop_process(d.proc)
+            stop_process(self.hub)
+            for engine in reversed(self.engines):
+                engine.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def main(*, folder: Path, counters: int, calls: bool, port: int, manager: str | None,
+         password_file: Path | None) -> int:
+    if port and port_open(port):
+        print(f"kiroku city: port {port} is in use — pass --port N", file=sys.stderr)
+        return 2
+    return City(folder, counters=counters, calls=calls, port=port or free_port(), manager=manager or "manager",
+                password_file=password_file).run()
+
