@@ -187,29 +187,37 @@ class Hub:
 
 
 def witness(batches: list[dict], vkey: str) -> list[tuple[int, int, bool]]:
-    """The hub's witness over a device's log batches, in arrival order: each checkpoint's
-    signature, and a consistency proof from the last checkpoint held; also that the entries
-    hash into the new root. Returns (old size, new size, consistent) per checkpoint that moved."""
-    held = None  # (size, root)
+    """The hub's witness over a device's log batches, in arrival order (docs/hub.md, "The witness"):
+    each checkpoint's signature; a checkpoint of a size already held must be the same; a new one
+    must follow by its proof from the checkpoint of size ``old_size``, which the hub holds (its
+    latest, or an earlier one when an uplink restarted before it recorded an acknowledgement);
+    its entries must hash into its root; and a device that says it had more acknowledged than its
+    log now holds has a log cut short. Returns (old size, new size, consistent) per checkpoint
+    that was not already held."""
+    held: dict[int, bytes] = {}  # size -> root, the good checkpoints
     leaves: dict[int, bytes] = {}
     verdicts = []
     for batch in batches:
         cp = verify_note(batch["checkpoint"], vkey)
+        old = batch["proof"]["old_size"]
         for entry in batch["entries"]:
             leaves.setdefault(entry["seq"], merkle.leaf_hash(canonical(entry)))
-        if held is not None and cp.size == held[0] and cp.root == held[1]:
-            continue
-        proof = [base64.b64decode(h) for h in batch["proof"]["hashes"]]
-        if held is None:
-            ok = batch["proof"]["old_size"] == 0
+        if cp.size in held and old <= cp.size:
+            if held[cp.size] == cp.root:
+                continue
+            ok = False
+        elif old > cp.size:
+            ok = False  # cut short
+        elif old == 0:
+            ok = True  # a device enrolled anew, or whose state was lost: its entries and root decide
         else:
-            ok = batch["proof"]["old_size"] == held[0] and merkle.verify_consistency(held[0], cp.size, held[1],
-                                                                                    cp.root, proof)
+            proof = [base64.b64decode(h) for h in batch["proof"]["hashes"]]
+            ok = old in held and merkle.verify_consistency(old, cp.size, held[old], cp.root, proof)
         if ok and all(i in leaves for i in range(cp.size)):
             ok = merkle.root([leaves[i] for i in range(cp.size)]) == cp.root
-        verdicts.append((held[0] if held else 0, cp.size, ok))
+        verdicts.append((old, cp.size, ok))
         if ok:
-            held = (cp.size, cp.root)
+            held[cp.size] = cp.root
     return verdicts
 
 

@@ -86,6 +86,7 @@ class Uplink:
         self._last_signature: tuple | None = None
         self._last_log = -1e9
         self._said: dict[str, str] = {}
+        self._failure: str | None = None
         self.link = Link(
             self.enrollment, self.folder.ca,
             will=(device_topic(self.device, "online"), _json({"v": 1, "online": False})),
@@ -128,8 +129,11 @@ class Uplink:
         while not stop.is_set():
             try:
                 self.tick()
-            except Exception:  # a bug here must not end the uplink: the next round tries again
-                log.exception("uplink round failed")
+                self._failure = None
+            except Exception as exc:  # a bug here must not end the uplink: the next round tries again
+                if repr(exc) != self._failure:  # with its traceback once, not every second
+                    log.exception("uplink round failed (trying again every second)")
+                    self._failure = repr(exc)
             systemd.notify("WATCHDOG=1")
             self._wake.wait(POLL)
             self._wake.clear()
@@ -147,6 +151,8 @@ class Uplink:
             self._publish_other(device_topic(self.device, "online"),
                                 {"v": 1, "online": True, "at": _now(), "software": __version__}, retain=True)
             self._last_signature = None  # a fresh status at once
+            if self._inflight is not None:  # paho sends it again on the new connection: patience anew
+                self._inflight = (*self._inflight[:2], now)
         self._status(now)
         self._outbox(now)
 
