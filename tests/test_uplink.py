@@ -54,7 +54,7 @@ def broker():
     b = Mosquitto(root / "broker").start()
     yield b
     b.kill()
-    print("BROKER-LOG\n" + (root / "broker" / "mosquitto.log").read_text())
+    print("mosquitto.log:\n" + (root / "broker" / "mosquitto.log").read_text())  # shown when a test fails
     shutil.rmtree(root, ignore_errors=True)
 
 

@@ -36,6 +36,15 @@ class HubUnreachable(UplinkError, ConnectionError):
     """The hub could not be reached, or did not answer as a hub does."""
 
 
+class DeviceNotReady(UplinkError, RuntimeError):
+    """Something on the device must be put right first (its recorder not running, its keys or
+    settings, an enrollment already there); the message says what."""
+
+
+class BadAddress(UplinkError, ValueError):
+    """An address or a file given on the command line cannot be used."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """``kiroku uplink --data DIR``: returns the exit code."""
     from firmware.uplink.process import main as run

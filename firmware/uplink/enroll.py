@@ -27,7 +27,8 @@ from urllib.parse import urlsplit
 from firmware import __version__, paths
 from firmware.config import ConfigError, load
 from firmware.control import ControlClient, ControlError, socket_path
-from firmware.uplink import BadMessage, EnrollmentRefused, HubUnreachable, UplinkError
+from firmware.uplink import (BadAddress, BadMessage, DeviceNotReady, EnrollmentRefused, HubUnreachable,
+                            UplinkError)
 from firmware.uplink.files import Enrollment, UplinkFolder
 from firmware.uplink.messages import USERNAME, parse_managers
 
@@ -58,9 +59,9 @@ def endpoint(hub: str) -> str:
     """The enrollment URL of a hub given as ``https://host[:port][/prefix]``."""
     parts = urlsplit(hub)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise UplinkError(f"--hub {hub!r}: give the hub's address as https://HOST[:PORT]")
+        raise BadAddress(f"--hub {hub!r}: give the hub's address as https://HOST[:PORT]")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
-        raise UplinkError(f"--hub {hub!r}: plain HTTP only to a hub on this machine; the city's hub is https://…")
+        raise BadAddress(f"--hub {hub!r}: plain HTTP only to a hub on this machine; the city's hub is https://…")
     return hub.rstrip("/") + PATH
 
 
@@ -150,32 +151,32 @@ def enroll(data_dir: Path, hub: str, code: str, *, ca: Path | None = None, confi
     data_dir = Path(data_dir)
     folder = UplinkFolder(data_dir)
     if folder.enrolled:
-        raise UplinkError(f"this device is already enrolled with {folder.enrollment().hub}: to join another hub,"
-                          f" remove {folder.root} (as the manager decides) and enroll again")
+        raise DeviceNotReady(f"this device is already enrolled with {folder.enrollment().hub}: to join another hub,"
+                             f" remove {folder.root} (as the manager decides) and enroll again")
     try:
         config = load(paths.config_file(data_dir, config_path))
     except ConfigError as exc:
-        raise UplinkError(f"configuration: {exc}") from None
+        raise DeviceNotReady(f"configuration: {exc}") from None
     device = config.device.id
     try:
         vkey = (data_dir / "keys" / "device.vkey").read_text().strip()
     except FileNotFoundError:
-        raise UplinkError(f"no device keys in {data_dir}: set the device up first (kiroku init)") from None
+        raise DeviceNotReady(f"no device keys in {data_dir}: set the device up first (kiroku init)") from None
     if not vkey.startswith(f"kiroku/{device}+"):
         made_for = vkey.split("+", 1)[0]
-        raise UplinkError(f"the device's keys were made for {made_for!r}, but kiroku.toml says the device is"
-                          f" {device!r}: make them agree before enrolling")
+        raise DeviceNotReady(f"the device's keys were made for {made_for!r}, but kiroku.toml says the device is"
+                             f" {device!r}: make them agree before enrolling")
     if not code.strip():
-        raise UplinkError("--code: give the one-time code the manager made at the hub")
+        raise BadAddress("--code: give the one-time code the manager made at the hub")
     url = endpoint(hub)
     if ca is not None and not Path(ca).is_file():
-        raise UplinkError(f"--ca {ca}: no such file")
+        raise BadAddress(f"--ca {ca}: no such file")
     control = ControlClient(socket_path(data_dir), timeout=10)
     try:
         control.status()
     except ControlError as exc:
-        raise UplinkError(f"{exc} — enrollment is written in the device's audit log, which only the recorder"
-                          " writes") from None
+        raise DeviceNotReady(f"{exc} — enrollment is written in the device's audit log, which only the recorder"
+                             " writes") from None
 
     answer = post(url, request_body(code=code.strip(), device=device, kind=config.device.kind,
                                     place=config.device.location, vkey=vkey), ca=ca, timeout=timeout)
@@ -191,8 +192,9 @@ def enroll(data_dir: Path, hub: str, code: str, *, ca: Path | None = None, confi
             "broker": f"{enrollment.host}:{enrollment.port}", "account": enrollment.username,
             "managers": [m["name"] for m in managers["managers"]], "managers_rev": managers["rev"]})
     except ControlError as exc:
-        raise UplinkError(f"the hub enrolled this device, but the recorder could not log it ({exc}): nothing was kept"
-                          " — ask the manager for a new code and enroll again with the recorder running") from None
+        raise DeviceNotReady(f"the hub enrolled this device, but the recorder could not log it ({exc}): nothing was"
+                             " kept — ask the manager for a new code and enroll again with the recorder running"
+                             ) from None
     folder.save_enrollment(enrollment, ca_pem)
     folder.cache("managers", managers)
     try:
