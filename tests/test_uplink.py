@@ -352,6 +352,30 @@ def test_a_log_rewritten_with_the_device_key_sends_a_proof_the_hub_cannot_verify
     wait_for(lambda: "no longer extends the checkpoint the hub holds" in up.output(), what="the uplink saying so")
 
 
+@needs_mosquitto
+def test_a_log_cut_short_with_nothing_new_written_is_caught_by_the_checkpoint_sent_again(
+        settings, control, dynsec, broker, hub, data_dir, uplinks):
+    enroll_by_hand(data_dir, broker, DEVICE, dynsec.device(DEVICE), place=PLACE)
+    incident(control)
+    up = uplinks("--checkpoint-every", "1")  # 30 s on a device
+    wait_for(lambda: all_sent(hub, data_dir), timeout=20, what="the log sent")
+    size = log_size(data_dir)
+    hub.wait(lambda: any(not b["entries"] for b in hub.of(DEVICE, "log")), 10, "the checkpoint sent again")
+    assert all(ok for *_, ok in witness(hub.of(DEVICE, "log"), vkey(data_dir))), "the same checkpoint: nothing to flag"
+
+    with closing(sqlite3.connect(data_dir / "kiroku.db", isolation_level=None)) as conn:  # the mark's entries go
+        tree = merkle.CompactRange()
+        for (leaf,) in conn.execute("SELECT leaf_hash FROM audit WHERE seq < ? ORDER BY seq", (size - 2,)):
+            tree.append(leaf)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM audit WHERE seq >= ?", (size - 2,))
+        conn.execute("UPDATE audit_state SET size = ?, stack = ?", (tree.size, tree.to_bytes()))
+        conn.execute("COMMIT")
+    hub.wait(lambda: witness(hub.of(DEVICE, "log"), vkey(data_dir))[-1] == (size, size - 2, False), 10,
+             "the shorter log flagged")
+    wait_for(lambda: "cut short on this device" in up.output(), what="the uplink saying so")
+
+
 # -- what the hub sends ------------------------------------------------------------------------------
 
 @needs_mosquitto
