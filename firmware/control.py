@@ -3,7 +3,9 @@
 A Unix stream socket in the data folder speaking JSON lines: one request object per
 line, one reply object per line. Requests are ``{"op": "status"}``, ``{"op": "start",
 "by": NAME}``, ``{"op": "stop", "by": NAME}``, ``{"op": "mark", "by": NAME, "note": …,
-"section": …}``, ``{"op": "release", "hold": N}`` and, on simulated hardware only, ``{"op": "sim", "action": …}``. Replies
+"section": …}``, ``{"op": "release", "hold": N}``, ``{"op": "keys.recipients", "by": NAME, "rev": N,
+"managers": [{"name", "recipient"}]}`` (the city's managers' keys, from the uplink) and, on
+simulated hardware only, ``{"op": "sim", "action": …}``. Replies
 are ``{"ok": true, "status": {…}}`` or ``{"ok": false, "error": "…"}``. The socket is
 mode 0660, so only the recorder's user and group (the web UI's) can connect; the caller's
 uid is logged with every command.
@@ -135,6 +137,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 return self._audit(rec, request, by, uid)
             if op == "hold":
                 return self._hold(rec, request, by)
+            if op == "keys.recipients":
+                log.info("control: keys.recipients by %s (uid %d)", by, uid)
+                return self._recipients(rec, request, by, uid)
             if op == "release":
                 hold = request.get("hold")
                 if not isinstance(hold, int):
@@ -160,7 +165,8 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         except Exception as exc:  # an answer, always: a caller must never hang on a bug here
             log.exception("control: %s failed", op)
             return {"ok": False, "error": f"{op} failed: {exc}"}
-        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, hold, audit, reload, sim)"}
+        return {"ok": False, "error": f"unknown op {op!r} (status, start, stop, mark, release, hold, audit, reload,"
+                                      " keys.recipients, sim)"}
 
 
     _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")
@@ -181,6 +187,43 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             return {"ok": False, "error": "the vault is not set up"}
         seq = rec.store.audit(by, action, purpose=purpose, subject=subject, detail={**detail, "uid": uid})
         return {"ok": True, "status": {"seq": seq}}
+
+    _MANAGER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+    MAX_MANAGERS = 64
+
+    def _recipients(self, rec, request: dict, by: str, uid: int) -> dict:
+        """The city's managers' public keys (docs/hub.md), which every new day key is sealed to
+        besides this device's own managers and the recovery key. A change is in the audit log
+        before it takes effect; the same list again changes nothing and logs nothing."""
+        from firmware.vault import age
+
+        managers, rev = request.get("managers"), request.get("rev")
+        if not isinstance(managers, list) or len(managers) > self.MAX_MANAGERS or not isinstance(rev, int):
+            return {"ok": False, "error": f'keys.recipients needs "rev" (a number) and "managers": a list of at most'
+                                          f" {self.MAX_MANAGERS} {{name, recipient}}"}
+        parsed = []
+        for item in managers:
+            name = item.get("name") if isinstance(item, dict) else None
+            text = item.get("recipient") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not self._MANAGER.fullmatch(name) or not isinstance(text, str):
+                return {"ok": False, "error": "keys.recipients: each manager needs a name (a-z, 0-9, _ . -) and a"
+                                              " recipient"}
+            try:
+                parsed.append((name, age.X25519Recipient.parse(text)))
+            except ValueError as exc:
+                return {"ok": False, "error": f"keys.recipients: {name}: {exc}"}
+        if not rec.store.ready:
+            return {"ok": False, "error": "the vault is not set up"}
+
+        def record(before: list, after: list) -> None:
+            names_before, names_after = {r: n for n, r in before}, {r: n for n, r in after}
+            rec.store.audit(by, "keys.recipients", subject="hub", detail={
+                "rev": rev, "recipients": [{"name": n, "recipient": r} for n, r in after],
+                "added": sorted(n for r, n in names_after.items() if r not in names_before),
+                "removed": sorted(n for r, n in names_before.items() if r not in names_after), "uid": uid})
+
+        changed = rec.store.keys.set_hub_recipients(parsed, record=record)
+        return {"ok": True, "status": {"changed": changed, "managers": len(parsed)}}
 
     def _hold(self, rec, request: dict, by: str) -> dict:
         reason, reference = request.get("reason"), str(request.get("reference", ""))[:80]

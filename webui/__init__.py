@@ -62,5 +62,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     site.finish(app)
     viewing.start_sweeper(app)
     releases.start_logger(app)
+    from webui import hubsync
+
+    hubsync.start(app)  # once enrolled: the operators the city hub designated for this device
     state.jobs.cleanup()
     return app

@@ -78,6 +78,14 @@ def enforce(app: Flask) -> None:
     if missing:
         raise RuntimeError(f"views without a permission: {', '.join(missing)}")
 
+    def _accounts_from_hub() -> bool:
+        """On an enrolled device the hub's operators may be its first accounts (webui/hubsync.py)."""
+        from domain import people
+        from webui import hubsync
+        from webui.db import get_db
+
+        return bool(hubsync.sync(current_app)) and people.anyone(get_db())
+
     @app.before_request
     def check_permission():
         from domain import people
@@ -93,7 +101,7 @@ def enforce(app: Flask) -> None:
             abort(403)
         if SIMULATED in levels and not current_app.config["KIROKU_SIMULATED"]:
             abort(404)
-        if not people.anyone(get_db()) and request.endpoint not in _BEFORE_SETUP:
+        if not people.anyone(get_db()) and request.endpoint not in _BEFORE_SETUP and not _accounts_from_hub():
             if _is_api():
                 return jsonify({"error": "the device is not set up yet: open the first-run page"}), 503
             first_run = current_app.extensions["kiroku"].first_run

@@ -164,6 +164,15 @@ class AuditLog:
         conn.execute("UPDATE audit_state SET size = ?, stack = ? WHERE id = 1", (tree.size, tree.to_bytes()))
         return size
 
+    def checkpoint(self, conn: sqlite3.Connection, size: int) -> str:
+        """The checkpoint the device signed when the log had ``size`` entries (after entry
+        ``size - 1``), as a signed note: what the uplink sends with a batch ending there. Reading
+        it needs only the public key: the signature is the one stored with that entry."""
+        row = conn.execute("SELECT root, signature FROM audit WHERE seq = ?", (size - 1,)).fetchone()
+        if row is None:
+            raise AuditError(f"the log has no entry {size - 1}")
+        return signed_note(self.origin, size, row[0], row[1], self._keys.public_key())
+
     def latest_checkpoint(self, conn: sqlite3.Connection) -> str:
         row = conn.execute("SELECT seq, root, signature FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         if row is None:

@@ -7,6 +7,8 @@
     managers/NAME.recipient    a manager's public key
     managers/NAME.identity.age the manager's identity, wrapped under their passphrase (scrypt,
                                work factor calibrated on this device)
+    hub.recipients             once the device is enrolled: the city's managers' public keys as
+                               the hub sent them (an age recipients file, ``age -R``)
     day/CLASS/DAY.age          a day's identity for a record class, encrypted to every manager
                                and the recovery key; DAY.recipient beside it is its public half
 
@@ -37,6 +39,8 @@ from firmware.vault import age
 RECORD_CLASSES = ("footage", "call")
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+HUB_RECIPIENTS = "hub.recipients"
+_HUB_NAME = "# manager:"
 
 
 class KeyError_(Exception):
@@ -149,6 +153,9 @@ class KeyStore:
             raise NotInitialised(f"{self.root}: no recovery key — run `kiroku init`") from None
         for name in self.managers():
             found.append(age.X25519Recipient.parse((self.root / "managers" / f"{name}.recipient").read_text()))
+        for _, recipient in self.hub_recipients():
+            if recipient not in found:  # a manager of this device and of the city: once is enough
+                found.append(recipient)
         return found
 
     def add_manager(self, name: str, passphrase: str, *, unlock: age.X25519Identity | None,
@@ -201,6 +208,45 @@ class KeyStore:
             return age.X25519Identity.parse(age.decrypt(wrapped, [age.Passphrase(passphrase)]).decode())
         except age.NoIdentityMatched:
             raise WrongPassphrase(f"the passphrase does not unlock {name!r}'s key") from None
+
+    # -- the city's managers, from the hub ---------------------------------------------------
+    def hub_recipients(self) -> list[tuple[str, age.X25519Recipient]]:
+        """The city's managers' public keys as the hub last sent them (docs/hub.md), with their
+        names: none until the device is enrolled."""
+        try:
+            text = (self.root / HUB_RECIPIENTS).read_text()
+        except FileNotFoundError:
+            return []
+        found, name = [], ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith(_HUB_NAME):
+                name = line.removeprefix(_HUB_NAME).strip()
+            elif line and not line.startswith("#"):
+                found.append((name, age.X25519Recipient.parse(line)))
+                name = ""
+        return found
+
+    def set_hub_recipients(self, managers: list[tuple[str, age.X25519Recipient]], *, record) -> bool:
+        """Make ``managers`` (name, key) the city's managers every new day key is sealed to.
+
+        ``record(before, after)`` (lists of (name, ``age1…``)) writes the change to the audit log
+        first and raises if it cannot: no change of whom footage is sealed to goes unlogged. Day
+        keys made before stay sealed to whom they were (they cannot be re-encrypted unopened).
+        Returns whether anything changed; the same list again changes and logs nothing."""
+        after = [(name, str(recipient)) for name, recipient in managers]
+        with self._locked():  # a day key made meanwhile is sealed to the old list or the new, whole
+            before = [(name, str(recipient)) for name, recipient in self.hub_recipients()]
+            if sorted(before) == sorted(after):
+                return False
+            record(before, after)
+            lines = ["# The city's managers' public keys, from the hub (docs/hub.md): every new day key is",
+                     "# sealed to them too. An age recipients file: age -R keys/hub.recipients"]
+            for name, recipient in after:
+                lines += [f"{_HUB_NAME} {name}", recipient]
+            makedirs_durable(self.root)
+            atomic_write(self.root / HUB_RECIPIENTS, ("\n".join(lines) + "\n").encode(), mode=0o644)
+        return True
 
     # -- day keys -------------------------------------------------------------------------
     def _day_paths(self, record_class: str, day: str) -> tuple[Path, Path]:

@@ -1,0 +1,106 @@
+"""The topics and the payloads the hub sends to a device (docs/hub.md, "Topics"), checked.
+
+Everything from the network is checked here before anything is kept or acted on: a
+payload of another schema version, an unknown shape, a name that could not be a name here,
+a password hash that is not Argon2id or a key that is not an age recipient is refused whole
+(:class:`~firmware.uplink.BadMessage`), never half applied. The web UI checks the cached
+operators again with the same function before it writes them to web.db.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from firmware.uplink import BadMessage
+
+VERSION = 1
+PREFIX = "kiroku/v1"
+MAX_PAYLOAD = 1 << 20  # a list of a few hundred operators with their hashes is well under this
+MAX_OPERATORS = 1000
+MAX_MANAGERS = 64  # the control socket's limit too
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # domain.people.USERNAME: the device's accounts
+MANAGER = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+ARGON2ID = re.compile(r"\$argon2id\$v=19\$m=\d{1,8},t=\d{1,4},p=\d{1,3}\$[A-Za-z0-9+/]{8,128}\$[A-Za-z0-9+/]{16,256}")
+MAX_DISPLAY_NAME = 80  # domain.people's limits
+MAX_SECTION_NAME = 40
+
+
+def device_topic(device: str, what: str) -> str:
+    """Where a device publishes: ``online``, ``status``, ``log``."""
+    return f"{PREFIX}/d/{device}/{what}"
+
+
+def hub_topic(device: str, what: str) -> str:
+    """Where the hub publishes for one device: ``operators``, ``managers``."""
+    return f"{PREFIX}/h/{device}/{what}"
+
+
+def _object(payload: bytes | str | dict, what: str) -> dict:
+    if isinstance(payload, (bytes, str)):
+        if len(payload) > MAX_PAYLOAD:
+            raise BadMessage(f"{what}: longer than {MAX_PAYLOAD} bytes")
+        try:
+            payload = json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadMessage(f"{what}: not JSON ({exc})") from None
+    if not isinstance(payload, dict):
+        raise BadMessage(f"{what}: not a JSON object")
+    if payload.get("v") != VERSION:
+        raise BadMessage(f"{what}: schema version {payload.get('v')!r}, this device knows {VERSION}")
+    rev = payload.get("rev")
+    if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
+        raise BadMessage(f'{what}: "rev" must be a whole number')
+    return payload
+
+
+def parse_operators(payload: bytes | str | dict) -> dict:
+    """``{"v": 1, "rev", "operators": [{"username", "display_name", "section", "password_hash"}]}``,
+    checked; returns it in that shape and nothing else."""
+    message = _object(payload, "operators")
+    items = message.get("operators")
+    if not isinstance(items, list) or len(items) > MAX_OPERATORS:
+        raise BadMessage(f'operators: "operators" must be a list of at most {MAX_OPERATORS}')
+    operators, seen = [], set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadMessage("operators: each operator is an object")
+        username, display = item.get("username"), item.get("display_name")
+        section, hashed = item.get("section", ""), item.get("password_hash")
+        if not isinstance(username, str) or not USERNAME.fullmatch(username) or username in seen:
+            raise BadMessage(f"operators: {username!r} is not a user name here (a-z, 0-9, _ and -; once each)")
+        if not isinstance(display, str) or not 0 < len(display.strip()) <= MAX_DISPLAY_NAME:
+            raise BadMessage(f"operators: {username}: a display name of 1–{MAX_DISPLAY_NAME} characters")
+        if not isinstance(section, str) or len(section) > MAX_SECTION_NAME or any(ord(c) < 32 for c in section):
+            raise BadMessage(f"operators: {username}: a section name of at most {MAX_SECTION_NAME} characters")
+        # Only Argon2id, the device's own: a hub that sent a weaker hash (or a password) is refused.
+        if not isinstance(hashed, str) or not ARGON2ID.fullmatch(hashed):
+            raise BadMessage(f"operators: {username}: the password hash is not an Argon2id hash")
+        seen.add(username)
+        operators.append({"username": username, "display_name": display.strip(), "section": section.strip(),
+                          "password_hash": hashed})
+    return {"v": VERSION, "rev": message["rev"], "operators": operators}
+
+
+def parse_managers(payload: bytes | str | dict) -> dict:
+    """``{"v": 1, "rev", "managers": [{"name", "recipient"}]}``, checked (each recipient an age
+    X25519 public key); returns it in that shape and nothing else."""
+    from firmware.vault import age
+
+    message = _object(payload, "managers")
+    items = message.get("managers")
+    if not isinstance(items, list) or len(items) > MAX_MANAGERS:
+        raise BadMessage(f'managers: "managers" must be a list of at most {MAX_MANAGERS}')
+    managers = []
+    for item in items:
+        name = item.get("name") if isinstance(item, dict) else None
+        recipient = item.get("recipient") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not MANAGER.fullmatch(name):
+            raise BadMessage(f"managers: {name!r} is not a manager's name (a-z, 0-9, _ . -)")
+        try:
+            age.X25519Recipient.parse(recipient if isinstance(recipient, str) else "")
+        except ValueError as exc:
+            raise BadMessage(f"managers: {name}: {exc}") from None
+        managers.append({"name": name, "recipient": recipient.strip()})
+    return {"v": VERSION, "rev": message["rev"], "managers": managers}
