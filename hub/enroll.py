@@ -10,6 +10,7 @@ cannot be guessed. Removing a device deletes its broker account, which disconnec
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
 import time
@@ -30,6 +31,13 @@ def _digest(code: str) -> str:
     return hashlib.sha256(code.replace("-", "").strip().upper().encode()).hexdigest()
 
 
+def _taken(db, device: str) -> bool:
+    """An id in use: a device enrolled whose account has connected, or one removed (its log
+    stays, as evidence, under its id). One enrolled that never connected may enroll again."""
+    row = db.one("SELECT removed_at, last_seen FROM devices WHERE id = ?", (device,))
+    return row is not None and (row["removed_at"] is not None or row["last_seen"] is not None)
+
+
 def make_code(ctx, device: str, kind: str, place: str) -> str:
     """A one-time code for ``device`` (shown once; only its hash is kept)."""
     place = place.strip()
@@ -39,8 +47,8 @@ def make_code(ctx, device: str, kind: str, place: str) -> str:
         refuse("hub.bad_kind")
     if not place or len(place) > 80:
         refuse("hub.place_needed")
-    if ctx.db.one("SELECT 1 FROM devices WHERE id = ?", (device,)):
-        refuse("hub.device_exists", 409)  # a removed device's id is not reused: its log stays, as evidence
+    if _taken(ctx.db, device):
+        refuse("hub.device_exists", 409)
     raw = "".join(secrets.choice(_ALPHABET) for _ in range(12))
     code = "-".join(raw[i:i + 4] for i in range(0, 12, 4))
     ctx.log("device.enrollment_code", subject=device, detail={"kind": kind, "place": place})
@@ -58,55 +66,86 @@ class EnrollRefused(Exception):
         self.code, self.status = code, status
 
 
-def enroll(ctx, site, body: dict, address: str) -> dict:
-    """A device presents its code: its broker account is made and what it needs returned.
-    ``body``: ``{"code", "device", "kind", "place", "vkey"}``."""
-    db, guard = ctx.db, ctx.guard
-    key = f"enroll:{address}"
-    if guard.failures(key) >= accounts.ADDRESS_LIMIT:
-        raise EnrollRefused("enroll.locked", 403, "too many wrong codes from this address: wait 30 minutes")
-    try:
-        code, device, kind, vkey = (str(body[k]) for k in ("code", "device", "kind", "vkey"))
-    except (KeyError, TypeError):
-        raise EnrollRefused("enroll.bad_request", 400, "send code, device, kind, place and vkey") from None
+MAX_WRONG = 5  # wrong codes against a device id's pending code before it is blocked
+
+
+def _request(body) -> tuple[str, str, str, str, str]:
+    """The enroll request's fields, checked (400 ``enroll.bad_request`` otherwise)."""
+    if not isinstance(body, dict) or body.get("v") != 1:
+        raise EnrollRefused("enroll.bad_request", 400, 'send a JSON object with "v": 1 (docs/hub.md)')
+    fields = {k: body.get(k) for k in ("code", "device", "kind", "vkey", "place")}
+    if not all(isinstance(fields[k], str) for k in ("code", "device", "kind", "vkey")) or \
+            not isinstance(fields["place"] or "", str):
+        raise EnrollRefused("enroll.bad_request", 400, "code, device, kind and vkey are strings (place too)")
+    code, device, kind, vkey = (fields[k].strip() for k in ("code", "device", "kind", "vkey"))
     if not DEVICE_ID.fullmatch(device) or kind not in KINDS:
-        raise EnrollRefused("enroll.bad_request", 400, "device must be a device id (a-z, 0-9, -) and kind counter or calls")
+        raise EnrollRefused("enroll.bad_request", 400, "device is a device id (a-z, 0-9, -); kind is counter or calls")
     try:
         name, _, _ = parse_vkey(vkey)
     except AuditError as exc:
         raise EnrollRefused("enroll.bad_request", 400, f"vkey: {exc}") from None
-    row = db.one("SELECT * FROM enrollments WHERE code_sha256 = ?", (_digest(code),))
-    if row is None or row["device"] != device or row["kind"] != kind:
-        failures = guard.fail(key)
-        ctx.log("device.enroll_refused", subject=device, detail={"reason": "wrong code", "address": address,
-                                                                 "failures": failures}, actor="anonymous")
-        raise EnrollRefused("enroll.wrong_code", 403, "this code is not one the hub made for this device and kind")
-    if row["used_at"] or row["expires_at"] < time.time():
-        ctx.log("device.enroll_refused", subject=device, detail={"reason": "used" if row["used_at"] else "expired",
-                                                                 "address": address}, actor="anonymous")
-        raise EnrollRefused("enroll.code_spent", 403, "this code was used or has expired: ask the manager for a new one")
-    if db.one("SELECT 1 FROM devices WHERE id = ?", (device,)):
-        raise EnrollRefused("enroll.device_exists", 409, f"a device {device!r} is enrolled already")
     if name != f"kiroku/{device}":
         raise EnrollRefused("enroll.bad_request", 400, f"the verifier key is {name!r}'s, not kiroku/{device}'s")
+    return code, device, kind, vkey, (fields["place"] or "").strip()
+
+
+def enroll(ctx, site, body, address: str) -> dict:
+    """A device presents its code (``body``: the request of docs/hub.md): its broker account is
+    made and what it needs returned. Refusals, in the contract's order: 400, 403, 409."""
+    db, guard = ctx.db, ctx.guard
+    code, device, kind, vkey, _place = _request(body)
+    refused = EnrollRefused("enroll.code_refused", 403, "the hub refused this code: it is unknown, used, expired or "
+                                                        "not for this device — ask the manager for a new one")
+    key = f"enroll:{address}"
+    if guard.failures(key) >= accounts.ADDRESS_LIMIT:
+        raise refused
+    row = db.one("SELECT * FROM enrollments WHERE code_sha256 = ?", (_digest(code),))
+    if row is None or row["device"] != device or row["kind"] != kind:
+        guard.fail(key)
+        db.execute("UPDATE enrollments SET failures = failures + 1 WHERE device = ? AND used_at IS NULL"
+                   " AND expires_at > ?", (device, time.time()))
+        ctx.log("device.enroll_refused", subject=device, detail={"reason": "wrong code", "address": address},
+                actor="anonymous")
+        raise refused
+    if row["used_at"] or row["expires_at"] < time.time() or row["failures"] >= MAX_WRONG:
+        reason = "used" if row["used_at"] else "expired" if row["expires_at"] < time.time() else "blocked"
+        ctx.log("device.enroll_refused", subject=device, detail={"reason": reason, "address": address},
+                actor="anonymous")
+        raise refused
+    if _taken(db, device):
+        raise EnrollRefused("enroll.device_taken", 409, f"a device {device!r} is enrolled and has connected: "
+                                                        "remove it at the hub first, or give the new one another id")
+    again = db.one("SELECT broker_user FROM devices WHERE id = ?", (device,)) is not None
     ctx.log("device.enroll", subject=device, detail={"kind": kind, "place": row["place"], "vkey": vkey,
-                                                     "address": address}, actor=f"device:{device}")
-    username, password = site.admin().add_device(device)
+                                                     "software": str(body.get("software", ""))[:40],
+                                                     "address": address, "again": again}, actor=f"device:{device}")
+    admin = site.admin()
+    if again:
+        admin.remove_device(device)  # the account it never used goes; a new one is made
+    username, password = admin.add_device(device)
     try:
         with db.transaction():
             db.execute("UPDATE enrollments SET used_at = ? WHERE id = ?", (now_iso(), row["id"]))
-            db.execute("INSERT INTO devices (id, kind, place, vkey, broker_user, enrolled_at, enrolled_by)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?)", (device, kind, row["place"], vkey, username, now_iso(),
-                                                        row["created_by"]))
+            if again:
+                db.execute("UPDATE devices SET kind = ?, place = ?, vkey = ?, broker_user = ?, enrolled_at = ?,"
+                           " enrolled_by = ? WHERE id = ?", (kind, row["place"], vkey, username, now_iso(),
+                                                            row["created_by"], device))
+            else:
+                db.execute("INSERT INTO devices (id, kind, place, vkey, broker_user, enrolled_at, enrolled_by)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?)", (device, kind, row["place"], vkey, username, now_iso(),
+                                                            row["created_by"]))
             pushes.stage_everything(db, device)
+            managers = db.one("SELECT rev, payload FROM pushes WHERE device = ? AND topic = ?",
+                              (device, pushes.MANAGERS))
     except Exception:
-        site.admin().remove_device(device)  # no account without its device
+        admin.remove_device(device)  # no account without its device
         raise
     site.pushed()
+    host, port = site.broker_public()
     return {"v": 1, "device": device, "place": row["place"],
-            "broker": {"host": site.broker_public()[0], "port": site.broker_public()[1], "username": username,
-                       "password": password, "client_id": username, "ca_pem": site.ca_pem()},
-            "managers": pushes.managers_payload(db)["managers"], "hub": {"vkey": ctx.audit.vkey}}
+            "broker": {"host": host, "port": port, "username": username, "password": password,
+                       "client_id": username, "ca_pem": site.ca_pem()},
+            "managers": {"v": 1, "rev": managers["rev"], **json.loads(managers["payload"])}}
 
 
 def remove(ctx, site, device: str) -> None:

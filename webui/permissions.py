@@ -81,10 +81,9 @@ def enforce(app: Flask) -> None:
     def _accounts_from_hub() -> bool:
         """On an enrolled device the hub's operators may be its first accounts (webui/hubsync.py)."""
         from domain import people
-        from webui import hubsync
         from webui.db import get_db
 
-        return bool(hubsync.sync(current_app)) and people.anyone(get_db())
+        return bool(current_app.extensions["kiroku"].refresh_people()) and people.anyone(get_db())
 
     @app.before_request
     def check_permission():

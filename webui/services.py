@@ -228,6 +228,15 @@ class State:
 
         return make_context(app, db, actor, vault_db)
 
+    def refresh_people(self) -> int | None:
+        """Once enrolled, bring the operators the city hub designated into web.db now (else
+        every few seconds, webui/hubsync.py); how many changes, or None for nothing to do."""
+        from flask import current_app
+
+        from webui import hubsync
+
+        return hubsync.sync(current_app)
+
     def home_for(self, user) -> str:
         from flask import url_for
 

@@ -58,11 +58,9 @@ def end_session(sid: str, reason: str) -> None:
 
 def log_in(username: str, password: str) -> people.Person:
     """Check the password and start a session (both the page and the API log in here)."""
-    from flask import current_app
+    from webui.services import state
 
-    from webui import hubsync
-
-    hubsync.sync(current_app)  # an operator the hub designated a moment ago can sign on now
+    state().refresh_people()  # an operator the hub designated a moment ago can sign on now
     user_id = accounts.authenticate(context(), username, password, request.remote_addr or "")
     g.user = load_user(user_id)
     audit("login", subject=g.user.username)  # logged first: no session the log does not know of
