@@ -240,7 +240,7 @@ def _footage(work: Path, seconds: int):
     with av.open(str(mp4), "w", format="mp4") as out:
         import io
 
-        from firmware.segmenter import add_template_stream, set_remux_time_base
+        from firmware.media.mp4 import add_template_stream, set_remux_time_base
 
         probe = av.open(io.BytesIO(frames[0].data), format="h264")
         vs = add_template_stream(out, probe.streams.video[0])
@@ -283,7 +283,7 @@ def bench_storing(work: Path, seconds: int, runs: int) -> list[Figure]:
     import subprocess
 
     from firmware.hardware.media import AudioFormat, VideoFormat
-    from firmware.segmenter import Segmenter
+    from firmware.media.segmenter import Segmenter
     from firmware.store import Recording
     from firmware.vault import Vault, age
     from firmware.vault.keys import KeyStore
@@ -459,7 +459,7 @@ def bench_recorder_memory_and_playback(work: Path, seconds: int) -> list[Figure]
     rec = vault.recordings()[0]
     infos = vault.segments(rec["id"])
     first_byte, first_frame = [], []
-    from firmware.cut import trim
+    from firmware.media.cut import trim
 
     for info in infos[1:-1] or infos:
         started = time.perf_counter()
@@ -652,7 +652,7 @@ def bench_export(work: Path, minutes: float, runs: int) -> list[Figure]:
 
     from firmware import export
     from firmware.hardware.media import AudioFormat, VideoFormat
-    from firmware.segmenter import Segmenter
+    from firmware.media.segmenter import Segmenter
     from firmware.store import Recording
     from firmware.vault import Vault, age
     from firmware.vault.keys import KeyStore
@@ -681,7 +681,7 @@ def bench_export(work: Path, minutes: float, runs: int) -> list[Figure]:
         for info in vault.segments("bench-export"):
             with av.open(io.BytesIO(vault.open_segment_plaintext(info, opener))) as inp:
                 if not streams:
-                    from firmware.segmenter import add_template_stream
+                    from firmware.media.mp4 import add_template_stream
 
                     streams = {s.index: add_template_stream(out, s) for s in inp.streams}
                 offset = (info.start_us - frames[0].time_us) / 1e6

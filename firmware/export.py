@@ -41,8 +41,7 @@ from fractions import Fraction
 from typing import BinaryIO, Callable
 
 from firmware import __version__
-from firmware.cut import open_segment
-from firmware.segmenter import _MOVFLAGS, add_template_stream, close_quietly
+from firmware.media.mp4 import MOVFLAGS, add_template_stream, close_quietly, open_segment
 
 GROUNDS = {
     "committee": (1, "第三者委員会から求めがあったとき", "the city's third-party committee asked"),
@@ -328,7 +327,7 @@ class _Cutter:
         self._audio_shift: int | None = None  # this segment's nudge onto the last one's end (see _audio_frame)
         self._copied: dict[int, float] = {}  # per output stream: the last time copied
         # last, so that nothing above can fail with the file open (see abandon)
-        self.container = av.open(self.sink, "w", format="mp4", options={"movflags": _MOVFLAGS})
+        self.container = av.open(self.sink, "w", format="mp4", options={"movflags": MOVFLAGS})
 
     def _streams(self, inp) -> None:
         """The output's streams, described by the first segment (what the camera and mic made)."""

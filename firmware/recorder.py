@@ -12,7 +12,7 @@ deliberately keeps no pre-roll: a buffer of the seconds before the press would b
 recording before the notice.
 
 Threads: capture threads (camera, microphone) only pass media through the gate into a
-bounded queue; the media thread owns the :class:`~firmware.segmenter.Segmenter` and the
+bounded queue; the media thread owns the :class:`~firmware.media.segmenter.Segmenter` and the
 store (it is the only writer); the control thread runs the state machine, so every
 transition happens on one thread, in order. Button callbacks and control-socket
 commands are events on its queue.
@@ -41,7 +41,7 @@ from firmware.hardware import (
     LightPattern,
 )
 from firmware.hardware.media import AudioFormat, VideoFormat
-from firmware.segmenter import Segmenter
+from firmware.media.segmenter import Segmenter
 from firmware.store import Mark, Recording
 
 log = logging.getLogger(__name__)

@@ -86,7 +86,7 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
     from firmware.hardware.synth import Picture
     from firmware.recorder import _set_end
-    from firmware.segmenter import Segmenter
+    from firmware.media.segmenter import Segmenter
     from firmware.store import Recording
 
     fps, (w, h), rate = 15, (config.camera.width, config.camera.height), 48_000

@@ -181,7 +181,7 @@ def test_the_sound_where_a_segment_begins_is_in_the_clip(tmp_path, monkeypatch, 
     next segment's first 5 ms: every tick there was heard 5 ms late, its beginning lost."""
     import firmware.export
     from firmware import clock
-    from firmware.cut import open_segment
+    from firmware.media.mp4 import open_segment
     from tests.helpers import lay_down
 
     if durations != "as-read":

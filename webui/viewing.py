@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, url_for
 
-from firmware.cut import trim
+from firmware.media.cut import trim
 from webui import auth, keys
 from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction, vault_db
@@ -328,7 +328,7 @@ def _decrypted(viewing: Viewing, p: Part) -> bytes:
 
 def _codecs(viewing: Viewing) -> str:
     """The MSE codec string of the scope's first part (the camera's profile and level)."""
-    from firmware.cut import open_segment
+    from firmware.media.mp4 import open_segment
 
     data = _decrypted(viewing, viewing.parts[0]) if viewing.parts else b""
     with open_segment(data) as c:

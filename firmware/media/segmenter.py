@@ -25,18 +25,15 @@ from typing import Callable
 import numpy as np
 
 from firmware import clock
-from firmware.h264 import ParameterSets
 from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
+from firmware.media.errors import SegmentError
+from firmware.media.h264 import ParameterSets
+from firmware.media.mp4 import MOVFLAGS, add_template_stream, close_quietly, set_remux_time_base
 from firmware.store import Recording, SegmentInfo
 
 log = logging.getLogger(__name__)
 
 _US = Fraction(1, 1_000_000)
-_MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
-
-
-class SegmentError(RuntimeError):
-    """A segment could not be muxed; the store's own errors pass through as they are."""
 
 
 def _video_template(header_and_keyframe: bytes):
@@ -52,45 +49,6 @@ def _video_template(header_and_keyframe: bytes):
     return probe, probe.streams.video[0]
 
 
-def add_template_stream(container, template):
-    """An output stream that takes ``template``'s packets as they are (remuxing, never encoding).
-
-    ``opaque=True``: the stream's codec context is the template's decoder, not a new encoder.
-    Without it PyAV before 17 (Debian trixie's, the image's, is 14.2) opens a libx264 *encoder*
-    for a video stream when the file starts, writes that encoder's parameters into the MP4 in
-    place of the camera's, and the video in the file does not play at all; the boot test's
-    stack run (image-build/boottest/stack.py) found it. Later PyAV never opens it either way.
-    """
-    if hasattr(container, "add_stream_from_template"):  # PyAV ≥ 14
-        return container.add_stream_from_template(template, opaque=True)
-    return container.add_stream(template=template)  # pragma: no cover - PyAV 12/13
-
-
-def close_quietly(container) -> None:
-    """Close an output container after a failure, ignoring what closing it raises.
-
-    Closed, never left to the garbage collector: PyAV before 17.0.1 (the image's is 14.2)
-    crashes the process finishing an MP4 there; the boot test's stack run found it.
-    """
-    try:
-        container.close()
-    except Exception:
-        pass
-
-
-def set_remux_time_base(stream, time_base: Fraction) -> None:
-    """Set the time base of a stream made by :func:`add_template_stream`.
-
-    PyAV 14 passes the setting on to the stream's codec context, here the template's
-    decoder, which refuses it. The MP4 muxer then chooses the time base itself (90 kHz for
-    video) and ``mux()`` rescales every packet into it, so the file says the same times.
-    """
-    try:
-        stream.time_base = time_base
-    except RuntimeError:  # PyAV 14: "Cannot access 'time_base' as a decoder"
-        pass
-
-
 class _Muxer:
     """One MP4 file being written: H.264 packets passed through, PCM encoded to AAC."""
 
@@ -98,7 +56,7 @@ class _Muxer:
         import av
 
         self._av = av
-        self.container = av.open(out, "w", format="mp4", options={"movflags": _MOVFLAGS})
+        self.container = av.open(out, "w", format="mp4", options={"movflags": MOVFLAGS})
         try:
             probe, template = _video_template(keyframe)
             try:

@@ -5,16 +5,7 @@ from __future__ import annotations
 import io
 import math
 
-from firmware.segmenter import _MOVFLAGS, add_template_stream
-
-
-def open_segment(data: bytes):
-    """A stored segment's plaintext as a PyAV container. Its moov box already describes
-    every stream, so nothing is decoded to probe it (that cost milliseconds per segment)."""
-    import av
-
-    return av.open(io.BytesIO(data), format="mp4", options={"probesize": "32", "analyzeduration": "0"},
-                   buffer_size=max(32768, len(data)))
+from firmware.media.mp4 import MOVFLAGS, add_template_stream, open_segment
 
 
 def trim(mp4: bytes, keep_from: float, keep_to: float | None = None) -> tuple[bytes, float]:
@@ -46,7 +37,7 @@ def trim(mp4: bytes, keep_from: float, keep_to: float | None = None) -> tuple[by
     out_buf = io.BytesIO()
     # closed on every path, never by the garbage collector (PyAV before 17 crashes there)
     with open_segment(mp4) as inp, av.open(out_buf, "w", format="mp4", options={
-            "movflags": _MOVFLAGS}) as out:
+            "movflags": MOVFLAGS}) as out:
         streams = {s.index: add_template_stream(out, s) for s in inp.streams if s.type in ("video", "audio")}
         for packet in inp.demux():
             if packet.dts is None or packet.stream.index not in streams:
