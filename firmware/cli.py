@@ -333,7 +333,7 @@ def _dispatch(args) -> int:
     if config is None:
         return 2
     if args.command == "notice":
-        from firmware import signage
+        from firmware.documents import signage
 
         if not config.device.location:
             print("kiroku notice: [device] location is empty — the sign would not say where it is; set it in the "

@@ -69,8 +69,8 @@ def readme(m: dict) -> str:
 
 def sheet(m: dict, pdf=None) -> bytes:
     """The cover sheet: what the package is, why it left, and how to check it (A4, Japanese).
-    ``pdf``: a document from ``firmware.pdf.new_document()`` made beforehand."""
-    from firmware.pdf import new_document
+    ``pdf``: a document from ``firmware.documents.pdf.new_document()`` made beforehand."""
+    from firmware.documents.pdf import new_document
 
     p, c = m["provision"], m["clip"]
     pdf = pdf or new_document()
@@ -187,7 +187,7 @@ def _serve() -> None:
     import json
     import sys
 
-    from firmware.pdf import new_document
+    from firmware.documents.pdf import new_document
 
     pdf = new_document()  # the slow part, done while the parent cuts the clip
     m = json.loads(sys.stdin.buffer.read())

@@ -12,7 +12,7 @@ import pytest
 
 from firmware.cli import main
 from firmware.config import Config
-from firmware import signage
+from firmware.documents import signage
 from tests import test_webui
 from tests.webui_helpers import first_run
 

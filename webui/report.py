@@ -333,7 +333,7 @@ def to_html(report: Report) -> str:
 
 
 def to_pdf(report: Report) -> bytes:
-    from firmware.pdf import new_document
+    from firmware.documents.pdf import new_document
 
     pdf = new_document()
     pdf.add_page()

@@ -98,7 +98,7 @@ def _pictogram(pdf, x: float, y: float, size: float) -> None:
 
 def sign_pdf(config: Config, size: str = "A4") -> bytes:
     """The counter sign, landscape, in type large enough to read across a counter."""
-    from firmware.pdf import new_document
+    from firmware.documents.pdf import new_document
 
     width, height = SIZES[size]
     k = width / 297  # everything scales with the paper
@@ -186,7 +186,7 @@ table{{border-collapse:collapse;width:100%}}th,td{{border:1px solid #999;padding
 
 def notice_pdf(config: Config) -> bytes:
     """The public notice as a printable A4 page."""
-    from firmware.pdf import new_document
+    from firmware.documents.pdf import new_document
 
     pdf = new_document()
     pdf.add_page()

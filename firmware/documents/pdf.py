@@ -8,15 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from firmware.documents.errors import FontMissing
+
 FONT_CANDIDATES = (
     Path("/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf"),
     Path("/usr/share/fonts/truetype/ipaexfont-gothic/ipaexg.ttf"),
     Path("/usr/share/fonts/truetype/fonts-japanese-gothic.ttf"),
 )
-
-
-class FontMissing(RuntimeError):
-    """No Japanese font is installed: no printable document can be made."""
 
 
 def japanese_font() -> Path:
