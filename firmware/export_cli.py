@@ -166,8 +166,8 @@ class _Progress:
 
 
 def verify(args) -> int:
-    from firmware.verify import PackageError, format_report
-    from firmware.verify import verify as check
+    from firmware.export.verify import PackageError, format_report
+    from firmware.export.verify import verify as check
 
     key = None
     if args.key:
@@ -175,7 +175,7 @@ def verify(args) -> int:
         if Path(key).is_file():
             from cryptography.hazmat.primitives import serialization
 
-            from firmware.export import key_fingerprint
+            from firmware.export.manifest import key_fingerprint
 
             try:
                 key = key_fingerprint(serialization.load_pem_public_key(Path(key).read_bytes()))

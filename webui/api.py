@@ -19,7 +19,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from firmware.control import ControlError
-from firmware.export import GROUNDS
+from firmware.regulation import Ground
 from firmware.hardware import Simulator
 from webui import admin, auth, calls, console, disclosures, provisions, report, requests, settings, updates, viewing
 from webui.actions import refuse
@@ -357,7 +357,7 @@ BODIES = {
                                   f"{updates.MAX_RELEASE // 2**20} MB"},
     "console.duty": {"on": "true to sign on, false to sign off"},
     "auth.account": {"old": "text", "new": "text", "confirm": "text"},
-    "provisions.new": {"ground": " | ".join(GROUNDS) + " (Art. 9)",
+    "provisions.new": {"ground": " | ".join(Ground) + " (Art. 9)",
                        "recipient": "text", "reference": "the written request's reference (may wait when urgent)",
                        "request_date": "text", "recording": "recording id", "start": "ISO 8601 time",
                        "end": "ISO 8601 time", "note": "text"},

@@ -19,12 +19,14 @@ import json
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
 
-from firmware.export import GROUNDS
+from firmware.regulation import Ground
 from webui import auth, exports
 from webui.actions import done, fields, refuse
 from webui.db import get_db, transaction
 from webui.permissions import MANAGER, permission
 from webui.requests import _iso, fiscal_year, recordings_for_request, release_holds, scope_range
+
+GROUNDS = tuple(Ground)  # Art. 9 (1)–(5): what a form may send (`in` an enum refuses a string before 3.12)
 
 bp = Blueprint("provisions", __name__, url_prefix="/provisions")
 

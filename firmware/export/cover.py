@@ -3,11 +3,8 @@ README.txt, which walks a recipient through checking the package with standard t
 
 from __future__ import annotations
 
-_GROUND_EN = {"committee": "Art. 9(1) the third-party committee asked", "law": "Art. 9(2) a law requires it",
-              "investigation": "Art. 9(3) an investigative agency asked in writing",
-              "crime": "Art. 9(4) reporting a crime against staff",
-              "urgent": "Art. 9(5) urgent and unavoidable (the mayor's judgement)",
-              "disclosure": "Art. 12 a disclosure decision"}
+from firmware.export.errors import CoverSheetFailed
+from firmware.export.request import basis_en
 
 
 def _basis(p: dict) -> str:
@@ -33,7 +30,7 @@ def readme(m: dict) -> str:
         f"Clip / 提供範囲:           {c['start']} – {c['end']} ({c['duration_s']:.1f} s)",
         f"Approved range / 承認範囲: {m['approved_range']['start']} – {m['approved_range']['end']}",
         f"Clock synchronised / 時刻同期: {'yes / あり' if m['clock']['synchronised'] else 'NO / なし'}",
-        f"Ground / 提供の根拠:       {_GROUND_EN[p['ground']]} / {_basis(p)}",
+        f"Ground / 提供の根拠:       {basis_en(p['ground'])} / {_basis(p)}",
         f"Recipient / 提供先:        {p['recipient']}",
         f"Request / 依頼文書:        {p['request_reference'] or '(pending / 後日提出)'} {p['request_date']}",
         f"Approved by / 承認者:      {p['approver']}",
@@ -153,7 +150,10 @@ class Printer:
         import sys
 
         try:
-            self._child = subprocess.Popen([sys.executable, "-m", "firmware.cover"], stdin=subprocess.PIPE,
+            # -c, not -m: run as __main__, this module would be a second copy of the one the
+            # package imports (runpy warns of it on stderr)
+            self._child = subprocess.Popen([sys.executable, "-c", "from firmware.export.cover import serve; serve()"],
+                                           stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError:
             self._child = None
@@ -166,10 +166,8 @@ class Printer:
         out, err = self._child.communicate(json.dumps(m, ensure_ascii=False).encode())
         self._code, self._child = self._child.returncode, None
         if not out.startswith(b"%PDF"):
-            from firmware.export import ExportError
-
             why = err.decode(errors="replace").strip()[-500:] or f"the printer process ended with {self._code}"
-            raise ExportError(f"the cover sheet could not be made: {why}")
+            raise CoverSheetFailed(f"the cover sheet could not be made: {why}")
         return out
 
     def __enter__(self) -> "Printer":
@@ -182,8 +180,8 @@ class Printer:
             self._child = None
 
 
-def _serve() -> None:
-    """``python -m firmware.cover``: read a manifest on stdin, write its cover sheet to stdout."""
+def serve() -> None:
+    """The printer process: read a manifest on stdin, write its cover sheet to stdout."""
     import json
     import sys
 
@@ -193,6 +191,3 @@ def _serve() -> None:
     m = json.loads(sys.stdin.buffer.read())
     sys.stdout.buffer.write(sheet(m, pdf))
 
-
-if __name__ == "__main__":
-    _serve()

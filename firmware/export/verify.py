@@ -15,11 +15,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from firmware.export.errors import PackageError
+from firmware.export.manifest import key_fingerprint
+
 _SIGNED_EXTRAS = {"manifest.json", "manifest.sig", "audit-proof.json"}
-
-
-class PackageError(Exception):
-    """The package cannot be read at all (not a package, wrong passphrase, truncated)."""
 
 
 @dataclass
@@ -121,8 +120,6 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from firmware.export import key_fingerprint
 
     report = Report()
     try:
