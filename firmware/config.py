@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.regulation import RecordClass
+
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or holds a value outside its bounds."""
@@ -217,7 +219,7 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
     if config.recording.segment_seconds < config.camera.keyframe_interval:
         raise ConfigError(f"{source}: recording.segment_seconds must be at least camera.keyframe_interval")
     r = config.retention
-    for cls in ("footage", "call"):
+    for cls in RecordClass:
         low, high = getattr(r, f"{cls}_min_days"), getattr(r, f"{cls}_max_days")
         if high and high < low:
             raise ConfigError(f"{source}: retention.{cls}_max_days must be 0 or at least {cls}_min_days ({low})")

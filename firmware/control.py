@@ -31,13 +31,29 @@ class ControlError(Exception):
     """The recorder could not be reached, or refused the request; the message says which."""
 
 
+class RecorderUnreachable(ControlError, ConnectionError):
+    """Nothing answers on the control socket: the recorder is not running, or did not answer."""
+
+
+class ControlDenied(ControlError, PermissionError):
+    """This user may not use the control socket."""
+
+
+class CommandRefused(ControlError, RuntimeError):
+    """The recorder answered, and refused (it cannot do that now, or the request is wrong)."""
+
+
+class SocketUnusable(ControlError, ValueError):
+    """The control socket cannot be made here (its path is too long, or another recorder owns it)."""
+
+
 def socket_path(data_dir: Path) -> Path:
     return Path(data_dir) / SOCKET_NAME
 
 
 def _check_length(path: Path) -> None:
     if len(os.fsencode(path)) > 107:
-        raise ControlError(f"the data folder path is too long for a control socket ({path}); use a shorter --data")
+        raise SocketUnusable(f"the data folder path is too long for a control socket ({path}); use a shorter --data")
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -78,7 +94,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.recorder = recorder
         if path.exists():
             if _listening(path):
-                raise ControlError(f"another recorder is already running on this data folder ({path})")
+                raise SocketUnusable(f"another recorder is already running on this data folder ({path})")
             path.unlink()  # left behind by a crash
         super().__init__(str(path), _Handler)
         os.chmod(path, 0o660)
@@ -223,26 +239,26 @@ class ControlClient:
             try:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlError(
+                raise RecorderUnreachable(
                     f"the recorder is not running (no control socket at {self.path}) — "
                     "start it with `kiroku run` or `kiroku recorder`"
                 ) from None
             except PermissionError:
-                raise ControlError(f"not allowed to use {self.path} — run as the kiroku user or its group") from None
+                raise ControlDenied(f"not allowed to use {self.path} — run as the kiroku user or its group") from None
             sock.sendall(json.dumps({"op": op, **fields}, ensure_ascii=False).encode() + b"\n")
             reply = b""
             while not reply.endswith(b"\n"):
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise ControlError("the recorder closed the connection without answering")
+                    raise RecorderUnreachable("the recorder closed the connection without answering")
                 reply += chunk
         except socket.timeout:
-            raise ControlError(f"the recorder did not answer within {self.timeout:g} s") from None
+            raise RecorderUnreachable(f"the recorder did not answer within {self.timeout:g} s") from None
         finally:
             sock.close()
         answer = json.loads(reply)
         if not answer.get("ok"):
-            raise ControlError(answer.get("error", "refused"))
+            raise CommandRefused(answer.get("error", "refused"))
         return answer["status"]
 
     def status(self) -> dict:

@@ -16,7 +16,7 @@ def export(args) -> int:
 
     from firmware import export as ex
     from firmware.vault import age
-    from firmware.vault.keys import DayKeyMissing, KeyError_
+    from firmware.vault.errors import DayKeyMissing, KeyStoreError
 
     if not args.recovery_key and not args.manager:
         return _fail("the footage key is needed: give --recovery-key FILE, or --manager NAME --password-file FILE", 2)
@@ -60,7 +60,7 @@ def export(args) -> int:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(partial, out)
-        except (ex.ExportError, DayKeyMissing, KeyError_, age.AgeError, OSError, av.error.FFmpegError) as exc:
+        except (ex.ExportError, DayKeyMissing, KeyStoreError, age.AgeError, OSError, av.error.FFmpegError) as exc:
             partial.unlink(missing_ok=True)
             message = getattr(exc, "strerror", None) or str(exc)
             if isinstance(exc, age.NoIdentityMatched):

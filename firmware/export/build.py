@@ -134,7 +134,7 @@ def build(vault, plan_: Plan, *, opener, provision: Provision, out: BinaryIO, lo
             exported_at=iso(round(now * _US)),
         )
         # 2. the cover sheet and the plain-text steps, covered by the signature too
-        from firmware.vault.audit import make_vkey
+        from firmware.vault.signed_note import make_vkey
 
         extras = {"README.txt": cover.readme(manifest.as_dict()).encode(), "cover.pdf": printer.sheet(manifest.as_dict()),
                   "device-key.pem": pem(public), "device.vkey": (make_vkey(vault.keys.signer_name, public) + "\n").encode()}

@@ -192,7 +192,8 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
 
 
 def _check_proof(data: bytes, origin: str, public, manifest_sha256: str) -> tuple[bool, str]:
-    from firmware.vault.audit import AuditError, check_inclusion, make_vkey
+    from firmware.vault.audit import AuditError, check_inclusion
+    from firmware.vault.signed_note import make_vkey
 
     try:
         bundle = json.loads(data)

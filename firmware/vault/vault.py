@@ -38,7 +38,8 @@ from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from firmware.store import Mark, Recording, SegmentInfo, StoreError
 from firmware.vault import age
 from firmware.vault.audit import AuditLog
-from firmware.vault.keys import KeyStore, NotInitialised, overwrite_and_unlink
+from firmware.vault.errors import NotInitialised, VaultNotReady
+from firmware.vault.keys import KeyStore, overwrite_and_unlink
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ DB_NAME = "kiroku.db"
 _DAY_US = 86_400_000_000
 _ERASE_BATCH = 200
 _MAX_SEGMENT_US = 120_000_000  # no segment is longer; bounds the time-range index scan
-
-
-class VaultNotReady(StoreError):
-    """The device has no keys yet: nothing can be sealed."""
 
 
 def _iso(wall_us: int) -> str:
