@@ -82,7 +82,7 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     recording's id."""
     from fractions import Fraction
 
-    from firmware.bench import record_footage
+    from kiroku.bench.storing import record_footage
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
     from firmware.hardware.synth import Picture
     from firmware.recorder import _set_end

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from firmware.export import ExportError
 from firmware.hardware import open_hardware
 from firmware.recorder import Recorder, State

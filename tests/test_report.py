@@ -199,7 +199,7 @@ def test_the_reports_figures_are_what_happened_counted_again_from_the_log_and_th
 def test_the_published_files_render_in_japanese_with_charts_and_hold_no_personal_data(year, data_dir, tmp_path):
     app, manager = year
     out = tmp_path / "report"
-    subprocess.run([sys.executable, "-m", "firmware", "report", "--data", str(data_dir), "--year", str(FY),
+    subprocess.run([sys.executable, "-m", "kiroku", "report", "--data", str(data_dir), "--year", str(FY),
                     "--out", str(out)], check=True, capture_output=True)
     pdf, csv_file, html_file = (out / f"kiroku-report-{FY}.{k}" for k in ("pdf", "csv", "html"))
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout

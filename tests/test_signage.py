@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from firmware.config import Config
 from firmware.documents import signage
 from tests import test_webui

@@ -153,7 +153,7 @@ def test_only_someone_shown_the_set_up_code_registers_the_first_manager(server, 
     """Anyone on the counter's network reaches the first-run page; only a person at the device
     sees the code it asks for (the console's greeting, `kiroku setup-code`)."""
     import webui.auth
-    from firmware.cli import main
+    from kiroku.cli import main
 
     monkeypatch.setattr(webui.auth.time, "sleep", lambda s: None)
     page = client.get("/setup/").get_data(as_text=True)
@@ -533,7 +533,7 @@ def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tm
     import subprocess
     import sys
 
-    from firmware import cli
+    from kiroku import cli
     from webui import tls
 
     data = tmp_path / "data"
@@ -541,7 +541,7 @@ def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tm
     with socketlib.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "web", "--real", "--data", str(data), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "web", "--real", "--data", str(data), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()

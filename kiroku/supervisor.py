@@ -102,7 +102,7 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
          device: str = "counter-1") -> int:
     common = ["--data", str(data_dir)] + (["--config", config_path] if config_path else [])
     common += ["--simulate"] if simulate else ["--real"]
-    python = [sys.executable, "-m", "firmware"]
+    python = [sys.executable, "-m", "kiroku"]
     recorder = _Child("recorder", python + ["recorder"] + common)
     web = _Child("web", python + ["web"] + common + ["--host", host, "--port", str(port)])
     sock = socket_path(data_dir)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from firmware.vault_cli import _fail, _password, _reader, _writer, opener
+from kiroku.cli.common import fail, opener, password, reader, writer
 
 
 def export(args) -> int:
@@ -19,23 +19,23 @@ def export(args) -> int:
     from firmware.vault.errors import DayKeyMissing, KeyStoreError
 
     if not args.recovery_key and not args.manager:
-        return _fail("the footage key is needed: give --recovery-key FILE, or --manager NAME --password-file FILE", 2)
+        return fail("the footage key is needed: give --recovery-key FILE, or --manager NAME --password-file FILE", 2)
     try:
         ground = ex.ground_name(args.ground)
         redactions = ex.Redactions(mute=[ex.parse_span(m) for m in args.mute],
                                    blur=[ex.Region.parse(b) for b in args.blur], faces=args.blur_faces)
     except ex.ExportError as exc:
-        return _fail(str(exc), 2)
+        return fail(str(exc), 2)
     if not args.reference and ground != "urgent":
-        return _fail("--reference is needed: the written request's reference (only an urgent provision, "
+        return fail("--reference is needed: the written request's reference (only an urgent provision, "
                      "ground 5, may go before its paperwork — Art. 11(2))", 2)
-    vault = _reader(args)
+    vault = reader(args)
     try:
         try:
             plan = ex.plan(vault, args.recording, args.start, args.end)
             plan.check(redactions)
         except ex.ExportError as exc:
-            return _fail(str(exc), 2)
+            return fail(str(exc), 2)
         # where it goes, once what is asked is known to be possible: the first problem said is
         # the request's own
         out = _target(args)
@@ -47,7 +47,7 @@ def export(args) -> int:
         provision = ex.Provision(ground=ground, recipient=args.recipient, approver=args.approver or actor,
                                  exporter=actor, reference=args.reference or "", request_date=args.request_date or "",
                                  number=args.number or "")
-        seal = _password(args.seal_passphrase_file) if args.seal_passphrase_file else None
+        seal = password(args.seal_passphrase_file) if args.seal_passphrase_file else None
         bar = _Progress(sys.stderr)
         partial = _partial(out)
         try:
@@ -66,7 +66,7 @@ def export(args) -> int:
             if isinstance(exc, age.NoIdentityMatched):
                 message = "this key does not open the day key of that footage (a different device, or a manager " \
                           "added after it was recorded)"
-            return _fail(f"export failed, nothing was written: {message}")
+            return fail(f"export failed, nothing was written: {message}")
         except BaseException:
             partial.unlink(missing_ok=True)
             raise
@@ -111,12 +111,12 @@ def _target(args) -> Path | int:
         out = next(name for name in names if not name.exists() and not _partial(name).exists())
     data = Path(args.data).resolve()
     if out.resolve().is_relative_to(data):
-        return _fail(f"{out} is inside the data folder: exported footage must not sit next to the vault "
+        return fail(f"{out} is inside the data folder: exported footage must not sit next to the vault "
                      "outside its retention — write it to the medium it leaves on", 2)
     if out.exists():
-        return _fail(f"{out} exists; kiroku never overwrites a package — choose another name", 2)
+        return fail(f"{out} exists; kiroku never overwrites a package — choose another name", 2)
     if not out.parent.is_dir():
-        return _fail(f"{out.parent} is not a folder", 2)
+        return fail(f"{out.parent} is not a folder", 2)
     return out
 
 
@@ -133,7 +133,7 @@ def _log(args, actor: str, provision, detail: dict) -> int:
     except ControlError as exc:
         if "not running" not in str(exc):
             raise OSError(f"the audit log could not be written: {exc}") from None
-    with _writer(args) as vault:
+    with writer(args) as vault:
         return vault.audit(actor, "export.create", purpose="provision", subject=subject, detail=detail)
 
 
@@ -180,12 +180,12 @@ def verify(args) -> int:
             try:
                 key = key_fingerprint(serialization.load_pem_public_key(Path(key).read_bytes()))
             except ValueError:
-                return _fail(f"{args.key} is not a PEM public key; give the file or its SHA-256 fingerprint", 2)
-    passphrase = _password(args.passphrase_file) if args.passphrase_file else None
+                return fail(f"{args.key} is not a PEM public key; give the file or its SHA-256 fingerprint", 2)
+    passphrase = password(args.passphrase_file) if args.passphrase_file else None
     try:
         report = check(args.package, passphrase=passphrase, expected_key=key)
     except PackageError as exc:
-        return _fail(str(exc), 2)
+        return fail(str(exc), 2)
     if args.json:
         print(json.dumps({"valid": report.valid, "checks": [{"state": s, "text": t} for s, t in report.checks]},
                          ensure_ascii=False, indent=2))
