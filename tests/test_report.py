@@ -20,7 +20,9 @@ from firmware.control import ControlServer, socket_path
 from tests.calls_helpers import capture_of, replay, write_pcap
 from tests.conftest import small_config
 from tests.webui_helpers import Api, staff
-from webui import auth, create_app, disclosures, report, requests
+from firmware import deadlines
+from firmware.documents import report
+from webui import auth, create_app, disclosures, requests
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +63,7 @@ class Clock:
         for module in (auth, requests):
             self.mp.setattr(module, "datetime", Moved)
         self.mp.setattr(disclosures, "today", lambda: frozen.date())
+        self.mp.setattr(deadlines, "today", lambda: frozen.date())  # the report's count of late decisions
 
 
 @pytest.fixture

@@ -41,9 +41,12 @@ the law gives a citizen is the city's business, not a provision under Art. 9.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from flask import Blueprint, abort, g, jsonify, render_template, request, url_for
+
+from firmware.deadlines import deadline, original_deadline, today
+from firmware.deadlines import parse_date as _date
 
 from webui import auth, exports
 from webui.actions import done, fields, flag, refuse
@@ -66,18 +69,6 @@ DECISIONS = ("full", "partial", "refused", "not_held", "no_confirm")  # APPI Art
 DISCLOSING = ("full", "partial")  # decisions after which something is handed over
 
 
-def today() -> date:
-    """The device's local date (the tests move it)."""
-    return datetime.now().astimezone().date()
-
-
-def _date(text: str) -> date | None:
-    try:
-        return date.fromisoformat(text.strip()[:10]) if text and text.strip() else None
-    except ValueError:
-        return None
-
-
 # -- reading the register -----------------------------------------------------------------------
 
 def records(where: str = "1", params: tuple = (), order: str = "d.id") -> list:
@@ -98,15 +89,6 @@ def load(disclosure_id: int):
 def register() -> list:
     """The whole register, open records first, newest first."""
     return records(order="d.status = 'closed', d.id DESC")
-
-
-def deadline(d) -> date:
-    """The last day for the decision: the day of receipt not counted (民法 Art. 140)."""
-    return date.fromisoformat(d["received_on"]) + timedelta(days=d["deadline_days"] + d["extension_days"])
-
-
-def original_deadline(d) -> date:
-    return date.fromisoformat(d["received_on"]) + timedelta(days=d["deadline_days"])
 
 
 def pending(d) -> bool:

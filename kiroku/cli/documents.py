@@ -24,7 +24,7 @@ def notice(args, config) -> int:
 
 def report(args) -> int:
     from firmware.config import ConfigError, load
-    from webui import report
+    from firmware.documents import report
 
     if not 2000 <= args.year <= 2100:
         print(f"kiroku report: --year {args.year}: give the fiscal year as four digits, e.g. 2026", file=sys.stderr)
