@@ -21,6 +21,8 @@ import struct
 import threading
 from pathlib import Path
 
+from firmware.regulation import HoldReason, Purpose
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
@@ -180,8 +182,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
     _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")
-    PURPOSES = ("", "trouble", "maintenance", "provision", "business",  # Art. 7 (1)–(4)
-                "disclosure")  # Art. 12: a recorded person's or anyone's disclosure request
+    PURPOSES = ("", *Purpose)  # Art. 7 (1)–(4), and Art. 12's disclosure requests
 
     def _audit(self, rec, request: dict, by: str, uid: int) -> dict:
         """An entry in the audit log, for another process (the web UI) that may not write it."""
@@ -201,7 +202,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _hold(self, rec, request: dict, by: str) -> dict:
         reason, reference = request.get("reason"), str(request.get("reference", ""))[:80]
         ids = request.get("recording_ids", [])
-        if reason not in ("incident", "request", "provision", "disclosure") or not isinstance(ids, list) \
+        if reason not in tuple(HoldReason) or not isinstance(ids, list) \
                 or not all(isinstance(i, str) for i in ids):
             return {"ok": False, "error": "hold needs a reason and a list of recording_ids"}
         start, end = request.get("start_wall_us"), request.get("end_wall_us")

@@ -85,7 +85,7 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     from kiroku.bench.storing import record_footage
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
     from firmware.hardware.synth import Picture
-    from firmware.recorder import _set_end
+    from firmware.recorder.writer import set_end as _set_end
     from firmware.media.segmenter import Segmenter
     from firmware.store import Recording
 
