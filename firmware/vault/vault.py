@@ -34,8 +34,8 @@ from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from firmware.store import Mark, Recording, SegmentInfo, StoreError
 from firmware.vault import age
 from firmware.vault.audit import AuditLog
-from firmware.vault.errors import NotInitialised, VaultNotReady
 from firmware.vault.check import Checks
+from firmware.vault.errors import NotInitialised, VaultNotReady
 from firmware.vault.index import Index, iso, local_day
 from firmware.vault.keys import KeyStore
 from firmware.vault.retention import Retention

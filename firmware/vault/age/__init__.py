@@ -20,14 +20,20 @@ Debian's ``age`` 1.1.1, the tool a police lab runs, cannot use them either.
 Nothing here is invented: every step is the spec's, in the spec's words.
 """
 
-from firmware.vault.age.errors import (AgeError, ArmorError, HeaderError, HeaderMacError, NoIdentityMatched,
-                                       PayloadError, UnsupportedIdentity)
+from firmware.vault.age.errors import (
+    AgeError,
+    ArmorError,
+    HeaderError,
+    HeaderMacError,
+    NoIdentityMatched,
+    PayloadError,
+    UnsupportedIdentity,
+)
 from firmware.vault.age.format import CHUNK, VERSION_LINE, Stanza, b64decode, b64encode
-from firmware.vault.age.recipients import (Passphrase, X25519Identity, X25519Recipient, calibrate_work_factor,
-                                           scrypt_key)
-from firmware.vault.age.stream import Writer, decrypt, decrypt_chunks, dearmor, encrypt, parse_header
+from firmware.vault.age.recipients import Passphrase, X25519Identity, X25519Recipient, calibrate_work_factor, scrypt_key
+from firmware.vault.age.stream import Writer, dearmor, decrypt, decrypt_chunks, encrypt, parse_header
 
 __all__ = ["CHUNK", "VERSION_LINE", "AgeError", "ArmorError", "HeaderError", "HeaderMacError", "NoIdentityMatched",
            "Passphrase", "PayloadError", "Stanza", "UnsupportedIdentity", "Writer", "X25519Identity", "X25519Recipient",
-           "b64decode", "b64encode", "calibrate_work_factor", "decrypt", "decrypt_chunks", "dearmor", "encrypt",
+           "b64decode", "b64encode", "calibrate_work_factor", "dearmor", "decrypt", "decrypt_chunks", "encrypt",
            "parse_header", "scrypt_key"]

@@ -19,8 +19,18 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from firmware.vault.age.errors import ArmorError, HeaderError, HeaderMacError, NoIdentityMatched, PayloadError
-from firmware.vault.age.format import (B64_CHARS, CHUNK, FILE_KEY_SIZE, MAX_LINE, TAG, VERSION_LINE, Stanza,
-                                       b64decode, b64encode, hkdf)
+from firmware.vault.age.format import (
+    B64_CHARS,
+    CHUNK,
+    FILE_KEY_SIZE,
+    MAX_LINE,
+    TAG,
+    VERSION_LINE,
+    Stanza,
+    b64decode,
+    b64encode,
+    hkdf,
+)
 
 
 def _header(recipients: Iterable, file_key: bytes) -> bytes:
