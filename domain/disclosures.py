@@ -41,24 +41,27 @@ import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from domain import exports, times
+from domain import exports
 from domain import requests as requests_
 from domain.errors import NotFound, refuse
-from domain.times import fiscal_year, local, now_iso, parse_date
+from domain.times import fiscal_year, local, now_iso
+from firmware import deadlines
 from firmware import export as ex
+from firmware.deadlines import deadline, original_deadline, parse_date
+from firmware.regulation import DisclosureDecision, DisclosureKind, IdentityCheck, Purpose
 
-PURPOSE = "disclosure"  # in the audit log: Art. 12, not one of Art. 7's purposes
+PURPOSE = Purpose.DISCLOSURE.value  # in the audit log: Art. 12, not one of Art. 7's purposes
 REGISTER = "disclosures"
-KINDS = ("personal", "public")  # 本人開示, 情報公開
+KINDS = tuple(k.value for k in DisclosureKind)  # 本人開示, 情報公開
 # kind: (days to decide, at most this many days more by a recorded extension)
 DEADLINES = {
     "personal": (30, 30),  # APPI Art. 83(1), 83(2)
     "public": (15, 30),  # information-disclosure ordinance (typical; the city's may differ)
 }
 DUE_SOON_DAYS = 7  # on the dashboard this many days before the deadline
-IDENTITY_CHECKS = ("licence", "my_number", "passport", "residence_card", "other")  # APPI Art. 77(2)
-DECISIONS = ("full", "partial", "refused", "not_held", "no_confirm")  # APPI Art. 82, 79, 81
-DISCLOSING = ("full", "partial")  # decisions after which something is handed over
+IDENTITY_CHECKS = tuple(c.value for c in IdentityCheck)  # APPI Art. 77(2)
+DECISIONS = tuple(d.value for d in DisclosureDecision)  # APPI Art. 82, 79, 81
+DISCLOSING = (DisclosureDecision.FULL.value, DisclosureDecision.PARTIAL.value)  # something is handed over
 KIND_BASIS = {  # what the package's manifest and cover sheet say the handover rests on
     "personal": "第12条 本人開示（個人情報の保護に関する法律第76条・第82条）",
     "public": "第12条 情報公開（情報公開条例による行政文書の開示）",
@@ -67,7 +70,7 @@ KIND_BASIS = {  # what the package's manifest and cover sheet say the handover r
 
 def today() -> date:
     """The local date (the tests move it)."""
-    return times.today()
+    return deadlines.today()
 
 
 # -- reading the register -----------------------------------------------------------------------
@@ -90,15 +93,6 @@ def load(ctx, disclosure_id: int):
 def register(db) -> list:
     """The whole register, open records first, newest first."""
     return records(db, order="d.status = 'closed', d.id DESC")
-
-
-def deadline(d) -> date:
-    """The last day for the decision: the day of receipt not counted (民法 Art. 140)."""
-    return date.fromisoformat(d["received_on"]) + timedelta(days=d["deadline_days"] + d["extension_days"])
-
-
-def original_deadline(d) -> date:
-    return date.fromisoformat(d["received_on"]) + timedelta(days=d["deadline_days"])
 
 
 def pending(d) -> bool:

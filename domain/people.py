@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from domain import accounts
 from domain.errors import NotFound, refuse
 from domain.times import now_iso
+from firmware.regulation import Role
 
 USERNAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")  # the key store's rule: a manager's key file bears the name
-ROLES = ("manager", "section_head", "operator", "auditor")
+ROLES = tuple(r.value for r in Role)  # Art. 5, 8; and the auditor
 MAX_DISPLAY_NAME = 80
 MAX_SECTION_NAME = 40
 

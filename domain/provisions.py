@@ -22,11 +22,12 @@ from domain import requests as requests_
 from domain.errors import NotFound, refuse
 from domain.times import fiscal_year, local, now_iso
 from firmware import export as ex
+from firmware.regulation import Ground, Purpose, ReturnKind
 
-GROUNDS = ex.GROUNDS
-PURPOSE = "provision"  # in the audit log: Art. 7(3)
+GROUNDS = tuple(g.value for g in Ground)  # Art. 9 (1)–(5)
+PURPOSE = Purpose.PROVISION.value  # in the audit log: Art. 7(3)
 REGISTER = "provisions"
-RETURN_KINDS = ("return", "erasure")
+RETURN_KINDS = tuple(k.value for k in ReturnKind)  # Art. 10(2)
 
 
 def records(db, where: str = "TRUE", params: tuple = (), order: str = "p.id") -> list:

@@ -20,9 +20,12 @@ from dataclasses import dataclass
 from domain import scans
 from domain.errors import Forbidden, NotFound, refuse
 from domain.times import fiscal_year, local, now_iso, wall_us
+from firmware.regulation import REQUEST_PURPOSES, Decision, Opinion, RequestStatus
 
-PURPOSES = ("trouble", "maintenance", "business")  # Art. 7 (1), (2), (4)
-OPEN = ("awaiting_opinion", "submitted", "approved")
+PURPOSES = tuple(p.value for p in REQUEST_PURPOSES)  # Art. 7 (1), (2), (4); (3) is a provision
+OPEN = (RequestStatus.AWAITING_OPINION.value, RequestStatus.SUBMITTED.value, RequestStatus.APPROVED.value)
+OPINIONS = tuple(o.value for o in Opinion)  # Art. 8(3)
+DECISIONS = tuple(d.value for d in Decision)
 MAX_REASON = 2000
 MAX_NOTE = 2000
 MAX_VALID_HOURS = 24 * 14
@@ -234,7 +237,7 @@ def give_opinion(ctx, req, opinion: str, note: str) -> None:
     """The responsible section head's opinion on another section's request (Art. 8(3));
     once every section asked has given one, the request goes to the manager."""
     asked_for_opinion(ctx, req)
-    if opinion not in ("agree", "disagree"):
+    if opinion not in OPINIONS:
         refuse("request.opinion_needed")
     ctx.log("request.opinion", subject=req["number"], purpose=req["purpose"],
             detail={"opinion": opinion, "section": ctx.actor.section})

@@ -3,17 +3,12 @@ microseconds for recordings' ranges, the city's fiscal year (April to March) for
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 
 
 def now_iso() -> str:
     """Now, local, to the second, with its offset: when a record was made or changed."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def today() -> date:
-    """The local date."""
-    return datetime.now().astimezone().date()
 
 
 def fiscal_year(now: datetime | None = None) -> int:
@@ -45,11 +40,3 @@ def local(wall: int | None) -> str:
     if wall is None:
         return ""
     return datetime.fromtimestamp(wall / 1e6, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def parse_date(text: str | None) -> date | None:
-    """A date typed as YYYY-MM-DD (anything after the tenth character ignored), or ``None``."""
-    try:
-        return date.fromisoformat(text.strip()[:10]) if text and text.strip() else None
-    except ValueError:
-        return None

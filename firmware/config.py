@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from firmware.regulation import RecordClass
+
 
 class ConfigError(ValueError):
     """The configuration file is unreadable or holds a value outside its bounds."""
@@ -167,6 +169,18 @@ class Config:
         """What one second of recording takes, before there is history to measure it."""
         return self.calls.bitrate / 8 if self.device.kind == "calls" else (self.camera.bitrate + 128_000) / 8
 
+    def reloaded(self, new: "Config") -> tuple["Config", list[str]]:
+        """What a running recorder takes of ``new`` at once, and the sections that wait for a
+        restart. The notice delay, recording and retention are safe to change at any moment:
+        they are read afresh at the next notice, segment, tick or sweep."""
+        applied = dataclasses.replace(self, notice=dataclasses.replace(self.notice, delay=new.notice.delay),
+                                      recording=new.recording, retention=new.retention)
+        pending = [name for name in ("device", "camera", "microphone", "gpio", "button", "health", "web")
+                   if getattr(new, name) != getattr(self, name)]
+        if new.notice.announcement != self.notice.announcement:
+            pending.append("notice.announcement")
+        return applied, pending
+
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """A copy with some fields changed, validated like a file: ``replace(camera={"width": 640})``."""
         merged = {s.name: dict(dataclasses.asdict(getattr(self, s.name))) for s in dataclasses.fields(self)}
@@ -227,7 +241,7 @@ def from_dict(data: dict[str, Any], *, source: str = "<config>") -> Config:
     if config.recording.segment_seconds < config.camera.keyframe_interval:
         raise ConfigError(f"{source}: recording.segment_seconds must be at least camera.keyframe_interval")
     r = config.retention
-    for cls in ("footage", "call"):
+    for cls in RecordClass:
         low, high = getattr(r, f"{cls}_min_days"), getattr(r, f"{cls}_max_days")
         if high and high < low:
             raise ConfigError(f"{source}: retention.{cls}_max_days must be 0 or at least {cls}_min_days ({low})")

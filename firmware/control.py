@@ -23,6 +23,8 @@ import struct
 import threading
 from pathlib import Path
 
+from firmware.regulation import HoldReason, Purpose
+
 log = logging.getLogger(__name__)
 
 MAX_LINE = 64 * 1024
@@ -33,13 +35,29 @@ class ControlError(Exception):
     """The recorder could not be reached, or refused the request; the message says which."""
 
 
+class RecorderUnreachable(ControlError, ConnectionError):
+    """Nothing answers on the control socket: the recorder is not running, or did not answer."""
+
+
+class ControlDenied(ControlError, PermissionError):
+    """This user may not use the control socket."""
+
+
+class CommandRefused(ControlError, RuntimeError):
+    """The recorder answered, and refused (it cannot do that now, or the request is wrong)."""
+
+
+class SocketUnusable(ControlError, ValueError):
+    """The control socket cannot be made here (its path is too long, or another recorder owns it)."""
+
+
 def socket_path(data_dir: Path) -> Path:
     return Path(data_dir) / SOCKET_NAME
 
 
 def _check_length(path: Path) -> None:
     if len(os.fsencode(path)) > 107:
-        raise ControlError(f"the data folder path is too long for a control socket ({path}); use a shorter --data")
+        raise SocketUnusable(f"the data folder path is too long for a control socket ({path}); use a shorter --data")
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -80,7 +98,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.recorder = recorder
         if path.exists():
             if _listening(path):
-                raise ControlError(f"another recorder is already running on this data folder ({path})")
+                raise SocketUnusable(f"another recorder is already running on this data folder ({path})")
             path.unlink()  # left behind by a crash
         super().__init__(str(path), _Handler)
         os.chmod(path, 0o660)
@@ -170,8 +188,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
     _ACTION = re.compile(r"[a-z][a-z_.]{1,40}")
-    PURPOSES = ("", "trouble", "maintenance", "provision", "business",  # Art. 7 (1)–(4)
-                "disclosure")  # Art. 12: a recorded person's or anyone's disclosure request
+    PURPOSES = ("", *Purpose)  # Art. 7 (1)–(4), and Art. 12's disclosure requests
 
     def _audit(self, rec, request: dict, by: str, uid: int) -> dict:
         """An entry in the audit log, for another process (the web UI) that may not write it."""
@@ -228,7 +245,7 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def _hold(self, rec, request: dict, by: str) -> dict:
         reason, reference = request.get("reason"), str(request.get("reference", ""))[:80]
         ids = request.get("recording_ids", [])
-        if reason not in ("incident", "request", "provision", "disclosure") or not isinstance(ids, list) \
+        if reason not in tuple(HoldReason) or not isinstance(ids, list) \
                 or not all(isinstance(i, str) for i in ids):
             return {"ok": False, "error": "hold needs a reason and a list of recording_ids"}
         start, end = request.get("start_wall_us"), request.get("end_wall_us")
@@ -266,26 +283,26 @@ class ControlClient:
             try:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError):
-                raise ControlError(
+                raise RecorderUnreachable(
                     f"the recorder is not running (no control socket at {self.path}) — "
                     "start it with `kiroku run` or `kiroku recorder`"
                 ) from None
             except PermissionError:
-                raise ControlError(f"not allowed to use {self.path} — run as the kiroku user or its group") from None
+                raise ControlDenied(f"not allowed to use {self.path} — run as the kiroku user or its group") from None
             sock.sendall(json.dumps({"op": op, **fields}, ensure_ascii=False).encode() + b"\n")
             reply = b""
             while not reply.endswith(b"\n"):
                 chunk = sock.recv(65536)
                 if not chunk:
-                    raise ControlError("the recorder closed the connection without answering")
+                    raise RecorderUnreachable("the recorder closed the connection without answering")
                 reply += chunk
         except socket.timeout:
-            raise ControlError(f"the recorder did not answer within {self.timeout:g} s") from None
+            raise RecorderUnreachable(f"the recorder did not answer within {self.timeout:g} s") from None
         finally:
             sock.close()
         answer = json.loads(reply)
         if not answer.get("ok"):
-            raise ControlError(answer.get("error", "refused"))
+            raise CommandRefused(answer.get("error", "refused"))
         return answer["status"]
 
     def status(self) -> dict:

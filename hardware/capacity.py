@@ -22,7 +22,7 @@ CARDS_GB = (64, 128, 256, 512, 1000, 2000)  # SD cards; 1 and 2 TB: an SSD (NVMe
 SUGGESTED_BITRATE = 1_500_000  # 720p of a counter (a still scene, faces at 1–2 m) stays legible at this rate
 HOURS_PER_DAY = (1, 2, 4, 8, 12)
 SYSTEM_GB = 7.0  # boot (0.5 GB) + root (6 GB: image-build/rpi-image-gen/config) + rounding
-AUDIO_BITS = 64_000  # AAC, mono speech (firmware/segmenter.py)
+AUDIO_BITS = 64_000  # AAC, mono speech (firmware/media/segmenter.py)
 CONTAINER_OVERHEAD = 0.02  # fragmented-MP4 boxes and age's 16 bytes per 64 KiB, measured on stored segments
 
 

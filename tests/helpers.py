@@ -82,11 +82,11 @@ def lay_down(vault, config, *, seconds: int, first_us: int) -> str:
     recording's id."""
     from fractions import Fraction
 
-    from firmware.bench import record_footage
+    from kiroku.bench.storing import record_footage
     from firmware.hardware.media import AudioBlock, AudioFormat, EncodedFrame, VideoFormat
     from firmware.hardware.synth import Picture
-    from firmware.recorder import _set_end
-    from firmware.segmenter import Segmenter
+    from firmware.recorder.writer import set_end as _set_end
+    from firmware.media.segmenter import Segmenter
     from firmware.store import Recording
 
     fps, (w, h), rate = 15, (config.camera.width, config.camera.height), 48_000

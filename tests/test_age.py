@@ -56,7 +56,7 @@ def test_official_vector(path):
     meta, body = load_vector(path)
     expect = meta["expect"][0]
     if any(i.startswith("AGE-SECRET-KEY-PQ-") for i in meta.get("identity", [])):
-        # Post-quantum identities are out of scope (see firmware/vault/age.py); they must be
+        # Post-quantum identities are out of scope (see firmware/vault/age/); they must be
         # declined clearly, never misread.
         with pytest.raises(age.UnsupportedIdentity):
             _identities(meta)

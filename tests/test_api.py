@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from tests import test_requests
 from tests.helpers import wait_for
 from tests.webui_helpers import PASSWORDS, Api, first_run

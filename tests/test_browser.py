@@ -38,7 +38,7 @@ def appliance(tmp_path):
     data.mkdir()
     (data / "kiroku.toml").write_text(CONFIG_TOML)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "run", "--data", str(data), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     url = f"http://127.0.0.1:{port}/"
@@ -266,7 +266,7 @@ def test_the_managers_pages_fit_a_phones_width(appliance, browser):
 
 @pytest.mark.slow
 def test_an_urgent_provision_is_exported_and_closes_once_its_paperwork_is_in(appliance, browser, tmp_path):
-    from firmware.cli import main
+    from kiroku.cli import main
 
     url, data, code = appliance
     manager = person(browser, url)

@@ -269,7 +269,7 @@ def test_calls_list_finds_a_call_by_any_way_of_writing_its_number(tmp_path, data
     vault.close()
 
     def listing(*args):
-        out = subprocess.run([sys.executable, "-m", "firmware", "calls", "--data", str(data_dir), "list", "--json",
+        out = subprocess.run([sys.executable, "-m", "kiroku", "calls", "--data", str(data_dir), "list", "--json",
                               *args], capture_output=True, text=True, check=True).stdout
         return [r["call_id"] for r in json.loads(out)]
 
@@ -277,7 +277,7 @@ def test_calls_list_finds_a_call_by_any_way_of_writing_its_number(tmp_path, data
     assert listing("--number", "０４２２-１２-３４５６") == ["call-0@trunk.example"]
     assert listing("--number", "+81 422 123 461") == ["call-5@trunk.example"]
     assert listing("--direction", "outbound") == ["call-5@trunk.example"]
-    text = subprocess.run([sys.executable, "-m", "firmware", "calls", "--data", str(data_dir), "list"],
+    text = subprocess.run([sys.executable, "-m", "kiroku", "calls", "--data", str(data_dir), "list"],
                           capture_output=True, text=True, check=True).stdout
     assert "0422123456" in text and "answered" in text
 
@@ -343,7 +343,7 @@ def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approve
         tmp_path, data_dir, vault, config, recovery, capsys, monkeypatch):
     import zipfile
 
-    from firmware.cli import main
+    from kiroku.cli import main
     from firmware.calls.render import decode_stereo
 
     script = _call(0, talk=6.0)
@@ -388,7 +388,7 @@ def test_a_call_is_exported_for_a_third_party_as_a_signed_package_of_its_approve
     assert main([*base, "--start", "1", "--end", "2", "--blur-faces"]) == 2
     assert "sound only" in capsys.readouterr().err
     # a second export into the same folder within the same second gets a name of its own
-    monkeypatch.setattr("firmware.export_cli._stamp", lambda: "20270115-170000")
+    monkeypatch.setattr("kiroku.cli.export._stamp", lambda: "20270115-170000")
     again = [*base, "--start", "2", "--end", "4.5", "--mute", "3-3.5"]
     assert main(again) == 0 and main(again) == 0
     names = {p.name for p in out.glob(f"{row['recording_id']}-20270115-170000*.zip")}

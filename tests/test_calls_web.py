@@ -146,7 +146,7 @@ def test_a_call_is_listened_to_through_a_written_request_exactly_within_its_scop
 
 
 def test_a_call_is_provided_to_a_third_party_as_a_verified_package(app, vault, tmp_path):
-    from firmware.cli import main
+    from kiroku.cli import main
     from tests.helpers import wait_for
     from tests.webui_helpers import PASSWORDS, Api
 

@@ -38,7 +38,7 @@ def test_integers_are_accepted_where_seconds_are_expected():
 
 def test_a_bad_config_file_stops_the_recorder_with_one_line(tmp_path):
     (tmp_path / "kiroku.toml").write_text("[notice]\ndelay = 99\n")
-    out = subprocess.run([sys.executable, "-m", "firmware", "recorder", "--data", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "kiroku", "recorder", "--data", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert out.stderr.strip() == f"kiroku: configuration: {tmp_path / 'kiroku.toml'}: notice.delay: 99.0 is outside 0.5…30.0"

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from firmware import cli
+from kiroku import cli
 from firmware.control import ControlClient, ControlError, ControlServer, socket_path
 from firmware.recorder import State
 from tests.helpers import wait_for

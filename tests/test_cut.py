@@ -1,4 +1,4 @@
-"""The viewing page's cut of a segment (firmware.cut.trim), heard and seen: nothing from
+"""The viewing page's cut of a segment (firmware.media.cut.trim), heard and seen: nothing from
 outside the approved range, nothing lost inside it."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import av
 import pytest
 
 from firmware import clock
-from firmware.cut import trim
+from firmware.media.cut import trim
 from tests.helpers import decode, lay_down
 
 

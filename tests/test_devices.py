@@ -30,7 +30,7 @@ def pi_camera(**kw):
 # -- the whole command, on this machine (no camera, no GPIO, no sound card) -------------
 
 def test_the_real_recorder_here_fails_with_one_line_naming_the_camera(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "firmware", "recorder", "--real", "--data", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "kiroku", "recorder", "--real", "--data", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()

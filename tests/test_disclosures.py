@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from tests import test_api, test_requests
 from tests.helpers import wait_for
 from tests.webui_helpers import PASSWORDS, Api, login, post

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from firmware.export import ExportError
 from firmware.hardware import open_hardware
 from firmware.recorder import Recorder, State
@@ -179,13 +179,13 @@ def test_the_sound_where_a_segment_begins_is_in_the_clip(tmp_path, monkeypatch, 
     segment's sound ends in an AAC frame padded past it; FFmpeg 7.1 (the device's) gives no
     packet durations to cut that padding at, and an export that kept it put it in place of the
     next segment's first 5 ms: every tick there was heard 5 ms late, its beginning lost."""
-    import firmware.export
+    import firmware.export.cutter
     from firmware import clock
-    from firmware.cut import open_segment
+    from firmware.media.mp4 import open_segment
     from tests.helpers import lay_down
 
     if durations != "as-read":
-        monkeypatch.setattr(firmware.export, "open_segment", lambda data: _AsFFmpeg71Reads(open_segment(data)))
+        monkeypatch.setattr(firmware.export.cutter, "open_segment", lambda data: _AsFFmpeg71Reads(open_segment(data)))
     data = tmp_path / "data"
     data.mkdir()
     set_up(data, manager="kanri", passphrase=PASSPHRASE)
@@ -327,7 +327,7 @@ def test_mute_and_blur_change_only_what_was_asked(recorded, tmp_path):
 
 
 def test_blur_faces_hides_the_visitor_at_the_counter(recorded, tmp_path):
-    from firmware.redact import FaceDetector
+    from firmware.export.redact import FaceDetector
 
     plain, redacted = tmp_path / "plain.zip", tmp_path / "faces.zip"
     assert export(recorded, plain, "--exact", end="4") == 0
@@ -408,7 +408,7 @@ def _frame(clip: bytes, n: int) -> np.ndarray:
 
 def test_the_cover_sheet_is_the_same_made_aside_or_here_and_a_failed_printer_says_why(recorded, tmp_path,
                                                                                        monkeypatch):
-    from firmware import cover
+    from firmware.export import cover
 
     package = tmp_path / "p.zip"
     assert export(recorded, package) == 0

@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from firmware.store import StoreError

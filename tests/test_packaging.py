@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("firmware", "webui")
+PACKAGES = ("firmware", "webui", "kiroku")
 
 
 def _tracked() -> list[str]:
@@ -61,12 +61,12 @@ def test_an_installed_kiroku_opens_its_databases(wheel, tmp_path):
                            env=env, cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     assert str(REPO) not in where and str(site) in where, where
     data = tmp_path / "data"
-    init = subprocess.run([sys.executable, "-m", "firmware", "init", "--data", str(data), "--recovery-key-out",
+    init = subprocess.run([sys.executable, "-m", "kiroku", "init", "--data", str(data), "--recovery-key-out",
                            str(tmp_path / "recovery.txt"), "--manager", "kanri", "--password-file",
                            str(tmp_path / "pass"), "--work-factor", "1"],
                           env=env, cwd=tmp_path, capture_output=True, text=True)
     assert init.returncode == 0, init.stderr
-    status = subprocess.run([sys.executable, "-m", "firmware", "vault", "--data", str(data), "--json", "status"],
+    status = subprocess.run([sys.executable, "-m", "kiroku", "vault", "--data", str(data), "--json", "status"],
                             env=env, cwd=tmp_path, capture_output=True, text=True)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["classes"]["footage"]["segments"] == 0

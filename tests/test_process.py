@@ -30,7 +30,7 @@ def spawn(data_dir, *extra, env=None):
     if not (data_dir / "keys").exists():
         set_up(data_dir)
     return subprocess.Popen(
-        [sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data_dir), *extra],
+        [sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
 
@@ -147,12 +147,12 @@ def test_ctl_status_during_recording_reports_the_sign_on(tmp_path):
     data.mkdir()
     proc = spawn(data)
     recording(data, proc)
-    out = subprocess.run([sys.executable, "-m", "firmware", "ctl", "--data", str(data), "status"],
+    out = subprocess.run([sys.executable, "-m", "kiroku", "ctl", "--data", str(data), "status"],
                          capture_output=True, text=True, timeout=20)
     assert out.returncode == 0
     assert "state      recording" in out.stdout
     assert "sign       lit" in out.stdout
-    as_json = subprocess.run([sys.executable, "-m", "firmware", "ctl", "--data", str(data), "--json", "status"],
+    as_json = subprocess.run([sys.executable, "-m", "kiroku", "ctl", "--data", str(data), "--json", "status"],
                              capture_output=True, text=True, timeout=20)
     assert json.loads(as_json.stdout)["sign"]["lit"] is True
     proc.terminate()
@@ -167,7 +167,7 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "run", "--data", str(data), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = recording(data, proc)
     wait_for(lambda: client.status()["recording"]["segments"] >= 1, timeout=10, what="a first segment")

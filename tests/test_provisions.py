@@ -11,7 +11,7 @@ import pytest
 
 from pathlib import Path
 
-from firmware.cli import main
+from kiroku.cli import main
 from tests import test_requests
 from tests.helpers import wait_for
 from tests.webui_helpers import PASSWORDS, login, logout, post

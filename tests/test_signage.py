@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from firmware.cli import main
+from kiroku.cli import main
 from firmware.config import Config
-from firmware import signage
+from firmware.documents import signage
 from tests import test_webui
 from tests.webui_helpers import first_run
 

@@ -30,7 +30,7 @@ DAY_US = 86_400_000_000
 
 
 def kiroku(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firmware", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kiroku", *map(str, args)], capture_output=True, text=True,
                           timeout=kw.pop("timeout", 120), **kw)
 
 
@@ -70,7 +70,7 @@ def test_the_age_tool_opens_the_day_key_with_the_recovery_key_and_the_footage_wi
     assert out.returncode == 0, out.stderr
     assert "Recovery key written to" in out.stdout
     (data / "kiroku.toml").write_text(config_toml())
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = ControlClient(socket_path(data))
@@ -148,7 +148,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
     client = ControlClient(socket_path(data))
     kills = []
     for trial in range(8):
-        proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
+        proc = subprocess.Popen([sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
         client.request("start")
@@ -158,7 +158,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
         proc.kill()
         proc.wait()
     # One last start: it recovers what the last kill left.
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
     proc.terminate()
@@ -591,7 +591,7 @@ def test_the_key_store_is_shared_by_the_devices_group_and_nobody_else(tmp_path):
 
 def _kiroku_with_login_umask(*args):
     """kiroku run by hand: a login shell's umask 022, not the units' 0007."""
-    return subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", sys.executable, "-m", "firmware", *args],
+    return subprocess.run(["sh", "-c", 'umask 022 && exec "$@"', "sh", sys.executable, "-m", "kiroku", *args],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -536,7 +536,7 @@ def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tm
     import subprocess
     import sys
 
-    from firmware import cli
+    from kiroku import cli
     from webui import tls
 
     data = tmp_path / "data"
@@ -544,7 +544,7 @@ def test_the_device_serves_https_with_its_own_certificate_and_takes_the_citys(tm
     with socketlib.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "web", "--real", "--data", str(data), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "web", "--real", "--data", str(data), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = proc.stdout.readline()

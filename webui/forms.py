@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from firmware.pdf import new_document
+from firmware.documents.pdf import new_document
 
 PURPOSE_LABELS = {
     "trouble": "第7条第1号　市民等と職員の間のトラブル等の検証",

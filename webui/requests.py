@@ -25,10 +25,10 @@ NEW = Form(
     Text("start", f"{ISO_TIME} (optional)"), Text("end", f"{ISO_TIME} (optional)"),
     Text("responsible_section", "the section, when no recording is marked for one"),
 )
-OPINION = Form(Choice("opinion", ("agree", "disagree"), "agree | disagree", refuse="request.opinion_needed"),
+OPINION = Form(Choice("opinion", requests.OPINIONS, " | ".join(requests.OPINIONS), refuse="request.opinion_needed"),
                Text("note", "text", strip=False, cut=requests.MAX_NOTE))
 DECISION = Form(
-    Choice("decision", ("approved", "rejected"), "approved | rejected", refuse="request.decision_needed"),
+    Choice("decision", requests.DECISIONS, " | ".join(requests.DECISIONS), refuse="request.decision_needed"),
     Text("note", "text", strip=False), Texts("scope_recording", "list of recording ids"),
     Text("scope_start", ISO_TIME, strip=False), Text("scope_end", ISO_TIME, strip=False),
     Text("valid_hours", f"number, at most {requests.MAX_VALID_HOURS}", strip=False, json_type=["number", "string"]),

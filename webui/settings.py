@@ -102,7 +102,7 @@ def save():
 @permission(MANAGER)
 def notice():
     """The sign for the counter and the public notice (Art. 4), made from these settings."""
-    from firmware import signage
+    from firmware.documents import signage
 
     config = current()
     return render_template("admin/notice.html", systems=signage.systems(config), config=config,
@@ -118,7 +118,7 @@ def notice_file(name: str):
 
     from flask import abort, send_file
 
-    from firmware import signage
+    from firmware.documents import signage
 
     if name not in signage.FILES:
         abort(404)

@@ -25,6 +25,8 @@ import struct
 import time
 from typing import Iterator
 
+from firmware.calls.errors import CaptureError
+
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -43,10 +45,6 @@ _LD_H_IND = 0x48
 _LDX_B_MSH = 0xB1
 _JEQ_K, _JSET_K = 0x15, 0x45
 _RET_K = 0x06
-
-
-class CaptureError(OSError):
-    """The interface cannot be captured on (missing, down, or no capture permission)."""
 
 
 def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:

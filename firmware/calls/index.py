@@ -11,8 +11,9 @@ import sqlite3
 from datetime import datetime
 
 from firmware.calls import numbers
+from firmware.regulation import Direction
 
-DIRECTIONS = ("inbound", "outbound")
+DIRECTIONS = tuple(Direction)
 
 
 def _iso(wall_us: int | None) -> str | None:

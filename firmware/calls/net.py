@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from firmware.calls.errors import PcapError
+
 UDP, TCP = 17, 6
 _ETH_IP4, _ETH_IP6, _ETH_VLAN, _ETH_QINQ = 0x0800, 0x86DD, 0x8100, 0x88A8
 _IP6_OPTIONS = (0, 43, 60)  # IPv6 extension headers that only carry options: hop-by-hop, routing, destination
@@ -265,10 +267,6 @@ LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
 _MAGIC_US, _MAGIC_NS = 0xA1B2C3D4, 0xA1B23C4D
-
-
-class PcapError(ValueError):
-    """A file is not a pcap capture this reader understands (pcapng is not one)."""
 
 
 def read_pcap(path: Path | str) -> Iterator[tuple[float, bytes]]:

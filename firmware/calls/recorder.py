@@ -33,7 +33,7 @@ from firmware.calls.tracker import Tracker
 from firmware.config import Config
 from firmware.control import ControlError, ControlServer, socket_path
 from firmware.daemon import DataDirError, lock_data_dir
-from firmware.recorder import RecorderError
+from firmware.recorder import RecorderRefused
 from firmware.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class CallRecorder:
             }
 
     def start_recording(self, by: str = "ctl") -> dict:
-        raise RecorderError("a call recorder records every external call by itself: there is nothing to start")
+        raise RecorderRefused("a call recorder records every external call by itself: there is nothing to start")
 
     stop_recording = mark = start_recording
 

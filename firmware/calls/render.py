@@ -30,7 +30,7 @@ from firmware import clock
 from firmware.calls import rtp
 from firmware.calls.tracker import EXTERNAL, Call
 # the same file layout as footage (priming trimmed by an edit list)
-from firmware.segmenter import _MOVFLAGS, close_quietly
+from firmware.media.mp4 import MOVFLAGS, close_quietly
 from firmware.store import Recording, SegmentInfo, StoreError
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class CallWriter:
             track.failed = str(exc)
             self._error(f"call {_who(call)}: cannot open segment {track.seq}: {exc}")
             return
-        container = av.open(sealed, "w", format="mp4", options={"movflags": _MOVFLAGS})
+        container = av.open(sealed, "w", format="mp4", options={"movflags": MOVFLAGS})
         stream = container.add_stream("aac", rate=RATE)
         stream.codec_context.layout = "stereo"
         stream.codec_context.bit_rate = self.bitrate

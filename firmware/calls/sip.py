@@ -12,16 +12,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from firmware.calls.errors import SipError
+
 _COMPACT = {"i": "call-id", "f": "from", "t": "to", "l": "content-length", "c": "content-type", "m": "contact",
             "v": "via", "k": "supported", "s": "subject", "e": "content-encoding", "o": "event", "u": "allow-events",
             "r": "refer-to", "b": "referred-by", "x": "session-expires", "y": "identity"}
 METHODS = frozenset(("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
                      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"))
 _MAX_MESSAGE = 64 * 1024
-
-
-class SipError(ValueError):
-    """Bytes that are not a SIP message."""
 
 
 @dataclass(slots=True)

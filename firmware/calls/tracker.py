@@ -30,7 +30,6 @@ from firmware.calls.net import TCP, UDP, Datagram
 log = logging.getLogger(__name__)
 
 EXTERNAL, CITY = "external", "city"
-DISPOSITIONS = ("answered", "busy", "no_answer", "cancelled", "failed")
 _BUSY = {486, 600}
 _NO_ANSWER = {408, 480}
 _CHALLENGE = {401, 407}

@@ -3,6 +3,8 @@
 ``Vault`` is the recorder's store; ``init`` is first-run set-up (``kiroku init``).
 """
 
-from firmware.vault.vault import Finding, SealedSegment, Vault, VaultNotReady
+from firmware.vault.check import Finding
+from firmware.vault.errors import VaultError, VaultNotReady
+from firmware.vault.vault import SealedSegment, Vault
 
-__all__ = ["Finding", "SealedSegment", "Vault", "VaultNotReady"]
+__all__ = ["Finding", "SealedSegment", "Vault", "VaultError", "VaultNotReady"]

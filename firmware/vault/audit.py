@@ -31,13 +31,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from firmware.vault import merkle
-from firmware.vault.keys import key_id
+from firmware.vault.errors import AuditError
+from firmware.vault.signed_note import key_id, parse_vkey
 
 _DASH = "\u2014"
-
-
-class AuditError(Exception):
-    """The log or a checkpoint does not verify; the message names the first problem."""
 
 
 def canonical(entry: dict) -> bytes:
@@ -73,27 +70,6 @@ class Checkpoint:
     origin: str
     size: int
     root: bytes
-
-
-def make_vkey(name: str, public: Ed25519PublicKey) -> str:
-    """The signed-note verifier key ``name+hexid+base64(0x01||key)`` for a signer."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    encoded = base64.b64encode(b"\x01" + raw).decode()
-    return f"{name}+{key_id(name, raw).hex()}+{encoded}"
-
-
-def parse_vkey(vkey: str) -> tuple[str, bytes, Ed25519PublicKey]:
-    """A signed-note verifier key ``name+hexid+base64(0x01||key)``."""
-    try:
-        name, hexid, b64 = vkey.strip().split("+", 2)  # the key (base64) may itself hold "+"
-        raw = base64.b64decode(b64, validate=True)
-    except ValueError:
-        raise AuditError("not a verifier key (name+id+key)") from None
-    if len(raw) != 33 or raw[0] != 1:
-        raise AuditError("not an Ed25519 verifier key")
-    if key_id(name, raw[1:]).hex() != hexid:
-        raise AuditError("the verifier key's id does not match its key")
-    return name, raw[1:], Ed25519PublicKey.from_public_bytes(raw[1:])
 
 
 def verify_note(note: str, vkey: str) -> Checkpoint:

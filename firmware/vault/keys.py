@@ -24,7 +24,6 @@ a manager being added (which re-encrypts all of them).
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 from contextlib import contextmanager
@@ -34,29 +33,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
+from firmware.regulation import RecordClass
 from firmware.vault import age
+from firmware.vault.errors import DayKeyMissing, NotInitialised, WrongPassphrase
+from firmware.vault.signed_note import make_vkey
 
-RECORD_CLASSES = ("footage", "call")
+RECORD_CLASSES = tuple(RecordClass)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 HUB_RECIPIENTS = "hub.recipients"
 _HUB_NAME = "# manager:"
-
-
-class KeyError_(Exception):
-    """Base of the key store's errors (named to avoid shadowing the builtin)."""
-
-
-class NotInitialised(KeyError_, FileNotFoundError):
-    """The device has no keys yet."""
-
-
-class WrongPassphrase(KeyError_, PermissionError):
-    """The passphrase does not unwrap this manager's key."""
-
-
-class DayKeyMissing(KeyError_, FileNotFoundError):
-    """The day's key file does not exist (never created, or destroyed by overwrite)."""
 
 
 def _private_write(path: Path, data: bytes) -> None:
@@ -66,11 +52,6 @@ def _private_write(path: Path, data: bytes) -> None:
     day keys the web UI re-wrapped for a new manager; the web UI signs exports with that key."""
     makedirs_durable(path.parent)
     atomic_write(path, data, mode=0o660)
-
-
-def key_id(name: str, public: bytes) -> bytes:
-    """The signed-note key ID of an Ed25519 key: SHA-256(name || LF || 0x01 || key)[:4]."""
-    return hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
 
 
 class KeyStore:
@@ -103,8 +84,6 @@ class KeyStore:
         atomic_write(self.root / "device.pub.pem", public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), mode=0o644)
         atomic_write(self.root / "device.name", device_name.encode(), mode=0o644)
-        from firmware.vault.audit import make_vkey
-
         vkey = make_vkey(self.signer_name, public)
         atomic_write(self.root / "device.vkey", (vkey + "\n").encode(), mode=0o644)
         atomic_write(self.root / "recovery.recipient", f"{recovery}\n".encode(), mode=0o644)

@@ -10,11 +10,8 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware.vault import age
+from firmware.vault.errors import SetupError
 from firmware.vault.keys import KeyStore
-
-
-class SetupError(Exception):
-    """Set-up cannot go ahead; the message says why and what to do."""
 
 
 def write_recovery_key(identity: age.X25519Identity, path: Path) -> None:

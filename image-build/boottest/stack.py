@@ -90,7 +90,7 @@ def main() -> int:
               f"--rootdir={src}", "--import-mode=append",
               *(f"--ignore={src}/{name}" for name in LEFT_OUT), *pytest_args, f"{src}/tests"]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-    # The working folder holds no code: `python -m firmware`, which the tests start, finds the venv's.
+    # The working folder holds no code: `python -m kiroku`, which the tests start, finds the venv's.
     result = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter", root,
                              "sh", "-c", 'cd /tmp && exec "$@"', "pytest", *pytest], env=env)
     elapsed = time.monotonic() - started

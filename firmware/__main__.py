@@ -1,5 +1,0 @@
-import sys
-
-from firmware.cli import main
-
-sys.exit(main())

@@ -1,0 +1,201 @@
+"""Consistency: the files on disk and the index, compared (``kiroku vault check``) and made to
+agree — without losing a complete segment — after a crash (``recover`` at start-up) or on
+request (``check(repair=True)``).
+
+``Checks`` is a part of :class:`~firmware.vault.Vault`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.fsutil import fsync_dir, makedirs_durable
+from firmware.store import SegmentInfo
+from firmware.vault.index import iso
+from firmware.vault.retention import ERASE_BATCH
+
+
+@dataclass
+class Finding:
+    """One thing ``check`` found, and whether ``repair`` fixed it."""
+
+    kind: str  # part | orphan | missing | damaged | unfinished | key
+    path: str
+    detail: str
+    fixed: bool = False
+
+
+class Checks:
+    """What ``kiroku vault check`` and the recorder's start-up run."""
+
+    def check(self, *, repair: bool = False) -> list[Finding]:
+        """Files and index, compared; with ``repair``, made to agree without losing a complete segment."""
+        findings: list[Finding] = []
+        with self._lock:
+            rows = {r[0]: r for r in self.db.execute(
+                "SELECT path, size, sha256, erased_at, id, record_class, key_day FROM segments")}
+        on_disk = {str(p.relative_to(self.data_dir)) for p in self.segments_root.glob("*/*/*/*.age")}
+        for part in sorted(self.segments_root.glob("*/*/*/*.part")):
+            f = Finding("part", str(part.relative_to(self.data_dir)), "a segment left unfinished by a crash")
+            if repair:
+                part.unlink()
+                part.with_name(part.name.removesuffix(".age.part") + ".json").unlink(missing_ok=True)
+                f.fixed = True
+            findings.append(f)
+        for rel in sorted(on_disk - set(rows)):
+            findings.append(self._orphan(rel, repair))
+        for rel, (path, size, sha, erased, seg_id, cls, day) in sorted(rows.items()):
+            full = self.data_dir / rel
+            if erased:
+                if full.exists():
+                    f = Finding("unfinished", rel, "erased in the index but still on disk (an interrupted overwrite)")
+                    if repair:
+                        self._erase_file(full)
+                        f.fixed = True
+                    findings.append(f)
+                continue
+            if rel not in on_disk:
+                f = Finding("missing", rel, "in the index but not on disk")
+                if repair:
+                    self._mark_lost(seg_id, rel, "missing")
+                    f.fixed = True
+                findings.append(f)
+                continue
+            actual = full.stat().st_size
+            if actual != size or _sha256(full) != sha:
+                f = Finding("damaged", rel, f"size {actual} / hash differ from the index (expected {size} bytes)")
+                if repair:
+                    self._quarantine(full)
+                    self._mark_lost(seg_id, rel, "damaged")
+                    f.fixed = True
+                findings.append(f)
+                continue
+            if not (self.keys.root / "day" / cls / f"{day}.age").exists():
+                findings.append(Finding("key", rel, f"its {cls} day key for {day} is gone: it cannot be opened"))
+        with self._lock:
+            open_recs = self.db.execute(
+                "SELECT r.id, (SELECT max(end_wall_us) FROM segments s WHERE s.recording_id = r.id)"
+                " FROM recordings r WHERE r.ended_wall_us IS NULL").fetchall()
+        for rec_id, last_end in open_recs:
+            f = Finding("unfinished", rec_id, "a recording without an end (the recorder stopped unexpectedly)")
+            if repair:
+                end = last_end or self._now()
+                with self.transaction() as conn:
+                    conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                                 (end, iso(end), "the recorder stopped unexpectedly", rec_id))
+                    self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
+                                          detail={"reason": "the recorder stopped unexpectedly", "repaired": True})
+                f.fixed = True
+            findings.append(f)
+        if repair and any(f.fixed for f in findings):
+            self.audit("recorder", "vault.repair", detail={
+                "fixed": [{"kind": f.kind, "path": f.path} for f in findings if f.fixed]})
+        return findings
+
+    def recover(self) -> list[Finding]:
+        """At start-up: finish or undo what a crash can have interrupted, and only that.
+
+        Cheap at any index size: it looks only at unfinished recordings' folders, the last
+        overwrite batches and day keys marked destroyed — not at every segment's hash
+        (that is ``kiroku vault check``).
+        """
+        findings: list[Finding] = []
+        with self._lock:
+            open_recs = self.db.execute(
+                "SELECT r.id, r.record_class, (SELECT max(end_wall_us) FROM segments s WHERE s.recording_id = r.id)"
+                " FROM recordings r WHERE r.ended_wall_us IS NULL").fetchall()
+            indexed = {r[0] for r in self.db.execute(
+                "SELECT path FROM segments WHERE recording_id IN (SELECT id FROM recordings WHERE ended_wall_us IS NULL)")}
+            erased = [r[0] for r in self.db.execute(
+                "SELECT path FROM segments WHERE erased_at IS NOT NULL ORDER BY id DESC LIMIT ?", (4 * ERASE_BATCH,))]
+            destroyed = self.db.execute("SELECT record_class, day FROM day_keys WHERE destroyed_at IS NOT NULL").fetchall()
+        for rec_id, cls, last_end in open_recs:
+            for folder in self.segments_root.glob(f"{cls}/*/{rec_id}"):
+                for part in sorted(folder.glob("*.part")):
+                    part.unlink()
+                    folder.joinpath(part.name.removesuffix(".age.part") + ".json").unlink(missing_ok=True)
+                    findings.append(Finding("part", str(part.relative_to(self.data_dir)),
+                                            "a segment left unfinished by a crash: removed", fixed=True))
+                for sealed in sorted(folder.glob("*.age")):
+                    rel = str(sealed.relative_to(self.data_dir))
+                    if rel not in indexed:
+                        findings.append(self._orphan(rel, repair=True))
+            end = self.db.execute("SELECT max(end_wall_us) FROM segments WHERE recording_id = ?", (rec_id,)).fetchone()[0]
+            if not (end or last_end) and cls == "call":  # a call that never got audio ends where it began
+                end = self.db.execute("SELECT started_wall_us FROM recordings WHERE id = ?", (rec_id,)).fetchone()[0]
+            end = end or last_end or self._now()
+            with self.transaction() as conn:
+                conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                             (end, iso(end), "the recorder stopped unexpectedly", rec_id))
+                conn.execute(  # its call (if it is one) ends there too, answered or not as it was
+                    "UPDATE calls SET ended_wall_us = ?, end_reason = 'recorder_stopped',"
+                    " talk_ms = CASE WHEN answered_wall_us IS NULL THEN 0 ELSE max(0, (? - answered_wall_us) / 1000) END,"
+                    " disposition = coalesce(disposition, CASE WHEN answered_wall_us IS NULL THEN 'failed'"
+                    " ELSE 'answered' END) WHERE recording_id = ? AND ended_wall_us IS NULL", (end, end, rec_id))
+                self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
+                                      detail={"reason": "the recorder stopped unexpectedly", "recovered": True})
+            findings.append(Finding("unfinished", rec_id, "a recording without an end: closed", fixed=True))
+        for rel in erased:
+            if (self.data_dir / rel).exists():
+                self._erase_file(self.data_dir / rel)
+                findings.append(Finding("unfinished", rel, "an interrupted overwrite: finished", fixed=True))
+        for cls, day in destroyed:
+            if self.keys.destroy_day_key(cls, day):
+                findings.append(Finding("key", f"{cls}/{day}", "an interrupted key destruction: finished", fixed=True))
+        return findings
+
+    def _orphan(self, rel: str, repair: bool) -> Finding:
+        full = self.data_dir / rel
+        sidecar = full.with_suffix(".json")
+        f = Finding("orphan", rel, "on disk but not in the index")
+        try:
+            info = SegmentInfo(**json.loads(sidecar.read_text()))
+        except (OSError, ValueError, TypeError):
+            f.detail += "; no readable metadata beside it"
+            if repair:
+                self._quarantine(full)
+                f.detail += " — moved to quarantine/"
+                f.fixed = True
+            return f
+        if info.bytes != full.stat().st_size or info.sha256 != _sha256(full):
+            f.detail += "; its content does not match its metadata"
+            if repair:
+                self._quarantine(full)
+                f.fixed = True
+            return f
+        f.detail += " (complete: the crash came between the rename and the index)"
+        if repair:
+            with self.transaction() as conn:
+                self._insert_segment(conn, info)
+                self.audit_log.append(conn, actor="recorder", action="vault.reindex", subject=info.recording_id,
+                                      detail={"seq": info.seq, "path": rel})
+            f.fixed = True
+        return f
+
+    def _mark_lost(self, seg_id: int, rel: str, reason: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE segments SET erased_at = ?, erase_reason = ? WHERE id = ?",
+                         (iso(self._now()), reason, seg_id))
+            self.audit_log.append(conn, actor="recorder", action="vault.segment_lost", subject=rel,
+                                  detail={"reason": reason})
+
+    def _quarantine(self, full: Path) -> None:
+        target = self.data_dir / "quarantine" / full.relative_to(self.segments_root)
+        makedirs_durable(target.parent)
+        os.replace(full, target)
+        fsync_dir(full.parent)
+        sidecar = full.with_suffix(".json")
+        if sidecar.exists():
+            os.replace(sidecar, target.with_suffix(".json"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
