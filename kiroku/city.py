@@ -163,14 +163,13 @@ class City:
         code = call("POST", "/enrollments", {"device": d.id, "kind": d.kind, "place": d.place},
                     token)["enrollment_code"]
         # the device enrolls itself with the code, as `kiroku enroll` does at a real one (its
-        # recorder must be running: the enrollment is in its audit log)
+        # recorder must be running: the enrollment is in its audit log); `kiroku run` then
+        # starts its uplink
         self.start_device(d)
         out = subprocess.run([*KIROKU, "enroll", "--data", str(d.data), "--hub", f"http://127.0.0.1:{self.port}",
                               "--code", code], capture_output=True, text=True)
         if out.returncode != 0:
             raise EngineError(f"{d.id} could not enroll: {out.stderr.strip() or out.stdout.strip()}")
-        stop_process(d.proc)  # started again below, now with its uplink
-        d.proc = None
 
     def start_device(self, d: Device) -> None:
         log = open(d.data.parent / f"{d.id}.log", "ab")

@@ -1,9 +1,11 @@
-"""``kiroku run``: the recorder and the web UI as two processes, supervised together.
+"""``kiroku run``: the recorder and the web UI as two processes, supervised together — and,
+once the device is enrolled with a city hub, its uplink as a third.
 
 This is for development and demonstrations; on the Pi each process is its own systemd
 service. The children run in their own sessions, so Ctrl-C reaches only this process,
-which then stops the web UI and the recorder in that order (the recorder closes its
-current segment before it exits). A child that dies is restarted after a pause.
+which then stops the uplink, the web UI and the recorder in that order (the recorder closes
+its current segment before it exits). A child that dies is restarted after a pause; the
+uplink starts as soon as the device is enrolled (``kiroku enroll`` while this runs).
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
     python = [sys.executable, "-m", "kiroku"]
     recorder = _Child("recorder", python + ["recorder"] + common)
     web = _Child("web", python + ["web"] + common + ["--host", host, "--port", str(port)])
+    uplink = _Child("uplink", python + ["uplink", "--data", str(data_dir)])
+    enrolled = Path(data_dir) / "uplink" / "hub.json"
     sock = socket_path(data_dir)
 
     if simulate:
@@ -135,8 +139,11 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
               f"  Control: kiroku ctl --data {data_dir} status\n"
               "Press Ctrl-C to stop.\n", flush=True)
         while not stop.wait(0.5):
-            for child in (recorder, web):
-                assert child.proc is not None
+            if uplink.proc is None and enrolled.exists():
+                uplink.spawn()
+            for child in (recorder, web, uplink):
+                if child.proc is None:
+                    continue
                 code = child.proc.poll()
                 if code is None:
                     continue
@@ -146,6 +153,7 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
                     break
                 child.spawn()
     finally:
+        uplink.stop()
         web.stop()
         recorder.stop()
         for sig, handler in previous.items():

@@ -204,22 +204,32 @@ def enroll(data_dir: Path, hub: str, code: str, *, ca: Path | None = None, confi
     return enrollment
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiroku enroll", description="Join this device to the city hub with the"
-                                     " one-time code the manager made there (docs/hub.md).")
+DESCRIPTION = "Join this device to the city hub with the one-time code the manager made there (docs/hub.md)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kiroku enroll``'s options (its own parser and the ``kiroku`` command's)."""
     parser.add_argument("--data", type=Path, default=None, help="the device's data folder")
     parser.add_argument("--hub", required=True, help="the hub's address, https://HOST[:PORT]")
     parser.add_argument("--code", required=True, help="the one-time code from the hub")
     parser.add_argument("--ca", type=Path, default=None,
                         help="the CA the hub's HTTPS certificate is checked against (default: the system's)")
     parser.add_argument("--config", default=None, help="the settings file (default: DATA/kiroku.toml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiroku enroll", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """``kiroku enroll --data DIR --hub URL --code CODE [--ca FILE]``: returns the exit code
     (0 enrolled, 1 the hub refused or could not be reached, 2 something here must be fixed first)."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     data = args.data if args.data is not None else paths.default_data_dir()
     refusal = paths.enter_shared_data_dir(data)
     if refusal:

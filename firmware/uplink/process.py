@@ -329,20 +329,31 @@ class Uplink:
 
 # -- the process ---------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiroku uplink", description="Publish this device's status and audit log"
-                                     " to the city hub, and receive its operators and managers' keys (docs/hub.md).")
+DESCRIPTION = ("Publish this device's status and audit log to the city hub, and receive its operators and"
+               " managers' keys (docs/hub.md).")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kiroku uplink``'s options (its own parser and the ``kiroku`` command's)."""
     parser.add_argument("--data", type=Path, default=None, help="the device's data folder")
     parser.add_argument("-v", "--verbose", action="store_true")
     # for tests: the same behaviour in less time
     parser.add_argument("--status-every", type=float, default=STATUS_EVERY, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint-every", type=float, default=CHECKPOINT_EVERY, help=argparse.SUPPRESS)
     parser.add_argument("--retry-refused", type=float, default=RETRY_REFUSED, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiroku uplink", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     data = args.data if args.data is not None else paths.default_data_dir()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,

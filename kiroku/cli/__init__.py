@@ -27,7 +27,7 @@ _CONFIGURED = {"notice": documents.notice, "recorder": processes.recorder, "kind
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if hasattr(args, "data"):  # the commands that work on a data folder
+    if hasattr(args, "data") and args.command not in ("city", "enroll", "uplink"):  # a device's data folder
         if args.data is None:
             args.data = paths.default_data_dir()
         if args.command == "report" and not isinstance(args.data, list):  # it takes --data more than once
@@ -50,7 +50,34 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def _city(args) -> int:
+    """``kiroku enroll``, ``uplink``, ``hub`` and ``city``: the device's side of the hub, the hub, a simulated city."""
+    if args.command == "enroll":
+        from firmware.uplink import enroll
+
+        return enroll.run(args)
+    if args.command == "uplink":
+        from firmware.uplink import process
+
+        return process.run(args)
+    if args.command == "hub":
+        from hub import main as hub
+
+        if args.action == "add-manager":
+            return hub.add_manager(args.config, args.name, args.display_name, args.section, args.password_file)
+        return hub.serve(args.config)
+    from kiroku import city
+
+    if args.counters < 0 or args.counters > 50:
+        print("kiroku city: --counters takes 0 to 50", file=sys.stderr)
+        return 2
+    return city.main(folder=args.data, counters=args.counters, calls=args.calls, port=args.port,
+                     manager=args.manager, password_file=args.password_file)
+
+
 def _dispatch(args) -> int:
+    if args.command in ("enroll", "uplink", "hub", "city"):
+        return _city(args)
     if args.command == "bench":
         from kiroku import bench
 

@@ -218,4 +218,32 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--unlock-password-file", type=Path)
     am.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
     k.add_parser("list", help="managers and day keys")
+
+    # -- the city (DESIGN.md §8, docs/hub.md) ----------------------------------------------------
+    from firmware.uplink import enroll, process
+
+    p = sub.add_parser("enroll", help="join this device to the city hub with a one-time code", description=enroll.DESCRIPTION)
+    enroll.add_arguments(p)
+    p = sub.add_parser("uplink", help="publish to the city hub, receive its designations (the Pi's kiroku-uplink)",
+                       description=process.DESCRIPTION)
+    process.add_arguments(p)
+
+    p = sub.add_parser("hub", help="the city hub: web UI, API and the consumer of what devices publish")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE", help="the hub's configuration (hub/config.py)")
+    h = p.add_subparsers(dest="action", metavar="ACTION")
+    h.add_parser("serve", help="run the hub (the default)")
+    am = h.add_parser("add-manager", help="a manager at the hub, made at its server (the first one is)")
+    am.add_argument("name")
+    am.add_argument("--password-file", type=Path, required=True, help="a file holding their passphrase")
+    am.add_argument("--display-name", default="", help="their name as pages show it (default: NAME)")
+    am.add_argument("--section", default="資産経営課", help="their section (made if new)")
+
+    p = sub.add_parser("city", help="the whole city on one machine, simulated: PostgreSQL, Mosquitto, the hub, devices")
+    p.add_argument("--data", type=Path, default=Path("city"), metavar="DIR", help="everything goes here (default ./city)")
+    p.add_argument("--counters", type=int, default=3, metavar="N", help="how many counters (default 3)")
+    p.add_argument("--calls", action="store_true", help="and a call recorder")
+    p.add_argument("--port", type=int, default=8090, help="the hub's port; devices take the next ones (default 8090)")
+    p.add_argument("--manager", default=None, metavar="NAME", help="the first manager (default: manager)")
+    p.add_argument("--password-file", type=Path, default=None, metavar="F",
+                   help="their passphrase (default: a new one in DIR/manager-password.txt)")
     return parser
