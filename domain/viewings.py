@@ -25,7 +25,8 @@ from datetime import datetime, timezone
 from domain import keys
 from domain import requests as requests_
 from domain.errors import Gone, NotFound, refuse
-from firmware.cut import open_segment, trim
+from firmware.media.cut import trim
+from firmware.media.mp4 import open_segment
 from firmware.vault import age
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from firmware.fsutil import atomic_write, makedirs_durable
 from firmware.vault import merkle
-from firmware.vault.audit import AuditError, canonical, checkpoint_text, make_vkey, sign_checkpoint, signed_note
+from firmware.vault.audit import canonical, checkpoint_text, sign_checkpoint, signed_note
+from firmware.vault.errors import AuditError
+from firmware.vault.signed_note import make_vkey
 
 ORIGIN = "kiroku/hub"
 

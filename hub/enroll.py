@@ -18,7 +18,8 @@ import time
 from domain import accounts
 from domain.errors import NotFound, refuse
 from domain.times import now_iso
-from firmware.vault.audit import AuditError, parse_vkey
+from firmware.vault.errors import AuditError
+from firmware.vault.signed_note import parse_vkey
 from hub import pushes
 
 DEVICE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")  # a device's id, as its settings allow (device.id)

@@ -165,7 +165,7 @@ def test_a_device_enrolled_designated_watched_and_removed(hub, tmp_path):
 def _vkey_for(device: str) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from firmware.vault.audit import make_vkey
+    from firmware.vault.signed_note import make_vkey
 
     return make_vkey(f"kiroku/{device}", Ed25519PrivateKey.generate().public_key())
 
