@@ -64,7 +64,8 @@ def set_up(data_dir: Path, *, manager: str | None = None, passphrase: str | None
 
 
 def recovery_identity(path: Path) -> X25519Identity:
-    return X25519Identity.parse(next(l for l in path.read_text().splitlines() if l.startswith("AGE-SECRET-KEY-")))
+    return X25519Identity.parse(next(line for line in path.read_text().splitlines()
+                                     if line.startswith("AGE-SECRET-KEY-")))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from domain.accounts import hash_password
-from firmware.control import ControlClient, ControlServer, socket_path
+from firmware.control import ControlClient, ControlError, ControlServer, socket_path
 from firmware.uplink import enroll as enroll_module
 from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.messages import parse_operators
@@ -432,7 +432,7 @@ def test_the_managers_keys_from_the_hub_seal_new_day_keys_and_the_change_is_logg
     assert control.request("keys.recipients", by="hub", rev=4,
                            managers=[{"name": "kato", "recipient": str(kato.recipient)}])["changed"] is False
     assert [e["action"] for e in vault.audit_log.entries(vault.db)].count("keys.recipients") == 1
-    refused = pytest.raises(Exception, control.request, "keys.recipients", by="hub", rev=5,
+    refused = pytest.raises(ControlError, control.request, "keys.recipients", by="hub", rev=5,
                             managers=[{"name": "kato", "recipient": "age1notakey"}])
     assert "kato" in str(refused.value)
 

@@ -147,7 +147,7 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
     rng = random.Random(seed)
     client = ControlClient(socket_path(data))
     kills = []
-    for trial in range(8):
+    for _ in range(8):
         proc = subprocess.Popen([sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")

@@ -88,7 +88,7 @@ def test_every_non_public_route_refuses_anonymous_and_wrong_roles(server, app, c
         if username:
             login(c, username)
         token = csrf(c, "/account" if username else "/login")
-        for endpoint, method, url, levels in _urls(app):
+        for _endpoint, method, url, levels in _urls(app):
             if PUBLIC in levels:
                 continue
             allowed = role is not None and (role in levels or "login" in levels or

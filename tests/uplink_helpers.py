@@ -246,7 +246,7 @@ class UplinkProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"the uplink did not stop on SIGTERM:\n{self.output()}")
+                raise AssertionError(f"the uplink did not stop on SIGTERM:\n{self.output()}") from None
         return self.proc.returncode
 
     def close(self) -> None:

@@ -64,6 +64,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     releases.start_logger(app)
     from webui import hubsync
 
-    hubsync.start(app)  # once enrolled: the operators the city hub designated for this device
+    state.people_source = hubsync.sync  # once enrolled: the operators the city hub designated for this device
+    hubsync.start(app)
     state.jobs.cleanup()
     return app

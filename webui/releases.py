@@ -339,7 +339,7 @@ def spool_uploads():
                       "(the storage page) or install it at the console")
     request.environ[_SPOOL] = str(folder)
     try:
-        request.form  # read here, where a full card can be said as such
+        request.form  # noqa: B018 — read here, where a full card can be said as such
     except OSError as exc:
         refuse("update.cannot_store", 507, back=back, detail=str(exc))
     return None

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,6 +211,7 @@ class State:
     pending_recovery: PendingRecovery = field(default_factory=PendingRecovery)
     stop: threading.Event = field(default_factory=threading.Event)  # the background loops end when it is set
     first_run: str | None = "setup.index"  # the page that makes the first manager
+    people_source: Callable[[Flask], int | None] | None = None  # where people come from besides web.db (the hub)
 
     @property
     def audit(self) -> RecorderAudit:
@@ -230,12 +232,9 @@ class State:
 
     def refresh_people(self) -> int | None:
         """Once enrolled, bring the operators the city hub designated into web.db now (else
-        every few seconds, webui/hubsync.py); how many changes, or None for nothing to do."""
-        from flask import current_app
-
-        from webui import hubsync
-
-        return hubsync.sync(current_app)
+        every few seconds: ``people_source``, webui/hubsync.py); how many changes, or None for
+        nothing to do."""
+        return None if self.people_source is None else self.people_source(current_app._get_current_object())
 
     def home_for(self, user) -> str:
         from flask import url_for

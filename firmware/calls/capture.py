@@ -56,9 +56,9 @@ def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:
     looked past here, and a frame with a third is passed for the decoder to read."""
     a, r = "accept", "reject"
 
-    def ip(base: int, l: str) -> list:  # the checks from the ethertype at 12 + base on
+    def ip(base: int, label: str) -> list:  # the checks from the ethertype at 12 + base on
         return [
-            ("j", (_JEQ_K, l + "ip6", None, 0x86DD)),
+            ("j", (_JEQ_K, label + "ip6", None, 0x86DD)),
             ("j", (_JEQ_K, None, r, 0x0800)),
             ("l", (_LD_B_ABS, 0, 0, 23 + base)),  # IPv4 protocol
             ("j", (_JEQ_K, a, None, 17)),
@@ -70,7 +70,7 @@ def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:
             ("j", (_JEQ_K, a, None, sip_port)),
             ("l", (_LD_H_IND, 0, 0, 16 + base)),  # TCP destination port
             ("j", (_JEQ_K, a, r, sip_port)),
-            (l + "ip6", None),
+            (label + "ip6", None),
             ("l", (_LD_B_ABS, 0, 0, 20 + base)),  # IPv6 next header
             ("j", (_JEQ_K, a, None, 17)),
             ("j", (_JEQ_K, a, None, 44)),  # a fragment header

@@ -69,7 +69,7 @@ class Microphone(ABC):
     def stop(self) -> None:
         ...
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 — a no-op unless a backend has something to forget
         """Forget what the sound system knew of the device before a restart (if it must)."""
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ class Checks:
             findings.append(f)
         for rel in sorted(on_disk - set(rows)):
             findings.append(self._orphan(rel, repair))
-        for rel, (path, size, sha, erased, seg_id, cls, day) in sorted(rows.items()):
+        for rel, (_path, size, sha, erased, seg_id, cls, day) in sorted(rows.items()):
             full = self.data_dir / rel
             if erased:
                 if full.exists():

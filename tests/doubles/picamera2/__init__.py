@@ -52,9 +52,10 @@ class Picamera2:
         self.closed = False
         instances.append(self)
 
-    def create_video_configuration(self, main={}, lores=None, raw={}, transform=None, colour_space=None,
-                                   buffer_count=6, controls={}, display="main", encode="main", queue=True,
-                                   sensor={}, use_case="video"):
+    # picamera2's own signature, defaults and all (the double is faithful to it)
+    def create_video_configuration(self, main={}, lores=None, raw={}, transform=None, colour_space=None,  # noqa: B006
+                                   buffer_count=6, controls={}, display="main", encode="main", queue=True,  # noqa: B006
+                                   sensor={}, use_case="video"):  # noqa: B006
         if not self.is_open:
             raise RuntimeError("Camera not opened")
         valid = {"format", "size", "stride", "framesize", "preserve_ar"}
