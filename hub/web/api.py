@@ -1,6 +1,6 @@
 """The hub's JSON API under ``/api/v1``: what its pages show, for scripts, and the one call a
 device makes (``POST /api/v1/enroll``, with its one-time code). Sessions, CSRF by header and
-the OpenAPI description are the device's (``webui.api``); the pages' actions are registered
+the OpenAPI description are every site's (``webui.apikit``); the pages' actions are registered
 here too, as the same views, as on a device."""
 
 from __future__ import annotations
@@ -8,16 +8,12 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from hub import devices, enroll
-from webui import api as device_api
+from webui import apikit
 from webui.permissions import AUDITOR, MANAGER, PUBLIC, permission
 from webui.services import context, state
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-bp.before_request(device_api.csrf_by_header)
-for rule, method, view in (("/session", "GET", device_api.session_info), ("/session", "POST", device_api.session_start),
-                           ("/session", "DELETE", device_api.session_end), ("/me", "GET", device_api.me),
-                           ("/openapi.json", "GET", device_api.openapi)):
-    bp.add_url_rule(rule, endpoint=f"{view.__name__}", view_func=view, methods=[method])
+bp = Blueprint("api", __name__, url_prefix=apikit.PREFIX)
+apikit.install(bp)
 
 
 @bp.get("/devices")
@@ -72,4 +68,4 @@ ACTIONS = [
 
 def install(app) -> None:
     """The API, with the pages' actions under /api/v1 too (after every blueprint is registered)."""
-    device_api.register_actions(app, bp, ACTIONS)
+    apikit.register_actions(app, bp, ACTIONS)
