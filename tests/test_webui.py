@@ -507,6 +507,25 @@ def test_audit_entries_keep_the_callers_uid(server, app, client, vault):
 
 
 
+def test_an_enrolled_device_sends_its_manager_to_the_hub_for_people(server, app, client, data_dir):
+    from tests.webui_helpers import Api
+
+    first_run(client)
+    uplink = data_dir / "uplink"
+    uplink.mkdir()
+    (uplink / "hub.url").write_text("https://hub.city.example\n")
+    (uplink / "hub.json").write_text("{}")  # enrolled: what makes it so is the file's presence
+    page = client.get("/admin/people").get_data(as_text=True)
+    assert 'id="people-at-hub"' in page and "https://hub.city.example/hub/people/" in page
+    assert 'id="add-person"' not in page and 'id="add-section"' not in page, "nothing here to make at the device"
+    api = Api(app.test_client())
+    api.login("yamada")
+    refused = api.post("/api/v1/people", {"username": "sato", "display_name": "佐藤", "roles": ["operator"],
+                                          "password": PASSWORDS["sato"]})
+    assert refused.status_code == 409 and refused.get_json()["code"] == "people.at_hub"
+    assert api.post("/api/v1/sections", {"name": "市民課"}).get_json()["code"] == "people.at_hub"
+
+
 def test_settings_are_validated_written_logged_and_applied(server, app, client, vault, data_dir):
     import tomllib
 

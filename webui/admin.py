@@ -9,12 +9,12 @@ from __future__ import annotations
 from flask import Blueprint, render_template, request, url_for
 
 from domain import accounts, disclosures, people, provisions, requests
-from webui.actions import done, refusing
+from webui.actions import done, refuse, refusing
 from webui.db import vault_db
 from webui.parsing import Flag, Form, Text, Texts, takes
 from webui.permissions import MANAGER, permission
 from webui.releases import summary
-from webui.services import context, recorder_status
+from webui.services import context, recorder_status, state
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -54,7 +54,14 @@ def counts() -> dict:
 def _people_page(form: dict, roles=None):
     ctx = context()
     return render_template("admin/people.html", people=people.everyone(ctx.db, ctx.device),
-                           sections=people.sections(ctx.db), form=form, roles=roles)
+                           sections=people.sections(ctx.db), form=form, roles=roles, hub=state().hub)
+
+
+def _not_at_the_hub() -> None:
+    """Once enrolled, the city's register is the hub's: people, sections and designations are
+    made there (Art. 5(2), DESIGN.md §8), and reach this device by themselves."""
+    if state().hub is not None:
+        refuse("people.at_hub", 409)
 
 
 @bp.get("/people", endpoint="people")
@@ -71,6 +78,7 @@ def add_person():
     typed = {k: (request.form.get(k) or "").strip() for k in ("username", "display_name", "section_id")}
     roles = set(request.form.getlist("roles"))
     with refusing(page=lambda: _people_page(typed, roles)):
+        _not_at_the_hub()
         v = PERSON.parse()
         ctx = context()
         user_id = people.add(ctx, people.NewPerson(v.username, v.display_name, v.section_id, frozenset(v.roles),
@@ -85,7 +93,9 @@ def set_operator(user_id: int):
     """Designate (designate: yes) or revoke someone as an operator of this device (Art. 5(2))."""
     ctx = context()
     people.account(ctx.db, user_id)  # no such person: 404 before what was sent is read
-    people.set_operator(ctx, user_id, OPERATOR.parse().designate)
+    with refusing(back=url_for("admin.people")):
+        _not_at_the_hub()
+        people.set_operator(ctx, user_id, OPERATOR.parse().designate)
     return done(url_for("admin.people"), **people.describe(ctx, user_id))
 
 
@@ -115,6 +125,7 @@ def unlock_account(user_id: int):
 def add_section():
     """Add a section (課): section heads belong to one, and recordings are marked for one."""
     with refusing(back=url_for("admin.people")):
+        _not_at_the_hub()
         name = SECTION.parse().name
         section_id = people.add_section(context(), name)
     return done(url_for("admin.people"), code=201, id=section_id, name=name)

@@ -825,6 +825,15 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "この装置の管理画面は準備中です。記録装置の状態は下に表示されます。",
         "The administration pages are not built yet. The recorder's state is shown below.",
     ),
+    "people.at_hub": ("この装置は統合管理に登録されています。職員・課・操作担当者の指定は統合管理で行ってください。",
+                      "This device is enrolled with the city hub: add people and sections, and designate operators, "
+                      "at the hub."),
+    "people.at_hub_intro": ("この装置は統合管理に登録されています。職員の登録と操作担当者の指定（第5条第2項）は統合管理で行い、"
+                            "この装置には自動で届きます（ネットワークが止まっていても、届いた指定で窓口にサインオンできます）。",
+                            "This device is enrolled with the city hub. People and the designation of its operators "
+                            "(Art. 5(2)) are made at the hub and reach this device by themselves (designations already "
+                            "received work at the counter even when the network is down)."),
+    "people.open_hub": ("統合管理の職員ページを開く", "Open the hub's people page"),
     # -- the city hub (hub/) --------------------------------------------------------------------
     "hub.title": ("業務記録システム 統合管理", "kiroku city hub"),
     "hub.nav.devices": ("装置一覧", "Devices"),

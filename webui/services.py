@@ -230,6 +230,15 @@ class State:
 
         return make_context(app, db, actor, vault_db)
 
+    @property
+    def hub(self) -> dict | None:
+        """Once the device is enrolled with a city hub (``kiroku enroll``): ``{"url": …}`` —
+        its people and designations are then the hub's, and its admin pages say so."""
+        from firmware.uplink.files import UplinkFolder
+
+        folder = UplinkFolder(self.data_dir)
+        return {"url": folder.hub_url} if folder.enrolled else None
+
     def refresh_people(self) -> int | None:
         """Once enrolled, bring the operators the city hub designated into web.db now (else
         every few seconds: ``people_source``, webui/hubsync.py); how many changes, or None for

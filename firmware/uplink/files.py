@@ -91,6 +91,15 @@ class UplinkFolder:
         return (self.root / "hub.json").exists()
 
     @property
+    def hub_url(self) -> str | None:
+        """The hub's address as enrollment gave it (``hub.url``, readable by the web UI, which
+        links its admin pages there), or None."""
+        try:
+            return (self.root / "hub.url").read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    @property
     def ca(self) -> Path:
         return self.root / "ca.pem"
 
@@ -110,6 +119,7 @@ class UplinkFolder:
         makedirs_durable(self.root)
         atomic_write(self.ca, ca_pem.encode(), mode=SECRET)
         self.save_position(Position())  # a new hub has nothing of this device's log yet
+        atomic_write(self.root / "hub.url", (enrollment.hub + "\n").encode(), mode=SHARED)
         atomic_write(self.root / "hub.json", _dumps(enrollment.to_json()), mode=SECRET)
 
     # -- the outbox's position -------------------------------------------------------------
