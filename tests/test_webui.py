@@ -507,6 +507,21 @@ def test_audit_entries_keep_the_callers_uid(server, app, client, vault):
 
 
 
+def test_an_auditor_reads_the_audit_log_and_nothing_else(server, app, client):
+    from tests.webui_helpers import add_person
+
+    staff(client, app)
+    login(client, "yamada")
+    add_person(client, app, "kimura", "木村 監査", "市民課", ["auditor"])
+    auditor = app.test_client()
+    login(auditor, "kimura")
+    assert auditor.get("/").headers["Location"].endswith("/admin/audit/"), "an auditor starts at the audit log"
+    page = auditor.get("/admin/audit/")
+    assert page.status_code == 200 and "user.add" in page.get_data(as_text=True)
+    for path in ("/admin/", "/admin/people", "/requests/", "/provisions/", "/console", "/admin/settings/"):
+        assert auditor.get(path).status_code == 403, f"an auditor was shown {path}"
+
+
 def test_an_enrolled_device_sends_its_manager_to_the_hub_for_people(server, app, client, data_dir):
     from tests.webui_helpers import Api
 

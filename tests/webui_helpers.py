@@ -9,6 +9,7 @@ PASSWORDS = {
     "sato": "operator passphrase 2",
     "suzuki": "section head passphrase 3",
     "takahashi": "other section head 4",
+    "kimura": "the city's auditor 5",
 }
 
 
