@@ -15,7 +15,6 @@ scope — and only that.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import threading
 import time
@@ -28,8 +27,6 @@ from domain.errors import Gone, NotFound, refuse
 from firmware.media.cut import trim
 from firmware.media.mp4 import open_segment
 from firmware.vault import age
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
