@@ -17,8 +17,10 @@ test (it builds the wheel from the git checkout; the venv here was made from tha
 the call recorder's SIPp tests (SIPp places the calls; the call recorder's own code runs in
 test_calls.py) and the update tests, the OS update's and the admin page's included (they
 make releases from a git checkout with the release machine's tools; kiroku-update itself is
-a shell script; the boot test runs the page's update path on the image), and build-image's
-test (a release machine's script, on a git checkout).
+a shell script; the boot test runs the page's update path on the image), build-image's
+test (a release machine's script, on a git checkout), the city hub's tests (the hub runs on a
+city server with PostgreSQL, not on the image; the device's side of it, the uplink, is tested
+here with the image's Mosquitto) and the code's layout and lint (checked on the checkout).
 
 Usage: stack.py [--work DIR] [PYTEST ARGS ...]   (as root; needs mmdebstrap, unshare, git, pip)
 """
@@ -37,10 +39,14 @@ import run as boot
 
 # systemd, which every image has (install-firmware makes the users and enables the units with it),
 # and what the tests use.
-TOOLS = ["systemd", "python3-pytest", "ffmpeg", "age", "openssl", "poppler-utils"]
+TOOLS = ["systemd", "python3-pytest", "ffmpeg", "age", "openssl", "poppler-utils",
+         "mosquitto"]  # the broker the uplink's tests talk to (the device's side of the hub runs on the image)
 STACK = ["av", "numpy", "cryptography", "Flask", "Flask-WTF", "argon2-cffi", "fpdf2", "gpiozero", "pytest"]
 LEFT_OUT = ["tests/test_browser.py", "tests/test_packaging.py", "tests/test_calls_sipp.py", "tests/test_update.py",
-            "tests/test_update_web.py", "tests/test_os_update.py", "tests/test_build_image.py"]
+            "tests/test_update_web.py", "tests/test_os_update.py", "tests/test_build_image.py",
+            # the city hub runs on a city server, not on the image (psycopg, PostgreSQL); the code's
+            # layout and lint are checked once, on the checkout
+            "tests/test_hub_core.py", "tests/test_hub_web.py", "tests/test_layout.py"]
 # The official age test vectors, which test_age.py expects beside the checkout.
 TESTKIT = boot.REPO.parent / "shared" / "testkit" / "age"
 
