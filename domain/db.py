@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
+REGISTERS = 0x6B69726F6B7552  # the advisory lock the registers' transactions take on PostgreSQL
 _PLACEHOLDER = re.compile(r"\?")
 
 
@@ -92,9 +93,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator["Database"]:
         """``with db.transaction():`` — all or nothing, and alone: SQLite's ``BEGIN IMMEDIATE``
-        takes the write lock at once; PostgreSQL's transaction is ``SERIALIZABLE``, so that a
-        number counted inside it (``count(*) + 1``) cannot be counted twice. Nested, it joins
-        the outer one."""
+        takes the database's write lock at once; on PostgreSQL the transaction takes one
+        advisory lock (``REGISTERS``) at its start, so the registers' transactions run one at a
+        time there too — a check made inside one (a request still awaiting its decision, the
+        next number counted) still holds at its end, and none fails for having met another.
+        Nested, it joins the outer one."""
         if self._depth:
             self._depth += 1
             try:
@@ -114,7 +117,7 @@ class Database:
                 self.conn.execute("COMMIT")
             else:
                 with self.conn.transaction():
-                    self.conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+                    self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (REGISTERS,))
                     yield self
         finally:
             self._depth = 0

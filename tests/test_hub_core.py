@@ -51,6 +51,34 @@ def test_the_hubs_own_log_is_a_signed_tree_that_names_an_altered_entry(hub_audit
     db.close()
 
 
+def test_people_acting_at_once_each_get_their_entry(hub_audit, hub_dsn):
+    """Two managers (or a manager and a device enrolling) writing the hub's log at the same moment:
+    neither is refused, and the log stays one tree."""
+    import threading
+
+    from hub.db import connect
+
+    failures, threads = [], []
+
+    def act(n: int) -> None:
+        try:
+            for k in range(5):
+                hub_audit.record(f"manager-{n}", "user.add", subject=f"person-{n}-{k}")
+        except Exception as exc:  # every failure is the test's to report
+            failures.append(exc)
+
+    for n in range(4):
+        threads.append(threading.Thread(target=act, args=(n,)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    db = connect(hub_dsn)
+    assert hub_audit.verify(db)["entries"] == 20
+    db.close()
+
+
 # -- a device, enrolled by hand, publishing what its uplink would ------------------------------------
 
 class Device:
