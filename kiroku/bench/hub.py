@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import threading
@@ -125,7 +124,6 @@ class Poller:
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.since = since
         self.seen: dict[tuple[str, int], tuple[float, float, float]] = {}  # → (at, visible by, status_at)
-        self.latest: dict[str, tuple[int, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-poller", daemon=True)
 
@@ -142,7 +140,6 @@ class Poller:
                 " WHERE status_at >= %s", (newest - 1.0,)).fetchall()
             for device, seq, at, status_at in rows:
                 newest = max(newest, status_at)
-                self.latest[device] = (seq, at)
                 when = _epoch(at)
                 if when >= self.since and (device, seq) not in self.seen:
                     self.seen[(device, seq)] = (when, asked, status_at)

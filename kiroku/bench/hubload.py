@@ -283,10 +283,10 @@ class Load:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{sum(not d.connected for d in self.devices)} devices did not connect in 120 s")
             self._poll(0.1)
-        refused = [d.id for d in self.devices if d.refused]
+        refused = [d for d in self.devices if d.refused]
         if refused:
-            raise RuntimeError(f"the broker refused {len(refused)} device(s), e.g. {refused[0]}: "
-                               f"{self.devices[self.devices.index(next(d for d in self.devices if d.refused))].refused}")
+            raise RuntimeError(f"the broker refused {len(refused)} device(s), e.g. {refused[0].id}: "
+                               f"{refused[0].refused[0]}")
         return time.monotonic() - started
 
     def _poll(self, timeout: float) -> None:
