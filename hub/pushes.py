@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 OPERATORS, MANAGERS = "operators", "managers"
 
 
+def _operator(row) -> dict:
+    return {"username": row["username"], "display_name": row["display_name"], "section": row["section"] or "",
+            "password_hash": row["password_hash"]}
+
+
 def operators_payload(db, device: str) -> dict:
-    return {"operators": [{"username": r["username"], "display_name": r["display_name"], "section": r["section"] or "",
-                           "password_hash": r["password_hash"]} for r in people.operators_of(db, device)]}
+    return {"operators": [_operator(r) for r in people.operators_of(db, device)]}
 
 
 def managers_payload(db) -> dict:
@@ -33,10 +37,18 @@ def managers_payload(db) -> dict:
         " WHERE u.is_manager = 1 AND u.disabled_at IS NULL ORDER BY u.username")]}
 
 
+def _text(body: dict) -> str:
+    return json.dumps(body, ensure_ascii=False, sort_keys=True)
+
+
 def stage(db, device: str, topic: str, body: dict) -> int:
     """Stage ``body`` for ``device``'s retained ``topic``; returns its revision."""
     row = db.one("SELECT rev, payload FROM pushes WHERE device = ? AND topic = ?", (device, topic))
-    text = json.dumps(body, ensure_ascii=False, sort_keys=True)
+    return _stage_text(db, device, topic, _text(body), row)
+
+
+def _stage_text(db, device: str, topic: str, text: str, row) -> int:
+    """Stage ``text`` over what ``row`` (``rev``, ``payload``; None: nothing yet) holds, where it differs."""
     if row is not None and row["payload"] == text:
         return row["rev"]
     rev = (row["rev"] if row else 0) + 1
@@ -64,11 +76,21 @@ def stage_everything(db, device: str) -> None:
 
 def restage_all(db) -> None:
     """What every device should know, staged where it differs from what was pushed: catches any
-    change — a designation, a new password, a disabled account, a new manager — however made."""
-    managers = managers_payload(db)
-    for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL"):
-        stage_operators(db, row["id"])
-        stage(db, row["id"], MANAGERS, managers)
+    change — a designation, a new password, a disabled account, a new manager — however made.
+    Read in three queries whatever the number of devices (it runs every few seconds); written
+    only where something changed."""
+    managers = _text(managers_payload(db))
+    operators: dict[str, list] = {row["id"]: [] for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL")}
+    for row in db.all(  # people.operators_of, for every device at once, in its order
+            "SELECT o.device, u.username, u.display_name, s.name AS section, u.password_hash FROM operators o"
+            " JOIN users u ON u.id = o.user_id LEFT JOIN sections s ON s.id = u.section_id"
+            " WHERE o.revoked_at IS NULL AND u.disabled_at IS NULL ORDER BY o.device, u.username"):
+        if row["device"] in operators:
+            operators[row["device"]].append(_operator(row))
+    staged = {(row["device"], row["topic"]): row for row in db.all("SELECT device, topic, rev, payload FROM pushes")}
+    for device, designated in operators.items():
+        _stage_text(db, device, OPERATORS, _text({"operators": designated}), staged.get((device, OPERATORS)))
+        _stage_text(db, device, MANAGERS, managers, staged.get((device, MANAGERS)))
 
 
 class Pusher:

@@ -228,3 +228,25 @@ def test_a_rewritten_log_is_flagged_and_not_mirrored(city, vault):
     assert city.db.scalar("SELECT size FROM witness WHERE device = ?", (device_id,)) == size, \
         "the last good checkpoint stays the witnessed one"
     assert city.db.scalar("SELECT count(*) FROM device_log WHERE device = ?", (device_id,)) == size
+
+
+def test_a_message_the_hub_cannot_use_is_refused_and_what_follows_still_arrives(city, vault):
+    device_id = f"counter-{secrets.token_hex(3)}"
+    device = city.enroll(vault, device_id)
+    device.publish("status", {"seq": 1, "at": "2026-12-07T10:00:00+09:00", "faults": "the lamp is dark"})
+    vault.audit("ctl", "recording.start", subject="rec-0")
+    bad = device.batch()
+    # a value the database's own rules refuse, found only when the batch is written
+    bad["recordings"] = [{"id": "rec-0", "record_class": "film", "started_wall_us": 1, "started_at": "2026-12-07"}]
+    device.publish("log", bad)
+    device.sent = 0
+    device.publish("log", device.batch())  # the same entries again, as the uplink would send them
+    device.publish("status", {"seq": 2, "at": "2026-12-07T10:00:05+09:00", "state": "idle", "faults": [],
+                              "clock": {"synchronised": True}})
+    size = device.sent
+    wait_for(lambda: city.db.scalar("SELECT size FROM witness WHERE device = ?", (device_id,)) == size,
+             what="the good batch witnessed")
+    wait_for(lambda: '"seq": 2' in (city.db.scalar("SELECT status FROM devices WHERE id = ?", (device_id,)) or ""),
+             what="the status after the refused ones")
+    assert city.db.scalar("SELECT count(*) FROM device_log WHERE device = ?", (device_id,)) == size
+    assert city.db.scalar("SELECT count(*) FROM recordings WHERE device = ?", (device_id,)) == 0

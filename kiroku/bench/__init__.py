@@ -18,6 +18,7 @@ from pathlib import Path
 from kiroku.bench.calls import bench_calls
 from kiroku.bench.export import bench_export
 from kiroku.bench.figures import Figure, machine, print_figures
+from kiroku.bench.hub import bench_hub
 from kiroku.bench.index import bench_index
 from kiroku.bench.recorder import bench_latency, bench_recorder_memory_and_playback
 from kiroku.bench.sealing import bench_sealing
@@ -35,6 +36,8 @@ def run(*, quick: bool, json_path: Path | None) -> int:
         figures += bench_recorder_memory_and_playback(work, 8 if quick else 20)
         figures += bench_export(work, 1 if quick else 10, 1 if quick else 3)
         figures += bench_calls(work, [10, 25] if quick else [25, 50, 75, 100, 150, 200], 4 if quick else 8)
+        figures += bench_hub(work, [20] if quick else [100, 200, 350, 500, 750, 1000, 1500, 2000],
+                             warmup=2 if quick else 10, window=6 if quick else 30)
     print_figures(figures)
     if json_path:
         json_path.write_text(json.dumps({"machine": machine(), "figures": [asdict(f) for f in figures]},

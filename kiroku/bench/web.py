@@ -115,7 +115,7 @@ def bench_web_streaming(data: Path, recovery) -> list[Figure]:
                                                       "reason": "benchmark", "responsible_section": section["name"]})
         manager.json("POST", f"/api/v1/requests/{req['id']}/decision",
                      {"decision": "approved", "scope_recording": [recording["id"]], "valid_hours": 1,
-                      "confirm_responsible": True})
+                      "confirm_responsible": True, "confirm_written": True})  # the signed paper is in hand (Art. 8)
         viewing = manager.json("POST", f"/api/v1/requests/{req['id']}/unlock", {"password": words["yamada"]})
         timeline = head.json("GET", f"/api/v1/viewings/{viewing['id']}")
         # Log-ins hash with Argon2id (tens of MB for a moment): start the high-water mark afresh.
