@@ -36,6 +36,7 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
             "id": r["id"], "name": r["place"], "kind": r["kind"], "online": bool(r["online"]),
             "removed": r["removed_at"] is not None,
             "state": status.get("state"), "sign": sign, "sign_lit": bool(sign.get("lit")) if sign else None,
+            "recording": status.get("recording"),
             "faults": status.get("faults") or [], "warnings": status.get("warnings") or [],
             "clock": status.get("clock") or {}, "storage": storage,
             "projected_days": storage.get("projected_days") or {}, "min_days": storage.get("min_days") or {},
@@ -50,7 +51,7 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
 
 def as_api(device: dict) -> dict:
     """A device as ``GET /api/v1/devices`` shows it (DESIGN.md §8)."""
-    return {k: device[k] for k in ("id", "name", "kind", "online", "state", "sign", "faults", "last_seen",
+    return {k: device[k] for k in ("id", "name", "kind", "online", "state", "sign", "recording", "faults", "last_seen",
                                    "checkpoint", "alerts", "clock", "projected_days", "min_days")}
 
 

@@ -86,6 +86,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "fault.device.speaker": ("スピーカー", "Speaker"),
     "fault.device.button": ("録画ボタン", "Record button"),
     "fault.device.status light": ("状態表示灯", "Status light"),
+    "fault.device.recorder": ("記録装置（応答なし）", "Recorder (not answering)"),
+    "fault.device.capture": ("通話の取り込み", "Call capture"),
+    "fault.device.trunk_silent": ("外線の監視ポート", "The trunk's mirror port"),
+    "fault.device.processing": ("通話の処理", "Call processing"),
     "fault.call.capture": ("ミラーポートから取り込めません。通話は記録されていません。機器の担当者に連絡してください。",
                            "Nothing can be captured from the mirror port: calls are not being recorded. Call the"
                            " person in charge of the device."),
@@ -819,6 +823,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "calls.active": ("通話中", "calls in progress"),
     "calls.last_sip": ("最後の信号", "last SIP"),
     "state.listening": ("待受中（外線を記録）", "Listening (recording external calls)"),
+    "state.not_answering": ("記録装置が応答しません", "The recorder is not answering"),
+    "state.unknown": ("不明", "Unknown"),
     "nav.lang": ("English", "日本語"),
     "home.title": ("業務記録システム", "Counter recording appliance"),
     "home.real": (
@@ -908,6 +914,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "hub.audit.hub_log": ("統合管理の監査ログ", "The hub's own log"),
     "hub.audit.checkpoint": ("署名付きチェックポイント", "Signed checkpoint"),
     "hub.audit.vkey": ("検証鍵", "Verifier key"),
+    "hub.nav.report": ("運用状況報告", "Annual report"),
+    "hub.recording.marks": ("トラブル等のマーク", "Incident marks"),
+    "hub.report.title": ("運用状況報告（市全体）", "Annual operations report (the whole city)"),
+    "hub.report.intro": ("すべての装置が統合管理に報告した内容から、装置（設置場所）ごとと合計で作ります（第14条）。"
+                         "各装置の立会い済みの最新チェックポイントを記載します。",
+                         "Made from what every device reported to the hub, per device (by its place) and in total "
+                         "(Art. 14), with each device's latest witnessed checkpoint."),
+    "hub.report.download": ("公表用のファイル：", "Files for publication:"),
     "action.device.enrollment_code": ("装置の登録コードの作成", "Enrollment code made"),
     "action.device.enroll": ("装置の登録", "Device enrolled"),
     "action.device.enroll_refused": ("装置の登録の拒否", "Device enrollment refused"),
