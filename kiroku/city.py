@@ -51,12 +51,17 @@ def _place(i: int) -> str:
 
 
 class City:
+    """The city's processes and folders. ``run()`` is ``kiroku city``; the tests use its parts
+    with servers of their own (``pg`` and ``mqtt`` set instead of :meth:`start_engines`):
+    ``device_settings`` is added to each new device's kiroku.toml, ``id_prefix`` to its id."""
+
     def __init__(self, folder: Path, *, counters: int, calls: bool, port: int, manager: str,
-                 password_file: Path | None):
+                 password_file: Path | None, device_settings: str = "", id_prefix: str = ""):
         self.folder = folder.resolve()
         self.counters, self.calls, self.port = counters, calls, port
         self.manager = manager
         self.password_file = password_file
+        self.device_settings, self.id_prefix = device_settings, id_prefix
         self.engines: list = []
         self.hub: subprocess.Popen | None = None
         self.devices: list[Device] = []
@@ -124,14 +129,22 @@ class City:
 
     # -- devices -------------------------------------------------------------------------------
 
+    def plan_device(self, name: str, kind: str, place: str, port: int | None = None) -> Device:
+        """A device of this city, its data folder at DIR/devices/ID, its web UI on ``port`` (the
+        next after the hub's and the devices' before it, or any free one if that is taken)."""
+        device_id = self.id_prefix + name
+        if port is None:
+            port = self.port + 1 + len(self.devices)
+            port = port if not port_open(port) else free_port()
+        d = Device(device_id, kind, place, self.folder / "devices" / device_id, port)
+        self.devices.append(d)
+        return d
+
     def plan_devices(self) -> None:
-        base = self.port + 1
         for i in range(1, self.counters + 1):
-            self.devices.append(Device(f"counter-{i}", "counter", _place(i), self.folder / "devices" / f"counter-{i}",
-                                       base + i - 1))
+            self.plan_device(f"counter-{i}", "counter", _place(i))
         if self.calls:
-            self.devices.append(Device("pbx-1", "calls", "代表電話（交換機）", self.folder / "devices" / "pbx-1",
-                                       base + self.counters))
+            self.plan_device("pbx-1", "calls", "代表電話（交換機）")
 
     def _api(self):
         """The manager's session at the hub's API (what a script of the city's would do)."""
@@ -154,7 +167,8 @@ class City:
         d.data.mkdir(parents=True, exist_ok=True)
         config = d.data / "kiroku.toml"
         if not config.exists():
-            config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n')
+            config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n'
+                              + self.device_settings)
         if not (d.data / "keys" / "device.key").exists():
             subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
                             str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
