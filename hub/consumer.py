@@ -167,11 +167,12 @@ def status(db, device: str, body: dict, now: float) -> float | None:
     alert(db, device, "fault", bool(other), "; ".join(f"{f.get('device')}: {f.get('message', '')}" for f in other),
           now)
     storage = body.get("storage") or {}
-    short = {c: d for c, d in (storage.get("projected_days") or {}).items()
-             if d is not None and d < (storage.get("min_days") or {}).get(c, 0)}
+    least = storage.get("min_days") or {}
+    short = {c: {"days": d, "min": least.get(c, 0)} for c, d in (storage.get("projected_days") or {}).items()
+             if d is not None and d < least.get(c, 0)}
     alert(db, device, "storage", bool(short), json.dumps(short), now)
     clock = body.get("clock") or {}
-    alert(db, device, "clock", clock.get("synchronised") is False, str(clock.get("source", "")), now)
+    alert(db, device, "clock", clock.get("synchronised") is False, "", now)
     try:
         from datetime import datetime
 

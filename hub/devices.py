@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 
 ALERT_KINDS = ("offline", "sign", "fault", "storage", "clock", "log")
+SEVERE = ("sign", "log", "offline", "fault")  # no recording, no evidence, or no word from it: act now
 
 
 def _local(seconds: float | None) -> str | None:
@@ -23,10 +24,9 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
         "SELECT d.*, w.size AS witnessed, (SELECT c.consistent FROM checkpoints c WHERE c.device = d.id"
         " ORDER BY c.id DESC LIMIT 1) AS last_consistent FROM devices d LEFT JOIN witness w ON w.device = d.id"
         + where + " ORDER BY d.place, d.id")
-    alerts = {}
-    for a in db.all("SELECT id, device, kind, detail, raised_at FROM alerts WHERE cleared_at IS NULL ORDER BY raised_at"):
-        alerts.setdefault(a["device"], []).append({"id": a["id"], "kind": a["kind"], "detail": a["detail"],
-                                                   "raised_at": _local(a["raised_at"])})
+    alerts: dict[str, list] = {}
+    for a in open_alerts(db):
+        alerts.setdefault(a["device"], []).append(a)
     found = []
     for r in rows:
         status = json.loads(r["status"]) if r["status"] else {}
@@ -55,12 +55,24 @@ def as_api(device: dict) -> dict:
                                    "checkpoint", "alerts", "clock", "projected_days", "min_days")}
 
 
+def _storage(detail: str) -> dict:
+    """A storage alert's classes: {class: {"days", "min"}} (an older alert's {class: days} too)."""
+    try:
+        found = json.loads(detail or "{}")
+    except ValueError:
+        return {}
+    return {c: v if isinstance(v, dict) else {"days": v, "min": None} for c, v in found.items()}
+
+
 def open_alerts(db) -> list[dict]:
-    """Open alerts, newest first, with their device's place."""
-    return [{"id": a["id"], "device": a["device"], "place": a["place"], "kind": a["kind"], "detail": a["detail"],
-             "raised_at": _local(a["raised_at"])}
-            for a in db.all("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device"
-                            " WHERE a.cleared_at IS NULL ORDER BY a.raised_at DESC")]
+    """Open alerts with their device's place: the serious ones first (what stops a recording,
+    a device gone, a log that does not follow), then the newest."""
+    found = [{"id": a["id"], "device": a["device"], "place": a["place"], "kind": a["kind"], "detail": a["detail"],
+              "raised_at": _local(a["raised_at"]), "severe": a["kind"] in SEVERE,
+              "storage": _storage(a["detail"]) if a["kind"] == "storage" else {}}
+             for a in db.all("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device"
+                             " WHERE a.cleared_at IS NULL ORDER BY a.raised_at DESC, a.id DESC")]
+    return sorted(found, key=lambda a: not a["severe"])  # stable: newest first within each
 
 
 def checkpoints(db, device: str, limit: int = 50) -> list[dict]:

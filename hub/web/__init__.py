@@ -44,7 +44,7 @@ def create_app(config, test_config: dict | None = None, *, dsn: str | None = Non
     from hub.web import api, audit, devices, people, report
     from webui import auth
 
-    websites.install(app, api_blueprint=api.bp)
+    websites.install(app, api_blueprint=api.bp, brand="hub.title")
     for blueprint in (auth.bp, devices.bp, people.bp, audit.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     api.install(app)  # last: it serves the pages' actions too
