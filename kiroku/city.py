@@ -114,7 +114,8 @@ class City:
         atomic_write(secret, (password + "\n").encode(), mode=0o600)
         try:
             out = subprocess.run([*KIROKU, "hub", "--config", str(config), "add-manager", self.manager,
-                                  "--password-file", str(secret), "--section", "資産経営課"],
+                                  "--password-file", str(secret), "--section", "資産経営課",
+                                  "--display-name", "管理責任者"],
                                  capture_output=True, text=True)
         finally:
             secret.unlink(missing_ok=True)
@@ -164,6 +165,15 @@ class City:
         return call, token
 
     def set_up_device(self, d: Device, call, token: str) -> None:
+        self.prepare_device(d)
+        if (d.data / "uplink" / "hub.json").exists():
+            return
+        code = call("POST", "/enrollments", {"device": d.id, "kind": d.kind, "place": d.place},
+                    token)["enrollment_code"]
+        self.enroll_device(d, code)
+
+    def prepare_device(self, d: Device) -> None:
+        """Its data folder, its settings and its keys (``kiroku init``), once."""
         d.data.mkdir(parents=True, exist_ok=True)
         config = d.data / "kiroku.toml"
         if not config.exists():
@@ -172,14 +182,13 @@ class City:
         if not (d.data / "keys" / "device.key").exists():
             subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
                             str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
-        if (d.data / "uplink" / "hub.json").exists():
-            return
-        code = call("POST", "/enrollments", {"device": d.id, "kind": d.kind, "place": d.place},
-                    token)["enrollment_code"]
-        # the device enrolls itself with the code, as `kiroku enroll` does at a real one (its
-        # recorder must be running: the enrollment is in its audit log); `kiroku run` then
-        # starts its uplink
-        self.start_device(d)
+
+    def enroll_device(self, d: Device, code: str) -> None:
+        """The device enrolls itself with the code, as ``kiroku enroll`` does at a real one (its
+        recorder must be running: the enrollment is in its audit log); ``kiroku run`` then
+        starts its uplink."""
+        if d.proc is None or d.proc.poll() is not None:
+            self.start_device(d)
         out = subprocess.run([*KIROKU, "enroll", "--data", str(d.data), "--hub", f"http://127.0.0.1:{self.port}",
                               "--code", code], capture_output=True, text=True)
         if out.returncode != 0:

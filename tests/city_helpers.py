@@ -237,6 +237,11 @@ class CityDevice:
     def start(self) -> None:
         self.city.city.start_device(self.d)
 
+    def enroll(self, code: str) -> None:
+        """Set up, started, and joined to the hub with ``code`` (``kiroku enroll``)."""
+        self.city.city.prepare_device(self.d)
+        self.city.city.enroll_device(self.d, code)
+
     def stop(self) -> None:
         pids = self.processes()
         stop_process(self.d.proc)
@@ -331,14 +336,18 @@ class SmallCity:
         stop_process(self.city.hub)
         self.city.hub = None
 
+    def plan(self, name: str, place: str, *, kind: str = "counter") -> CityDevice:
+        """A device of this city, not set up yet."""
+        device = CityDevice(self, self.city.plan_device(name, kind, place, port=free_port()))
+        self.devices.append(device)
+        return device
+
     def add(self, name: str, place: str, *, kind: str = "counter") -> CityDevice:
         """A device set up (``kiroku init``), started (``kiroku run``) and enrolled (``kiroku enroll``
         with a code the manager made at the hub), as ``kiroku city`` does it."""
-        d = self.city.plan_device(name, kind, place, port=free_port())
-        device = CityDevice(self, d)
-        self.devices.append(device)
+        device = self.plan(name, place, kind=kind)
         call, token = self.city._api()
-        self.city.set_up_device(d, call, token)
+        self.city.set_up_device(device.d, call, token)
         return device
 
     def close(self) -> None:
@@ -356,7 +365,11 @@ class SmallCity:
                 admin.close()
 
     def __enter__(self) -> "SmallCity":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc) -> None:
         self.close()

@@ -37,28 +37,16 @@ def own_broker():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _city(tmp_path, postgres, hub_dsn, broker):
-    city = SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), broker)
-    try:
-        city.start()
-    except BaseException:
-        city.close()
-        raise
-    return city
-
-
 @pytest.fixture
 def city(tmp_path, postgres, hub_dsn, mosquitto):
-    c = _city(tmp_path, postgres, hub_dsn, mosquitto)
-    yield c
-    c.close()
+    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
+        yield c
 
 
 @pytest.fixture
 def city_of_its_own_broker(tmp_path, postgres, hub_dsn, own_broker):
-    c = _city(tmp_path, postgres, hub_dsn, own_broker)
-    yield c
-    c.close()
+    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), own_broker) as c:
+        yield c
 
 
 def online_at_hub(manager, device, seconds: float = 30) -> dict:
