@@ -10,6 +10,7 @@ import csv
 import io
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +283,52 @@ def test_the_city_report_counts_the_recordings_of_three_devices_by_place_with_th
     assert status == 200 and data.startswith(b"%PDF") and headers["Content-Type"] == "application/pdf"
     logged = manager.api("GET", "/audit?action=report.download")["entries"]
     assert {e["detail"]["format"] for e in logged} == {"csv", "pdf"}, "each download in the hub's log"
+
+
+# -- make city ----------------------------------------------------------------------------------------
+
+def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_and_stops_them_all(tmp_path):
+    """``kiroku city --counters 1 --calls`` as a person runs it (its own PostgreSQL and broker):
+    both devices at the hub by place, a call on the simulated trunk in the city's report as a
+    call, and Ctrl-C stopping every process it started."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from kiroku.engines import free_port
+    from tests.city_helpers import HubSession, _alive, descendants
+
+    folder, port = tmp_path / "city", free_port()
+    out = open(tmp_path / "city.out", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "city", "--data", str(folder), "--counters", "1",
+                             "--calls", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        manifest = folder / "city.json"
+        within(120, lambda: manifest.exists() or proc.poll() is not None, "city.json written")
+        assert proc.poll() is None, (tmp_path / "city.out").read_text()
+        city = json.loads(manifest.read_text())
+        assert [(d["id"], d["kind"], d["place"]) for d in city["devices"]] == [
+            ("counter-1", "counter", "市民課窓口 1番"), ("pbx-1", "calls", "代表電話（交換機）")]
+        manager = HubSession(city["hub"]["url"])
+        manager.log_in(city["hub"]["manager"], Path(city["hub"]["manager_password_file"]).read_text().strip())
+        within(30, lambda: all(d["online"] for d in manager.devices().values()) and len(manager.devices()) == 2,
+               "both devices online at the hub")
+        pbx = manager.device("pbx-1")
+        assert (pbx["kind"], pbx["state"], pbx["sign"]) == ("calls", "listening", None)
+        page = manager.page("/hub/")
+        assert "代表電話（交換機）" in page and "通話録音装置" in page and "待受中" in page
+
+        def calls_in_report():
+            figures = {f["device"]: f for f in manager.api("GET", "/report")["devices"]}
+            return figures.get("代表電話（交換機）", {}).get("recordings", {}).get("call", 0) >= 1
+        within(90, calls_in_report, "a call on the simulated trunk in the city's report")
+        processes = descendants(proc.pid)
+        assert len(processes) >= 10, "PostgreSQL, Mosquitto, the hub, and each device's three processes"
+    finally:
+        processes = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(90)
+        out.close()
+    assert code == 0, (tmp_path / "city.out").read_text()
+    assert not [p for p in processes if _alive(p)], "Ctrl-C stopped everything kiroku city started"
