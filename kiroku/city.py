@@ -24,7 +24,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 from firmware.fsutil import atomic_write
-from kiroku.engines import EngineError, engine_root, free_port, port_open, stop_process, wait_until
+from kiroku.engines import EngineError, die_with_parent, engine_root, free_port, port_open, stop_process, wait_until
 from kiroku.engines.mosquitto import Mosquitto
 from kiroku.engines.postgres import Postgres
 
@@ -123,7 +123,7 @@ class City:
             raise EngineError(f"the first manager could not be made: {out.stderr.strip()}")
         log = open(self.folder / "hub" / "hub.log", "ab")
         self.hub = subprocess.Popen([*KIROKU, "hub", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
         wait_until(lambda: port_open(self.port), timeout=60, what=f"the hub on 127.0.0.1:{self.port}", proc=self.hub,
                    log=self.folder / "hub" / "hub.log")
         _say(f"the hub on http://127.0.0.1:{self.port}/ (manager {self.manager!r})")
@@ -197,7 +197,8 @@ class City:
     def start_device(self, d: Device) -> None:
         log = open(d.data.parent / f"{d.id}.log", "ab")
         d.proc = subprocess.Popen([*KIROKU, "run", "--data", str(d.data), "--port", str(d.port)], stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=die_with_parent())
         wait_until(lambda: port_open(d.port), timeout=60, what=f"{d.id}'s web UI", proc=d.proc,
                    log=d.data.parent / f"{d.id}.log")
 

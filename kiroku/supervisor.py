@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from firmware.control import ControlClient, ControlError, socket_path
+from kiroku.engines import die_with_parent
 
 log = logging.getLogger("kiroku.run")
 
@@ -64,7 +65,9 @@ class _Child:
         self.restarts = 0
 
     def spawn(self) -> subprocess.Popen:
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        # A session of its own (Ctrl-C reaches only kiroku run, which stops the children in order),
+        # and gone with kiroku run however it ends: a killed supervisor leaves no recorder behind.
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=die_with_parent())
         return self.proc
 
     def stop(self) -> None:

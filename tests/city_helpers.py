@@ -31,6 +31,7 @@ from firmware.control import ControlClient, socket_path
 from kiroku.city import City, Device
 from kiroku.engines import free_port, stop_process
 from tests.conftest import config_toml
+from tests.helpers import alive, descendants
 
 # Small frames and short segments: three devices record side by side on two cores.
 DEVICE_SETTINGS = config_toml(notice_delay=0.5, segment_seconds=2.0)
@@ -173,31 +174,6 @@ class HubSession(Browserless):
 
 # -- the processes ----------------------------------------------------------------------------------
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (children in sessions of their own included), from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 class CityDevice:
     """One device of the test city: its data folder, its processes, its control socket."""
 
@@ -231,7 +207,7 @@ class CityDevice:
             except ProcessLookupError:
                 pass
         self.d.proc.wait(10)
-        wait_until(lambda: not any(_alive(p) for p in pids), deadline=time.monotonic() + 10,
+        wait_until(lambda: not any(alive(p) for p in pids), deadline=time.monotonic() + 10,
                    what="the device's processes gone")
 
     def start(self) -> None:
@@ -246,7 +222,7 @@ class CityDevice:
         pids = self.processes()
         stop_process(self.d.proc)
         for pid in pids:  # whatever outlived its supervisor
-            if _alive(pid):
+            if alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

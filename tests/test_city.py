@@ -19,6 +19,7 @@ from kiroku.engines import engine_root
 from kiroku.engines.mosquitto import Mosquitto
 from tests.city_helpers import (Browserless, SmallCity, hub_database, postgres_of, text_of, wait_until,
                                 within)
+from tests.helpers import alive, descendants
 from tests.uplink_helpers import rewrite_log
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -297,7 +298,7 @@ def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_and_stops_t
     import sys
 
     from kiroku.engines import free_port
-    from tests.city_helpers import HubSession, _alive, descendants
+    from tests.city_helpers import HubSession
 
     folder, port = tmp_path / "city", free_port()
     out = open(tmp_path / "city.out", "wb")
@@ -331,4 +332,4 @@ def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_and_stops_t
         code = proc.wait(90)
         out.close()
     assert code == 0, (tmp_path / "city.out").read_text()
-    assert not [p for p in processes if _alive(p)], "Ctrl-C stopped everything kiroku city started"
+    assert not [p for p in processes if alive(p)], "Ctrl-C stopped everything kiroku city started"
