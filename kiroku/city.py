@@ -63,20 +63,37 @@ class City:
         self.password_file = password_file
         self.device_settings, self.id_prefix = device_settings, id_prefix
         self.engines: list = []
+        self.engines_root: Path | None = None
         self.hub: subprocess.Popen | None = None
         self.devices: list[Device] = []
         self.stop = threading.Event()
 
     # -- engines and hub -----------------------------------------------------------------------
 
+    def _before(self) -> dict:
+        """Where the servers were the last time this city ran (city.json), or {}."""
+        try:
+            return json.loads((self.folder / "city.json").read_text()).get("engines") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
     def start_engines(self) -> None:
-        root = engine_root(self.folder / "engines")
+        # A city started again is the same city: the same servers' folders, and the same broker
+        # port, which every device was enrolled with (it is in their hub.json).
+        before = self._before()
+        root = Path(before["folder"]) if before.get("folder") and Path(before["folder"]).is_dir() else \
+            engine_root(self.folder / "engines")
         if root != self.folder / "engines":
             _say(f"the servers' folders are in {root} (their accounts cannot reach {self.folder})")
-        self.pg = Postgres(root / "postgres").start()
+        self.engines_root = root
+        for name, key in (("PostgreSQL", "database_port"), ("the broker", "broker_port")):
+            if before.get(key) and port_open(before[key]):
+                raise EngineError(f"port {before[key]}, {name}'s when this city last ran (its devices were enrolled"
+                                  " with it), is taken by another program: stop it and start the city again")
+        self.pg = Postgres(root / "postgres", before.get("database_port")).start()
         self.engines.append(self.pg)
         _say(f"PostgreSQL on 127.0.0.1:{self.pg.port}")
-        self.mqtt = Mosquitto(root / "mosquitto").start()
+        self.mqtt = Mosquitto(root / "mosquitto", before.get("broker_port")).start()
         self.engines.append(self.mqtt)
         _say(f"Mosquitto (TLS) on 127.0.0.1:{self.mqtt.port}")
 
@@ -221,6 +238,8 @@ class City:
             "database": {"host": "127.0.0.1", "port": self.pg.port, "dsn_file": str(self.folder / "hub" /
                                                                                     "database.dsn")},
             "broker": {"host": "127.0.0.1", "port": self.mqtt.port, "ca": str(self.mqtt.ca), "tls": True},
+            "engines": {"folder": str(self.engines_root or ""), "database_port": self.pg.port,
+                        "broker_port": self.mqtt.port},
             "devices": [{"id": d.id, "kind": d.kind, "place": d.place, "data": str(d.data),
                          "web": f"http://127.0.0.1:{d.port}/"} for d in self.devices],
         }

@@ -288,48 +288,87 @@ def test_the_city_report_counts_the_recordings_of_three_devices_by_place_with_th
 
 # -- make city ----------------------------------------------------------------------------------------
 
-def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_and_stops_them_all(tmp_path):
+class KirokuCity:
+    """``kiroku city`` as a person runs it, in a process of its own; ``stop()`` is Ctrl-C."""
+
+    def __init__(self, tmp_path, folder, port: int, *args: str):
+        import subprocess
+        import sys
+
+        self.out_path = tmp_path / f"city-{port}-{time.monotonic_ns()}.out"
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "kiroku", "city", "--data", str(folder), "--port",
+                                      str(port), *args], stdout=self.out, stderr=subprocess.STDOUT)
+        self.processes: list[int] = []
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def ready(self, folder) -> dict:
+        """city.json, once this run has written it."""
+        import json
+
+        manifest = folder / "city.json"
+        mtime = manifest.stat().st_mtime if manifest.exists() else None
+        within(120, lambda: (manifest.exists() and manifest.stat().st_mtime != mtime) or self.proc.poll() is not None,
+               "city.json written")
+        assert self.proc.poll() is None, self.output()
+        return json.loads(manifest.read_text())
+
+    def stop(self) -> int:
+        import signal
+
+        self.processes = descendants(self.proc.pid)
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(90)
+        self.out.close()
+        return code
+
+
+def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_stops_them_all_and_comes_back(tmp_path):
     """``kiroku city --counters 1 --calls`` as a person runs it (its own PostgreSQL and broker):
     both devices at the hub by place, a call on the simulated trunk in the city's report as a
-    call, and Ctrl-C stopping every process it started."""
-    import json
-    import signal
-    import subprocess
-    import sys
-
+    call, Ctrl-C stopping every process it started — and the same city again at the next start,
+    its devices back online with what they had."""
     from kiroku.engines import free_port
     from tests.city_helpers import HubSession
 
     folder, port = tmp_path / "city", free_port()
-    out = open(tmp_path / "city.out", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "city", "--data", str(folder), "--counters", "1",
-                             "--calls", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    try:
-        manifest = folder / "city.json"
-        within(120, lambda: manifest.exists() or proc.poll() is not None, "city.json written")
-        assert proc.poll() is None, (tmp_path / "city.out").read_text()
-        city = json.loads(manifest.read_text())
-        assert [(d["id"], d["kind"], d["place"]) for d in city["devices"]] == [
-            ("counter-1", "counter", "市民課窓口 1番"), ("pbx-1", "calls", "代表電話（交換機）")]
+
+    def manager_of(city: dict) -> HubSession:
         manager = HubSession(city["hub"]["url"])
         manager.log_in(city["hub"]["manager"], Path(city["hub"]["manager_password_file"]).read_text().strip())
-        within(30, lambda: all(d["online"] for d in manager.devices().values()) and len(manager.devices()) == 2,
+        within(60, lambda: len(manager.devices()) == 2 and all(d["online"] for d in manager.devices().values()),
                "both devices online at the hub")
-        pbx = manager.device("pbx-1")
-        assert (pbx["kind"], pbx["state"], pbx["sign"]) == ("calls", "listening", None)
+        return manager
+
+    def calls_in_report(manager) -> int:
+        figures = {f["device"]: f for f in manager.api("GET", "/report")["devices"]}
+        return figures.get("代表電話（交換機）", {}).get("recordings", {}).get("call", 0)
+
+    first = KirokuCity(tmp_path, folder, port, "--counters", "1", "--calls")
+    try:
+        city = first.ready(folder)
+        assert [(d["id"], d["kind"], d["place"]) for d in city["devices"]] == [
+            ("counter-1", "counter", "市民課窓口 1番"), ("pbx-1", "calls", "代表電話（交換機）")]
+        manager = manager_of(city)
+        pbx = within(15, lambda: manager.device("pbx-1")["state"] == "listening" and manager.device("pbx-1"),
+                     "the call recorder listening")
+        assert (pbx["kind"], pbx["sign"]) == ("calls", None), "a call recorder has no sign"
         page = manager.page("/hub/")
         assert "代表電話（交換機）" in page and "通話録音装置" in page and "待受中" in page
-
-        def calls_in_report():
-            figures = {f["device"]: f for f in manager.api("GET", "/report")["devices"]}
-            return figures.get("代表電話（交換機）", {}).get("recordings", {}).get("call", 0) >= 1
-        within(90, calls_in_report, "a call on the simulated trunk in the city's report")
-        processes = descendants(proc.pid)
-        assert len(processes) >= 10, "PostgreSQL, Mosquitto, the hub, and each device's three processes"
+        within(90, lambda: calls_in_report(manager) >= 1, "a call on the simulated trunk in the city's report")
+        assert len(descendants(first.proc.pid)) >= 10, "PostgreSQL, Mosquitto, the hub, each device's processes"
+        calls = calls_in_report(manager)
     finally:
-        processes = descendants(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(90)
-        out.close()
-    assert code == 0, (tmp_path / "city.out").read_text()
-    assert not [p for p in processes if alive(p)], "Ctrl-C stopped everything kiroku city started"
+        code = first.stop()
+    assert code == 0, first.output()
+    assert not [p for p in first.processes if alive(p)], "Ctrl-C stopped everything kiroku city started"
+
+    again = KirokuCity(tmp_path, folder, port, "--counters", "1", "--calls")
+    try:
+        manager = manager_of(again.ready(folder))
+        assert calls_in_report(manager) >= calls, "what was recorded before is still there"
+    finally:
+        code = again.stop()
+    assert code == 0, again.output()
