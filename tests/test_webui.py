@@ -153,7 +153,7 @@ def test_only_someone_shown_the_set_up_code_registers_the_first_manager(server, 
     """Anyone on the counter's network reaches the first-run page; only a person at the device
     sees the code it asks for (the console's greeting, `kiroku setup-code`)."""
     import domain.accounts
-    from firmware.cli import main
+    from kiroku.cli import main
 
     monkeypatch.setattr(domain.accounts.time, "sleep", lambda s: None)
     page = client.get("/setup/").get_data(as_text=True)
