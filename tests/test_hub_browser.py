@@ -95,6 +95,10 @@ def test_the_manager_enrolls_designates_sees_a_fault_and_makes_the_report(city, 
     assert PLACE in alert.inner_text() and "「録画中」表示灯の故障" in alert.inner_text()
     assert "表示灯" in page.locator(f'tr[data-device="{counter.id}"]').inner_text()
     shot(page, "5-dashboard-sign-fault")
+    page.click(f'tr[data-device="{counter.id}"] a')  # the counter's own page: what, since when, its witness
+    assert PLACE in page.inner_text("h1") and "「録画中」表示灯の故障" in page.inner_text("main")
+    assert "前回から続いています" in page.inner_text("#checkpoints")
+    shot(page, "5b-device")
 
     # 6. The year's report for the city: the counter by its place, its checkpoint, the files.
     hub = city.manager()
