@@ -35,7 +35,8 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
         found.append({
             "id": r["id"], "name": r["place"], "kind": r["kind"], "online": bool(r["online"]),
             "removed": r["removed_at"] is not None,
-            "state": status.get("state"), "sign": status.get("sign"), "sign_lit": bool(sign.get("lit")) if sign else None,
+            "state": status.get("state"), "sign": status.get("sign"),  # null on a call recorder
+            "sign_lit": bool(sign.get("lit")) if sign else None,
             "recording": status.get("recording"),
             "faults": status.get("faults") or [], "warnings": status.get("warnings") or [],
             "clock": status.get("clock") or {}, "storage": storage,
