@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 CONTROL = "$CONTROL/dynamic-security/v1"
 HUB_ACCOUNT = "kiroku-hub"
 PREFIX = "kiroku/v1"
+RECONNECT_MAX = 15  # seconds between the hub's attempts to reach its broker, at most
 
 
 class BrokerError(RuntimeError):
@@ -43,6 +44,9 @@ def client(client_id: str, username: str, password: str, ca: str, **kw) -> mqtt.
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
     c.username_pw_set(username, password)
     c.tls_set(ca_certs=ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    # paho doubles its wait up to 2 minutes: after a broker outage of a minute or two the hub would
+    # sit out another minute with the broker back, its dashboard stale. A device waits at most 15 s.
+    c.reconnect_delay_set(1, RECONNECT_MAX)
     return c
 
 

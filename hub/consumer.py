@@ -247,11 +247,12 @@ def read_status(body: dict) -> tuple[list[tuple[str, bool, str]], float | None]:
     if not isinstance(storage, dict) or not isinstance(clock, dict):
         raise ValueError("storage and clock are objects")
     projected, minimum = storage.get("projected_days") or {}, storage.get("min_days") or {}
-    short = {c: d for c, d in projected.items() if d is not None and d < minimum.get(c, 0)}
+    short = {c: {"days": d, "min": minimum.get(c, 0)} for c, d in projected.items()
+             if d is not None and d < minimum.get(c, 0)}
     alerts = [("sign", bool(sign), "; ".join(str(f.get("message", "")) for f in sign)),
               ("fault", bool(other), "; ".join(f"{f.get('device')}: {f.get('message', '')}" for f in other)),
               ("storage", bool(short), json.dumps(short)),
-              ("clock", clock.get("synchronised") is False, str(clock.get("source", "")))]
+              ("clock", clock.get("synchronised") is False, "")]
     try:
         from datetime import datetime
 

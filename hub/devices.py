@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 
 ALERT_KINDS = ("offline", "sign", "fault", "storage", "clock", "log")
+SEVERE = ("sign", "log", "offline", "fault")  # no recording, no evidence, or no word from it: act now
 
 
 def _local(seconds: float | None) -> str | None:
@@ -23,10 +24,9 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
         "SELECT d.*, w.size AS witnessed, (SELECT c.consistent FROM checkpoints c WHERE c.device = d.id"
         " ORDER BY c.id DESC LIMIT 1) AS last_consistent FROM devices d LEFT JOIN witness w ON w.device = d.id"
         + where + " ORDER BY d.place, d.id")
-    alerts = {}
-    for a in db.all("SELECT id, device, kind, detail, raised_at FROM alerts WHERE cleared_at IS NULL ORDER BY raised_at"):
-        alerts.setdefault(a["device"], []).append({"id": a["id"], "kind": a["kind"], "detail": a["detail"],
-                                                   "raised_at": _local(a["raised_at"])})
+    alerts: dict[str, list] = {}
+    for a in open_alerts(db):
+        alerts.setdefault(a["device"], []).append(a)
     found = []
     for r in rows:
         status = json.loads(r["status"]) if r["status"] else {}
@@ -35,7 +35,9 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
         found.append({
             "id": r["id"], "name": r["place"], "kind": r["kind"], "online": bool(r["online"]),
             "removed": r["removed_at"] is not None,
-            "state": status.get("state"), "sign": sign, "sign_lit": bool(sign.get("lit")) if sign else None,
+            "state": status.get("state"), "sign": status.get("sign"),  # null on a call recorder
+            "sign_lit": bool(sign.get("lit")) if sign else None,
+            "recording": status.get("recording"),
             "faults": status.get("faults") or [], "warnings": status.get("warnings") or [],
             "clock": status.get("clock") or {}, "storage": storage,
             "projected_days": storage.get("projected_days") or {}, "min_days": storage.get("min_days") or {},
@@ -50,16 +52,28 @@ def overview(db, *, include_removed: bool = False) -> list[dict]:
 
 def as_api(device: dict) -> dict:
     """A device as ``GET /api/v1/devices`` shows it (DESIGN.md §8)."""
-    return {k: device[k] for k in ("id", "name", "kind", "online", "state", "sign", "faults", "last_seen",
+    return {k: device[k] for k in ("id", "name", "kind", "online", "state", "sign", "recording", "faults", "last_seen",
                                    "checkpoint", "alerts", "clock", "projected_days", "min_days")}
 
 
+def _storage(detail: str) -> dict:
+    """A storage alert's classes: {class: {"days", "min"}} (an older alert's {class: days} too)."""
+    try:
+        found = json.loads(detail or "{}")
+    except ValueError:
+        return {}
+    return {c: v if isinstance(v, dict) else {"days": v, "min": None} for c, v in found.items()}
+
+
 def open_alerts(db) -> list[dict]:
-    """Open alerts, newest first, with their device's place."""
-    return [{"id": a["id"], "device": a["device"], "place": a["place"], "kind": a["kind"], "detail": a["detail"],
-             "raised_at": _local(a["raised_at"])}
-            for a in db.all("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device"
-                            " WHERE a.cleared_at IS NULL ORDER BY a.raised_at DESC")]
+    """Open alerts with their device's place: the serious ones first (what stops a recording,
+    a device gone, a log that does not follow), then the newest."""
+    found = [{"id": a["id"], "device": a["device"], "place": a["place"], "kind": a["kind"], "detail": a["detail"],
+              "raised_at": _local(a["raised_at"]), "severe": a["kind"] in SEVERE,
+              "storage": _storage(a["detail"]) if a["kind"] == "storage" else {}}
+             for a in db.all("SELECT a.*, d.place FROM alerts a JOIN devices d ON d.id = a.device"
+                             " WHERE a.cleared_at IS NULL ORDER BY a.raised_at DESC, a.id DESC")]
+    return sorted(found, key=lambda a: not a["severe"])  # stable: newest first within each
 
 
 def checkpoints(db, device: str, limit: int = 50) -> list[dict]:

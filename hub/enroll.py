@@ -121,8 +121,10 @@ def enroll(ctx, site, body, address: str) -> dict:
                                                      "software": str(body.get("software", ""))[:40],
                                                      "address": address, "again": again}, actor=f"device:{device}")
     admin = site.admin()
-    if again:
-        admin.remove_device(device)  # the account it never used goes; a new one is made
+    # An account of this id the register does not hold as in use is a leftover — one it never
+    # used (enrolled again), or one made by a hub that stopped before it committed the
+    # enrollment: it goes, and a new one is made.
+    admin.remove_device(device)
     username, password = admin.add_device(device)
     try:
         with db.transaction():

@@ -24,7 +24,7 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 
 from firmware.fsutil import atomic_write
-from kiroku.engines import EngineError, engine_root, free_port, port_open, stop_process, wait_until
+from kiroku.engines import EngineError, die_with_parent, engine_root, free_port, port_open, stop_process, wait_until
 from kiroku.engines.mosquitto import Mosquitto
 from kiroku.engines.postgres import Postgres
 
@@ -51,27 +51,49 @@ def _place(i: int) -> str:
 
 
 class City:
+    """The city's processes and folders. ``run()`` is ``kiroku city``; the tests use its parts
+    with servers of their own (``pg`` and ``mqtt`` set instead of :meth:`start_engines`):
+    ``device_settings`` is added to each new device's kiroku.toml, ``id_prefix`` to its id."""
+
     def __init__(self, folder: Path, *, counters: int, calls: bool, port: int, manager: str,
-                 password_file: Path | None):
+                 password_file: Path | None, device_settings: str = "", id_prefix: str = ""):
         self.folder = folder.resolve()
         self.counters, self.calls, self.port = counters, calls, port
         self.manager = manager
         self.password_file = password_file
+        self.device_settings, self.id_prefix = device_settings, id_prefix
         self.engines: list = []
+        self.engines_root: Path | None = None
         self.hub: subprocess.Popen | None = None
         self.devices: list[Device] = []
         self.stop = threading.Event()
 
     # -- engines and hub -----------------------------------------------------------------------
 
+    def _before(self) -> dict:
+        """Where the servers were the last time this city ran (city.json), or {}."""
+        try:
+            return json.loads((self.folder / "city.json").read_text()).get("engines") or {}
+        except (OSError, ValueError, AttributeError):
+            return {}
+
     def start_engines(self) -> None:
-        root = engine_root(self.folder / "engines")
+        # A city started again is the same city: the same servers' folders, and the same broker
+        # port, which every device was enrolled with (it is in their hub.json).
+        before = self._before()
+        root = Path(before["folder"]) if before.get("folder") and Path(before["folder"]).is_dir() else \
+            engine_root(self.folder / "engines")
         if root != self.folder / "engines":
             _say(f"the servers' folders are in {root} (their accounts cannot reach {self.folder})")
-        self.pg = Postgres(root / "postgres").start()
+        self.engines_root = root
+        for name, key in (("PostgreSQL", "database_port"), ("the broker", "broker_port")):
+            if before.get(key) and port_open(before[key]):
+                raise EngineError(f"port {before[key]}, {name}'s when this city last ran (its devices were enrolled"
+                                  " with it), is taken by another program: stop it and start the city again")
+        self.pg = Postgres(root / "postgres", before.get("database_port")).start()
         self.engines.append(self.pg)
         _say(f"PostgreSQL on 127.0.0.1:{self.pg.port}")
-        self.mqtt = Mosquitto(root / "mosquitto").start()
+        self.mqtt = Mosquitto(root / "mosquitto", before.get("broker_port")).start()
         self.engines.append(self.mqtt)
         _say(f"Mosquitto (TLS) on 127.0.0.1:{self.mqtt.port}")
 
@@ -109,7 +131,8 @@ class City:
         atomic_write(secret, (password + "\n").encode(), mode=0o600)
         try:
             out = subprocess.run([*KIROKU, "hub", "--config", str(config), "add-manager", self.manager,
-                                  "--password-file", str(secret), "--section", "資産経営課"],
+                                  "--password-file", str(secret), "--section", "資産経営課",
+                                  "--display-name", "管理責任者"],
                                  capture_output=True, text=True)
         finally:
             secret.unlink(missing_ok=True)
@@ -117,21 +140,29 @@ class City:
             raise EngineError(f"the first manager could not be made: {out.stderr.strip()}")
         log = open(self.folder / "hub" / "hub.log", "ab")
         self.hub = subprocess.Popen([*KIROKU, "hub", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent())
         wait_until(lambda: port_open(self.port), timeout=60, what=f"the hub on 127.0.0.1:{self.port}", proc=self.hub,
                    log=self.folder / "hub" / "hub.log")
         _say(f"the hub on http://127.0.0.1:{self.port}/ (manager {self.manager!r})")
 
     # -- devices -------------------------------------------------------------------------------
 
+    def plan_device(self, name: str, kind: str, place: str, port: int | None = None) -> Device:
+        """A device of this city, its data folder at DIR/devices/ID, its web UI on ``port`` (the
+        next after the hub's and the devices' before it, or any free one if that is taken)."""
+        device_id = self.id_prefix + name
+        if port is None:
+            port = self.port + 1 + len(self.devices)
+            port = port if not port_open(port) else free_port()
+        d = Device(device_id, kind, place, self.folder / "devices" / device_id, port)
+        self.devices.append(d)
+        return d
+
     def plan_devices(self) -> None:
-        base = self.port + 1
         for i in range(1, self.counters + 1):
-            self.devices.append(Device(f"counter-{i}", "counter", _place(i), self.folder / "devices" / f"counter-{i}",
-                                       base + i - 1))
+            self.plan_device(f"counter-{i}", "counter", _place(i))
         if self.calls:
-            self.devices.append(Device("pbx-1", "calls", "代表電話（交換機）", self.folder / "devices" / "pbx-1",
-                                       base + self.counters))
+            self.plan_device("pbx-1", "calls", "代表電話（交換機）")
 
     def _api(self):
         """The manager's session at the hub's API (what a script of the city's would do)."""
@@ -151,21 +182,30 @@ class City:
         return call, token
 
     def set_up_device(self, d: Device, call, token: str) -> None:
-        d.data.mkdir(parents=True, exist_ok=True)
-        config = d.data / "kiroku.toml"
-        if not config.exists():
-            config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n')
-        if not (d.data / "keys" / "device.key").exists():
-            subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
-                            str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
+        self.prepare_device(d)
         if (d.data / "uplink" / "hub.json").exists():
             return
         code = call("POST", "/enrollments", {"device": d.id, "kind": d.kind, "place": d.place},
                     token)["enrollment_code"]
-        # the device enrolls itself with the code, as `kiroku enroll` does at a real one (its
-        # recorder must be running: the enrollment is in its audit log); `kiroku run` then
-        # starts its uplink
-        self.start_device(d)
+        self.enroll_device(d, code)
+
+    def prepare_device(self, d: Device) -> None:
+        """Its data folder, its settings and its keys (``kiroku init``), once."""
+        d.data.mkdir(parents=True, exist_ok=True)
+        config = d.data / "kiroku.toml"
+        if not config.exists():
+            config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n'
+                              + self.device_settings)
+        if not (d.data / "keys" / "device.key").exists():
+            subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
+                            str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
+
+    def enroll_device(self, d: Device, code: str) -> None:
+        """The device enrolls itself with the code, as ``kiroku enroll`` does at a real one (its
+        recorder must be running: the enrollment is in its audit log); ``kiroku run`` then
+        starts its uplink."""
+        if d.proc is None or d.proc.poll() is not None:
+            self.start_device(d)
         out = subprocess.run([*KIROKU, "enroll", "--data", str(d.data), "--hub", f"http://127.0.0.1:{self.port}",
                               "--code", code], capture_output=True, text=True)
         if out.returncode != 0:
@@ -174,7 +214,8 @@ class City:
     def start_device(self, d: Device) -> None:
         log = open(d.data.parent / f"{d.id}.log", "ab")
         d.proc = subprocess.Popen([*KIROKU, "run", "--data", str(d.data), "--port", str(d.port)], stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  preexec_fn=die_with_parent())
         wait_until(lambda: port_open(d.port), timeout=60, what=f"{d.id}'s web UI", proc=d.proc,
                    log=d.data.parent / f"{d.id}.log")
 
@@ -197,6 +238,8 @@ class City:
             "database": {"host": "127.0.0.1", "port": self.pg.port, "dsn_file": str(self.folder / "hub" /
                                                                                     "database.dsn")},
             "broker": {"host": "127.0.0.1", "port": self.mqtt.port, "ca": str(self.mqtt.ca), "tls": True},
+            "engines": {"folder": str(self.engines_root or ""), "database_port": self.pg.port,
+                        "broker_port": self.mqtt.port},
             "devices": [{"id": d.id, "kind": d.kind, "place": d.place, "data": str(d.data),
                          "web": f"http://127.0.0.1:{d.port}/"} for d in self.devices],
         }

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from firmware.control import ControlClient, ControlError, socket_path
+from kiroku.engines import die_with_parent
 
 log = logging.getLogger("kiroku.run")
 
@@ -64,7 +65,9 @@ class _Child:
         self.restarts = 0
 
     def spawn(self) -> subprocess.Popen:
-        self.proc = subprocess.Popen(self.argv, start_new_session=True)
+        # A session of its own (Ctrl-C reaches only kiroku run, which stops the children in order),
+        # and gone with kiroku run however it ends: a killed supervisor leaves no recorder behind.
+        self.proc = subprocess.Popen(self.argv, start_new_session=True, preexec_fn=die_with_parent())
         return self.proc
 
     def stop(self) -> None:
@@ -101,11 +104,17 @@ def _first_run_for_demo(data_dir: Path, device: str) -> None:
 
 
 def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, port: int,
-         device: str = "counter-1") -> int:
-    common = ["--data", str(data_dir)] + (["--config", config_path] if config_path else [])
-    common += ["--simulate"] if simulate else ["--real"]
+         device: str = "counter-1", kind: str = "counter") -> int:
+    """``kind`` is the device's (``device.kind``): a counter runs ``kiroku recorder``, a call
+    recorder ``kiroku call-recorder`` — on simulated hardware with its simulated trunk."""
+    config = ["--config", config_path] if config_path else []
+    common = ["--data", str(data_dir)] + config + (["--simulate"] if simulate else ["--real"])
     python = [sys.executable, "-m", "kiroku"]
-    recorder = _Child("recorder", python + ["recorder"] + common)
+    if kind == "calls":
+        recorder = _Child("call recorder", python + ["call-recorder", "--data", str(data_dir)] + config
+                          + (["--simulate"] if simulate else []))
+    else:
+        recorder = _Child("recorder", python + ["recorder"] + common)
     web = _Child("web", python + ["web"] + common + ["--host", host, "--port", str(port)])
     uplink = _Child("uplink", python + ["uplink", "--data", str(data_dir)])
     enrolled = Path(data_dir) / "uplink" / "hub.json"
@@ -125,7 +134,10 @@ def main(*, data_dir: Path, config_path: str | None, simulate: bool, host: str, 
             web.stop()
             recorder.stop()
             return proc.returncode if proc.returncode not in (None, 0) else 2
-        hardware = "simulated hardware" if simulate else "the counter's hardware"
+        if kind == "calls":
+            hardware = "a simulated PBX trunk" if simulate else "the PBX trunk's mirror port"
+        else:
+            hardware = "simulated hardware" if simulate else "the counter's hardware"
         from webui import setup_code
 
         try:

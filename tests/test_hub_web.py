@@ -175,3 +175,18 @@ def test_the_hub_refuses_pages_to_the_wrong_people(hub):
     assert anonymous.get("/hub/").status_code == 302
     assert anonymous.get("/api/v1/devices").status_code == 401
     assert csrf(anonymous)
+
+
+def test_an_account_left_at_the_broker_does_not_stop_its_device_enrolling(hub, tmp_path):
+    """A hub that died between making a device's broker account and committing its enrollment (or
+    restored its database from before it) leaves an account its register does not know: the
+    device's next try with its code must still join the city, with an account that works."""
+    manager = hub.test_client()
+    login(manager)
+    device = f"counter-{secrets.token_hex(3)}"
+    hub.extensions["kiroku"].admin().add_device(device)  # the leftover
+    answer = enroll(manager, device, "市民課窓口 5番", _vkey_for(device))
+    dev = DeviceClient(answer, tmp_path)
+    with dev.changed:
+        assert dev.changed.wait_for(lambda: "operators" in dev.messages, 10), "the new account reads its topics"
+    dev.close()

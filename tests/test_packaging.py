@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("firmware", "webui", "kiroku")
+PACKAGES = ("firmware", "webui", "kiroku", "hub", "domain")
 
 
 def _tracked() -> list[str]:

@@ -16,7 +16,7 @@ import pytest
 from firmware.control import ControlClient, socket_path
 from firmware.vault import Vault
 from tests.conftest import config_toml, recovery_identity, set_up
-from tests.helpers import Footage, decodes_cleanly, ffprobe, recorder_answers, wait_for
+from tests.helpers import Footage, alive, decodes_cleanly, descendants, ffprobe, recorder_answers, wait_for
 
 
 def footage_of(data_dir) -> Footage:
@@ -181,3 +181,38 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     assert len(mp4s) == 2 and all(decodes_cleanly(p) == "" for p in mp4s)
     assert rec["end_reason"] == "stopped by shutdown"
     assert not recorder_answers(data), "no recorder is left running"
+
+
+def test_kiroku_run_killed_with_sigkill_leaves_no_recorder_or_web_ui_behind(tmp_path):
+    """Its children run in sessions of their own (so that Ctrl-C reaches only kiroku run, which
+    stops them in order); killed outright, it cannot stop them — the kernel does, and the same
+    folder can be run again at once, the interrupted segment recovered."""
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "kiroku.toml").write_text(CONFIG_TOML)
+    set_up(data)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "kiroku", "run", "--data", str(data), "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recording(data, proc)
+    wait_for(lambda: len(descendants(proc.pid)) >= 2, timeout=20, what="the recorder and the web UI")
+    children = descendants(proc.pid)
+    proc.kill()
+    proc.wait(10)
+    try:
+        wait_for(lambda: not any(alive(p) for p in children), timeout=20, what="its children gone with it")
+    finally:
+        for pid in filter(alive, children):  # what the test found left behind goes too
+            os.kill(pid, signal.SIGKILL)
+    again = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: recorder_answers(data) or again.poll() is not None, timeout=30, what="a new recorder")
+        assert again.poll() is None
+    finally:
+        again.send_signal(signal.SIGINT)
+        assert again.wait(30) == 0
+    footage = footage_of(data)
+    assert footage.recordings()[0]["end_reason"], "the interrupted recording was closed on the next start"

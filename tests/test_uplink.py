@@ -28,14 +28,14 @@ from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.messages import parse_operators
 from firmware.uplink.outbox import AuditReader, SubtreeHashes
 from firmware.vault import age, merkle
-from firmware.vault.audit import canonical, checkpoint_text, entry_dict, verify_note
+from firmware.vault.audit import verify_note
 from firmware.vault.keys import KeyStore
 from kiroku.engines import engine_root
 from kiroku.engines import pki
 from kiroku.engines.mosquitto import Mosquitto
 from tests.helpers import record_segments, wait_for
 from tests.uplink_helpers import (Dynsec, Hub, UplinkProcess, acknowledged, client, enroll_by_hand, log_size,
-                                  witness)
+                                  rewrite_log, witness)
 from tests.webui_helpers import csrf, first_run, post
 
 DEVICE = "counter-1"  # the device tests.conftest.set_up makes
@@ -301,29 +301,6 @@ def test_a_device_publishes_only_under_its_own_topics_and_a_refusal_does_not_adv
 
 
 # -- the witness ------------------------------------------------------------------------------------
-
-def rewrite_log(data_dir: Path, seq: int, **changes) -> None:
-    """What an attacker with a shell and the device key can do: edit an entry, then hash and sign
-    every checkpoint after it again, so that the log verifies on its own."""
-    keys = KeyStore(data_dir)
-    key, origin = keys.signing_key(), keys.signer_name
-    with closing(sqlite3.connect(data_dir / "kiroku.db", isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        tree = merkle.CompactRange()
-        for row in conn.execute("SELECT seq, at, actor, action, purpose, subject, detail FROM audit"
-                                " ORDER BY seq").fetchall():
-            entry = entry_dict(row)
-            if entry["seq"] == seq:
-                entry.update(changes)
-            leaf = merkle.leaf_hash(canonical(entry))
-            tree.append(leaf)
-            root = tree.root()
-            conn.execute("UPDATE audit SET actor = ?, action = ?, subject = ?, leaf_hash = ?, root = ?, signature = ?"
-                         " WHERE seq = ?", (entry["actor"], entry["action"], entry["subject"], leaf, root,
-                                            key.sign(checkpoint_text(origin, tree.size, root).encode()), entry["seq"]))
-        conn.execute("UPDATE audit_state SET size = ?, stack = ?", (tree.size, tree.to_bytes()))
-        conn.execute("COMMIT")
-
 
 @needs_mosquitto
 def test_a_log_rewritten_with_the_device_key_sends_a_proof_the_hub_cannot_verify(

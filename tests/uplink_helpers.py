@@ -9,9 +9,11 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -21,7 +23,8 @@ from paho.mqtt.properties import Properties
 
 from firmware.uplink.files import Enrollment, UplinkFolder
 from firmware.vault import merkle
-from firmware.vault.audit import canonical, verify_note
+from firmware.vault.audit import canonical, checkpoint_text, entry_dict, verify_note
+from firmware.vault.keys import KeyStore
 
 CONTROL = "$CONTROL/dynamic-security/v1"
 
@@ -268,3 +271,25 @@ def log_size(data_dir: Path) -> int:
     with closing(sqlite3.connect(f"file:{Path(data_dir) / 'kiroku.db'}?mode=ro", uri=True)) as conn:
         return conn.execute("SELECT size FROM audit_state").fetchone()[0]
 
+
+def rewrite_log(data_dir: Path, seq: int, **changes) -> None:
+    """What an attacker with a shell and the device key can do: edit an entry, then hash and sign
+    every checkpoint after it again, so that the log verifies on its own."""
+    keys = KeyStore(data_dir)
+    key, origin = keys.signing_key(), keys.signer_name
+    with closing(sqlite3.connect(data_dir / "kiroku.db", isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        tree = merkle.CompactRange()
+        for row in conn.execute("SELECT seq, at, actor, action, purpose, subject, detail FROM audit"
+                                " ORDER BY seq").fetchall():
+            entry = entry_dict(row)
+            if entry["seq"] == seq:
+                entry.update(changes)
+            leaf = merkle.leaf_hash(canonical(entry))
+            tree.append(leaf)
+            root = tree.root()
+            conn.execute("UPDATE audit SET actor = ?, action = ?, subject = ?, leaf_hash = ?, root = ?, signature = ?"
+                         " WHERE seq = ?", (entry["actor"], entry["action"], entry["subject"], leaf, root,
+                                            key.sign(checkpoint_text(origin, tree.size, root).encode()), entry["seq"]))
+        conn.execute("UPDATE audit_state SET size = ?, stack = ?", (tree.size, tree.to_bytes()))
+        conn.execute("COMMIT")

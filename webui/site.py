@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -78,11 +78,23 @@ def _is_address(host: str | None) -> bool:
     return True
 
 
-def install(app: Flask, *, before_csrf=(), api_blueprint=None) -> CSRFProtect:
+def when(text) -> str:
+    """An instant given as ISO 8601, as a page shows it to a person: local time to the second,
+    "2026-12-07 12:45:32" ('' for none; what does not parse, as it is)."""
+    if not text:
+        return ""
+    try:
+        return datetime.fromisoformat(str(text)).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return str(text)
+
+
+def install(app: Flask, *, before_csrf=(), api_blueprint=None, brand: str = "app.title") -> CSRFProtect:
     """Everything common, in order: the Host check, the session, ``before_csrf`` (what must
     run before the CSRF check reads the form), CSRF (the API's blueprint checks its own
     header instead), the answers to refusals, the language, the headers. Register the site's
-    blueprints after this, then call :func:`finish`."""
+    blueprints after this, then call :func:`finish`. ``brand``: the key of the site's name in
+    every page's header (a device's, or the hub's)."""
     from webui import actions, db, sessions
 
     @app.before_request
@@ -107,7 +119,8 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None) -> CSRFProtect:
         csrf.exempt(api_blueprint)  # the API's token comes in the X-CSRFToken header only (webui/api.py)
     actions.install(app)
     app.teardown_appcontext(db.close_db)
-    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language)
+    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language, brand=brand)
+    app.jinja_env.filters["when"] = when
 
     @app.context_processor
     def who():

@@ -1,4 +1,5 @@
-"""The live source: a raw AF_PACKET socket on the mirror port, filtered in the kernel.
+"""The live source: a raw AF_PACKET socket on the mirror port, filtered in the kernel — and,
+on simulated hardware, :class:`SimulatedCapture`, a trunk whose calls are made up as they go.
 
 The classic BPF program below runs in the kernel for every frame on the interface and
 passes only what the tracker can use: IPv4/IPv6 UDP (SIP and RTP; RTP ports are chosen
@@ -20,8 +21,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import random
 import socket
 import struct
+import threading
 import time
 from typing import Iterator
 
@@ -123,6 +126,8 @@ def bpf_program(sip_port: int) -> list[tuple[int, int, int, int]]:
 class LiveCapture:
     """Frames from one interface: ``frames()`` yields (capture time, bytes) until closed."""
 
+    live = True  # frames come as they happen: quiet time is measured by the wall clock
+
     def __init__(self, interface: str, *, sip_port: int = 5060, promiscuous: bool = True,
                  buffer_bytes: int = 32 * 2**20):
         self.interface = interface
@@ -206,3 +211,70 @@ class LiveCapture:
 
 def interface_exists(name: str) -> bool:
     return os.path.exists(f"/sys/class/net/{name}")
+
+
+class SimulatedCapture:
+    """The mirror port on simulated hardware (``kiroku call-recorder --simulate``, ``kiroku run``
+    and ``kiroku city`` on a call recorder): what :class:`LiveCapture` would hand on while the
+    city's phones are in use, made up as it goes by :mod:`firmware.calls.synth` — one call after
+    another, inbound and outbound, some unanswered, each ringing and then talking for a while in
+    G.711 both ways — as Ethernet frames, in real time. Everything after the capture (decoding,
+    tracking, rendering, sealing, the index, the audit log) is the real path, as it is for a
+    replayed pcap; no privilege is needed, since nothing is captured.
+
+    ``every``: seconds from one call's end to the next one's start, on average; ``first_after``:
+    before the first. ``SIP_HOST`` is the carrier's side: give it as the trunk."""
+
+    live = True
+    SIP_HOST = "192.0.2.1"
+    QUIET_TICK = 0.2  # as LiveCapture: (now, b"") while nothing crosses the trunk
+
+    def __init__(self, *, every: float = 40.0, first_after: float = 5.0, seed: int | None = None):
+        self.every, self.first_after = every, first_after
+        self._random = random.Random(seed)
+        self._stop = threading.Event()
+        self.kernel_drops = 0
+        self.calls = 0
+
+    def _script(self, start: float):
+        from firmware.calls import synth
+
+        n, rng = self.calls, self._random
+        external, city = synth.trunk_pair(n % 1000, carrier=self.SIP_HOST)
+        # the first is answered, so that a city just started shows a call recorded within a minute
+        outcome = "answered" if n == 0 else rng.choices(("answered", "no_answer", "busy"), weights=(8, 1, 1))[0]
+        return synth.Script(f"sim-{n}-{int(start)}@{self.SIP_HOST}", "inbound" if n % 2 == 0 else "outbound",
+                            external, city, start=start, ring=rng.uniform(1.0, 4.0),
+                            talk=rng.uniform(8.0, 25.0), outcome=outcome)
+
+    def _wait_until(self, when: float) -> Iterator[tuple[float, bytes]]:
+        """Quiet ticks until ``when`` (or until closed)."""
+        while not self._stop.is_set():
+            left = when - time.time()
+            if left <= 0:
+                return
+            if self._stop.wait(min(left, self.QUIET_TICK)):
+                return
+            yield time.time(), b""
+
+    def frames(self) -> Iterator[tuple[float, bytes]]:
+        from firmware.calls import net, synth
+
+        next_call = time.time() + self.first_after
+        ident = 0
+        while not self._stop.is_set():
+            yield from self._wait_until(next_call)
+            script = self._script(time.time() + 0.05)
+            self.calls += 1
+            last = script.start
+            for ts, src, sport, dst, dport, payload in synth.packets(script):
+                yield from self._wait_until(ts)
+                if self._stop.is_set():
+                    return
+                ident = (ident + 1) & 0xFFFF
+                last = ts
+                yield ts, net.udp_frame(src, sport, dst, dport, payload, ident=ident)
+            next_call = last + self.every * self._random.uniform(0.5, 1.5)
+
+    def close(self) -> None:
+        self._stop.set()

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 from firmware import clock, systemd
 from firmware.calls import net
-from firmware.calls.capture import CaptureError, LiveCapture
+from firmware.calls.capture import CaptureError, LiveCapture, SimulatedCapture
 from firmware.calls.render import CallWriter
 from firmware.calls.tracker import Tracker
 from firmware.config import Config
@@ -118,7 +118,7 @@ class CallRecorder:
                 "state": "fault" if self.faults else "listening",
                 "mode": "call",
                 "device": self.config.device.id,
-                "simulated": False,
+                "simulated": isinstance(self._source, SimulatedCapture),
                 "trunk": f"{self.trunk_host}:{self.trunk_port}",
                 "interface": self.interface,
                 "recording": None,
@@ -232,7 +232,7 @@ class CallRecorder:
                                       " calls go on being recorded; send the journal to the maintainers")
 
     def _source_is_live(self) -> bool:
-        return isinstance(self._source, LiveCapture)
+        return getattr(self._source, "live", False)  # a real or simulated mirror port, not a replayed file
 
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait until a finite source (a replayed capture) has been processed entirely."""
@@ -292,14 +292,19 @@ class PcapSource:
         pass
 
 
-def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Path | None = None) -> int:
+def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Path | None = None,
+         simulate: bool = False) -> int:
+    """``simulate``: the trunk is :class:`SimulatedCapture`'s (made-up calls in real time, no
+    capture, no privilege), its carrier the trunk unless one is given."""
     data_dir = Path(data_dir)
+    if simulate and pcap is None:
+        trunk = trunk or SimulatedCapture.SIP_HOST
     try:
         parse_trunk(trunk)
     except ValueError as exc:
         print(f"kiroku call-recorder: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
-    if pcap is None and not interface:
+    if pcap is None and not interface and not simulate:
         print("kiroku call-recorder: no capture interface: give --interface IF (the port the PBX trunk is mirrored"
               " to) or calls.interface in the configuration", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -323,7 +328,12 @@ def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Pa
         os.close(lock)
         return EXIT_UNUSABLE
     try:
-        source = PcapSource(pcap) if pcap is not None else LiveCapture(interface, sip_port=parse_trunk(trunk)[1])
+        if pcap is not None:
+            source = PcapSource(pcap)
+        elif simulate:
+            source = SimulatedCapture()
+        else:
+            source = LiveCapture(interface, sip_port=parse_trunk(trunk)[1])
     except (CaptureError, OSError) as exc:
         print(f"kiroku call-recorder: {exc}", file=sys.stderr)
         vault.close()
@@ -335,8 +345,8 @@ def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Pa
     recorder = CallRecorder(vault, config, trunk=trunk, interface=interface, source=source)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    vault.audit("call-recorder", "recorder.start", detail={"kind": "call", "trunk": trunk,
-                                                           "interface": interface or f"pcap:{Path(pcap).name}"})
+    where = f"pcap:{Path(pcap).name}" if pcap is not None else "simulated" if simulate else interface
+    vault.audit("call-recorder", "recorder.start", detail={"kind": "call", "trunk": trunk, "interface": where})
     server = None
     code = EXIT_OK
     try:
@@ -347,8 +357,8 @@ def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Pa
             return EXIT_UNUSABLE
         recorder.start()
         server.start()
-        log.info("call recorder ready on %s, trunk %s", interface or pcap, trunk)
-        systemd.notify("READY=1", f"STATUS=listening on {interface or pcap}")
+        log.info("call recorder ready on %s, trunk %s", where, trunk)
+        systemd.notify("READY=1", f"STATUS=listening on {where}")
         watchdog = systemd.watchdog_seconds()
         interval = min(1.0, watchdog / 3) if watchdog else 1.0
         while not stop.wait(interval):

@@ -278,6 +278,15 @@ def rows(report: Report) -> list[tuple[str, str, list]]:
     return out
 
 
+def _made(text: str) -> str:
+    """When the report was made, as a published document says it: 2026年12月7日 12:45."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return f"{at.year}年{at.month}月{at.day}日 {at:%H:%M}"
+
+
 def _month_label(m: int) -> str:
     return f"{m}月"
 
@@ -315,7 +324,7 @@ def body_html(report: Report) -> str:
     e = html.escape
     heads = "".join(f"<th>{e(f.device)}</th>" for f in report.devices) + "<th>合計</th>"
     parts = [f"<h1>{e(report.title)}</h1>",
-             f"<p>対象期間：{report.fiscal_year}年4月1日〜{report.fiscal_year + 1}年3月31日　作成：{e(report.generated_at)}</p>",
+             f"<p>対象期間：{report.fiscal_year}年4月1日〜{report.fiscal_year + 1}年3月31日　作成：{e(_made(report.generated_at))}</p>",
              "<p>一宮市業務記録システムの設置及び運用に関する要綱第14条に基づき、運用状況を公表します。"
              "件数のみを記載し、個人を識別できる情報は含みません。</p>"]
     for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の視聴請求", "monthly_requests"),
@@ -350,7 +359,7 @@ def to_pdf(report: Report) -> bytes:
     pdf.multi_cell(0, 9, report.title, align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("gothic", size=10)
     pdf.multi_cell(0, 6, f"対象期間：{report.fiscal_year}年4月1日〜{report.fiscal_year + 1}年3月31日　"
-                         f"作成：{report.generated_at}", new_x="LMARGIN", new_y="NEXT")
+                         f"作成：{_made(report.generated_at)}", new_x="LMARGIN", new_y="NEXT")
     pdf.multi_cell(0, 6, "一宮市業務記録システムの設置及び運用に関する要綱第14条に基づき、運用状況を公表します。"
                          "件数のみを記載し、個人を識別できる情報は含みません。", new_x="LMARGIN", new_y="NEXT")
     for title, key in (("月別の記録件数", "monthly_recordings"), ("月別の視聴請求", "monthly_requests"),

@@ -1,6 +1,7 @@
 """The hub's web UI and JSON API: a ``webui`` site (sessions, CSRF, permissions, the log-in and
 account pages are the device's own) with the hub's pages — every device at a glance, the
-people register with designations per device, enrollment, the audit logs and the witness.
+people register with designations per device, enrollment, the audit logs and the witness, and
+the city's annual report.
 
 ``create_app(config)``: ``config`` is a ``hub.config.HubConfig``; ``test_config`` overrides
 Flask's settings (tests: a lower scrypt cost, ``TESTING``).
@@ -40,11 +41,11 @@ def create_app(config, test_config: dict | None = None, *, dsn: str | None = Non
                   work_factor=app.config.get("KIROKU_SCRYPT_WORK_FACTOR"), files=folder / "scans")
     app.extensions["kiroku"] = hub
 
-    from hub.web import api, audit, devices, people
+    from hub.web import api, audit, devices, people, report
     from webui import auth
 
-    websites.install(app, api_blueprint=api.bp)
-    for blueprint in (auth.bp, devices.bp, people.bp, audit.bp, api.bp):
+    websites.install(app, api_blueprint=api.bp, brand="hub.title")
+    for blueprint in (auth.bp, devices.bp, people.bp, audit.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     api.install(app)  # last: it serves the pages' actions too
     websites.finish(app)

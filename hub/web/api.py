@@ -62,6 +62,8 @@ ACTIONS = [
     ("/sections", "POST", "hub_people.add_section"),
     ("/audit", "GET", "hub_audit.index"),
     ("/audit/devices/<device_id>", "GET", "hub_audit.device_log"),
+    ("/report", "GET", "hub_report.index"),
+    ("/report/<int:year>.<kind>", "GET", "hub_report.download"),
     ("/account/password", "POST", "auth.account"),
 ]
 

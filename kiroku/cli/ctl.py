@@ -39,7 +39,7 @@ def format_status(s: dict) -> str:
         faults = s.get("faults") or []
         return "\n".join([
             f"state      {s['state']} (call recorder {s['device']}, trunk {s['trunk']}"
-            f" on {s['interface'] or 'a capture'})",
+            f" on {'a simulated trunk' if s.get('simulated') else s['interface'] or 'a capture'})",
             f"calls      {s['active_calls']} in progress ({s['answered_calls']} answered), {s['calls_stored']} stored"
             " since start",
             f"trunk      last SIP {s['last_sip_at'] or 'never'}; {s['sip_messages']} SIP, {s['rtp_packets']} RTP;"

@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the carrier side's SIP address; calls from it are inbound (default from config: calls.trunk)")
     p.add_argument("--pcap", type=Path, default=None, metavar="FILE",
                    help="replay a saved capture (pcap) through the same path instead of capturing, then exit")
+    p.add_argument("--simulate", action="store_true",
+                   help="a simulated trunk: calls made up as they go, through the same path, with no capture (and no"
+                        " privilege); what kiroku run and kiroku city use on simulated hardware")
 
     p = sub.add_parser("kind", help="what this device is (device.kind): counter or calls (systemd's ExecCondition)")
     add_data(p)

@@ -24,7 +24,7 @@ def call_recorder(args, config) -> int:
 
     setup_logging("call-recorder", args.verbose)
     return call_recorder.main(args.data, config, interface=args.interface or config.calls.interface,
-                              trunk=args.trunk or config.calls.trunk, pcap=args.pcap)
+                              trunk=args.trunk or config.calls.trunk, pcap=args.pcap, simulate=args.simulate)
 
 
 def web(args, config) -> int:
@@ -41,4 +41,4 @@ def run(args, config) -> int:
     setup_logging("run", args.verbose)
     return supervisor.main(data_dir=args.data, config_path=args.config, simulate=args.simulate,
                            host=args.host or config.web.host, port=args.port or config.web.port,
-                           device=config.device.id)
+                           device=config.device.id, kind=config.device.kind)

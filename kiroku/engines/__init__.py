@@ -11,9 +11,11 @@ as root (Mosquitto) runs, when we are root, as the account its Debian package ma
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -124,6 +126,25 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM):
+    """A ``preexec_fn`` for a child that must not outlive the process starting it: the kernel
+    sends it ``sig`` when that process ends, however it ends — ``kill -9`` included, which
+    gives it no chance to stop its children (each runs in a session of its own, so its process
+    group is no help either)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:  # it died before the line above took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def stop_process(proc: subprocess.Popen | None, *, timeout: float = 15) -> None:

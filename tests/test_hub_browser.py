@@ -1,0 +1,123 @@
+"""The hub in a real browser (Debian's Chromium driven by Playwright), as the city's manager uses
+it: log in, make a one-time code, enroll a counter with it (``kiroku enroll`` at the device),
+designate an operator for it, see the fault it raises on the dashboard, and make the year's
+report. The hub is ``kiroku hub`` and the counter ``kiroku run`` (tests/city_helpers.py);
+screenshots land in test-results/."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.city_helpers import SmallCity, postgres_of, within
+from tests.test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
+
+pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.slow]
+
+PLACE = "市民課窓口 3番"
+
+
+@pytest.fixture
+def city(tmp_path, postgres, hub_dsn, mosquitto):
+    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
+        yield c
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"hub-{name}.png"), full_page=True)
+
+
+def test_the_manager_enrolls_designates_sees_a_fault_and_makes_the_report(city, browser):  # noqa: F811
+    page = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True).new_page()
+
+    # 1. The manager logs in: the dashboard, with nothing enrolled yet.
+    page.goto(city.url + "/login")
+    page.fill("input[name=username]", city.city.manager)
+    page.fill("input[name=password]", city.city.manager_password())
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/hub/$"))
+    assert "すべての記録装置" in page.inner_text("h1")
+    assert "統合管理" in page.inner_text("header"), "the hub says it is the hub"
+    shot(page, "1-dashboard-empty")
+
+    # 2. A one-time code for the counter at 市民課窓口 3番, shown once.
+    page.click("nav >> text=装置の登録")
+    counter = city.plan("counter-3", PLACE)
+    page.fill("#make-code input[name=device]", counter.id)
+    page.check("#make-code input[name=kind][value=counter]")
+    page.fill("#make-code input[name=place]", PLACE)
+    page.click("#make-code button[type=submit]")
+    code = page.inner_text("#enrollment-code").strip()
+    assert re.fullmatch(r"[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}", code)
+    assert PLACE in page.inner_text("#enrollment") and "一度だけ" in page.inner_text("#enrollment")
+    assert f"--code {code}" in page.inner_text("#enrollment pre"), "the command to type at the device"
+    shot(page, "2-enrollment-code")
+
+    # 3. At the counter: `kiroku enroll` with the code. The dashboard shows it, by its place.
+    counter.enroll(code)
+    page.click("nav >> text=装置一覧")
+    row = page.locator(f'tr[data-device="{counter.id}"]')
+    within(30, lambda: (page.reload(), row.get_attribute("data-online") == "yes")[1], "the counter online")
+    assert PLACE in row.inner_text() and "接続中" in row.inner_text() and "待機中" in row.inner_text()
+    shot(page, "3-dashboard-enrolled")
+
+    # 4. A person in the register, designated to operate this counter (Art. 5(2)).
+    page.click("nav >> text=職員")
+    page.fill("#add-section input[name=name]", "市民課")
+    page.click("#add-section button[type=submit]")
+    form = page.locator("#add-person")
+    form.locator("input[name=username]").fill("tanaka")
+    form.locator("input[name=display_name]").fill("田中 一郎")
+    form.locator("select[name=section_id]").select_option(label="市民課")
+    form.locator("input[name=password]").fill("tanaka's first password")
+    form.locator("button[type=submit]").click()
+    person = page.locator('tr[data-username="tanaka"]')
+    person.wait_for()
+    button = person.locator(f"button[name=operator-tanaka-{counter.id}]")
+    assert button.inner_text() == "指定する" and button.get_attribute("aria-pressed") == "false"
+    button.click()
+    button = page.locator('tr[data-username="tanaka"]').locator(f"button[name=operator-tanaka-{counter.id}]")
+    assert button.inner_text() == "指定中" and button.get_attribute("aria-pressed") == "true"
+    assert "操作担当者の指定を保存しました" in page.inner_text("main")
+    shot(page, "4-people-designated")
+    within(30, lambda: any(e["action"] == "operator.designate" and e["subject"] == "tanaka"
+                           for e in counter.audit_log()), "the designation at the counter")
+
+    # 5. tanaka records once at the counter; then its sign fails: the dashboard says where, in
+    # words, without anyone reloading it.
+    counter.record("tanaka", mark="大声")
+    page.click("nav >> text=装置一覧")
+    counter.control.request("sim", action="lamp_fail")
+    counter.control.request("start", by="tanaka")
+    alert = page.locator(f'#alerts [data-alert="sign"][data-device="{counter.id}"]')
+    alert.wait_for(timeout=15000)
+    assert PLACE in alert.inner_text() and "「録画中」表示灯の故障" in alert.inner_text()
+    assert "表示灯" in page.locator(f'tr[data-device="{counter.id}"]').inner_text()
+    shot(page, "5-dashboard-sign-fault")
+    page.click(f'tr[data-device="{counter.id}"] a')  # the counter's own page: what, since when, its witness
+    assert PLACE in page.inner_text("h1") and "「録画中」表示灯の故障" in page.inner_text("main")
+    assert "前回から続いています" in page.inner_text("#checkpoints")
+    shot(page, "5b-device")
+
+    # 6. The year's report for the city: the counter by its place, its checkpoint, the files.
+    hub = city.manager()
+    within(30, lambda: hub.device(counter.id)["checkpoint"]["size"] == counter.log_size(), "its log witnessed")
+    page.click("nav >> text=運用状況報告")
+    report = page.locator("article.report")
+    assert PLACE in report.inner_text() and "監査ログのチェックポイント" in report.inner_text()
+    recordings = report.locator("tr", has_text="画像等 件数").inner_text().split()
+    assert recordings[-2:] == ["1", "1"], "one recording at the counter, one in the city"
+    assert counter.latest_checkpoint().split("\n")[2] in report.inner_text()
+    with page.expect_download() as download:
+        page.click("#downloads >> text=PDF")
+    pdf = download.value.path().read_bytes()
+    assert pdf.startswith(b"%PDF")
+    shot(page, "6-report")
+
+    # 7. And in English, for whoever needs it.
+    page.click("header a.lang")
+    page.goto(city.url + "/hub/")
+    assert "Every recording device" in page.inner_text("h1")
+    assert "The 「録画中」 sign has failed" in page.inner_text("#alerts")
+    shot(page, "7-dashboard-english")
