@@ -135,7 +135,10 @@ def die_with_parent(sig: int = signal.SIGTERM):
     """A ``preexec_fn`` for a child that must not outlive the process starting it: the kernel
     sends it ``sig`` when that process ends, however it ends — ``kill -9`` included, which
     gives it no chance to stop its children (each runs in a session of its own, so its process
-    group is no help either)."""
+    group is no help either). The kernel watches the *thread* that started the child: start it
+    from a thread that lives as long as the process (the main thread). A child that changes its
+    own user afterwards loses the setting, so a server is started as its account already
+    (``run_as``) rather than dropping privileges itself."""
     parent = os.getpid()
 
     def preexec() -> None:

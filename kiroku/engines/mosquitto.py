@@ -9,7 +9,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from kiroku.engines import EngineError, free_port, give_to, port_open, service_account, stop_process, wait_until, which
+from kiroku.engines import (EngineError, die_with_parent, free_port, give_to, port_open, run_as, service_account,
+                            stop_process, wait_until, which)
 from kiroku.engines import pki
 
 ADMIN = "kiroku-admin"
@@ -87,8 +88,6 @@ class Mosquitto:
             "tls_version tlsv1.2",
             "require_certificate false",
         ]
-        if self.account is not None:
-            lines.append(f"user {self.account.pw_name}")
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
@@ -101,7 +100,10 @@ class Mosquitto:
             self.ca.chmod(0o644)
         self.proc = subprocess.Popen([which("mosquitto", "/usr/sbin/mosquitto", package="mosquitto"), "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=open(self.folder / "stderr.log", "ab"),
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     # started as its account (not dropping to it itself), so that it
+                                     # ends with whoever started it, however that ends
+                                     preexec_fn=die_with_parent(), **run_as(self.account))
         wait_until(lambda: port_open(self.port), timeout=timeout, what=f"Mosquitto on 127.0.0.1:{self.port}",
                    proc=self.proc, log=self.log)
         return self

@@ -7,8 +7,8 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from kiroku.engines import (EngineError, free_port, give_to, port_open, run_as, service_account, stop_process,
-                            wait_until, which)
+from kiroku.engines import (EngineError, die_with_parent, free_port, give_to, port_open, run_as, service_account,
+                            stop_process, wait_until, which)
 
 ROLE = DATABASE = "kiroku"
 
@@ -59,7 +59,7 @@ class Postgres:
             [self._tool("postgres"), "-D", str(self.data), "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.port}",
              "-c", f"unix_socket_directories={self.folder / 'run'}", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            **run_as(self.account))
+            preexec_fn=die_with_parent(), **run_as(self.account))
         log.close()
         wait_until(lambda: port_open(self.port) and self._accepts(), timeout=timeout,
                    what=f"PostgreSQL on 127.0.0.1:{self.port}", proc=self.proc, log=self.log)
