@@ -46,7 +46,8 @@ LEFT_OUT = ["tests/test_browser.py", "tests/test_packaging.py", "tests/test_call
             "tests/test_update_web.py", "tests/test_os_update.py", "tests/test_build_image.py",
             # the city hub runs on a city server, not on the image (psycopg, PostgreSQL); the code's
             # layout and lint are checked once, on the checkout
-            "tests/test_hub_core.py", "tests/test_hub_web.py", "tests/test_layout.py"]
+            "tests/test_hub_core.py", "tests/test_hub_web.py", "tests/test_city.py", "tests/test_hub_browser.py",
+            "tests/test_bench_hub.py", "tests/test_layout.py"]
 # The official age test vectors, which test_age.py expects beside the checkout.
 TESTKIT = boot.REPO.parent / "shared" / "testkit" / "age"
 
