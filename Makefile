@@ -17,9 +17,10 @@ VENV_FLAGS := $(shell grep -qs 'Raspberry Pi' /proc/device-tree/model && echo --
 run: setup-run
 	$(BIN)/kiroku run --data $(DATA) --port $(PORT)
 
+# Every stage at once (image-build's checks, its boot and stack tests, the suite on several
+# workers), each logged to test-results/stages/, and a table of their times at the end.
 test: setup-test
-	$(MAKE) -C image-build check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tools/run-tests $(PYTEST_ARGS)
 
 setup-run: $(VENV)/.run-installed
 setup-test: $(VENV)/.test-installed
