@@ -72,7 +72,8 @@ def test_after_a_crash_at_most_the_segment_in_flight_is_missing(tmp_path):
     data.mkdir()
     proc = spawn(data)
     client = recording(data, proc)
-    wait_for(lambda: client.status()["recording"]["segments"] >= 2, timeout=15, what="two segments")
+    wait_for(lambda: client.status()["recording"]["segments"] >= 2, timeout=15, what="two segments",
+             progress=lambda: client.status()["recording"]["segments"])
     time.sleep(1.0)
     proc.kill()
     proc.wait()
@@ -115,16 +116,20 @@ def test_systemd_hears_ready_and_watchdog_only_while_frames_flow(tmp_path):
     proc = spawn(data, env=env)
     messages: list[tuple[float, str]] = []
 
-    def drain(seconds):
+    def drain(seconds, until=None):
+        """Collect what the recorder tells systemd for ``seconds``, or until a message says ``until``."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
                 messages.append((time.monotonic(), notify.recv(4096).decode()))
             except TimeoutError:
-                pass
+                continue
+            if until is not None and until in messages[-1][1]:
+                return True
+        return False
 
-    drain(3)
-    assert any("READY=1" in m for _, m in messages)
+    # (as long as the recorder takes to start, which on a busy machine is seconds: as recording() waits)
+    assert drain(20, until="READY=1"), "systemd never heard READY=1"
     client = recording(data, proc)
     drain(2)
     assert any("WATCHDOG=1" in m for _, m in messages[-4:]), "fed while recording"

@@ -77,7 +77,7 @@ def test_the_age_tool_opens_the_day_key_with_the_recovery_key_and_the_footage_wi
         wait_for(lambda: recorder_answers(data), timeout=20, what="the recorder")
         client.request("start")
         wait_for(lambda: client.status()["recording"] and client.status()["recording"]["segments"] >= 2,
-                 timeout=20, what="two segments")
+                 timeout=20, what="two segments", progress=lambda: (client.status()["recording"] or {}).get("segments"))
         client.request("stop")
         wait_for(lambda: client.status()["state"] == "idle", what="idle")
     finally:
