@@ -25,14 +25,37 @@ def footage_of(data_dir) -> Footage:
 CONFIG_TOML = config_toml(segment_seconds=4.0, extra="[health]\ncamera_stall = 1.0\ncamera_stop_timeout = 1.0\nrestart_attempts = 1\n")
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A test that fails half-way must not leave its recorder recording (and taking a CPU) behind."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.terminate()  # kiroku run stops its recorder and web UI on SIGTERM
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def started(proc: subprocess.Popen) -> subprocess.Popen:
+    _started.append(proc)
+    return proc
+
+
 def spawn(data_dir, *extra, env=None):
     (data_dir / "kiroku.toml").write_text(CONFIG_TOML)
     if not (data_dir / "keys").exists():
         set_up(data_dir)
-    return subprocess.Popen(
+    return started(subprocess.Popen(
         [sys.executable, "-m", "firmware", "recorder", "--simulate", "--data", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    ))
 
 
 def recording(data_dir, proc):
@@ -172,8 +195,8 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = started(subprocess.Popen([sys.executable, "-m", "firmware", "run", "--data", str(data), "--port", str(port)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     client = recording(data, proc)
     wait_for(lambda: client.status()["recording"]["segments"] >= 1, timeout=10, what="a first segment")
     time.sleep(1.5)
