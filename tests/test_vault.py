@@ -39,6 +39,9 @@ def record_briefly(recorder, hardware, seconds: float = 2.5):
     hardware.simulator.release()
     wait_for(lambda: recorder.state == State.RECORDING, what="recording")
     time.sleep(seconds)
+    # A segment has begun, sealed to the day's key, however slow a busy machine made the camera's
+    # first frames (the tests that record for a second look for that key and its audit entry).
+    wait_for(lambda: KeyStore(recorder.store.data_dir).day_keys("footage"), what="the first segment's day key")
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
 
