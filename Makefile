@@ -26,9 +26,10 @@ run: setup-run
 city: setup-city
 	$(BIN)/kiroku city --data $(CITY) --port $(CITY_PORT) --counters $(COUNTERS) --calls
 
+# Every stage at once (image-build's checks, its boot and stack tests, the suite on several
+# workers), each logged to test-results/stages/, and a table of their times at the end.
 test: setup-test
-	$(MAKE) -C image-build check
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python tools/run-tests $(PYTEST_ARGS)
 
 setup-run: $(VENV)/.run-installed
 setup-test: $(VENV)/.test-installed

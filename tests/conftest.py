@@ -17,6 +17,23 @@ DOUBLES = Path(__file__).parent / "doubles"
 pytest_plugins = ["tests.engines"]  # the hub's real servers: PostgreSQL and Mosquitto, once per session
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """make test runs the suite on several pytest-xdist workers, --dist loadgroup: tests marked
+    ``xdist_group`` share something (a live capture on lo) and must run on one worker, one after
+    another. pytest-xdist says which group a test is in by adding it to the test's id, on each
+    worker; where that silently stops working (pytest 9.2, pytest-xdist issue #1386) the tests
+    would run side by side. Refuse that rather than let them fail by chance."""
+    if not getattr(config.option, "loadgroup", False) or not hasattr(config, "workerinput"):
+        return
+    ungrouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        message = (f"pytest-xdist's --dist loadgroup does not group tests with pytest {pytest.__version__} (see "
+                   f"pyproject.toml's test extra): {ungrouped[0]} would run beside the rest of its group")
+        print(message, file=sys.__stderr__, flush=True)  # a worker's error alone never reaches the terminal
+        raise pytest.UsageError(message)
+
+
 def small_config(**sections) -> Config:
     """A configuration that records quickly on a 2-core machine: small frames, short segments."""
     base = {

@@ -16,21 +16,44 @@ from firmware.hardware.synth import Tone, read_capture_time, tick_onsets
 from firmware.recorder import State
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition", progress=None):
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds.
+
+    For media work, which a busy machine slows (tests run side by side with the boot test), pass
+    ``progress``: a function whose value changes as the work advances, such as the segments a
+    recorder has written. The timeout then counts from its last change: work that keeps
+    advancing is waited for (up to four timeouts in all), work that has stopped still fails
+    after one timeout. What is waited for does not change, only how long a slow machine gets."""
+    started = time.monotonic()
+    deadline = started + timeout
+    limit = started + 4 * timeout if progress is not None else deadline
+    last = progress() if progress is not None else None
+    while True:
         value = predicate()
         if value:
             return value
+        now = time.monotonic()
+        if progress is not None and (current := progress()) != last:
+            last, deadline = current, min(now + timeout, limit)
+        if now >= deadline:
+            break
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+    since = " since the last progress" if progress is not None and now < limit else ""
+    raise AssertionError(f"timed out after {timeout:g} s{since} waiting for {what} "
+                         f"({now - started:.1f} s in all)")
+
+
+def segments_of(recorder):
+    """``progress`` for wait_for: the segments an in-process recorder has written."""
+    return lambda: recorder.segments_written
 
 
 def record_segments(recorder, simulator, count: int = 1, timeout: float = 10.0) -> None:
     """A clerk's press, held until ``count`` segments are stored, then stopped and idle again."""
     simulator.press()
     simulator.release()
-    wait_for(lambda: recorder.segments_written >= count, timeout=timeout, what=f"{count} stored segment(s)")
+    wait_for(lambda: recorder.segments_written >= count, timeout=timeout, what=f"{count} stored segment(s)",
+             progress=segments_of(recorder))
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
 

@@ -199,7 +199,8 @@ def test_an_urgent_provision_exported_and_closed_through_the_api(office, vault, 
     assert job.status_code == 202
     status_url = f"/api/v1/provisions/{p['id']}/export/{job.get_json()['job_id']}"
     status = wait_for(lambda: (s := manager.get(status_url).get_json())["state"] != "running" and s,
-                      timeout=60, what="the export")
+                      timeout=60, what="the export", interval=0.2,
+                      progress=lambda: manager.get(status_url).get_json()["done"])
     assert status["state"] == "done", status
     package = manager.get(status_url + "/package")
     (tmp_path / "p.zip").write_bytes(package.data)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.hub
+pytestmark = [pytest.mark.hub, pytest.mark.xdist_group("city")]  # one city at a time (test_city.py)
 
 
 def test_the_quick_hub_figure_runs_and_reports(tmp_path):

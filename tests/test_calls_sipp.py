@@ -20,6 +20,8 @@ from tests.conftest import small_config
 pytestmark = [
     pytest.mark.skipif(not sipp.available(), reason="sipp is not installed (tools/system-packages test installs it)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="capturing on lo needs CAP_NET_RAW (CI runs as root)"),
+    # one live capture on lo at a time: with make test's several workers, these run on one
+    pytest.mark.xdist_group("capture-on-lo"),
 ]
 
 

@@ -162,8 +162,9 @@ def test_a_call_is_provided_to_a_third_party_as_a_verified_package(app, vault, t
     started = manager.post(f"/api/v1/provisions/{pid}/export", {"password": PASSWORDS["yamada"], "blur_faces": False})
     assert started.status_code == 202, started.get_json()
     job = started.get_json()["job_id"]
-    status = wait_for(lambda: (s := manager.get(f"/api/v1/provisions/{pid}/export/{job}").get_json())["state"]
-                      != "running" and s, timeout=60, what="the export")
+    url = f"/api/v1/provisions/{pid}/export/{job}"
+    status = wait_for(lambda: (s := manager.get(url).get_json())["state"] != "running" and s, timeout=60,
+                      what="the export", interval=0.2, progress=lambda: manager.get(url).get_json()["done"])
     assert status["state"] == "done", status
     package = tmp_path / "call.zip"
     package.write_bytes(manager.get(f"/api/v1/provisions/{pid}/export/{job}/package").data)

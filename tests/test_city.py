@@ -22,7 +22,9 @@ from tests.city_helpers import (Browserless, SmallCity, hub_database, postgres_o
 from tests.helpers import alive, descendants
 from tests.uplink_helpers import rewrite_log
 
-pytestmark = [pytest.mark.hub, pytest.mark.slow]
+# whole cities (a PostgreSQL, a broker, a hub, devices) one at a time: side by side on a 2-core
+# machine they would measure the machine, not the seconds a manager waits for an alert
+pytestmark = [pytest.mark.hub, pytest.mark.slow, pytest.mark.xdist_group("city")]
 
 SIGN_FAILED = "「録画中」表示灯の故障：録画できません"  # the dashboard's words for a sign alert
 NOT_ANSWERING = "応答がありません"

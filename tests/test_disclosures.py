@@ -76,8 +76,9 @@ def test_a_personal_request_holds_its_footage_and_hands_over_a_masked_signed_pac
                                                 "blur": "0.7,0.1,0.3,0.5@0-3"}, token_from=f"/disclosures/{did}")
     page = client.get(f"/disclosures/{did}").get_data(as_text=True)
     job = re.search(r'data-job="([^"]+)"', page).group(1)
-    status = wait_for(lambda: (s := client.get(f"/disclosures/{did}/export/{job}.json").get_json())["state"]
-                      != "running" and s, timeout=90, what="the handover export")
+    url = f"/disclosures/{did}/export/{job}.json"
+    status = wait_for(lambda: (s := client.get(url).get_json())["state"] != "running" and s, timeout=90,
+                      what="the handover export", interval=0.2, progress=lambda: client.get(url).get_json()["done"])
     assert status["state"] == "done", status
     assert "顔の自動検出は見落とすことがあります" in client.get(f"/disclosures/{did}").get_data(as_text=True)
     package = client.get(status["package"])

@@ -22,7 +22,7 @@ from firmware.hardware import open_hardware
 from firmware.recorder import Recorder, State
 from firmware.vault import Vault
 from tests.conftest import set_up, small_config
-from tests.helpers import av_offsets_us, decode, ffprobe, tick_onsets, wait_for, whole_ticks
+from tests.helpers import av_offsets_us, decode, ffprobe, segments_of, tick_onsets, wait_for, whole_ticks
 
 PASSPHRASE = "kanri no aikotoba 2026"
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def recorded(tmp_path_factory):
     try:
         hw.simulator.press()
         hw.simulator.release()
-        wait_for(lambda: rec.segments_written >= 6, timeout=30, what="six 2-second segments")
+        wait_for(lambda: rec.segments_written >= 6, timeout=30, what="six 2-second segments", progress=segments_of(rec))
         rec.stop_recording()
         wait_for(lambda: rec.state == State.IDLE, what="idle")
         recording = vault.recordings()[0]["id"]

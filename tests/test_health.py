@@ -15,7 +15,7 @@ from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from firmware.store import StoreError
 from firmware.vault import Vault
-from tests.helpers import Footage, decode, decodes_cleanly, ffprobe, wait_for, whole_ticks
+from tests.helpers import Footage, decode, decodes_cleanly, ffprobe, segments_of, wait_for, whole_ticks
 
 
 def start(recorder, hardware):
@@ -38,7 +38,8 @@ def test_a_stalled_camera_is_restarted_and_recording_goes_on(recorder, hardware,
     detected = time.monotonic() - stalled_at
     assert detected < 2.5, f"a stalled camera took {detected:.1f} s to notice"
     written = recorder.segments_written
-    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after the restart")
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after the restart",
+             progress=segments_of(recorder))
     assert recorder.state == State.RECORDING
     history = recorder.status()["fault_history"]
     assert any("no frame" in h["message"] for h in history)
@@ -77,7 +78,8 @@ def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(rec
     assert recorder.state == State.RECORDING, "video goes on without sound"
     assert recorder.status()["status_light"]["pattern"] == LightPattern.DEGRADED.value
     written = recorder.segments_written
-    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="more segments")
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="more segments",
+             progress=segments_of(recorder))
     hardware.simulator.microphone_replug()
     wait_for(lambda: "microphone" not in fault_devices(recorder), timeout=10, what="the microphone back")
     recording_id = footage.recordings()[0]["id"]
@@ -88,7 +90,8 @@ def test_an_unplugged_microphone_leaves_video_only_segments_until_it_returns(rec
         sound = [info.has_audio for info in footage.segments(recording_id)]
         return False in sound and sound[len(sound) - sound[::-1].index(False):].count(True) >= 2
 
-    wait_for(whole_segments_with_sound_after_the_gap, timeout=15, what="two segments with sound after the gap")
+    wait_for(whole_segments_with_sound_after_the_gap, timeout=15, what="two segments with sound after the gap",
+             progress=segments_of(recorder))
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
     rec = footage.recordings()[0]
@@ -156,7 +159,8 @@ def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe
         assert "write queue" in rec.status()["faults"][0]["message"]
         store.delay = 0.0
         written = rec.segments_written
-        wait_for(lambda: rec.segments_written >= written + 2, timeout=15, what="segments after the stall")
+        wait_for(lambda: rec.segments_written >= written + 2, timeout=15, what="segments after the stall",
+                 progress=segments_of(rec))
         rec.stop_recording()
         wait_for(lambda: rec.state == State.IDLE, timeout=15, what="idle")
     footage = Footage(store, recovery)
@@ -209,7 +213,8 @@ def test_a_stalled_microphone_is_restarted_and_sound_returns(recorder, hardware,
     wait_for(lambda: "microphone" in fault_devices(recorder), timeout=3, what="the microphone fault")
     wait_for(lambda: "microphone" not in fault_devices(recorder), timeout=6, what="the microphone recovered")
     written = recorder.segments_written
-    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after recovery")
+    wait_for(lambda: recorder.segments_written >= written + 2, timeout=10, what="segments after recovery",
+             progress=segments_of(recorder))
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
     infos = footage.segments(footage.recordings()[0]["id"])

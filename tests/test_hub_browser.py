@@ -13,7 +13,7 @@ import pytest
 from tests.city_helpers import SmallCity, postgres_of, within
 from tests.test_browser import ARTIFACTS, browser  # noqa: F401 (the fixture)
 
-pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.hub, pytest.mark.slow, pytest.mark.xdist_group("city")]  # one city at a time
 
 PLACE = "市民課窓口 3番"
 

@@ -138,6 +138,7 @@ def test_continuous_mode_recovers_by_itself_after_a_lamp_blip(vault):
         first = rec.recording.id
         hw.simulator.lamp_flicker()
         wait_for(lambda: any(f["device"] == "sign" for f in rec.status()["fault_history"]), what="the fault")
-        wait_for(lambda: rec.state == State.RECORDING and rec.recording.id != first, timeout=15,
+        # (the recording read once: between two reads it may end, and rec.recording be None)
+        wait_for(lambda: rec.state == State.RECORDING and getattr(rec.recording, "id", first) != first, timeout=15,
                  what="a new recording without anyone pressing")
         assert hw.sign.is_lit

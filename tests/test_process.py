@@ -25,14 +25,37 @@ def footage_of(data_dir) -> Footage:
 CONFIG_TOML = config_toml(segment_seconds=4.0, extra="[health]\ncamera_stall = 1.0\ncamera_stop_timeout = 1.0\nrestart_attempts = 1\n")
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A test that fails half-way must not leave its recorder recording (and taking a CPU) behind."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.terminate()  # kiroku run stops its recorder and web UI on SIGTERM
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def started(proc: subprocess.Popen) -> subprocess.Popen:
+    _started.append(proc)
+    return proc
+
+
 def spawn(data_dir, *extra, env=None):
     (data_dir / "kiroku.toml").write_text(CONFIG_TOML)
     if not (data_dir / "keys").exists():
         set_up(data_dir)
-    return subprocess.Popen(
+    return started(subprocess.Popen(
         [sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    ))
 
 
 def recording(data_dir, proc):
@@ -72,7 +95,8 @@ def test_after_a_crash_at_most_the_segment_in_flight_is_missing(tmp_path):
     data.mkdir()
     proc = spawn(data)
     client = recording(data, proc)
-    wait_for(lambda: client.status()["recording"]["segments"] >= 2, timeout=15, what="two segments")
+    wait_for(lambda: client.status()["recording"]["segments"] >= 2, timeout=15, what="two segments",
+             progress=lambda: client.status()["recording"]["segments"])
     time.sleep(1.0)
     proc.kill()
     proc.wait()
@@ -115,16 +139,20 @@ def test_systemd_hears_ready_and_watchdog_only_while_frames_flow(tmp_path):
     proc = spawn(data, env=env)
     messages: list[tuple[float, str]] = []
 
-    def drain(seconds):
+    def drain(seconds, until=None):
+        """Collect what the recorder tells systemd for ``seconds``, or until a message says ``until``."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
                 messages.append((time.monotonic(), notify.recv(4096).decode()))
             except TimeoutError:
-                pass
+                continue
+            if until is not None and until in messages[-1][1]:
+                return True
+        return False
 
-    drain(3)
-    assert any("READY=1" in m for _, m in messages)
+    # (as long as the recorder takes to start, which on a busy machine is seconds: as recording() waits)
+    assert drain(20, until="READY=1"), "systemd never heard READY=1"
     client = recording(data, proc)
     drain(2)
     assert any("WATCHDOG=1" in m for _, m in messages[-4:]), "fed while recording"
@@ -167,8 +195,8 @@ def test_ctrl_c_to_kiroku_run_mid_recording_stops_both_processes_and_keeps_the_s
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "kiroku", "run", "--data", str(data), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = started(subprocess.Popen([sys.executable, "-m", "kiroku", "run", "--data", str(data), "--port", str(port)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     client = recording(data, proc)
     wait_for(lambda: client.status()["recording"]["segments"] >= 1, timeout=10, what="a first segment")
     time.sleep(1.5)

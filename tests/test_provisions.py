@@ -52,8 +52,9 @@ def test_an_urgent_provision_goes_first_its_paperwork_follows_and_only_then_it_c
     post(client, f"/provisions/{pid}/export", {"password": PASSWORDS["yamada"]}, token_from=f"/provisions/{pid}")
     page = client.get(f"/provisions/{pid}").get_data(as_text=True)
     job = re.search(r'data-job="([^"]+)"', page).group(1)
-    status = wait_for(lambda: (s := client.get(f"/provisions/{pid}/export/{job}.json").get_json())["state"] != "running"
-                      and s, timeout=60, what="the export")
+    url = f"/provisions/{pid}/export/{job}.json"
+    status = wait_for(lambda: (s := client.get(url).get_json())["state"] != "running" and s, timeout=60,
+                      what="the export", interval=0.2, progress=lambda: client.get(url).get_json()["done"])
     assert status["state"] == "done", status
     package = client.get(f"/provisions/{pid}/export/{job}/package")
     assert package.status_code == 200 and package.mimetype == "application/zip"

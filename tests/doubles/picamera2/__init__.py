@@ -6,7 +6,8 @@ Semantics kept from the real library:
 - ``start_recording(encoder, output)`` sets ``encoder.output`` (which refuses anything not
   a ``picamera2.outputs.Output``), starts the encoder (which starts its outputs) and the
   camera; frames are handed to the encoder with their sensor timestamp in ns of
-  CLOCK_BOOTTIME, and the encoder calls ``outputframe(frame, keyframe, timestamp)`` with
+  CLOCK_BOOTTIME (the frame's own time on the sensor's grid; frames not taken in time are
+  dropped), and the encoder calls ``outputframe(frame, keyframe, timestamp)`` with
   ``timestamp`` in µs since ``encoder.firsttimestamp``.
 - ``stop_recording()`` stops the camera, then the encoder (which stops its outputs).
 """
@@ -91,18 +92,26 @@ class Picamera2:
         self._thread.start()
 
     def _camera_thread(self, framerate: float) -> None:
-        interval = 1.0 / framerate
-        nxt = time.monotonic()
+        # A sensor exposes a frame every interval and stamps it with its own time, however late
+        # the application takes it; a frame nobody took in time is dropped, never delivered in a
+        # burst with the next (a starved thread here must not make frames a few µs apart).
+        interval = round(1e9 / framerate)
+        start = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        index = 0
         while not self._stop.is_set():
-            nxt += interval
-            delay = nxt - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
+            index += 1
+            due = start + index * interval
+            delay = due - time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            if delay > 0 and self._stop.wait(delay / 1e9):
                 return
+            behind = (time.clock_gettime_ns(time.CLOCK_BOOTTIME) - due) // interval
+            if behind > 0:
+                index += behind
+                due = start + index * interval
             if stalled:
                 continue
-            sensor_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             for encoder in list(self._encoders):
-                encoder.encode("main", sensor_ns)
+                encoder.encode("main", due)
 
     def stop(self):
         self._stop.set()
