@@ -189,14 +189,15 @@ class City:
                     token)["enrollment_code"]
         self.enroll_device(d, code)
 
-    def prepare_device(self, d: Device) -> None:
-        """Its data folder, its settings and its keys (``kiroku init``), once."""
+    def prepare_device(self, d: Device, *, keys: bool = True) -> None:
+        """Its data folder, its settings and (unless ``keys`` is false: its first-run page
+        makes them) its keys (``kiroku init``), once."""
         d.data.mkdir(parents=True, exist_ok=True)
         config = d.data / "kiroku.toml"
         if not config.exists():
             config.write_text(f'[device]\nid = "{d.id}"\nlocation = "{d.place}"\nkind = "{d.kind}"\n'
                               + self.device_settings)
-        if not (d.data / "keys" / "device.key").exists():
+        if keys and not (d.data / "keys" / "device.key").exists():
             subprocess.run([*KIROKU, "init", "--data", str(d.data), "--recovery-key-out",
                             str(d.data.parent / f"{d.id}-recovery-key.txt")], check=True, capture_output=True)
 

@@ -216,6 +216,47 @@ def test_a_designation_made_at_the_hub_reaches_the_device_and_outlives_the_hub_a
     assert status == 401
 
 
+def test_a_new_counter_joins_the_city_from_its_first_run_page_all_or_nothing(city):
+    """At a real counter nobody has a shell: whoever installs it types the set-up code shown on
+    the device and the enrollment code the manager made at the hub into the first-run page."""
+    counter = city.plan("counter-1", "市民課窓口 5番")
+    city.city.prepare_device(counter.d, keys=False)  # out of the box: settings, no keys, nobody
+    # As at a real counter, no keys until the page makes them: `kiroku run` on simulated hardware
+    # would set a fresh folder up for a demo, unless a recovery key file is already beside it.
+    (counter.data.parent / f"{counter.id}-recovery-key.txt").write_text("not this device's\n")
+    counter.start()
+    manager = city.manager()
+    at_counter = Browserless(counter.url)
+    assert "市の統合管理に参加する" in at_counter.page("/setup/")
+    from webui import setup_code
+
+    typed = {"code": setup_code.shown(setup_code.pending(counter.data)), "hub": city.url}
+
+    status, page = at_counter.submit("/setup/join", {**typed, "enrollment_code": "WRONG-CODE-1234"}, page="/setup/")
+    assert status == 400 and "統合管理が参加を受け付けませんでした" in page, page[:3000]
+    assert not (counter.data / "keys" / "device.key").exists(), "nothing was kept: no keys made for nothing"
+    assert not (counter.data / "uplink" / "hub.json").exists()
+
+    code = manager.api("POST", "/enrollments", {"device": counter.id, "kind": "counter",
+                                                "place": counter.place})["enrollment_code"]
+    status, page = at_counter.submit("/setup/join", {**typed, "enrollment_code": code}, page="/setup/")
+    assert status == 200, page[:3000]
+    assert "AGE-SECRET-KEY-1" in page and city.url in page, "the recovery key, once, and the hub it joined"
+    online_at_hub(manager, counter)
+    actions = [(e["action"], e["actor"]) for e in counter.audit_log()]
+    assert ("device.setup", "anonymous") in actions and ("hub.enroll", "kiroku enroll") in actions
+
+    # Joined: the page no longer makes a manager; it says where people are designated.
+    again = Browserless(counter.url)
+    page = again.page("/setup/")
+    assert "統合管理に参加済み" in page and city.url in page
+    status, _ = again.submit("/setup/", {"code": typed["code"], "username": "intruder", "display_name": "x",
+                                         "section": "x", "password": "a long password 123",
+                                         "confirm": "a long password 123"})
+    assert status == 409, "no manager of its own on a city's device"
+    assert "intruder" not in [e["subject"] for e in counter.audit_log()]
+
+
 # -- the witness ---------------------------------------------------------------------------------------
 
 def test_a_log_rewritten_on_a_device_with_its_own_key_is_flagged_at_the_hub_within_a_minute(city):

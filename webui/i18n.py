@@ -500,6 +500,44 @@ MESSAGES: dict[str, tuple[str, str]] = {
                          "That is not the set-up code. Type the code shown on the device's screen."),
     "setup.code_locked": ("設定用コードの誤りが続いたため、この端末からの登録を最長30分間受け付けません。",
                           "Too many wrong set-up codes from this computer: it may not register for up to 30 minutes."),
+    "setup.join_title": ("市の統合管理に参加する", "Join the city's hub"),
+    "setup.join_intro": ("市の統合管理（管理責任者が全ての装置を一元管理する仕組み）に参加する装置では、ここで管理責任者を登録せず、"
+                         "統合管理で発行された登録コードで参加します。職員と操作担当者の指定（第5条）は統合管理で行います。",
+                         "A device of the city does not register a manager here: it joins the city's hub with the "
+                         "one-time code the manager made there. People and the designation of operators (Art. 5) are "
+                         "then managed at the hub."),
+    "setup.hub_field": ("統合管理のアドレス", "The hub's address"),
+    "setup.enrollment_code_field": ("登録コード（統合管理で発行）", "Enrollment code (made at the hub)"),
+    "setup.enrollment_code_note": ("管理責任者が統合管理の「装置」画面でこの装置のために発行した一回限りのコードです。",
+                                   "The one-time code the manager made for this device on the hub's Devices page."),
+    "setup.ca_field": ("統合管理の証明書（市の認証局。必要な場合のみ）", "The hub's certificate authority (only if needed)"),
+    "setup.join_keys_kept": ("この装置の鍵はそのまま使います（録画はまだありません）。",
+                             "The device's keys are kept (it holds no recordings yet)."),
+    "setup.join_submit": ("参加する", "Join"),
+    "setup.join_detail": ("詳細：", "Details:"),
+    "setup.join_refused": ("統合管理が参加を受け付けませんでした。登録コードと装置IDを管理責任者に確認してください。",
+                           "The hub refused the enrollment: check the code and the device id with the manager."),
+    "setup.join_unreachable": ("統合管理に接続できませんでした。アドレスとネットワークを確認してください。",
+                               "The hub could not be reached: check its address and the network."),
+    "setup.join_failed": ("参加できませんでした。詳細を確認してください。何も変更されていません。",
+                          "The device could not join; nothing was changed. See the details."),
+    "setup.join_has_recordings": ("この装置には既に録画があり、その鍵はこの装置の管理責任者のものです。統合管理に参加させるには、"
+                                  "録画の保存期間が過ぎてから初期化してください。",
+                                  "This device already holds recordings sealed to its own manager: it can join the "
+                                  "city's hub only once they have passed retention and it has been reset."),
+    "setup.joined": ("この装置は統合管理に参加しました：", "This device has joined the city's hub:"),
+    "setup.joined_recovery": ("この復旧鍵は装置のどの画面でも二度と表示されません。印刷して管理責任者に渡してください。",
+                              "No page of the device will show this recovery key again: print it and hand it to "
+                              "the manager."),
+    "setup.enrolled_title": ("統合管理に参加済み", "Enrolled with the city's hub"),
+    "setup.enrolled_intro": ("この装置は市の統合管理に参加しています。職員の登録と操作担当者の指定は統合管理で行います：",
+                             "This device has joined the city's hub. People and operators are designated there:"),
+    "setup.enrolled_people": ("統合管理でこの装置の操作担当者が指定されると、数秒でこの装置にログインできるようになります。"
+                              "ここで管理責任者は登録しません。",
+                              "Once the hub designates operators for this device they can log in here within "
+                              "seconds. No manager is registered on the device."),
+    "setup.enrolled_no_manager": ("統合管理に参加している装置では、管理責任者を登録できません。",
+                                  "A device enrolled with the city's hub registers no manager of its own."),
     "setup.confirm_needed": ("保管したことを確認してください。", "Confirm that you stored it."),
     "setup.done": ("初期設定が完了しました。", "Set-up complete."),
     "recovery.title": ("復旧鍵", "Recovery key"),

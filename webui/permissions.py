@@ -27,7 +27,7 @@ AUDITOR = "auditor"  # reads logs, the witness, registers and reports; never foo
 LEVELS = (PUBLIC, LOGIN, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED, AUDITOR)
 
 _ALWAYS_PUBLIC = {"static"}
-_BEFORE_SETUP = {"static", "setup.index", "setup.recovery", "setup.confirm", "set_language", "api.openapi"}
+_BEFORE_SETUP = {"static", "setup.index", "setup.recovery", "setup.confirm", "setup.join", "set_language", "api.openapi"}
 
 
 def permission(*levels: str):

@@ -3,6 +3,10 @@
 It exists only while the device has no user; afterwards it answers 404. No default
 password exists anywhere, and the page asks for the set-up code shown at the device
 (webui.setup_code), so that nobody else on the network can register first.
+
+A device of a city joins the city's hub here instead (``/setup/join``, as ``kiroku enroll``
+does): its people are then the hub's (Art. 5), so no manager is made on the device, and
+until the operators designated at the hub arrive the page says where to designate them.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ bp = Blueprint("setup", __name__, url_prefix="/setup")
 def index():
     if has_users():
         abort(404)
+    if state().hub is not None:  # enrolled: the people are the hub's, none is made here
+        if request.method == "POST":
+            flash("setup.enrolled_no_manager", "error")
+        return render_template("setup/enrolled.html", hub=state().hub), 409 if request.method == "POST" else 200
     keys = state().keys
     store = keys.store
     needs_recovery_to_reencrypt = store.initialised and bool(store.day_keys("footage") or store.day_keys("call"))
@@ -96,6 +104,94 @@ def index():
     return redirect(url_for("admin.dashboard"))
 
 
+@bp.post("/join")
+@permission(PUBLIC)
+def join():
+    """Join the city's hub with the one-time code the manager made there (docs/hub.md,
+    "Enrollment"): the device's keys first if it has none (its recovery key shown once, here),
+    then the enrollment, all or nothing."""
+    if has_users() or state().hub is not None:
+        abort(404)
+    from firmware.uplink import EnrollmentRefused, HubUnreachable, UplinkError, enroll
+
+    keys = state().keys
+    store = keys.store
+    data = current_app.config["KIROKU_DATA"]
+    form = {k: request.form.get(k, "").strip() for k in ("hub", "enrollment_code")}
+
+    def again(problem: str, status: int, detail: str = ""):
+        flash(problem, "error")
+        return render_template("setup/index.html", form={}, join=form, join_detail=detail,
+                               provisioned=store.initialised, needs_recovery=False), status
+
+    control().status()  # nothing is set up unless the recorder can log it (raises → 503 page)
+    refused = _code_refused()
+    if refused:
+        return again(refused, 403)
+    if not form["hub"] or not form["enrollment_code"]:
+        return again("form.missing", 400)
+    if store.initialised and (store.day_keys("footage") or store.day_keys("call")):
+        # its recordings are sealed to its own manager; the city's managers could not open them
+        return again("setup.join_has_recordings", 409)
+    recovery = None
+    if not store.initialised:
+        recovery = age.X25519Identity.generate()
+        store.initialise(current_app.config["KIROKU_DEVICE"], recovery.recipient)
+    ca = _ca_file(request.form.get("ca", ""))
+    try:
+        audit("device.setup", subject=form["hub"][:200], actor="anonymous",
+              detail={"keys_created": recovery is not None, "device": current_app.config["KIROKU_DEVICE"],
+                      "joining": form["hub"][:200]})
+        enroll.enroll(data, form["hub"], form["enrollment_code"], ca=ca)
+    except UplinkError as exc:
+        if recovery is not None:
+            store.uninitialise()  # all or nothing: a device half set up would have lost its recovery key
+        problem = ("setup.join_refused" if isinstance(exc, EnrollmentRefused) else
+                   "setup.join_unreachable" if isinstance(exc, HubUnreachable) else "setup.join_failed")
+        return again(problem, 502 if isinstance(exc, HubUnreachable) else 400, str(exc))
+    except BaseException:
+        if recovery is not None:
+            store.uninitialise()
+        raise
+    finally:
+        if ca is not None:
+            ca.unlink(missing_ok=True)
+    setup_code.remove(data)  # the page is closed: nothing left to guess
+    state().refresh_people()  # the operators already designated for this device, if any
+    if recovery is None:
+        return redirect(url_for("setup.index"))
+    # Nobody can log in here to see it later (the people are the hub's): shown once, now, to
+    # whoever enrolled the device, who hands it to the manager.
+    audit("recovery.handed_over", subject="the person who enrolled the device", actor="anonymous")
+    return render_template("setup/recovery.html", identity=str(recovery), recipient=str(recovery.recipient),
+                           qr=_qr(str(recovery)), joined=state().hub)
+
+
+def _ca_file(pem: str):
+    """The hub's CA as pasted on the page (for a hub whose certificate the system does not
+    trust), in a file of its own for the enrollment; None if none was pasted."""
+    import tempfile
+    from pathlib import Path
+
+    pem = pem.strip()
+    if not pem:
+        return None
+    handle, name = tempfile.mkstemp(prefix="kiroku-hub-ca-", suffix=".pem")
+    with open(handle, "w") as out:
+        out.write(pem + "\n")
+    return Path(name)
+
+
+def _qr(text: str) -> str:
+    import io
+
+    import segno
+
+    svg = io.BytesIO()
+    segno.make(text, error="m").save(svg, kind="svg", scale=5, border=2, xmldecl=False, svgns=True)
+    return svg.getvalue().decode()
+
+
 def _code_refused() -> str | None:
     """None if the set-up code typed is the device's, else why not. Wrong codes count against
     the address as wrong passwords do (slowed, then refused for a while), and are logged."""
@@ -124,14 +220,8 @@ def recovery():
     identity = state().pending_recovery.get(g.user.id)
     if identity is None:
         abort(404)
-    import io
-
-    import segno
-
-    svg = io.BytesIO()
-    segno.make(str(identity), error="m").save(svg, kind="svg", scale=5, border=2, xmldecl=False, svgns=True)
     return render_template("setup/recovery.html", identity=str(identity), recipient=str(identity.recipient),
-                           qr=svg.getvalue().decode())
+                           qr=_qr(str(identity)))
 
 
 @bp.post("/confirm")
