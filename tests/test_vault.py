@@ -207,8 +207,11 @@ def test_check_finds_and_repair_fixes_what_a_crash_or_a_bad_card_leaves(recorder
     with open(data_dir / first.path, "r+b") as f:
         f.truncate(first.bytes // 2)
     findings = {f.kind: f for f in vault.check()}
-    assert set(findings) == {"orphan", "part", "damaged"}
-    assert "complete" in findings["orphan"].detail
+    # The row went but the log entry that committed it did not: the log says so, and says
+    # what the row was (a crash removes both or neither).
+    assert set(findings) == {"orphan", "part", "damaged", "log"}
+    assert "complete" in findings["orphan"].detail and "committed by log entry" in findings["orphan"].detail
+    assert path in findings["log"].path and "not in the index" in findings["log"].detail
     assert not any(f.fixed for f in findings.values())
     repaired = vault.check(repair=True)
     assert all(f.fixed for f in repaired)

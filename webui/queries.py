@@ -79,7 +79,9 @@ def query_entries(args) -> dict:
         dates = {k: args.get(k) if _DATE.fullmatch(args.get(k) or "") else None for k in ("since", "until")}
         entries = vault.audit_log.entries(vault.db, actor=args.get("actor") or None,
                                           subject=args.get("subject") or None, action=args.get("action") or None,
-                                          limit=limit + 1, before=before, **dates)  # one more: is there a next page?
+                                          limit=limit + 1, before=before, **dates,  # one more: a next page?
+                                          # one per 4 s segment: shown when chosen as the action
+                                          hide=("segment.sealed",))
         actions = [r[0] for r in vault.db.execute("SELECT DISTINCT action FROM audit ORDER BY action")]
         checkpoint = vault.audit_log.latest_checkpoint(vault.db) if verified.get("entries") else ""
     finally:

@@ -103,7 +103,8 @@ class Recorder(Commands):
         hardware.button.on_event = lambda ev: self._events.put(("button", ev))
         self._control = threading.Thread(target=self._control_loop, name="recorder", daemon=True)
         self.retention = RetentionLoop(store, interval=sweep_seconds, bitrate_guess=self._room_needed / _ROOM_SECONDS,
-                                       on_warnings=self._capacity_warned)
+                                       on_warnings=self._capacity_warned,
+                                       on_evidence=lambda message: self._events.put(("evidence", message)))
 
     # -- life cycle -----------------------------------------------------------------
     def start(self) -> "Recorder":
@@ -211,6 +212,11 @@ class Recorder(Commands):
                 self._abandon_recording("sign went dark")
         elif kind == "stored":
             self._recording_stored(event[1])
+        elif kind == "evidence":  # the index and the log disagree (firmware/vault/vouch.py)
+            if event[1] is None:
+                self._clear_fault("evidence")
+            else:
+                self._fault("evidence", event[1], blocking=False)
         elif kind == "store_problem":
             self._fault("storage", event[1], blocking=False)
         elif kind == "storage_failed":

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from firmware.vault import merkle
+from firmware.vault import merkle, vouch
 from firmware.vault.errors import AuditError
 from firmware.vault.signed_note import key_id, parse_vkey
 
@@ -157,12 +157,15 @@ class AuditLog:
 
     def entries(self, conn: sqlite3.Connection, *, actor: str | None = None, subject: str | None = None,
                 action: str | None = None, limit: int = 1000, since: str | None = None, until: str | None = None,
-                before: int | None = None) -> list[dict]:
+                before: int | None = None, hide: tuple[str, ...] = ()) -> list[dict]:
         """The newest entries first. ``since``/``until``: local dates (YYYY-MM-DD, as written
         in each entry's time), both included; ``before``: only entries older than that seq
-        (the next page)."""
+        (the next page); ``hide``: actions left out (unless asked for by ``action``)."""
         query = "SELECT seq, at, actor, action, purpose, subject, detail FROM audit"
         clauses, args = [], []
+        if hide and action is None:
+            clauses.append(f"action NOT IN ({', '.join('?' * len(hide))})")
+            args += list(hide)
         for column, value in (("actor", actor), ("action", action)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -226,8 +229,16 @@ class AuditLog:
             if pinned != checkpoint.root:
                 raise AuditError(f"the first {checkpoint.size} entries differ from what the checkpoint recorded: the log was rewritten")
         state = conn.execute("SELECT size FROM audit_state WHERE id = 1").fetchone()
-        if state and state[0] != tree.size:
+        if state is None:
+            raise AuditError("the log's state row is gone (audit_state): the log was tampered with")
+        if state[0] != tree.size:
             raise AuditError(f"the log's state says {state[0]} entries but {tree.size} are present")
+        # The index vouches for the log's end, and the log for the index (vouch.py).
+        differences = vouch.compare(conn)
+        if differences:
+            shown = "; ".join(str(d) for d in differences[:3])
+            more = f" (and {len(differences) - 3} more: kiroku vault check names them all)" if len(differences) > 3 else ""
+            raise AuditError(f"the index and the log disagree in {len(differences)} place(s): {shown}{more}")
         return {"entries": tree.size, "root": base64.b64encode(tree.root()).decode()}
 
     def leaves(self, conn: sqlite3.Connection, size: int | None = None) -> list[bytes]:

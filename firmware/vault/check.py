@@ -15,6 +15,7 @@ from pathlib import Path
 
 from firmware.fsutil import fsync_dir, makedirs_durable
 from firmware.store import SegmentInfo
+from firmware.vault import vouch
 from firmware.vault.index import iso
 from firmware.vault.retention import ERASE_BATCH
 
@@ -23,7 +24,7 @@ from firmware.vault.retention import ERASE_BATCH
 class Finding:
     """One thing ``check`` found, and whether ``repair`` fixed it."""
 
-    kind: str  # part | orphan | missing | damaged | unfinished | key
+    kind: str  # part | orphan | missing | damaged | unfinished | key | log (the index and the log differ)
     path: str
     detail: str
     fixed: bool = False
@@ -76,6 +77,9 @@ class Checks:
                 continue
             if not (self.keys.root / "day" / cls / f"{day}.age").exists():
                 findings.append(Finding("key", rel, f"its {cls} day key for {day} is gone: it cannot be opened"))
+        with self._lock:  # the index against the log that committed it: nothing here repairs that
+            findings += [Finding("log", d.subject, ("UNDER HOLD: " if d.held else "") + d.detail)
+                         for d in vouch.compare(self.db)]
         with self._lock:
             open_recs = self.db.execute(
                 "SELECT r.id, (SELECT max(end_wall_us) FROM segments s WHERE s.recording_id = r.id)"
@@ -167,12 +171,20 @@ class Checks:
                 self._quarantine(full)
                 f.fixed = True
             return f
-        f.detail += " (complete: the crash came between the rename and the index)"
+        committed = self.db.execute("SELECT seq, detail FROM audit WHERE action = 'segment.sealed' AND subject = ?"
+                                    " ORDER BY seq DESC LIMIT 1", (rel,)).fetchone()
+        if committed is not None and json.loads(committed[1]) == vouch.segment_detail(info):
+            # Its row went, its entry did not: the log says what the row was (vouch.py).
+            f.detail += f" (complete, and committed by log entry {committed[0]}: its row was removed)"
+        else:
+            committed = None
+            f.detail += " (complete: the crash came between the rename and the index)"
         if repair:
             with self.transaction() as conn:
-                self._insert_segment(conn, info)
+                self._insert_segment(conn, info, committed_by=committed[0] if committed else None)
                 self.audit_log.append(conn, actor="recorder", action="vault.reindex", subject=info.recording_id,
-                                      detail={"seq": info.seq, "path": rel})
+                                      detail={"seq": info.seq, "path": rel,
+                                              "restored_from_entry": committed[0] if committed else None})
             f.fixed = True
         return f
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from firmware import clock
 from firmware.store import SegmentInfo
 from firmware.vault import age
+from firmware.vault.vouch import segment_detail
 
 MAX_SEGMENT_US = 120_000_000  # no segment is longer; bounds the time-range index scan
 
@@ -27,15 +28,18 @@ def local_day(wall_us: int) -> str:
 class Index:
     """Recordings, segments, marks and holds, as the index has them."""
 
-    @staticmethod
-    def _insert_segment(conn, info: SegmentInfo) -> None:
+    def _insert_segment(self, conn, info: SegmentInfo, *, committed_by: int | None = None) -> None:
+        """The segment's row, and the log entry that commits it (firmware/vault/vouch.py) —
+        or, with ``committed_by``, the entry that already did (a row restored from the log)."""
+        seq = committed_by if committed_by is not None else self.audit_log.append(
+            conn, actor="recorder", action="segment.sealed", subject=info.path, detail=segment_detail(info))
         conn.execute(
             "INSERT INTO segments (recording_id, seq, record_class, key_day, path, start_wall_us, end_wall_us,"
             " start_mono_us, end_mono_us, boot_id, clock_synchronised, has_audio, video_frames, audio_samples,"
-            " size, sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " size, sha256, audit_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (info.recording_id, info.seq, info.record_class, info.key_day, info.path, info.start_wall_us,
              info.end_wall_us, info.start_us, info.end_us, info.boot_id, int(info.clock_synchronised),
-             int(info.has_audio), info.video_frames, info.audio_samples, info.bytes, info.sha256),
+             int(info.has_audio), info.video_frames, info.audio_samples, info.bytes, info.sha256, seq),
         )
 
     # -- holds ---------------------------------------------------------------------------
@@ -46,8 +50,9 @@ class Index:
                 "INSERT INTO holds (recording_id, start_wall_us, end_wall_us, reason, reference, created_at, created_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (recording_id, start_wall_us, end_wall_us, reason, reference, iso(self._now()), by))
-            self.audit_log.append(conn, actor=by, action="hold.create", subject=recording_id or "",
-                                  detail={"hold": cur.lastrowid, "reason": reason, "reference": reference})
+            seq = self.audit_log.append(conn, actor=by, action="hold.create", subject=recording_id or "",
+                                        detail={"hold": cur.lastrowid, "reason": reason, "reference": reference})
+            conn.execute("UPDATE holds SET audit_seq = ? WHERE id = ?", (seq, cur.lastrowid))
             return cur.lastrowid
 
     def release_hold(self, hold_id: int, *, by: str) -> None:

@@ -221,8 +221,10 @@ class RetentionLoop:
     ``ctl status``, structured for the web UI to say in its language)."""
 
     def __init__(self, vault, *, interval: float, bitrate_guess: float,
-                 on_warnings: Callable[[list[str], list[dict]], None]):
+                 on_warnings: Callable[[list[str], list[dict]], None],
+                 on_evidence: Callable[[str | None], None] | None = None):
         self.vault = vault
+        self._on_evidence = on_evidence
         self.interval = interval
         self.bitrate_guess = bitrate_guess
         self._on_warnings = on_warnings
@@ -245,10 +247,29 @@ class RetentionLoop:
                 if self.vault.ready:
                     self.vault.sweep()
                     self._plan_capacity()
+                    self._vouch()
             except Exception:
                 log.exception("retention sweep failed")
             if self._stop.wait(self.interval):
                 return
+
+    def _vouch(self) -> None:
+        """The index and the log compared (cheaply, unless they differ: vouch.py); what differs
+        is a fault on the dashboard until they agree again — a held recording gone among it."""
+        if self._on_evidence is None:
+            return
+        from firmware.vault import vouch
+
+        with self.vault._lock:
+            found = vouch.quick(self.vault.db)
+        if not found:
+            self._on_evidence(None)
+            return
+        held = [d for d in found if d.held]
+        first = held[0] if held else found[0]
+        message = (f"evidence: the index and the audit log disagree in {len(found)} place(s)"
+                   f"{f', {len(held)} of them under a hold' if held else ''} — {first}; run kiroku vault check")
+        self._on_evidence(message)
 
     def _plan_capacity(self) -> None:
         status = self.vault.status(bitrate_guess=self.bitrate_guess)

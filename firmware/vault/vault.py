@@ -32,7 +32,7 @@ from typing import Callable
 from firmware import clock, sqlite
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from firmware.store import Mark, Recording, SegmentInfo, StoreError
-from firmware.vault import age
+from firmware.vault import age, vouch
 from firmware.vault.audit import AuditLog
 from firmware.vault.check import Checks
 from firmware.vault.errors import NotInitialised, VaultNotReady
@@ -171,6 +171,9 @@ class Vault(Index, Retention, Checks):
 
         self.audit_log.append(conn, actor="software", action="db.migrate", subject=DB_NAME,
                               detail={"script": name, "from": before, "to": number, "software": __version__})
+        if name.startswith("0003_"):  # from here on every row is committed by an entry (vouch.py)
+            self.audit_log.append(conn, actor="software", action=vouch.MARKER, subject=DB_NAME,
+                                  detail=vouch.marker_detail(conn))
         log.info("%s migrated to schema %d (%s)", DB_NAME, number, name)
 
     @classmethod
@@ -215,8 +218,9 @@ class Vault(Index, Retention, Checks):
                 (rec.id, rec.device, rec.record_class, rec.mode, rec.started_wall_us, rec.started_at, rec.started_by,
                  rec.section, int(rec.clock_synchronised)),
             )
-            self.audit_log.append(conn, actor=rec.started_by, action="recording.start", subject=rec.id,
-                                  detail={"device": rec.device, "mode": rec.mode, "class": rec.record_class})
+            seq = self.audit_log.append(conn, actor=rec.started_by, action="recording.start", subject=rec.id,
+                                        detail={"device": rec.device, "mode": rec.mode, "class": rec.record_class})
+            conn.execute("UPDATE recordings SET audit_seq = ? WHERE id = ?", (seq, rec.id))
             for mark in rec.marks:
                 self._insert_mark(conn, rec.id, mark)
 
@@ -230,12 +234,15 @@ class Vault(Index, Retention, Checks):
         if mark.section:  # the responsible section (Art. 2(6)) is who asks to view it later (Art. 8)
             conn.execute("UPDATE recordings SET section = ? WHERE id = ? AND section = ''", (mark.section, recording_id))
         # An incident keeps its recording until someone closes it (Art. 7(1): it may be verified).
+        hold = None
         if not conn.execute("SELECT 1 FROM holds WHERE recording_id = ? AND reason = 'incident' AND released_at IS NULL",
                             (recording_id,)).fetchone():
-            conn.execute("INSERT INTO holds (recording_id, reason, created_at, created_by) VALUES (?, 'incident', ?, ?)",
-                         (recording_id, mark.at, mark.by))
-        self.audit_log.append(conn, actor=mark.by, action="incident.mark", subject=recording_id,
-                              detail={"section": mark.section, "note_given": bool(mark.note)})
+            hold = conn.execute("INSERT INTO holds (recording_id, reason, created_at, created_by)"
+                                " VALUES (?, 'incident', ?, ?)", (recording_id, mark.at, mark.by)).lastrowid
+        seq = self.audit_log.append(conn, actor=mark.by, action="incident.mark", subject=recording_id,
+                                    detail={"section": mark.section, "note_given": bool(mark.note)})
+        if hold is not None:  # the mark's entry commits the hold it placed (vouch.py)
+            conn.execute("UPDATE holds SET audit_seq = ? WHERE id = ?", (seq, hold))
 
     def end(self, rec: Recording) -> None:
         with self.transaction() as conn:
@@ -279,8 +286,11 @@ class Vault(Index, Retention, Checks):
             with self.transaction() as conn:
                 conn.execute("INSERT OR IGNORE INTO day_keys (record_class, day, recipient, created_at) VALUES (?, ?, ?, ?)",
                              (rec.record_class, day, str(recipient), iso(self._now())))
-                self.audit_log.append(conn, actor="recorder", action="key.day_created", subject=f"{rec.record_class}/{day}",
-                                      detail={"recipients": len(self.keys.recipients())})
+                entry = self.audit_log.append(conn, actor="recorder", action="key.day_created",
+                                            subject=f"{rec.record_class}/{day}",
+                                            detail={"recipients": len(self.keys.recipients())})
+                conn.execute("UPDATE day_keys SET audit_seq = ? WHERE record_class = ? AND day = ? AND audit_seq IS NULL",
+                             (entry, rec.record_class, day))
         final = self.segments_root / rec.record_class / day / rec.id / f"{seq:05d}.age"
         return SealedSegment(self, final, recipient, day, rec.record_class)
 
