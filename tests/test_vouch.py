@@ -192,3 +192,18 @@ def test_a_held_recording_deleted_whole_is_named_by_check_and_is_a_fault_on_the_
     assert f"recording {rec_id}: UNDER HOLD: committed by log entry" in out.stdout, out.stdout
     assert "not in the index" in out.stdout
 
+
+
+def test_the_status_shows_the_logs_size_and_root_to_write_down(recorder, vault, data_dir):
+    """Until a witness off the device keeps checkpoints, a person can: ``kiroku ctl status``
+    shows the log's size and root, the same as the signed checkpoint ``kiroku audit checkpoint``
+    prints."""
+    from kiroku.cli.ctl import format_status
+
+    vault.audit("tanaka", "duty.sign_on", subject="counter-1")
+    status = recorder.status()
+    size = rows(data_dir, "SELECT count(*) FROM audit")[0][0]
+    signed = kiroku("audit", "--data", data_dir, "checkpoint").stdout
+    assert status["log"]["entries"] == size
+    assert f"\n{size}\n{status['log']['root']}\n" in signed, signed
+    assert f"log        {size} entries, root {status['log']['root']}" in format_status(status)

@@ -80,4 +80,5 @@ def describe(recorder) -> dict:
         "frames_refused_at_gate": recorder.gate.frames_refused,
         "frames_dropped_queue_full": recorder.writer.frames_dropped,
         "uptime_s": round(time.monotonic() - recorder._started_monotonic, 1),
+        "log": recorder.store.log_head() if hasattr(recorder.store, "log_head") else None,
     }

@@ -202,6 +202,17 @@ class Vault(Index, Retention, Checks):
                 raise
             self.db.execute("COMMIT")
 
+    def log_head(self) -> dict | None:
+        """The audit log's size and root now — the latest checkpoint in short, for the status
+        (``kiroku ctl status``) so that it can be written down off the device."""
+        with self._lock:
+            row = self.db.execute("SELECT seq, root FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        import base64
+
+        return {"entries": row[0] + 1, "root": base64.b64encode(row[1]).decode()}
+
     def audit(self, actor: str, action: str, *, purpose: str = "", subject: str = "", detail: dict | None = None) -> int:
         with self.transaction() as conn:
             return self.audit_log.append(conn, actor=actor, action=action, purpose=purpose, subject=subject,

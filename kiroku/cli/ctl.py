@@ -66,4 +66,7 @@ def format_status(s: dict) -> str:
     faults = s.get("faults") or []
     lines.append("faults     " + ("; ".join(f["message"] for f in faults) if faults else "none"))
     lines.append(f"clock      {'synchronised' if s['clock']['synchronised'] else 'NOT synchronised'}, {s['clock']['now']}")
+    if s.get("log"):  # written down off the device, it shows later whether the log was cut short
+        lines.append(f"log        {s['log']['entries']} entries, root {s['log']['root']}"
+                     " (signed: kiroku audit checkpoint)")
     return "\n".join(lines)
