@@ -64,8 +64,11 @@ def device_log(device_id: str):
     ctx = context()
     audit("audit.view", subject=device_id, detail={k: v for k, v in request.args.items()
                                                    if k in ("actor", "action", "subject")})
-    where, args = _where(_filters())
+    filters = _filters()
+    where, args = _where(filters)
     where = (where + " AND" if where else " WHERE") + " device = ?"
+    if not filters["action"]:  # one per 4 s segment (the index's commitments): shown when chosen as the action
+        where += " AND action <> 'segment.sealed'"
     entries = _entries(ctx.db.all(f"SELECT * FROM device_log{where} ORDER BY seq DESC LIMIT ?",
                                   (*args, device_id, LIMIT)))
     body = {"device": device_id, "entries": entries, "checkpoints": devices.checkpoints(ctx.db, device_id)}
