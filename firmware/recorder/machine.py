@@ -44,6 +44,7 @@ log = logging.getLogger("firmware.recorder")
 _MEDIA_QUEUE_SECONDS = 10  # how long the SD card may stall before frames are dropped
 _ROOM_SECONDS = 300  # a recording may start only with room for this long
 _SWEEP_SECONDS = 60.0  # how often retention runs
+_RESERVE_GRACE = 3.0  # seconds below the reserve, a sweep having been asked for, before a recording ends
 _STOP_GRACE_US = 500_000  # wait this long for in-flight frames captured before "stop"
 _STORE_TIMEOUT = 5.0
 
@@ -100,6 +101,8 @@ class Recorder(Commands):
         self._started_monotonic = time.monotonic()
         self._closed = threading.Event()
         self.segments_written = 0
+        self._next_space_check = 0.0
+        self._short_since: float | None = None
         hardware.button.on_event = lambda ev: self._events.put(("button", ev))
         self._control = threading.Thread(target=self._control_loop, name="recorder", daemon=True)
         self.retention = RetentionLoop(store, interval=sweep_seconds, bitrate_guess=self._room_needed / _ROOM_SECONDS,
@@ -346,6 +349,7 @@ class Recorder(Commands):
         if self.state == State.RECORDING:
             self.notice.check_recording()
         if self.state == State.RECORDING:
+            self._keep_the_reserve()
             limit = self.config.recording.max_minutes
             if limit and self.config.device.mode == "on_demand" and self.recording and \
                     now - self.recording.started_us > limit * 60e6:
@@ -369,6 +373,29 @@ class Recorder(Commands):
             self.writer.overflowed = False
             self._fault("storage", "storage: the write queue was full and frames were dropped (is the SD card too slow?)",
                         blocking=False)
+
+    def _keep_the_reserve(self) -> None:
+        """While recording, once a second: the reserve (``retention.reserve_mb``) stays free for
+        the index and the system. Below it, expired footage is overwritten at once; if it is
+        still below it a few seconds later (nothing may be overwritten, or something else fills
+        the card), the recording ends, indexed, rather than fill the disk."""
+        now = time.monotonic()
+        if now < self._next_space_check:
+            return
+        self._next_space_check = now + 1.0
+        short = self.store.reserve_shortfall()
+        if not short:
+            self._short_since = None
+            return
+        self.retention.wake()
+        if self._short_since is None:
+            self._short_since = now
+        elif now - self._short_since >= _RESERVE_GRACE:
+            self._fault("storage", f"storage: the card is full — {short // 2**20 + 1} MB into the"
+                                   f" {self.config.retention.reserve_mb} MB reserve and nothing more may be"
+                                   " overwritten (within its retention or on hold): the recording was ended",
+                        blocking=False)
+            self._begin_stop("the card is full")
 
     def _check_devices(self, now: int) -> None:
         for watcher in self.watchers:

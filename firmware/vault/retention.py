@@ -164,6 +164,32 @@ class Retention:
         except FileNotFoundError:
             pass
 
+    def reserve_shortfall(self) -> int:
+        """How far the filesystem's free space is below the reserve (``reserve_mb``) now, in
+        bytes; 0 when the reserve is whole. Only ``statvfs``: cheap enough to ask every second."""
+        st = os.statvfs(self.data_dir)
+        return max(0, self.retention.reserve_mb * 2**20 - st.f_bavail * st.f_frsize)
+
+    def room_problem(self, nbytes: int) -> str | None:
+        """None when a recording of about ``nbytes`` can be kept (erasing expired footage if
+        needed), else why not, in words that name what to change."""
+        if self.room_for(nbytes):
+            return None
+        st = os.statvfs(self.data_dir)
+        total, reserve = st.f_blocks * st.f_frsize, self.retention.reserve_mb * 2**20
+        if reserve + nbytes > total:
+            return (f"retention.reserve_mb ({self.retention.reserve_mb} MB) leaves no room on a data partition of"
+                    f" {total // 2**20} MB for a recording of {nbytes // 2**20} MB: lower it in kiroku.toml")
+        u = self.usage()
+        if self.retention.capacity_mb and u["used"] + nbytes > self.retention.capacity_mb * 2**20:
+            return (f"the footage quota (retention.capacity_mb = {self.retention.capacity_mb}) is full of footage"
+                    " still within its retention or on hold: a recording could not be kept")
+        if u["used"] < (total - reserve) // 2:  # not mostly footage: something else fills it
+            return (f"the data partition is full, but not of footage ({u['used'] // 2**20} MB of footage,"
+                    f" {u['filesystem_free'] // 2**20} MB free, {self.retention.reserve_mb} MB kept in reserve):"
+                    " find what else fills it")
+        return "the disk is full of footage still within its retention or on hold: a recording could not be kept"
+
     def room_for(self, nbytes: int) -> bool:
         """Whether a recording of about ``nbytes`` can be kept, erasing expired footage if needed."""
         u = self.usage()
@@ -230,14 +256,20 @@ class RetentionLoop:
         self._on_warnings = on_warnings
         self._warnings: list[str] = []
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
 
     def start(self) -> "RetentionLoop":
         self._thread.start()
         return self
 
+    def wake(self) -> None:
+        """Sweep now rather than at the next interval (the reserve is being reached)."""
+        self._wake.set()
+
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -250,7 +282,9 @@ class RetentionLoop:
                     self._vouch()
             except Exception:
                 log.exception("retention sweep failed")
-            if self._stop.wait(self.interval):
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
 
     def _vouch(self) -> None:
