@@ -10,3 +10,6 @@ ALTER TABLE recordings ADD COLUMN audit_seq INTEGER;
 ALTER TABLE segments ADD COLUMN audit_seq INTEGER;
 ALTER TABLE holds ADD COLUMN audit_seq INTEGER;
 ALTER TABLE day_keys ADD COLUMN audit_seq INTEGER;
+-- What the comparison and the audit page's list of actions look up (the log grows by a segment
+-- entry every few seconds of recording).
+CREATE INDEX audit_by_action ON audit (action, subject);
