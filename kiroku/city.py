@@ -12,6 +12,7 @@ city: its database, its broker's accounts, its devices and their footage.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -280,6 +281,11 @@ def main(*, folder: Path, counters: int, calls: bool, port: int, manager: str | 
          password_file: Path | None) -> int:
     if port and port_open(port):
         print(f"kiroku city: port {port} is in use — pass --port N", file=sys.stderr)
+        return 2
+    longest = Path(folder).resolve() / "devices" / f"counter-{max(counters, 1)}" / "control.sock"
+    if len(os.fsencode(longest)) > 107:  # a Unix socket's path limit: each device's control socket
+        print(f"kiroku city: --data {folder} is too long a path for the devices' control sockets ({longest}):"
+              " give a shorter one", file=sys.stderr)
         return 2
     return City(folder, counters=counters, calls=calls, port=port or free_port(), manager=manager or "manager",
                 password_file=password_file).run()

@@ -62,3 +62,17 @@ def hub_dsn(postgres):
     yield dsn
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def short_tmp():
+    """A folder of the test's own with a short path: a device's data folder holds its control
+    socket, whose path a Unix socket limits to 107 bytes — pytest-xdist's tmp_path
+    (/tmp/pytest-of-root/pytest-N/popen-gwN/test_…/city/devices/ID/control.sock) is too long."""
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+

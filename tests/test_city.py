@@ -42,14 +42,14 @@ def own_broker():
 
 
 @pytest.fixture
-def city(tmp_path, postgres, hub_dsn, mosquitto):
-    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
+def city(short_tmp, postgres, hub_dsn, mosquitto):
+    with SmallCity(short_tmp / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
         yield c
 
 
 @pytest.fixture
-def city_of_its_own_broker(tmp_path, postgres, hub_dsn, own_broker):
-    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), own_broker) as c:
+def city_of_its_own_broker(short_tmp, postgres, hub_dsn, own_broker):
+    with SmallCity(short_tmp / "city", postgres_of(postgres, hub_dsn), own_broker) as c:
         yield c
 
 
@@ -368,7 +368,8 @@ class KirokuCity:
         return code
 
 
-def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_stops_them_all_and_comes_back(tmp_path):
+def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_stops_them_all_and_comes_back(
+        tmp_path, short_tmp):
     """``kiroku city --counters 1 --calls`` as a person runs it (its own PostgreSQL and broker):
     both devices at the hub by place, a call on the simulated trunk in the city's report as a
     call, Ctrl-C stopping every process it started — and the same city again at the next start,
@@ -376,7 +377,7 @@ def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_stops_them_
     from kiroku.engines import free_port
     from tests.city_helpers import HubSession
 
-    folder, port = tmp_path / "city", free_port()
+    folder, port = short_tmp / "city", free_port()
 
     def manager_of(city: dict) -> HubSession:
         manager = HubSession(city["hub"]["url"])

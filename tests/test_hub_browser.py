@@ -19,8 +19,8 @@ PLACE = "市民課窓口 3番"
 
 
 @pytest.fixture
-def city(tmp_path, postgres, hub_dsn, mosquitto):
-    with SmallCity(tmp_path / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
+def city(short_tmp, postgres, hub_dsn, mosquitto):
+    with SmallCity(short_tmp / "city", postgres_of(postgres, hub_dsn), mosquitto) as c:
         yield c
 
 
