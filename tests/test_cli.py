@@ -1,0 +1,91 @@
+"""The ``kiroku`` command as an operator meets it: flags where the README writes them, one line
+(not a traceback) for what the operator can fix, read-only commands on a read-only copy."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from kiroku import cli
+from kiroku.cli.parser import build_parser
+from tests.conftest import set_up
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _documented_command_lines() -> list[str]:
+    """Every ``kiroku …`` line in a code block of README.md and docs/*.md (a shell prompt's lines)."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        in_block = False
+        for line in doc.read_text(encoding="utf-8").splitlines():
+            if line.startswith("```"):
+                in_block = not in_block
+                continue
+            text = re.sub(r"^\s*(sudo -u \S+ )?(\S*/)?(?=kiroku )", "", line.split("  #")[0]).strip()
+            if in_block and re.match(r"kiroku [a-z]", text) and not text.endswith("\\"):
+                found.append(text.split(">")[0].strip())
+    return found
+
+
+# The README's table of commands, each alternative written out (`a|b` is two lines, `[--x]` given).
+README_TABLE = [
+    "kiroku run --simulate --data DIR --port 8080", "kiroku run --real --data DIR",
+    "kiroku recorder --data DIR", "kiroku web --data DIR --port 8080",
+    "kiroku init --data DIR --recovery-key-out FILE --recovery-qr-out F.svg --manager NAME --password-file FILE",
+    *(f"kiroku ctl --data DIR {a} --json" for a in ("status", "start", "stop", "mark", "release 3")),
+    "kiroku ctl --data DIR mark --note T --section S", "kiroku ctl --data DIR sim press",
+    *(f"kiroku vault --data DIR {a} --json" for a in ("status", "list", "holds", "check --repair")),
+    "kiroku audit --data DIR verify --checkpoint F", "kiroku audit --data DIR checkpoint",
+    "kiroku audit --data DIR log", "kiroku audit --data DIR prove --entry 42",
+    "kiroku audit check-proof FILE --vkey device.vkey --old-checkpoint F",
+    "kiroku export --data DIR --recovery-key FILE --recording ID --start 1 --end 2 --ground 1 --recipient R"
+    " --reference REF --out PATH",
+    "kiroku export --data DIR --manager N --password-file F --recording ID --start 1 --end 2 --ground 1"
+    " --recipient R --reference REF --out PATH --exact --mute 1-2 --blur 0,0,1,1@1-2 --blur-faces"
+    " --seal-passphrase-file F",
+    "kiroku verify PACKAGE --key PEM --passphrase-file F",
+    "kiroku call-recorder --data DIR --interface IF --trunk HOST:5060 --pcap FILE",
+    "kiroku call-recorder --data DIR --interface IF --trunk HOST --simulate",
+    "kiroku calls --data DIR list --number N --since D --until D --direction inbound --json",
+    "kiroku report --data DIR --data DIR2 --year 2026 --out DIR",
+    "kiroku notice --data DIR --out DIR", "kiroku keys --data DIR add-manager --name N --password-file F",
+    "kiroku keys --data DIR list", "kiroku tls --data DIR show", "kiroku tls --data DIR install --cert F --key F",
+    "kiroku setup-code --data DIR", "kiroku bench --quick --json FILE",
+    "kiroku enroll --data DIR --hub URL --code CODE --ca FILE", "kiroku uplink --data DIR",
+    "kiroku hub --config FILE serve", "kiroku hub --config FILE add-manager NAME --password-file F",
+    "kiroku city --data DIR --counters 3 --calls --port 8090 --manager NAME --password-file F",
+]
+
+
+@pytest.mark.parametrize("line", README_TABLE + _documented_command_lines())
+def test_every_command_line_in_the_readme_and_docs_is_accepted(line):
+    build_parser().parse_args(shlex.split(line)[1:])  # argparse exits (a failure here) on what it refuses
+
+
+def test_common_flags_go_before_or_after_the_action_and_mean_the_same():
+    parse = build_parser().parse_args
+    for before, after in [
+        ("vault --data D --json list", "vault --data D list --json"),
+        ("vault --data D --json --config C status", "vault status --data D --config C --json"),
+        ("audit --data D --json log --actor a", "audit log --actor a --data D --json"),
+        ("calls --data D --json list", "calls list --data D --json"),
+        ("keys --data D list", "keys list --data D"),
+        ("tls --data D show", "tls show --data D"),
+        ("ctl --data D --json --by b status", "ctl status --data D --json --by b"),
+    ]:
+        assert vars(parse(before.split())) == vars(parse(after.split())), after
+    assert parse("vault --data D --json list".split()).json is True
+    assert parse("vault --data D list".split()).json is False  # not given anywhere: the default
+
+
+def test_the_readmes_vault_list_json_prints_json(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data)
+    assert cli.main(["vault", "--data", str(data), "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
