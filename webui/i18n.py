@@ -123,6 +123,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sim.lamp_flicker": ("表示灯を一瞬消す（接触不良）", "Flicker the sign's lamp (loose contact)"),
     "sim.microphone_stall": ("マイクを停止させる", "Stall microphone"),
     "error.recorder": ("記録装置に接続できません", "Cannot reach the recorder"),
+    "error.recorder_busy": ("記録装置が混み合っています。しばらくしてからやり直してください。",
+                            "The recorder is busy answering others. Try again in a moment."),
     "error.home": ("トップページへ", "To the start page"),
     "confirm.request_close": ("この請求を終了しますか？ 視聴は終わり、記録の保存の継続も解除されます。元に戻せません。",
                               "Close this request? Its viewing ends and its recordings are no longer held. This"
