@@ -89,3 +89,68 @@ def test_the_readmes_vault_list_json_prints_json(tmp_path, capsys):
     set_up(data)
     assert cli.main(["vault", "--data", str(data), "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+# -- a seized card: a read-only copy (issue 23, 10) ------------------------------------------------
+
+def _recorded(tmp_path) -> Path:
+    """A data folder with a finished recording, the vault closed as the recorder leaves it."""
+    from firmware.config import Config
+    from firmware.store import Recording
+    from firmware.vault import Vault
+    from tests.test_vault import make_recording, seal
+
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data)
+    vault = Vault.open(data, Config())
+    try:
+        rec: Recording = make_recording(vault, 1_780_000_000_000_000, "20260528-120000-000")
+        seal(vault, rec, 0, 1_780_000_000_000_000, 4096)
+        rec.ended_wall_us, rec.ended_at, rec.end_reason = 1_780_000_004_000_000, "2026-05-28T12:00:04+09:00", "stopped"
+        vault.end(rec)
+    finally:
+        vault.close()
+    return data
+
+
+def run_read_only(folder: Path, *args: str):
+    """``kiroku ARGS`` with ``folder`` read-only for it: as root (whom permissions do not stop) on a
+    read-only bind mount in a mount namespace of its own; otherwise with every write bit taken away."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "kiroku", *args]
+    if os.geteuid() != 0:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if not shutil.which("unshare"):
+        pytest.skip("running as root without unshare(1): no way to make the folder read-only for root")
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && touch "$1/probe" 2>/dev/null && ' \
+             'echo "still writable" >&2 && exit 99; shift; exec "$@"'
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(folder), *command],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode == 99 or "mount:" in result.stderr or "unshare:" in result.stderr:
+        pytest.skip(f"a read-only bind mount is not possible here: {result.stderr.strip()}")
+    return result
+
+
+@pytest.mark.parametrize("command", [["vault", "check"], ["vault", "status"], ["vault", "list"], ["audit", "verify"],
+                                     ["audit", "log"]])
+def test_read_only_commands_work_on_a_read_only_copy_of_the_data_folder(tmp_path, command):
+    import shutil
+
+    seized = tmp_path / "seized"
+    shutil.copytree(_recorded(tmp_path), seized)
+    before = sorted(p.name for p in seized.iterdir())
+    result = run_read_only(seized, command[0], "--data", str(seized), *command[1:])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if command == ["vault", "list"]:
+        assert "20260528-120000-000" in result.stdout
+    if command == ["audit", "verify"]:
+        assert "the audit log verifies" in result.stdout
+    assert sorted(p.name for p in seized.iterdir()) == before  # nothing made beside the evidence
