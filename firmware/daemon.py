@@ -48,6 +48,23 @@ def lock_data_dir(data_dir: Path):
     return fd
 
 
+def recorder_running(data_dir: Path) -> bool:
+    """Whether a recorder holds ``<data>/recorder.lock`` now. Asks without taking it for
+    long, read-only (a seized card's copy has the file and nobody holding it)."""
+    try:
+        fd = os.open(Path(data_dir) / "recorder.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def config_digest(config: Config) -> str:
     """A short fingerprint of the settings in force, recorded in the audit log at start."""
     import dataclasses

@@ -154,3 +154,35 @@ def test_read_only_commands_work_on_a_read_only_copy_of_the_data_folder(tmp_path
     if command == ["audit", "verify"]:
         assert "the audit log verifies" in result.stdout
     assert sorted(p.name for p in seized.iterdir()) == before  # nothing made beside the evidence
+
+
+# -- a vault that is recording (issue 23, 11) ------------------------------------------------------
+
+def test_vault_check_while_recording_says_in_progress_and_exits_0(recorder, hardware, data_dir, capsys):
+    import os
+
+    from firmware.daemon import lock_data_dir
+    from firmware.recorder import State
+    from firmware.vault.keys import KeyStore
+    from tests.helpers import wait_for
+
+    lock = lock_data_dir(data_dir)  # held by the recorder's process, as `kiroku recorder` holds it
+    try:
+        hardware.simulator.press()
+        hardware.simulator.release()
+        wait_for(lambda: recorder.state == State.RECORDING, what="recording")
+        wait_for(lambda: KeyStore(data_dir).day_keys("footage"), what="the first segment's day key")
+        live = recorder.recording.id
+        assert cli.main(["vault", "--data", str(data_dir), "check"]) == 0
+        said = capsys.readouterr().out
+        assert f"{live}: being recorded now (in progress)" in said
+        assert "stopped unexpectedly" not in said
+        assert cli.main(["vault", "--data", str(data_dir), "check", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["recording"] == [live]
+    finally:
+        os.close(lock)
+    # The same open recording with nobody holding the lock: the recorder did stop unexpectedly.
+    assert cli.main(["vault", "--data", str(data_dir), "check"]) == 1
+    assert "stopped unexpectedly" in capsys.readouterr().out
+    recorder.stop_recording()
+    wait_for(lambda: recorder.state == State.IDLE, what="idle")
