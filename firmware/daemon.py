@@ -23,6 +23,7 @@ from firmware.control import ControlError, ControlServer, socket_path
 from firmware.hardware import HardwareError, open_hardware
 from firmware.recorder import Recorder
 from firmware.vault import Vault
+from firmware.vault.errors import KeyStoreError
 
 log = logging.getLogger("kiroku.recorder")
 
@@ -91,6 +92,15 @@ def main(data_dir: Path, config: Config, *, simulate: bool) -> int:
         vault = Vault.open(data_dir, config)
     except (OSError, sqlite3.Error) as exc:
         print(f"kiroku recorder: vault in {data_dir}: {exc} — check the data partition", file=sys.stderr)
+        hardware.close()
+        os.close(lock)
+        return EXIT_UNUSABLE
+    try:
+        if vault.ready:
+            vault.keys.signing_key()  # every entry of the log is signed with it: without it, nothing is done
+    except KeyStoreError as exc:
+        print(f"kiroku recorder: {exc}", file=sys.stderr)
+        vault.close()
         hardware.close()
         os.close(lock)
         return EXIT_UNUSABLE

@@ -186,3 +186,64 @@ def test_vault_check_while_recording_says_in_progress_and_exits_0(recorder, hard
     assert "stopped unexpectedly" in capsys.readouterr().out
     recorder.stop_recording()
     wait_for(lambda: recorder.state == State.IDLE, what="idle")
+
+
+# -- key files (issue 23, 9) -----------------------------------------------------------------------
+
+def test_a_damaged_device_key_is_one_line_naming_the_file_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data)
+    (data / "keys" / "device.key").write_text("-----BEGIN PRIVATE KEY-----\nbroken by a bad card\n")
+    result = subprocess.run([sys.executable, "-m", "kiroku", "recorder", "--simulate", "--data", str(data)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert str(data / "keys" / "device.key") in lines[0] and "restore it from" in lines[0]
+
+
+def test_init_after_the_device_key_was_lost_is_refused_and_replaces_nothing(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data)
+    (data / "keys" / "device.key").unlink()
+    before = {p: p.read_bytes() for p in (data / "keys").rglob("*") if p.is_file()}
+    code = cli.main(["init", "--data", str(data), "--recovery-key-out", str(tmp_path / "again.txt")])
+    said = capsys.readouterr().err
+    assert code == 2
+    assert "keys/device.key is missing" in said and "restore it from the data folder's backup" in said
+    assert {p: p.read_bytes() for p in (data / "keys").rglob("*") if p.is_file()} == before
+    assert not (data / "keys" / "device.key").exists() and not (tmp_path / "again.txt").exists()
+    assert cli.main(["audit", "--data", str(data), "verify"]) == 0  # the log is as it was
+
+
+def _refused_before_the_sign_lit(recorder, hardware, vault, damaged: Path) -> None:
+    from firmware.recorder import RecorderRefused
+
+    recordings = len(vault.recordings())
+    with pytest.raises(RecorderRefused) as refused:
+        recorder.start_recording(by="test")
+    assert str(damaged) in str(refused.value)
+    assert "restore it from" in str(refused.value) or "write the recovery key's public key" in str(refused.value)
+    assert not hardware.sign.is_lit
+    assert len(vault.recordings()) == recordings  # no empty recording left behind
+    assert any(str(damaged) in f["message"] for f in recorder.status()["faults"])  # on the console
+
+
+def test_a_damaged_recovery_recipient_is_found_before_the_sign_lights(recorder, hardware, vault, data_dir):
+    damaged = data_dir / "keys" / "recovery.recipient"
+    damaged.write_text("age1notakey\n")
+    _refused_before_the_sign_lit(recorder, hardware, vault, damaged)
+
+
+def test_a_damaged_day_key_is_found_before_the_sign_lights(recorder, hardware, vault, data_dir):
+    from tests.test_vault import record_briefly
+
+    record_briefly(recorder, hardware, seconds=0.5)  # today's day key now exists
+    (damaged,) = (data_dir / "keys" / "day" / "footage").glob("*.age")
+    damaged.write_bytes(b"\0" * 200)
+    _refused_before_the_sign_lit(recorder, hardware, vault, damaged)

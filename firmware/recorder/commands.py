@@ -92,6 +92,12 @@ class Commands:
             self.state = State.FAULT
             self._show()
             raise RecorderRefused("the vault is not set up: nothing could be sealed")
+        problem = self.store.sealing_problem("footage")
+        if problem:
+            self._fault("storage", problem, blocking=True)
+            self.state = State.FAULT
+            self._show()
+            raise RecorderRefused(problem)
         if not self.store.room_for(self._room_needed):
             self._fault("storage", "the disk is full of footage still within its retention or on hold: "
                                    "a recording could not be kept", blocking=True)
