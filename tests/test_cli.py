@@ -247,3 +247,49 @@ def test_a_damaged_day_key_is_found_before_the_sign_lights(recorder, hardware, v
     (damaged,) = (data_dir / "keys" / "day" / "footage").glob("*.age")
     damaged.write_bytes(b"\0" * 200)
     _refused_before_the_sign_lit(recorder, hardware, vault, damaged)
+
+
+# -- the first manager from init (issue 23, 13) ----------------------------------------------------
+
+def test_init_with_a_manager_makes_one_who_can_log_in_and_unlock(tmp_path, config, hardware, capsys):
+    from firmware.control import ControlServer, socket_path
+    from firmware.recorder import Recorder
+    from firmware.vault import Vault
+    from firmware.vault.keys import KeyStore
+    from tests.test_webui import make_app
+    from tests.webui_helpers import PASSWORDS, login
+
+    data = tmp_path / "data"
+    data.mkdir()
+    password = tmp_path / "password.txt"
+    password.write_text(PASSWORDS["yamada"] + "\n")
+    assert cli.main(["init", "--data", str(data), "--recovery-key-out", str(tmp_path / "recovery.txt"),
+                     "--manager", "yamada", "--password-file", str(password), "--work-factor", "10"]) == 0
+    said = capsys.readouterr().out
+    KeyStore(data).unlock_manager("yamada", PASSWORDS["yamada"])  # their key opens with it
+    vault = Vault.open(data, config)
+    recorder = Recorder(hardware, config, vault).start()
+    server = ControlServer(socket_path(data), recorder).start()
+    try:
+        client = make_app(data).test_client()
+        assert client.get("/login").status_code == 200  # not sent to the first-run page
+        assert client.get("/setup/").status_code == 404  # the device has its manager
+        login(client, "yamada")
+        assert client.get("/api/v1/status").status_code == 200
+        assert "yamada" in client.get("/account").get_data(as_text=True)
+        assert "can log in" in said
+    finally:
+        server.close()
+        recorder.close()
+        vault.close()
+
+
+def test_init_refuses_a_manager_whose_passphrase_is_too_short_before_making_anything(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    password = tmp_path / "password.txt"
+    password.write_text("short\n")
+    assert cli.main(["init", "--data", str(data), "--recovery-key-out", str(tmp_path / "recovery.txt"),
+                     "--manager", "yamada", "--password-file", str(password)]) == 2
+    assert "at least 12 characters" in capsys.readouterr().err
+    assert not (data / "keys").exists() and not (tmp_path / "recovery.txt").exists()

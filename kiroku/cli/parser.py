@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--manager", metavar="NAME", help="also create the first manager")
     p.add_argument("--password-file", type=Path, metavar="FILE", help="the manager's passphrase (first line)")
+    p.add_argument("--display-name", default=None, metavar="NAME",
+                   help="the manager's name as the web UI shows it (default: --manager)")
+    p.add_argument("--section", default="資産経営課", help="the manager's section (default: 資産経営課)")
     p.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
 
     p = sub.add_parser("vault", help="the vault: capacity and retention, recordings, consistency, holds")
