@@ -293,3 +293,36 @@ def test_init_refuses_a_manager_whose_passphrase_is_too_short_before_making_anyt
                      "--manager", "yamada", "--password-file", str(password)]) == 2
     assert "at least 12 characters" in capsys.readouterr().err
     assert not (data / "keys").exists() and not (tmp_path / "recovery.txt").exists()
+
+
+def test_the_first_run_page_does_not_replace_a_lost_device_key_either(tmp_path):
+    from firmware.control import ControlServer, socket_path
+    from firmware.hardware import open_hardware
+    from firmware.recorder import Recorder
+    from firmware.vault import Vault
+    from tests.conftest import small_config
+    from tests.test_webui import make_app
+    from tests.webui_helpers import PASSWORDS, post, setup_code
+
+    data = tmp_path / "data"
+    data.mkdir()
+    set_up(data)
+    (data / "keys" / "device.key").unlink()
+    config = small_config()
+    hardware = open_hardware(config, simulate=True)
+    vault = Vault.open(data, config)
+    recorder = Recorder(hardware, config, vault).start()
+    server = ControlServer(socket_path(data), recorder).start()
+    try:
+        client = make_app(data).test_client()
+        response = post(client, "/setup/", {"code": setup_code(client), "username": "yamada", "display_name": "山田",
+                                            "section": "資産経営課", "password": PASSWORDS["yamada"],
+                                            "confirm": PASSWORDS["yamada"]}, token_from="/setup/")
+        assert response.status_code == 409
+        assert "keys/device.key is missing" in response.get_data(as_text=True)
+        assert not (data / "keys" / "device.key").exists()
+    finally:
+        server.close()
+        recorder.close()
+        vault.close()
+        hardware.close()

@@ -480,6 +480,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "password.changed": ("パスワードを変更しました。", "Password changed."),
     # first run
     "setup.title": ("初期設定", "First-run set-up"),
+    "error.setup_refused": ("この装置は以前に設定されています。鍵を作り直すことはできません。",
+                            "This device was set up before: its keys cannot be made again."),
     "setup.intro": ("この装置にはまだ利用者がいません。最初の管理責任者を登録してください。初期パスワードはありません。",
                     "This device has no users yet. Register the first manager. There is no default password."),
     "setup.password_note": ("このパスワードは、録画を視聴可能にする鍵も守ります。忘れないでください。",

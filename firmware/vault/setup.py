@@ -42,7 +42,7 @@ def write_recovery_qr(identity: age.X25519Identity, path: Path) -> None:
     segno.make(str(identity), error="m").save(str(path), scale=6, border=4)
 
 
-def _set_up_before(data_dir: Path, keys: KeyStore) -> str | None:
+def set_up_before(data_dir: Path, keys: KeyStore) -> str | None:
     """Why this folder must not be set up again though it is not set up now: a key file lost
     (``device.key`` above all) from a device that has keys or an audit log. New keys would
     sign a log that no longer verifies, and seal days nobody could tie to the old ones."""
@@ -84,7 +84,7 @@ def init(data_dir: Path, *, device: str, recovery_out: Path, recovery_qr_out: Pa
     keys = KeyStore(data_dir)
     if keys.initialised:
         raise SetupError(f"{data_dir} is already set up (keys in {keys.root})")
-    refusal = _set_up_before(Path(data_dir), keys)
+    refusal = set_up_before(Path(data_dir), keys)
     if refusal:
         raise SetupError(refusal)
     if manager is not None and not passphrase:
