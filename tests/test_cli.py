@@ -36,7 +36,8 @@ def _documented_command_lines() -> list[str]:
 README_TABLE = [
     "kiroku run --simulate --data DIR --port 8080", "kiroku run --real --data DIR",
     "kiroku recorder --data DIR", "kiroku web --data DIR --port 8080",
-    "kiroku init --data DIR --recovery-key-out FILE --recovery-qr-out F.svg --manager NAME --password-file FILE",
+    "kiroku init --data DIR --recovery-key-out FILE --recovery-qr-out F.svg --manager NAME --password-file FILE"
+    " --display-name N --section S",
     *(f"kiroku ctl --data DIR {a} --json" for a in ("status", "start", "stop", "mark", "release 3")),
     "kiroku ctl --data DIR mark --note T --section S", "kiroku ctl --data DIR sim press",
     *(f"kiroku vault --data DIR {a} --json" for a in ("status", "list", "holds", "check --repair")),
