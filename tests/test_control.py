@@ -167,3 +167,19 @@ def test_the_web_ui_answers_503_with_the_reason_when_the_recorder_is_busy(server
     finally:
         for s in [listener, *queued]:
             s.close()
+
+
+def test_sixteen_callers_at_once_during_a_recording_all_get_an_answer(server, data_dir, footage):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.recorder.start_recording(by="test")
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+
+    def ask(_):
+        client = ControlClient(socket_path(data_dir))
+        return [client.status()["state"] for _ in range(20)]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [state for batch in pool.map(ask, range(16)) for state in batch]
+    assert len(answers) == 320 and set(answers) <= {"recording", "stopping", "idle"}
+    server.recorder.stop_recording(by="test")
