@@ -21,6 +21,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from pathlib import Path
 
 from firmware.regulation import HoldReason, Purpose
@@ -37,6 +38,10 @@ class ControlError(Exception):
 
 class RecorderUnreachable(ControlError, ConnectionError):
     """Nothing answers on the control socket: the recorder is not running, or did not answer."""
+
+
+class RecorderBusy(RecorderUnreachable):
+    """The recorder is running but its control socket's queue stayed full (it is answering others)."""
 
 
 class ControlDenied(ControlError, PermissionError):
@@ -91,6 +96,9 @@ class ControlServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     """Serves a :class:`~firmware.recorder.Recorder` on ``<data>/control.sock``."""
 
     daemon_threads = True
+    # socketserver's default queue is 5: the web UI's 8 server threads, the hub sync and a
+    # `kiroku ctl` asking at once overflowed it while a status took the recorder's lock.
+    request_queue_size = 64
 
     def __init__(self, path: Path, recorder):
         path = Path(path)
@@ -268,20 +276,43 @@ def _listening(path: Path) -> bool:
 
 
 class ControlClient:
-    """Talks to a running recorder. Each call opens a short connection."""
+    """Talks to a running recorder. Each call opens a short connection.
 
-    def __init__(self, path: Path, timeout: float = 15.0):
+    A full queue on the socket (the recorder answering many at once) is waited out for up
+    to ``busy_wait`` seconds, then reported as :class:`RecorderBusy`."""
+
+    def __init__(self, path: Path, timeout: float = 15.0, busy_wait: float = 2.0):
         self.path = Path(path)
         self.timeout = timeout
+        self.busy_wait = busy_wait
+
+    def _connect(self) -> socket.socket:
+        deadline = time.monotonic() + self.busy_wait
+        pause = 0.01
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+                return sock
+            except BlockingIOError:  # EAGAIN: the listen queue is full
+                sock.close()
+                if time.monotonic() + pause > deadline:
+                    raise RecorderBusy(f"the recorder is busy: its control socket stayed full for {self.busy_wait:g} s"
+                                       " — try again in a moment") from None
+                time.sleep(pause)  # a client's short back-off; nothing to wait on but time
+                pause = min(pause * 2, 0.2)
+            except BaseException:
+                sock.close()
+                raise
 
     def request(self, op: str, **fields) -> dict:
         """Send one request; returns the recorder's status, or raises :class:`ControlError`."""
         _check_length(self.path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock = None
         try:
             try:
-                sock.connect(str(self.path))
+                sock = self._connect()
             except (FileNotFoundError, ConnectionRefusedError):
                 raise RecorderUnreachable(
                     f"the recorder is not running (no control socket at {self.path}) — "
@@ -298,9 +329,15 @@ class ControlClient:
                 reply += chunk
         except socket.timeout:
             raise RecorderUnreachable(f"the recorder did not answer within {self.timeout:g} s") from None
+        except (ConnectionResetError, BrokenPipeError):
+            raise RecorderUnreachable("the recorder closed the connection without answering") from None
         finally:
-            sock.close()
-        answer = json.loads(reply)
+            if sock is not None:
+                sock.close()
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise RecorderUnreachable(f"the recorder's answer is not JSON: {reply[:80]!r}") from None
         if not answer.get("ok"):
             raise CommandRefused(answer.get("error", "refused"))
         return answer["status"]

@@ -23,6 +23,7 @@ from firmware.control import ControlError, ControlServer, socket_path
 from firmware.hardware import HardwareError, open_hardware
 from firmware.recorder import Recorder
 from firmware.vault import Vault
+from firmware.vault.errors import KeyStoreError
 
 log = logging.getLogger("kiroku.recorder")
 
@@ -46,6 +47,23 @@ def lock_data_dir(data_dir: Path):
         os.close(fd)
         raise DataDirError(f"data folder {data_dir}: another recorder is already running on it") from None
     return fd
+
+
+def recorder_running(data_dir: Path) -> bool:
+    """Whether a recorder holds ``<data>/recorder.lock`` now. Asks without taking it for
+    long, read-only (a seized card's copy has the file and nobody holding it)."""
+    try:
+        fd = os.open(Path(data_dir) / "recorder.lock", os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def config_digest(config: Config) -> str:
@@ -74,6 +92,15 @@ def main(data_dir: Path, config: Config, *, simulate: bool) -> int:
         vault = Vault.open(data_dir, config)
     except (OSError, sqlite3.Error) as exc:
         print(f"kiroku recorder: vault in {data_dir}: {exc} — check the data partition", file=sys.stderr)
+        hardware.close()
+        os.close(lock)
+        return EXIT_UNUSABLE
+    try:
+        if vault.ready:
+            vault.keys.signing_key()  # every entry of the log is signed with it: without it, nothing is done
+    except KeyStoreError as exc:
+        print(f"kiroku recorder: {exc}", file=sys.stderr)
+        vault.close()
         hardware.close()
         os.close(lock)
         return EXIT_UNUSABLE

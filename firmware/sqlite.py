@@ -7,18 +7,51 @@ web UI writes web.db; everyone else opens them read-only.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
 
+class ReadOnlyCopy(sqlite3.OperationalError, PermissionError):
+    """A database on a read-only medium that cannot be read as it is (its write-ahead log
+    holds commits that only a writable folder lets SQLite read)."""
+
+
+def _open_readonly(path: Path) -> sqlite3.Connection:
+    """Read-only, while the writer runs beside us (``mode=ro``: WAL readers share its ``-shm``).
+
+    On a read-only medium — a seized card, a copy an auditor examines — SQLite cannot make
+    the ``-shm`` it needs for a WAL database; when there is no write-ahead log to read,
+    the file alone is the whole database and is opened ``immutable`` (no locks, no ``-shm``).
+    A missing file is an error here, never an empty database made in its place."""
+    if not Path(path).exists():
+        raise sqlite3.OperationalError(f"unable to open database file: {path} does not exist")
+    conn = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # SQLite opens lazily: fail here, not later
+        return conn
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.access(Path(path).parent, os.W_OK) and os.access(path, os.R_OK):
+            raise
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise ReadOnlyCopy(f"{path} is on a read-only medium and its write-ahead log ({wal.name}) holds commits "
+                           "SQLite can only read from a writable folder — copy the data folder to a writable disk "
+                           "and run the command on the copy")
+    log.debug("%s: read-only medium, opened immutable", path)
+    return sqlite3.connect(f"file:{quote(str(path))}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+
+
 def open_db(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        conn = _open_readonly(path)
     else:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")

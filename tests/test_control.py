@@ -97,3 +97,89 @@ def test_options_may_follow_the_action(server, data_dir, capsys):
     assert cli.main(["ctl", "--data", str(data_dir), "start", "--by", "tanaka"]) == 0
     wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
     assert server.recorder.recording.started_by == "tanaka"
+
+
+# -- a busy recorder (issue 23, 6) ---------------------------------------------------------------
+
+def _full_socket(path):
+    """A socket that listens and never accepts, its queue filled: a recorder too busy to answer."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued = []
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setblocking(False)
+        try:
+            s.connect(str(path))
+        except BlockingIOError:
+            s.close()
+            return listener, queued
+        queued.append(s)
+
+
+def test_a_full_control_socket_is_waited_out_then_reported_as_busy(tmp_path):
+    from firmware.control import RecorderBusy
+
+    listener, queued = _full_socket(tmp_path / "control.sock")
+    try:
+        with pytest.raises(RecorderBusy, match="busy") as caught:
+            ControlClient(tmp_path / "control.sock", busy_wait=0.2).status()
+        assert isinstance(caught.value, ControlError) and isinstance(caught.value, ConnectionError)
+    finally:
+        for s in [listener, *queued]:
+            s.close()
+
+
+def test_the_control_socket_queues_as_many_callers_as_the_web_ui_has_workers(tmp_path):
+    srv = ControlServer(tmp_path / "control.sock", recorder=None)  # listening, not yet accepting
+    callers = []
+    try:
+        for _ in range(24):  # the web UI's 8 server threads, three times over
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            callers.append(s)
+            s.setblocking(False)
+            s.connect(str(tmp_path / "control.sock"))  # BlockingIOError once the queue is full
+    finally:
+        for s in callers:
+            s.close()
+        srv.close()
+
+
+def test_the_web_ui_answers_503_with_the_reason_when_the_recorder_is_busy(server, data_dir, tmp_path):
+    from tests.test_webui import make_app
+    from tests.webui_helpers import first_run
+    from webui.services import state
+
+    app = make_app(data_dir)
+    client = app.test_client()
+    first_run(client)
+    listener, queued = _full_socket(tmp_path / "busy.sock")
+    try:
+        state(app).control = ControlClient(tmp_path / "busy.sock")  # as the web UI makes it
+        response = client.get("/api/v1/status")
+        assert response.status_code == 503
+        assert response.json["error"] == "記録装置が混み合っています。しばらくしてからやり直してください。"
+        assert response.headers["Retry-After"] == "1"
+        client.set_cookie("lang", "en")
+        assert "busy" in client.get("/api/v1/status").json["error"]
+        assert client.get("/", follow_redirects=True).status_code < 500  # a page: never a 500
+    finally:
+        for s in [listener, *queued]:
+            s.close()
+
+
+def test_sixteen_callers_at_once_during_a_recording_all_get_an_answer(server, data_dir, footage):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.recorder.start_recording(by="test")
+    wait_for(lambda: server.recorder.state == State.RECORDING, what="recording")
+
+    def ask(_):
+        client = ControlClient(socket_path(data_dir))
+        return [client.status()["state"] for _ in range(20)]
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [state for batch in pool.map(ask, range(16)) for state in batch]
+    assert len(answers) == 320 and set(answers) <= {"recording", "stopping", "idle"}
+    server.recorder.stop_recording(by="test")

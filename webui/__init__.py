@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from firmware.control import ControlError
+from firmware.control import ControlError, RecorderBusy
 from webui import services, site
 
 
@@ -55,6 +55,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.errorhandler(ControlError)
     def recorder_unreachable(exc):
         # Every action is logged by the recorder; without it, nothing is done.
+        if isinstance(exc, RecorderBusy):
+            if request.path.startswith("/api/"):
+                return api.busy(exc)
+            return site.render_error("error.recorder_busy", str(exc), 503)
         if request.path.startswith("/api/"):
             return {"error": f"the recorder could not log this action: {exc}", "code": "recorder.unreachable"}, 503
         return site.render_error("error.recorder", str(exc), 503)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, current_app, g, jsonify, request
 
 from domain import disclosures, duty, people, provisions, requests
-from firmware.control import ControlError
+from firmware.control import CommandRefused, ControlError, RecorderBusy
 from firmware.hardware import Simulator
 from webui import apikit, exports, queries, releases
 from webui.db import vault_db
@@ -30,8 +30,19 @@ apikit.install(bp)
 
 
 def _recorder_error(exc: ControlError):
-    unreachable = "not running" in str(exc) or "did not answer" in str(exc)
-    return jsonify({"error": str(exc)}), 503 if unreachable else 409
+    if isinstance(exc, RecorderBusy):
+        return busy(exc)
+    if isinstance(exc, CommandRefused) and "did not answer" not in str(exc):
+        return jsonify({"error": str(exc)}), 409
+    return jsonify({"error": str(exc)}), 503  # not running, not answering: try again later
+
+
+def busy(exc: RecorderBusy):
+    """503 with the reason in the reader's language, and when to ask again."""
+    from webui.i18n import t
+
+    return jsonify({"error": t("error.recorder_busy"), "detail": str(exc), "code": "recorder.busy"}), 503, \
+        {"Retry-After": "1"}
 
 
 @bp.get("/status")

@@ -125,6 +125,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "sim.lamp_flicker": ("表示灯を一瞬消す（接触不良）", "Flicker the sign's lamp (loose contact)"),
     "sim.microphone_stall": ("マイクを停止させる", "Stall microphone"),
     "error.recorder": ("記録装置に接続できません", "Cannot reach the recorder"),
+    "error.recorder_busy": ("記録装置が混み合っています。しばらくしてからやり直してください。",
+                            "The recorder is busy answering others. Try again in a moment."),
     "error.home": ("トップページへ", "To the start page"),
     "confirm.request_close": ("この請求を終了しますか？ 視聴は終わり、記録の保存の継続も解除されます。元に戻せません。",
                               "Close this request? Its viewing ends and its recordings are no longer held. This"
@@ -480,6 +482,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "password.changed": ("パスワードを変更しました。", "Password changed."),
     # first run
     "setup.title": ("初期設定", "First-run set-up"),
+    "error.setup_refused": ("この装置は以前に設定されています。鍵を作り直すことはできません。",
+                            "This device was set up before: its keys cannot be made again."),
     "setup.intro": ("この装置にはまだ利用者がいません。最初の管理責任者を登録してください。初期パスワードはありません。",
                     "This device has no users yet. Register the first manager. There is no default password."),
     "setup.password_note": ("このパスワードは、録画を視聴可能にする鍵も守ります。忘れないでください。",

@@ -11,11 +11,13 @@ until the operators designated at the hub arrive the page says where to designat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from domain import accounts, people
 from firmware.vault import age
-from webui import setup_code
+from webui import setup_code, site
 from webui.db import get_db
 from webui.permissions import MANAGER, PUBLIC, permission
 from webui.services import audit, control, state
@@ -74,6 +76,12 @@ def index():
 
     recovery = None
     made_keys = not store.initialised
+    if made_keys:
+        from firmware.vault.setup import set_up_before
+
+        refusal = set_up_before(Path(current_app.config["KIROKU_DATA"]), store)
+        if refusal:  # a lost device key is restored, never silently replaced
+            return site.render_error("error.setup_refused", refusal, 409)
     if made_keys:
         recovery = age.X25519Identity.generate()
         store.initialise(current_app.config["KIROKU_DEVICE"], recovery.recipient)

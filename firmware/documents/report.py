@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from firmware import deadlines
+from firmware.sqlite import open_db
 from firmware.regulation import (
     REQUEST_PURPOSES,
     Decision,
@@ -132,14 +133,14 @@ def device_figures(data_dir: Path, fy: int, device: str) -> Figures:
     lo, hi = fiscal_bounds(fy)
     vault = Path(data_dir) / "kiroku.db"
     if vault.exists():
-        conn = sqlite3.connect(f"file:{vault}?mode=ro", uri=True)
+        conn = open_db(vault, readonly=True)  # on a read-only copy too: an auditor's
         try:
             _vault_figures(conn, f, lo, hi)
         finally:
             conn.close()
     web = Path(data_dir) / "web" / "web.db"
     if web.exists():
-        conn = sqlite3.connect(f"file:{web}?mode=ro", uri=True)
+        conn = open_db(web, readonly=True)
         conn.row_factory = sqlite3.Row
         try:
             _web_figures(conn, f, fy)

@@ -92,6 +92,12 @@ class Commands:
             self.state = State.FAULT
             self._show()
             raise RecorderRefused("the vault is not set up: nothing could be sealed")
+        problem = self.store.sealing_problem("footage")
+        if problem:
+            self._fault("storage", problem, blocking=True)
+            self.state = State.FAULT
+            self._show()
+            raise RecorderRefused(problem)
         problem = self.store.room_problem(self._room_needed)
         if problem:
             self._fault("storage", problem, blocking=True)

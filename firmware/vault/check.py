@@ -24,7 +24,9 @@ from firmware.vault.retention import ERASE_BATCH
 class Finding:
     """One thing ``check`` found, and whether ``repair`` fixed it."""
 
-    kind: str  # part | orphan | missing | damaged | unfinished | key | log (the index and the log differ)
+    # part | orphan | missing | damaged | unfinished | key | log (the index and the log differ)
+    # | recording (in progress: not a problem)
+    kind: str
     path: str
     detail: str
     fixed: bool = False
@@ -33,14 +35,29 @@ class Finding:
 class Checks:
     """What ``kiroku vault check`` and the recorder's start-up run."""
 
-    def check(self, *, repair: bool = False) -> list[Finding]:
-        """Files and index, compared; with ``repair``, made to agree without losing a complete segment."""
+    def check(self, *, repair: bool = False, live: bool = False) -> list[Finding]:
+        """Files and index, compared; with ``repair``, made to agree without losing a complete segment.
+
+        ``live``: the recorder is running, so a recording without an end is the one being
+        made, and its folder is still being written — a ``recording`` finding, not a fault."""
         findings: list[Finding] = []
+        # The files before the index: a segment the recorder seals meanwhile is then indexed
+        # and on disk by the time it is looked at, not an orphan.
+        on_disk = {str(p.relative_to(self.data_dir)) for p in self.segments_root.glob("*/*/*/*.age")}
         with self._lock:
             rows = {r[0]: r for r in self.db.execute(
                 "SELECT path, size, sha256, erased_at, id, record_class, key_day FROM segments")}
-        on_disk = {str(p.relative_to(self.data_dir)) for p in self.segments_root.glob("*/*/*/*.age")}
+            open_recs = self.db.execute(
+                "SELECT r.id, (SELECT max(end_wall_us) FROM segments s WHERE s.recording_id = r.id)"
+                " FROM recordings r WHERE r.ended_wall_us IS NULL").fetchall()
+        in_progress = {rec_id for rec_id, _ in open_recs} if live and not repair else set()
+
+        def being_written(rel: str) -> bool:
+            return Path(rel).parent.name in in_progress
+
         for part in sorted(self.segments_root.glob("*/*/*/*.part")):
+            if being_written(str(part.relative_to(self.data_dir))):
+                continue
             f = Finding("part", str(part.relative_to(self.data_dir)), "a segment left unfinished by a crash")
             if repair:
                 part.unlink()
@@ -48,7 +65,8 @@ class Checks:
                 f.fixed = True
             findings.append(f)
         for rel in sorted(on_disk - set(rows)):
-            findings.append(self._orphan(rel, repair))
+            if not being_written(rel):
+                findings.append(self._orphan(rel, repair))
         for rel, (_path, size, sha, erased, seg_id, cls, day) in sorted(rows.items()):
             full = self.data_dir / rel
             if erased:
@@ -59,7 +77,7 @@ class Checks:
                         f.fixed = True
                     findings.append(f)
                 continue
-            if rel not in on_disk:
+            if rel not in on_disk and not full.exists():
                 f = Finding("missing", rel, "in the index but not on disk")
                 if repair:
                     self._mark_lost(seg_id, rel, "missing")
@@ -80,11 +98,10 @@ class Checks:
         with self._lock:  # the index against the log that committed it: nothing here repairs that
             findings += [Finding("log", d.subject, ("UNDER HOLD: " if d.held else "") + d.detail)
                          for d in vouch.compare(self.db)]
-        with self._lock:
-            open_recs = self.db.execute(
-                "SELECT r.id, (SELECT max(end_wall_us) FROM segments s WHERE s.recording_id = r.id)"
-                " FROM recordings r WHERE r.ended_wall_us IS NULL").fetchall()
         for rec_id, last_end in open_recs:
+            if rec_id in in_progress:
+                findings.append(Finding("recording", rec_id, "being recorded now (in progress)"))
+                continue
             f = Finding("unfinished", rec_id, "a recording without an end (the recorder stopped unexpectedly)")
             if repair:
                 end = last_end or self._now()

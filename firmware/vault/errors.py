@@ -36,3 +36,8 @@ class WrongPassphrase(KeyStoreError, PermissionError):
 
 class DayKeyMissing(KeyStoreError, FileNotFoundError):
     """The day's key file does not exist (never created, or destroyed by overwrite)."""
+
+
+class KeyFileDamaged(KeyStoreError, ValueError):
+    """A key file is there but cannot be read as the key it should hold; the message names
+    the file and how to put it right."""

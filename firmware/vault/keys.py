@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
 from firmware.regulation import RecordClass
 from firmware.vault import age
-from firmware.vault.errors import DayKeyMissing, NotInitialised, WrongPassphrase
+from firmware.vault.errors import DayKeyMissing, KeyFileDamaged, KeyStoreError, NotInitialised, WrongPassphrase
 from firmware.vault.signed_note import make_vkey
 
 RECORD_CLASSES = tuple(RecordClass)
@@ -43,6 +43,24 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 HUB_RECIPIENTS = "hub.recipients"
 _HUB_NAME = "# manager:"
+
+
+_RESTORE = "restore it from the data folder's backup"
+FIXES = {  # what to do about a damaged key file, by its name in keys/
+    "device.key": f"{_RESTORE} — a new key would not verify this device's audit log",
+    "recovery.recipient": "write the recovery key's public key into it (the age1… line printed at set-up; "
+                          "`age-keygen -y RECOVERY-KEY-FILE` prints it again)",
+    "manager": f"{_RESTORE}, or remove the manager and add them again (`kiroku keys add-manager`)",
+    HUB_RECIPIENTS: "delete it: the uplink fetches the city's managers' keys again from the hub",
+    "day": f"{_RESTORE}; until then nothing can be sealed to that day's key",
+}
+
+
+def _recipient(path: Path, fix: str) -> age.X25519Recipient:
+    try:
+        return age.X25519Recipient.parse(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise KeyFileDamaged(f"{path} is damaged ({exc}): {fix}") from None
 
 
 def _private_write(path: Path, data: bytes) -> None:
@@ -111,8 +129,13 @@ class KeyStore:
             data = (self.root / "device.key").read_bytes()
         except FileNotFoundError:
             raise NotInitialised(f"{self.root}: no device signing key — run `kiroku init`") from None
-        key = serialization.load_pem_private_key(data, password=None)
-        assert isinstance(key, Ed25519PrivateKey)
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):  # cryptography's reason is a paragraph; the file is the news
+            raise KeyFileDamaged(f"{self.root / 'device.key'} is damaged (not a PEM private key): "
+                                 f"{FIXES['device.key']}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise KeyFileDamaged(f"{self.root / 'device.key'} is not an Ed25519 key: {FIXES['device.key']}")
         return key
 
     def public_key(self) -> Ed25519PublicKey:
@@ -127,11 +150,11 @@ class KeyStore:
     def recipients(self) -> list[age.X25519Recipient]:
         """Everyone a day key is encrypted to: every manager and the recovery key."""
         try:
-            found = [age.X25519Recipient.parse((self.root / "recovery.recipient").read_text())]
+            found = [_recipient(self.root / "recovery.recipient", FIXES["recovery.recipient"])]
         except FileNotFoundError:
             raise NotInitialised(f"{self.root}: no recovery key — run `kiroku init`") from None
         for name in self.managers():
-            found.append(age.X25519Recipient.parse((self.root / "managers" / f"{name}.recipient").read_text()))
+            found.append(_recipient(self.root / "managers" / f"{name}.recipient", FIXES["manager"]))
         for _, recipient in self.hub_recipients():
             if recipient not in found:  # a manager of this device and of the city: once is enough
                 found.append(recipient)
@@ -202,9 +225,36 @@ class KeyStore:
             if line.startswith(_HUB_NAME):
                 name = line.removeprefix(_HUB_NAME).strip()
             elif line and not line.startswith("#"):
-                found.append((name, age.X25519Recipient.parse(line)))
+                try:
+                    found.append((name, age.X25519Recipient.parse(line)))
+                except ValueError as exc:
+                    raise KeyFileDamaged(f"{self.root / HUB_RECIPIENTS} is damaged ({exc}): "
+                                         f"{FIXES[HUB_RECIPIENTS]}") from None
                 name = ""
         return found
+
+    def sealing_problem(self, record_class: str, day: str) -> str | None:
+        """What would stop a recording of ``day`` from being sealed and logged, found before the
+        sign lights: a damaged device key, recipient or day key, named with its file and the fix."""
+        try:
+            self.signing_key()
+            self.recipients()
+            secret_path, public_path = self._day_paths(record_class, day)
+            if public_path.exists() != secret_path.exists():
+                half = secret_path if secret_path.exists() else public_path
+                return f"{half} is there without its other half: {FIXES['day']}"
+            if public_path.exists():
+                _recipient(public_path, FIXES["day"])
+                with secret_path.open("rb") as f:
+                    try:
+                        age.parse_header(f)
+                    except (age.AgeError, ValueError) as exc:
+                        return f"{secret_path} is damaged ({exc}): {FIXES['day']}"
+        except KeyStoreError as exc:
+            return str(exc)
+        except OSError as exc:
+            return f"cannot read the keys in {self.root}: {exc} — check the data folder's permissions"
+        return None
 
     def set_hub_recipients(self, managers: list[tuple[str, age.X25519Recipient]], *, record) -> bool:
         """Make ``managers`` (name, key) the city's managers every new day key is sealed to.
@@ -242,10 +292,10 @@ class KeyStore:
         """
         secret_path, public_path = self._day_paths(record_class, day)
         if public_path.exists() and secret_path.exists():
-            return age.X25519Recipient.parse(public_path.read_text()), False
+            return _recipient(public_path, FIXES["day"]), False
         with self._locked():
             if public_path.exists() and secret_path.exists():
-                return age.X25519Recipient.parse(public_path.read_text()), False
+                return _recipient(public_path, FIXES["day"]), False
             if public_path.exists() or secret_path.exists():
                 raise DayKeyMissing(f"{record_class} key for {day} is half there (destroyed?) — not reusing it")
             identity = age.X25519Identity.generate()

@@ -42,6 +42,40 @@ def write_recovery_qr(identity: age.X25519Identity, path: Path) -> None:
     segno.make(str(identity), error="m").save(str(path), scale=6, border=4)
 
 
+def set_up_before(data_dir: Path, keys: KeyStore) -> str | None:
+    """Why this folder must not be set up again though it is not set up now: a key file lost
+    (``device.key`` above all) from a device that has keys or an audit log. New keys would
+    sign a log that no longer verifies, and seal days nobody could tie to the old ones."""
+    from firmware.vault.vault import DB_NAME
+
+    names = ("device.key", "device.pub.pem", "device.vkey", "device.name", "recovery.recipient")
+    present = [n for n in names if (keys.root / n).exists()]
+    present += [str(p.relative_to(keys.root)) for p in sorted(keys.root.glob("managers/*")) + sorted(
+        keys.root.glob("day/*/*.age"))]
+    entries = 0
+    if (data_dir / DB_NAME).exists():
+        import sqlite3
+
+        from firmware import sqlite as db
+
+        try:
+            conn = db.open_db(data_dir / DB_NAME, readonly=True)
+            try:
+                entries = conn.execute("SELECT count(*) FROM audit").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:  # no audit table yet: an index made before any set-up
+            entries = 0
+    if not present and not entries:
+        return None
+    missing = [n for n in ("device.key", "recovery.recipient") if not (keys.root / n).exists()]
+    found = ", ".join([*(f"keys/{n}" for n in present[:4]), *([f"{entries} audit-log entries"] if entries else [])])
+    return (f"{data_dir} was set up before ({found}) but keys/{' and keys/'.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: restore {'it' if len(missing) == 1 else 'them'} from the "
+            "data folder's backup. New keys would not verify this device's audit log; to start afresh, move the "
+            "whole data folder aside first (its footage and log stay readable with the old keys)")
+
+
 def init(data_dir: Path, *, device: str, recovery_out: Path, recovery_qr_out: Path | None = None,
          manager: str | None = None, passphrase: str | None = None, work_factor: int | None = None) -> dict:
     """Set the device up; returns what to show the person doing it."""
@@ -50,6 +84,9 @@ def init(data_dir: Path, *, device: str, recovery_out: Path, recovery_qr_out: Pa
     keys = KeyStore(data_dir)
     if keys.initialised:
         raise SetupError(f"{data_dir} is already set up (keys in {keys.root})")
+    refusal = set_up_before(Path(data_dir), keys)
+    if refusal:
+        raise SetupError(refusal)
     if manager is not None and not passphrase:
         raise SetupError("a manager needs a passphrase")
     recovery = age.X25519Identity.generate()

@@ -285,6 +285,11 @@ class Vault(Index, Retention, Checks):
                 "reason": ended.end_reason, "segments": segments, "disposition": row["disposition"],
                 "talk_ms": row["talk_ms"], "packets_lost": row["packets_lost"]})
 
+    def sealing_problem(self, record_class: str = "footage") -> str | None:
+        """What would stop a recording starting now from being sealed (a damaged key file, named
+        with the fix), or ``None``: asked before the sign lights."""
+        return self.keys.sealing_problem(record_class, local_day(clock.wall_us_at(clock.boottime_us())))
+
     def open_segment(self, rec: Recording, seq: int, start_us: int) -> SealedSegment:
         if not self.ready:
             raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")

@@ -40,10 +40,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     if getattr(args, "simulate", "absent") is None:
         args.simulate = not paths.is_raspberry_pi()
+    from firmware.vault.errors import KeyStoreError
+
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
         return 130
+    except KeyStoreError as exc:  # a key file missing or damaged: the message names it and the fix
+        print(f"kiroku: {exc}", file=sys.stderr)
+        return 2
     except SystemExit as exc:  # a sub-command that gave up with its message already printed
         if isinstance(exc.code, int):
             return exc.code

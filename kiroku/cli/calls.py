@@ -26,7 +26,13 @@ def calls(args) -> int:
     if not db.exists():
         print(f"kiroku calls: no recorder database in {args.data} — check --data", file=sys.stderr)
         return 2
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    from firmware.sqlite import open_db
+
+    try:
+        conn = open_db(db, readonly=True)  # on a read-only copy too
+    except sqlite3.OperationalError as exc:
+        print(f"kiroku calls: {db}: {exc}", file=sys.stderr)
+        return 2
     try:
         rows = index.search(conn, number=args.number, since_us=when(args.since), until_us=when(args.until),
                             direction=args.direction, limit=args.limit)

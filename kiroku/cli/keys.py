@@ -18,15 +18,22 @@ def init(args) -> int:
     if args.manager and not args.password_file:
         return fail("--manager needs --password-file", 2)
     config = read_config(args)
+    passphrase = password(args.password_file) if args.password_file else None
+    if args.manager:
+        refusal = _manager_refused(Path(args.data), args.manager, passphrase)
+        if refusal:
+            return fail(refusal, 2)
     try:
         lock = lock_data_dir(Path(args.data))
     except DataDirError as exc:
         return fail(str(exc))
     try:
         result = init(Path(args.data), device=args.device or config.device.id, recovery_out=args.recovery_key_out,
-                      recovery_qr_out=args.recovery_qr_out, manager=args.manager,
-                      passphrase=password(args.password_file) if args.password_file else None,
+                      recovery_qr_out=args.recovery_qr_out, manager=args.manager, passphrase=passphrase,
                       work_factor=args.work_factor)
+        if args.manager:
+            _manager_account(Path(args.data), args.manager, args.display_name or args.manager, args.section,
+                             passphrase)
     except (SetupError, ValueError, FileExistsError) as exc:
         return fail(str(exc), 2)
     finally:
@@ -36,9 +43,46 @@ def init(args) -> int:
           f"  Its public key: {result['recovery_recipient']}\n"
           f"  The device's verifier key (for checking its audit log): {result['verifier_key']}")
     if args.manager:
-        print(f"  Manager {args.manager!r} can unlock footage with their passphrase.")
+        print(f"  Manager {args.manager!r} can log in to the web UI and unlock footage with their passphrase.")
     return 0
 
+
+def _manager_refused(data: Path, name: str, passphrase: str) -> str | None:
+    """Why the first manager cannot be made (checked before anything is)."""
+    from domain import accounts, people
+    from webui.db import database, migrate
+
+    if not people.USERNAME.fullmatch(name):
+        return f"--manager {name!r}: a name is 1–32 of a-z, 0-9, _ and -, starting with a letter or digit"
+    if accounts.password_problem(passphrase):
+        return f"--password-file: the passphrase needs at least {accounts.MIN_PASSWORD} characters"
+    if (data / "web" / "web.db").exists():
+        db = database(data)
+        try:
+            migrate(db.conn)
+            if people.anyone(db):
+                return (f"the web UI in {data} already has people: add the manager there (管理 → 職員) or with "
+                        "`kiroku keys add-manager`, not with init")
+        finally:
+            db.close()
+    return None
+
+
+def _manager_account(data: Path, name: str, display_name: str, section: str, passphrase: str) -> None:
+    """The first manager's account in the web UI, as its first-run page makes it: they log in
+    with the same passphrase that unlocks their key."""
+    from domain import accounts
+    from webui import setup_code
+    from webui.db import database, migrate
+
+    db = database(data)
+    try:
+        migrate(db.conn)
+        accounts.create_first_manager(db, username=name, display_name=display_name, section=section,
+                                      password=passphrase)
+    finally:
+        db.close()
+    setup_code.remove(data)  # the first-run page is closed: nothing left to guess
 
 def keys(args) -> int:
     from firmware.vault import age

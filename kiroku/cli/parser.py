@@ -25,6 +25,28 @@ def add_hardware(parser: argparse.ArgumentParser) -> None:
                        help="the real camera, microphone and GPIO (the default on a Raspberry Pi)")
 
 
+# The flags a command with actions shares between them (``kiroku vault --data DIR list --json``).
+_COMMON = ("--data", "--json", "--config", "--by")
+
+
+def accept_after(parent: argparse.ArgumentParser, actions) -> None:
+    """Let every action also take its command's common flags after it, as the README writes them
+    (``kiroku vault --data DIR list --json``). SUPPRESS keeps an action from resetting what was
+    given before it (argparse copies a sub-parser's defaults over its parent's)."""
+    given = [a for a in parent._actions if set(a.option_strings) & set(_COMMON)]
+    for child in actions.choices.values():
+        have = {s for a in child._actions for s in a.option_strings}
+        for a in given:
+            if have & set(a.option_strings):
+                continue
+            if a.nargs == 0:  # a switch (store_true)
+                child.add_argument(*a.option_strings, dest=a.dest, action="store_const", const=a.const,
+                                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            else:
+                child.add_argument(*a.option_strings, dest=a.dest, type=a.type, metavar=a.metavar,
+                                   default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiroku", description="Service-counter recording appliance.")
     parser.add_argument("--version", action="version", version=f"kiroku {__version__}")
@@ -49,27 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(p)
     p.add_argument("--json", action="store_true", help="print the recorder's reply as JSON")
     p.add_argument("--by", default=None, help="who is asking (recorded with the command)")
-    # The same options after the action too (`kiroku ctl status --json`); SUPPRESS keeps a
-    # sub-command from resetting what was given before it.
-    after = argparse.ArgumentParser(add_help=False)
-    after.add_argument("--data", type=Path, default=argparse.SUPPRESS, metavar="DIR")
-    after.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    after.add_argument("--by", default=argparse.SUPPRESS)
     ctl = p.add_subparsers(dest="action", metavar="ACTION")
     ctl.required = True
-    ctl.add_parser("status", help="state, sign, recording, faults", parents=[after])
-    ctl.add_parser("start", help="start recording (after the notice)", parents=[after])
-    ctl.add_parser("stop", help="stop recording", parents=[after])
-    m = ctl.add_parser("mark", help="mark an incident on the current (or last) recording", parents=[after])
+    ctl.add_parser("status", help="state, sign, recording, faults")
+    ctl.add_parser("start", help="start recording (after the notice)")
+    ctl.add_parser("stop", help="stop recording")
+    m = ctl.add_parser("mark", help="mark an incident on the current (or last) recording")
     m.add_argument("--note", default="", help="a short note")
     m.add_argument("--section", default="", help="the responsible section (対応担当課)")
-    r = ctl.add_parser("release", help="release a hold (an incident closed, a request ended)", parents=[after])
+    r = ctl.add_parser("release", help="release a hold (an incident closed, a request ended)")
     r.add_argument("hold", type=int, help="the hold's number (kiroku vault holds)")
-    s = ctl.add_parser("sim", help="simulated hardware only: press the button, unplug a device…", parents=[after])
+    s = ctl.add_parser("sim", help="simulated hardware only: press the button, unplug a device…")
     from firmware.hardware import Simulator
 
     s.add_argument("sim_action", choices=Simulator.ACTIONS, metavar="ACTION",
                    help=", ".join(Simulator.ACTIONS))
+    accept_after(p, ctl)
     p = sub.add_parser("init", help="first-run set-up: device keys, the recovery key, optionally a manager")
     add_data(p)
     p.add_argument("--recovery-key-out", required=True, type=Path, metavar="FILE",
@@ -79,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE")
     p.add_argument("--manager", metavar="NAME", help="also create the first manager")
     p.add_argument("--password-file", type=Path, metavar="FILE", help="the manager's passphrase (first line)")
+    p.add_argument("--display-name", default=None, metavar="NAME",
+                   help="the manager's name as the web UI shows it (default: --manager)")
+    p.add_argument("--section", default="資産経営課", help="the manager's section (default: 資産経営課)")
     p.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
 
     p = sub.add_parser("vault", help="the vault: capacity and retention, recordings, consistency, holds")
@@ -92,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_parser("holds", help="open holds")
     c = v.add_parser("check", help="do the files and the index agree? (reads every segment)")
     c.add_argument("--repair", action="store_true", help="fix what can be fixed without losing a complete segment")
+    accept_after(p, v)
 
     p = sub.add_parser("audit", help="the audit log: verify it, show entries, prove an entry or that the log only grew")
     add_data(p)
@@ -114,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("proof", type=Path)
     chk.add_argument("--vkey", type=Path, required=True, help="keys/device.vkey of the device")
     chk.add_argument("--old-checkpoint", type=Path, help="for a consistency proof: the older checkpoint")
+    accept_after(p, a)
 
     p = sub.add_parser("export", help="a minimum-necessary, signed export package for a third party (Art. 9–11)")
     add_data(p)
@@ -157,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins = tl.add_parser("install", help="use the city's own certificate and key (PEM)")
     ins.add_argument("--cert", type=Path, required=True)
     ins.add_argument("--key", type=Path, required=True)
+    accept_after(p, tl)
 
     p = sub.add_parser("setup-code", help="the code the first-run page asks for, while the device has no manager")
     add_data(p)
@@ -187,15 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calls", help="recorded calls with their metadata")
     add_data(p)
+    p.add_argument("--json", action="store_true")
     cl = p.add_subparsers(dest="action", metavar="ACTION")
     cl.required = True
     ls = cl.add_parser("list", help="calls, newest first")
-    ls.add_argument("--json", action="store_true")
     ls.add_argument("--number", default="", help="a number as you would type it (any part of it)")
     ls.add_argument("--since", default=None, metavar="DATE", help="from this day or ISO time")
     ls.add_argument("--until", default=None, metavar="DATE", help="before this day or ISO time")
     ls.add_argument("--direction", choices=tuple(Direction), default="")
     ls.add_argument("--limit", type=int, default=200)
+    accept_after(p, cl)
 
     p = sub.add_parser("report", help="the annual operations report (Art. 14): PDF, CSV and HTML, counts only")
     p.add_argument("--data", type=Path, action="append", default=None, metavar="DIR",
@@ -221,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--unlock-password-file", type=Path)
     am.add_argument("--work-factor", type=int, default=None, help=argparse.SUPPRESS)
     k.add_parser("list", help="managers and day keys")
+    accept_after(p, k)
 
     # -- the city (DESIGN.md §8, docs/hub.md) ----------------------------------------------------
     from firmware.uplink import enroll, process
@@ -240,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     am.add_argument("--password-file", type=Path, required=True, help="a file holding their passphrase")
     am.add_argument("--display-name", default="", help="their name as pages show it (default: NAME)")
     am.add_argument("--section", default="資産経営課", help="their section (made if new)")
+    accept_after(p, h)
 
     p = sub.add_parser("city", help="the whole city on one machine, simulated: PostgreSQL, Mosquitto, the hub, devices")
     p.add_argument("--data", type=Path, default=Path("city"), metavar="DIR", help="everything goes here (default ./city)")

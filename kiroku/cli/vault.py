@@ -54,12 +54,19 @@ def vault(args) -> int:
 
 
 def _vault_check(args) -> int:
+    from firmware.daemon import recorder_running
+
     with writer(args) if args.repair else closing(reader(args)) as vault:
-        findings = vault.check(repair=args.repair)
+        # Asked once the vault is open: a recorder that starts after this is not seen, and
+        # its recording then reads as unfinished — the safe side.
+        findings = vault.check(repair=args.repair, live=not args.repair and recorder_running(args.data))
+    live = [f for f in findings if f.kind == "recording"]
+    findings = [f for f in findings if f.kind != "recording"]
     problems = [f for f in findings if not f.fixed]
-    obj = {"clean": not findings, "findings": [f.__dict__ for f in findings]}
-    if not findings:
-        out(args, obj, "the vault is consistent: every indexed segment is on disk, whole, with its day key")
-    else:
-        out(args, obj, "\n".join(f"{'fixed ' if f.fixed else ''}{f.kind:<10} {f.path}: {f.detail}" for f in findings))
+    obj = {"clean": not findings, "findings": [f.__dict__ for f in findings],
+           "recording": [f.path for f in live]}
+    lines = [f"{'fixed ' if f.fixed else ''}{f.kind:<10} {f.path}: {f.detail}" for f in findings] or \
+        ["the vault is consistent: every indexed segment is on disk, whole, with its day key"]
+    lines += [f"recording  {f.path}: {f.detail}" for f in live]
+    out(args, obj, "\n".join(lines))
     return 1 if problems else 0
