@@ -182,8 +182,8 @@ class Retention:
                     f" {total // 2**20} MB for a recording of {nbytes // 2**20} MB: lower it in kiroku.toml")
         u = self.usage()
         if self.retention.capacity_mb and u["used"] + nbytes > self.retention.capacity_mb * 2**20:
-            return (f"the footage quota (retention.capacity_mb = {self.retention.capacity_mb}) is full of footage"
-                    " still within its retention or on hold: a recording could not be kept")
+            return (f"the disk is full up to the footage quota (retention.capacity_mb = {self.retention.capacity_mb})"
+                    " with footage still within its retention or on hold: a recording could not be kept")
         if u["used"] < (total - reserve) // 2:  # not mostly footage: something else fills it
             return (f"the data partition is full, but not of footage ({u['used'] // 2**20} MB of footage,"
                     f" {u['filesystem_free'] // 2**20} MB free, {self.retention.reserve_mb} MB kept in reserve):"
