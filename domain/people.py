@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from domain import accounts
+from domain import keys as domain_keys
 from domain.errors import NotFound, refuse
 from domain.times import now_iso
 from firmware.regulation import Role
@@ -146,7 +147,8 @@ def add(ctx, new: NewPerson) -> int:
     if "manager" in roles:
         if not accounts.check_own_password(ctx, new.your_password):
             refuse("user.your_password_needed")
-        unlock = keys.unlock(ctx.actor.username, new.your_password)
+        unlock = domain_keys.unlock_own(ctx, new.your_password, subject=new.username,
+                                        refusal="user.your_password_needed")
     ctx.log("user.add", subject=new.username, detail={"roles": sorted(roles)})
     if "operator" in roles:
         ctx.log("operator.designate", subject=new.username, detail={"device": ctx.device})

@@ -1,0 +1,97 @@
+"""Guesses are counted where they are made (issue 23, items 3 and 4): a manager's passphrase
+cannot be tried without end, a name cannot be told from its answer or its cost, and a
+guesser slows themselves down — not the person whose name they guess."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests import test_requests
+from tests.test_requests import approve, file_request, rec_start, recording_of
+from tests.test_webui import audit_entries
+from tests.webui_helpers import PASSWORDS, Api, login, post
+from webui import create_app
+
+server, app, office = test_requests.server, test_requests.app, test_requests.office
+
+
+class Clock:
+    """The time the guards read, moved by the test (a delay is observed here, not waited for)."""
+
+    def __init__(self, now: float = 1_900_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the manager's passphrase (item 3) --------------------------------------------------------
+
+@pytest.fixture
+def approved(office, vault):
+    """A request by 市民課's head, approved by the manager: the manager's passphrase opens it."""
+    rec = recording_of(vault)
+    viewer = office.test_client()
+    login(viewer, "suzuki")
+    request_id = file_request(viewer, rec["id"])
+    manager = office.test_client()
+    login(manager, "yamada")
+    approve(manager, request_id, rec_start(vault, rec), rec_start(vault, rec) + 3_000_000, rec["id"])
+    return request_id
+
+
+def test_wrong_passphrases_lock_the_key_for_growing_times_even_across_a_restart(office, vault, approved,
+                                                                                   monkeypatch):
+    import domain.keys
+
+    clock = Clock()
+    monkeypatch.setattr(domain.keys, "clock", clock, raising=False)
+    manager = Api(office.test_client())
+    manager.login("yamada")
+    unlock = f"/api/v1/requests/{approved}/unlock"
+    answers = [manager.post(unlock, {"password": f"guess number {i}"}).get_json()["code"] for i in range(39)]
+    assert answers[0] == "viewing.wrong_password"
+    assert "key.locked" in answers, "39 wrong passphrases and the key never locked"
+    tries = answers.index("key.locked") + 1  # the wrong one that locked it is counted too
+    assert tries <= 5, f"{tries} wrong passphrases before the key locked"
+    right = manager.post(unlock, {"password": PASSWORDS["yamada"]})
+    assert right.status_code == 403 and right.get_json()["code"] == "key.locked", "the right one, while locked"
+    until = right.get_json()["detail"]
+    entries = [e for e in audit_entries(vault) if e["action"] in ("key.unlock_failed", "key.locked", "key.unlock")]
+    assert [e["action"] for e in entries].count("key.unlock_failed") == tries, "refused tries are not guesses"
+    assert [e["action"] for e in entries].count("key.locked") == 1 and entries[tries]["subject"] == "yamada"
+
+    # The web UI restarts: the key is still locked, and the page the passphrase is typed on says until when.
+    restarted = create_app(dict(office.config))
+    page = restarted.test_client()
+    login(page, "yamada")
+    html = page.get(f"/requests/{approved}").get_data(as_text=True)
+    assert "ロック" in html and until[11:16] in html, "the page does not say the key is locked until when"
+    page.set_cookie("lang", "en")
+    html = page.get(f"/requests/{approved}").get_data(as_text=True)
+    assert "locked until" in html and until[11:16] in html
+    again = post(page, f"/requests/{approved}/unlock", {"password": PASSWORDS["yamada"]},
+                 token_from=f"/requests/{approved}")
+    assert again.status_code == 302 and "id=\"watch\"" not in page.get(f"/requests/{approved}").get_data(as_text=True)
+
+    # Once the lock has passed, one more wrong one locks it again, for longer.
+    first = domain.keys.locked_until(restarted_db(office), "yamada") - clock.now
+    clock.now += first + 1
+    assert Api(restarted.test_client()).login("yamada").status_code == 200
+    later = Api(restarted.test_client())
+    later.login("yamada")
+    assert later.post(unlock, {"password": "one more guess"}).get_json()["code"] == "key.locked"
+    second = domain.keys.locked_until(restarted_db(office), "yamada") - clock.now
+    assert second > first, "the lock does not grow"
+    clock.now += second + 1
+    opened = later.post(unlock, {"password": PASSWORDS["yamada"]})
+    assert opened.status_code == 201, opened.get_json()
+    assert later.post(unlock, {"password": "wrong after all"}).get_json()["code"] == "viewing.wrong_password", \
+        "the count starts again after the right passphrase"
+
+
+def restarted_db(app):
+    from domain.db import Database
+    from webui.db import connect
+
+    return Database.sqlite(connect(app.config["KIROKU_DATA"]))
