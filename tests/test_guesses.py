@@ -4,12 +4,14 @@ guesser slows themselves down — not the person whose name they guess."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests import test_requests
 from tests.test_requests import approve, file_request, rec_start, recording_of
 from tests.test_webui import audit_entries
-from tests.webui_helpers import PASSWORDS, Api, login, post
+from tests.webui_helpers import PASSWORDS, Api, login, post, staff
 from webui import create_app
 
 server, app, office = test_requests.server, test_requests.app, test_requests.office
@@ -95,3 +97,85 @@ def restarted_db(app):
     from webui.db import connect
 
     return Database.sqlite(connect(app.config["KIROKU_DATA"]))
+
+
+# -- log-in (item 4) ---------------------------------------------------------------------------
+
+def verifications(monkeypatch) -> list[str]:
+    """Every Argon2 verification the log-in makes, by the hash it was checked against."""
+    import domain.accounts
+
+    seen, real = [], domain.accounts.verify
+    monkeypatch.setattr(domain.accounts, "verify", lambda hashed, pw: seen.append(hashed) or real(hashed, pw))
+    return seen
+
+
+def test_a_locked_name_an_unknown_one_and_a_wrong_password_cost_the_same_and_answer_alike(server, app, vault,
+                                                                                          monkeypatch):
+    staff(app.test_client(), app)
+    for i in range(12):  # someone guesses sato's password from elsewhere
+        post(app.test_client(), "/login", {"username": "sato", "password": f"guess number {i}"},
+             environ_base={"REMOTE_ADDR": f"10.0.1.{i}"})
+    seen = verifications(monkeypatch)
+    answers = {}
+    for n, name in enumerate(("sato", "nobody", "suzuki")):
+        r = post(app.test_client(), "/login", {"username": name, "password": "not the password"},
+                 environ_base={"REMOTE_ADDR": f"10.0.2.{n}"})
+        answers[name] = (r.status_code, re.search(r'class="flash [^"]*" role="status">([^<]+)<', r.get_data(as_text=True)).group(1))
+    assert len(seen) == 3, "a name was answered without the password's work"
+    assert answers["sato"] == answers["nobody"] == answers["suzuki"] == (401, "ユーザー名またはパスワードが違います。")
+
+
+def test_guesses_slow_the_guessers_address_not_the_manager(server, app, vault, monkeypatch):
+    staff(app.test_client(), app)
+    clock = Clock()
+    from webui.services import state
+
+    monkeypatch.setattr(state(app).guard, "clock", clock, raising=False)
+    guesser = app.test_client()
+    attacker = {"REMOTE_ADDR": "10.0.0.66"}
+    answers = [post(guesser, "/login", {"username": "yamada", "password": f"guess number {i}"},
+                    environ_base=attacker).status_code for i in range(10)]
+    assert answers == [401] * 10
+    right = post(guesser, "/login", {"username": "yamada", "password": PASSWORDS["yamada"]}, environ_base=attacker)
+    assert right.status_code == 401 and "しばらく" in right.get_data(as_text=True), "the guesser is not slowed"
+    # The manager, at their own desk, logs in.
+    manager = post(app.test_client(), "/login", {"username": "yamada", "password": PASSWORDS["yamada"]},
+                   environ_base={"REMOTE_ADDR": "10.0.0.8"})
+    assert manager.status_code == 302, "ten guesses kept the manager out"
+    # Another browser at the guesser's address (a shared office address) is not the guesser.
+    colleague = post(app.test_client(), "/login", {"username": "sato", "password": PASSWORDS["sato"]},
+                     environ_base=attacker)
+    assert colleague.status_code == 302, "one browser's guesses kept its whole address out"
+    held = [e for e in audit_entries(vault) if e["action"] == "login.locked"]
+    assert held and held[0]["detail"]["by"] == "session" and "until" in held[0]["detail"]
+    # The wait grows with each guess made after it.
+    guard = state(app).guard
+    waits = []
+    for i in range(3):
+        clock.now = max(guard.until(k) for k in guard.keys_for("10.0.0.66", guesser_session(guesser))) + 1
+        post(guesser, "/login", {"username": "yamada", "password": f"late guess {i}"}, environ_base=attacker)
+        waits.append(max(guard.until(k) for k in guard.keys_for("10.0.0.66", guesser_session(guesser))) - clock.now)
+    assert waits[0] < waits[1] < waits[2]
+    clock.now += 10 ** 6  # a day later, the right password from there works again
+    assert post(guesser, "/login", {"username": "yamada", "password": PASSWORDS["yamada"]},
+                environ_base=attacker).status_code == 302
+
+
+def guesser_session(client) -> str:
+    with client.session_transaction() as s:
+        return s.get("guesser", "")
+
+
+def test_many_browsers_at_one_address_are_slowed_as_one_in_the_end(server, app, vault, monkeypatch):
+    from domain import accounts
+
+    staff(app.test_client(), app)
+    attacker = {"REMOTE_ADDR": "10.0.0.66"}
+    for i in range(accounts.ADDRESS_FREE + 1):  # a fresh browser (no cookie) for every guess
+        post(app.test_client(), "/login", {"username": "yamada", "password": f"guess {i}"}, environ_base=attacker)
+    right = post(app.test_client(), "/login", {"username": "yamada", "password": PASSWORDS["yamada"]},
+                 environ_base=attacker)
+    assert right.status_code == 401, "cookies thrown away escape the address's count"
+    held = [e for e in audit_entries(vault) if e["action"] == "login.locked"]
+    assert [e["detail"]["by"] for e in held] == ["address"]
