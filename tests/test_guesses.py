@@ -179,3 +179,28 @@ def test_many_browsers_at_one_address_are_slowed_as_one_in_the_end(server, app, 
     assert right.status_code == 401, "cookies thrown away escape the address's count"
     held = [e for e in audit_entries(vault) if e["action"] == "login.locked"]
     assert [e["detail"]["by"] for e in held] == ["address"]
+
+
+def test_a_locked_key_is_not_tried_when_a_manager_adds_a_manager_either(server, app, vault):
+    import time
+
+    from webui.db import connect
+
+    client = app.test_client()
+    staff(client, app)
+    login(client, "yamada")
+    conn = connect(app.config["KIROKU_DATA"])
+    conn.execute("INSERT INTO key_guard (name, failures, locked_until) VALUES ('yamada', 5, ?)", (time.time() + 600,))
+    conn.commit()
+    assert 'id="key-locked"' in client.get("/admin/people").get_data(as_text=True)
+    deputy = {"username": "deputy", "display_name": "副 管理", "section_id": "", "roles": ["manager"],
+              "password": "the deputy's long password", "your_password": PASSWORDS["yamada"]}
+    refused = post(client, "/admin/people", deputy, token_from="/admin/people")
+    assert refused.status_code == 403 and "鍵をロックしました" in refused.get_data(as_text=True)
+    assert 'data-username="deputy"' not in client.get("/admin/people").get_data(as_text=True), \
+        "a manager was added with a locked key"
+    conn.execute("UPDATE key_guard SET locked_until = ?", (time.time() - 1,))
+    conn.commit()
+    conn.close()
+    assert post(client, "/admin/people", deputy, token_from="/admin/people").status_code == 302
+    assert 'data-username="deputy"' in client.get("/admin/people").get_data(as_text=True)
