@@ -204,3 +204,18 @@ def test_a_locked_key_is_not_tried_when_a_manager_adds_a_manager_either(server, 
     conn.close()
     assert post(client, "/admin/people", deputy, token_from="/admin/people").status_code == 302
     assert 'data-username="deputy"' in client.get("/admin/people").get_data(as_text=True)
+
+    # Locked again, it is another manager who lifts it — never the manager whose key it is.
+    conn = connect(app.config["KIROKU_DATA"])
+    conn.execute("UPDATE key_guard SET locked_until = ?", (time.time() + 600,))
+    conn.commit()
+    conn.close()
+    assert not re.search(r'/admin/people/\d+/unlock', client.get("/admin/people").get_data(as_text=True))
+    other = app.test_client()
+    assert post(other, "/login", {"username": "deputy", "password": "the deputy's long password"}).status_code == 302
+    lift = re.search(r'action="(/admin/people/\d+/unlock)"', other.get("/admin/people").get_data(as_text=True)).group(1)
+    own = post(client, lift, token_from="/admin/people", follow_redirects=True).get_data(as_text=True)
+    assert "自分の鍵のロックは解除できません" in own and 'id="key-locked"' in own
+    assert post(other, lift, token_from="/admin/people").status_code == 302
+    assert 'id="key-locked"' not in client.get("/admin/people").get_data(as_text=True)
+    assert audit_entries(vault)[-1]["action"] == "user.unlock" and audit_entries(vault)[-1]["subject"] == "yamada"
