@@ -35,7 +35,8 @@ LOCK_SECONDS = 30 * 60  # failures are forgotten this long after the last one (a
 ADDRESS_LIMIT = 30  # wrong set-up or enrollment codes from one address within LOCK_SECONDS
 SESSION_FREE = 5  # failed log-ins from one browser session before it must wait, longer each time
 ADDRESS_FREE = 20  # from one address (a city office's computers may share it), the same
-THROTTLE_LONGEST = 15 * 60  # the longest wait, in seconds
+THROTTLE_FIRST = 15  # seconds: the first wait, doubled with each failure after it
+THROTTLE_LONGEST = 15 * 60  # the longest wait
 MIN_PASSWORD = 12
 
 # Argon2id with RFC 9106's low-memory profile, stated here: argon2-cffi's defaults changed in
@@ -126,7 +127,7 @@ class Guard:
 
 def wait(beyond: int) -> float:
     """How long a key is shut after its ``beyond``-th failure past the free ones: it doubles."""
-    return float(min(2 ** (beyond - 1), THROTTLE_LONGEST))
+    return float(min(THROTTLE_FIRST * 2 ** (beyond - 1), THROTTLE_LONGEST))
 
 
 def slow_down(failures: int) -> None:
