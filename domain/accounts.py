@@ -76,9 +76,10 @@ class Guard:
     account), in memory (one per web application): enough to slow a guesser down; the
     accounts' own counts are in the registers.
 
-    ``throttle`` is the log-in's: after ``free`` failures under a key, each further one shuts
-    that key for a time that doubles with each (``wait``) — the guesser waits, not the person
-    whose name they guess."""
+    The log-in counts with ``fail(key, free)``: after ``free`` failures under a key, each
+    further one shuts that key for a time that doubles with each (:func:`wait`), and
+    ``until(key)`` says when it may try again — the guesser waits, not the person whose name
+    they guess."""
 
     def __init__(self, limit: int = 2000, clock=None):
         self._lock = threading.Lock()
@@ -148,7 +149,7 @@ def authenticate(ctx, username: str, password: str, address: str, session: str =
     the same answer, so a name cannot be probed by its answer or by its time.
     """
     db, guard = ctx.db, ctx.guard
-    keys = {"address": f"address:{address}", "session": f"session:{session}" if session else ""}
+    keys = dict(zip(("address", "session"), Guard.keys_for(address, session) + [""]))
     shut = max((guard.until(k) for k in keys.values() if k), default=0.0)
     if shut:
         ctx.refused("login.locked", username[:64])  # not a guess (nothing was tried): noted, at most once a minute
