@@ -1,10 +1,10 @@
 """Log-in and sessions: passwords, failures counted and locked, sessions that end.
 
 - Passwords are hashed with Argon2id (argon2-cffi); old hashes are upgraded at log-in.
-- Repeated failures slow the answer down and then lock the account; both are logged.
-  An unknown name costs the same time as a wrong password and locks the same way, so
-  names cannot be probed (:class:`Guard` remembers the failures of names that are not
-  accounts, and of each address).
+- Repeated failures hold back the browser session and the address they come from, for
+  longer each time, and are logged; the account itself is not locked, so a guesser cannot
+  keep its owner out (:class:`Guard`). An unknown name costs the same Argon2 work as a
+  wrong password and gets the same answer, so names cannot be probed.
 - A session is a random id checked against ``sessions``; it ends after ``IDLE`` without
   use, ``ABSOLUTE`` after log-in, at log-out, when the password changes or the account is
   disabled — and the footage keys it held end with it (``domain.viewings``).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from datetime import datetime, timezone
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError, VerifyMismatchError
@@ -29,10 +30,13 @@ except ImportError:  # argon2-cffi before 23.1, such as Debian trixie's 21.1 (th
 
 IDLE = 15 * 60
 ABSOLUTE = 10 * 3600
-SLOW_AFTER = 5  # failures before answers slow down
-LOCK_AFTER = 10  # failures before the account locks
-LOCK_SECONDS = 30 * 60
-ADDRESS_LIMIT = 30  # failures from one address within LOCK_SECONDS
+SLOW_AFTER = 5  # wrong set-up or enrollment codes before answers slow down
+LOCK_SECONDS = 30 * 60  # failures are forgotten this long after the last one (and its wait)
+ADDRESS_LIMIT = 30  # wrong set-up or enrollment codes from one address within LOCK_SECONDS
+SESSION_FREE = 5  # failed log-ins from one browser session before it must wait, longer each time
+ADDRESS_FREE = 20  # from one address (a city office's computers may share it), the same
+THROTTLE_FIRST = 15  # seconds: the first wait, doubled with each failure after it
+THROTTLE_LONGEST = 15 * 60  # the longest wait
 MIN_PASSWORD = 12
 
 # Argon2id with RFC 9106's low-memory profile, stated here: argon2-cffi's defaults changed in
@@ -68,31 +72,63 @@ def password_problem(password: str, confirm: str | None = None) -> str | None:
 
 
 class Guard:
-    """Failures for names that are not accounts, and per address: kept in memory (one per
-    web application), so that an unknown name is slowed and "locked" exactly like a real
-    one, and one address cannot try name after name."""
+    """Failures counted per key (a client's address, a browser's session, a name that is not an
+    account), in memory (one per web application): enough to slow a guesser down; the
+    accounts' own counts are in the registers.
 
-    def __init__(self, limit: int = 2000):
+    The log-in counts with ``fail(key, free)``: after ``free`` failures under a key, each
+    further one shuts that key for a time that doubles with each (:func:`wait`), and
+    ``until(key)`` says when it may try again — the guesser waits, not the person whose name
+    they guess."""
+
+    def __init__(self, limit: int = 2000, clock=None):
         self._lock = threading.Lock()
-        self._items: dict[str, tuple[int, float]] = {}
+        self._items: dict[str, tuple[int, float, float]] = {}  # key: (failures, last failure, shut until)
         self._limit = limit
+        self.clock = clock  # what "now" is (None: the system's time): a test moves it instead of waiting
+
+    def now(self) -> float:
+        return self.clock() if self.clock is not None else time.time()
+
+    def _get(self, key: str) -> tuple[int, float, float]:
+        count, last, until = self._items.get(key, (0, 0.0, 0.0))
+        return (count, last, until) if self.now() - max(last, until) < LOCK_SECONDS else (0, 0.0, 0.0)
 
     def failures(self, key: str) -> int:
         """Recent failures counted under ``key`` (an address, with what was tried)."""
         with self._lock:
-            count, since = self._items.get(key, (0, 0.0))
-            return count if time.time() - since < LOCK_SECONDS else 0
+            return self._get(key)[0]
 
-    def fail(self, key: str) -> int:
-        """One more failure under ``key``; returns how many there have been recently."""
+    def until(self, key: str) -> float:
+        """When ``key`` may try again (0: it may now)."""
         with self._lock:
-            count, since = self._items.get(key, (0, time.time()))
-            if time.time() - since >= LOCK_SECONDS:
-                count, since = 0, time.time()
-            self._items[key] = (count + 1, since)
+            until = self._get(key)[2]
+            return until if until > self.now() else 0.0
+
+    def fail(self, key: str, free: int | None = None) -> int:
+        """One more failure under ``key``; returns how many there have been recently. With
+        ``free``, a failure beyond the first ``free`` shuts the key for ``wait(...)`` seconds."""
+        with self._lock:
+            count, _last, until = self._get(key)
+            now = self.now()
+            count += 1
+            if free is not None and count > free:
+                until = now + wait(count - free)
+            self._items.pop(key, None)
+            self._items[key] = (count, now, until)
             if len(self._items) > self._limit:
                 self._items.pop(next(iter(self._items)))
-            return count + 1
+            return count
+
+    @staticmethod
+    def keys_for(address: str, session: str) -> list[str]:
+        """What the log-in counts a failure under: the client's address and its browser session."""
+        return [f"address:{address}"] + ([f"session:{session}"] if session else [])
+
+
+def wait(beyond: int) -> float:
+    """How long a key is shut after its ``beyond``-th failure past the free ones: it doubles."""
+    return float(min(THROTTLE_FIRST * 2 ** (beyond - 1), THROTTLE_LONGEST))
 
 
 def slow_down(failures: int) -> None:
@@ -100,69 +136,74 @@ def slow_down(failures: int) -> None:
         time.sleep(min(2 ** (failures - SLOW_AFTER), 8))  # brute force gets slower with every try
 
 
-def authenticate(ctx, username: str, password: str, address: str) -> int:
-    """The account's id, or :class:`LoginRefused`; failures are counted, slowed, locked and logged.
+def authenticate(ctx, username: str, password: str, address: str, session: str = "") -> int:
+    """The account's id, or :class:`LoginRefused`; failures are counted and logged.
 
-    Unknown names take the same time, get the same answers and lock the same way, so a
-    name cannot be probed. Counting is atomic: parallel guesses are all counted.
+    A guess slows down the guesser, not the account: failures are counted per client address
+    and per browser session (``session``, a random id the log-in page gave it), and one of
+    those that keeps failing is refused for a while (``login.locked``) — even the right
+    password from there. The account itself is never locked by guesses, so no one can keep
+    its owner out: the right password from elsewhere logs in.
+
+    A wrong password, an unknown or disabled name cost the same Argon2 verification and get
+    the same answer, so a name cannot be probed by its answer or by its time.
     """
     db, guard = ctx.db, ctx.guard
-    by_address = f"address:{address}"
-    if guard.failures(by_address) >= ADDRESS_LIMIT:
-        ctx.log("login.refused", subject=username[:64], detail={"reason": "too many failures from this address"},
-                actor="anonymous")
+    keys = dict(zip(("address", "session"), Guard.keys_for(address, session) + [""]))
+    shut = max((guard.until(k) for k in keys.values() if k), default=0.0)
+    if shut:
+        ctx.refused("login.locked", username[:64])  # not a guess (nothing was tried): noted, at most once a minute
         raise LoginRefused("login.locked")
-    row = db.one("SELECT id, password_hash, locked_until, disabled_at FROM users WHERE username = ?", (username,))
-    if row is None or row["disabled_at"]:
-        verify(_DUMMY_HASH, password)
-        guard.fail(by_address)
+    row = db.one("SELECT id, password_hash, disabled_at FROM users WHERE username = ?", (username,))
+    known = row is not None and not row["disabled_at"]
+    if verify(row["password_hash"] if known else _DUMMY_HASH, password) and known:
+        with db.transaction():
+            db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
+            if _hasher.check_needs_rehash(row["password_hash"]):
+                db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
+        return row["id"]
+    if known:
+        count_failure(ctx, row["id"], username)
+    else:
         failures = guard.fail(f"name:{username}")
         ctx.log("login.failed", subject=username[:64], detail={"failures": failures}, actor="anonymous")
-        if failures >= LOCK_AFTER:
-            raise LoginRefused("login.locked")
-        slow_down(failures)
-        raise LoginRefused("login.failed")
-    if row["locked_until"] and row["locked_until"] > time.time():
-        ctx.log("login.refused", subject=username, detail={"reason": "locked"}, actor="anonymous")
+    held = None
+    for by, key in keys.items():
+        free = SESSION_FREE if by == "session" else ADDRESS_FREE
+        if key and guard.fail(key, free) == free + 1 and held is None:
+            held = by  # logged once when it begins; what it refuses then is noted as refused access
+    if held is not None:
+        until = datetime.fromtimestamp(guard.until(keys[held]) or guard.now(), timezone.utc).astimezone()
+        ctx.log("login.locked", subject=username[:64], actor="anonymous",
+                detail={"by": held, "address": address, "until": until.isoformat(timespec="seconds")})
+    if any(guard.until(k) for k in keys.values() if k):
         raise LoginRefused("login.locked")
-    if not verify(row["password_hash"], password):
-        guard.fail(by_address)
-        failures = count_failure(ctx, row["id"], username)
-        if failures >= LOCK_AFTER:
-            raise LoginRefused("login.locked")
-        slow_down(failures)
-        raise LoginRefused("login.failed")
-    with db.transaction():
-        locked = db.scalar("SELECT locked_until FROM users WHERE id = ?", (row["id"],))
-        if locked and locked > time.time():  # locked by a parallel guess meanwhile
-            raise LoginRefused("login.locked")
-        db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (row["id"],))
-        if _hasher.check_needs_rehash(row["password_hash"]):
-            db.execute("UPDATE users SET password_hash = ? WHERE id = ?", (_hasher.hash(password), row["id"]))
-    return row["id"]
+    raise LoginRefused("login.failed")
 
 
 def count_failure(ctx, user_id: int, username: str) -> int:
-    """One more wrong password for ``user_id``; locks the account at the limit. Logged."""
-    db = ctx.db
-    with db.transaction():
-        failures = db.scalar("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
+    """One more wrong password for ``user_id`` (the account's count, for its owner and the
+    report: it locks nothing). Logged."""
+    failures = ctx.db.scalar("UPDATE users SET failed_logins = failed_logins + 1 WHERE id = ? RETURNING failed_logins",
                              (user_id,))
-        if failures >= LOCK_AFTER:
-            db.execute("UPDATE users SET locked_until = ? WHERE id = ?", (time.time() + LOCK_SECONDS, user_id))
     ctx.log("login.failed", subject=username, detail={"failures": failures}, actor="anonymous")
-    if failures == LOCK_AFTER:
-        ctx.log("login.locked", subject=username, detail={"minutes": LOCK_SECONDS // 60}, actor="anonymous")
     return failures
 
 
 def check_own_password(ctx, password: str) -> bool:
     """Re-confirm the acting person's password (a password change, adding a manager): wrong
-    answers count towards the lock as log-in failures do."""
+    answers are counted as log-in failures are, and after ``SESSION_FREE`` of them the
+    check is refused for a while, for longer each time (only the person's own sessions can
+    ask, so this keeps no one else out)."""
+    key = f"reconfirm:{ctx.actor.id}"
+    if ctx.guard is not None and ctx.guard.until(key):
+        raise Refused("password.held_back", 403)
     hashed = ctx.db.scalar("SELECT password_hash FROM users WHERE id = ?", (ctx.actor.id,))
     if verify(hashed, password):
         return True
     count_failure(ctx, ctx.actor.id, ctx.actor.username)
+    if ctx.guard is not None:
+        ctx.guard.fail(key, SESSION_FREE)
     return False
 
 

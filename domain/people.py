@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from domain import accounts
+from domain import keys as domain_keys
 from domain.errors import NotFound, refuse
 from domain.times import now_iso
 from firmware.regulation import Role
@@ -71,12 +72,15 @@ def section_names(db) -> list[str]:
 
 
 def everyone(db, device: str) -> list:
-    """Every account with its roles and lock state, and whether it operates ``device``."""
+    """Every account with its roles, whether it operates ``device``, and its lock: a manager's
+    key locked after wrong passphrases (``domain.keys``; guesses at log-in lock no account)."""
     return db.all(
         "SELECT u.id, u.username, u.display_name, s.name AS section, u.is_manager, u.is_section_head,"
-        " u.is_auditor, u.disabled_at, u.locked_until, u.failed_logins,"
+        " u.is_auditor, u.disabled_at, u.failed_logins,"
+        " (SELECT k.locked_until FROM key_guard k WHERE k.name = u.username AND k.locked_until > ?) AS locked_until,"
         " EXISTS (SELECT 1 FROM operators o WHERE o.user_id = u.id AND o.device = ? AND o.revoked_at IS NULL)"
-        " AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id ORDER BY u.username", (device,))
+        " AS is_operator FROM users u LEFT JOIN sections s ON s.id = u.section_id ORDER BY u.username",
+        (domain_keys.clock(), device))
 
 
 def as_json(row) -> dict:
@@ -146,7 +150,8 @@ def add(ctx, new: NewPerson) -> int:
     if "manager" in roles:
         if not accounts.check_own_password(ctx, new.your_password):
             refuse("user.your_password_needed")
-        unlock = keys.unlock(ctx.actor.username, new.your_password)
+        unlock = domain_keys.unlock_own(ctx, new.your_password, subject=new.username,
+                                        refusal="user.your_password_needed")
     ctx.log("user.add", subject=new.username, detail={"roles": sorted(roles)})
     if "operator" in roles:
         ctx.log("operator.designate", subject=new.username, detail={"device": ctx.device})
@@ -220,10 +225,15 @@ def disable(ctx, user_id: int) -> list[str]:
 
 
 def unlock_account(ctx, user_id: int) -> None:
-    """Lift a lock-out after failed log-ins."""
+    """Lift the lock of another manager's key (wrong passphrases), having made sure it is them
+    who asks: never one's own, or whoever guesses in a manager's session could lift it."""
     person = account(ctx.db, user_id)
-    ctx.log("user.unlock", subject=person["username"])
-    ctx.db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
+    if user_id == ctx.actor.id:
+        refuse("people.unlock_own", 403)
+    ctx.log("user.unlock", subject=person["username"], detail={"key": True})
+    with ctx.db.transaction():
+        ctx.db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
+        ctx.db.execute("DELETE FROM key_guard WHERE name = ?", (person["username"],))
 
 
 def add_section(ctx, name: str) -> int:

@@ -79,7 +79,7 @@ def device_figures(db, device: dict, fy: int) -> documents.Figures:
             f.day_keys_destroyed += len(detail.get("keys_destroyed") or [])
         elif action == "login.failed":
             f.failed_logins += 1
-        elif action == "login.locked":
+        elif action in ("login.locked", "key.locked"):  # a guesser held back, a manager's key locked
             f.lockouts += 1
         elif action in ("fault", "fault.raised"):
             f.faults += 1

@@ -190,3 +190,24 @@ def test_an_account_left_at_the_broker_does_not_stop_its_device_enrolling(hub, t
     with dev.changed:
         assert dev.changed.wait_for(lambda: "operators" in dev.messages, 10), "the new account reads its topics"
     dev.close()
+
+
+def test_guesses_at_the_hub_hold_back_the_guesser_not_the_manager_and_a_locked_key_is_shown(hub, hub_dsn):
+    import psycopg
+
+    from domain import accounts
+
+    guesser = hub.test_client()
+    answers = [post(guesser, "/login", {"username": "yamada", "password": f"guess number {i}"}).status_code
+               for i in range(accounts.SESSION_FREE + 1)]
+    assert answers == [401] * (accounts.SESSION_FREE + 1)
+    held = post(guesser, "/login", {"username": "yamada", "password": PASSWORDS["yamada"]})
+    assert held.status_code == 401 and "しばらく止めています" in held.get_data(as_text=True)
+    manager = hub.test_client()
+    login(manager)  # another browser: the account was not locked by the guesses
+    # The manager's key, locked after wrong passphrases, is shown where the passphrase is typed.
+    with psycopg.connect(hub_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO key_guard (name, failures, locked_until) VALUES ('yamada', 5, %s)",
+                     (time.time() + 600,))
+    page = manager.get("/hub/people/").get_data(as_text=True)
+    assert 'id="key-locked"' in page and "までロックされています" in page

@@ -1,12 +1,14 @@
 """Who is asking: the session cookie and the person it stands for (``g.user``), log-in and
 log-out as the page and the API both do them.
 
-The rules — Argon2id, failures slowed and locked, unknown names answered alike, sessions
-that end — are ``domain.accounts``'; here they meet the browser. A session is a random id
+The rules — Argon2id, guessers held back by address and browser, unknown names answered
+alike, sessions that end — are ``domain.accounts``'; here they meet the browser. A session is a random id
 in a signed, HttpOnly, SameSite=Strict cookie (Secure over HTTPS), checked on every request.
 """
 
 from __future__ import annotations
+
+import secrets
 
 from flask import g, request, session
 
@@ -61,7 +63,11 @@ def log_in(username: str, password: str) -> people.Person:
     from webui.services import state
 
     state().refresh_people()  # an operator the hub designated a moment ago can sign on now
-    user_id = accounts.authenticate(context(), username, password, request.remote_addr or "")
+    # Failures are counted per browser too (a random id in its signed cookie): a city office's
+    # computers may share one address, and one guessing browser must not hold back the rest.
+    guesser = session.get("guesser") or secrets.token_urlsafe(16)
+    session["guesser"] = guesser
+    user_id = accounts.authenticate(context(), username, password, request.remote_addr or "", guesser)
     g.user = load_user(user_id)
     audit("login", subject=g.user.username)  # logged first: no session the log does not know of
     start_session(user_id)

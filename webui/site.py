@@ -119,7 +119,7 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None, brand: str = "app
         csrf.exempt(api_blueprint)  # the API's token comes in the X-CSRFToken header only (webui/api.py)
     actions.install(app)
     app.teardown_appcontext(db.close_db)
-    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language, brand=brand)
+    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language, brand=brand, key_lock=key_lock)
     app.jinja_env.filters["when"] = when
 
     @app.context_processor
@@ -164,6 +164,17 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None, brand: str = "app
         return response
 
     return csrf
+
+
+def key_lock() -> str | None:
+    """Until when the signed-in manager's key is locked (local time, as the page says it), or
+    None: the pages where the passphrase is typed say so above the field."""
+    from domain import keys
+    from webui.services import context
+
+    user = getattr(g, "user", None)
+    until = keys.locked_until(context().db, user.username) if user is not None and user.is_manager else None
+    return None if until is None else datetime.fromtimestamp(until).strftime("%Y-%m-%d %H:%M")
 
 
 def finish(app: Flask) -> None:

@@ -177,12 +177,12 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
     # each entry's time is then compared as a time, not as a string.
     counts: dict[str, int] = {}
     for action, at in conn.execute(
-            "SELECT action, at FROM audit WHERE action IN ('login.failed', 'login.locked', 'fault', 'fault.raised',"
-            " 'key.unlock') AND at >= ? AND at < ?", (_iso(lo - 86_400_000_000), _iso(hi + 86_400_000_000))):
+            "SELECT action, at FROM audit WHERE action IN ('login.failed', 'login.locked', 'key.locked', 'fault',"
+            " 'fault.raised', 'key.unlock') AND at >= ? AND at < ?", (_iso(lo - 86_400_000_000), _iso(hi + 86_400_000_000))):
         if lo <= _us(at) < hi:
             counts[action] = counts.get(action, 0) + 1
     f.failed_logins = counts.get("login.failed", 0)
-    f.lockouts = counts.get("login.locked", 0)
+    f.lockouts = counts.get("login.locked", 0) + counts.get("key.locked", 0)  # guessers held back, keys locked
     f.faults = counts.get("fault", 0) + counts.get("fault.raised", 0)
     f.viewings = counts.get("key.unlock", 0)
     last = conn.execute("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
@@ -274,7 +274,7 @@ def rows(report: Report) -> list[tuple[str, str, list]]:
     add("消去（第6条）", "上書き消去した容量（GB）", lambda f: round(f.overwritten_gb, 2))
     add("消去（第6条）", "破棄した日鍵", lambda f: f.day_keys_destroyed)
     add("安全管理（第6条）", "ログイン失敗", lambda f: f.failed_logins)
-    add("安全管理（第6条）", "アカウントのロック", lambda f: f.lockouts)
+    add("安全管理（第6条）", "ロック（ログインの一時停止・鍵）", lambda f: f.lockouts)
     add("安全管理（第6条）", "装置の異常", lambda f: f.faults)
     return out
 

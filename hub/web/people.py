@@ -97,9 +97,10 @@ def disable(user_id: int):
 @bp.post("/<int:user_id>/unlock")
 @permission(MANAGER)
 def unlock_account(user_id: int):
-    """Lift a lock-out after failed log-ins."""
+    """Lift the lock of another manager's key, locked after wrong passphrases."""
     ctx = context()
-    people.unlock_account(ctx, user_id)
+    with refusing(back=url_for("hub_people.index")):
+        people.unlock_account(ctx, user_id)
     return done(url_for("hub_people.index"), **people.describe(ctx, user_id))
 
 

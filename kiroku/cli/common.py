@@ -95,6 +95,11 @@ def opener(keys, recovery_key: Path | None, manager: str | None, password_file: 
     """The identity that opens day keys: the recovery key from its file, or a manager's key
     unwrapped with their passphrase; ``None`` if neither is given. Exits with a message
     naming the problem."""
+    # Wrong passphrases here are neither counted nor stopped by the web UI's key lock
+    # (domain.keys): whoever runs this holds the card, and with it the wrapped key file, which
+    # they could copy and guess at offline; a count they could delete would protect nothing, and
+    # heeding it would keep the manager (or an auditor with a seized card) from footage whose
+    # key an attacker locked through the web UI. Here the key's scrypt cost is the protection.
     from firmware.vault import age
     from firmware.vault.keys import WrongPassphrase
 
