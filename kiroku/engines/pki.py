@@ -43,6 +43,7 @@ def make_ca(folder: Path, name: str = "kiroku city CA") -> tuple[Path, Path]:
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                          content_commitment=False, key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     _write_key(key_path, key)
     atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
@@ -70,6 +71,9 @@ def server_certificate(ca_cert: Path, ca_key: Path, folder: Path, names: list[st
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            # Python 3.13 checks certificates strictly (VERIFY_X509_STRICT): the issuer's key named
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(signer, hashes.SHA256()))
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / f"{stem}.pem", folder / f"{stem}.key"
