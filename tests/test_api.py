@@ -26,7 +26,7 @@ def audit(vault, subject: str) -> list[str]:
 
 PAGE_ONLY = {
     "auth.login", "auth.logout",  # the API has /api/v1/session
-    "setup.index", "setup.confirm",  # first run: the recovery key is shown once, on a page
+    "setup.index", "setup.confirm", "setup.join",  # first run: the recovery key is shown once, on a page
     "set_language",
 }
 
