@@ -175,3 +175,11 @@ def test_an_approval_whose_scope_ends_before_it_starts_is_refused(office, vault)
     assert boss.get(f"/api/v1/requests/{request_id}").get_json()["status"] == "submitted"
     assert [a for a in audit(vault, filed.get_json()["number"]) if a.startswith("request.approve")] == []
 
+
+
+def test_a_call_search_whose_last_day_is_before_its_first_is_refused(server, app, vault):
+    api = manager(app)
+    refused = api.get("/api/v1/calls?from=2026-12-07&to=2026-12-01")
+    assert refused.status_code == 400 and refused.get_json()["code"] == "range.end_before_start"
+    assert "2026-12-01" in refused.get_json()["detail"]
+    assert api.get("/api/v1/calls?from=2026-12-01&to=2026-12-01").status_code == 200  # one day is a range
