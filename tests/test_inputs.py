@@ -10,11 +10,12 @@ import re
 
 import pytest
 
-from tests import test_requests
+from tests import test_hub_web, test_requests
 from tests.test_api import audit
 from tests.webui_helpers import Api, first_run
 
 server, app, office = test_requests.server, test_requests.app, test_requests.office
+hub = test_hub_web.hub
 
 HUGE = (str(2**63), str(2**64 + 5), "9" * 5000)
 
@@ -49,6 +50,26 @@ def test_an_id_no_record_can_have_is_refused_on_every_route(server, app, vault):
     # first); 403 where a manager may not even ask (a section head's opinion)
     assert {k: v for k, v in answers.items() if v not in (403, 404, 405)} == {}
     assert list(answers.values()).count(404) > len(answers) // 2
+
+
+@pytest.mark.hub
+def test_an_id_no_record_can_have_is_refused_at_the_hub_too(hub):
+    api = Api(hub.test_client())
+    assert api.login("yamada").status_code == 200
+    answers = {}
+    for rule in hub.url_map.iter_rules():
+        if "<int:" not in rule.rule:
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for huge in HUGE:
+                url = re.sub(r"<(?:[a-z]+:)?[a-z_]+>", "x", re.sub(r"<int:[a-z_]+>", huge, rule.rule))
+                try:
+                    status = (api.get(url) if method == "GET" else api.post(url, {})).status_code
+                except Exception as exc:  # the app's error, raised in tests
+                    status = f"{type(exc).__name__}: {exc}"[:80]
+                answers[f"{method} {url[:60]}"] = status
+    assert len(answers) >= 3 * len(HUGE)
+    assert {k: v for k, v in answers.items() if v not in (403, 404, 405)} == {}
 
 
 def _sent(api: Api, path: str, raw: str):
