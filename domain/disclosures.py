@@ -203,31 +203,31 @@ def create(ctx, new: NewDisclosure) -> int:
         refuse("disclosure.bad_received")
     if new.recording_id not in known:
         refuse("request.recordings_needed")
-    scope = requests_.scope_range(new.start, new.end, [known[new.recording_id]])
-    if scope is None:
-        refuse("request.bad_range")
-    start, end = scope
+    start, end = requests_.scope_range(new.start, new.end, [known[new.recording_id]])
     days = DEADLINES[new.kind][0]
     db = ctx.db
     fy = fiscal_year()
     number = requests_.next_number(db, "disclosures", fy, "D", 3)
-    # The requester's name stays out of the append-only log: personal data, kept in the register.
-    ctx.log("disclosure.create", subject=number, purpose=PURPOSE,
-            detail={"kind": new.kind, "identity_check": identity_check or None, "recording": new.recording_id,
-                    "start": local(start), "end": local(end), "received_on": received.isoformat(),
-                    "deadline": (received + timedelta(days=days)).isoformat()})
     # Held before the record exists: no open request is ever without its hold.
     holds = ctx.holds.hold(reason="disclosure", recording_ids=[new.recording_id], reference=number,
                            by=ctx.actor.username)
     try:
         with db.transaction():
-            return db.insert(
+            disclosure_id = db.insert(
                 "INSERT INTO disclosures (number, fiscal_year, kind, requester, contact, identity_check, identity_note,"
                 " recording_id, start_wall_us, end_wall_us, received_on, deadline_days, received_by, note, created_at,"
                 " hold_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (number, fy, new.kind, new.requester, new.contact, identity_check or None, identity_note[:500],
                  new.recording_id, start, end, received.isoformat(), days, ctx.actor.id, new.note[:2000], now_iso(),
                  json.dumps(holds)))
+            # Logged once written, before the commit: nothing in the log that is not in the register.
+            # The requester's name stays out of the append-only log: personal data, kept in the register.
+            ctx.log("disclosure.create", subject=number, purpose=PURPOSE,
+                    detail={"kind": new.kind, "identity_check": identity_check or None,
+                            "recording": new.recording_id, "start": local(start), "end": local(end),
+                            "received_on": received.isoformat(),
+                            "deadline": (received + timedelta(days=days)).isoformat()})
+            return disclosure_id
     except Exception:
         requests_.release_holds(ctx, json.dumps(holds))
         raise

@@ -125,7 +125,8 @@ def add(ctx, new: NewPerson) -> int:
     passphrase (``your_password``, checked like a log-in) opens their key to re-encrypt the
     day keys to the newcomer (``ctx.keys``). Returns the new id."""
     db = ctx.db
-    section_ok = not new.section_id or (new.section_id.isdigit() and db.one(
+    section_ok = not new.section_id or (new.section_id.isascii() and new.section_id.isdigit()
+                                        and len(new.section_id) <= 18 and db.one(
         "SELECT 1 FROM sections WHERE id = ?", (int(new.section_id),)) is not None)
     roles = set(new.roles)
     if not USERNAME.fullmatch(new.username):
@@ -152,9 +153,6 @@ def add(ctx, new: NewPerson) -> int:
             refuse("user.your_password_needed")
         unlock = domain_keys.unlock_own(ctx, new.your_password, subject=new.username,
                                         refusal="user.your_password_needed")
-    ctx.log("user.add", subject=new.username, detail={"roles": sorted(roles)})
-    if "operator" in roles:
-        ctx.log("operator.designate", subject=new.username, detail={"device": ctx.device})
     if "manager" in roles:
         keys.add_manager(new.username, new.password, unlock=unlock)
     try:
@@ -167,6 +165,10 @@ def add(ctx, new: NewPerson) -> int:
                  int("section_head" in roles), int("auditor" in roles), now_iso()))
             if "operator" in roles:
                 _designate(ctx, user_id)
+            # logged once written, before the commit: nothing in the log that is not in the register
+            ctx.log("user.add", subject=new.username, detail={"roles": sorted(roles)})
+            if "operator" in roles:
+                ctx.log("operator.designate", subject=new.username, detail={"device": ctx.device})
     except Exception:
         if "manager" in roles:
             keys.remove_manager(new.username)  # no key without its person
@@ -242,5 +244,7 @@ def add_section(ctx, name: str) -> int:
         refuse("form.missing")
     if ctx.db.one("SELECT 1 FROM sections WHERE name = ?", (name,)):
         refuse("section.exists", 409)
-    ctx.log("section.add", subject=name)
-    return ctx.db.insert("INSERT INTO sections (name, created_at) VALUES (?, ?)", (name, now_iso()))
+    with ctx.db.transaction():
+        section_id = ctx.db.insert("INSERT INTO sections (name, created_at) VALUES (?, ?)", (name, now_iso()))
+        ctx.log("section.add", subject=name)
+    return section_id

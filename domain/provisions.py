@@ -82,28 +82,27 @@ def create(ctx, new: NewProvision) -> int:
         refuse("provision.reference_needed")
     if new.recording_id not in known:
         refuse("request.recordings_needed")
-    scope = requests_.scope_range(new.start, new.end, [known[new.recording_id]])
-    if scope is None:
-        refuse("request.bad_range")
-    start, end = scope
+    start, end = requests_.scope_range(new.start, new.end, [known[new.recording_id]])
     db = ctx.db
     fy = fiscal_year()
     number = requests_.next_number(db, "provisions", fy, "P", 3)
-    ctx.log("provision.create", subject=number, purpose=PURPOSE,
-            detail={"ground": new.ground, "recipient": new.recipient[:200], "recording": new.recording_id,
-                    "start": local(start), "end": local(end),
-                    "paperwork": "received" if new.reference else "pending (Art. 11(2))"})
     # Held before the record exists: no open provision is ever without its hold.
     holds = ctx.holds.hold(reason="provision", recording_ids=[new.recording_id], reference=number,
                            by=ctx.actor.username)
     try:
         with db.transaction():
-            return db.insert(
+            provision_id = db.insert(
                 "INSERT INTO provisions (number, fiscal_year, ground, recipient, request_reference, request_date,"
                 " recording_id, start_wall_us, end_wall_us, approved_by, note, created_at, hold_ids)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (number, fy, new.ground, new.recipient, new.reference[:200], new.request_date[:40],
                  new.recording_id, start, end, ctx.actor.id, new.note[:2000], now_iso(), json.dumps(holds)))
+            # logged once written, before the commit: nothing in the log that is not in the register
+            ctx.log("provision.create", subject=number, purpose=PURPOSE,
+                    detail={"ground": new.ground, "recipient": new.recipient[:200], "recording": new.recording_id,
+                            "start": local(start), "end": local(end),
+                            "paperwork": "received" if new.reference else "pending (Art. 11(2))"})
+            return provision_id
     except Exception:
         requests_.release_holds(ctx, json.dumps(holds))
         raise

@@ -31,16 +31,37 @@ MAX_NOTE = 2000
 MAX_VALID_HOURS = 24 * 14
 
 
-def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int] | None:
+def typed_time(text: str, field: str) -> int:
+    """A time typed in a form (ISO 8601, local when it names no offset) as wall µs; refused,
+    naming ``field``, when it is not one."""
+    value = wall_us(text)
+    if value is None:
+        refuse("range.bad_time", detail=f"{field}: {text[:40]!r} is not a time — write it as 2026-12-07T10:30:00")
+    return value
+
+
+def within(start_text: str, end_text: str, first: int, last: int, *, fields: tuple[str, str] = ("start", "end"),
+           ) -> tuple[int, int]:
+    """The time range (wall µs) typed in a form, defaulting to and kept within ``first`` …
+    ``last``. Refused — never turned into an empty range, which could never be approved and
+    would hold the footage — when a time is not one, the end is not after the start, or
+    nothing of it falls within ``first`` … ``last``."""
+    start = typed_time(start_text, fields[0]) if start_text else first
+    end = typed_time(end_text, fields[1]) if end_text else last
+    if end <= start:
+        refuse("range.end_before_start", detail=f"{fields[1]} {local(end)} is not after {fields[0]} {local(start)}")
+    start, end = max(start, first), min(end, last)
+    if end <= start:
+        refuse("range.outside", detail=f"the footage runs from {local(first)} to {local(last)}")
+    return start, end
+
+
+def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int]:
     """The time range (wall µs) typed in a form, defaulting to and kept within the chosen
-    recordings (one still running ends now); ``None`` if it is not a range."""
+    recordings (one still running ends now); refused as :func:`within` says."""
     first = min(r["started_wall_us"] for r in recordings)
     last = max(r["ended_wall_us"] or int(time.time() * 1e6) for r in recordings)
-    start = wall_us(start_text) if start_text else first
-    end = wall_us(end_text) if end_text else last
-    if start is None or end is None or end <= start:
-        return None
-    return max(start, first), min(end, last)
+    return within(start_text, end_text, first, last)
 
 
 def _load(db, request_id: int):
@@ -133,10 +154,7 @@ def file(ctx, new: NewRequest) -> int:
         refuse("request.reason_needed")
     if not chosen or not all(c in known for c in chosen):
         refuse("request.recordings_needed")
-    scope = scope_range(new.start, new.end, [known[c] for c in chosen])
-    if scope is None:
-        refuse("request.bad_range")
-    start, end = scope
+    start, end = scope_range(new.start, new.end, [known[c] for c in chosen])
     # The responsible sections are those the recordings were marked for (Art. 2(6)); only
     # when no mark tells does the requester declare one, and the manager must confirm it.
     marked = sorted({known[c]["section"] for c in chosen if known[c]["section"]})
@@ -147,18 +165,23 @@ def file(ctx, new: NewRequest) -> int:
     status = "awaiting_opinion" if any(s != actor.section for s in concerned) else "submitted"
     fy = fiscal_year()
     number = next_number(db, "requests", fy, "", 4)
-    ctx.log("request.file", subject=number, purpose=new.purpose,
-            detail={"recordings": chosen, "responsible_sections": concerned, "declared": declared, "status": status})
     # Held before the request exists: no open request is ever without its holds.
     holds = ctx.holds.hold(reason="request", recording_ids=chosen, reference=number, by=actor.username)
     try:
         with db.transaction():
-            return db.insert(
+            request_id = db.insert(
                 "INSERT INTO requests (number, fiscal_year, requester_id, requester_section_id, responsible_section,"
                 " responsible_sections, responsible_declared, purpose, reason, recording_ids, range_start_wall_us,"
                 " range_end_wall_us, status, created_at, hold_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (number, fy, actor.id, actor.section_id, "、".join(concerned), json.dumps(concerned), int(declared),
                  new.purpose, new.reason, json.dumps(chosen), start, end, status, now_iso(), json.dumps(holds)))
+            # Logged once the request is written, and before it is committed: a request that
+            # could not be stored is not in the log (nor is its number taken), and one the log
+            # refused is not stored.
+            ctx.log("request.file", subject=number, purpose=new.purpose,
+                    detail={"recordings": chosen, "responsible_sections": concerned, "declared": declared,
+                            "status": status})
+            return request_id
     except Exception:
         release_holds(ctx, json.dumps(holds))
         raise
@@ -289,11 +312,10 @@ def decide(ctx, req, d: Decision) -> None:
         refuse("request.written_needed")
     if d.decision == "approved":
         scope = [r for r in d.scope_recording_ids if r in requested]
-        start = wall_us(d.scope_start) or req["range_start_wall_us"]
-        end = wall_us(d.scope_end) or req["range_end_wall_us"]
-        start, end = max(start, req["range_start_wall_us"]), min(end, req["range_end_wall_us"])
+        start, end = within(d.scope_start.strip(), d.scope_end.strip(), req["range_start_wall_us"],
+                            req["range_end_wall_us"], fields=("scope_start", "scope_end"))
         hours = _valid_hours(d.valid_hours)
-        if not scope or end <= start or not 0 < hours <= MAX_VALID_HOURS:
+        if not scope or not 0 < hours <= MAX_VALID_HOURS:
             refuse("request.bad_scope")
         valid_from, valid_until = time.time(), time.time() + hours * 3600
     elif d.decision == "rejected":

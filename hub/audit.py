@@ -46,7 +46,9 @@ class HubAudit:
 
     def record(self, actor: str, action: str, *, subject: str = "", purpose: str = "",
                detail: dict | None = None) -> int:
-        with self.database() as db, db.transaction():
+        # Appends are serialised by the state row's lock, not the registers' (Database.transaction):
+        # a register's transaction logs its change before it commits, holding that lock meanwhile.
+        with self.database() as db, db.conn.transaction():
             row = db.one("SELECT size, frontier FROM audit_state WHERE id = 1 FOR UPDATE")
             tree = merkle.CompactRange.from_bytes(row["size"], bytes(row["frontier"]))
             seq = tree.size

@@ -14,8 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Callable, NoReturn
 
+import flask
 from flask import Flask, flash, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, ValidationError
 
 from domain import errors
 from domain.errors import Refused
@@ -90,6 +92,69 @@ class _JsonFields:
         if not isinstance(value, bool):
             raise Refused("api.flag_needed", detail=f"{name}: true or false")
         return value
+
+
+MAX_DEPTH = 32  # nesting of a JSON body: the deepest any operation takes is 2
+
+
+class Request(flask.Request):
+    """Every site's requests: a JSON body is read or refused, never a crash — nested past
+    :data:`MAX_DEPTH` (the parser would run out of stack), or holding text that is not
+    Unicode (a lone surrogate such as "\\ud800", which no database can store)."""
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True):
+        try:
+            body = super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            raise Refused("api.json_too_deep", detail=f"at most {MAX_DEPTH} levels") from None
+        _check_json(body)
+        return body
+
+
+def _check_json(body) -> None:
+    """Refuse a JSON value nested too deep or with text that is not Unicode, naming where."""
+    pending = [(body, "", 1)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise Refused("api.json_too_deep", detail=f"{where or 'body'}: at most {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _unicode(key, f"{where}.{key}".lstrip(".") if _is_unicode(key) else where or "a name")
+                pending.append((item, f"{where}.{key}".lstrip("."), depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _unicode(value, where or "body")
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unicode(text: str, where: str) -> None:
+    if not _is_unicode(text):
+        raise Refused("api.bad_text", detail=f"{where}: a lone surrogate (\\ud800–\\udfff) is not a character")
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>`` in a route: a record's id or a number, at most what the database holds
+    (2⁶³ − 1). A larger one names no record, and is answered as one that does not exist (404)."""
+
+    DIGITS = 19
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = 2**63 - 1,
+                 signed: bool = False):
+        super().__init__(map, fixed_digits, min, max, signed)
+
+    def to_python(self, value: str):
+        if len(value.lstrip("-0")) > self.DIGITS:  # not even read: int() refuses past 4,300 digits
+            raise ValidationError()
+        return super().to_python(value)
 
 
 def fields():

@@ -11,7 +11,7 @@ from flask import Blueprint, render_template, request, url_for
 from domain import accounts, disclosures, people, provisions, requests
 from webui.actions import done, refuse, refusing
 from webui.db import vault_db
-from webui.parsing import Flag, Form, Text, Texts, takes
+from webui.parsing import Flag, Form, Number, Text, Texts, takes
 from webui.permissions import MANAGER, permission
 from webui.releases import summary
 from webui.services import context, recorder_status, state
@@ -20,7 +20,7 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 PERSON = Form(
     Text("username", "text", pattern=people.USERNAME, refuse="user.bad_username"),
-    Text("display_name", "text"), Text("section_id", "number", json_type=["integer", "string"]),
+    Text("display_name", "text"), Number("section_id", "the section's id", low=1, refuse="user.unknown_section"),
     Texts("roles", " | ".join(people.ROLES), values=people.ROLES, refuse="user.unknown_role"),
     Text("password", "their first password", strip=False),
     Text("your_password", "yours, when adding a manager", strip=False),

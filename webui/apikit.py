@@ -147,7 +147,8 @@ def describe_api() -> dict:
             form = getattr(view, "kiroku_form", None)
             if method != "GET" and form is not None:
                 media = "multipart/form-data" if form.multipart else "application/json"
-                op["requestBody"] = {"content": {media: {"schema": form.schema()}}}
+                schema = form.schema()
+                op["requestBody"] = {"required": bool(schema.get("required")), "content": {media: {"schema": schema}}}
             if method != "GET":
                 op["security"] = [{"session": [], "csrf": []}] if PUBLIC not in levels else [{"csrf": []}]
             elif PUBLIC not in levels:

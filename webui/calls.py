@@ -44,6 +44,8 @@ def search() -> tuple[dict, list[dict]]:
     if query["number"] and not numbers.search_key(query["number"]):
         refuse("calls.bad_number")
     since, until = _day_us(query["from"]), _day_us(query["to"], end=True)
+    if since is not None and until is not None and until <= since:
+        refuse("range.end_before_start", detail=f"to {query['to']} is before from {query['from']}")
     vdb = vault_db()
     if vdb is None:
         return query, []

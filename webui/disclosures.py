@@ -10,7 +10,7 @@ from domain import disclosures
 from domain.times import local
 from webui import exports
 from webui.actions import done, refusing
-from webui.parsing import ISO_TIME, Choice, Flag, Form, Text, takes
+from webui.parsing import ISO_TIME, Choice, Flag, Form, Number, Text, takes
 from webui.permissions import MANAGER, permission
 from webui.services import context
 
@@ -25,7 +25,7 @@ NEW = Form(
     Text("received_on", "YYYY-MM-DD (default today)"), Text("recording", "recording id"),
     Text("start", ISO_TIME), Text("end", ISO_TIME), Text("note", "text"),
 )
-EXTENSION = Form(Text("days", "1–30", json_type=["integer", "string"]), Text("reason", "text"),
+EXTENSION = Form(Number("days", "1–30", low=1, high=30, refuse="disclosure.bad_extension"), Text("reason", "text"),
                  Text("notified_on", "YYYY-MM-DD: the written notice", strip=False))
 DECISION = Form(Choice("decision", disclosures.DECISIONS, " | ".join(disclosures.DECISIONS),
                        refuse="disclosure.decision_needed"),

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import request
 
-from webui.actions import Refused, fields, flag
+from webui.actions import MAX_ITEMS, MAX_TEXT, Refused, fields, flag
 
 MISSING = "form.missing"
 ISO_TIME = "ISO 8601 time"
@@ -40,7 +40,8 @@ class Field:
         return out
 
     def _no(self):
-        raise Refused(self.refuse)
+        # the field's name and what it takes: a script (the API) is told which of its values to fix
+        raise Refused(self.refuse, detail=f"{self.name}: {self.doc}" if self.doc else self.name)
 
 
 class Text(Field):
@@ -64,12 +65,37 @@ class Text(Field):
 
     def schema(self) -> dict:
         out = super().schema()
-        if self.max is not None:
-            out["maxLength"] = self.max
+        out["maxLength"] = min(self.max, MAX_TEXT) if self.max is not None else MAX_TEXT  # the API's limit
         if self.pattern is not None:
             out["pattern"] = f"^{self.pattern.pattern}$"
         if self.required and self.json_type == "string":
             out["minLength"] = 1
+        return out
+
+
+class Number(Text):
+    """A whole number (or, not ``integer``, a decimal one) from ``low`` to ``high``: a JSON
+    number or its digits as text, read as that text ("" when not given and not ``required``),
+    as the workflow reads a form's."""
+
+    def __init__(self, name: str, doc: str = "", *, required: bool = False, refuse: str = "form.bad_number",
+                 low: int = 0, high: int = 2**53, integer: bool = True):
+        super().__init__(name, doc, required=required, refuse=refuse,
+                         json_type=["integer" if integer else "number", "string"])
+        self.low, self.high, self.integer = low, high, integer
+        self.shape = re.compile(r"-?[0-9]{1,16}" if integer else r"-?[0-9]{1,16}(?:\.[0-9]{1,6})?")
+
+    def read(self, inputs) -> str:
+        value = super().read(inputs)
+        if value and not (self.shape.fullmatch(value) and self.low <= float(value) <= self.high):
+            self._no()
+        return value
+
+    def schema(self) -> dict:
+        out = {"type": self.json_type, "minimum": self.low, "maximum": self.high,
+               "pattern": f"^{self.shape.pattern}$"}
+        if self.doc:
+            out["description"] = self.doc
         return out
 
 
@@ -110,8 +136,9 @@ class Texts(Field):
         return value
 
     def schema(self) -> dict:
-        items = {"type": "string"} if self.values is None else {"type": "string", "enum": list(self.values)}
-        out = {"type": "array", "items": items}
+        items = ({"type": "string", "maxLength": MAX_TEXT} if self.values is None
+                 else {"type": "string", "enum": list(self.values)})
+        out = {"type": "array", "items": items, "maxItems": MAX_ITEMS}
         if self.doc:
             out["description"] = self.doc
         if self.required:
@@ -181,7 +208,7 @@ class Form:
 
     def schema(self) -> dict:
         out: dict = {"type": "object", "properties": {f.name: f.schema() for f in self.fields}}
-        required = [f.name for f in self.fields if f.required and not isinstance(f, Flag)]
+        required = [f.name for f in self.fields if f.required]  # a Flag without a default too: say it outright
         if required:
             out["required"] = required
         if self.open_ended:

@@ -41,7 +41,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-import flask
 from flask import current_app, g, request, url_for
 from flask_wtf.csrf import validate_csrf
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -49,6 +48,7 @@ from wtforms.validators import ValidationError
 
 from firmware import clock
 from firmware.fsutil import makedirs_durable
+from webui.actions import Request as SiteRequest
 from webui.actions import refuse
 from webui.permissions import MANAGER, allowed
 from webui.services import audit, recorder_status, state
@@ -271,7 +271,7 @@ def busy(status: dict | None) -> str | None:
     return None
 
 
-class Request(flask.Request):
+class Request(SiteRequest):
     """The app's requests: as Flask's, but a manager's release upload goes to the data
     partition as it arrives (``spool_uploads``)."""
 

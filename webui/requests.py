@@ -12,7 +12,7 @@ from domain import people, requests
 from domain.times import local, reiwa
 from webui.actions import done, refusing
 from webui import scans
-from webui.parsing import ISO_TIME, Choice, Flag, Form, Text, Texts, takes
+from webui.parsing import ISO_TIME, Choice, Flag, Form, Number, Text, Texts, takes
 from webui.permissions import MANAGER, SECTION_HEAD, permission
 from webui.services import audit, context
 
@@ -31,7 +31,8 @@ DECISION = Form(
     Choice("decision", requests.DECISIONS, " | ".join(requests.DECISIONS), refuse="request.decision_needed"),
     Text("note", "text", strip=False), Texts("scope_recording", "list of recording ids"),
     Text("scope_start", ISO_TIME, strip=False), Text("scope_end", ISO_TIME, strip=False),
-    Text("valid_hours", f"number, at most {requests.MAX_VALID_HOURS}", strip=False, json_type=["number", "string"]),
+    Number("valid_hours", f"hours, at most {requests.MAX_VALID_HOURS}", high=requests.MAX_VALID_HOURS,
+           integer=False, refuse="request.bad_scope"),
     Flag("confirm_responsible", "true when declared", default=False),
     Flag("confirm_written", "true: the manager checked the signed form (the attached scan, or the paper while none"
                             " is attached); needed to approve", default=False),

@@ -21,6 +21,7 @@ from flask_wtf.csrf import CSRFProtect
 from domain.accounts import ABSOLUTE
 from firmware.fsutil import atomic_write, makedirs_durable
 from webui import i18n
+from webui.actions import IdConverter, Request
 from webui.permissions import PUBLIC, enforce, permission
 
 
@@ -39,6 +40,8 @@ def configure(app: Flask, test_config: dict | None, **defaults) -> None:
     })
     if test_config:
         app.config.update(test_config)
+    app.request_class = Request
+    app.url_map.converters["int"] = IdConverter  # before any route: every id in a path is one the database can hold
     app.config["SESSION_COOKIE_SECURE"] = bool(app.config["KIROKU_HTTPS"])
     if app.config["KIROKU_HTTPS"]:
         app.config["SESSION_COOKIE_NAME"] = "__Host-kiroku"  # Secure, host-only, path /: not settable by a sibling host

@@ -10,7 +10,7 @@ from flask import Blueprint, jsonify, render_template, request, url_for
 from domain import accounts, people
 from hub import devices as hub_devices
 from webui.actions import done, is_api, refusing
-from webui.parsing import Flag, Form, Text, Texts, takes
+from webui.parsing import Flag, Form, Number, Text, Texts, takes
 from webui.permissions import AUDITOR, MANAGER, permission
 from webui.services import context, state
 
@@ -19,7 +19,7 @@ bp = Blueprint("hub_people", __name__, url_prefix="/hub/people")
 HUB_ROLES = ("manager", "section_head", "auditor")
 PERSON = Form(
     Text("username", "text", pattern=people.USERNAME, refuse="user.bad_username"),
-    Text("display_name", "text"), Text("section_id", "number", json_type=["integer", "string"]),
+    Text("display_name", "text"), Number("section_id", "the section's id", low=1, refuse="user.unknown_section"),
     Texts("roles", " | ".join(HUB_ROLES), values=HUB_ROLES, refuse="user.unknown_role"),
     Text("password", "their first password", strip=False),
     Text("your_password", "yours, when adding a manager", strip=False),
