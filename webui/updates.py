@@ -1,28 +1,7 @@
 """Updates from the admin page: the manager uploads a release, the device installs it.
 
-A release is the firmware (kiroku-VERSION.release.tar) or an OS update (kiroku-os-VERSION.os.tar,
-Debian packages), both made and signed by image-build/release; the device tells them apart by
-the signed manifest's first line, and this page by the same line, to show which it is.
-
-The web UI runs unprivileged and installs nothing itself. It checks that the upload is shaped
-like a release (image-build/release's tar: a manifest naming its version, and a signature),
-refuses while a recording is under way, logs the request in the audit log, and leaves the
-release and a request in ``<data>/update``:
-
-    ID.tar          the release, as uploaded
-    ID.json         who asked, when, for which kind, version and SHA-256 (this page's own record)
-    request         ID: made last, by a rename, only while neither it nor .request.taken is there
-    .request.taken  the request, once the device has claimed it (a rename)
-    ID.outcome      written by the device, as root (JSON): state "running", then "installed"
-                    or "not-installed"; the boot it ran in; what kiroku-update said
-    ID.logged       the outcome is in the audit log
-
-On the device, kiroku-update-request.path sees the request and starts a root oneshot
-(image-build/overlay/usr/lib/kiroku/update-request) that runs kiroku-update on it: the
-signature is checked against the image's release key before anything is unpacked, a
-downgrade is refused, the new version is installed beside the running one and goes back if
-its recorder does not get ready. The update restarts this process too: a thread here logs
-each outcome in the audit log, once, as soon as it is written, whether or not anyone looks.
+The pages only: what a release is, how the upload reaches the device (``<data>/update``) and
+how each outcome is logged is ``webui.releases``.
 """
 
 from __future__ import annotations
