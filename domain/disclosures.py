@@ -271,15 +271,16 @@ def decide(ctx, d, decision: str | None, decided_on: str, note: str) -> None:
         refuse("disclosure.reason_needed")
     if decided is None or decided > today() or decided < date.fromisoformat(d["received_on"]):
         refuse("disclosure.bad_decided_on")
-    ctx.log("disclosure.decide", subject=d["number"], purpose=PURPOSE,
-            detail={"decision": decision, "decided_on": decided.isoformat(), "deadline": deadline(d).isoformat(),
-                    "in_time": decided <= deadline(d)})
     db = ctx.db
     with db.transaction():
         if db.scalar("SELECT decision FROM disclosures WHERE id = ?", (d["id"],)) is not None:
             refuse("disclosure.not_pending", 409)  # decided meanwhile, in another window
         db.execute("UPDATE disclosures SET decision = ?, decided_on = ?, decision_note = ?, decided_by = ?"
                    " WHERE id = ?", (decision, decided.isoformat(), note, ctx.actor.id, d["id"]))
+        # logged once written, before the commit: a decision refused as made meanwhile is not in the log
+        ctx.log("disclosure.decide", subject=d["number"], purpose=PURPOSE,
+                detail={"decision": decision, "decided_on": decided.isoformat(),
+                        "deadline": deadline(d).isoformat(), "in_time": decided <= deadline(d)})
 
 
 def close(ctx, d, withdrawn: bool) -> None:

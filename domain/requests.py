@@ -262,12 +262,12 @@ def give_opinion(ctx, req, opinion: str, note: str) -> None:
     asked_for_opinion(ctx, req)
     if opinion not in OPINIONS:
         refuse("request.opinion_needed")
-    ctx.log("request.opinion", subject=req["number"], purpose=req["purpose"],
-            detail={"opinion": opinion, "section": ctx.actor.section})
     db = ctx.db
     with db.transaction():
         db.execute("INSERT INTO opinions (request_id, by_id, opinion, note, at) VALUES (?, ?, ?, ?, ?)",
                    (req["id"], ctx.actor.id, opinion, note[:MAX_NOTE], now_iso()))
+        ctx.log("request.opinion", subject=req["number"], purpose=req["purpose"],
+                detail={"opinion": opinion, "section": ctx.actor.section})
     if not opinions_needed(ctx, req):
         db.execute("UPDATE requests SET status = 'submitted' WHERE id = ? AND status = 'awaiting_opinion'",
                    (req["id"],))
@@ -322,9 +322,6 @@ def decide(ctx, req, d: Decision) -> None:
         scope, start, end, valid_from, valid_until = [], None, None, None, None
     else:
         refuse("request.decision_needed")
-    ctx.log(f"request.{'approve' if d.decision == 'approved' else 'reject'}", subject=req["number"],
-            purpose=req["purpose"], detail={"scope": scope, "start": local(start), "end": local(end),
-                                            "valid_until": valid_until, "written_request": written})
     db = ctx.db
     with db.transaction():
         if db.scalar("SELECT status FROM requests WHERE id = ?", (req["id"],)) != "submitted":
@@ -334,6 +331,10 @@ def decide(ctx, req, d: Decision) -> None:
                    (req["id"], ctx.actor.id, d.decision, note, json.dumps(scope), start, end, valid_from, valid_until,
                     now_iso()))
         db.execute("UPDATE requests SET status = ? WHERE id = ?", (d.decision, req["id"]))
+        # logged once written, before the commit: a decision refused as made meanwhile is not in the log
+        ctx.log(f"request.{'approve' if d.decision == 'approved' else 'reject'}", subject=req["number"],
+                purpose=req["purpose"], detail={"scope": scope, "start": local(start), "end": local(end),
+                                                "valid_until": valid_until, "written_request": written})
     if d.decision == "rejected":
         release_holds(ctx, req["hold_ids"])
 

@@ -204,3 +204,26 @@ def test_a_call_search_whose_last_day_is_before_its_first_is_refused(server, app
     assert refused.status_code == 400 and refused.get_json()["code"] == "range.end_before_start"
     assert "2026-12-01" in refused.get_json()["detail"]
     assert api.get("/api/v1/calls?from=2026-12-01&to=2026-12-01").status_code == 200  # one day is a range
+
+
+@pytest.mark.slow
+def test_a_decision_refused_as_made_meanwhile_leaves_nothing_in_the_log(office, vault, monkeypatch):
+    """Two managers decide the same request in two windows: the second is refused (409), and
+    the log holds the first decision only."""
+    from domain import requests as workflow
+
+    rec = test_requests.recording_of(vault)
+    head = Api(office.test_client())
+    head.login("suzuki")
+    filed = head.post("/api/v1/requests", {"purpose": "trouble", "recording": [rec["id"]], "reason": "確認のため"})
+    request_id, number = filed.get_json()["id"], filed.get_json()["number"]
+    boss = Api(office.test_client())
+    boss.login("yamada")
+    assert boss.post(f"/api/v1/requests/{request_id}/decision", {"decision": "rejected"}).status_code == 200
+    load = workflow._load
+    # the second window still shows the request as awaiting its decision
+    monkeypatch.setattr(workflow, "_load", lambda db, rid: {**dict(load(db, rid)), "status": "submitted"})
+    late = boss.post(f"/api/v1/requests/{request_id}/decision",
+                     {"decision": "approved", "scope_recording": [rec["id"]], "valid_hours": 2, "confirm_written": True})
+    assert (late.status_code, late.get_json()["code"]) == (409, "request.not_decidable")
+    assert [a for a in audit(vault, number) if a in ("request.approve", "request.reject")] == ["request.reject"]
