@@ -252,11 +252,12 @@ def extend(ctx, d, days_text: str, reason: str, notified_on: str) -> None:
     if notified is None or notified > today() or notified < date.fromisoformat(d["received_on"]):
         refuse("disclosure.notice_date_needed")
     new_deadline = original_deadline(d) + timedelta(days=days)
-    ctx.log("disclosure.extend", subject=d["number"], purpose=PURPOSE,
-            detail={"days": days, "reason": reason[:500], "notified_on": notified.isoformat(),
-                    "deadline": new_deadline.isoformat()})
-    ctx.db.execute("UPDATE disclosures SET extension_days = ?, extension_reason = ?, extension_notified_on = ?,"
-                   " extended_at = ? WHERE id = ?", (days, reason, notified.isoformat(), now_iso(), d["id"]))
+    with ctx.db.transaction():  # logged once written, before the commit
+        ctx.db.execute("UPDATE disclosures SET extension_days = ?, extension_reason = ?, extension_notified_on = ?,"
+                       " extended_at = ? WHERE id = ?", (days, reason, notified.isoformat(), now_iso(), d["id"]))
+        ctx.log("disclosure.extend", subject=d["number"], purpose=PURPOSE,
+                detail={"days": days, "reason": reason[:500], "notified_on": notified.isoformat(),
+                        "deadline": new_deadline.isoformat()})
 
 
 def decide(ctx, d, decision: str | None, decided_on: str, note: str) -> None:
@@ -291,10 +292,11 @@ def close(ctx, d, withdrawn: bool) -> None:
     problem = closable(ctx.db, d, withdrawn)
     if problem:
         refuse(problem, 409)
-    ctx.log("disclosure.close", subject=d["number"], purpose=PURPOSE,
-            detail={"decision": d["decision"], "withdrawn": withdrawn})
-    ctx.db.execute("UPDATE disclosures SET status = 'closed', withdrawn = ?, closed_at = ? WHERE id = ?",
-                   (int(withdrawn), now_iso(), d["id"]))
+    with ctx.db.transaction():
+        ctx.db.execute("UPDATE disclosures SET status = 'closed', withdrawn = ?, closed_at = ? WHERE id = ?",
+                       (int(withdrawn), now_iso(), d["id"]))
+        ctx.log("disclosure.close", subject=d["number"], purpose=PURPOSE,
+                detail={"decision": d["decision"], "withdrawn": withdrawn})
     requests_.release_holds(ctx, d["hold_ids"])
     ctx.jobs.discard_all(REGISTER, d["id"])
 

@@ -18,13 +18,15 @@ def sign(ctx, on: bool) -> None:
     if on:
         if not db.one("SELECT 1 FROM duty WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
                       (device, ctx.actor.id)):
-            ctx.log("duty.sign_on", subject=device)
-            db.execute("INSERT INTO duty (device, user_id, signed_on_at) VALUES (?, ?, ?)",
-                       (device, ctx.actor.id, now_iso()))
+            with db.transaction():  # logged once written, before the commit
+                db.execute("INSERT INTO duty (device, user_id, signed_on_at) VALUES (?, ?, ?)",
+                           (device, ctx.actor.id, now_iso()))
+                ctx.log("duty.sign_on", subject=device)
     else:
-        ctx.log("duty.sign_off", subject=device)
-        db.execute("UPDATE duty SET signed_off_at = ? WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
-                   (now_iso(), device, ctx.actor.id))
+        with db.transaction():
+            db.execute("UPDATE duty SET signed_off_at = ? WHERE device = ? AND user_id = ? AND signed_off_at IS NULL",
+                       (now_iso(), device, ctx.actor.id))
+            ctx.log("duty.sign_off", subject=device)
 
 
 def describe(ctx) -> list[dict]:

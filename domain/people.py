@@ -188,14 +188,14 @@ def set_operator(ctx, user_id: int, designate: bool, device: str | None = None) 
     revoke it (Art. 5(2))."""
     person = account(ctx.db, user_id)
     device = device or ctx.device
-    if designate:
-        ctx.log("operator.designate", subject=person["username"], detail={"device": device})
-        with ctx.db.transaction():
+    with ctx.db.transaction():  # logged once written, before the commit
+        if designate:
             _designate(ctx, user_id, device)
-    else:
-        ctx.log("operator.revoke", subject=person["username"], detail={"device": device})
-        ctx.db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ? AND revoked_at IS NULL",
-                       (now_iso(), user_id, device))
+            ctx.log("operator.designate", subject=person["username"], detail={"device": device})
+        else:
+            ctx.db.execute("UPDATE operators SET revoked_at = ? WHERE user_id = ? AND device = ?"
+                           " AND revoked_at IS NULL", (now_iso(), user_id, device))
+            ctx.log("operator.revoke", subject=person["username"], detail={"device": device})
 
 
 def designations(db) -> dict[int, set[str]]:
@@ -219,9 +219,9 @@ def disable(ctx, user_id: int) -> list[str]:
     person = account(ctx.db, user_id)
     if person["id"] == ctx.actor.id:
         refuse("user.cannot_disable_self", 409)
-    ctx.log("user.disable", subject=person["username"])
     with ctx.db.transaction():
         ctx.db.execute("UPDATE users SET disabled_at = ? WHERE id = ?", (now_iso(), user_id))
+        ctx.log("user.disable", subject=person["username"])
         return [r["id"] for r in ctx.db.all("SELECT id FROM sessions WHERE user_id = ? AND ended_at IS NULL",
                                             (user_id,))]
 
@@ -232,10 +232,10 @@ def unlock_account(ctx, user_id: int) -> None:
     person = account(ctx.db, user_id)
     if user_id == ctx.actor.id:
         refuse("people.unlock_own", 403)
-    ctx.log("user.unlock", subject=person["username"], detail={"key": True})
     with ctx.db.transaction():
         ctx.db.execute("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = ?", (user_id,))
         ctx.db.execute("DELETE FROM key_guard WHERE name = ?", (person["username"],))
+        ctx.log("user.unlock", subject=person["username"], detail={"key": True})
 
 
 def add_section(ctx, name: str) -> int:

@@ -115,9 +115,11 @@ def paperwork(ctx, p, reference: str, date: str) -> None:
         refuse("provision.already_closed", 409)
     if not reference:
         refuse("provision.reference_needed")
-    ctx.log("provision.paperwork", subject=p["number"], purpose=PURPOSE, detail={"reference": reference, "date": date})
-    ctx.db.execute("UPDATE provisions SET request_reference = ?, request_date = ? WHERE id = ?",
-                   (reference, date, p["id"]))
+    with ctx.db.transaction():  # logged once written, before the commit
+        ctx.db.execute("UPDATE provisions SET request_reference = ?, request_date = ? WHERE id = ?",
+                       (reference, date, p["id"]))
+        ctx.log("provision.paperwork", subject=p["number"], purpose=PURPOSE,
+                detail={"reference": reference, "date": date})
 
 
 def attach_scan(ctx, p, data: bytes) -> None:
@@ -136,16 +138,18 @@ def return_or_erasure(ctx, p, kind: str | None, outcome: str) -> None:
     if p["return_requested_at"] is None:
         if kind not in RETURN_KINDS:
             refuse("provision.return_kind_needed")
-        ctx.log("provision.return_request", subject=p["number"], purpose=PURPOSE, detail={"kind": kind})
-        ctx.db.execute("UPDATE provisions SET return_kind = ?, return_requested_at = ? WHERE id = ?",
-                       (kind, now_iso(), p["id"]))
+        with ctx.db.transaction():
+            ctx.db.execute("UPDATE provisions SET return_kind = ?, return_requested_at = ? WHERE id = ?",
+                           (kind, now_iso(), p["id"]))
+            ctx.log("provision.return_request", subject=p["number"], purpose=PURPOSE, detail={"kind": kind})
     else:
         if not outcome:
             refuse("provision.outcome_needed")
-        ctx.log("provision.return_done", subject=p["number"], purpose=PURPOSE,
-                detail={"kind": p["return_kind"], "outcome": outcome})
-        ctx.db.execute("UPDATE provisions SET return_outcome = ?, return_done_at = ? WHERE id = ?",
-                       (outcome, now_iso(), p["id"]))
+        with ctx.db.transaction():
+            ctx.db.execute("UPDATE provisions SET return_outcome = ?, return_done_at = ? WHERE id = ?",
+                           (outcome, now_iso(), p["id"]))
+            ctx.log("provision.return_done", subject=p["number"], purpose=PURPOSE,
+                    detail={"kind": p["return_kind"], "outcome": outcome})
 
 
 def closable(p) -> str | None:
@@ -164,8 +168,9 @@ def close(ctx, p) -> None:
     problem = closable(p)
     if problem:
         refuse(problem, 409)
-    ctx.log("provision.close", subject=p["number"], purpose=PURPOSE)
-    ctx.db.execute("UPDATE provisions SET status = 'closed', closed_at = ? WHERE id = ?", (now_iso(), p["id"]))
+    with ctx.db.transaction():
+        ctx.db.execute("UPDATE provisions SET status = 'closed', closed_at = ? WHERE id = ?", (now_iso(), p["id"]))
+        ctx.log("provision.close", subject=p["number"], purpose=PURPOSE)
     requests_.release_holds(ctx, p["hold_ids"])
     ctx.jobs.discard_all(REGISTER, p["id"])
 

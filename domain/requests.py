@@ -343,8 +343,9 @@ def close(ctx, req) -> None:
     """Close a request: its viewing ends and its holds are released."""
     if req["status"] not in OPEN:
         refuse("request.not_open", 409)
-    ctx.log("request.close", subject=req["number"], purpose=req["purpose"])
-    ctx.db.execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (now_iso(), req["id"]))
+    with ctx.db.transaction():  # logged once written, before the commit (as every register's change)
+        ctx.db.execute("UPDATE requests SET status = 'closed', closed_at = ? WHERE id = ?", (now_iso(), req["id"]))
+        ctx.log("request.close", subject=req["number"], purpose=req["purpose"])
     if ctx.viewings is not None:
         ctx.viewings.close_for_request(ctx, req["id"], "request closed")
     release_holds(ctx, req["hold_ids"])

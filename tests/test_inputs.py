@@ -227,3 +227,60 @@ def test_a_decision_refused_as_made_meanwhile_leaves_nothing_in_the_log(office, 
                      {"decision": "approved", "scope_recording": [rec["id"]], "valid_hours": 2, "confirm_written": True})
     assert (late.status_code, late.get_json()["code"]) == (409, "request.not_decidable")
     assert [a for a in audit(vault, number) if a in ("request.approve", "request.reject")] == ["request.reject"]
+
+
+# -- a change that cannot be written is not logged ------------------------------------------------
+
+def _refuse_writes(app, table: str, event: str) -> None:
+    """As a full or failing disk would: web.db refuses this write (a trigger, on the real file)."""
+    import sqlite3
+    from pathlib import Path
+
+    conn = sqlite3.connect(Path(app.config["KIROKU_DATA"]) / "web" / "web.db")
+    with conn:
+        conn.execute(f"CREATE TRIGGER refuse_{table}_{event.lower()} BEFORE {event} ON {table}"
+                     " BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END")
+    conn.close()
+
+
+def count(vault, action: str) -> int:
+    return vault.db.execute("SELECT count(*) FROM audit WHERE action = ?", (action,)).fetchone()[0]
+
+
+def _attempt(post, path, body) -> int:
+    """The status a person would get: the test client lets the server's own error through."""
+    import sqlite3
+
+    try:
+        return post(path, body).status_code
+    except sqlite3.Error:
+        return 500
+
+
+@pytest.mark.parametrize("what", ["disable a person", "designate an operator", "sign on at the counter"])
+def test_a_change_that_cannot_be_written_leaves_nothing_in_the_log(server, app, vault, what):
+    from tests.webui_helpers import staff
+
+    client = app.test_client()
+    staff(client, app)
+    api = Api(app.test_client())
+    assert api.login("yamada").status_code == 200
+    listed = api.get("/api/v1/people").get_json()
+    before = {a: count(vault, a) for a in ("user.disable", "operator.designate", "duty.sign_on")}
+    people = {p["username"]: p for p in (listed["people"] if isinstance(listed, dict) else listed)}
+    if what == "disable a person":
+        _refuse_writes(app, "users", "UPDATE")
+        answer, action = _attempt(api.post, f"/api/v1/people/{people['suzuki']['id']}/disable", {}), "user.disable"
+    elif what == "designate an operator":
+        api.post(f"/api/v1/people/{people['sato']['id']}/operator", {"designate": False})
+        _refuse_writes(app, "operators", "INSERT")
+        _refuse_writes(app, "operators", "UPDATE")
+        answer, action = _attempt(api.post, f"/api/v1/people/{people['sato']['id']}/operator",
+                                  {"designate": True}), "operator.designate"
+    else:
+        operator = Api(app.test_client())
+        assert operator.login("sato").status_code == 200
+        _refuse_writes(app, "duty", "INSERT")
+        answer, action = _attempt(operator.post, "/api/v1/duty", {"on": True}), "duty.sign_on"
+    assert answer >= 500, "the write failed"
+    assert count(vault, action) == before[action], f"{what}: logged though nothing changed"
