@@ -18,7 +18,7 @@ def index():
     from webui.services import audit
 
     audit("audit.view", detail={k: v for k, v in request.args.items() if k in FILTERS})
-    result = query_entries(request.args)
+    result = query_entries(request.args, hide=("segment.sealed",))  # one per segment: shown when chosen
     return render_template("admin/audit.html", filters=request.args, action_label=_action_label,
                            detail_text=_detail_text, filters_query=_filters_query, **result)
 

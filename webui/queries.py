@@ -57,7 +57,7 @@ def _vault():
     return Vault(Path(current_app.config["KIROKU_DATA"]), readonly=True)
 
 
-def query_entries(args) -> dict:
+def query_entries(args, *, hide: tuple[str, ...] = ()) -> dict:
     from firmware.vault.audit import AuditError
 
     vault = _vault()
@@ -80,8 +80,7 @@ def query_entries(args) -> dict:
         entries = vault.audit_log.entries(vault.db, actor=args.get("actor") or None,
                                           subject=args.get("subject") or None, action=args.get("action") or None,
                                           limit=limit + 1, before=before, **dates,  # one more: a next page?
-                                          # one per 4 s segment: shown when chosen as the action
-                                          hide=("segment.sealed",))
+                                          hide=hide)
         actions = [r[0] for r in vault.db.execute("SELECT DISTINCT action FROM audit ORDER BY action")]
         checkpoint = vault.audit_log.latest_checkpoint(vault.db) if verified.get("entries") else ""
     finally:

@@ -67,7 +67,7 @@ def device_log(device_id: str):
     filters = _filters()
     where, args = _where(filters)
     where = (where + " AND" if where else " WHERE") + " device = ?"
-    if not filters["action"]:  # one per 4 s segment (the index's commitments): shown when chosen as the action
+    if not filters["action"] and not is_api():  # one per segment (the index's commitments): the page lists them when chosen
         where += " AND action <> 'segment.sealed'"
     entries = _entries(ctx.db.all(f"SELECT * FROM device_log{where} ORDER BY seq DESC LIMIT ?",
                                   (*args, device_id, LIMIT)))
