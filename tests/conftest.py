@@ -34,6 +34,12 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(message)
 
 
+# A test of a stalled or unplugged device asks for these, to be told within a second. The rest
+# keep the product's thresholds (seconds): on a loaded machine a simulated camera can fall a
+# second behind, and a test of what was recorded must not see the restart that would cause.
+QUICK_STALLS = {"camera_stall": 1.0, "microphone_stall": 1.0}
+
+
 def small_config(**sections) -> Config:
     """A configuration that records quickly on a 2-core machine: small frames, short segments."""
     base = {
@@ -41,7 +47,7 @@ def small_config(**sections) -> Config:
         "notice": {"delay": 0.5},
         "recording": {"segment_seconds": 2.0},
         "button": {"long_press": 1.0, "debounce": 0.05},
-        "health": {"camera_stall": 1.0, "microphone_stall": 1.0, "sign_confirm": 0.2, "camera_stop_timeout": 2.0},
+        "health": {"sign_confirm": 0.2, "camera_stop_timeout": 2.0},
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)

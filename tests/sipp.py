@@ -8,10 +8,12 @@ attributes), and each side streams its own tone from a raw G.711 file.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from firmware.calls import synth
@@ -179,7 +181,8 @@ class Pair:
         ip, port, mport = self.callee
         uas_proc = subprocess.Popen(["sipp", "-sf", str(self.tmp / "uas.xml"), "-i", ip, "-p", str(port),
                                      "-mi", ip, "-mp", str(mport), "-nostdin", "-m", "1", *self.transport,
-                                     "-trace_err", "-error_file", str(self.tmp / "uas.err")],
+                                     "-trace_err", "-error_file", str(self.tmp / "uas.err"),
+                                     "-trace_msg", "-message_file", str(self.tmp / "uas.msg")],
                                     cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             self._wait_listening(port, uas_proc)
@@ -187,7 +190,8 @@ class Pair:
             result = subprocess.run(["sipp", f"{ip}:{port}", "-sf", str(self.tmp / "uac.xml"), "-i", ip2,
                                      "-p", str(port2), "-mi", ip2, "-mp", str(mport2), "-s", self.call.callee,
                                      "-m", "1", "-nostdin", *self.transport, "-timeout", f"{int(self.timeout)}s", "-timeout_error",
-                                     "-trace_err", "-error_file", str(self.tmp / "uac.err")],
+                                     "-trace_err", "-error_file", str(self.tmp / "uac.err"),
+                                     "-trace_msg", "-message_file", str(self.tmp / "uac.msg")],
                                     cwd=self.tmp, capture_output=True, text=True, timeout=self.timeout + 30)
             if result.returncode != 0:
                 err = (self.tmp / "uac.err").read_text() if (self.tmp / "uac.err").exists() else ""
@@ -198,3 +202,54 @@ class Pair:
             except subprocess.TimeoutExpired:
                 uas_proc.kill()
                 uas_proc.wait()
+
+    def wire(self) -> Wire:
+        """What the two SIPp instances sent, when, from their own message traces."""
+        return Wire([*_sent(self.tmp / "uac.msg"), *_sent(self.tmp / "uas.msg")])
+
+
+@dataclass
+class Sent:
+    at: float  # seconds since the epoch, as SIPp stamped the message when it sent it
+    first_line: str  # "INVITE sip:…", "SIP/2.0 200 OK"
+    cseq: str  # "1 INVITE"
+    call_id: str
+
+
+class Wire:
+    """The messages of one call as they went out: the truth a test holds the recorder's times
+    against, whatever the machine's load did to SIPp's own pauses."""
+
+    def __init__(self, sent: list[Sent]):
+        self.messages = sorted(sent, key=lambda m: m.at)
+        self.call_id = self.messages[0].call_id if self.messages else ""
+
+    def at(self, start: str, cseq: str) -> float:
+        """When the first message whose first line starts with ``start`` and whose CSeq is ``cseq`` went out."""
+        for m in self.messages:
+            if m.first_line.startswith(start) and m.cseq == cseq:
+                return m.at
+        raise AssertionError(f"SIPp sent no {start!r} with CSeq {cseq!r}: {[m.first_line for m in self.messages]}")
+
+
+_STAMP = re.compile(r"^-{10,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)$")
+
+
+def _sent(trace: Path) -> list[Sent]:
+    """The messages a SIPp -trace_msg file says were sent (not received)."""
+    out: list[Sent] = []
+    blocks: list[tuple[str, list[str]]] = []
+    for line in trace.read_text(errors="replace").splitlines():
+        stamp = _STAMP.match(line)
+        if stamp:
+            blocks.append((stamp.group(1), []))
+        elif blocks:
+            blocks[-1][1].append(line)
+    for stamp, lines in blocks:
+        if not lines or "message sent" not in lines[0]:
+            continue
+        body = [x for x in lines[1:] if x.strip()]
+        header = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in body[1:]) if _}
+        out.append(Sent(datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp(), body[0] if body else "",
+                        header.get("cseq", ""), header.get("call-id", "")))
+    return out

@@ -15,7 +15,7 @@ import pytest
 from firmware.hardware import DeviceFailed, DeviceUnavailable, VideoFormat, open_hardware
 from firmware.hardware.media import AudioFormat
 from firmware.recorder import Recorder, State
-from tests.conftest import small_config
+from tests.conftest import QUICK_STALLS, small_config
 from tests.helpers import decodes_cleanly, ffprobe, record_segments, wait_for
 
 VIDEO = VideoFormat(640, 360, 15.0)
@@ -55,7 +55,7 @@ def _real_recorder(monkeypatch, vault):
 
     from firmware.hardware.gpio import simulated_pin_factory
 
-    config = small_config()
+    config = small_config(health=QUICK_STALLS)
     gpio = config.gpio
     factory, _lamp = simulated_pin_factory(sign=gpio.sign, readback=gpio.sign_readback or None,
                                            status_light=gpio.status_light)
@@ -283,7 +283,7 @@ def test_a_vanished_sound_card_is_noticed_and_found_again(sounddevice_double, va
     from firmware.hardware import SimulatedCamera
     from firmware.hardware.sounddevice_microphone import SoundDeviceMicrophone
 
-    config = small_config()
+    config = small_config(health=QUICK_STALLS)
     hw = open_hardware(config, simulate=True)
     hw.microphone.close()
     hw.microphone = SoundDeviceMicrophone(AudioFormat(48000, 1))

@@ -15,7 +15,14 @@ from firmware.hardware import LightPattern
 from firmware.recorder import Recorder, State
 from firmware.store import StoreError
 from firmware.vault import Vault
+from tests.conftest import QUICK_STALLS, small_config
 from tests.helpers import Footage, decode, decodes_cleanly, ffprobe, segments_of, wait_for, whole_ticks
+
+
+@pytest.fixture
+def config():
+    """Stalls noticed within a second, as every test here makes one."""
+    return small_config(health=QUICK_STALLS)
 
 
 def start(recorder, hardware):
