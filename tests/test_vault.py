@@ -157,7 +157,8 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
         client.request("start")
         wait_for(lambda: client.status()["state"] == "recording", what="recording")
         time.sleep(rng.uniform(0.2, 5.0))
-        kills.append(time.time_ns() // 1000)
+        stored = client.status()["recording"]["segments"]  # what the recorder says it has sealed and indexed
+        kills.append((time.time_ns() // 1000, stored))
         proc.kill()
         proc.wait()
     # One last start: it recovers what the last kill left.
@@ -174,15 +175,16 @@ def test_kill_9_at_random_moments_loses_at_most_the_segment_in_flight(tmp_path):
     footage = Footage(vault, identity)
     recordings = footage.recordings()
     assert len(recordings) == len(kills)
-    for rec, killed_at in zip(recordings, kills):
+    for rec, (killed_at, stored) in zip(recordings, kills):
         infos = footage.segments(rec["id"])
         assert [i.seq for i in infos] == list(range(len(infos))), "a segment is missing in the middle"
+        assert len(infos) >= stored, f"{rec['id']}: a segment stored before the kill is gone"
         assert rec["end_reason"] == "the recorder stopped unexpectedly"
         last_end = infos[-1].end_wall_us if infos else vault.db.execute(
             "SELECT started_wall_us FROM recordings WHERE id = ?", (rec["id"],)).fetchone()[0]
-        # Everything up to the segment in flight was kept: at most one 2 s segment (plus the
-        # moment between capture and sealing) is missing at the end.
-        assert killed_at - last_end < 2_000_000 + 1_500_000, f"{rec['id']}: more than one segment lost"
+        # Everything up to the segment in flight was kept: at most one 2 s segment, plus what
+        # was between capture and sealing (seconds, when the machine is loaded), is missing.
+        assert killed_at - last_end < 2_000_000 + 3_000_000, f"{rec['id']}: more than one segment lost"
         for plain in footage.plaintexts(rec["id"]):
             assert plain[4:8] == b"ftyp"
 
