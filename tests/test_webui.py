@@ -277,6 +277,41 @@ def test_repeated_failures_hold_back_the_browser_not_the_account(server, app, cl
     login(app.test_client(), "sato")  # the account is not locked: sato, in another browser, logs in
 
 
+def test_a_manager_logs_in_while_the_recorder_is_down_and_the_log_catches_up_when_it_is_back(
+        server, recorder, data_dir, app, client, vault):
+    import json
+
+    staff(client, app)
+    server.close()  # the recorder is down
+    assert not socket_path(data_dir).exists()
+    wrong = post(client, "/login", {"username": "yamada", "password": "not the password!"})
+    assert wrong.status_code == 401, "a wrong password is answered as one, not as a fault"
+    assert login(client, "yamada").headers["Location"] == "/admin/"
+    page = client.get("/admin/")
+    assert page.status_code == 200, "the manager sees the dashboard, and on it why the recorder is down"
+    assert client.get("/api/v1/status").status_code == 503
+    # Nothing else is done unlogged: adding a person is still refused.
+    assert post(client, "/admin/sections", {"name": "福祉課"}, token_from="/admin/people").status_code == 503
+    logout(client)
+    journal = data_dir / "web" / "audit-journal.jsonl"
+    assert [json.loads(line)["action"] for line in journal.read_text().splitlines()] == \
+        ["login.failed", "login", "logout"], "each kept, durably, before it was answered"
+    before = [e["action"] for e in audit_entries(vault)]
+
+    back = ControlServer(socket_path(data_dir), recorder).start()
+    try:
+        login(client, "sato")  # the next entry: the journal goes into the log first, in order
+    finally:
+        back.close()
+    entries = audit_entries(vault)[len(before):]
+    assert [(e["action"], e["actor"]) for e in entries] == [
+        ("login.failed", "anonymous"), ("login", "yamada"), ("logout", "yamada"), ("login", "sato")]
+    for entry in entries[:3]:
+        assert entry["detail"]["journaled_at"] < entries[3]["at"] and entry["detail"]["journaled_because"]
+    assert not journal.exists(), "folded once: not again"
+    vault.audit_log.verify(vault.db)  # raises at the first entry that does not hold
+
+
 def test_unknown_names_fail_like_wrong_passwords(server, app, client):
     staff(client, app)
     r = post(client, "/login", {"username": "nobody", "password": "whatever whatever"})

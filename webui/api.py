@@ -22,7 +22,7 @@ from webui import apikit, exports, queries, releases
 from webui.db import vault_db
 from webui.parsing import Form, Text, takes
 from webui.permissions import AUDITOR, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED, permission
-from webui.services import context, control, recorder_status
+from webui.services import context, control, recorder_status, state
 
 bp = Blueprint("api", __name__, url_prefix=apikit.PREFIX)
 apikit.install(bp)
@@ -50,9 +50,11 @@ def busy(exc: RecorderBusy):
 def status():
     """Recorder state, sign, status light, recording, faults, warnings."""
     try:
-        return jsonify(control().status())
+        answer = control().status()
     except ControlError as exc:
         return _recorder_error(exc)
+    state().audit.fold()  # the recorder is back: what waited for it goes into the log now
+    return jsonify(answer)
 
 
 MARK = Form(Text("section", "when marking: the responsible section"), Text("note", "when marking: text"))

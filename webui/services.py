@@ -27,9 +27,10 @@ from domain.accounts import Guard
 from domain.context import Context
 from domain.exports import Jobs
 from domain.viewings import Registry
-from firmware.control import ControlClient, ControlError, socket_path
+from firmware.control import ControlClient, ControlError, RecorderUnreachable, socket_path
 from firmware.vault import age
 from firmware.vault.keys import KeyStore
+from webui.journal import MAY_WAIT, AuditJournal
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +39,43 @@ _PENDING_SECONDS = 30 * 60
 
 
 class RecorderAudit:
-    """The device's audit log, written by the recorder."""
+    """The device's audit log, written by the recorder. With a journal (``webui.journal``),
+    signing on and off while the recorder is down waits there, and goes into the log, first
+    and in order, the next time the recorder answers."""
 
-    def __init__(self, control: ControlClient):
-        self.control = control
+    def __init__(self, control: ControlClient, journal: AuditJournal | None = None):
+        self.control, self.journal = control, journal
+
+    def _send(self, actor: str, action: str, subject: str, purpose: str, detail: dict) -> int:
+        return self.control.request("audit", by=actor, action=action, subject=subject, purpose=purpose,
+                                    detail=detail)["seq"]
 
     def record(self, actor: str, action: str, *, subject: str = "", purpose: str = "",
                detail: dict | None = None) -> int:
-        return self.control.request("audit", by=actor, action=action, subject=subject, purpose=purpose,
-                                    detail=detail or {})["seq"]
+        """The entry's number; 0 for one that waits in the journal."""
+        if self.journal is None:
+            return self._send(actor, action, subject, purpose, detail or {})
+        with self.journal.locked():
+            try:
+                self.journal.fold(self._send)
+                return self._send(actor, action, subject, purpose, detail or {})
+            except RecorderUnreachable as exc:
+                if action not in MAY_WAIT:
+                    raise
+                self.journal.keep(actor, action, subject=subject, purpose=purpose, detail=detail or {}, why=str(exc))
+                log.warning("the recorder is down (%s): %s by %s kept in %s until it is back",
+                            exc, action, actor, self.journal.path)
+                return 0
+
+    def fold(self) -> int:
+        """What waited in the journal, into the log now if the recorder answers; how many."""
+        if self.journal is None or not self.journal.path.exists():
+            return 0
+        with self.journal.locked():
+            try:
+                return self.journal.fold(self._send)
+            except RecorderUnreachable:
+                return 0
 
 
 class RecorderHolds:
@@ -213,9 +242,11 @@ class State:
     first_run: str | None = "setup.index"  # the page that makes the first manager
     people_source: Callable[[Flask], int | None] | None = None  # where people come from besides web.db (the hub)
 
+    journal: AuditJournal | None = None  # where signing on and off waits while the recorder is down
+
     @property
     def audit(self) -> RecorderAudit:
-        return RecorderAudit(self.control)
+        return RecorderAudit(self.control, self.journal)
 
     def open_database(self):
         from webui.db import database
@@ -265,6 +296,7 @@ def install(app: Flask) -> State:
                   control=ControlClient(socket_path(data_dir), timeout=10),
                   keys=DeviceKeys(data_dir, app.config.get("KIROKU_SCRYPT_WORK_FACTOR")))
     state.jobs = Jobs(data_dir / "web" / "exports", work_factor=app.config.get("KIROKU_SCRYPT_WORK_FACTOR"))
+    state.journal = AuditJournal(data_dir / "web")
     app.extensions["kiroku"] = state
     return state
 
