@@ -49,6 +49,8 @@ class Job:
     sealed: bool = False  # with the transport passphrase: handed over as it is
     faces: bool = False  # faces were blurred by the detector, which can miss one
     key: object | None = None  # the in-memory key the package is sealed to otherwise
+    session: str = ""  # the session that made it: the one that may take it once without the passphrase again
+    downloads: int = 0
 
 
 @dataclass
@@ -208,13 +210,29 @@ def status(job: Job) -> dict:
             "error": job.error}
 
 
-def package(ctx, job: Job):
+def needs_passphrase(job: Job, session: str) -> bool:
+    """Whether taking the package now needs the manager's passphrase again: an unsealed package
+    (readable by whoever holds it) goes once to the session that made it; every other download
+    — a second one, or from another session, after the first one's ended or was left open —
+    is a new handing over of footage, confirmed like the export was."""
+    return not job.sealed and (job.downloads > 0 or not job.session or session != job.session)
+
+
+def package(ctx, job: Job, *, session: str = "", password: str | None = None):
     """The finished package to hand over: (file name, mimetype, the bytes as chunks). The
     download is logged first; a package sealed only to this process's key is decrypted as it
-    streams, never to disk."""
+    streams, never to disk. ``password``: the manager's passphrase, when
+    :func:`needs_passphrase` (a wrong one is counted and can lock the key, as at export)."""
     if job.state != "done":
         raise NotYet("the export is not finished")
-    ctx.log("export.download", subject=job.number, purpose=job.purpose, detail={"package": job.name})
+    again = needs_passphrase(job, session)
+    if again:
+        if not password:
+            refuse("export.passphrase_again", 403)
+        keys.unlock_own(ctx, password, subject=job.number, purpose=job.purpose)
+    job.downloads += 1
+    ctx.log("export.download", subject=job.number, purpose=job.purpose,
+            detail={"package": job.name, "download": job.downloads, "passphrase_again": again})
     if job.sealed:
         def sealed():
             with open(job.path, "rb") as f:

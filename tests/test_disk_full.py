@@ -86,3 +86,37 @@ def test_a_card_filled_by_something_else_says_so(on_a_small_card):
         recorder.start_recording(by="tanaka")
     (fault,) = [f for f in recorder.status()["faults"] if f["device"] == "storage"]
     assert "not of footage" in fault["message"], fault
+
+
+def test_a_card_that_fills_as_the_index_is_written_keeps_the_segment_ends_the_recording_and_logs_why(
+        on_a_small_card, monkeypatch):
+    card, data, recorder = on_a_small_card(64, reserve_mb=16)
+    vault = recorder.store
+    index_segment, filled = vault._index_segment, []
+
+    def as_the_card_fills(info):  # something else takes the last byte just as the segment is indexed
+        if not filled:
+            fill(card, leave_free=0)
+            filled.append(info.seq)
+        return index_segment(info)
+
+    monkeypatch.setattr(vault, "_index_segment", as_the_card_fills)
+    hw = recorder.hw
+    hw.simulator.press()
+    hw.simulator.release()
+    wait_for(lambda: recorder.state != State.RECORDING and filled, timeout=30, what="the card filled")
+    wait_for(lambda: recorder.state in (State.IDLE, State.FAULT), timeout=30, what="the recording ended")
+    conn = sqlite3.connect(data / "kiroku.db")
+    (rec_id, ended_at, reason), = conn.execute("SELECT id, ended_at, end_reason FROM recordings").fetchall()
+    indexed = [s for (s,) in conn.execute("SELECT seq FROM segments WHERE recording_id = ?", (rec_id,))]
+    logged = [(a, d) for a, d in conn.execute("SELECT action, detail FROM audit WHERE action IN ('fault', 'recording.stop')")]
+    conn.close()
+    assert filled[0] in indexed, "the segment that was being indexed is in the index, not left beside it"
+    assert ended_at and "full" in reason, (ended_at, reason)
+    assert [a for a, _ in logged].count("recording.stop") == 1
+    assert any(a == "fault" and "full" in d for a, d in logged), "the fault is in the audit log"
+    (fault,) = [f for f in recorder.status()["faults"] if f["device"] == "storage"]
+    assert "full" in fault["message"]
+    os.unlink(card / "ballast")  # room again: the next recording starts
+    recorder.start_recording(by="tanaka")
+    wait_for(lambda: recorder.state == State.RECORDING, timeout=10, what="recording again")

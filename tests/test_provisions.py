@@ -60,6 +60,19 @@ def test_an_urgent_provision_goes_first_its_paperwork_follows_and_only_then_it_c
     assert package.status_code == 200 and package.mimetype == "application/zip"
     (tmp_path / "p.zip").write_bytes(package.data)
     assert main(["verify", str(tmp_path / "p.zip")]) == 0
+    # An unsealed package goes once as it is; again — from this session or another — only with
+    # the passphrase, counted like any other wrong one.
+    again = f"/provisions/{pid}/export/{job}/package"
+    refused = client.get(again, follow_redirects=True)
+    assert refused.mimetype == "text/html" and "パスワードをもう一度入力してください" in refused.get_data(as_text=True)
+    assert 'class="download-again"' in refused.get_data(as_text=True), "the page asks for it where the link was"
+    wrong = post(client, again, {"password": "not mine"}, token_from=f"/provisions/{pid}")
+    assert wrong.mimetype != "application/zip"
+    other = office.test_client()
+    login(other, "yamada")
+    assert other.get(again).mimetype != "application/zip", "another session, however it was opened, asks too"
+    taken = post(other, again, {"password": PASSWORDS["yamada"]}, token_from=f"/provisions/{pid}")
+    assert taken.status_code == 200 and taken.data == package.data
     # nothing decrypted was left on the device's disk
     exports = list((Path(office.config["KIROKU_DATA"]) / "web" / "exports").iterdir())
     assert exports and all(p.read_bytes().startswith(b"age-encryption.org/v1\n") for p in exports)
@@ -74,6 +87,7 @@ def test_an_urgent_provision_goes_first_its_paperwork_follows_and_only_then_it_c
     assert 'data-status="closed"' in client.get(f"/provisions/{pid}").get_data(as_text=True)
     assert not any(h["reference"] == number for h in vault.holds())
     assert actions(vault, number) == ["provision.create", "key.unlock_failed", "export.create", "export.download",
+                                      "key.unlock_failed", "export.download",
                                       "provision.paperwork", "provision.close"]
     entry = vault.db.execute("SELECT detail FROM audit WHERE subject = ? AND action = 'export.create'",
                              (number,)).fetchone()[0]

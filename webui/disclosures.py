@@ -4,7 +4,7 @@ is ``domain.disclosures``; the handover is an export with bystanders masked."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from domain import disclosures
 from domain.times import local
@@ -153,6 +153,7 @@ def start_export(disclosure_id: int):
     d = disclosures.load(ctx, disclosure_id)
     with refusing(back=_show(disclosure_id)):
         job = disclosures.start_export(ctx, d, exports.asked(exports.DISCLOSURE))
+    job.session = g.session_id or ""  # the one that may take an unsealed package once as it is
     return done(_show(disclosure_id), code=202, notice="provision.export_started", **exports.job_status(job))
 
 
@@ -163,8 +164,11 @@ def export_status(disclosure_id: int, job_id: str):
     return jsonify(exports.job_status(context().jobs.find(disclosures.REGISTER, disclosure_id, job_id)))
 
 
-@bp.get("/<int:disclosure_id>/export/<job_id>/package")
+@bp.route("/<int:disclosure_id>/export/<job_id>/package", methods=["GET", "POST"])
 @permission(MANAGER)
+@takes(exports.AGAIN)
 def download(disclosure_id: int, job_id: str):
-    """The finished handover package (a ZIP, or the transport-sealed .zip.age)."""
-    return exports.download(context().jobs.find(disclosures.REGISTER, disclosure_id, job_id))
+    """The finished handover package (a ZIP, or the transport-sealed .zip.age); taken again,
+    or from another session, with the manager's passphrase (POST password)."""
+    job = context().jobs.find(disclosures.REGISTER, disclosure_id, job_id)
+    return exports.download(job, back=_show(disclosure_id))

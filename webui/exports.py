@@ -3,9 +3,10 @@ export form, a job's progress as the page polls it, and the package's download."
 
 from __future__ import annotations
 
-from flask import Response, url_for
+from flask import Response, g, request, url_for
 
 from domain import exports
+from webui.actions import refusing
 from webui.parsing import Flag, Form, Text
 from webui.services import context
 
@@ -29,9 +30,11 @@ def asked(form: Form) -> exports.Request:
 
 
 def status(register: str, job: exports.Job, **ids) -> dict:
-    """A job's progress as the page polls it, with where its package is downloaded once done."""
+    """A job's progress as the page polls it, with where its package is downloaded once done
+    (and whether that needs the passphrase again: POST ``password`` there)."""
     url = url_for(f"{register}.download", job_id=job.id, **ids) if job.state == "done" else None
-    return {**exports.status(job), "package": url, **ids}
+    return {**exports.status(job), "package": url, **ids,
+            "passphrase_needed": exports.needs_passphrase(job, g.get("session_id") or "")}
 
 
 _IDS = {"provisions": "provision_id", "disclosures": "disclosure_id"}
@@ -42,9 +45,16 @@ def job_status(job: exports.Job) -> dict:
     return status(job.register, job, **{_IDS[job.register]: job.record_id})
 
 
-def download(job: exports.Job) -> Response:
-    """The finished package (a ZIP, or the transport-sealed .zip.age); the download is logged."""
-    filename, mimetype, chunks = exports.package(context(), job)
+AGAIN = Form(Text("password", "the manager's passphrase: for an unsealed package taken a second time", strip=False))
+
+
+def download(job: exports.Job, back: str) -> Response:
+    """The finished package (a ZIP, or the transport-sealed .zip.age); the download is logged.
+    An unsealed one is taken once by the session that made it (GET); every other time needs
+    the manager's passphrase (POST ``password``)."""
+    password = AGAIN.parse().password if request.method == "POST" else None
+    with refusing(back=back):
+        filename, mimetype, chunks = exports.package(context(), job, session=g.session_id or "", password=password)
     response = Response(chunks, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"

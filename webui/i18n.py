@@ -208,6 +208,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "provision.export_started": ("書き出しを始めました。", "Export started."),
     "provision.exporting": ("書き出し中", "Exporting"),
     "provision.download": ("パッケージをダウンロード", "Download the package"),
+    "export.passphrase_again": ("暗号化していないパッケージをもう一度（または別の画面から）受け取るには、パスワードをもう一度入力してください。",
+                                "To take an unsealed package again (or from another session), enter your password again."),
     "provision.sealed_note": ("パスフレーズで暗号化されています（age）。", "Sealed with the passphrase (age)."),
     "provision.created_at": ("記録日時", "Recorded"),
     "provision.exported_at": ("作成日時", "Made"),

@@ -4,7 +4,7 @@ their progress."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template, request, url_for
+from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from domain import provisions
 from domain.times import local
@@ -148,6 +148,7 @@ def start_export(provision_id: int):
     p = provisions.load(ctx, provision_id)
     with refusing(back=_show(provision_id)):
         job = provisions.start_export(ctx, p, exports.asked(exports.PROVISION))
+    job.session = g.session_id or ""  # the one that may take an unsealed package once as it is
     return done(_show(provision_id), code=202, notice="provision.export_started", **exports.job_status(job))
 
 
@@ -158,8 +159,11 @@ def export_status(provision_id: int, job_id: str):
     return jsonify(exports.job_status(context().jobs.find(provisions.REGISTER, provision_id, job_id)))
 
 
-@bp.get("/<int:provision_id>/export/<job_id>/package")
+@bp.route("/<int:provision_id>/export/<job_id>/package", methods=["GET", "POST"])
 @permission(MANAGER)
+@takes(exports.AGAIN)
 def download(provision_id: int, job_id: str):
-    """The finished package (a ZIP, or the transport-sealed .zip.age)."""
-    return exports.download(context().jobs.find(provisions.REGISTER, provision_id, job_id))
+    """The finished package (a ZIP, or the transport-sealed .zip.age); taken again, or from
+    another session, with the manager's passphrase (POST password)."""
+    job = context().jobs.find(provisions.REGISTER, provision_id, job_id)
+    return exports.download(job, back=_show(provision_id))

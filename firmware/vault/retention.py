@@ -173,6 +173,9 @@ class Retention:
     def room_problem(self, nbytes: int) -> str | None:
         """None when a recording of about ``nbytes`` can be kept (erasing expired footage if
         needed), else why not, in words that name what to change."""
+        full = self.room_in_use()  # (vault.py: the index's own room, given up when the card filled)
+        if full:
+            return full
         if self.room_for(nbytes):
             return None
         st = os.statvfs(self.data_dir)

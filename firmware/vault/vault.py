@@ -1,6 +1,7 @@
 """The vault: where footage lives, sealed, indexed, kept as long as the rule says.
 
     <data>/kiroku.db                      the index and the audit log (SQLite, WAL)
+    <data>/index-room                     room kept for the index when the card fills (``room.py``)
     <data>/keys/                          see ``keys.py``
     <data>/segments/CLASS/DAY/RECORDING/00000.age   a sealed fMP4 segment
                                         /00000.json  its metadata (for repair after a crash)
@@ -27,7 +28,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from firmware import clock, sqlite
 from firmware.fsutil import atomic_write, fsync_dir, makedirs_durable
@@ -39,10 +40,12 @@ from firmware.vault.errors import NotInitialised, VaultNotReady
 from firmware.vault.index import Index, iso, local_day
 from firmware.vault.keys import KeyStore
 from firmware.vault.retention import Retention
+from firmware.vault.room import IndexRoom, is_full
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "kiroku.db"
+T = TypeVar("T")
 
 
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -154,6 +157,7 @@ class Vault(Index, Retention, Checks):
         self._synced = clock_synchronised or clock.clock_synchronised
         self._lock = threading.RLock()
         self.segments_root = self.data_dir / "segments"
+        self.room = IndexRoom(self.data_dir)
         if readonly:  # another process reading (the web UI, the CLI): the recorder is the writer
             self.db = connect(self.data_dir, readonly=True)
             self.schema = sqlite.schema(self.db, MIGRATIONS)
@@ -161,6 +165,7 @@ class Vault(Index, Retention, Checks):
             makedirs_durable(self.data_dir)
             self.db = connect(self.data_dir)
             self.schema = migrate(self.db, self._log_migration)  # warns of a newer release's index
+            self.room.keep()
 
     def _log_migration(self, conn: sqlite3.Connection, before: int, number: int, name: str) -> None:
         """A change to the evidence's index is in the audit log, committed with the change
@@ -197,10 +202,32 @@ class Vault(Index, Retention, Checks):
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # (a COMMIT that failed, on a full card, leaves it open)
+                    self.db.execute("ROLLBACK")
                 raise
-            self.db.execute("COMMIT")
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """``body(conn)`` in a transaction; if the card is full, once more with the room kept
+        for the index given up (``room.py``), so that what the recorder must write — a
+        finished segment's row, a recording's end, a fault — is written."""
+        try:
+            with self.transaction() as conn:
+                return body(conn)
+        except sqlite3.OperationalError as exc:
+            if not (is_full(exc) and self.room.give_up()):
+                raise
+        with self.transaction() as conn:
+            return body(conn)
+
+    def room_in_use(self) -> str | None:
+        """Why no segment may begin now (the index's room is given up and the card has no
+        space to set it aside again), or None."""
+        if self.room.kept or self.room.keep():
+            return None
+        return ("the card is full: the room kept for the index is in use — erase or move what fills the data"
+                " partition (kiroku vault status shows what the footage takes)")
 
     def log_head(self) -> dict | None:
         """The audit log's size and root now — the latest checkpoint in short, for the status
@@ -214,30 +241,30 @@ class Vault(Index, Retention, Checks):
         return {"entries": row[0] + 1, "root": base64.b64encode(row[1]).decode()}
 
     def audit(self, actor: str, action: str, *, purpose: str = "", subject: str = "", detail: dict | None = None) -> int:
-        with self.transaction() as conn:
-            return self.audit_log.append(conn, actor=actor, action=action, purpose=purpose, subject=subject,
-                                         detail=detail)
+        return self._write(lambda conn: self.audit_log.append(conn, actor=actor, action=action, purpose=purpose,
+                                                              subject=subject, detail=detail))
 
     # -- the store the recorder writes to ----------------------------------------------
     def begin(self, rec: Recording) -> None:
         if not self.ready:
             raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO recordings (id, device, record_class, mode, started_wall_us, started_at, started_by,"
-                " section, clock_synchronised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (rec.id, rec.device, rec.record_class, rec.mode, rec.started_wall_us, rec.started_at, rec.started_by,
-                 rec.section, int(rec.clock_synchronised)),
-            )
-            seq = self.audit_log.append(conn, actor=rec.started_by, action="recording.start", subject=rec.id,
-                                        detail={"device": rec.device, "mode": rec.mode, "class": rec.record_class})
-            conn.execute("UPDATE recordings SET audit_seq = ? WHERE id = ?", (seq, rec.id))
-            for mark in rec.marks:
-                self._insert_mark(conn, rec.id, mark)
+        self._write(lambda conn: self._begin(conn, rec))
+
+    def _begin(self, conn, rec: Recording) -> None:
+        conn.execute(
+            "INSERT INTO recordings (id, device, record_class, mode, started_wall_us, started_at, started_by,"
+            " section, clock_synchronised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (rec.id, rec.device, rec.record_class, rec.mode, rec.started_wall_us, rec.started_at, rec.started_by,
+             rec.section, int(rec.clock_synchronised)),
+        )
+        seq = self.audit_log.append(conn, actor=rec.started_by, action="recording.start", subject=rec.id,
+                                    detail={"device": rec.device, "mode": rec.mode, "class": rec.record_class})
+        conn.execute("UPDATE recordings SET audit_seq = ? WHERE id = ?", (seq, rec.id))
+        for mark in rec.marks:
+            self._insert_mark(conn, rec.id, mark)
 
     def add_mark(self, recording_id: str, mark: Mark) -> None:
-        with self.transaction() as conn:
-            self._insert_mark(conn, recording_id, mark)
+        self._write(lambda conn: self._insert_mark(conn, recording_id, mark))
 
     def _insert_mark(self, conn, recording_id: str, mark: Mark) -> None:
         conn.execute("INSERT INTO marks (recording_id, wall_us, at, by, note, section) VALUES (?, ?, ?, ?, ?, ?)",
@@ -256,12 +283,14 @@ class Vault(Index, Retention, Checks):
             conn.execute("UPDATE holds SET audit_seq = ? WHERE id = ?", (seq, hold))
 
     def end(self, rec: Recording) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-                         (rec.ended_wall_us, rec.ended_at, rec.end_reason, rec.id))
-            segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (rec.id,)).fetchone()[0]
-            self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec.id,
-                                  detail={"reason": rec.end_reason, "segments": segments})
+        self._write(lambda conn: self._end(conn, rec))
+
+    def _end(self, conn, rec: Recording) -> None:
+        conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                     (rec.ended_wall_us, rec.ended_at, rec.end_reason, rec.id))
+        segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (rec.id,)).fetchone()[0]
+        self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec.id,
+                              detail={"reason": rec.end_reason, "segments": segments})
 
     _CALL_COLUMNS = ("recording_id", "call_id", "direction", "trunk", "transport", "external_raw", "external_e164",
                      "city_raw", "city_e164", "withheld", "prefix_184", "prefix_186", "outside_line",
@@ -272,18 +301,20 @@ class Vault(Index, Retention, Checks):
     def index_call(self, row: dict, *, ended: Recording | None = None) -> None:
         """A call's row in the index (the call recorder's), written when the call begins and
         again when it ends; with ``ended``, its recording ends in the same transaction."""
+        self._write(lambda conn: self._index_call(conn, row, ended))
+
+    def _index_call(self, conn, row: dict, ended: Recording | None) -> None:
         cols = self._CALL_COLUMNS
-        with self.transaction() as conn:
-            conn.execute(f"INSERT OR REPLACE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                         tuple(row[c] for c in cols))
-            if ended is None:
-                return
-            conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-                         (ended.ended_wall_us, ended.ended_at, ended.end_reason, ended.id))
-            segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (ended.id,)).fetchone()[0]
-            self.audit_log.append(conn, actor="call-recorder", action="recording.stop", subject=ended.id, detail={
-                "reason": ended.end_reason, "segments": segments, "disposition": row["disposition"],
-                "talk_ms": row["talk_ms"], "packets_lost": row["packets_lost"]})
+        conn.execute(f"INSERT OR REPLACE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     tuple(row[c] for c in cols))
+        if ended is None:
+            return
+        conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                     (ended.ended_wall_us, ended.ended_at, ended.end_reason, ended.id))
+        segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (ended.id,)).fetchone()[0]
+        self.audit_log.append(conn, actor="call-recorder", action="recording.stop", subject=ended.id, detail={
+            "reason": ended.end_reason, "segments": segments, "disposition": row["disposition"],
+            "talk_ms": row["talk_ms"], "packets_lost": row["packets_lost"]})
 
     def sealing_problem(self, record_class: str = "footage") -> str | None:
         """What would stop a recording starting now from being sealed (a damaged key file, named
@@ -294,22 +325,26 @@ class Vault(Index, Retention, Checks):
         if not self.ready:
             raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")
         day = local_day(clock.wall_us_at(start_us))
+        full = self.room_in_use()
+        if full:  # footage must not take the room the index needs to end this recording
+            raise StoreError(28, full)
         try:
             recipient, created = self.keys.day_recipient(rec.record_class, day)
         except (OSError, NotInitialised) as exc:
             raise StoreError(getattr(exc, "errno", None) or 5, f"cannot make the day key: {exc}") from None
         if created:
-            with self.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO day_keys (record_class, day, recipient, created_at) VALUES (?, ?, ?, ?)",
-                             (rec.record_class, day, str(recipient), iso(self._now())))
-                entry = self.audit_log.append(conn, actor="recorder", action="key.day_created",
-                                            subject=f"{rec.record_class}/{day}",
-                                            detail={"recipients": len(self.keys.recipients())})
-                conn.execute("UPDATE day_keys SET audit_seq = ? WHERE record_class = ? AND day = ? AND audit_seq IS NULL",
-                             (entry, rec.record_class, day))
+            self._write(lambda conn: self._day_key_created(conn, rec, day, recipient))
         final = self.segments_root / rec.record_class / day / rec.id / f"{seq:05d}.age"
         return SealedSegment(self, final, recipient, day, rec.record_class)
 
+    def _day_key_created(self, conn, rec: Recording, day: str, recipient) -> None:
+        conn.execute("INSERT OR IGNORE INTO day_keys (record_class, day, recipient, created_at) VALUES (?, ?, ?, ?)",
+                     (rec.record_class, day, str(recipient), iso(self._now())))
+        entry = self.audit_log.append(conn, actor="recorder", action="key.day_created",
+                                      subject=f"{rec.record_class}/{day}",
+                                      detail={"recipients": len(self.keys.recipients())})
+        conn.execute("UPDATE day_keys SET audit_seq = ? WHERE record_class = ? AND day = ? AND audit_seq IS NULL",
+                     (entry, rec.record_class, day))
+
     def _index_segment(self, info: SegmentInfo) -> None:
-        with self.transaction() as conn:
-            self._insert_segment(conn, info)
+        self._write(lambda conn: self._insert_segment(conn, info))
