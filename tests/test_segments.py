@@ -27,9 +27,10 @@ def ten_seconds(tmp_path_factory):
         hardware.simulator.press()
         hardware.simulator.release()
         wait_for(lambda: recorder.state == State.IDLE, timeout=10, what="idle")
+        camera_dropped = list(hardware.camera.skips)  # what the (simulated) sensor itself could not deliver
     footage = Footage(vault, identity)
     rec = footage.recordings()[0]
-    return rec, footage.plaintexts(rec["id"]), footage.segments(rec["id"])
+    return rec, footage.plaintexts(rec["id"]), footage.segments(rec["id"]), camera_dropped
 
 
 CONFIG = small_config()
@@ -37,7 +38,7 @@ CONFIG = small_config()
 
 @pytest.mark.slow
 def test_ten_seconds_of_recording_are_h264_and_aac_segments_that_play_on_their_own(ten_seconds):
-    rec, mp4s, infos = ten_seconds
+    rec, mp4s, infos, _ = ten_seconds
     assert len(mp4s) >= 4, "2-second segments"
     total = 0.0
     for i, mp4 in enumerate(mp4s):
@@ -53,20 +54,24 @@ def test_ten_seconds_of_recording_are_h264_and_aac_segments_that_play_on_their_o
 
 @pytest.mark.slow
 def test_segments_are_gapless_and_lose_no_frame_between_them(ten_seconds):
-    rec, mp4s, infos = ten_seconds
+    rec, mp4s, infos, camera_dropped = ten_seconds
     for a, b in zip(infos, infos[1:]):
         assert a.end_us == b.start_us, f"gap or overlap between segment {a.seq} and {b.seq}"
     frame_us = 1e6 / CONFIG.camera.framerate
     times = [t for p in mp4s for t in decode(p).frame_times_us]
     assert None not in times
-    steps = [b - a for a, b in zip(times, times[1:])]
-    assert max(steps) < 1.5 * frame_us, "a frame is missing at a segment boundary"
-    assert min(steps) > 0.5 * frame_us, "a frame is stored twice"
+    for a, b in zip(times, times[1:]):
+        # Every frame the camera delivered is stored: the only gaps are frames a loaded machine's
+        # simulated sensor dropped itself (as a real one does when it cannot keep up) — and said so.
+        missing = round((b - a) / frame_us) - 1
+        explained = sum(n for at, n in camera_dropped if a < at <= b + frame_us)
+        assert missing <= explained, f"{missing} frame(s) missing between {a} and {b} µs that the camera delivered"
+        assert b - a > 0.5 * frame_us, "a frame is stored twice"
 
 
 @pytest.mark.slow
 def test_audio_and_video_stay_within_100_ms(ten_seconds):
-    rec, mp4s, infos = ten_seconds
+    rec, mp4s, infos, _ = ten_seconds
     ticks = 0
     for i, (mp4, info) in enumerate(zip(mp4s, infos)):
         video, audio = av_offsets_us(mp4, info.start_us)
@@ -80,7 +85,7 @@ def test_audio_and_video_stay_within_100_ms(ten_seconds):
 
 @pytest.mark.slow
 def test_every_segment_records_its_times_and_clock_state(ten_seconds):
-    rec, mp4s, infos = ten_seconds
+    rec, mp4s, infos, _ = ten_seconds
     assert [i.seq for i in infos] == list(range(len(infos)))
     for info in infos:
         assert info.started_at < info.ended_at

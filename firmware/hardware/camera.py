@@ -96,6 +96,7 @@ class SimulatedCamera(Camera):
         self.latency_us = 0  # encoder pipeline delay: a real encoder hands a frame over later
         self.frames_delivered = 0
         self.frames_skipped = 0
+        self.skips: list[tuple[int, int]] = []  # (sensor time µs, frames dropped there): the last 100
         self.failure: Exception | None = None
 
     # Fault injection (the simulated counter and tests use these).
@@ -188,6 +189,7 @@ class SimulatedCamera(Camera):
                 behind = (self._clock() - due) // interval
                 if behind > 0:  # a real sensor drops what it cannot deliver in time
                     self.frames_skipped += behind
+                    self.skips = [*self.skips[-99:], (int(due), int(behind))]
                     index += behind
                     due = start + index * interval
                 yuv = picture.render(due, wall_at(due), index)
