@@ -25,6 +25,12 @@ refused with their location — the device's rules (``firmware.config``).
     key = "/etc/kiroku-hub/web.key"
     hostnames = "hub.city.example"
 
+    [locker]                             # the evidence locker (docs/hub.md); leave out for none
+    endpoint = "https://s3.city.example"
+    bucket = "kiroku-locker"
+    key_file = "/etc/kiroku-hub/locker-key"   # the access key's id, then its secret, on two lines
+    ca = ""                              # a CA certificate to trust it by ('' = the system's)
+
 Secrets are in files of their own (readable by the hub's account only), never in this one.
 """
 
@@ -71,11 +77,22 @@ class WebSection:
 
 
 @dataclass(frozen=True)
+class LockerSection:
+    endpoint: str = setting("", doc="the S3-compatible store's address ('' = no evidence locker)")
+    bucket: str = setting("kiroku-locker", pattern=r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+    region: str = setting("us-east-1")
+    key_file: str = setting("", doc="a file: the access key's id on its first line, its secret on the second")
+    ca: str = setting("", doc="a CA certificate to trust the store by ('' = the system's)")
+    url_lifetime: int = setting(3600, lo=60, hi=7 * 86400, doc="seconds a device's upload address stays good")
+
+
+@dataclass(frozen=True)
 class HubConfig:
     hub: HubSection = field(default_factory=HubSection)
     database: DatabaseSection = field(default_factory=DatabaseSection)
     broker: BrokerSection = field(default_factory=BrokerSection)
     web: WebSection = field(default_factory=WebSection)
+    locker: LockerSection = field(default_factory=LockerSection)
 
     @property
     def folder(self) -> Path:
@@ -91,6 +108,13 @@ class HubConfig:
     @property
     def dsn(self) -> str:
         return self.secret(self.database.dsn_file, "database.dsn_file")
+
+    def locker_key(self) -> tuple[str, str]:
+        lines = self.secret(self.locker.key_file, "locker.key_file").splitlines()
+        if len(lines) != 2 or not all(line.strip() for line in lines):
+            raise ConfigError(f"locker.key_file: {self.locker.key_file} must hold two lines: the access key's id,"
+                              " then its secret")
+        return lines[0].strip(), lines[1].strip()
 
 
 def load(path: Path | str) -> HubConfig:

@@ -301,13 +301,15 @@ def log_batch(w: Writer, device: str, vkey: str, body: dict) -> None:
     for r in body.get("recordings") or []:
         w.queue(
             "INSERT INTO recordings (device, id, record_class, started_wall_us, ended_wall_us, started_at, ended_at,"
-            " end_reason, section, marks, segments, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " end_reason, section, marks, segments, holds, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (device, id) DO UPDATE SET ended_wall_us = excluded.ended_wall_us,"
             " ended_at = excluded.ended_at, end_reason = excluded.end_reason, section = excluded.section,"
-            " marks = excluded.marks, segments = excluded.segments, updated_at = excluded.updated_at",
+            " marks = excluded.marks, segments = excluded.segments, holds = excluded.holds,"
+            " updated_at = excluded.updated_at",
             (device, r["id"], r["record_class"], r["started_wall_us"], r.get("ended_wall_us"), r["started_at"],
              r.get("ended_at"), r.get("end_reason"), r.get("section") or "",
-             json.dumps(r.get("marks") or [], ensure_ascii=False), int(r.get("segments") or 0), now))
+             json.dumps(r.get("marks") or [], ensure_ascii=False), int(r.get("segments") or 0),
+             int(r.get("holds") or 0), now))
 
 
 def sweep_quiet(db) -> None:

@@ -46,7 +46,7 @@ def serve(config_path: Path) -> int:
     except OSError as exc:
         print(f"kiroku hub: cannot listen on {web.host}:{web.port} ({exc.strerror or exc}) — stop the other program "
               "using the port or change web.port", file=sys.stderr)
-        service.stop(consumer, pusher)
+        service.stop(consumer, pusher, app.extensions["kiroku"].keeper)
         return 2
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -58,7 +58,7 @@ def serve(config_path: Path) -> int:
             pass
     finally:
         server.stop()
-        service.stop(consumer, pusher)
+        service.stop(consumer, pusher, app.extensions["kiroku"].keeper)
         app.extensions["kiroku"].pool.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -6,21 +6,32 @@ the first), so two never write at once."""
 
 from __future__ import annotations
 
+from hub import locker
 from hub.consumer import Consumer
 from hub.pushes import Pusher
 
 
 def start(app, *, client_id: str = "kiroku-hub") -> tuple[Consumer, Pusher]:
-    """Start the consumer and the pusher for the hub ``app`` (``hub.web.create_app``)."""
+    """Start the consumer and the pusher for the hub ``app`` (``hub.web.create_app``), and the
+    evidence locker's keeper when the configuration names a store."""
     site = app.extensions["kiroku"]
     b = site.config.broker
     password = site.config.secret(b.hub_password_file, "broker.hub_password_file")
     site.admin().ensure_hub_account(password)
     consumer = Consumer(site.dsn, b.host, b.port, password, b.ca, client_id=client_id).start()
     site.pusher = Pusher(site.dsn, b.host, b.port, password, b.ca, client_id=f"{client_id}-push").start()
+    site.keeper = None
+    lk = site.config.locker
+    if lk.endpoint:
+        key, secret = site.config.locker_key()
+        bucket = locker.Bucket(lk.endpoint, lk.bucket, key, secret, ca=lk.ca, region=lk.region)
+        site.keeper = locker.Keeper(site.dsn, bucket, lambda action, **kw: site.audit.record("hub", action, **kw),
+                                    lifetime=lk.url_lifetime, pusher=site.pusher).start()
     return consumer, site.pusher
 
 
-def stop(consumer: Consumer, pusher: Pusher) -> None:
+def stop(consumer: Consumer, pusher: Pusher, keeper=None) -> None:
+    if keeper is not None:
+        keeper.close()
     pusher.close()
     consumer.close()

@@ -64,6 +64,7 @@ class City:
         self.password_file = password_file
         self.device_settings, self.id_prefix = device_settings, id_prefix
         self.engines: list = []
+        self.s3 = None  # the evidence locker's store (kiroku.engines.s3.S3Store), when there is one
         self.engines_root: Path | None = None
         self.hub: subprocess.Popen | None = None
         self.devices: list[Device] = []
@@ -97,6 +98,12 @@ class City:
         self.mqtt = Mosquitto(root / "mosquitto", before.get("broker_port")).start()
         self.engines.append(self.mqtt)
         _say(f"Mosquitto (TLS) on 127.0.0.1:{self.mqtt.port}")
+        from kiroku.engines.s3 import S3Store
+
+        # the locker's certificate from the city's CA, which devices trust already (the broker's)
+        self.s3 = S3Store(root / "s3", before.get("locker_port"), ca=self.mqtt._ca).start()
+        self.engines.append(self.s3)
+        _say(f"the evidence locker (S3, TLS) on {self.s3.endpoint}, bucket {self.s3.bucket}")
 
     def hub_config(self) -> Path:
         hub = self.folder / "hub"
@@ -106,6 +113,11 @@ class City:
             secrets_["broker-hub"] = secrets.token_urlsafe(24)
         for name, value in secrets_.items():
             atomic_write(hub / name, (value + "\n").encode(), mode=0o600)
+        locker = ""
+        if self.s3 is not None:
+            atomic_write(hub / "locker-key", ("\n".join(self.s3.hub_key) + "\n").encode(), mode=0o600)
+            locker = (f'[locker]\nendpoint = "{self.s3.endpoint}"\nbucket = "{self.s3.bucket}"\n'
+                      f'key_file = "{hub / "locker-key"}"\nca = "{self.s3.ca}"\n')
         config = hub / "hub.toml"
         config.write_text(
             "# Written by kiroku city: the hub of a simulated city on this machine.\n"
@@ -114,7 +126,7 @@ class City:
             f'[broker]\nhost = "127.0.0.1"\nport = {self.mqtt.port}\nca = "{self.mqtt.ca}"\n'
             f'admin = "{self.mqtt.admin[0]}"\nadmin_password_file = "{hub / "broker-admin"}"\n'
             f'hub_password_file = "{hub / "broker-hub"}"\n'
-            f'[web]\nhost = "127.0.0.1"\nport = {self.port}\nhttps = false\n')
+            f'[web]\nhost = "127.0.0.1"\nport = {self.port}\nhttps = false\n' + locker)
         return config
 
     def manager_password(self) -> str:
@@ -241,12 +253,23 @@ class City:
                                                                                     "database.dsn")},
             "broker": {"host": "127.0.0.1", "port": self.mqtt.port, "ca": str(self.mqtt.ca), "tls": True},
             "engines": {"folder": str(self.engines_root or ""), "database_port": self.pg.port,
-                        "broker_port": self.mqtt.port},
+                        "broker_port": self.mqtt.port, "locker_port": self.s3.port if self.s3 else None},
+            "locker": self._locker_manifest(),
             "devices": [{"id": d.id, "kind": d.kind, "place": d.place, "data": str(d.data),
                          "web": f"http://127.0.0.1:{d.port}/"} for d in self.devices],
         }
         atomic_write(path, json.dumps(body, ensure_ascii=False, indent=2).encode(), mode=0o640)
         return path
+
+    def _locker_manifest(self) -> dict | None:
+        """Where the evidence locker is, and the auditors' credential: read-only (its own listener)."""
+        if self.s3 is None:
+            return None
+        key_file = self.folder / "hub" / "locker-auditor-key"
+        atomic_write(key_file, ("\n".join(self.s3.auditor_key) + "\n").encode(), mode=0o600)
+        return {"endpoint": self.s3.endpoint, "bucket": self.s3.bucket, "ca": str(self.s3.ca),
+                "auditor_endpoint": self.s3.auditor_endpoint, "auditor_key_file": str(key_file),
+                "auditor_read_only": True}
 
     # -- the whole ------------------------------------------------------------------------------
 

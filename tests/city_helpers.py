@@ -281,11 +281,12 @@ class SmallCity:
     started :class:`kiroku.engines.mosquitto.Mosquitto`. Device ids carry a prefix of this city's
     own, so that cities meeting on the session's broker never share an account."""
 
-    def __init__(self, folder: Path, pg, broker, *, manager: str = "yamada"):
+    def __init__(self, folder: Path, pg, broker, *, manager: str = "yamada", s3=None):
         self.broker = broker
         self.city = City(folder, counters=0, calls=False, port=free_port(), manager=manager, password_file=None,
                          device_settings=DEVICE_SETTINGS, id_prefix=f"t{secrets.token_hex(2)}-")
         self.city.pg, self.city.mqtt = pg, broker
+        self.city.s3 = s3  # an S3Store: the hub keeps an evidence locker there
         self.devices: list[CityDevice] = []
         self.url = f"http://127.0.0.1:{self.city.port}"
 

@@ -1,6 +1,7 @@
 """The real servers for the hub's tests, started once per test session (per worker): a private
-PostgreSQL cluster and a Mosquitto broker (``kiroku.engines``). Each test gets a database of its
-own; device ids and client ids are each test's own, so tests sharing the broker do not meet."""
+PostgreSQL cluster, a Mosquitto broker and an S3 store (``kiroku.engines``). Each test gets a
+database of its own; device ids, client ids and object keys are each test's own, so tests sharing
+the broker or the bucket do not meet."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def mosquitto(engines_dir):
     broker = Mosquitto(engines_dir / "mqtt").start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(engines_dir):
+    """The evidence locker's S3 store (rclone serve s3: the hub's key read-write, the auditor's
+    read-only). Tests share its bucket: each keeps to keys of its own."""
+    from kiroku.engines import EngineError
+    from kiroku.engines.s3 import S3Store, rclone
+
+    try:
+        rclone()
+    except EngineError as e:
+        pytest.skip(str(e))
+    store = S3Store(engines_dir / "s3").start()
+    yield store
+    store.stop()
 
 
 @pytest.fixture

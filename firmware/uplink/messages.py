@@ -104,3 +104,50 @@ def parse_managers(payload: bytes | str | dict) -> dict:
             raise BadMessage(f"managers: {name}: {exc}") from None
         managers.append({"name": name, "recipient": recipient.strip()})
     return {"v": VERSION, "rev": message["rev"], "managers": managers}
+
+
+MAX_UPLOADS = 500
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def locker_path_ok(path: str) -> bool:
+    """A file the hub may ask a device to copy to the evidence locker: a sealed segment
+    (segments/CLASS/DAY/RECORDING/NNNNN.age) or a sealed day key (keys/day/CLASS/DAY.age), inside
+    the data folder — nothing else of it, whatever a message says."""
+    from pathlib import PurePosixPath
+
+    p = PurePosixPath(path)
+    if p.is_absolute() or ".." in p.parts or "." in p.parts or p.suffix != ".age" or "\\" in path:
+        return False
+    return (p.parts[0] == "segments" and len(p.parts) == 5) or (p.parts[:2] == ("keys", "day") and len(p.parts) == 4)
+
+
+def parse_locker(payload: bytes | str | dict) -> dict:
+    """``{"v": 1, "rev", "uploads": [{"path", "kind", "sha256", "size", "url", "expires"}]}``,
+    checked: what the hub wants copied, still sealed, to the evidence locker, each with the
+    presigned URL that may put that one object (docs/hub.md, "The evidence locker")."""
+    message = _object(payload, "locker")
+    items = message.get("uploads")
+    if not isinstance(items, list) or len(items) > MAX_UPLOADS:
+        raise BadMessage(f'locker: "uploads" must be a list of at most {MAX_UPLOADS}')
+    uploads = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadMessage("locker: an upload is not an object")
+        path, kind, sha, size = item.get("path"), item.get("kind"), item.get("sha256", ""), item.get("size", 0)
+        url, expires = item.get("url"), item.get("expires")
+        if not isinstance(path, str) or not locker_path_ok(path):
+            raise BadMessage(f"locker: {path!r} is not a sealed segment or day key of this device")
+        if kind not in ("segment", "day_key") or (kind == "segment") != (path.split("/")[0] == "segments"):
+            raise BadMessage(f"locker: {path}: kind {kind!r} does not fit the path")
+        if kind == "segment" and not (isinstance(sha, str) and SHA256.fullmatch(sha)):
+            raise BadMessage(f"locker: {path}: no SHA-256 to check the file by")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise BadMessage(f"locker: {path}: size must be a whole number")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")) or len(url) > 4096:
+            raise BadMessage(f"locker: {path}: the upload address is not an http(s) URL")
+        if not isinstance(expires, (int, float)) or isinstance(expires, bool):
+            raise BadMessage(f"locker: {path}: no expiry")
+        uploads.append({"path": path, "kind": kind, "sha256": sha or "", "size": size, "url": url,
+                        "expires": float(expires)})
+    return {"v": VERSION, "rev": message["rev"], "uploads": uploads}

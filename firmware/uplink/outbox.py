@@ -196,7 +196,8 @@ class AuditReader:
 
     def recordings(self, entries: list[dict]) -> list[dict]:
         """The recordings these entries touched (their subject, or named in their detail), as
-        they are now: times, record class, section, marks with their notes, segments kept."""
+        they are now: times, record class, section, marks with their notes, segments kept, open
+        holds (what the hub copies to the evidence locker)."""
         ids = set()
         for entry in entries:
             if entry["subject"]:
@@ -214,7 +215,8 @@ class AuditReader:
             "SELECT r.id, r.record_class, r.mode, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us,"
             " r.started_by, r.end_reason, r.section, r.clock_synchronised,"
             " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL) AS segments,"
-            " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments_written"
+            " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments_written,"
+            " (SELECT count(*) FROM holds h WHERE h.recording_id = r.id AND h.released_at IS NULL) AS holds"
             f" FROM recordings r WHERE r.id IN ({marks}) ORDER BY r.started_wall_us", sorted(ids))
         columns = [c[0] for c in cur.description]
         for row in cur.fetchall():

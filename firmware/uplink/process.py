@@ -34,7 +34,8 @@ from firmware.control import ControlError
 from firmware.uplink import BadMessage, UplinkError
 from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.link import Link
-from firmware.uplink.messages import device_topic, hub_topic, parse_managers, parse_operators
+from firmware.uplink.locker import Copier
+from firmware.uplink.messages import device_topic, hub_topic, parse_locker, parse_managers, parse_operators
 from firmware.uplink.outbox import AuditReader, Batch
 from firmware.uplink.status import StatusSource, signature
 
@@ -90,8 +91,10 @@ class Uplink:
         self.link = Link(
             self.enrollment, self.folder.ca,
             will=(device_topic(self.device, "online"), _json({"v": 1, "online": False})),
-            subscriptions=[hub_topic(self.device, "operators"), hub_topic(self.device, "managers")],
+            subscriptions=[hub_topic(self.device, "operators"), hub_topic(self.device, "managers"),
+                           hub_topic(self.device, "locker")],
             on_connect=self._connected, on_message=self._message, on_published=self._published)
+        self.copier = Copier(self.data_dir, self.folder.root, self.folder.ca)
 
     def close(self) -> None:
         """Say offline (retained) if the broker can still hear it, leave cleanly, and let go."""
@@ -108,6 +111,7 @@ class Uplink:
                 self._wake.wait(0.05)
         self.link.close()
         self.link = None
+        self.copier.close()
         self.reader.close()
         self.source.close()
 
@@ -123,6 +127,7 @@ class Uplink:
     # -- the loop ---------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self.link.start()
+        self.copier.start()
         log.info("uplink for %s (%s) to %s:%d; the hub holds %d audit entries of this device", self.device,
                  self.enrollment.kind, self.enrollment.host, self.enrollment.port, self.position.acknowledged)
         systemd.notify("READY=1", f"STATUS=uplink to {self.enrollment.host}:{self.enrollment.port}")
@@ -249,6 +254,9 @@ class Uplink:
     def _message(self, topic: str, payload: bytes) -> None:
         """On the link's thread: check, keep, and leave the rest to the loop."""
         name = topic.rsplit("/", 1)[-1]
+        if topic == hub_topic(self.device, "locker"):
+            self._locker(payload)
+            return
         if topic not in (hub_topic(self.device, "operators"), hub_topic(self.device, "managers")):
             return
         if not payload:
@@ -273,6 +281,19 @@ class Uplink:
                 self._managers = message
                 self._managers_tried = -1e9
             self._wake.set()
+
+    def _locker(self, payload: bytes) -> None:
+        """What the hub wants copied to the evidence locker (``locker.py`` copies it)."""
+        if not payload:
+            return
+        try:
+            message = parse_locker(payload)
+        except BadMessage as exc:
+            self._say("bad:locker", logging.ERROR, f"the hub sent a locker list this device cannot use ({exc}):"
+                      " nothing copied from it")
+            return
+        self._said.pop("bad:locker", None)
+        self.copier.offer(message)
 
     def _hand_managers_over(self, now: float) -> None:
         """The managers' keys to the recorder, which logs any change before it seals a day key
@@ -329,8 +350,8 @@ class Uplink:
 
 # -- the process ---------------------------------------------------------------------------------
 
-DESCRIPTION = ("Publish this device's status and audit log to the city hub, and receive its operators and"
-               " managers' keys (docs/hub.md).")
+DESCRIPTION = ("Publish this device's status and audit log to the city hub, receive its operators and"
+               " managers' keys, and copy what is under a hold to the evidence locker (docs/hub.md).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

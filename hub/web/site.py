@@ -110,6 +110,7 @@ class HubSite:
     work_factor: int | None = None
     broker_admin: object | None = None  # hub.broker.Admin, made when first needed
     pusher: pushes.Pusher | None = None
+    keeper: object | None = None  # the evidence locker's (hub.locker.Keeper), when the configuration names a store
     guard: Guard = field(default_factory=Guard)
     refusals: RefusalLog = field(default_factory=RefusalLog)
     viewings: Registry = field(default_factory=Registry)

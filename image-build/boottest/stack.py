@@ -59,7 +59,7 @@ LEFT_OUT = ["tests/test_browser.py", "tests/test_packaging.py", "tests/test_call
             # the city hub runs on a city server, not on the image (psycopg, PostgreSQL); the code's
             # layout and lint are checked once, on the checkout
             "tests/test_hub_core.py", "tests/test_hub_web.py", "tests/test_city.py", "tests/test_hub_browser.py",
-            "tests/test_bench_hub.py", "tests/test_layout.py",
+            "tests/test_bench_hub.py", "tests/test_layout.py", "tests/test_locker.py", "tests/test_s3_engine.py",
             # schemathesis is a test tool from PyPI, not on the image: the API it fuzzes is the
             # same code on both stacks, and test_inputs.py checks its refusals here too
             "tests/test_fuzz_api.py"]

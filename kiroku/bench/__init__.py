@@ -20,6 +20,7 @@ from kiroku.bench.export import bench_export
 from kiroku.bench.figures import Figure, machine, print_figures
 from kiroku.bench.hub import bench_hub
 from kiroku.bench.index import bench_index
+from kiroku.bench.locker import bench_locker
 from kiroku.bench.recorder import bench_latency, bench_recorder_memory_and_playback
 from kiroku.bench.sealing import bench_sealing
 from kiroku.bench.storing import bench_storing
@@ -31,6 +32,7 @@ def run(*, quick: bool, json_path: Path | None) -> int:
         work = Path(tmp)
         figures += bench_storing(work, 10 if quick else 30, 1 if quick else 3)
         figures += bench_sealing(work, 16 if quick else 64, 3 if quick else 5)
+        figures += bench_locker(work, 4 if quick else 32, 1 if quick else 3)
         figures += bench_index(work, [10**4, 10**5] if quick else [10**4, 10**5, 10**6], 50 if quick else 200)
         figures += bench_latency(work, 8 if quick else 30)
         figures += bench_recorder_memory_and_playback(work, 8 if quick else 20)
