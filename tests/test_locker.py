@@ -212,3 +212,22 @@ def test_a_copy_stays_while_held_and_within_retention_and_goes_after_both_with_t
     with hub_database(hub_dsn) as db:
         states = {r["state"] for r in db.execute("SELECT state FROM locker WHERE device = %s", (counter.id,))}
     assert states == {"deleted"}
+
+
+@pytest.mark.parametrize("path", [
+    "/etc/shadow", "segments/../keys/device.key", "keys/device.key", "keys/day/footage/../../device.key",
+    "kiroku.db", "segments/footage/2026-12-07/r/00000.json", "web/web.db", "segments/x.age",
+    "keys/day/footage/2026-12-07.age/../../../device.key", "segments/footage/d/r/./00000.age",
+])
+def test_a_device_copies_nothing_but_its_sealed_segments_and_day_keys_whatever_it_is_asked(path):
+    """The list comes from the network: a path outside the sealed files is refused whole."""
+    from firmware.uplink import BadMessage
+    from firmware.uplink.messages import parse_locker
+
+    upload = {"path": path, "kind": "segment", "sha256": "0" * 64, "size": 1, "url": "https://s3/x", "expires": 1}
+    with pytest.raises(BadMessage):
+        parse_locker({"v": 1, "rev": 1, "uploads": [upload]})
+    good = dict(upload, path="segments/footage/2026-12-07/20261207-091500-000/00000.age")
+    assert parse_locker({"v": 1, "rev": 1, "uploads": [good]})["uploads"][0]["path"] == good["path"]
+    day_key = dict(upload, path="keys/day/footage/2026-12-07.age", kind="day_key", sha256="")
+    assert parse_locker({"v": 1, "rev": 1, "uploads": [day_key]})["uploads"][0]["kind"] == "day_key"

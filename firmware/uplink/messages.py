@@ -117,7 +117,7 @@ def locker_path_ok(path: str) -> bool:
     from pathlib import PurePosixPath
 
     p = PurePosixPath(path)
-    if p.is_absolute() or ".." in p.parts or "." in p.parts or p.suffix != ".age" or "\\" in path:
+    if p.is_absolute() or ".." in p.parts or str(p) != path or p.suffix != ".age" or "\\" in path:
         return False
     return (p.parts[0] == "segments" and len(p.parts) == 5) or (p.parts[:2] == ("keys", "day") and len(p.parts) == 4)
 
