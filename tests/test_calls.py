@@ -72,6 +72,30 @@ def test_g722_is_decoded_through_pyav():
     assert abs(peak_hz(out[4000:12000]) - 1200) < 10
 
 
+def _level_db(x: np.ndarray, freq: float, level: float = 8000 / 32768) -> float:
+    """A tone's level in ``x`` (float PCM at RATE) against ``level``, the input's peak, in dB:
+    the spectrum's peak near ``freq`` through a Hann window (which sums to half its length)."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    near = (freqs > freq - 20) & (freqs < freq + 20)
+    return 20 * np.log10(spectrum[near].max() / (len(x) / 4) / level)
+
+
+@pytest.mark.parametrize("pt, high", [(0, 3400.0), (8, 3400.0), (9, 7000.0)], ids=["PCMU", "PCMA", "G722"])
+def test_the_whole_voice_band_of_each_codec_is_kept(tmp_path, vault, config, recovery, pt, high):
+    """Near the top of what each codec carries (G.711: 300–3400 Hz; G.722: 50–7000 Hz), and low
+    in it, a tone is stored within 3 dB of what was sent."""
+    ext, city = synth.trunk_pair(0)
+    ext.tone, city.tone = high, 300.0
+    script = synth.Script("band@trunk.example", "inbound", ext, city, start=1_800_000_000.0, talk=3.0, pt=pt)
+    got, _ = _record(tmp_path, vault, config, [script])
+    row = got[script.call_id]
+    assert row["codecs"] == {0: "PCMU", 8: "PCMA", 9: "G722"}[pt]
+    left, right = window(audio(vault, recovery, row["recording_id"]), 0.5, 2.5)
+    assert _level_db(left, high) > -3.0, f"{high:.0f} Hz (the external side) came out {_level_db(left, high):.1f} dB"
+    assert _level_db(right, 300.0) > -3.0, f"300 Hz (the city's side) came out {_level_db(right, 300.0):.1f} dB"
+
+
 def test_sip_compact_and_folded_headers_are_understood():
     msg = sip.parse(b"INVITE sip:0586280000@pbx SIP/2.0\r\ni: abc@host\r\nf: <sip:0422123456@carrier>;tag=x1\r\n"
                     b"t: <sip:0586280000@pbx>\r\nCSeq: 1\r\n INVITE\r\nc: application/sdp\r\nl: 0\r\n\r\n")

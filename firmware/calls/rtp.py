@@ -85,13 +85,32 @@ def parse(data: bytes, ts: float) -> Packet | None:
     return Packet(ts, seq, timestamp, ssrc, pt, bool(b1 & 0x80), data[off:end])
 
 
-def _upsample2(x: np.ndarray, last: int) -> tuple[np.ndarray, int]:
-    """8 kHz → 16 kHz by linear interpolation, continuous across packets."""
-    out = np.empty(2 * len(x), dtype=np.int16)
-    prev = np.concatenate(([last], x[:-1])).astype(np.int32)
-    out[0::2] = (prev + x) // 2
-    out[1::2] = x
-    return out, int(x[-1]) if len(x) else last
+def _interpolator(taps: int = 81, beta: float = 7.0, cutoff: float = 3950.0) -> np.ndarray:
+    """A windowed-sinc low-pass at :data:`RATE` for 8 → 16 kHz: flat (±0.1 dB) to 3.6 kHz, the
+    images above 4.4 kHz −70 dB down. Linear interpolation, before, lost 3 dB at the top of the
+    voice band and left its images audible. Odd length: a delay of 40 output samples, exactly
+    20 input samples (2.5 ms, the same for every call and both sides)."""
+    n = np.arange(taps) - (taps - 1) / 2
+    h = np.sinc(2 * cutoff / RATE * n) * np.kaiser(taps, beta)
+    return h * (2.0 / h.sum())  # zero-stuffing halves the level: a gain of 2 gives it back
+
+
+_FIR = _interpolator()
+
+
+class Upsampler:
+    """8 kHz → 16 kHz, continuous across packets (it keeps the filter's history)."""
+
+    def __init__(self):
+        self._history = np.zeros(len(_FIR) - 1)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        stuffed = np.zeros(2 * len(x))
+        stuffed[0::2] = x
+        both = np.concatenate((self._history, stuffed))
+        self._history = both[len(both) - (len(_FIR) - 1):]
+        out = np.convolve(both, _FIR, mode="valid")
+        return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
 
 class Decoder:
@@ -100,7 +119,7 @@ class Decoder:
     def __init__(self, rtpmap: dict[int, tuple[str, int]] | None = None):
         self.rtpmap = dict(rtpmap or {})
         self._av: dict[str, object] = {}
-        self._last = 0
+        self._upsample = Upsampler()
         self.codecs: set[str] = set()
         self.undecodable = 0
 
@@ -116,8 +135,7 @@ class Decoder:
         if name == "PCMU" or name == "PCMA":
             self.codecs.add(name)
             pcm = (ULAW if name == "PCMU" else ALAW)[np.frombuffer(payload, dtype=np.uint8)]
-            out, self._last = _upsample2(pcm, self._last)
-            return out
+            return self._upsample(pcm)
         spec = _AV_DECODERS.get(name)
         if spec is None:
             self.undecodable += 1
@@ -149,9 +167,7 @@ class Decoder:
                 chunks.append(out.to_ndarray().reshape(-1))
         if not chunks:
             return None
-        pcm = np.concatenate(chunks).astype(np.int16)
-        self._last = int(pcm[-1])
-        return pcm
+        return np.concatenate(chunks).astype(np.int16)
 
 
 @dataclass

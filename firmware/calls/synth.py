@@ -39,6 +39,26 @@ def encode_g711(pcm: np.ndarray, pt: int) -> bytes:
     return _ENCODE[pt][pcm.astype(np.int32) + 32768].tobytes()
 
 
+class G722:
+    """A G.722 encoder (PyAV's), 16 kHz mono in, one payload per call."""
+
+    def __init__(self):
+        import av
+
+        self._ctx = av.CodecContext.create("g722", "w")
+        self._ctx.sample_rate, self._ctx.layout, self._ctx.format = 16000, "mono", "s16"
+        self._ctx.open()
+        self._pts = 0
+
+    def encode(self, pcm: np.ndarray) -> bytes:
+        import av
+
+        frame = av.AudioFrame.from_ndarray(pcm.astype(np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 16000, self._pts
+        self._pts += len(pcm)
+        return b"".join(bytes(p) for p in self._ctx.encode(frame))
+
+
 def tone(freq: float, start_sample: int, n: int, rate: int = 8000, level: float = 8000) -> np.ndarray:
     t = (np.arange(start_sample, start_sample + n)) / rate
     return (level * np.sin(2 * math.pi * freq * t)).astype(np.int16)
@@ -206,10 +226,13 @@ def _rtp(out: list, sender: Party, receiver: Party, s: Script, t0: float, t1: fl
     n = round(s.ptime * 8000)
     k0 = round((t0 - s.start) / s.ptime)
     count = int(round((t1 - t0) / s.ptime))
+    wideband = G722() if s.pt == 9 else None  # one encoder per stream: ADPCM carries its state on
     for i in range(count):
         k = k0 + i
-        pcm = tone(sender.tone, k * n, n)
-        payload = encode_g711(pcm, s.pt if s.pt in (0, 8) else 0)
+        if wideband is not None:  # 16 kHz audio, though RTP's clock for G.722 counts 8 kHz (RFC 3551)
+            payload = wideband.encode(tone(sender.tone, 2 * k * n, 2 * n, rate=16000))
+        else:
+            payload = encode_g711(tone(sender.tone, k * n, n), s.pt if s.pt in (0, 8) else 0)
         header = bytes([0x80, s.pt & 0x7F]) + ((seq0 + i) & 0xFFFF).to_bytes(2, "big") + \
             ((k * n) & 0xFFFFFFFF).to_bytes(4, "big") + ssrc.to_bytes(4, "big")
         out.append((s.start + k * s.ptime, sender.media[0], sender.media[1], receiver.media[0], receiver.media[1],
