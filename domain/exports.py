@@ -210,6 +210,9 @@ def status(job: Job) -> dict:
             "error": job.error}
 
 
+_TAKING = threading.Lock()
+
+
 def needs_passphrase(job: Job, session: str) -> bool:
     """Whether taking the package now needs the manager's passphrase again: an unsealed package
     (readable by whoever holds it) goes once to the session that made it; every other download
@@ -225,12 +228,13 @@ def package(ctx, job: Job, *, session: str = "", password: str | None = None):
     :func:`needs_passphrase` (a wrong one is counted and can lock the key, as at export)."""
     if job.state != "done":
         raise NotYet("the export is not finished")
-    again = needs_passphrase(job, session)
-    if again:
-        if not password:
-            refuse("export.passphrase_again", 403)
-        keys.unlock_own(ctx, password, subject=job.number, purpose=job.purpose)
-    job.downloads += 1
+    with _TAKING:  # two requests at once from the session that made it: one goes without the passphrase
+        again = needs_passphrase(job, session)
+        if again:
+            if not password:
+                refuse("export.passphrase_again", 403)
+            keys.unlock_own(ctx, password, subject=job.number, purpose=job.purpose)
+        job.downloads += 1
     ctx.log("export.download", subject=job.number, purpose=job.purpose,
             detail={"package": job.name, "download": job.downloads, "passphrase_again": again})
     if job.sealed:

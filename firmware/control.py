@@ -40,6 +40,10 @@ class RecorderUnreachable(ControlError, ConnectionError):
     """Nothing answers on the control socket: the recorder is not running, or did not answer."""
 
 
+class RecorderNotRunning(RecorderUnreachable):
+    """No control socket, or nothing listening on it: the request never reached a recorder."""
+
+
 class RecorderBusy(RecorderUnreachable):
     """The recorder is running but its control socket's queue stayed full (it is answering others)."""
 
@@ -314,7 +318,7 @@ class ControlClient:
             try:
                 sock = self._connect()
             except (FileNotFoundError, ConnectionRefusedError):
-                raise RecorderUnreachable(
+                raise RecorderNotRunning(
                     f"the recorder is not running (no control socket at {self.path}) — "
                     "start it with `kiroku run` or `kiroku recorder`"
                 ) from None

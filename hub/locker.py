@@ -6,9 +6,12 @@ Who may do what:
 
 - The hub alone holds a credential for the bucket. A device gets none: for each object the hub
   wants from it, the hub sends it (on its retained ``locker`` topic, ``hub.pushes``) a presigned
-  PUT URL for that one key, valid for ``url_lifetime`` seconds. With it the device can write that
-  object and nothing else — not read, list or delete, not write another key (S3's signature
-  covers the method and the key). A thief with the device's files learns nothing it can use.
+  PUT URL for that one key under ``incoming/``, valid for ``url_lifetime`` seconds. With it the
+  device can write that object and nothing else — not read, list or delete, not write another
+  key (S3's signature covers the method and the key). The hub checks what arrives there and
+  moves it (a server-side copy) to ``DEVICE/PATH``, for which no address is ever issued: a thief
+  who replays an address with the device's files can put bytes under ``incoming/``, which the
+  hub deletes at its next round, never over a kept copy.
 - What the hub wants is decided from what it has witnessed (``hub.consumer``): every segment a
   device's log committed (``segment.sealed``: path, size, SHA-256) of a recording the device
   says is under a hold, and the sealed day key that opens it. A copy is kept (``kept``) only
@@ -43,8 +46,17 @@ MIN_DAYS = {"footage": 90, "call": 365}  # Art. 6(2), as firmware.config.Retenti
 MAX_UPLOADS = 200  # objects asked of one device at a time (the rest when these are kept)
 
 
+INCOMING = "incoming"  # where devices upload; a copy is moved out once checked
+
+
 def object_key(device: str, path: str) -> str:
+    """Where a checked copy is kept. No device is ever given an address for it."""
     return f"{device}/{path}"
+
+
+def upload_key(device: str, path: str) -> str:
+    """Where the device puts it (its presigned URL's key): checked there, then moved."""
+    return f"{INCOMING}/{device}/{path}"
 
 
 def day_key_path(record_class: str, day: str) -> str:
@@ -76,6 +88,11 @@ class Bucket:
                 found[item["Key"]] = item["Size"]
         return found
 
+    def move(self, source: str, target: str) -> None:
+        """A server-side copy, then the source deleted: the bytes never pass through the hub again."""
+        self.client.copy_object(Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source})
+        self.delete(source)
+
     def sha256(self, key: str) -> str:
         body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
         digest = hashlib.sha256()
@@ -87,6 +104,19 @@ class Bucket:
         return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
 
     def delete(self, key: str) -> None:
+        """Gone, every version of it: on a versioned bucket (Object Lock needs one) a plain delete
+        only hides the object behind a marker. A version a lock still protects makes it fail:
+        the row stays as it was, and the next round tries again."""
+        from botocore.exceptions import ClientError
+
+        try:
+            versions = self.client.list_object_versions(Bucket=self.name, Prefix=key)
+        except ClientError:  # a store without versions (rclone's): the object is all there is
+            versions = {}
+        found = [v for kind in ("Versions", "DeleteMarkers") for v in versions.get(kind, []) if v["Key"] == key]
+        for v in found:
+            if v.get("VersionId") not in (None, "null"):
+                self.client.delete_object(Bucket=self.name, Key=key, VersionId=v["VersionId"])
         self.client.delete_object(Bucket=self.name, Key=key)
 
 
@@ -135,12 +165,12 @@ def stage(db, bucket: Bucket, now: float, lifetime: int) -> int:
     changed = 0
     lists: dict[str, list] = {row["id"]: [] for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL")}
     for row in db.all("SELECT device, key, path, kind, sha256, size, url, url_expires FROM locker"
-                      " WHERE state = 'wanted' ORDER BY device, wanted_at, key"):
+                      " WHERE state = 'wanted' ORDER BY device, problem <> '', wanted_at, key"):
         if row["device"] not in lists or len(lists[row["device"]]) >= MAX_UPLOADS:
             continue
         url, expires = row["url"], row["url_expires"]
         if not url or expires is None or expires - now < lifetime / 2:
-            url, expires = bucket.put_url(row["key"], lifetime), now + lifetime
+            url, expires = bucket.put_url(upload_key(row["device"], row["path"]), lifetime), now + lifetime
             db.execute("UPDATE locker SET url = ?, url_expires = ? WHERE device = ? AND key = ?",
                        (url, expires, row["device"], row["key"]))
         lists[row["device"]].append({"path": row["path"], "kind": row["kind"], "sha256": row["sha256"],
@@ -153,32 +183,60 @@ def stage(db, bucket: Bucket, now: float, lifetime: int) -> int:
 
 
 def check_copies(db, bucket: Bucket, now: float) -> int:
-    """Copies that arrived: kept once whole (a segment's SHA-256 the log's; a day key's noted),
-    said and asked for again when not. Returns how many were kept."""
+    """Copies that arrived: kept once whole (a segment's SHA-256 the log's), moved from where the
+    device put them to where no device may write; said and asked for again when not whole.
+    Returns how many were kept."""
     kept = 0
-    for device in [r["device"] for r in db.all("SELECT DISTINCT device FROM locker WHERE state = 'wanted'")]:
-        there = bucket.sizes(f"{device}/")
-        for row in db.all("SELECT key, kind, sha256, size, problem FROM locker WHERE device = ? AND state = 'wanted'",
-                          (device,)):
-            if row["key"] not in there:
+    for device in [r["device"] for r in db.all(
+            "SELECT DISTINCT k.device FROM locker k JOIN devices d ON d.id = k.device"
+            " WHERE k.state = 'wanted' AND d.removed_at IS NULL")]:
+        there = bucket.sizes(f"{INCOMING}/{device}/")
+        for row in db.all("SELECT key, path, kind, sha256, size, problem FROM locker"
+                          " WHERE device = ? AND state = 'wanted'", (device,)):
+            incoming = upload_key(device, row["path"])
+            if incoming not in there:
                 continue
-            actual = bucket.sha256(row["key"])
-            if row["kind"] == "segment" and actual != row["sha256"]:
-                problem = (f"the copy of {row['key']} is not the segment the device's log committed (SHA-256"
-                           f" {actual[:16]}…, not {row['sha256'][:16]}…): asked for again")
-                if problem != row["problem"]:
-                    log.error("locker: %s", problem)
-                    db.execute("UPDATE locker SET problem = ?, url = '', url_expires = NULL WHERE device = ? AND key = ?",
-                               (problem, device, row["key"]))
-                    raise_alert(db, device, problem, now)
+            try:
+                actual = bucket.sha256(incoming)
+                if row["kind"] == "segment" and actual != row["sha256"]:
+                    problem = (f"the copy of {row['key']} is not the segment the device's log committed (SHA-256"
+                               f" {actual[:16]}…, not {row['sha256'][:16]}…): asked for again")
+                    bucket.delete(incoming)  # not kept, and not read again
+                    if problem != row["problem"]:
+                        log.error("locker: %s", problem)
+                        raise_alert(db, device, problem, now)
+                    db.execute("UPDATE locker SET problem = ?, url = '', url_expires = NULL"
+                               " WHERE device = ? AND key = ?", (problem, device, row["key"]))
+                    continue
+                bucket.move(incoming, row["key"])
+            except Exception as exc:  # this object only: the others go on, it is tried again next round
+                log.warning("locker: cannot check %s: %s", incoming, exc)
                 continue
             db.execute("UPDATE locker SET state = 'kept', kept_at = ?, sha256 = ?, size = ?, problem = '', url = '',"
                        " url_expires = NULL WHERE device = ? AND key = ?",
-                       (now, actual, there[row["key"]], device, row["key"]))
+                       (now, actual, there[incoming], device, row["key"]))
             kept += 1
         if not db.one("SELECT 1 FROM locker WHERE device = ? AND problem <> '' AND state = 'wanted'", (device,)):
             clear_alert(db, device, now)
     return kept
+
+
+def sweep_incoming(db, bucket: Bucket, now: float) -> int:
+    """Uploads nothing waits for — an address used again after its copy was kept (a thief with
+    the device's files, say), or a copy no longer wanted — deleted at each round: nothing stays
+    in the bucket that the hub does not account for, and no kept copy can be written over
+    (devices only ever get addresses under ``incoming/``). Returns how many went."""
+    gone = 0
+    wanted = {upload_key(r["device"], r["path"]) for r in db.all("SELECT device, path FROM locker WHERE state = 'wanted'")}
+    for key in bucket.sizes(f"{INCOMING}/"):
+        if key in wanted:
+            continue
+        try:
+            bucket.delete(key)
+            gone += 1
+        except Exception as exc:
+            log.warning("locker: cannot delete the stray upload %s: %s", key, exc)
+    return gone
 
 
 def raise_alert(db, device: str, detail: str, now: float) -> None:
@@ -199,13 +257,22 @@ def release(db, bucket: Bucket, audit, now: float, *, now_us: int | None = None)
     now_us = now_us if now_us is not None else int(now * 1e6)
     gone = 0
     for row in db.all(
-            "SELECT k.device, k.key, k.record_class, k.recording_id, r.ended_wall_us, r.started_wall_us"
+            "SELECT k.device, k.key, k.state, k.record_class, k.recording_id, k.wanted_at, k.url_expires,"
+            " r.ended_wall_us, r.started_wall_us"
             " FROM locker k JOIN recordings r ON r.device = k.device AND r.id = k.recording_id"
-            " WHERE k.kind = 'segment' AND k.state IN ('kept', 'wanted') AND r.holds = 0"):
-        until = (row["ended_wall_us"] or row["started_wall_us"]) + MIN_DAYS.get(row["record_class"], 365) * DAY_US
-        if until > now_us:
+            " WHERE k.kind = 'segment' AND k.state IN ('kept', 'wanted') AND r.holds = 0 ORDER BY k.wanted_at"):
+        # From the recording's end as the device says it — but never before the hub first saw
+        # the recording: a device whose clock was set back cannot make young footage look old.
+        since = max(row["ended_wall_us"] or row["started_wall_us"], int(row["wanted_at"] * 1e6))
+        if since + MIN_DAYS.get(row["record_class"], 365) * DAY_US > now_us:
             continue
-        bucket.delete(row["key"])
+        if row["state"] == "wanted" and row["url_expires"] and row["url_expires"] > now:
+            continue  # the device may still put it: wait for its address to expire, then nothing can
+        try:
+            bucket.delete(row["key"])
+        except Exception as exc:  # (an Object Lock's retention, the store away): the next round again
+            log.warning("locker: cannot delete %s yet: %s", row["key"], exc)
+            continue
         with db.conn.transaction():
             db.execute("UPDATE locker SET state = 'deleted', deleted_at = ?, url = '', url_expires = NULL"
                        " WHERE device = ? AND key = ?", (now, row["device"], row["key"]))
@@ -218,7 +285,11 @@ def release(db, bucket: Bucket, audit, now: float, *, now_us: int | None = None)
             "SELECT k.device, k.key, k.record_class, k.day FROM locker k WHERE k.kind = 'day_key'"
             " AND k.state IN ('kept', 'wanted') AND NOT EXISTS (SELECT 1 FROM locker s WHERE s.device = k.device"
             " AND s.kind = 'segment' AND s.record_class = k.record_class AND s.day = k.day AND s.state <> 'deleted')"):
-        bucket.delete(row["key"])
+        try:
+            bucket.delete(row["key"])
+        except Exception as exc:
+            log.warning("locker: cannot delete %s yet: %s", row["key"], exc)
+            continue
         with db.conn.transaction():
             db.execute("UPDATE locker SET state = 'deleted', deleted_at = ?, url = '', url_expires = NULL"
                        " WHERE device = ? AND key = ?", (now, row["device"], row["key"]))
@@ -256,6 +327,7 @@ class Keeper:
         with db.conn.transaction():
             r.kept = check_copies(db, self.bucket, now)
         r.deleted = release(db, self.bucket, self.audit, now)
+        sweep_incoming(db, self.bucket, now)
         if r.kept or r.deleted:
             with db.conn.transaction():
                 stage(db, self.bucket, now, self.lifetime)  # what was kept leaves the device's list

@@ -161,6 +161,7 @@ def test_the_device_can_put_what_it_is_asked_for_and_nothing_else(city, store, h
             return 499
 
     url = upload["url"]
+    assert f"/{store.bucket}/incoming/{counter.id}/" in url, "devices put under incoming/, never where copies are kept"
     assert refused("GET", url) >= 400, "it cannot read"
     assert refused("DELETE", url) >= 400, "it cannot delete"
     assert refused("GET", url.split(f"/{counter.id}/")[0] + "?list-type=2") >= 400, "it cannot list"
@@ -168,6 +169,16 @@ def test_the_device_can_put_what_it_is_asked_for_and_nothing_else(city, store, h
     assert refused("PUT", other, b"planted") >= 400, "it cannot write another object"
     assert refused("GET", f"{store.endpoint}/{store.bucket}/{counter.id}/{upload['path']}") >= 400, \
         "nor can anyone without a credential"
+
+    # Used again once the copy is kept (a thief with the device's files): the kept copy stands,
+    # and what was put is gone at the hub's next round.
+    look = auditor(store)
+    final = f"{counter.id}/{upload['path']}"
+    kept = within(30, lambda: final in objects(look, store.bucket, f"{counter.id}/")
+                  and look.get_object(Bucket=store.bucket, Key=final)["Body"].read(), "the copy kept")
+    assert refused("PUT", url, b"zeros over the evidence") == 0, "the address itself still works for its hour"
+    within(10, lambda: not objects(look, store.bucket, f"incoming/{counter.id}/"), "the replayed upload swept")
+    assert look.get_object(Bucket=store.bucket, Key=final)["Body"].read() == kept
 
 
 def test_a_copy_stays_while_held_and_within_retention_and_goes_after_both_with_the_deletion_audited(

@@ -52,6 +52,8 @@ def download(job: exports.Job, back: str) -> Response:
     """The finished package (a ZIP, or the transport-sealed .zip.age); the download is logged.
     An unsealed one is taken once by the session that made it (GET); every other time needs
     the manager's passphrase (POST ``password``)."""
+    if request.method == "HEAD":  # (Flask answers HEAD with the GET view: it would use up the one download)
+        return Response(status=405, headers={"Allow": "GET, POST"})
     password = AGAIN.parse().password if request.method == "POST" else None
     with refusing(back=back):
         filename, mimetype, chunks = exports.package(context(), job, session=g.session_id or "", password=password)

@@ -9,8 +9,12 @@ answers, the journal goes into the audit log first, in order, each entry saying 
 happened (``journaled_at``), before anything newer. Nothing else can wait: every other
 action is still refused while the recorder is down.
 
-Folding is one entry at a time; after each, the id of the last entry folded is written down
-(``audit-journal.folded``), so that a crash half-way neither loses nor repeats an entry.
+Only a request that never reached a recorder waits here (no control socket, or nothing
+listening on it); one that timed out may have been written, and is refused as before rather
+than written twice. Folding is one entry at a time; after each, the id of the last entry
+folded is written down (``audit-journal.folded``), so that a crash half-way loses nothing and
+repeats at most the one entry being folded (each carries its ``journaled_at`` time, which
+tells such a repeat from a second log-in).
 """
 
 from __future__ import annotations

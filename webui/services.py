@@ -27,7 +27,7 @@ from domain.accounts import Guard
 from domain.context import Context
 from domain.exports import Jobs
 from domain.viewings import Registry
-from firmware.control import ControlClient, ControlError, RecorderUnreachable, socket_path
+from firmware.control import ControlClient, ControlError, RecorderNotRunning, RecorderUnreachable, socket_path
 from firmware.vault import age
 from firmware.vault.keys import KeyStore
 from webui.journal import MAY_WAIT, AuditJournal
@@ -59,7 +59,7 @@ class RecorderAudit:
             try:
                 self.journal.fold(self._send)
                 return self._send(actor, action, subject, purpose, detail or {})
-            except RecorderUnreachable as exc:
+            except RecorderNotRunning as exc:  # (not a timeout: the recorder may have written that one)
                 if action not in MAY_WAIT:
                     raise
                 self.journal.keep(actor, action, subject=subject, purpose=purpose, detail=detail or {}, why=str(exc))

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DB_NAME = "kiroku.db"
 T = TypeVar("T")
+ROOM_FOR = frozenset({"fault", "recording.stop"})  # audit entries the index's room may be given up for
 
 
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -208,15 +209,17 @@ class Vault(Index, Retention, Checks):
                     self.db.execute("ROLLBACK")
                 raise
 
-    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """``body(conn)`` in a transaction; if the card is full, once more with the room kept
-        for the index given up (``room.py``), so that what the recorder must write — a
-        finished segment's row, a recording's end, a fault — is written."""
+    def _write(self, body: Callable[[sqlite3.Connection], T], *, may_use_room: bool = False) -> T:
+        """``body(conn)`` in a transaction; if the card is full and this is what the room is for
+        (``may_use_room``: a finished segment's row, a recording's end, an incident mark, a
+        fault), once more with the room kept for the index given up (``room.py``). Anything
+        else — a log-in's entry, a new recording — is refused with the card, and leaves the
+        room for those."""
         try:
             with self.transaction() as conn:
                 return body(conn)
         except sqlite3.OperationalError as exc:
-            if not (is_full(exc) and self.room.give_up()):
+            if not (may_use_room and is_full(exc) and self.room.give_up()):
                 raise
         with self.transaction() as conn:
             return body(conn)
@@ -242,7 +245,8 @@ class Vault(Index, Retention, Checks):
 
     def audit(self, actor: str, action: str, *, purpose: str = "", subject: str = "", detail: dict | None = None) -> int:
         return self._write(lambda conn: self.audit_log.append(conn, actor=actor, action=action, purpose=purpose,
-                                                              subject=subject, detail=detail))
+                                                              subject=subject, detail=detail),
+                           may_use_room=action in ROOM_FOR)
 
     # -- the store the recorder writes to ----------------------------------------------
     def begin(self, rec: Recording) -> None:
@@ -264,7 +268,7 @@ class Vault(Index, Retention, Checks):
             self._insert_mark(conn, rec.id, mark)
 
     def add_mark(self, recording_id: str, mark: Mark) -> None:
-        self._write(lambda conn: self._insert_mark(conn, recording_id, mark))
+        self._write(lambda conn: self._insert_mark(conn, recording_id, mark), may_use_room=True)
 
     def _insert_mark(self, conn, recording_id: str, mark: Mark) -> None:
         conn.execute("INSERT INTO marks (recording_id, wall_us, at, by, note, section) VALUES (?, ?, ?, ?, ?, ?)",
@@ -283,7 +287,7 @@ class Vault(Index, Retention, Checks):
             conn.execute("UPDATE holds SET audit_seq = ? WHERE id = ?", (seq, hold))
 
     def end(self, rec: Recording) -> None:
-        self._write(lambda conn: self._end(conn, rec))
+        self._write(lambda conn: self._end(conn, rec), may_use_room=True)
 
     def _end(self, conn, rec: Recording) -> None:
         conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
@@ -301,7 +305,7 @@ class Vault(Index, Retention, Checks):
     def index_call(self, row: dict, *, ended: Recording | None = None) -> None:
         """A call's row in the index (the call recorder's), written when the call begins and
         again when it ends; with ``ended``, its recording ends in the same transaction."""
-        self._write(lambda conn: self._index_call(conn, row, ended))
+        self._write(lambda conn: self._index_call(conn, row, ended), may_use_room=True)
 
     def _index_call(self, conn, row: dict, ended: Recording | None) -> None:
         cols = self._CALL_COLUMNS
@@ -347,4 +351,4 @@ class Vault(Index, Retention, Checks):
                      (entry, rec.record_class, day))
 
     def _index_segment(self, info: SegmentInfo) -> None:
-        self._write(lambda conn: self._insert_segment(conn, info))
+        self._write(lambda conn: self._insert_segment(conn, info), may_use_room=True)
