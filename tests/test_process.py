@@ -88,10 +88,8 @@ def test_stopping_the_process_mid_segment_closes_that_segment_properly(sig, tmp_
     mp4s = footage.plaintexts(rec["id"])
     assert len(mp4s) > before["segments"], "the half-written segment was kept, not lost"
     infos = footage.segments(rec["id"])
-    kept = [round(info.duration, 2) for info in infos]
     assert infos[-1].end_wall_us >= signalled_us - 1_000_000, \
         f"footage up to the signal is missing: it ends {(signalled_us - infos[-1].end_wall_us) / 1e6:.1f} s before"
-    assert kept[-1] < 3.9, f"the last segment was cut short by the stop, not left to run its 4 s: {kept}"
     assert all(decodes_cleanly(p) == "" for p in mp4s)
     assert not list(data.rglob("*.part"))
     assert rec["end_reason"] == "stopped by shutdown" and rec["ended_at"]
