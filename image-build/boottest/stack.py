@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=boot.IMAGE_BUILD / "build" / "boottest")
     parser.add_argument("--prepare", action="store_true", help="only make the root file system, for a later run")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("KIROKU_TEST_WORKERS") or
-                                                             max(2, (os.cpu_count() or 1) + 1)))
+                                                             max(2, os.cpu_count() or 1)))
     args, pytest_args = parser.parse_known_args()
     if args.workers > 1 and not any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in pytest_args):
         pytest_args = ["-n", str(args.workers), "--dist", "loadgroup", *pytest_args]
