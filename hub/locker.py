@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 from firmware.uplink.messages import locker_path_ok
 from hub import pushes
+from hub.consumer import alert
 from hub.db import connect
 
 log = logging.getLogger(__name__)
@@ -100,9 +101,6 @@ class Bucket:
             digest.update(chunk)
         return digest.hexdigest()
 
-    def read(self, key: str) -> bytes:
-        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
-
     def delete(self, key: str) -> None:
         """Gone, every version of it: on a versioned bucket (Object Lock needs one) a plain delete
         only hides the object behind a marker. A version a lock still protects makes it fail:
@@ -162,7 +160,6 @@ def want(db, now: float) -> int:
 def stage(db, bucket: Bucket, now: float, lifetime: int) -> int:
     """Each device's ``locker`` topic: the objects still wanted of it, each with a PUT URL that
     is fresh for at least half its lifetime. Returns how many devices' lists changed."""
-    changed = 0
     lists: dict[str, list] = {row["id"]: [] for row in db.all("SELECT id FROM devices WHERE removed_at IS NULL")}
     for row in db.all("SELECT device, key, path, kind, sha256, size, url, url_expires FROM locker"
                       " WHERE state = 'wanted' ORDER BY device, problem <> '', wanted_at, key"):
@@ -175,11 +172,7 @@ def stage(db, bucket: Bucket, now: float, lifetime: int) -> int:
                        (url, expires, row["device"], row["key"]))
         lists[row["device"]].append({"path": row["path"], "kind": row["kind"], "sha256": row["sha256"],
                                      "size": row["size"], "url": url, "expires": round(expires)})
-    for device, uploads in lists.items():
-        before = db.one("SELECT rev FROM pushes WHERE device = ? AND topic = ?", (device, TOPIC))
-        rev = pushes.stage(db, device, TOPIC, {"uploads": uploads})
-        changed += before is None or before["rev"] != rev
-    return changed
+    return pushes.stage_many(db, TOPIC, {device: {"uploads": uploads} for device, uploads in lists.items()})
 
 
 def check_copies(db, bucket: Bucket, now: float) -> int:
@@ -204,7 +197,7 @@ def check_copies(db, bucket: Bucket, now: float) -> int:
                     bucket.delete(incoming)  # not kept, and not read again
                     if problem != row["problem"]:
                         log.error("locker: %s", problem)
-                        raise_alert(db, device, problem, now)
+                        alert(db, device, "locker", True, problem, now)
                     db.execute("UPDATE locker SET problem = ?, url = '', url_expires = NULL"
                                " WHERE device = ? AND key = ?", (problem, device, row["key"]))
                     continue
@@ -217,11 +210,11 @@ def check_copies(db, bucket: Bucket, now: float) -> int:
                        (now, actual, there[incoming], device, row["key"]))
             kept += 1
         if not db.one("SELECT 1 FROM locker WHERE device = ? AND problem <> '' AND state = 'wanted'", (device,)):
-            clear_alert(db, device, now)
+            alert(db, device, "locker", False, "", now)
     return kept
 
 
-def sweep_incoming(db, bucket: Bucket, now: float) -> int:
+def sweep_incoming(db, bucket: Bucket) -> int:
     """Uploads nothing waits for — an address used again after its copy was kept (a thief with
     the device's files, say), or a copy no longer wanted — deleted at each round: nothing stays
     in the bucket that the hub does not account for, and no kept copy can be written over
@@ -237,18 +230,6 @@ def sweep_incoming(db, bucket: Bucket, now: float) -> int:
         except Exception as exc:
             log.warning("locker: cannot delete the stray upload %s: %s", key, exc)
     return gone
-
-
-def raise_alert(db, device: str, detail: str, now: float) -> None:
-    from hub.consumer import alert
-
-    alert(db, device, "locker", True, detail, now)
-
-
-def clear_alert(db, device: str, now: float) -> None:
-    from hub.consumer import alert
-
-    alert(db, device, "locker", False, "", now)
 
 
 def release(db, bucket: Bucket, audit, now: float, *, now_us: int | None = None) -> int:
@@ -268,35 +249,31 @@ def release(db, bucket: Bucket, audit, now: float, *, now_us: int | None = None)
             continue
         if row["state"] == "wanted" and row["url_expires"] and row["url_expires"] > now:
             continue  # the device may still put it: wait for its address to expire, then nothing can
-        try:
-            bucket.delete(row["key"])
-        except Exception as exc:  # (an Object Lock's retention, the store away): the next round again
-            log.warning("locker: cannot delete %s yet: %s", row["key"], exc)
-            continue
-        with db.conn.transaction():
-            db.execute("UPDATE locker SET state = 'deleted', deleted_at = ?, url = '', url_expires = NULL"
-                       " WHERE device = ? AND key = ?", (now, row["device"], row["key"]))
-            audit("locker.delete", subject=row["key"],
-                  detail={"device": row["device"], "recording": row["recording_id"],
-                          "why": "no hold, and the minimum retention has passed"})
-        gone += 1
+        gone += _delete(db, bucket, audit, now, row["device"], row["key"],
+                        {"recording": row["recording_id"], "why": "no hold, and the minimum retention has passed"})
     # a day key goes with the last copy sealed to it
     for row in db.all(
             "SELECT k.device, k.key, k.record_class, k.day FROM locker k WHERE k.kind = 'day_key'"
             " AND k.state IN ('kept', 'wanted') AND NOT EXISTS (SELECT 1 FROM locker s WHERE s.device = k.device"
             " AND s.kind = 'segment' AND s.record_class = k.record_class AND s.day = k.day AND s.state <> 'deleted')"):
-        try:
-            bucket.delete(row["key"])
-        except Exception as exc:
-            log.warning("locker: cannot delete %s yet: %s", row["key"], exc)
-            continue
-        with db.conn.transaction():
-            db.execute("UPDATE locker SET state = 'deleted', deleted_at = ?, url = '', url_expires = NULL"
-                       " WHERE device = ? AND key = ?", (now, row["device"], row["key"]))
-            audit("locker.delete", subject=row["key"],
-                  detail={"device": row["device"], "why": "no copy sealed to this day key is kept"})
-        gone += 1
+        gone += _delete(db, bucket, audit, now, row["device"], row["key"],
+                        {"why": "no copy sealed to this day key is kept"})
     return gone
+
+
+def _delete(db, bucket: Bucket, audit, now: float, device: str, key: str, detail: dict) -> bool:
+    """One copy deleted, its row marked and the deletion audited; False (said in the process log)
+    when the store refuses — an Object Lock's retention, the store away — for the next round."""
+    try:
+        bucket.delete(key)
+    except Exception as exc:
+        log.warning("locker: cannot delete %s yet: %s", key, exc)
+        return False
+    with db.conn.transaction():
+        db.execute("UPDATE locker SET state = 'deleted', deleted_at = ?, url = '', url_expires = NULL"
+                   " WHERE device = ? AND key = ?", (now, device, key))
+        audit("locker.delete", subject=key, detail={"device": device, **detail})
+    return True
 
 
 class Keeper:
@@ -327,7 +304,7 @@ class Keeper:
         with db.conn.transaction():
             r.kept = check_copies(db, self.bucket, now)
         r.deleted = release(db, self.bucket, self.audit, now)
-        sweep_incoming(db, self.bucket, now)
+        sweep_incoming(db, self.bucket)
         if r.kept or r.deleted:
             with db.conn.transaction():
                 stage(db, self.bucket, now, self.lifetime)  # what was kept leaves the device's list

@@ -47,6 +47,17 @@ def stage(db, device: str, topic: str, body: dict) -> int:
     return _stage_text(db, device, topic, _text(body), row)
 
 
+def stage_many(db, topic: str, bodies: dict[str, dict]) -> int:
+    """Stage each device's body for ``topic`` (``{device: body}``), reading what is staged once;
+    returns how many changed."""
+    staged = {row["device"]: row for row in db.all("SELECT device, rev, payload FROM pushes WHERE topic = ?", (topic,))}
+    changed = 0
+    for device, body in bodies.items():
+        row = staged.get(device)
+        changed += _stage_text(db, device, topic, _text(body), row) != (row["rev"] if row else None)
+    return changed
+
+
 def _stage_text(db, device: str, topic: str, text: str, row) -> int:
     """Stage ``text`` over what ``row`` (``rev``, ``payload``; None: nothing yet) holds, where it differs."""
     if row is not None and row["payload"] == text:

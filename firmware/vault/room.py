@@ -26,11 +26,9 @@ NAME = "index-room"
 SIZE = 4 * 2**20  # a few transactions of the index and its write-ahead log, and the fault's entry
 
 
-def is_full(exc: BaseException) -> bool:
-    """Whether an error is the card being full (SQLite's SQLITE_FULL, or ENOSPC)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+def is_full(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite's error is the card being full (SQLITE_FULL)."""
+    return getattr(exc, "sqlite_errorcode", None) == 13 or "database or disk is full" in str(exc)
 
 
 class IndexRoom:
