@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Response, g, request, url_for
 
 from domain import exports
+from webui import site
 from webui.actions import refusing
 from webui.parsing import Flag, Form, Text
 from webui.services import context
@@ -34,7 +35,7 @@ def status(register: str, job: exports.Job, **ids) -> dict:
     (and whether that needs the passphrase again: POST ``password`` there)."""
     url = url_for(f"{register}.download", job_id=job.id, **ids) if job.state == "done" else None
     return {**exports.status(job), "package": url, **ids,
-            "passphrase_needed": exports.needs_passphrase(job, g.get("session_id") or "")}
+            "passphrase_needed": site.passphrase_needed(job)}
 
 
 _IDS = {"provisions": "provision_id", "disclosures": "disclosure_id"}

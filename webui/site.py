@@ -19,6 +19,7 @@ from flask import Flask, abort, g, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFProtect
 
 from domain.accounts import ABSOLUTE
+from domain.exports import needs_passphrase
 from firmware.fsutil import atomic_write, makedirs_durable
 from webui import i18n
 from webui.actions import IdConverter, Request
@@ -122,7 +123,8 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None, brand: str = "app
         csrf.exempt(api_blueprint)  # the API's token comes in the X-CSRFToken header only (webui/api.py)
     actions.install(app)
     app.teardown_appcontext(db.close_db)
-    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language, brand=brand, key_lock=key_lock)
+    app.jinja_env.globals.update(t=i18n.t, word=i18n.word, lang=i18n.current_language, brand=brand, key_lock=key_lock,
+                                 passphrase_needed=passphrase_needed)
     app.jinja_env.filters["when"] = when
 
     @app.context_processor
@@ -178,6 +180,11 @@ def key_lock() -> str | None:
     user = getattr(g, "user", None)
     until = keys.locked_until(context().db, user.username) if user is not None and user.is_manager else None
     return None if until is None else datetime.fromtimestamp(until).strftime("%Y-%m-%d %H:%M")
+
+
+def passphrase_needed(job) -> bool:
+    """For the pages: whether taking an export's package now needs the passphrase again."""
+    return needs_passphrase(job, g.get("session_id") or "")
 
 
 def finish(app: Flask) -> None:
