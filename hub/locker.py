@@ -13,8 +13,9 @@ Who may do what:
   who replays an address with the device's files can put bytes under ``incoming/``, which the
   hub deletes at its next round, never over a kept copy.
 - What the hub wants is decided from what it has witnessed (``hub.consumer``): every segment a
-  device's log committed (``segment.sealed``: path, size, SHA-256) of a recording the device
-  says is under a hold, and the sealed day key that opens it. A copy is kept (``kept``) only
+  device's log committed (``segment.sealed``: path, size, SHA-256) of a recording under a
+  hold — one its device reports (an incident mark) or one the hub placed (a request, provision
+  or disclosure filed at the hub, ``hub.evidence``) — and the sealed day key that opens it. A copy is kept (``kept``) only
   once its SHA-256 is the one the log committed; one that differs is said (an alert) and asked
   for again.
 - The bucket never holds anything readable without a manager's passphrase or the recovery key:
@@ -47,6 +48,10 @@ MIN_DAYS = {"footage": 90, "call": 365}  # Art. 6(2), as firmware.config.Retenti
 MAX_UPLOADS = 200  # objects asked of one device at a time (the rest when these are kept)
 
 
+# A recording is held while its device says so (an incident mark, a device's own request), or
+# while the hub holds it (a request, provision or disclosure filed at the hub: ``holds``).
+HELD = ("(r.holds > 0 OR EXISTS (SELECT 1 FROM holds h WHERE h.device = r.device AND h.recording_id = r.id"
+        " AND h.released_at IS NULL))")
 INCOMING = "incoming"  # where devices upload; a copy is moved out once checked
 
 
@@ -94,6 +99,10 @@ class Bucket:
         self.client.copy_object(Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source})
         self.delete(source)
 
+    def read(self, key: str) -> bytes:
+        """A kept copy's bytes (still sealed): what the hub plays and exports from."""
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
     def sha256(self, key: str) -> str:
         body = self.client.get_object(Bucket=self.name, Key=key)["Body"]
         digest = hashlib.sha256()
@@ -135,7 +144,7 @@ def want(db, now: float) -> int:
             " JOIN devices d ON d.id = r.device"
             " JOIN device_log l ON l.device = r.device AND l.action = 'segment.sealed'"
             "  AND (l.detail::jsonb ->> 'recording') = r.id"
-            " WHERE r.holds > 0 AND d.removed_at IS NULL"
+            " WHERE d.removed_at IS NULL AND " + HELD +
             " AND NOT EXISTS (SELECT 1 FROM locker k WHERE k.device = l.device AND k.path = l.subject"
             "                 AND k.state <> 'deleted')"):
         detail = json.loads(row["detail"])
@@ -241,7 +250,7 @@ def release(db, bucket: Bucket, audit, now: float, *, now_us: int | None = None)
             "SELECT k.device, k.key, k.state, k.record_class, k.recording_id, k.wanted_at, k.url_expires,"
             " r.ended_wall_us, r.started_wall_us"
             " FROM locker k JOIN recordings r ON r.device = k.device AND r.id = k.recording_id"
-            " WHERE k.kind = 'segment' AND k.state IN ('kept', 'wanted') AND r.holds = 0 ORDER BY k.wanted_at"):
+            " WHERE k.kind = 'segment' AND k.state IN ('kept', 'wanted') AND NOT " + HELD + " ORDER BY k.wanted_at"):
         # From the recording's end as the device says it — but never before the hub first saw
         # the recording: a device whose clock was set back cannot make young footage look old.
         since = max(row["ended_wall_us"] or row["started_wall_us"], int(row["wanted_at"] * 1e6))

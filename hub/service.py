@@ -21,12 +21,10 @@ def start(app, *, client_id: str = "kiroku-hub") -> tuple[Consumer, Pusher]:
     consumer = Consumer(site.dsn, b.host, b.port, password, b.ca, client_id=client_id).start()
     site.pusher = Pusher(site.dsn, b.host, b.port, password, b.ca, client_id=f"{client_id}-push").start()
     site.keeper = None
-    lk = site.config.locker
-    if lk.endpoint:
-        key, secret = site.config.locker_key()
-        bucket = locker.Bucket(lk.endpoint, lk.bucket, key, secret, ca=lk.ca, region=lk.region)
+    bucket = site.bucket()
+    if bucket is not None:
         site.keeper = locker.Keeper(site.dsn, bucket, lambda action, **kw: site.audit.record("hub", action, **kw),
-                                    lifetime=lk.url_lifetime, pusher=site.pusher).start()
+                                    lifetime=site.config.locker.url_lifetime, pusher=site.pusher).start()
     return consumer, site.pusher
 
 

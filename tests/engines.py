@@ -93,3 +93,25 @@ def short_tmp():
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
+
+
+@pytest.fixture
+def locker_store(mosquitto):
+    """An S3 store of the test's own for a city's evidence locker, its certificate from the city's
+    CA (the broker's), which devices trust."""
+    from kiroku.engines.s3 import S3Store
+
+    root = engine_root(prefix="kiroku-test-s3-")
+    s3 = S3Store(root / "s3", ca=mosquitto._ca).start()
+    yield s3
+    s3.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def locker_city(short_tmp, postgres, hub_dsn, mosquitto, locker_store):
+    """A small city (``tests.city_helpers.SmallCity``) whose hub keeps an evidence locker."""
+    from tests.city_helpers import SmallCity, postgres_of
+
+    with SmallCity(short_tmp / "city", postgres_of(postgres, hub_dsn), mosquitto, s3=locker_store) as c:
+        yield c

@@ -14,29 +14,19 @@ import urllib.request
 
 import pytest
 
-from kiroku.engines import engine_root
-from tests.city_helpers import SmallCity, hub_database, postgres_of, within
+from tests.city_helpers import hub_database, within
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow, pytest.mark.xdist_group("city")]
 
 
 @pytest.fixture
-def store(mosquitto):
-    """An S3 store of the test's own, its certificate from the city's CA (the broker's), which
-    devices trust."""
-    from kiroku.engines.s3 import S3Store
-
-    root = engine_root(prefix="kiroku-test-s3-")
-    s3 = S3Store(root / "s3", ca=mosquitto._ca).start()
-    yield s3
-    s3.stop()
-    shutil.rmtree(root, ignore_errors=True)
+def store(locker_store):
+    return locker_store
 
 
 @pytest.fixture
-def city(short_tmp, postgres, hub_dsn, mosquitto, store):
-    with SmallCity(short_tmp / "city", postgres_of(postgres, hub_dsn), mosquitto, s3=store) as c:
-        yield c
+def city(locker_city):
+    return locker_city
 
 
 def auditor(store):

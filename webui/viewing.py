@@ -80,14 +80,13 @@ def part(viewing_id: str, n: int):
 
 def sweep(app) -> None:
     """Close viewings whose window has ended or whose viewer's session is over (every half
-    minute, on a connection of its own)."""
-    from webui.db import database
-
-    db = database(app.config["KIROKU_DATA"])
+    minute, on a connection of its own: the device's web.db, or one of the hub's pool)."""
+    site = state(app)
+    db = site.open_database()
     try:
-        state(app).viewings.sweep(make_context(app, db, None), accounts.IDLE)
+        site.viewings.sweep(make_context(app, db, None), accounts.IDLE)
     finally:
-        db.close()
+        site.close_database(db)
 
 
 def start_sweeper(app, every: float = 30.0) -> threading.Thread:

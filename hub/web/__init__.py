@@ -42,11 +42,13 @@ def create_app(config, test_config: dict | None = None, *, dsn: str | None = Non
     app.extensions["kiroku"] = hub
 
     from hub.web import api, audit, devices, people, report
-    from webui import auth
+    from webui import auth, requests, viewing
 
     websites.install(app, api_blueprint=api.bp, brand="hub.title")
-    for blueprint in (auth.bp, devices.bp, people.bp, audit.bp, report.bp, api.bp):
+    # the written requests and their viewings are the device's own pages, over the whole city
+    for blueprint in (auth.bp, devices.bp, people.bp, requests.bp, viewing.bp, audit.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     api.install(app)  # last: it serves the pages' actions too
     websites.finish(app)
+    viewing.start_sweeper(app)
     return app

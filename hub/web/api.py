@@ -5,11 +5,14 @@ here too, as the same views, as on a device."""
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, jsonify, request
 
+from domain import people, requests
 from hub import devices, enroll
 from webui import apikit
-from webui.permissions import AUDITOR, MANAGER, PUBLIC, permission
+from webui.permissions import AUDITOR, MANAGER, PUBLIC, SECTION_HEAD, permission
 from webui.services import context, state
 
 bp = Blueprint("api", __name__, url_prefix=apikit.PREFIX)
@@ -28,6 +31,39 @@ def devices_list():
 def alerts():
     """Open alerts, newest first, with their device's place."""
     return jsonify(devices.open_alerts(context().db))
+
+
+@bp.get("/recordings")
+@permission(MANAGER, SECTION_HEAD)
+def recordings():
+    """Every device's recordings (metadata, never footage), newest first: {id: DEVICE/ID, device, place,
+    record_class, started_at, ended_at, section, marks}. A request names them by that id."""
+    return jsonify([{**{k: r[k] for k in ("id", "device", "place", "record_class", "started_at", "ended_at",
+                                         "section")}, "marks": json.loads(r["marks"])}
+                    for r in context().recordings.for_request()])
+
+
+@bp.get("/sections")
+@permission(MANAGER, SECTION_HEAD)
+def sections():
+    """The sections (課) of the city."""
+    return jsonify([{"id": r["id"], "name": r["name"]} for r in people.sections(context().db)])
+
+
+@bp.get("/requests")
+@permission(MANAGER, SECTION_HEAD)
+def requests_list():
+    """Viewing requests one may see: all (a manager), or one's own and one's section's."""
+    columns = ("id", "number", "status", "purpose", "responsible_section", "created_at", "recording_ids")
+    return jsonify([{c: r[c] for c in columns} for r in requests.visible(context())])
+
+
+@bp.get("/requests/<int:request_id>")
+@permission(MANAGER, SECTION_HEAD)
+def request_detail(request_id: int):
+    """One viewing request with its opinions, decision and open viewing."""
+    ctx = context()
+    return jsonify(requests.describe(ctx, requests.seen(ctx, request_id)))
 
 
 def no_session(view):
@@ -51,6 +87,17 @@ def enroll_device():
 
 
 ACTIONS = [
+    ("/requests", "POST", "requests.new"),
+    ("/requests/<int:request_id>/opinion", "POST", "requests.opinion"),
+    ("/requests/<int:request_id>/decision", "POST", "requests.decide"),
+    ("/requests/<int:request_id>/close", "POST", "requests.close"),
+    ("/requests/<int:request_id>/scan", "POST", "requests.attach_scan"),
+    ("/requests/<int:request_id>/scan", "GET", "requests.scan"),
+    ("/requests/<int:request_id>/form.pdf", "GET", "requests.form_pdf"),
+    ("/requests/<int:request_id>/unlock", "POST", "viewing.unlock"),
+    ("/viewings/<viewing_id>", "GET", "viewing.manifest"),
+    ("/viewings/<viewing_id>/part/<int:n>.mp4", "GET", "viewing.part"),
+    ("/viewings/<viewing_id>/close", "POST", "viewing.close"),
     ("/enrollments", "POST", "hub.make_code"),
     ("/devices/<device_id>/remove", "POST", "hub.remove"),
     ("/alerts/<int:alert_id>/acknowledge", "POST", "hub.acknowledge"),

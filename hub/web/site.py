@@ -13,60 +13,21 @@ from flask import Flask, url_for
 
 from domain.accounts import Guard
 from domain.context import Context
-from domain.errors import Conflict
 from domain.viewings import Registry
 from firmware.vault import age
 from firmware.vault.keys import WrongPassphrase
-from hub import pushes
+from hub import locker, pushes
 from hub.audit import HubAudit
 from hub.db import Pool
+from hub.evidence import HubCatalogue, HubHolds
 from webui.services import RefusalLog
-
-
-class NoHolds:
-    """Holds on recordings are placed by the devices; the hub asks them (issue 25 brings it)."""
-
-    def hold(self, **kw) -> list[int]:
-        raise Conflict("hub.holds_unavailable")
-
-    def release(self, hold_ids, **kw) -> None:
-        if hold_ids:
-            raise Conflict("hub.holds_unavailable")
-
-
-class HubCatalogue:
-    """The recordings devices published (metadata only)."""
-
-    def __init__(self, db):
-        self.db = db
-
-    def for_request(self) -> list:
-        return self.db.all(
-            "SELECT device || '/' || id AS id, record_class, started_at, ended_at, started_wall_us, ended_wall_us,"
-            " section, marks FROM recordings ORDER BY started_wall_us DESC LIMIT 200")
-
-    def segments_in(self, recording_ids, start_wall_us, end_wall_us) -> list:
-        return []
-
-    def sound_only(self, recording_id: str) -> bool:
-        return self.db.scalar("SELECT record_class FROM recordings WHERE device || '/' || id = ?",
-                              (recording_id,)) == "call"
-
-    def open_holds(self) -> int:
-        return 0
-
-    def read_sealed(self, path: str) -> bytes:
-        raise FileNotFoundError(path)
-
-    def opened_vault(self):
-        raise Conflict("hub.holds_unavailable")
 
 
 class HubKeys:
     """The managers' keys at the hub: each identity wrapped under its manager's passphrase."""
 
-    def __init__(self, db, work_factor: int | None):
-        self.db, self.work_factor = db, work_factor
+    def __init__(self, db, work_factor: int | None, catalogue: HubCatalogue | None = None):
+        self.db, self.work_factor, self.catalogue = db, work_factor, catalogue
 
     def unlock(self, name: str, passphrase: str) -> age.X25519Identity:
         wrapped = self.db.scalar("SELECT wrapped FROM manager_keys WHERE username = ?", (name,))
@@ -95,8 +56,11 @@ class HubKeys:
         identity = self.unlock(name, old)
         self.db.execute("UPDATE manager_keys SET wrapped = ? WHERE username = ?", (self._wrap(identity, new), name))
 
-    def open_day_key(self, record_class: str, day: str, opener):
-        raise Conflict("hub.holds_unavailable")
+    def open_day_key(self, record_class: str, day: str, opener) -> age.X25519Identity:
+        """A device's day key (``DEVICE/DAY``), sealed as the device sealed it, from the evidence
+        locker, opened with a manager's identity."""
+        return age.X25519Identity.parse(age.decrypt(self.catalogue.sealed_day_key(record_class, day),
+                                                    [opener]).decode())
 
 
 @dataclass
@@ -118,6 +82,7 @@ class HubSite:
     stop: threading.Event = field(default_factory=threading.Event)
     files: Path = Path(".")
     first_run: str | None = None  # the first manager is made at the server: kiroku hub add-manager
+    _bucket: object | None = None
 
     def open_database(self):
         return self.pool.acquire()
@@ -126,9 +91,19 @@ class HubSite:
         self.pool.release(db)
 
     def context(self, app: Flask, db, actor) -> Context:
-        return Context(db=db, actor=actor, audit=self.audit, holds=NoHolds(), recordings=HubCatalogue(db), device="",
-                       files=self.files, keys=HubKeys(db, self.work_factor), viewings=self.viewings, jobs=self.jobs,
-                       guard=self.guard)
+        catalogue = HubCatalogue(db, self.bucket())
+        return Context(db=db, actor=actor, audit=self.audit, holds=HubHolds(db), recordings=catalogue, device="",
+                       files=self.files, keys=HubKeys(db, self.work_factor, catalogue), viewings=self.viewings,
+                       jobs=self.jobs, guard=self.guard)
+
+    def bucket(self):
+        """The evidence locker's bucket (``hub.locker.Bucket``), or None when the configuration
+        names no store."""
+        lk = getattr(self.config, "locker", None)
+        if self._bucket is None and lk is not None and lk.endpoint:
+            key, secret = self.config.locker_key()
+            self._bucket = locker.Bucket(lk.endpoint, lk.bucket, key, secret, ca=lk.ca, region=lk.region)
+        return self._bucket
 
     def refresh_people(self) -> None:
         """The register is here: nothing to bring in."""
@@ -139,6 +114,8 @@ class HubSite:
             return url_for("hub.dashboard")
         if user.is_auditor:
             return url_for("hub_audit.index")
+        if user.is_section_head:
+            return url_for("requests.index")
         return url_for("auth.account")
 
     def admin(self):

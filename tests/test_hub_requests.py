@@ -1,0 +1,172 @@
+"""Written viewing requests at the hub (issue 25; Art. 7–8): filed by a section head for any
+device's recordings and for calls, an opinion from the responsible section, the manager's
+approval of an exact scope, and the viewing — played from the evidence locker, so that a device
+that is off (or gone) does not stop the case. On the real engines and real devices."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.city_helpers import Browserless, HubSession, hub_database, within
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow, pytest.mark.xdist_group("city")]
+
+
+@pytest.fixture
+def city(locker_city):
+    return locker_city
+
+PASSWORD = "a section head's city password 9"
+
+
+def person(manager: HubSession, username: str, section: str) -> None:
+    sections = {s["name"]: s["id"] for s in manager.api("GET", "/sections")}
+    section_id = sections.get(section) or manager.api("POST", "/sections", {"name": section})["id"]
+    manager.api("POST", "/people", {"username": username, "display_name": username, "section_id": section_id,
+                                    "roles": ["section_head"], "password": PASSWORD})
+
+
+def signed_in(city, username: str) -> HubSession:
+    session = HubSession(city.url)
+    session.log_in(username, PASSWORD)
+    return session
+
+
+def at_hub(manager: HubSession, name: str) -> dict:
+    """The recording ``DEVICE/ID`` as the hub lists it, once its device has said it ended."""
+    return within(60, lambda: next((r for r in manager.api("GET", "/recordings")
+                                    if r["id"] == name and r["ended_at"]), None), f"{name} known at the hub")
+
+
+def in_locker(hub_dsn: str, device: str, recording: str) -> None:
+    def kept():
+        with hub_database(hub_dsn) as db:
+            rows = db.execute("SELECT state FROM locker WHERE device = %s AND recording_id = %s",
+                              (device, recording)).fetchall()
+        return rows and all(r["state"] == "kept" for r in rows)
+
+    within(60, kept, f"{device}/{recording} kept in the evidence locker")
+
+
+def probe(data: bytes) -> list[str]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "json", "-"],
+                         input=data, capture_output=True, timeout=30, check=True)
+    return sorted(s["codec_type"] for s in json.loads(out.stdout)["streams"])
+
+
+def hub_log_actions(hub_dsn: str, subject: str) -> list[str]:
+    with hub_database(hub_dsn) as db:
+        return [r["action"] for r in db.execute("SELECT action FROM audit WHERE subject = %s ORDER BY seq",
+                                                (subject,))]
+
+
+def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_approved_and_watched_at_the_hub(
+        city, hub_dsn):
+    counter = city.add("counter-1", "市民課窓口 1番")
+    pbx = city.add("pbx-1", "代表電話（交換機）", kind="calls")
+    footage = f"{counter.id}/{counter.record('sato', segments=2)}"  # no mark: nothing is copied for it yet
+    manager = city.manager()
+    at_hub(manager, footage)
+    call = within(120, lambda: next((r["id"] for r in manager.api("GET", "/recordings")
+                                     if r["device"] == pbx.id and r["ended_at"]), None),
+                  "a call on the simulated trunk, ended, at the hub")
+    person(manager, "suzuki", "福祉課")  # asks; the footage is 市民課's
+    person(manager, "kato", "市民課")
+    suzuki, kato = signed_in(city, "suzuki"), signed_in(city, "kato")
+
+    filed = suzuki.api("POST", "/requests", {
+        "purpose": "trouble", "reason": "窓口での口論と、その直前の電話の確認", "recording": [footage, call],
+        "responsible_section": "市民課"})
+    number = filed["number"]
+    assert filed["status"] == "awaiting_opinion", "another section's footage: its head is asked first (Art. 8(3))"
+    # The hub holds them: the devices copy them, still sealed, to the locker.
+    in_locker(hub_dsn, counter.id, footage.split("/", 1)[1])
+    in_locker(hub_dsn, pbx.id, call.split("/", 1)[1])
+
+    assert kato.api("GET", f"/requests/{filed['id']}")["opinion_needed_from_me"]
+    kato.api("POST", f"/requests/{filed['id']}/opinion", {"opinion": "agree", "note": "確認済み"})
+    assert manager.api("GET", f"/requests/{filed['id']}")["status"] == "submitted"
+
+    approved = manager.api("POST", f"/requests/{filed['id']}/decision", {
+        "decision": "approved", "scope_recording": [footage, call], "valid_hours": 2,
+        "confirm_responsible": True, "confirm_written": True})
+    assert approved["status"] == "approved"
+    # a wrong passphrase opens nothing
+    status, _, _ = manager.request("POST", f"/api/v1/requests/{filed['id']}/unlock",
+                                   body={"password": "not the manager's passphrase"})
+    assert status == 403
+    viewing = manager.api("POST", f"/requests/{filed['id']}/unlock", {"password": city.city.manager_password()})
+
+    # The section head watches it: counter footage (picture and sound) and the call (sound).
+    timeline = suzuki.api("GET", f"/viewings/{viewing['id']}")
+    assert len(timeline["parts"]) == viewing["segments"] >= 3
+    kinds = []
+    for part in timeline["parts"]:
+        status, _, data = suzuki.request("GET", f"/api/v1/viewings/{viewing['id']}/part/{part['n']}.mp4")
+        assert status == 200 and data[4:8] == b"ftyp"
+        kinds.append(probe(data))
+    assert ["audio", "video"] in kinds and ["audio"] in kinds, f"the footage and the call both play: {kinds}"
+    # nobody else: not the head who gave the opinion, not even the manager who unlocked it
+    for other in (kato, manager):
+        status, _, _ = other.request("GET", f"/api/v1/viewings/{viewing['id']}/part/0.mp4")
+        assert status in (403, 404)
+
+    # every step in the hub's audit log, in order: the wrong passphrase and the refused look too
+    assert [a for a in hub_log_actions(hub_dsn, number) if a != "view.seek"] == [
+        "request.file", "request.opinion", "request.approve", "key.unlock_failed", "key.unlock", "view.play",
+        "access.refused"]
+
+    # Closed: the viewing ends, the hub's holds are released.
+    manager.api("POST", f"/requests/{filed['id']}/close", {})
+    status, _, _ = suzuki.request("GET", f"/api/v1/viewings/{viewing['id']}/part/0.mp4")
+    assert status in (404, 410)
+    with hub_database(hub_dsn) as db:
+        assert db.execute("SELECT count(*) AS n FROM holds WHERE reference = %s AND released_at IS NULL",
+                          (number,)).fetchone()["n"] == 0
+
+
+def test_footage_of_a_device_that_is_gone_is_still_watched_at_the_hub(city, hub_dsn):
+    counter = city.add("counter-2", "市民課窓口 2番")
+    recording = counter.record("sato", mark="大声で威圧された", section="市民課", segments=2)
+    footage = f"{counter.id}/{recording}"
+    in_locker(hub_dsn, counter.id, recording)  # the mark: its device copied it at once
+    counter.kill()
+    shutil.rmtree(counter.data)  # burnt, with its card
+
+    manager = city.manager()
+    person(manager, "kato", "市民課")
+    kato = signed_in(city, "kato")
+    filed = kato.api("POST", "/requests", {"purpose": "trouble", "reason": "威圧行為の確認", "recording": [footage]})
+    assert filed["status"] == "submitted", "the responsible section's own head: no opinion to wait for"
+    manager.api("POST", f"/requests/{filed['id']}/decision", {
+        "decision": "approved", "scope_recording": [footage], "valid_hours": 1, "confirm_written": True})
+    viewing = manager.api("POST", f"/requests/{filed['id']}/unlock", {"password": city.city.manager_password()})
+    timeline = kato.api("GET", f"/viewings/{viewing['id']}")
+    assert timeline["codecs"].startswith("avc1.")
+    status, _, data = kato.request("GET", f"/api/v1/viewings/{viewing['id']}/part/0.mp4")
+    assert status == 200 and probe(data) == ["audio", "video"]
+
+
+def test_a_request_for_footage_not_yet_in_the_locker_is_not_shown_with_a_piece_missing(city, hub_dsn):
+    counter = city.add("counter-3", "市民課窓口 3番")
+    footage = f"{counter.id}/{counter.record('sato', segments=1)}"
+    manager = city.manager()
+    at_hub(manager, footage)
+    counter.kill()  # before the hub's hold could ask it for a copy
+    person(manager, "kato", "市民課")
+    kato = signed_in(city, "kato")
+    filed = kato.api("POST", "/requests", {"purpose": "trouble", "reason": "確認", "recording": [footage],
+                                           "responsible_section": "市民課"})
+    manager.api("POST", f"/requests/{filed['id']}/decision", {
+        "decision": "approved", "scope_recording": [footage], "valid_hours": 1, "confirm_responsible": True,
+        "confirm_written": True})
+    status, _, data = manager.request("POST", f"/api/v1/requests/{filed['id']}/unlock",
+                                      body={"password": city.city.manager_password()})
+    answer = json.loads(data)
+    assert status == 409 and answer["code"] == "hub.not_in_locker", answer
+    assert counter.id in answer.get("detail", "") and "off line" in answer["detail"], answer
+    assert Browserless(city.url).request("GET", "/requests/")[0] in (302, 303), "the pages need a log-in"
