@@ -39,6 +39,8 @@ class Part:
     wall_start: str
     cut_from_s: float  # within the segment: keep [cut_from, cut_to)
     cut_to_s: float | None  # None: to the segment's end
+    track: int = 0  # which of the viewing's tracks it plays on (see scope_parts)
+    place: str = ""  # its device's place (at the hub), to label its track
 
     @property
     def trimmed(self) -> bool:
@@ -136,18 +138,32 @@ def _when(wall_us: int) -> str:
     return datetime.fromtimestamp(wall_us / 1e6, tz=timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
+def track_of(row) -> tuple[str, str]:
+    """A segment's track: its device (at the hub, where a scope can span several) and its record
+    class. Counter footage and a call of one case play side by side, each on a timeline of its
+    own, never one after the other in a single player."""
+    return (_get(row, "device"), row["record_class"])
+
+
+def _get(row, name: str) -> str:
+    return row[name] if name in (row.keys() if hasattr(row, "keys") else ()) else ""
+
+
 def scope_parts(ctx, decision) -> list[Part]:
-    """The kept segments of the approved recordings that overlap the approved time range."""
+    """The kept segments of the approved recordings that overlap the approved time range, each
+    placed on its track's timeline."""
     ids = json.loads(decision["scope_recording_ids"])
     start, end = decision["scope_start_wall_us"], decision["scope_end_wall_us"]
-    parts, position = [], 0.0
+    parts, tracks, position = [], {}, {}
     for n, r in enumerate(ctx.recordings.segments_in(ids, start, end)):
+        track = tracks.setdefault(track_of(r), len(tracks))
         cut_from = max(0, start - r["start_wall_us"]) / 1e6
         cut_to = (min(end, r["end_wall_us"]) - r["start_wall_us"]) / 1e6
-        parts.append(Part(n, r["path"], (r["record_class"], r["key_day"]), position, cut_to - cut_from,
+        at = position.get(track, 0.0)
+        parts.append(Part(n, r["path"], (r["record_class"], r["key_day"]), at, cut_to - cut_from,
                           _when(max(start, r["start_wall_us"])), cut_from,
-                          cut_to if end < r["end_wall_us"] else None))
-        position += cut_to - cut_from
+                          cut_to if end < r["end_wall_us"] else None, track, _get(r, "place")))
+        position[track] = at + cut_to - cut_from
     return parts
 
 
@@ -222,13 +238,26 @@ def own(ctx, viewing_id: str, session_id: str | None) -> Viewing:
 
 
 def timeline(ctx, viewing: Viewing) -> dict:
-    """The viewing's timeline: its parts, their lengths and wall-clock starts, and the codecs."""
-    return {
-        "number": viewing.number, "closes_at": viewing.closes_at, "codecs": codecs(ctx, viewing),
-        "duration": round(sum(p.duration_s for p in viewing.parts), 3),
-        "parts": [{"n": p.n, "start": round(p.start_s, 3), "duration": round(p.duration_s, 3), "wall": p.wall_start}
-                  for p in viewing.parts],
-    }
+    """The viewing's timeline: its parts, their lengths and wall-clock starts, and the codecs —
+    and, where the scope spans several tracks (a counter's footage and a call, at the hub), each
+    track with its own parts, codecs and duration, to be played side by side. The top level
+    then describes the first track, so a single-track player still plays it."""
+    tracks = []
+    for number in sorted({p.track for p in viewing.parts}):
+        parts = [p for p in viewing.parts if p.track == number]
+        tracks.append({
+            "track": number, "codecs": codecs(ctx, viewing, parts[0]), "sound_only": parts[0].key[0] == "call",
+            "device": _device_of(parts[0]), "place": parts[0].place, "duration": round(sum(p.duration_s for p in parts), 3),
+            "parts": [{"n": p.n, "start": round(p.start_s, 3), "duration": round(p.duration_s, 3),
+                       "wall": p.wall_start, "track": p.track} for p in parts]})
+    first = tracks[0] if tracks else {"codecs": "", "duration": 0.0, "parts": []}
+    return {"number": viewing.number, "closes_at": viewing.closes_at, "codecs": first["codecs"],
+            "duration": first["duration"], "parts": first["parts"], "tracks": tracks}
+
+
+def _device_of(part: Part) -> str:
+    """The device a part's day key belongs to, at the hub (``DEVICE/DAY``); "" on a device."""
+    return part.key[1].split("/", 1)[0] if "/" in part.key[1] else ""
 
 
 def part(ctx, viewing: Viewing, n: int) -> tuple[bytes, float]:
@@ -264,9 +293,10 @@ def decrypted(ctx, viewing: Viewing, p: Part) -> bytes:
     return age.decrypt(ctx.recordings.read_sealed(p.path), [key])  # verified whole before it is returned
 
 
-def codecs(ctx, viewing: Viewing) -> str:
-    """The MSE codec string of the scope's first part (the camera's profile and level)."""
-    data = decrypted(ctx, viewing, viewing.parts[0]) if viewing.parts else b""
+def codecs(ctx, viewing: Viewing, first: Part | None = None) -> str:
+    """The MSE codec string of a track's first part (the camera's profile and level)."""
+    first = first or (viewing.parts[0] if viewing.parts else None)
+    data = decrypted(ctx, viewing, first) if first is not None else b""
     with open_segment(data) as c:
         if not c.streams.video:  # a call: sound only
             return "mp4a.40.2"

@@ -69,7 +69,7 @@ class HubCatalogue:
         for name in recording_ids:
             device, rec = split(name)
             for row in self.db.all(
-                    "SELECT l.detail, k.key, k.state FROM device_log l"
+                    "SELECT l.detail, k.key, k.state, d.place FROM device_log l JOIN devices d ON d.id = l.device"
                     " LEFT JOIN locker k ON k.device = l.device AND k.path = l.subject AND k.kind = 'segment'"
                     " WHERE l.device = ? AND l.action = 'segment.sealed' AND (l.detail::jsonb ->> 'recording') = ?",
                     (device, rec)):
@@ -81,7 +81,7 @@ class HubCatalogue:
                     continue
                 found.append({"path": row["key"], "record_class": d.get("class", "footage"),
                               "key_day": f"{device}/{d['day']}", "start_wall_us": d["start_wall_us"],
-                              "end_wall_us": d["end_wall_us"], "device": device})
+                              "end_wall_us": d["end_wall_us"], "device": device, "place": row["place"]})
         if missing:
             online = {r["id"]: bool(r["online"]) for r in self.db.all(
                 "SELECT id, online FROM devices WHERE id IN (" + ",".join("?" * len(missing)) + ")", list(missing))}

@@ -188,7 +188,7 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     head.wait_for_selector("#player")
     head.wait_for_function("() => document.getElementById('player').readyState >= 2", timeout=10000)
     head.evaluate("() => document.getElementById('player').play()")
-    duration = head.evaluate("() => fetch(document.getElementById('player').dataset.manifest).then(r => r.json())")
+    duration = head.evaluate("() => fetch(document.getElementById('tracks').dataset.manifest).then(r => r.json())")
     # Plays on across the first part's end (a part cut at a keyframe must not stall playback).
     boundary = duration["parts"][0]["duration"] + 1.0
     head.wait_for_function(f"() => document.getElementById('player').currentTime > {boundary}", timeout=20000)

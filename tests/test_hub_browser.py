@@ -121,3 +121,81 @@ def test_the_manager_enrolls_designates_sees_a_fault_and_makes_the_report(city, 
     assert "Every recording device" in page.inner_text("h1")
     assert "The 「録画中」 sign has failed" in page.inner_text("#alerts")
     shot(page, "7-dashboard-english")
+
+
+def test_a_case_at_the_hub_request_opinion_approval_and_the_footage_and_the_call_side_by_side(
+        locker_city, browser, hub_dsn):  # noqa: F811
+    from tests.test_hub_requests import PASSWORD, at_hub, in_locker, person
+
+    city = locker_city
+    counter = city.add("counter-1", "市民課窓口 1番")
+    pbx = city.add("pbx-1", "代表電話（交換機）", kind="calls")
+    footage = f"{counter.id}/{counter.record('sato', mark='大声で威圧された', section='市民課', segments=3)}"
+    hub = city.manager()
+    at_hub(hub, footage)
+    call = within(120, lambda: next((r["id"] for r in hub.api("GET", "/recordings")
+                                     if r["device"] == pbx.id and r["ended_at"]), None), "a call at the hub")
+    person(hub, "suzuki", "福祉課")
+    person(hub, "kato", "市民課")
+
+    def signed_in(username: str, password: str = PASSWORD):
+        page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.goto(city.url + "/login")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+        return page
+
+    # 1. 福祉課's head asks to see the counter's footage and the call, by place, from the hub.
+    suzuki = signed_in("suzuki")
+    suzuki.click("nav >> text=視聴請求")  # a section head's home at the hub
+    suzuki.goto(city.url + "/requests/new")
+    assert "市民課窓口 1番" in suzuki.inner_text("#request-form") and "代表電話" in suzuki.inner_text("#request-form")
+    suzuki.check(f"input[name=recording][value='{footage}']")
+    suzuki.check(f"input[name=recording][value='{call}']")
+    suzuki.check("input[name=purpose][value=trouble]")
+    suzuki.fill("textarea[name=reason]", "窓口での口論と、その直前の電話の内容を確認するため。")
+    suzuki.click("#request-form button[type=submit]")
+    suzuki.wait_for_selector('#request-status[data-status="awaiting_opinion"]')
+    request_url = suzuki.url
+    shot(suzuki, "case-1-request")
+    in_locker(hub_dsn, pbx.id, call.split("/", 1)[1])  # held by the hub: copied from the call recorder
+
+    # 2. 市民課's head, whose footage it is, gives an opinion (Art. 8(3)).
+    kato = signed_in("kato")
+    kato.goto(request_url)
+    kato.check("#opinion-form input[name=opinion][value=agree]")
+    kato.fill("#opinion-form textarea[name=note]", "当課としても確認が必要")
+    kato.click("#opinion-form button[type=submit]")
+    kato.wait_for_selector('#request-status[data-status="submitted"]')
+
+    # 3. The manager approves both and unlocks them with their passphrase.
+    manager = signed_in(city.city.manager, city.city.manager_password())
+    manager.goto(request_url)
+    assert "当課としても確認が必要" in manager.inner_text("main")
+    manager.fill("#decide-form input[name=valid_hours]", "2")
+    manager.check("#decide-form input[name=confirm_written]")
+    manager.click("#approve")
+    manager.fill("#unlock-form input[name=password]", city.city.manager_password())
+    manager.click("#unlock")
+    manager.wait_for_selector("#viewing-open")
+    shot(manager, "case-2-approved")
+
+    # 4. The requester watches: the counter's footage and the call side by side, each on its own
+    # timeline with its own clock, both played from the evidence locker.
+    suzuki.goto(request_url)
+    suzuki.click("#watch")
+    suzuki.wait_for_selector("#tracks.side-by-side")
+    labels = suzuki.locator(".track-label").all_inner_texts()
+    assert any("市民課窓口 1番" in label and "画像" in label for label in labels), labels
+    assert any("代表電話" in label and "通話" in label for label in labels), labels
+    for player in ("player", "player-1"):
+        suzuki.wait_for_function(f"() => document.getElementById('{player}').readyState >= 2", timeout=15000)
+        suzuki.evaluate(f"() => document.getElementById('{player}').play()")
+    suzuki.wait_for_function("() => document.getElementById('player').currentTime > 1"
+                             " && document.getElementById('player-1').currentTime > 1", timeout=20000)
+    assert suzuki.evaluate("() => document.getElementById('player').videoWidth") > 0, "the counter's picture"
+    assert suzuki.inner_text("#wall") and suzuki.inner_text("#wall-1"), "each says when its moment was"
+    assert suzuki.locator("#player-error").is_hidden()
+    shot(suzuki, "case-3-side-by-side")
