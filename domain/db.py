@@ -33,7 +33,7 @@ class Row(dict):
         self._values = tuple(values)
 
     def __getitem__(self, key):
-        if isinstance(key, int):
+        if isinstance(key, (int, slice)):
             return self._values[key]
         return super().__getitem__(key)
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from firmware.export.verify import HUB_LOG
 from firmware.fsutil import atomic_write, makedirs_durable
 from firmware.vault import merkle
 from firmware.vault.audit import canonical, checkpoint_text, sign_checkpoint, signed_note
 from firmware.vault.errors import AuditError
 from firmware.vault.signed_note import make_vkey
 
-ORIGIN = "kiroku/hub"
+ORIGIN = HUB_LOG  # "kiroku/hub": how `kiroku verify` knows a package the hub signed
 
 
 def signing_key(folder: Path) -> Ed25519PrivateKey:
@@ -66,6 +67,23 @@ class HubAudit:
             db.execute("UPDATE audit_state SET size = ?, frontier = ?, checkpoint = ? WHERE id = 1",
                        (tree.size, tree.to_bytes(), note))
         return seq
+
+    def inclusion(self, db, seq: int) -> dict:
+        """Everything needed to check offline that entry ``seq`` is in the hub's log (as a device's
+        ``AuditLog.inclusion``): the entry, the path to the root, the checkpoint it is under."""
+        import base64
+
+        from firmware.vault.audit import entry_dict
+
+        state = db.one("SELECT size, checkpoint FROM audit_state WHERE id = 1")
+        leaves = [bytes(r["leaf_hash"]) for r in db.all("SELECT leaf_hash FROM audit WHERE seq < ? ORDER BY seq",
+                                                        (state["size"],))]
+        if not 0 <= seq < len(leaves):
+            raise AuditError(f"there is no entry {seq}")
+        row = db.one("SELECT seq, at, actor, action, purpose, subject, detail FROM audit WHERE seq = ?", (seq,))
+        return {"entry": entry_dict(row), "tree_size": len(leaves),
+                "proof": [base64.b64encode(h).decode() for h in merkle.inclusion_proof(seq, leaves)],
+                "checkpoint": state["checkpoint"]}
 
     def checkpoint(self, db) -> str:
         return db.scalar("SELECT checkpoint FROM audit_state WHERE id = 1") or ""

@@ -9,10 +9,13 @@ A recording is named ``DEVICE/ID`` here (ids are unique only on their device), a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 from domain.errors import Conflict
+from firmware.export.errors import ExportError, ExportRefused
+from firmware.store import SegmentInfo
 from hub import locker
 
 
@@ -51,8 +54,9 @@ class HubHolds:
 class HubCatalogue:
     """Every device's recordings (metadata), and their footage from the locker."""
 
-    def __init__(self, db, bucket=None):
+    def __init__(self, db, bucket=None, signer=None):
         self.db, self.bucket = db, bucket  # bucket: a hub.locker.Bucket, or None (no locker)
+        self.signer = signer  # the hub's audit log (hub.audit.HubAudit): it signs and proves exports
 
     def for_request(self) -> list:
         return self.db.all(
@@ -106,10 +110,106 @@ class HubCatalogue:
         return self.bucket.read(path)
 
     def opened_vault(self):
-        raise Conflict("hub.holds_unavailable")  # exports at the hub: a later part of issue 25
+        """What an export reads, over the locker (:class:`LockerVault`)."""
+        if self.bucket is None:
+            raise Conflict("hub.no_locker")
+        return contextlib.nullcontext(LockerVault(self.db, self, self.signer))
 
     def sealed_day_key(self, record_class: str, day: str) -> bytes:
         """A day key (``DEVICE/DAY``) as its device sealed it, from the locker."""
         device, plain_day = split(day)
         key = locker.object_key(device, locker.day_key_path(record_class, plain_day))
         return self.read_sealed(key)
+
+
+class LockerVault:
+    """What ``firmware.export`` reads of a vault — a recording, its segments, their sealed bytes,
+    the day keys, the key that signs the package and the log that proves it — made of what the
+    hub witnessed (each segment as its device's log committed it) and what the locker keeps.
+
+    The package is signed by the hub and its export is an entry of the hub's log (not the
+    device's, whose key never leaves it): ``kiroku verify`` checks it exactly as a device's, and
+    its manifest names the device whose footage it is and each sealed segment's SHA-256 as that
+    device's log committed it."""
+
+    def __init__(self, db, catalogue: HubCatalogue, signer):
+        self.db, self._catalogue, self._signer = db, catalogue, signer
+        self.keys = _HubSigning(signer, catalogue)
+        self.audit_log = self
+        self._keys_of: dict[str, str] = {}  # a segment's path on its device → its key in the bucket
+
+    def recording(self, name: str) -> dict | None:
+        device, rec = split(name)
+        row = self.db.one("SELECT device, id, started_at, section FROM recordings WHERE device = ? AND id = ?",
+                          (device, rec))
+        if row is None:
+            return None
+        start = self.db.one("SELECT detail FROM device_log WHERE device = ? AND action = 'recording.start'"
+                            " AND subject = ?", (device, rec))
+        mode = json.loads(start["detail"]).get("mode", "") if start else ""
+        return {"id": rec, "device": device, "started_at": row["started_at"], "mode": mode, "section": row["section"]}
+
+    def segments(self, name: str, *, with_erased: bool = False) -> list[SegmentInfo]:
+        device, rec = split(name)
+        found = []
+        for row in self.db.all(
+                "SELECT l.detail FROM device_log l WHERE l.device = ? AND l.action = 'segment.sealed'"
+                " AND (l.detail::jsonb ->> 'recording') = ? ORDER BY l.seq", (device, rec)):
+            d = json.loads(row["detail"])
+            if "frames" not in d:
+                raise ExportRefused(f"{name} was recorded by a version of kiroku whose log does not say what an"
+                                    " export needs of its segments: export it at the device (`kiroku export`)")
+            self._keys_of[d["path"]] = locker.object_key(device, d["path"])
+            found.append(SegmentInfo(
+                recording_id=rec, seq=d["seq"], start_us=d["start_us"], end_us=d["end_us"],
+                start_wall_us=d["start_wall_us"], end_wall_us=d["end_wall_us"],
+                started_at=_iso(d["start_wall_us"]), ended_at=_iso(d["end_wall_us"]),
+                clock_synchronised=bool(d["synced"]), video_frames=d["frames"], audio_samples=d["samples"],
+                has_audio=bool(d["audio"]), record_class=d.get("class", "footage"), key_day=f"{device}/{d['day']}",
+                path=d["path"], boot_id=d.get("boot", ""), bytes=d.get("size", 0), sha256=d.get("sha256", "")))
+        return sorted(found, key=lambda s: s.seq)
+
+    def read_sealed(self, path: str) -> bytes:
+        key = self._keys_of.get(path, path)
+        try:
+            return self._catalogue.read_sealed(key)
+        except FileNotFoundError:
+            device = key.split("/", 1)[0]
+            online = self.db.scalar("SELECT online FROM devices WHERE id = ?", (device,))
+            raise ExportError(f"{key} is not in the evidence locker yet"
+                              f" ({'its device is sending it' if online else 'its device is off line'})") from None
+
+    def inclusion(self, db, seq: int) -> dict:
+        """The proof that the export's entry is in the hub's log (``audit_log.inclusion``)."""
+        return self._signer.inclusion(db, seq)
+
+
+class _HubSigning:
+    """The keys an export uses at the hub: the hub's signing key, and the day keys from the locker."""
+
+    def __init__(self, signer, catalogue: HubCatalogue):
+        self._signer, self._catalogue = signer, catalogue
+        self.signer_name = signer.origin
+
+    def public_key(self):
+        return self._signer.key.public_key()
+
+    def signing_key(self):
+        return self._signer.key
+
+    def open_day_key(self, record_class: str, day: str, opener):
+        return open_day_key(self._catalogue, record_class, day, opener)
+
+
+def open_day_key(catalogue: HubCatalogue, record_class: str, day: str, opener):
+    """A device's day key (``DEVICE/DAY``), sealed as the device sealed it, from the evidence
+    locker, opened with a manager's identity (or the recovery key)."""
+    from firmware.vault import age
+
+    return age.X25519Identity.parse(age.decrypt(catalogue.sealed_day_key(record_class, day), [opener]).decode())
+
+
+def _iso(wall_us: int) -> str:
+    from firmware.vault.index import iso
+
+    return iso(wall_us)

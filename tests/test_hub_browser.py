@@ -125,7 +125,7 @@ def test_the_manager_enrolls_designates_sees_a_fault_and_makes_the_report(city, 
 
 def test_a_case_at_the_hub_request_opinion_approval_and_the_footage_and_the_call_side_by_side(
         locker_city, browser, hub_dsn):  # noqa: F811
-    from tests.test_hub_requests import PASSWORD, at_hub, in_locker, person
+    from tests.test_hub_paperwork import PASSWORD, at_hub, in_locker, person
 
     city = locker_city
     counter = city.add("counter-1", "市民課窓口 1番")

@@ -13,12 +13,12 @@ themselves, so it cannot leave one out.
 from __future__ import annotations
 
 
-from flask import Blueprint, abort, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from domain import disclosures, duty, people, provisions, requests
 from firmware.control import CommandRefused, ControlError, RecorderBusy
 from firmware.hardware import Simulator
-from webui import apikit, exports, queries, releases
+from webui import apikit, exports, paperwork, queries, releases
 from webui.db import vault_db
 from webui.parsing import Form, Text, takes
 from webui.permissions import AUDITOR, MANAGER, OPERATOR, SECTION_HEAD, SIMULATED, permission
@@ -26,6 +26,7 @@ from webui.services import context, control, recorder_status, state
 
 bp = Blueprint("api", __name__, url_prefix=apikit.PREFIX)
 apikit.install(bp)
+paperwork.install(bp)
 
 
 
@@ -111,12 +112,6 @@ def recordings():
     return jsonify([dict(r) for r in rows])
 
 
-@bp.get("/requests")
-@permission(MANAGER, SECTION_HEAD)
-def requests_list():
-    """Viewing requests one may see: all (a manager), or one's own and one's section's."""
-    columns = ("id", "number", "status", "purpose", "responsible_section", "created_at", "recording_ids")
-    return jsonify([{c: r[c] for c in columns} for r in requests.visible(context())])
 
 
 @bp.get("/audit")
@@ -136,15 +131,6 @@ def storage():
 
 # -- what only reads ---------------------------------------------------------------------------
 
-@bp.get("/requests/<int:request_id>")
-@permission(MANAGER, SECTION_HEAD)
-def request_detail(request_id: int):
-    """One viewing request with its opinions, decision and open viewing."""
-    ctx = context()
-    req = requests.load(ctx, request_id)
-    if not requests.may_see(ctx.actor, req):
-        abort(404)
-    return jsonify(requests.describe(ctx, req))
 
 
 @bp.get("/people", endpoint="people")
@@ -155,11 +141,6 @@ def people_list():
     return jsonify([people.as_json(p) for p in people.everyone(ctx.db, ctx.device)])
 
 
-@bp.get("/sections")
-@permission(MANAGER, SECTION_HEAD)
-def sections():
-    """The sections (課)."""
-    return jsonify([{"id": r["id"], "name": r["name"]} for r in people.sections(context().db)])
 
 
 @bp.get("/settings")
@@ -183,36 +164,12 @@ def duty_get():
     return jsonify({"device": current_app.config["KIROKU_DEVICE"], "on_duty": duty.describe(context())})
 
 
-@bp.get("/provisions")
-@permission(MANAGER)
-def provisions_list():
-    """The provision register, open records first."""
-    ctx = context()
-    return jsonify([provisions.describe(ctx, p, exports.job_status) for p in provisions.register(ctx.db)])
 
 
-@bp.get("/provisions/<int:provision_id>")
-@permission(MANAGER)
-def provision_detail(provision_id: int):
-    """One provision record with its exports and running export jobs."""
-    ctx = context()
-    return jsonify(provisions.describe(ctx, provisions.load(ctx, provision_id), exports.job_status))
 
 
-@bp.get("/disclosures")
-@permission(MANAGER)
-def disclosures_list():
-    """The disclosure register (Art. 12), open records first, with deadlines and days remaining."""
-    ctx = context()
-    return jsonify([disclosures.describe(ctx, d, exports.job_status) for d in disclosures.register(ctx.db)])
 
 
-@bp.get("/disclosures/<int:disclosure_id>")
-@permission(MANAGER)
-def disclosure_detail(disclosure_id: int):
-    """One disclosure request with its deadline, decision, handover exports and running export jobs."""
-    ctx = context()
-    return jsonify(disclosures.describe(ctx, disclosures.load(ctx, disclosure_id), exports.job_status))
 
 
 @bp.get("/dashboard")
@@ -236,17 +193,6 @@ def dashboard():
 # (rule, method, the page's endpoint): the view registered under /api/v1 as well, by name, so
 # that this module imports no other blueprint (``install``).
 ACTIONS = [
-    ("/requests", "POST", "requests.new"),
-    ("/requests/<int:request_id>/opinion", "POST", "requests.opinion"),
-    ("/requests/<int:request_id>/decision", "POST", "requests.decide"),
-    ("/requests/<int:request_id>/close", "POST", "requests.close"),
-    ("/requests/<int:request_id>/scan", "POST", "requests.attach_scan"),
-    ("/requests/<int:request_id>/scan", "GET", "requests.scan"),
-    ("/requests/<int:request_id>/form.pdf", "GET", "requests.form_pdf"),
-    ("/requests/<int:request_id>/unlock", "POST", "viewing.unlock"),
-    ("/viewings/<viewing_id>", "GET", "viewing.manifest"),
-    ("/viewings/<viewing_id>/part/<int:n>.mp4", "GET", "viewing.part"),
-    ("/viewings/<viewing_id>/close", "POST", "viewing.close"),
     ("/people", "POST", "admin.add_person"),
     ("/people/<int:user_id>/operator", "POST", "admin.set_operator"),
     ("/people/<int:user_id>/disable", "POST", "admin.disable"),
@@ -257,24 +203,6 @@ ACTIONS = [
     ("/update/<update_id>/cancel", "POST", "updates.cancel"),
     ("/duty", "POST", "console.duty"),
     ("/account/password", "POST", "auth.account"),
-    ("/provisions", "POST", "provisions.new"),
-    ("/provisions/<int:provision_id>/paperwork", "POST", "provisions.paperwork"),
-    ("/provisions/<int:provision_id>/scan", "POST", "provisions.attach_scan"),
-    ("/provisions/<int:provision_id>/scan", "GET", "provisions.scan"),
-    ("/provisions/<int:provision_id>/return", "POST", "provisions.return_or_erasure"),
-    ("/provisions/<int:provision_id>/close", "POST", "provisions.close"),
-    ("/provisions/<int:provision_id>/export", "POST", "provisions.start_export"),
-    ("/provisions/<int:provision_id>/export/<job_id>", "GET", "provisions.export_status"),
-    ("/provisions/<int:provision_id>/export/<job_id>/package", "GET", "provisions.download"),
-    ("/provisions/<int:provision_id>/export/<job_id>/package", "POST", "provisions.download"),
-    ("/disclosures", "POST", "disclosures.new"),
-    ("/disclosures/<int:disclosure_id>/extension", "POST", "disclosures.extend"),
-    ("/disclosures/<int:disclosure_id>/decision", "POST", "disclosures.decide"),
-    ("/disclosures/<int:disclosure_id>/close", "POST", "disclosures.close"),
-    ("/disclosures/<int:disclosure_id>/export", "POST", "disclosures.start_export"),
-    ("/disclosures/<int:disclosure_id>/export/<job_id>", "GET", "disclosures.export_status"),
-    ("/disclosures/<int:disclosure_id>/export/<job_id>/package", "GET", "disclosures.download"),
-    ("/disclosures/<int:disclosure_id>/export/<job_id>/package", "POST", "disclosures.download"),
     ("/calls", "GET", "calls.index"),
     ("/report", "GET", "report.index"),
     ("/report/<int:year>.<kind>", "GET", "report.download"),
@@ -286,6 +214,6 @@ def install(app) -> None:
     (after every blueprint is registered): one permission check, one validation, one audit
     entry, whichever way an action is called."""
     app.register_blueprint(bp)
-    apikit.register_actions(app, bp, ACTIONS)
+    apikit.register_actions(app, bp, [*paperwork.ACTIONS, *ACTIONS])
 
 

@@ -346,7 +346,7 @@ def range_sound(vault, plan_: Plan, opener) -> tuple[int, str, int] | None:
     from firmware.vault import age
 
     key = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
-    with open_segment(age.decrypt((vault.data_dir / seg.path).read_bytes(), [key])) as inp:
+    with open_segment(age.decrypt(vault.read_sealed(seg.path), [key])) as inp:
         return _sound_format(inp.streams.audio[0]) if inp.streams.audio else None
 
 
@@ -366,7 +366,7 @@ def plaintexts(vault, segments, opener):
             key = (seg.record_class, seg.key_day)
             if key not in day_keys:
                 day_keys[key] = vault.keys.open_day_key(seg.record_class, seg.key_day, opener)
-            data = age.decrypt((vault.data_dir / seg.path).read_bytes(), [day_keys[key]])
+            data = age.decrypt(vault.read_sealed(seg.path), [day_keys[key]])
             yield seg, data, pool.submit(lambda d: hashlib.sha256(d).hexdigest(), data)
             del data
         day_keys.clear()

@@ -148,12 +148,15 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
         report.add(False, f"device-key.pem is not the device's Ed25519 public key ({exc})")
         return report
     fingerprint = key_fingerprint(public)
+    device = manifest.get("device", {}) if isinstance(manifest, dict) else {}
+    signer = signer_of(manifest)
     try:
         public.verify(files.read("manifest.sig"), body)
-        report.add(True, f"manifest.json is signed by the device key in the package (SHA-256 {fingerprint})")
+        report.add(True, f"manifest.json is signed by {signer}'s key in the package (SHA-256 {fingerprint})"
+                   + (f"; the footage is device {device.get('id', '?')}'s, cut from the evidence locker"
+                      if signer == HUB else ""))
     except InvalidSignature:
         report.add(False, "the signature does NOT match manifest.json: the manifest or the signature was changed")
-    device = manifest.get("device", {}) if isinstance(manifest, dict) else {}
     if device.get("key_sha256") not in (None, fingerprint):
         report.add(False, "the manifest names a different device key than device-key.pem")
     if expected_key:
@@ -161,8 +164,9 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
         report.add(wanted == fingerprint, "the device key is the one you expected" if wanted == fingerprint else
                    f"the device key is NOT the one you expected ({wanted}); it is {fingerprint}")
     else:
-        report.add(None, f"compare the key's fingerprint with the one the city publishes for device "
-                         f"{device.get('id', '?')}, or pass it with --key (a forger could sign with a key of their own)")
+        report.add(None, "compare the key's fingerprint with the one the city publishes for "
+                         + ("its hub" if signer == HUB else f"device {device.get('id', '?')}")
+                         + ", or pass it with --key (a forger could sign with a key of their own)")
     # 2. every file the manifest lists
     listed = manifest.get("files", {}) if isinstance(manifest, dict) else {}
     if not listed:
@@ -182,7 +186,8 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
         report.add(None, f"{name} is not part of the signed package (added later; ignore it)")
     # 3. the device's audit log records this export
     if "audit-proof.json" in names and device.get("log"):
-        report.add(*_check_proof(files.read("audit-proof.json"), device["log"], public, hashlib.sha256(body).hexdigest()))
+        report.add(*_check_proof(files.read("audit-proof.json"), device["log"], public, hashlib.sha256(body).hexdigest(),
+                                 signer))
     else:
         report.add(None, "no audit-log proof in the package")
     # 4. what the clip is, in words
@@ -191,7 +196,7 @@ def _verify(path: Path, passphrase: str | None, expected_key: str | None) -> Rep
     return report
 
 
-def _check_proof(data: bytes, origin: str, public, manifest_sha256: str) -> tuple[bool, str]:
+def _check_proof(data: bytes, origin: str, public, manifest_sha256: str, signer: str) -> tuple[bool, str]:
     from firmware.vault.audit import AuditError, check_inclusion
     from firmware.vault.signed_note import make_vkey
 
@@ -202,8 +207,8 @@ def _check_proof(data: bytes, origin: str, public, manifest_sha256: str) -> tupl
         return False, f"audit-proof.json does not hold: {exc}"
     if entry.get("action") != "export.create" or entry.get("detail", {}).get("manifest_sha256") != manifest_sha256:
         return False, "audit-proof.json proves an entry about something else than this manifest"
-    return True, (f"the export is entry {entry['seq']} of the device's audit log ({entry['at']}, by {entry['actor']});"
-                  f" checkpoint of {bundle['tree_size']} entries signed by the device")
+    return True, (f"the export is entry {entry['seq']} of {signer}'s audit log ({entry['at']}, by {entry['actor']});"
+                  f" checkpoint of {bundle['tree_size']} entries signed by {signer}")
 
 
 def _describe_clip(files: _Files, manifest: dict) -> tuple[bool | None, str]:
@@ -225,11 +230,21 @@ def _describe_clip(files: _Files, manifest: dict) -> tuple[bool | None, str]:
     return None, (f"clip.mp4: {kinds}, {last or 0:.1f} s, {clip.get('start')} – {clip.get('end')} ({clock})")
 
 
+HUB = "the city hub"
+HUB_LOG = "kiroku/hub"  # hub.audit.ORIGIN: the log (and key) of a package the hub cut from its locker
+
+
+def signer_of(manifest) -> str:
+    """Who signed a package: its device, or the city hub (from the evidence locker)."""
+    device = manifest.get("device", {}) if isinstance(manifest, dict) else {}
+    return HUB if isinstance(device, dict) and device.get("log") == HUB_LOG else "the device"
+
+
 def format_report(path, report: Report) -> str:
     marks = {"ok": "✔", "FAIL": "✘", "note": "·"}
     lines = [f"kiroku verify {path}"]
     lines += [f"  {marks[state]} {text}" for state, text in report.checks]
     failed = sum(state == "FAIL" for state, _ in report.checks)
-    lines.append("the package is INTACT: it is what the device exported" if report.valid else
+    lines.append(f"the package is INTACT: it is what {signer_of(report.manifest)} exported" if report.valid else
                  f"the package does NOT verify: {failed} check(s) failed")
     return "\n".join(lines)

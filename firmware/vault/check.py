@@ -190,7 +190,7 @@ class Checks:
             return f
         committed = self.db.execute("SELECT seq, detail FROM audit WHERE action = 'segment.sealed' AND subject = ?"
                                     " ORDER BY seq DESC LIMIT 1", (rel,)).fetchone()
-        if committed is not None and json.loads(committed[1]) == vouch.segment_detail(info):
+        if committed is not None and vouch.commits(json.loads(committed[1]), info):
             # Its row went, its entry did not: the log says what the row was (vouch.py).
             f.detail += f" (complete, and committed by log entry {committed[0]}: its row was removed)"
         else:

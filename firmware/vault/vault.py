@@ -193,6 +193,10 @@ class Vault(Index, Retention, Checks):
         with self._lock:
             self.db.close()
 
+    def read_sealed(self, path: str) -> bytes:
+        """A segment's file as stored, still sealed (``path`` relative to the data folder)."""
+        return (self.data_dir / path).read_bytes()
+
     @property
     def ready(self) -> bool:
         return self.keys.initialised

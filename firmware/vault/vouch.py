@@ -48,10 +48,23 @@ class Discrepancy:
 
 
 def segment_detail(info) -> dict:
-    """What a segment.sealed entry commits of a segment (a ``SegmentInfo``)."""
+    """What a segment.sealed entry commits of a segment (a ``SegmentInfo``): the fields the
+    index's row is checked against (``SEGMENT_FIELDS``), and what else an export needs to cut
+    it (its sensor times, frames and samples, clock and boot) — so that the city hub, which
+    witnesses the log, can cut an export from the evidence locker's copy without the device."""
     return {"recording": info.recording_id, "seq": info.seq, "path": info.path, "class": info.record_class,
             "day": info.key_day, "start_wall_us": info.start_wall_us, "end_wall_us": info.end_wall_us,
-            "size": info.bytes, "sha256": info.sha256}
+            "size": info.bytes, "sha256": info.sha256, "start_us": info.start_us, "end_us": info.end_us,
+            "frames": info.video_frames, "samples": info.audio_samples, "audio": info.has_audio,
+            "synced": info.clock_synchronised, "boot": info.boot_id}
+
+
+def commits(detail: dict, info) -> bool:
+    """Whether a segment.sealed entry's ``detail`` commits this segment: every field it states
+    is the segment's, and it states at least those the index is checked against (an entry
+    written before the export fields were added states only those)."""
+    mine = segment_detail(info)
+    return set(SEGMENT_FIELDS) <= detail.keys() and all(mine.get(k) == v for k, v in detail.items())
 
 
 def legacy_marker(conn: sqlite3.Connection) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 from flask import Flask
 from jinja2 import ChoiceLoader, FileSystemLoader
 
+from domain.exports import Jobs
 from hub.audit import HubAudit, signing_key
 from hub.db import Pool, migrate
 from hub.web.site import HubSite
@@ -37,16 +38,21 @@ def create_app(config, test_config: dict | None = None, *, dsn: str | None = Non
     dsn = dsn or config.dsn
     migrate(dsn)
     pool = Pool(dsn)
+    work_factor = app.config.get("KIROKU_SCRYPT_WORK_FACTOR")
     hub = HubSite(config=config, dsn=dsn, audit=HubAudit(pool.database, signing_key(folder)), pool=pool,
-                  work_factor=app.config.get("KIROKU_SCRYPT_WORK_FACTOR"), files=folder / "scans")
+                  work_factor=work_factor, files=folder / "scans",
+                  jobs=Jobs(folder / "exports", work_factor=work_factor))
+    hub.jobs.cleanup()
     app.extensions["kiroku"] = hub
 
     from hub.web import api, audit, devices, people, report
-    from webui import auth, requests, viewing
+    from webui import auth, disclosures, provisions, requests, viewing
 
     websites.install(app, api_blueprint=api.bp, brand="hub.title")
-    # the written requests and their viewings are the device's own pages, over the whole city
-    for blueprint in (auth.bp, devices.bp, people.bp, requests.bp, viewing.bp, audit.bp, report.bp, api.bp):
+    # the paperwork (requests and their viewings, provisions, disclosures) is the device's own
+    # pages, over the whole city, with footage from the evidence locker
+    for blueprint in (auth.bp, devices.bp, people.bp, requests.bp, viewing.bp, provisions.bp, disclosures.bp,
+                      audit.bp, report.bp, api.bp):
         app.register_blueprint(blueprint)
     api.install(app)  # last: it serves the pages' actions too
     websites.finish(app)

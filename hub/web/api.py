@@ -9,14 +9,14 @@ import json
 
 from flask import Blueprint, jsonify, request
 
-from domain import people, requests
 from hub import devices, enroll
-from webui import apikit
+from webui import apikit, paperwork
 from webui.permissions import AUDITOR, MANAGER, PUBLIC, SECTION_HEAD, permission
 from webui.services import context, state
 
 bp = Blueprint("api", __name__, url_prefix=apikit.PREFIX)
 apikit.install(bp)
+paperwork.install(bp)
 
 
 @bp.get("/devices")
@@ -43,27 +43,10 @@ def recordings():
                     for r in context().recordings.for_request()])
 
 
-@bp.get("/sections")
-@permission(MANAGER, SECTION_HEAD)
-def sections():
-    """The sections (課) of the city."""
-    return jsonify([{"id": r["id"], "name": r["name"]} for r in people.sections(context().db)])
 
 
-@bp.get("/requests")
-@permission(MANAGER, SECTION_HEAD)
-def requests_list():
-    """Viewing requests one may see: all (a manager), or one's own and one's section's."""
-    columns = ("id", "number", "status", "purpose", "responsible_section", "created_at", "recording_ids")
-    return jsonify([{c: r[c] for c in columns} for r in requests.visible(context())])
 
 
-@bp.get("/requests/<int:request_id>")
-@permission(MANAGER, SECTION_HEAD)
-def request_detail(request_id: int):
-    """One viewing request with its opinions, decision and open viewing."""
-    ctx = context()
-    return jsonify(requests.describe(ctx, requests.seen(ctx, request_id)))
 
 
 def no_session(view):
@@ -87,17 +70,6 @@ def enroll_device():
 
 
 ACTIONS = [
-    ("/requests", "POST", "requests.new"),
-    ("/requests/<int:request_id>/opinion", "POST", "requests.opinion"),
-    ("/requests/<int:request_id>/decision", "POST", "requests.decide"),
-    ("/requests/<int:request_id>/close", "POST", "requests.close"),
-    ("/requests/<int:request_id>/scan", "POST", "requests.attach_scan"),
-    ("/requests/<int:request_id>/scan", "GET", "requests.scan"),
-    ("/requests/<int:request_id>/form.pdf", "GET", "requests.form_pdf"),
-    ("/requests/<int:request_id>/unlock", "POST", "viewing.unlock"),
-    ("/viewings/<viewing_id>", "GET", "viewing.manifest"),
-    ("/viewings/<viewing_id>/part/<int:n>.mp4", "GET", "viewing.part"),
-    ("/viewings/<viewing_id>/close", "POST", "viewing.close"),
     ("/enrollments", "POST", "hub.make_code"),
     ("/devices/<device_id>/remove", "POST", "hub.remove"),
     ("/alerts/<int:alert_id>/acknowledge", "POST", "hub.acknowledge"),
@@ -117,4 +89,4 @@ ACTIONS = [
 
 def install(app) -> None:
     """The API, with the pages' actions under /api/v1 too (after every blueprint is registered)."""
-    apikit.register_actions(app, bp, ACTIONS)
+    apikit.register_actions(app, bp, [*paperwork.ACTIONS, *ACTIONS])

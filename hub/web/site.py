@@ -18,7 +18,8 @@ from firmware.vault import age
 from firmware.vault.keys import WrongPassphrase
 from hub import locker, pushes
 from hub.audit import HubAudit
-from hub.db import Pool
+from hub.db import Pool, connect
+from hub import evidence
 from hub.evidence import HubCatalogue, HubHolds
 from webui.services import RefusalLog
 
@@ -57,10 +58,7 @@ class HubKeys:
         self.db.execute("UPDATE manager_keys SET wrapped = ? WHERE username = ?", (self._wrap(identity, new), name))
 
     def open_day_key(self, record_class: str, day: str, opener) -> age.X25519Identity:
-        """A device's day key (``DEVICE/DAY``), sealed as the device sealed it, from the evidence
-        locker, opened with a manager's identity."""
-        return age.X25519Identity.parse(age.decrypt(self.catalogue.sealed_day_key(record_class, day),
-                                                    [opener]).decode())
+        return evidence.open_day_key(self.catalogue, record_class, day, opener)
 
 
 @dataclass
@@ -91,10 +89,13 @@ class HubSite:
         self.pool.release(db)
 
     def context(self, app: Flask, db, actor) -> Context:
-        catalogue = HubCatalogue(db, self.bucket())
-        return Context(db=db, actor=actor, audit=self.audit, holds=HubHolds(db), recordings=catalogue, device="",
-                       files=self.files, keys=HubKeys(db, self.work_factor, catalogue), viewings=self.viewings,
-                       jobs=self.jobs, guard=self.guard)
+        catalogue = HubCatalogue(db, self.bucket(), self.audit)
+        ctx = Context(db=db, actor=actor, audit=self.audit, holds=HubHolds(db), recordings=catalogue, device="",
+                      files=self.files, keys=HubKeys(db, self.work_factor, catalogue), viewings=self.viewings,
+                      jobs=self.jobs, guard=self.guard)
+        # an export runs on a thread of its own, on a connection of its own (which it closes)
+        ctx.for_thread = lambda: self.context(app, connect(self.dsn), actor)
+        return ctx
 
     def bucket(self):
         """The evidence locker's bucket (``hub.locker.Bucket``), or None when the configuration

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -103,9 +104,13 @@ def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_appr
 
     # The section head watches it: counter footage (picture and sound) and the call (sound).
     timeline = suzuki.api("GET", f"/viewings/{viewing['id']}")
-    assert len(timeline["parts"]) == viewing["segments"] >= 3
+    tracks = timeline["tracks"]
+    assert sorted((t["device"], t["sound_only"]) for t in tracks) == sorted([(counter.id, False), (pbx.id, True)]), \
+        "two tracks, side by side: the counter's footage and the call"
+    parts = [p for t in tracks for p in t["parts"]]
+    assert len(parts) == viewing["segments"] >= 3
     kinds = []
-    for part in timeline["parts"]:
+    for part in parts:
         status, _, data = suzuki.request("GET", f"/api/v1/viewings/{viewing['id']}/part/{part['n']}.mp4")
         assert status == 200 and data[4:8] == b"ftyp"
         kinds.append(probe(data))
@@ -170,3 +175,57 @@ def test_a_request_for_footage_not_yet_in_the_locker_is_not_shown_with_a_piece_m
     assert status == 409 and answer["code"] == "hub.not_in_locker", answer
     assert counter.id in answer.get("detail", "") and "off line" in answer["detail"], answer
     assert Browserless(city.url).request("GET", "/requests/")[0] in (302, 303), "the pages need a log-in"
+
+
+def test_an_urgent_provision_at_the_hub_is_exported_from_the_locker_of_a_device_that_is_gone_and_verifies(
+        city, hub_dsn, tmp_path):
+    counter = city.add("counter-4", "市民課窓口 4番")
+    recording = counter.record("sato", mark="刃物を持って来庁", section="市民課", segments=2)
+    footage = f"{counter.id}/{recording}"
+    in_locker(hub_dsn, counter.id, recording)
+    counter.kill()
+    shutil.rmtree(counter.data)  # taken away with its card
+
+    manager = city.manager()
+    at_hub(manager, footage)
+    # Urgent (Art. 9(5)): the police are at the counter, the written request follows (Art. 11(2)).
+    made = manager.api("POST", "/provisions", {"ground": "urgent", "recipient": "北警察署 刑事課",
+                                               "recording": footage})
+    number = made["number"]
+    assert made["status"] == "open" and made["paperwork_pending"]
+    wrong = manager.request("POST", f"/api/v1/provisions/{made['id']}/export",
+                            body={"password": "not mine", "blur_faces": False})
+    assert wrong[0] == 403, wrong[2]
+    job = manager.api("POST", f"/provisions/{made['id']}/export", {"password": city.city.manager_password(),
+                                                                   "blur_faces": False}, expect=202)["job_id"]
+    status = within(120, lambda: (s := manager.api("GET", f"/provisions/{made['id']}/export/{job}"))
+                    ["state"] != "running" and s, "the export cut from the locker")
+    assert status["state"] == "done", status
+    code, headers, package = manager.request("GET", f"/api/v1/provisions/{made['id']}/export/{job}/package")
+    assert code == 200 and package[:2] == b"PK", package[:300]
+    (tmp_path / "p.zip").write_bytes(package)
+    verified = subprocess.run([sys.executable, "-m", "kiroku", "verify", str(tmp_path / "p.zip")], capture_output=True,
+                              text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "INTACT: it is what the city hub exported" in verified.stdout, verified.stdout
+    assert f"the footage is device {counter.id}'s, cut from the evidence locker" in verified.stdout
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(package)) as z:
+        manifest = json.loads(z.read(next(n for n in z.namelist() if n.endswith("manifest.json"))))
+    assert manifest["recording"]["id"] == recording and manifest["device"]["log"] == "kiroku/hub"
+    with hub_database(hub_dsn) as db:
+        committed = {json.loads(r["detail"])["sha256"] for r in db.execute(
+            "SELECT detail FROM device_log WHERE device = %s AND action = 'segment.sealed'", (counter.id,))}
+    assert {s["sealed_sha256"] for s in manifest["original_segments"]} <= committed, \
+        "each segment it was cut from is one the device's log committed"
+
+    # The paperwork follows; then it closes, and the hub's hold ends.
+    manager.api("POST", f"/provisions/{made['id']}/paperwork", {"reference": "北署刑第456号",
+                                                                 "request_date": "2026-12-07"})
+    assert manager.api("POST", f"/provisions/{made['id']}/close", {})["status"] == "closed"
+    assert hub_log_actions(hub_dsn, number)[:3] == ["provision.create", "key.unlock_failed", "export.create"]
+    with hub_database(hub_dsn) as db:
+        assert db.execute("SELECT count(*) AS n FROM holds WHERE reference = %s AND released_at IS NULL",
+                          (number,)).fetchone()["n"] == 0
