@@ -156,10 +156,13 @@ def test_hold_and_resume(tmp_path, vault, recovery, ports, live):
 def test_early_media_is_heard_before_the_answer(tmp_path, vault, recovery, ports, live):
     row = only(place(tmp_path, ports, live, (sipp.Call(early_media=True, ring_ms=1500), (440.0, 1000.0))))
     early = (row["answered_wall_us"] - row["audio_wall_us"]) / 1e6
-    assert early == pytest.approx(answered(row) - row["wire"].at("SIP/2.0 183", "1 INVITE"), abs=0.1)
+    # Heard from its first packet: after the 183 that announced it (SIPp sends the media a moment
+    # later, more on a loaded machine), and most of the 1.5 s before the answer.
+    announced = answered(row) - row["wire"].at("SIP/2.0 183", "1 INVITE")
+    assert 0.5 <= early <= announced + 0.1, f"{early:.2f} s of early media; the 183 came {announced:.2f} s before"
     pcm = audio(vault, recovery, row["recording_id"])
     assert pcm.shape[1] / RATE == pytest.approx(early + row["talk_s"], abs=0.1)
-    ringing = window(pcm, 0.2, 1.3)
+    ringing = window(pcm, 0.2, early - 0.1)
     assert peak_hz(ringing[1]) == pytest.approx(1000, abs=5)  # the city's early media (an announcement)
     assert rms(ringing[0]) < 0.01  # the caller sends nothing before the answer
 

@@ -21,8 +21,15 @@ from tests.helpers import Footage, decode, decodes_cleanly, ffprobe, segments_of
 
 @pytest.fixture
 def config():
-    """Stalls noticed within a second, as every test here makes one."""
+    """Camera and microphone stalls noticed within a second, as the device tests here make one."""
     return small_config(health=QUICK_STALLS)
+
+
+@pytest.fixture
+def card_config():
+    """For a card that stalls or fills: the product's own stall thresholds, so that a camera
+    starved by a loaded machine is not mistaken for the fault the test makes."""
+    return small_config()
 
 
 def start(recorder, hardware):
@@ -154,16 +161,17 @@ class SlowStore(Vault):
         return segment
 
 
-def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe(config, data_dir, recovery):
+def test_a_stalled_card_drops_frames_visibly_and_recording_resumes_at_a_keyframe(card_config, data_dir, recovery):
     from firmware.hardware import open_hardware
 
+    config = card_config
     store = SlowStore.open(data_dir, config)
     with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store, media_queue_seconds=0.5) as rec:
         start(rec, hw)
         wait_for(lambda: rec.segments_written >= 1, what="a first segment")
         store.delay = 1.5
         wait_for(lambda: "storage" in fault_devices(rec), timeout=10, what="the write-queue fault")
-        assert "write queue" in rec.status()["faults"][0]["message"]
+        assert any("write queue" in f["message"] for f in rec.status()["faults"] if f["device"] == "storage")
         store.delay = 0.0
         written = rec.segments_written
         wait_for(lambda: rec.segments_written >= written + 2, timeout=15, what="segments after the stall",
@@ -194,9 +202,10 @@ class FullStore(Vault):
         return segment
 
 
-def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out(config, data_dir, recovery):
+def test_a_full_disk_stops_recording_keeps_what_was_stored_and_puts_the_sign_out(card_config, data_dir, recovery):
     from firmware.hardware import open_hardware
 
+    config = card_config
     store = FullStore.open(data_dir, config)
     with open_hardware(config, simulate=True) as hw, Recorder(hw, config, store) as rec:
         start(rec, hw)
