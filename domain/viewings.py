@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from domain import keys
 from domain import requests as requests_
-from domain.errors import Gone, NotFound, refuse
+from domain.errors import Gone, NotFound, Refused, refuse
 from firmware.media.cut import trim
 from firmware.media.mp4 import open_segment
 from firmware.vault import age
@@ -186,6 +186,8 @@ def unlock(ctx, req, password: str) -> Viewing:
                 day_keys[part.key] = ctx.keys.open_day_key(part.key[0], part.key[1], identity)
     except Exception as exc:  # a day key destroyed or not made for this manager
         ctx.log("key.unlock_failed", subject=req["number"], purpose=req["purpose"], detail={"error": str(exc)[:200]})
+        if isinstance(exc, Refused):
+            raise  # the keys' own words (at the hub: which device and day, and why)
         refuse("viewing.key_unavailable", 409)
     finally:
         del identity  # the manager's own key is not kept: only the day keys of this scope

@@ -206,7 +206,13 @@ def open_day_key(catalogue: HubCatalogue, record_class: str, day: str, opener):
     locker, opened with a manager's identity (or the recovery key)."""
     from firmware.vault import age
 
-    return age.X25519Identity.parse(age.decrypt(catalogue.sealed_day_key(record_class, day), [opener]).decode())
+    sealed = catalogue.sealed_day_key(record_class, day)
+    try:
+        return age.X25519Identity.parse(age.decrypt(sealed, [opener]).decode())
+    except age.NoIdentityMatched:
+        # Sealed before its device joined the city, or before this manager was one of the city's
+        # (keys.day_recipient: what follows such a change gets a key of its own).
+        raise Conflict("hub.sealed_before_city", detail=day) from None
 
 
 def _iso(wall_us: int) -> str:

@@ -15,7 +15,7 @@ import threading
 import time
 
 from domain import people
-from hub import broker
+from hub import broker, notices
 from hub.db import connect
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class Pusher:
                 db = db or connect(self.dsn)
                 if woken or time.monotonic() - restaged > self.restage_every:
                     restage_all(db)
+                    notices.collect(db)  # the hub's actions on each device's recordings, for its own log
+                    stage_many(db, notices.TOPIC, notices.lists(db))
                     restaged = time.monotonic()
                 if self.c.is_connected():
                     self.push_pending(db)

@@ -123,18 +123,20 @@ def test_the_manager_enrolls_designates_sees_a_fault_and_makes_the_report(city, 
     shot(page, "7-dashboard-english")
 
 
-def test_a_case_at_the_hub_request_opinion_approval_and_the_footage_and_the_call_side_by_side(
-        locker_city, browser, hub_dsn):  # noqa: F811
-    from tests.test_hub_paperwork import PASSWORD, at_hub, in_locker, person
+def test_a_case_at_the_hub_request_opinion_approval_viewing_side_by_side_provision_export_verify(
+        locker_city, browser, hub_dsn, tmp_path):  # noqa: F811
+    import time
+
+    from tests.test_hub_paperwork import PASSWORD, a_call_since, at_hub, in_locker, person
 
     city = locker_city
     counter = city.add("counter-1", "市民課窓口 1番")
     pbx = city.add("pbx-1", "代表電話（交換機）", kind="calls")
+    joined = time.time()
     footage = f"{counter.id}/{counter.record('sato', mark='大声で威圧された', section='市民課', segments=3)}"
     hub = city.manager()
     at_hub(hub, footage)
-    call = within(120, lambda: next((r["id"] for r in hub.api("GET", "/recordings")
-                                     if r["device"] == pbx.id and r["ended_at"]), None), "a call at the hub")
+    call = a_call_since(hub, pbx, joined)
     person(hub, "suzuki", "福祉課")
     person(hub, "kato", "市民課")
 
@@ -199,3 +201,27 @@ def test_a_case_at_the_hub_request_opinion_approval_and_the_footage_and_the_call
     assert suzuki.inner_text("#wall") and suzuki.inner_text("#wall-1"), "each says when its moment was"
     assert suzuki.locator("#player-error").is_hidden()
     shot(suzuki, "case-3-side-by-side")
+
+    # 5. The police ask in writing for the counter's footage (Art. 9(4)): the manager provides it
+    # from the hub, cut from the evidence locker, and the package verifies.
+    from kiroku.cli import main
+
+    manager.goto(city.url + "/provisions/")
+    manager.click("#new-provision")
+    manager.check("#provision-form input[name=ground][value=crime]")
+    manager.fill("#provision-form input[name=recipient]", "北警察署 刑事課")
+    manager.fill("#provision-form input[name=reference]", "北署刑第789号")
+    manager.fill("#provision-form input[name=request_date]", "2026-12-07")
+    manager.select_option("#provision-form select[name=recording]", value=footage)
+    assert "市民課窓口 1番" in manager.inner_text("#provision-form select[name=recording]")
+    manager.click("#provision-form button[type=submit]")
+    manager.wait_for_url(re.compile(r".*/provisions/\d+$"))
+    manager.fill("#export-form input[name=password]", city.city.manager_password())
+    manager.click("#export-form button[type=submit]")
+    manager.wait_for_selector("#download-package", timeout=90000)
+    with manager.expect_download() as download:
+        manager.click("#download-package")
+    package = tmp_path / download.value.suggested_filename
+    download.value.save_as(package)
+    shot(manager, "case-4-provision-exported")
+    assert main(["verify", str(package)]) == 0

@@ -9,6 +9,8 @@ import json
 import shutil
 import subprocess
 import sys
+import time
+from datetime import datetime
 
 import pytest
 
@@ -53,6 +55,17 @@ def in_locker(hub_dsn: str, device: str, recording: str) -> None:
     within(60, kept, f"{device}/{recording} kept in the evidence locker")
 
 
+def a_call_since(manager: HubSession, pbx, joined: float) -> str:
+    """A call the call recorder recorded, and ended, after it joined the city. (One that began
+    before is sealed, until the key changed, to a day key the city's managers cannot open: only
+    the device's own managers and the recovery key — keys.day_recipient.)"""
+    def found():
+        return next((r["id"] for r in manager.api("GET", "/recordings") if r["device"] == pbx.id and r["ended_at"]
+                     and datetime.fromisoformat(r["started_at"]).timestamp() > joined), None)
+
+    return within(180, found, "a call on the simulated trunk since it joined, ended, at the hub")
+
+
 def probe(data: bytes) -> list[str]:
     out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type", "-of", "json", "-"],
                          input=data, capture_output=True, timeout=30, check=True)
@@ -69,12 +82,11 @@ def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_appr
         city, hub_dsn):
     counter = city.add("counter-1", "市民課窓口 1番")
     pbx = city.add("pbx-1", "代表電話（交換機）", kind="calls")
+    joined = time.time()
     footage = f"{counter.id}/{counter.record('sato', segments=2)}"  # no mark: nothing is copied for it yet
     manager = city.manager()
     at_hub(manager, footage)
-    call = within(120, lambda: next((r["id"] for r in manager.api("GET", "/recordings")
-                                     if r["device"] == pbx.id and r["ended_at"]), None),
-                  "a call on the simulated trunk, ended, at the hub")
+    call = a_call_since(manager, pbx, joined)
     person(manager, "suzuki", "福祉課")  # asks; the footage is 市民課's
     person(manager, "kato", "市民課")
     suzuki, kato = signed_in(city, "suzuki"), signed_in(city, "kato")
@@ -124,6 +136,18 @@ def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_appr
     assert [a for a in hub_log_actions(hub_dsn, number) if a != "view.seek"] == [
         "request.file", "request.opinion", "request.approve", "key.unlock_failed", "key.unlock", "view.play",
         "access.refused"]
+
+    # Each step is in the counter's own log too, by the hub, with the hub's entry (Art. 8: the
+    # device tells everything done with its footage); the call recorder's likewise.
+    def noted(device) -> list[str]:
+        return [e["detail"]["action"] for e in device.audit_log()
+                if e["action"] == "hub.action" and e["subject"] == number]
+
+    steps = ["request.file", "request.opinion", "request.approve", "key.unlock", "view.play"]
+    within(60, lambda: all(step in noted(counter) for step in steps), "the hub's actions in the counter's log")
+    within(30, lambda: all(step in noted(pbx) for step in steps), "the hub's actions in the call recorder's log")
+    hub_seqs = [e["detail"]["hub_seq"] for e in counter.audit_log() if e["action"] == "hub.action"]
+    assert hub_seqs == sorted(set(hub_seqs)), "each once, in the hub's order"
 
     # Closed: the viewing ends, the hub's holds are released.
     manager.api("POST", f"/requests/{filed['id']}/close", {})
@@ -229,3 +253,31 @@ def test_an_urgent_provision_at_the_hub_is_exported_from_the_locker_of_a_device_
     with hub_database(hub_dsn) as db:
         assert db.execute("SELECT count(*) AS n FROM holds WHERE reference = %s AND released_at IS NULL",
                           (number,)).fetchone()["n"] == 0
+
+
+def test_a_citizens_disclosure_request_at_the_hub_holds_the_footage_and_hands_over_a_verified_package(
+        city, hub_dsn, tmp_path):
+    counter = city.add("counter-5", "福祉課窓口")
+    footage = f"{counter.id}/{counter.record('sato', segments=2)}"  # no mark: the request's hold copies it
+    manager = city.manager()
+    at_hub(manager, footage)
+    made = manager.api("POST", "/disclosures", {"kind": "personal", "requester": "市民 太郎",
+                                                "identity_check": "licence", "recording": footage})
+    assert made["status"] == "open"
+    in_locker(hub_dsn, counter.id, footage.split("/", 1)[1])
+    manager.api("POST", f"/disclosures/{made['id']}/decision", {"decision": "full"})
+    job = manager.api("POST", f"/disclosures/{made['id']}/export", {"password": city.city.manager_password(),
+                                                                    "blur_faces": False}, expect=202)["job_id"]
+    status = within(120, lambda: (s := manager.api("GET", f"/disclosures/{made['id']}/export/{job}"))
+                    ["state"] != "running" and s, "the handover package cut from the locker")
+    assert status["state"] == "done", status
+    code, _, package = manager.request("GET", f"/api/v1/disclosures/{made['id']}/export/{job}/package")
+    assert code == 200
+    (tmp_path / "d.zip").write_bytes(package)
+    verified = subprocess.run([sys.executable, "-m", "kiroku", "verify", str(tmp_path / "d.zip")],
+                              capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0 and "the city hub" in verified.stdout, verified.stdout + verified.stderr
+    with hub_database(hub_dsn) as db:
+        logged = " ".join(r["detail"] for r in db.execute("SELECT detail FROM audit WHERE subject = %s",
+                                                            (made["number"],)))
+    assert "市民 太郎" not in logged, "the citizen's name is personal data: never in the log"

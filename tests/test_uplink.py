@@ -23,6 +23,7 @@ import pytest
 
 from domain.accounts import hash_password
 from firmware.control import ControlClient, ControlError, ControlServer, socket_path
+from firmware.uplink import BadMessage
 from firmware.uplink import enroll as enroll_module
 from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.messages import parse_operators
@@ -444,6 +445,33 @@ def test_the_hubs_list_is_brought_into_web_db_each_change_logged_and_managers_le
     with pytest.raises(Exception, match="Argon2id"):
         parse_operators({"v": 1, "rev": 3, "operators": [{"username": "x", "display_name": "x",
                                                           "password_hash": "plain text"}]})
+
+
+def test_the_hubs_actions_on_this_devices_recordings_go_into_its_log_once_each_in_order(server, vault, data_dir):
+    from firmware.uplink.messages import parse_notices
+    from webui import create_app, hubsync
+
+    app = create_app({"KIROKU_DATA": str(data_dir), "KIROKU_SIMULATED": True, "TESTING": True,
+                      "KIROKU_SCRYPT_WORK_FACTOR": 10, "KIROKU_DEVICE": DEVICE, "KIROKU_HUB_SYNC_EVERY": 3600})
+    folder = UplinkFolder(data_dir)
+    filed = {"seq": 7, "at": "2026-12-07T10:00:00.000+09:00", "actor": "suzuki", "action": "request.file",
+             "subject": "2026-0001", "purpose": "trouble", "detail": {"recordings": [f"{DEVICE}/20261207-0930"]}}
+    played = {**filed, "seq": 9, "action": "view.play", "detail": {"at": "2026-12-07T09:30:00+09:00"}}
+    folder.cache("notices", parse_notices({"v": 1, "rev": 1, "notices": [filed]}))
+    assert hubsync.record_notices(app) == 1
+    # The hub sends its list again, longer (the first not yet witnessed back): only what is new is written.
+    folder.cache("notices", parse_notices({"v": 1, "rev": 2, "notices": [filed, played]}))
+    assert hubsync.record_notices(app) == 1
+    assert hubsync.record_notices(app) is None
+    noted = [e for e in reversed(vault.audit_log.entries(vault.db)) if e["action"] == "hub.action"]
+    assert [(e["actor"], e["subject"], e["purpose"], e["detail"]["action"], e["detail"]["actor"],
+             e["detail"]["hub_seq"]) for e in noted] == [
+        ("hub", "2026-0001", "trouble", "request.file", "suzuki", 7), ("hub", "2026-0001", "trouble", "view.play",
+                                                                       "suzuki", 9)]
+    assert noted[0]["detail"]["detail"] == filed["detail"], "the hub's entry, as the hub logged it"
+    for bad in ({**filed, "seq": 6}, {**filed, "action": "rm -rf /"}, {**filed, "detail": {"x": "y" * 7000}}):
+        with pytest.raises(BadMessage):  # out of order, not an action, too long: the list is refused whole
+            parse_notices({"v": 1, "rev": 3, "notices": [filed, bad]})
 
 
 # -- enrollment --------------------------------------------------------------------------------------

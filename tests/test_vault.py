@@ -635,3 +635,29 @@ def test_kiroku_as_root_on_the_services_data_folder_is_refused_with_what_to_run_
     assert f"sudo -u {pwd.getpwuid(65534).pw_name} {Path(sys.executable).parent / 'kiroku'} …" in out.stderr, \
         out.stderr
     assert not any(data.iterdir()), "nothing is written into the folder"
+
+
+def test_when_whom_day_keys_are_sealed_to_changes_during_a_day_the_next_segment_gets_a_new_key(vault, recovery):
+    """A call recorder that records before it is enrolled, a city manager added at noon: today's
+    key was sealed without them and cannot be re-sealed unopened, so what follows gets a key of
+    its own (2026-12-07.1) that they open — and one removed does not open the next."""
+    keys, day = vault.keys, "2026-12-07"
+    first, made, name = keys.day_recipient("call", day)
+    assert made and name == day
+    assert keys.day_recipient("call", day) == (first, False, day), "the same people: the same key all day"
+    kato = age.X25519Identity.generate()
+    keys.set_hub_recipients([("kato", kato.recipient)], record=lambda before, after: None)
+    second, made, name = keys.day_recipient("call", day)
+    assert made and name == f"{day}.1" and second != first
+    assert keys.open_day_key("call", name, kato).recipient == second, "the city's manager opens what follows"
+    with pytest.raises(age.NoIdentityMatched):
+        keys.open_day_key("call", day, kato)  # …not what was sealed before they were known
+    assert keys.open_day_key("call", day, recovery).recipient == first, "the recovery key opens every generation"
+    keys.set_hub_recipients([], record=lambda before, after: None)  # kato is no longer a manager
+    third, made, name = keys.day_recipient("call", day)
+    assert made and name == f"{day}.2"
+    with pytest.raises(age.NoIdentityMatched):
+        keys.open_day_key("call", name, kato)
+    assert keys.day_key_name("call", day) == f"{day}.2" and keys.sealing_problem("call", day) is None
+    assert sorted(keys.day_keys("call")) == [day, f"{day}.1", f"{day}.2"]
+    assert keys.destroy_day_key("call", f"{day}.1") and sorted(keys.day_keys("call")) == [day, f"{day}.2"]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from domain.times import now_iso
 from firmware.control import ControlError
+from firmware.regulation import Purpose
 from firmware.uplink import BadMessage
 from firmware.uplink.messages import parse_operators
 
@@ -170,6 +171,63 @@ def _apply(db, audit, device: str, message: dict) -> int:
     return changes
 
 
+NOTICE = "hub.action"  # the device's entry for an action taken at the hub on its recordings
+_PURPOSES = {str(p) for p in Purpose}  # what the recorder takes as an entry's purpose
+
+
+def notices_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "uplink" / "notices.json"
+
+
+def record_notices(app) -> int | None:
+    """The hub's actions on this device's recordings (a request filed, an opinion, a viewing, an
+    export made at the hub), each written into this device's own log once, in the hub's order:
+    ``hub.action`` by ``hub``, with the hub's entry (its number, time, actor, action, subject and
+    detail). What the log already holds is found there, so nothing is written twice — even after
+    a crash between writing and noting. Returns how many were written, or None when there was
+    nothing to do (not enrolled, nothing new, the recorder not answering: the next round tries)."""
+    from firmware.uplink.messages import parse_notices
+    from webui.db import open_index
+    from webui.services import RecorderAudit, state
+
+    data_dir = Path(app.config["KIROKU_DATA"])
+    try:
+        message = parse_notices(notices_path(data_dir).read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, BadMessage) as exc:
+        _say("notices", f"the hub's notices in {notices_path(data_dir)} are not usable ({exc}): waiting for new ones")
+        return None
+    index = open_index(data_dir)
+    if index is None:
+        return None
+    try:
+        done = index.execute("SELECT max(CAST(json_extract(detail, '$.hub_seq') AS INTEGER)) FROM audit"
+                             " WHERE action = ?", (NOTICE,)).fetchone()[0]
+    finally:
+        index.close()
+    waiting = [n for n in message["notices"] if done is None or n["seq"] > done]
+    if not waiting:
+        return None
+    audit = RecorderAudit(state(app).control)  # no journal: written now, or at the next round
+    written = 0
+    with _lock:
+        for notice in waiting:
+            purpose = notice["purpose"] if notice["purpose"] in _PURPOSES else ""
+            try:
+                audit.record(ACTOR, NOTICE, subject=notice["subject"], purpose=purpose, detail={
+                    "hub_seq": notice["seq"], "action": notice["action"], "actor": notice["actor"],
+                    "at": notice["at"], "purpose": notice["purpose"], "detail": notice["detail"]})
+            except ControlError as exc:
+                _say("notices-recorder", f"the hub's notices wait for the recorder, which logs them: {exc}")
+                break
+            written += 1
+    if written:
+        _said.pop("notices-recorder", None)
+        log.info("%d action(s) taken at the hub on this device's recordings, now in its log", written)
+    return written
+
+
 def start(app) -> threading.Thread:
     """The web UI's background round: the hub's list applied within :data:`EVERY` seconds of
     the uplink receiving it."""
@@ -185,6 +243,10 @@ def start(app) -> threading.Thread:
                 sync(app)
             except Exception:  # the next round tries again
                 log.exception("applying the hub's operators failed")
+            try:
+                record_notices(app)
+            except Exception:
+                log.exception("writing the hub's notices into the device's log failed")
 
     thread = threading.Thread(target=loop, name="hub-operators", daemon=True)
     thread.start()

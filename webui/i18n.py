@@ -658,6 +658,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "action.login.refused": ("ログインの拒否", "Log-in refused"),
     "action.logout": ("ログアウト", "Log-out"),
     "action.operator.designate": ("操作担当者の指定", "Operator designated"),
+    "action.hub.action": ("統合管理での操作（この装置の記録について）", "Action at the hub (on this device's recordings)"),
     "action.operator.revoke": ("操作担当者の指定の取消し", "Operator designation revoked"),
     "action.provision.create": ("提供の記録", "Provision recorded"),
     "action.provision.paperwork": ("提供の書面の受領", "Provision paperwork received"),
@@ -982,6 +983,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
                               "This cannot be done at the hub yet: do it on the device's own pages."),
     "hub.not_in_locker": ("対象の映像・通話の一部がまだ証拠保管庫（統合管理）に届いていません。届いてから開いてください。",
                           "Part of the scope has not reached the evidence locker at the hub yet: open it once it has."),
+    "hub.sealed_before_city": ("この範囲の一部は、装置が統合管理に参加する前（またはあなたが管理責任者になる前）に暗号化されたため、統合管理では開けません。装置の管理責任者の鍵か復旧鍵で、装置で開いてください。",
+                               "Part of this scope was sealed before its device joined the hub (or before you were a manager), so it"
+                               " cannot be opened here: open it at the device with its manager's key or the recovery key."),
     "hub.recording_unknown": ("指定された記録は統合管理に知らされていません。", "The hub has not been told of that recording."),
     "hub.no_locker": ("統合管理に証拠保管庫が設定されていないため、映像を開けません（docs/hub.md）。",
                       "The hub has no evidence locker configured, so it cannot open footage (docs/hub.md)."),

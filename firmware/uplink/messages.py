@@ -151,3 +151,37 @@ def parse_locker(payload: bytes | str | dict) -> dict:
         uploads.append({"path": path, "kind": kind, "sha256": sha or "", "size": size, "url": url,
                         "expires": float(expires)})
     return {"v": VERSION, "rev": message["rev"], "uploads": uploads}
+
+
+MAX_NOTICES = 200  # hub.notices.BATCH: the rest follow once these are in the device's log
+MAX_NOTICE_DETAIL = 6000  # bytes of JSON (the control socket takes 8 KiB with what the device adds): never footage
+_NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+
+
+def parse_notices(payload: bytes | str | dict) -> dict:
+    """``{"v": 1, "rev", "notices": [{"seq", "at", "actor", "action", "subject", "purpose", "detail"}]}``,
+    checked: the hub's audit entries about this device's recordings (a request, an opinion, a
+    viewing, an export made at the hub), which the device writes into its own log once each, in
+    ``seq`` order (docs/hub.md, "The paperwork at the hub")."""
+    message = _object(payload, "notices")
+    items = message.get("notices")
+    if not isinstance(items, list) or len(items) > MAX_NOTICES:
+        raise BadMessage(f'notices: "notices" must be a list of at most {MAX_NOTICES}')
+    notices, last = [], -1
+    for item in items:
+        if not isinstance(item, dict):
+            raise BadMessage("notices: a notice is not an object")
+        seq = item.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq <= last:
+            raise BadMessage("notices: each notice has a sequence number, in increasing order")
+        last = seq
+        texts = {k: item.get(k, "") for k in ("at", "actor", "action", "subject", "purpose")}
+        if not all(isinstance(v, str) and len(v) <= 200 and not any(ord(c) < 32 for c in v) for v in texts.values()):
+            raise BadMessage(f"notices: {seq}: its at, actor, action, subject and purpose are short lines of text")
+        if not _NAME.fullmatch(texts["action"]):
+            raise BadMessage(f"notices: {seq}: {texts['action']!r} is not an action's name")
+        detail = item.get("detail", {})
+        if not isinstance(detail, dict) or len(json.dumps(detail, ensure_ascii=False).encode()) > MAX_NOTICE_DETAIL:
+            raise BadMessage(f"notices: {seq}: the detail must be an object of at most {MAX_NOTICE_DETAIL} bytes")
+        notices.append({"seq": seq, **texts, "detail": detail})
+    return {"v": VERSION, "rev": message["rev"], "notices": notices}

@@ -35,7 +35,8 @@ from firmware.uplink import BadMessage, UplinkError
 from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.link import Link
 from firmware.uplink.locker import Copier
-from firmware.uplink.messages import device_topic, hub_topic, parse_locker, parse_managers, parse_operators
+from firmware.uplink.messages import (device_topic, hub_topic, parse_locker, parse_managers, parse_notices,
+                                      parse_operators)
 from firmware.uplink.outbox import AuditReader, Batch
 from firmware.uplink.status import StatusSource, signature
 
@@ -92,7 +93,7 @@ class Uplink:
             self.enrollment, self.folder.ca,
             will=(device_topic(self.device, "online"), _json({"v": 1, "online": False})),
             subscriptions=[hub_topic(self.device, "operators"), hub_topic(self.device, "managers"),
-                           hub_topic(self.device, "locker")],
+                           hub_topic(self.device, "locker"), hub_topic(self.device, "notices")],
             on_connect=self._connected, on_message=self._message, on_published=self._published)
         self.copier = Copier(self.data_dir, self.folder.root, self.folder.ca)
 
@@ -257,12 +258,13 @@ class Uplink:
         if topic == hub_topic(self.device, "locker"):
             self._locker(payload)
             return
-        if topic not in (hub_topic(self.device, "operators"), hub_topic(self.device, "managers")):
+        parse = {"operators": parse_operators, "managers": parse_managers, "notices": parse_notices}.get(name)
+        if parse is None or topic != hub_topic(self.device, name):
             return
         if not payload:
             return  # a retained message cleared at the hub: the last list stands until a new one comes
         try:
-            message = parse_operators(payload) if name == "operators" else parse_managers(payload)
+            message = parse(payload)
         except BadMessage as exc:
             self._say(f"bad:{name}", logging.ERROR, f"the hub sent {name} this device cannot use ({exc}):"
                       " keeping the last good list")

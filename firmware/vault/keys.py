@@ -40,7 +40,9 @@ from firmware.vault.signed_note import make_vkey
 
 RECORD_CLASSES = tuple(RecordClass)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A day key's name: its day, and after the first, the generation (2026-12-07.1): a new one is
+# made when whom day keys are sealed to changes during the day (see day_recipient).
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}(\.\d{1,3})?")
 HUB_RECIPIENTS = "hub.recipients"
 _HUB_NAME = "# manager:"
 
@@ -54,6 +56,12 @@ FIXES = {  # what to do about a damaged key file, by its name in keys/
     HUB_RECIPIENTS: "delete it: the uplink fetches the city's managers' keys again from the hub",
     "day": f"{_RESTORE}; until then nothing can be sealed to that day's key",
 }
+
+
+def _generation(name: str) -> int:
+    """A day key's generation: 0 for ``2026-12-07``, N for ``2026-12-07.N``."""
+    _, _, n = name.partition(".")
+    return int(n) if n else 0
 
 
 def _recipient(path: Path, fix: str) -> age.X25519Recipient:
@@ -239,7 +247,7 @@ class KeyStore:
         try:
             self.signing_key()
             self.recipients()
-            secret_path, public_path = self._day_paths(record_class, day)
+            secret_path, public_path = self._day_paths(record_class, self.day_key_name(record_class, day) or day)
             if public_path.exists() != secret_path.exists():
                 half = secret_path if secret_path.exists() else public_path
                 return f"{half} is there without its other half: {FIXES['day']}"
@@ -284,26 +292,64 @@ class KeyStore:
         base = self.root / "day" / record_class
         return base / f"{day}.age", base / f"{day}.recipient"
 
-    def day_recipient(self, record_class: str, day: str) -> tuple[age.X25519Recipient, bool]:
-        """The public key segments of ``day`` are sealed to, creating the day key if needed.
+    def day_key_name(self, record_class: str, day: str) -> str | None:
+        """The newest day key of ``day`` (``day`` or ``day.N``), or None while there is none."""
+        base = self.root / "day" / record_class
+        names = [p.name.removesuffix(".recipient") for p in base.glob(f"{day}*.recipient")]
+        names += [p.stem for p in base.glob(f"{day}*.age")]  # half there: found, and refused below
+        ours = [n for n in set(names) if n == day or (n.startswith(day + ".") and _DAY.fullmatch(n))]
+        return max(ours, key=_generation, default=None)
 
-        Returns ``(recipient, created)``. The private half is written (durably) encrypted
-        to every manager and the recovery key before this returns, then forgotten.
+    def day_recipient(self, record_class: str, day: str) -> tuple[age.X25519Recipient, bool, str]:
+        """The public key segments of ``day`` are sealed to now, creating the day key if needed.
+
+        Returns ``(recipient, created, name)``: ``name`` is the key's (``day``, or ``day.N``).
+        The private half is written (durably) encrypted to every manager, the city's managers
+        and the recovery key before this returns, then forgotten; whom it was sealed to is kept
+        beside it (``NAME.to``). When that is no longer whom it must be sealed to — the city's
+        managers arrived (an enrollment) or changed, a manager was added or removed, during the
+        day — the next segment gets a new key for the day (``day.1``, ``day.2``, …): one already
+        made cannot be re-sealed unopened, and footage from then on must open for exactly
+        whoever is a manager now.
         """
-        secret_path, public_path = self._day_paths(record_class, day)
-        if public_path.exists() and secret_path.exists():
-            return _recipient(public_path, FIXES["day"]), False
+        wanted = sorted(str(r) for r in self.recipients())
+        name = self.day_key_name(record_class, day)
+        if name is not None:
+            reuse = self._usable(record_class, name, wanted)
+            if reuse is not None:
+                return reuse, False, name
         with self._locked():
-            if public_path.exists() and secret_path.exists():
-                return _recipient(public_path, FIXES["day"]), False
-            if public_path.exists() or secret_path.exists():
-                raise DayKeyMissing(f"{record_class} key for {day} is half there (destroyed?) — not reusing it")
+            name = self.day_key_name(record_class, day)
+            if name is not None:
+                reuse = self._usable(record_class, name, wanted)
+                if reuse is not None:
+                    return reuse, False, name
+                name = f"{day}.{_generation(name) + 1}"
+            else:
+                name = day
+            secret_path, public_path = self._day_paths(record_class, name)
             identity = age.X25519Identity.generate()
             _private_write(secret_path, age.encrypt(f"{identity}\n".encode(), self.recipients()))
+            atomic_write(public_path.with_suffix(".to"), ("\n".join(wanted) + "\n").encode(), mode=0o644)
             atomic_write(public_path, f"{identity.recipient}\n".encode(), mode=0o644)
             recipient = identity.recipient
             del identity
-        return recipient, True
+        return recipient, True, name
+
+    def _usable(self, record_class: str, name: str, wanted: list[str]) -> age.X25519Recipient | None:
+        """The key ``name``'s recipient if new segments may still be sealed to it (whole, and sealed
+        to exactly ``wanted``: a manager added must open what follows, one removed must not);
+        None when a new generation is needed. Raises DayKeyMissing for a key half there."""
+        secret_path, public_path = self._day_paths(record_class, name)
+        if public_path.exists() != secret_path.exists():
+            raise DayKeyMissing(f"{record_class} key {name} is half there (destroyed?) — not reusing it")
+        try:
+            sealed_to = public_path.with_suffix(".to").read_text().split()
+        except FileNotFoundError:
+            sealed_to = wanted  # made before keys said whom they were sealed to: as it was
+        if set(wanted) != set(sealed_to):
+            return None
+        return _recipient(public_path, FIXES["day"])
 
     def open_day_key(self, record_class: str, day: str, opener: age.X25519Identity) -> age.X25519Identity:
         secret_path, _ = self._day_paths(record_class, day)
@@ -323,9 +369,10 @@ class KeyStore:
             existed = secret_path.exists()
             if existed:
                 overwrite_and_unlink(secret_path)
-            if public_path.exists():
-                public_path.unlink()
-                fsync_dir(public_path.parent)
+            for public in (public_path, public_path.with_suffix(".to")):
+                if public.exists():
+                    public.unlink()
+            fsync_dir(public_path.parent)
         return existed
 
     @contextmanager

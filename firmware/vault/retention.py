@@ -145,8 +145,8 @@ class Retention:
         today = local_day(now)
         found = []
         for day in sorted(days):
-            if day >= today:
-                continue  # today's key is still in use
+            if day[:10] >= today:
+                continue  # today's keys (its generations: 2026-12-07.1, …) are still in use
             kept = conn.execute("SELECT 1 FROM segments WHERE record_class = ? AND key_day = ? AND erased_at IS NULL"
                                     " LIMIT 1", (record_class, day)).fetchone()
             if not kept:

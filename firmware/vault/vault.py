@@ -337,13 +337,13 @@ class Vault(Index, Retention, Checks):
         if full:  # footage must not take the room the index needs to end this recording
             raise StoreError(28, full)
         try:
-            recipient, created = self.keys.day_recipient(rec.record_class, day)
+            recipient, created, key_name = self.keys.day_recipient(rec.record_class, day)
         except (OSError, NotInitialised) as exc:
             raise StoreError(getattr(exc, "errno", None) or 5, f"cannot make the day key: {exc}") from None
         if created:
-            self._write(lambda conn: self._day_key_created(conn, rec, day, recipient))
+            self._write(lambda conn: self._day_key_created(conn, rec, key_name, recipient))
         final = self.segments_root / rec.record_class / day / rec.id / f"{seq:05d}.age"
-        return SealedSegment(self, final, recipient, day, rec.record_class)
+        return SealedSegment(self, final, recipient, key_name, rec.record_class)
 
     def _day_key_created(self, conn, rec: Recording, day: str, recipient) -> None:
         conn.execute("INSERT OR IGNORE INTO day_keys (record_class, day, recipient, created_at) VALUES (?, ?, ?, ?)",
