@@ -334,9 +334,11 @@ def test_mute_and_blur_change_only_what_was_asked(recorded, tmp_path):
     ticks_redacted = [2 + t for t in _ticks(clip_of(redacted))]
     assert any(3 <= t < 5 for t in ticks_plain)  # the microphone ticks every second…
     assert not any(3 <= t < 5 for t in ticks_redacted)  # …but not where it was muted
-    # elsewhere the same ticks; a tick straddling an edge of the span keeps its part outside it
+    # elsewhere the same ticks; a tick straddling an edge of the span keeps its part outside it.
+    # (One at the range's end, 7 s, is heard or not by how the range's last frame falls: the
+    # exact cut ends on it, the keyframe cut a frame on. Neither is the mute's doing.)
     def away_from_the_edges(ticks):
-        return [round(t) for t in ticks if not 2.9 <= t < 5.1]
+        return [round(t) for t in ticks if not 2.9 <= t < 5.1 and t < 6.9]
 
     assert away_from_the_edges(ticks_redacted) == away_from_the_edges(ticks_plain)
 
