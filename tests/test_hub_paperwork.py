@@ -72,6 +72,24 @@ def probe(data: bytes) -> list[str]:
     return sorted(s["codec_type"] for s in json.loads(out.stdout)["streams"])
 
 
+def exported(manager: HubSession, city, record: str, out) -> tuple[bytes, str]:
+    """An export of ``record`` (``/provisions/ID``, ``/disclosures/ID``) at the hub with the
+    manager's passphrase: its package, downloaded to ``out``, and what ``kiroku verify`` says
+    of it (which must pass)."""
+    job = manager.api("POST", f"{record}/export", {"password": city.city.manager_password(), "blur_faces": False},
+                      expect=202)["job_id"]
+    status = within(120, lambda: (s := manager.api("GET", f"{record}/export/{job}"))["state"] != "running" and s,
+                    "the export cut from the locker")
+    assert status["state"] == "done", status
+    code, _, package = manager.request("GET", f"/api/v1{record}/export/{job}/package")
+    assert code == 200 and package[:2] == b"PK", package[:300]
+    out.write_bytes(package)
+    verified = subprocess.run([sys.executable, "-m", "kiroku", "verify", str(out)], capture_output=True, text=True,
+                              timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    return package, verified.stdout
+
+
 def hub_log_actions(hub_dsn: str, subject: str) -> list[str]:
     with hub_database(hub_dsn) as db:
         return [r["action"] for r in db.execute("SELECT action FROM audit WHERE subject = %s ORDER BY seq",
@@ -220,19 +238,9 @@ def test_an_urgent_provision_at_the_hub_is_exported_from_the_locker_of_a_device_
     wrong = manager.request("POST", f"/api/v1/provisions/{made['id']}/export",
                             body={"password": "not mine", "blur_faces": False})
     assert wrong[0] == 403, wrong[2]
-    job = manager.api("POST", f"/provisions/{made['id']}/export", {"password": city.city.manager_password(),
-                                                                   "blur_faces": False}, expect=202)["job_id"]
-    status = within(120, lambda: (s := manager.api("GET", f"/provisions/{made['id']}/export/{job}"))
-                    ["state"] != "running" and s, "the export cut from the locker")
-    assert status["state"] == "done", status
-    code, headers, package = manager.request("GET", f"/api/v1/provisions/{made['id']}/export/{job}/package")
-    assert code == 200 and package[:2] == b"PK", package[:300]
-    (tmp_path / "p.zip").write_bytes(package)
-    verified = subprocess.run([sys.executable, "-m", "kiroku", "verify", str(tmp_path / "p.zip")], capture_output=True,
-                              text=True, timeout=120)
-    assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert "INTACT: it is what the city hub exported" in verified.stdout, verified.stdout
-    assert f"the footage is device {counter.id}'s, cut from the evidence locker" in verified.stdout
+    package, verified = exported(manager, city, f"/provisions/{made['id']}", tmp_path / "p.zip")
+    assert "INTACT: it is what the city hub exported" in verified, verified
+    assert f"the footage is device {counter.id}'s, cut from the evidence locker" in verified
     import io
     import zipfile
 
@@ -266,17 +274,8 @@ def test_a_citizens_disclosure_request_at_the_hub_holds_the_footage_and_hands_ov
     assert made["status"] == "open"
     in_locker(hub_dsn, counter.id, footage.split("/", 1)[1])
     manager.api("POST", f"/disclosures/{made['id']}/decision", {"decision": "full"})
-    job = manager.api("POST", f"/disclosures/{made['id']}/export", {"password": city.city.manager_password(),
-                                                                    "blur_faces": False}, expect=202)["job_id"]
-    status = within(120, lambda: (s := manager.api("GET", f"/disclosures/{made['id']}/export/{job}"))
-                    ["state"] != "running" and s, "the handover package cut from the locker")
-    assert status["state"] == "done", status
-    code, _, package = manager.request("GET", f"/api/v1/disclosures/{made['id']}/export/{job}/package")
-    assert code == 200
-    (tmp_path / "d.zip").write_bytes(package)
-    verified = subprocess.run([sys.executable, "-m", "kiroku", "verify", str(tmp_path / "d.zip")],
-                              capture_output=True, text=True, timeout=120)
-    assert verified.returncode == 0 and "the city hub" in verified.stdout, verified.stdout + verified.stderr
+    _, verified = exported(manager, city, f"/disclosures/{made['id']}", tmp_path / "d.zip")
+    assert "the city hub" in verified
     with hub_database(hub_dsn) as db:
         logged = " ".join(r["detail"] for r in db.execute("SELECT detail FROM audit WHERE subject = %s",
                                                             (made["number"],)))
