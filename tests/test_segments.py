@@ -108,7 +108,11 @@ def test_audio_and_video_stay_within_100_ms(ten_seconds):
             ticks += 1
             drift = abs(a - sum(video) / len(video))
             assert drift < 100_000, f"segment {i}: audio {drift / 1e3:.0f} ms off the picture"
-    assert ticks >= 8, "a tick every second was heard"
+    # A tick every second of the sound that was stored (a machine loaded enough can make the
+    # recorder give up waiting for late sound at the recording's end (after 5 s): less is stored, said
+    # so in each segment's sample count — never silence passed off as sound).
+    stored_s = sum(i.audio_samples for i in infos) / CONFIG.microphone.samplerate
+    assert ticks >= max(3, int(stored_s) - 2), f"{ticks} ticks heard in {stored_s:.1f} s of stored sound"
 
 
 @pytest.mark.slow
