@@ -64,6 +64,27 @@ def scope_range(start_text: str, end_text: str, recordings) -> tuple[int, int]:
     return within(start_text, end_text, first, last)
 
 
+def has_marks(recording) -> bool:
+    """Whether a catalogue row has an incident mark (a count on a device, a JSON list at the hub)."""
+    marks = recording["marks"]
+    return bool(marks) and marks != "[]"
+
+
+def pick(recordings, *, place: str = "", day: str = "", marked: bool = False) -> list:
+    """The recordings a picker shows (``Catalogue.for_request`` rows), narrowed to a device or
+    place (a part of its name or id, at the hub), a local day (YYYY-MM-DD) and those with an
+    incident mark. An empty filter keeps everything."""
+    place, day = place.strip(), day.strip()
+
+    def keep(r) -> bool:
+        keys = r.keys() if hasattr(r, "keys") else ()
+        where = " ".join(str(r[k]) for k in ("device", "place") if k in keys)
+        return ((not place or place in where) and (not day or local(r["started_wall_us"]).startswith(day))
+                and (not marked or has_marks(r)))
+
+    return [r for r in recordings if keep(r)]
+
+
 def _load(db, request_id: int):
     return db.one(
         "SELECT q.*, u.display_name AS requester, s.name AS requester_section FROM requests q"

@@ -365,3 +365,20 @@ def test_an_unmarked_recordings_section_is_confirmed_by_the_manager(server, app,
     r = approve(client, request_id, rec_start(vault, rec), rec_start(vault, rec) + 2_000_000, rec["id"])
     assert 'data-status="submitted"' in client.get(f"/requests/{request_id}").get_data(as_text=True), \
         "approved without confirming the declared section"
+
+
+def test_the_recording_picker_narrows_to_a_day_and_to_marked_recordings_and_marks_only_those(office, vault):
+    client = office.test_client()
+    login(client, "suzuki")
+    rec = vault.recordings()[0]
+    today = rec["started_at"][:10]  # the device's local time, as the picker's day
+
+    def offered(query: str = "") -> str:
+        page = client.get(f"/requests/new{query}").get_data(as_text=True)
+        return page.split('id="request-form"', 1)[1]
+
+    assert rec["id"] in offered() and "★" in offered(), "the marked recording, with its star"
+    assert rec["id"] in offered(f"?day={today}&marked=1")
+    assert rec["id"] not in offered("?day=1999-01-01"), "another day: not offered"
+    assert 'value="1999-01-01"' in client.get("/requests/new?day=1999-01-01").get_data(as_text=True), \
+        "the filter says what it narrowed to"

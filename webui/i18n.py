@@ -150,6 +150,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
 
     # navigation and common fields
     "nav.dashboard": ("ダッシュボード", "Dashboard"),
+    "pick.place": ("窓口・装置（名称の一部）", "Counter or device (part of its name)"),
+    "pick.day": ("日付", "Date"),
+    "pick.marked": ("トラブル等のマーク（★）があるものだけ", "Only those with an incident mark (★)"),
+    "pick.narrow": ("絞り込む", "Narrow down"),
     "nav.requests": ("視聴請求", "Viewing requests"),
     "nav.provisions": ("外部提供", "Provisions"),
     "provisions.title": ("外部提供の記録（第9条～第11条）", "Provisions to third parties (Art. 9–11)"),

@@ -56,8 +56,11 @@ def index():
 
 def _new_page(form: dict, code: int = 200):
     ctx = context()
-    return render_template("requests/new.html", recordings=ctx.recordings.for_request(),
-                           sections=people.section_names(ctx.db), form=form, purposes=requests.PURPOSES), code
+    wanted = {"place": request.args.get("place", "")[:80], "day": request.args.get("day", "")[:10],
+              "marked": request.args.get("marked") == "1"}
+    return render_template("requests/new.html", recordings=requests.pick(ctx.recordings.for_request(), **wanted),
+                           wanted=wanted, has_marks=requests.has_marks, sections=people.section_names(ctx.db), form=form,
+                           purposes=requests.PURPOSES), code
 
 
 @bp.route("/new", methods=["GET", "POST"])
