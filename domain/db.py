@@ -41,6 +41,12 @@ class Row(dict):
         return iter(self._values)
 
 
+def column(row, name: str, default=""):
+    """``row[name]``, or ``default`` when the row has no such column (a catalogue's rows differ
+    between a device and the hub: the hub's name each recording's device and place)."""
+    return row[name] if name in row.keys() else default
+
+
 def _row_factory(cursor):
     names = [c.name for c in cursor.description] if cursor.description else []
     return lambda values: Row(names, values)

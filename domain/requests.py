@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from domain import scans
+from domain.db import column
 from domain.errors import Forbidden, NotFound, refuse
 from domain.times import fiscal_year, local, now_iso, wall_us
 from firmware.regulation import REQUEST_PURPOSES, Decision, Opinion, RequestStatus
@@ -77,8 +78,7 @@ def pick(recordings, *, place: str = "", day: str = "", marked: bool = False) ->
     place, day = place.strip(), day.strip()
 
     def keep(r) -> bool:
-        keys = r.keys() if hasattr(r, "keys") else ()
-        where = " ".join(str(r[k]) for k in ("device", "place") if k in keys)
+        where = f"{column(r, 'device')} {column(r, 'place')}"
         return ((not place or place in where) and (not day or local(r["started_wall_us"]).startswith(day))
                 and (not marked or has_marks(r)))
 

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 from domain import keys
 from domain import requests as requests_
+from domain.db import column
 from domain.errors import Gone, NotFound, Refused, refuse
 from firmware.media.cut import trim
 from firmware.media.mp4 import open_segment
@@ -142,11 +143,7 @@ def track_of(row) -> tuple[str, str]:
     """A segment's track: its device (at the hub, where a scope can span several) and its record
     class. Counter footage and a call of one case play side by side, each on a timeline of its
     own, never one after the other in a single player."""
-    return (_get(row, "device"), row["record_class"])
-
-
-def _get(row, name: str) -> str:
-    return row[name] if name in (row.keys() if hasattr(row, "keys") else ()) else ""
+    return (column(row, "device"), row["record_class"])
 
 
 def scope_parts(ctx, decision) -> list[Part]:
@@ -162,7 +159,7 @@ def scope_parts(ctx, decision) -> list[Part]:
         at = position.get(track, 0.0)
         parts.append(Part(n, r["path"], (r["record_class"], r["key_day"]), at, cut_to - cut_from,
                           _when(max(start, r["start_wall_us"])), cut_from,
-                          cut_to if end < r["end_wall_us"] else None, track, _get(r, "place")))
+                          cut_to if end < r["end_wall_us"] else None, track, column(r, "place")))
         position[track] = at + cut_to - cut_from
     return parts
 

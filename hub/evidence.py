@@ -16,6 +16,7 @@ import time
 from domain.errors import Conflict
 from firmware.export.errors import ExportError, ExportRefused
 from firmware.store import SegmentInfo
+from firmware.vault.index import iso
 from hub import locker
 
 
@@ -163,7 +164,7 @@ class LockerVault:
             found.append(SegmentInfo(
                 recording_id=rec, seq=d["seq"], start_us=d["start_us"], end_us=d["end_us"],
                 start_wall_us=d["start_wall_us"], end_wall_us=d["end_wall_us"],
-                started_at=_iso(d["start_wall_us"]), ended_at=_iso(d["end_wall_us"]),
+                started_at=iso(d["start_wall_us"]), ended_at=iso(d["end_wall_us"]),
                 clock_synchronised=bool(d["synced"]), video_frames=d["frames"], audio_samples=d["samples"],
                 has_audio=bool(d["audio"]), record_class=d.get("class", "footage"), key_day=f"{device}/{d['day']}",
                 path=d["path"], boot_id=d.get("boot", ""), bytes=d.get("size", 0), sha256=d.get("sha256", "")))
@@ -213,9 +214,3 @@ def open_day_key(catalogue: HubCatalogue, record_class: str, day: str, opener):
         # Sealed before its device joined the city, or before this manager was one of the city's
         # (keys.day_recipient: what follows such a change gets a key of its own).
         raise Conflict("hub.sealed_before_city", detail=day) from None
-
-
-def _iso(wall_us: int) -> str:
-    from firmware.vault.index import iso
-
-    return iso(wall_us)
