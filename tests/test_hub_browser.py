@@ -162,7 +162,7 @@ def test_a_case_at_the_hub_request_opinion_approval_viewing_side_by_side_provisi
     suzuki.wait_for_selector('#request-status[data-status="awaiting_opinion"]')
     request_url = suzuki.url
     shot(suzuki, "case-1-request")
-    in_locker(hub_dsn, pbx.id, call.split("/", 1)[1])  # held by the hub: copied from the call recorder
+    in_locker(hub_dsn, pbx, call.split("/", 1)[1])  # held by the hub: copied from the call recorder
 
     # 2. 市民課's head, whose footage it is, gives an opinion (Art. 8(3)).
     kato = signed_in("kato")

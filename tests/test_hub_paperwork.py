@@ -45,14 +45,18 @@ def at_hub(manager: HubSession, name: str) -> dict:
                                     if r["id"] == name and r["ended_at"]), None), f"{name} known at the hub")
 
 
-def in_locker(hub_dsn: str, device: str, recording: str) -> None:
+def in_locker(hub_dsn: str, device, recording: str) -> None:
+    """Every segment the device stored of ``recording`` (as its own index says) kept in the locker."""
+    with device._db() as conn:
+        stored = {r[0] for r in conn.execute("SELECT path FROM segments WHERE recording_id = ?", (recording,))}
+
     def kept():
         with hub_database(hub_dsn) as db:
-            rows = db.execute("SELECT state FROM locker WHERE device = %s AND recording_id = %s",
-                              (device, recording)).fetchall()
-        return rows and all(r["state"] == "kept" for r in rows)
+            rows = db.execute("SELECT path FROM locker WHERE device = %s AND recording_id = %s AND state = 'kept'",
+                              (device.id, recording)).fetchall()
+        return stored and stored <= {r["path"] for r in rows}
 
-    within(60, kept, f"{device}/{recording} kept in the evidence locker")
+    within(60, kept, f"{device.id}/{recording} kept in the evidence locker")
 
 
 def a_call_since(manager: HubSession, pbx, joined: float) -> str:
@@ -115,8 +119,8 @@ def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_appr
     number = filed["number"]
     assert filed["status"] == "awaiting_opinion", "another section's footage: its head is asked first (Art. 8(3))"
     # The hub holds them: the devices copy them, still sealed, to the locker.
-    in_locker(hub_dsn, counter.id, footage.split("/", 1)[1])
-    in_locker(hub_dsn, pbx.id, call.split("/", 1)[1])
+    in_locker(hub_dsn, counter, footage.split("/", 1)[1])
+    in_locker(hub_dsn, pbx, call.split("/", 1)[1])
 
     assert kato.api("GET", f"/requests/{filed['id']}")["opinion_needed_from_me"]
     kato.api("POST", f"/requests/{filed['id']}/opinion", {"opinion": "agree", "note": "確認済み"})
@@ -180,7 +184,7 @@ def test_footage_of_a_device_that_is_gone_is_still_watched_at_the_hub(city, hub_
     counter = city.add("counter-2", "市民課窓口 2番")
     recording = counter.record("sato", mark="大声で威圧された", section="市民課", segments=2)
     footage = f"{counter.id}/{recording}"
-    in_locker(hub_dsn, counter.id, recording)  # the mark: its device copied it at once
+    in_locker(hub_dsn, counter, recording)  # the mark: its device copied it at once
     counter.kill()
     shutil.rmtree(counter.data)  # burnt, with its card
 
@@ -224,7 +228,7 @@ def test_an_urgent_provision_at_the_hub_is_exported_from_the_locker_of_a_device_
     counter = city.add("counter-4", "市民課窓口 4番")
     recording = counter.record("sato", mark="刃物を持って来庁", section="市民課", segments=2)
     footage = f"{counter.id}/{recording}"
-    in_locker(hub_dsn, counter.id, recording)
+    in_locker(hub_dsn, counter, recording)
     counter.kill()
     shutil.rmtree(counter.data)  # taken away with its card
 
@@ -272,7 +276,7 @@ def test_a_citizens_disclosure_request_at_the_hub_holds_the_footage_and_hands_ov
     made = manager.api("POST", "/disclosures", {"kind": "personal", "requester": "市民 太郎",
                                                 "identity_check": "licence", "recording": footage})
     assert made["status"] == "open"
-    in_locker(hub_dsn, counter.id, footage.split("/", 1)[1])
+    in_locker(hub_dsn, counter, footage.split("/", 1)[1])
     manager.api("POST", f"/disclosures/{made['id']}/decision", {"decision": "full"})
     _, verified = exported(manager, city, f"/disclosures/{made['id']}", tmp_path / "d.zip")
     assert "the city hub" in verified
