@@ -59,7 +59,7 @@ def serve(config_path: Path) -> int:
     finally:
         server.stop()
         service.stop(consumer, pusher, app.extensions["kiroku"].keeper)
-        app.extensions["kiroku"].pool.close()
+        app.extensions["kiroku"].close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

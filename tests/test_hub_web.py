@@ -46,7 +46,7 @@ def hub(tmp_path, hub_dsn, mosquitto):
     consumer, pusher = service.start(app, client_id=f"kiroku-hub-{secrets.token_hex(4)}")
     yield app
     service.stop(consumer, pusher)
-    app.extensions["kiroku"].pool.close()
+    app.extensions["kiroku"].close()
 
 
 def login(client, username: str = "yamada"):

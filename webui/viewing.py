@@ -97,7 +97,8 @@ def start_sweeper(app, every: float = 30.0) -> threading.Thread:
             try:
                 sweep(app)
             except Exception:  # the next round tries again
-                log.exception("viewing sweep failed")
+                if not stop.is_set():  # not the connections closing under a sweep at shutdown
+                    log.exception("viewing sweep failed")
 
     thread = threading.Thread(target=loop, name="viewing-sweeper", daemon=True)
     thread.start()

@@ -88,6 +88,11 @@ class HubSite:
     def close_database(self, db) -> None:
         self.pool.release(db)
 
+    def close(self) -> None:
+        """Stop the site's own threads (the viewing sweeper), then its connections."""
+        self.stop.set()
+        self.pool.close()
+
     def context(self, app: Flask, db, actor) -> Context:
         catalogue = HubCatalogue(db, self.bucket(), self.audit)
         ctx = Context(db=db, actor=actor, audit=self.audit, holds=HubHolds(db), recordings=catalogue, device="",
