@@ -37,9 +37,14 @@ class Holds(Protocol):
 class Catalogue(Protocol):
     """The recordings there are (metadata only: never footage)."""
 
-    def for_request(self) -> list:
-        """Recordings a request, provision or disclosure may name, newest first: rows with
-        ``id, record_class, started_at, ended_at, started_wall_us, ended_wall_us, section, marks``."""
+    def for_request(self, *, ids: list[str] | None = None, since_us: int | None = None,
+                    until_us: int | None = None, number: str = "") -> list:
+        """Recordings a request, provision or disclosure may name, newest first (at most a few
+        hundred): dicts with ``id, record_class, started_at, ended_at, started_wall_us,
+        ended_wall_us, section, marks``, and for a call ``direction, external_display,
+        city_display``. ``ids``: exactly these (all of them, however old); ``since_us`` and
+        ``until_us``: those started in that range; ``number``: calls with that number, typed
+        any way (``firmware.calls.numbers.search_key``)."""
 
     def segments_in(self, recording_ids: list[str], start_wall_us: int, end_wall_us: int) -> list:
         """The kept segments of these recordings that overlap the range, in time order: rows

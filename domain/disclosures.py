@@ -185,7 +185,7 @@ class NewDisclosure:
 def create(ctx, new: NewDisclosure) -> int:
     """Record a disclosure request; its scope is held at once, and its deadline runs from the
     day received. Returns its id."""
-    known = {r["id"]: r for r in ctx.recordings.for_request()}
+    known = {r["id"]: r for r in ctx.recordings.for_request(ids=[new.recording_id])} if new.recording_id else {}
     identity_check, identity_note = new.identity_check, new.identity_note
     if new.kind not in KINDS:
         refuse("disclosure.kind_needed")

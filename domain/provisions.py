@@ -73,7 +73,7 @@ class NewProvision:
 
 def create(ctx, new: NewProvision) -> int:
     """Record a provision; its scope is held before the record exists. Returns its id."""
-    known = {r["id"]: r for r in ctx.recordings.for_request()}
+    known = {r["id"]: r for r in ctx.recordings.for_request(ids=[new.recording_id])} if new.recording_id else {}
     if new.ground not in GROUNDS:
         refuse("provision.ground_needed")
     if not new.recipient or len(new.recipient) > 300:

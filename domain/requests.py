@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from domain import scans
 from domain.db import column
 from domain.errors import Forbidden, NotFound, refuse
-from domain.times import fiscal_year, local, now_iso, wall_us
+from domain.times import day_range, fiscal_year, local, now_iso, wall_us
+from firmware.calls import index as calls_index
+from firmware.calls import numbers
 from firmware.regulation import REQUEST_PURPOSES, Decision, Opinion, RequestStatus
 
 PURPOSES = tuple(p.value for p in REQUEST_PURPOSES)  # Art. 7 (1), (2), (4); (3) is a provision
@@ -71,18 +73,65 @@ def has_marks(recording) -> bool:
     return bool(marks) and marks != "[]"
 
 
-def pick(recordings, *, place: str = "", day: str = "", marked: bool = False) -> list:
-    """The recordings a picker shows (``Catalogue.for_request`` rows), narrowed to a device or
-    place (a part of its name or id, at the hub), a local day (YYYY-MM-DD) and those with an
-    incident mark. An empty filter keeps everything."""
-    place, day = place.strip(), day.strip()
+def catalogue_filter(*, ids=None, since_us=None, until_us=None, number: str = "", calls: str = "c",
+                     name: str = "r.id"):
+    """What ``Catalogue.for_request``'s arguments narrow to, as SQL both catalogues run (the
+    device's SQLite, the hub's PostgreSQL): a list of conditions on the recordings ``r`` (whose
+    name a request uses is the expression ``name``) and their calls' numbers (table alias
+    ``calls``), and their parameters. ``None`` when nothing can match (a number with no digit)."""
+    where, params = [], []
+    if ids is not None:
+        where.append(f"{name} IN (" + ",".join("?" * len(ids)) + ")" if ids else "0 = 1")
+        params += list(ids)
+    if since_us is not None:
+        where.append("r.started_wall_us >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        where.append("r.started_wall_us < ?")
+        params.append(until_us)
+    if number:
+        key = numbers.search_key(number)
+        if not key:
+            return None
+        where.append(calls_index.number_clause(calls))
+        params += [f"%{key}%"] * len(calls_index.NUMBER_COLUMNS)
+    return where, params
+
+
+def with_parties(row) -> dict:
+    """A catalogue row as a dict, with its call's numbers as people read them (a call's row
+    has ``direction``; a recording of footage has none)."""
+    out = dict(zip(row.keys(), tuple(row))) if not isinstance(row, dict) else dict(row)
+    if out.get("direction"):
+        out.update(calls_index.parties(out))
+    return out
+
+
+def pick(ctx, *, place: str = "", day: str = "", marked: bool = False, number: str = "") -> list:
+    """The recordings a picker shows (``Catalogue.for_request`` rows), narrowed to a local day
+    (YYYY-MM-DD), calls with a number typed any way, a device or place (a part of its name or
+    id, at the hub) and those with an incident mark. An empty filter keeps everything.
+
+    A call's numbers are personal information (Art. 13): only a manager sees them in the list; a
+    section head sees a call's direction, and finds a call by typing the number they already
+    know. Every search by number is logged first, with the digits searched for and how many
+    calls it found, as the call index's own search is (``calls.search``)."""
+    place, day, number = place.strip(), day.strip(), number.strip()
+    since, until = day_range(day) if day else (None, None)
 
     def keep(r) -> bool:
         where = f"{column(r, 'device')} {column(r, 'place')}"
-        return ((not place or place in where) and (not day or local(r["started_wall_us"]).startswith(day))
-                and (not marked or has_marks(r)))
+        return (not place or place in where) and (not marked or has_marks(r))
 
-    return [r for r in recordings if keep(r)]
+    found = [r for r in ctx.recordings.for_request(since_us=since, until_us=until, number=number) if keep(r)]
+    if numbers.search_key(number):
+        ctx.log("calls.search", detail={"number": numbers.search_key(number), "day": day, "found": len(found),
+                                        "where": "picker"})
+    if ctx.actor is None or not ctx.actor.is_manager:
+        for r in found:
+            r.pop("external_display", None)
+            r.pop("city_display", None)
+    return found
 
 
 def _load(db, request_id: int):
@@ -167,8 +216,8 @@ class NewRequest:
 def file(ctx, new: NewRequest) -> int:
     """File a viewing request; the recordings are held before it exists. Returns its id."""
     db, actor = ctx.db, ctx.actor
-    known = {r["id"]: r for r in ctx.recordings.for_request()}
     chosen = sorted(set(new.recording_ids))
+    known = {r["id"]: r for r in ctx.recordings.for_request(ids=chosen)} if chosen else {}
     if new.purpose not in PURPOSES:
         refuse("request.purpose_needed")
     if not new.reason or len(new.reason) > MAX_REASON:

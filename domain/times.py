@@ -3,7 +3,7 @@ microseconds for recordings' ranges, the city's fiscal year (April to March) for
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 
 def now_iso() -> str:
@@ -40,3 +40,13 @@ def local(wall: int | None) -> str:
     if wall is None:
         return ""
     return datetime.fromtimestamp(wall / 1e6, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def day_range(day: str) -> tuple[int | None, int | None]:
+    """A local day typed in a form (YYYY-MM-DD) as wall-clock microseconds from its midnight to
+    the next; ``(None, None)`` for one that is not a day (then nothing is narrowed)."""
+    try:
+        first = date.fromisoformat(day)
+    except ValueError:
+        return None, None
+    return wall_us(first.isoformat() + "T00:00:00"), wall_us((first + timedelta(days=1)).isoformat() + "T00:00:00")

@@ -19,8 +19,10 @@ import time
 import psycopg
 
 from hub import broker, witness
+from firmware.regulation import Direction
 from hub.db import connect
 
+DIRECTIONS = tuple(d.value for d in Direction)
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY = 7 * 86400
@@ -310,6 +312,12 @@ def log_batch(w: Writer, device: str, vkey: str, body: dict) -> None:
              r.get("ended_at"), r.get("end_reason"), r.get("section") or "",
              json.dumps(r.get("marks") or [], ensure_ascii=False), int(r.get("segments") or 0),
              int(r.get("holds") or 0), now))
+        if r.get("direction") in DIRECTIONS:  # a call, once its recorder has written its row
+            w.queue("UPDATE recordings SET direction = ?, withheld = ?, external_e164 = ?, external_raw = ?,"
+                    " city_e164 = ?, city_raw = ? WHERE device = ? AND id = ?",
+                    (r["direction"], int(bool(r.get("withheld"))),
+                     *(str(r.get(k) or "")[:64] for k in ("external_e164", "external_raw", "city_e164", "city_raw")),
+                     device, r["id"]))
 
 
 def sweep_quiet(db) -> None:

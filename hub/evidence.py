@@ -13,6 +13,7 @@ import contextlib
 import json
 import time
 
+from domain import requests
 from domain.errors import Conflict
 from firmware.export.errors import ExportError, ExportRefused
 from firmware.store import SegmentInfo
@@ -59,11 +60,19 @@ class HubCatalogue:
         self.db, self.bucket = db, bucket  # bucket: a hub.locker.Bucket, or None (no locker)
         self.signer = signer  # the hub's audit log (hub.audit.HubAudit): it signs and proves exports
 
-    def for_request(self) -> list:
-        return self.db.all(
+    def for_request(self, *, ids=None, since_us=None, until_us=None, number: str = "") -> list:
+        narrowed = requests.catalogue_filter(ids=ids, since_us=since_us, until_us=until_us, number=number, calls="r",
+                                             name="(r.device || '/' || r.id)")  # a recording's name is DEVICE/ID here
+        if narrowed is None:
+            return []
+        where, params = narrowed
+        where.append("(r.record_class = 'footage' OR r.segments > 0)")  # a call that never had audio: nothing to see
+        return [requests.with_parties(row) for row in self.db.all(
             "SELECT r.device || '/' || r.id AS id, r.device, d.place, r.record_class, r.started_at, r.ended_at,"
-            " r.started_wall_us, r.ended_wall_us, r.section, r.marks FROM recordings r"
-            " JOIN devices d ON d.id = r.device ORDER BY r.started_wall_us DESC LIMIT 500")
+            " r.started_wall_us, r.ended_wall_us, r.section, r.marks, r.direction, r.withheld, r.external_e164,"
+            " r.external_raw, r.city_e164, r.city_raw FROM recordings r JOIN devices d ON d.id = r.device"
+            f" WHERE {' AND '.join(where)} ORDER BY r.started_wall_us DESC"
+            f"{'' if ids is not None else ' LIMIT 500'}", params)]
 
     def segments_in(self, recording_ids: list[str], start_wall_us: int, end_wall_us: int) -> list:
         """The segments of these recordings that overlap the range, as their devices' logs

@@ -306,9 +306,83 @@ def test_calls_list_finds_a_call_by_any_way_of_writing_its_number(tmp_path, data
     assert "0422123456" in text and "answered" in text
 
 
-def test_a_call_cut_by_a_power_loss_is_closed_at_the_next_start(tmp_path, data_dir, vault, config, recovery):
-    script = _call(0, talk=6.0)
-    cut = [p for p in capture_of([script]) if p[0] < script.start + script.ring + 4.0]  # no BYE: the power went
+class _Packets:
+    """A capture of these packets (capture time, then UDP), replayed in its own time."""
+
+    def __init__(self, packets):
+        self.packets = packets
+
+    def frames(self):
+        return ((p[0], net.udp_frame(*p[1:])) for p in self.packets)
+
+    def close(self):
+        pass
+
+
+def _run(vault, config, packets) -> None:
+    """A run of the call recorder over these packets, stopped at their end as systemd stops it."""
+    rec = CallRecorder(vault, config, trunk="192.0.2.1", source=_Packets(packets)).start()
+    assert rec.drain(120), "the recorder did not take the packets in"
+    rec.close()
+
+
+def _rtp(packets) -> int:
+    return sum(1 for p in packets if 5060 not in (p[2], p[4]))  # (time, src, sport, dst, dport, payload)
+
+
+def _raw(vault, script, column: str):
+    return json.loads(vault.db.execute(f"SELECT {column} FROM calls WHERE call_id = ?",
+                                       (script.call_id,)).fetchone()[0])
+
+
+def _goes_on(vault, recovery, script, stopped_at: float, first_packets, rest):
+    """The call after its recorder came back: one call, one recording, the whole of its time,
+    the gap stated and silent, both sides heard on either side of it."""
+    answered = script.start + script.ring
+    rows = calls(vault)
+    assert list(rows) == [script.call_id], "the same call, not a second one"
+    row = rows[script.call_id]
+    assert row["disposition"] == "answered" and row["end_reason"] == "bye", row
+    assert row["talk_s"] == pytest.approx(script.talk, abs=0.1), "its talk time runs to the BYE"
+    gaps = _raw(vault, script, "gaps")
+    assert len(gaps) == 1 and gaps[0][2] == "recorder_restart", gaps
+    assert row["gaps"][0]["why"] == "recorder_restart" and row["gaps"][0]["from"], "listed for people too"
+    gap_from, gap_to = (gaps[0][0] / 1e6 - answered, gaps[0][1] / 1e6 - answered)
+    assert stopped_at - 2.5 <= gap_from <= stopped_at + 0.1 and gap_to == pytest.approx(12.0, abs=0.1), gaps
+    assert len(row["holds"]) == 1, "the hold after the restart is in the row"
+    assert row["packets_received"] >= _rtp(rest), "counts from before the restart are kept, not started again"
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(script.talk, abs=0.15), "the track keeps the call's time"
+    assert rms(window(pcm, gap_from + 0.3, gap_to - 0.3)) < 0.01, "not heard: silence, not made up"
+    assert peak_hz(window(pcm[0], 12.5, 14.5)) == pytest.approx(440, abs=5)
+    assert peak_hz(window(pcm[1], 12.5, 14.5)) == pytest.approx(1000, abs=5)
+    assert peak_hz(window(pcm[0], 25.0, 27.0)) == pytest.approx(440, abs=5), "the end of the call is recorded"
+    resumed = [e for e in vault.audit_log.entries(vault.db) if e["action"] == "call.resumed"]
+    assert [e["subject"] for e in resumed] == [row["recording_id"]]
+    return row
+
+
+def test_a_call_goes_on_as_the_same_call_after_its_recorder_is_stopped_mid_call(vault, config, recovery):
+    script = _call(0, talk=30.0, hold=(16.0, 4.0))
+    packets = capture_of([script])
+    answered = script.start + script.ring
+    first = [p for p in packets if p[0] < answered + 10.0]
+    rest = [p for p in packets if p[0] >= answered + 12.0]  # two seconds go by while it restarts
+    _run(vault, config, first)  # stopped (SIGTERM): what it heard is sealed, the call kept
+    row = calls(vault)[script.call_id]
+    assert row["ended_wall_us"] is None and row["disposition"] == "answered", "still in progress"
+    assert row["packets_received"] == _rtp(first), "the counts are kept with the audio"
+    _run(vault, config, rest)
+    row = _goes_on(vault, recovery, script, 10.0, first, rest)
+    assert row["packets_received"] == _rtp(first) + _rtp(rest)
+
+
+def test_a_call_goes_on_after_its_recorder_dies_mid_call(tmp_path, data_dir, vault, config, recovery):
+    script = _call(0, talk=30.0, hold=(16.0, 4.0))
+    packets = capture_of([script])
+    answered = script.start + script.ring
+    first = [p for p in packets if p[0] < answered + 10.0]
+    rest = [p for p in packets if p[0] >= answered + 12.0]
     vault.close()
     # The recorder runs in a process of its own, which dies mid-call: nothing of it is closed,
     # ended or finalised (left to this process's garbage collector instead, its half-written
@@ -317,10 +391,7 @@ def test_a_call_cut_by_a_power_loss_is_closed_at_the_next_start(tmp_path, data_d
     if pid == 0:
         status = 1
         try:
-            rec = CallRecorder(Vault.open(data_dir, config), config, trunk="192.0.2.1",
-                               source=type("Src", (), {"frames": lambda self: ((p[0], net.udp_frame(*p[1:]))
-                                                                               for p in cut),
-                                                       "close": lambda self: None})()).start()
+            rec = CallRecorder(Vault.open(data_dir, config), config, trunk="192.0.2.1", source=_Packets(first)).start()
             status = 0 if rec.drain(60) else 3
         finally:
             os._exit(status)
@@ -328,13 +399,29 @@ def test_a_call_cut_by_a_power_loss_is_closed_at_the_next_start(tmp_path, data_d
     again = Vault.open(data_dir, config)
     try:
         findings = again.recover()
-        assert any(f.kind == "unfinished" for f in findings)
+        assert not any(f.kind == "unfinished" for f in findings), "the call is not closed: it goes on"
         row = calls(again)[script.call_id]
-        assert row["end_reason"] == "recorder_stopped" and row["disposition"] == "answered"
-        assert 1.0 <= row["talk_s"] <= 4.0  # up to the last segment that was sealed
-        assert row["segments"] >= 1
+        assert row["ended_wall_us"] is None and row["disposition"] == "answered"
+        # the counts as far as the sealed audio goes (2 s segments: 4 of them, 50 packets a side a second)
+        assert row["packets_received"] >= 0.6 * _rtp(first), row["packets_received"]
+        _run(again, config, rest)
+        _goes_on(again, recovery, script, 10.0, first, rest)
     finally:
         again.close()
+
+
+def test_a_resumed_call_nothing_more_is_heard_of_ended_where_it_was_last_heard(vault, config, recovery):
+    # another call, 40 s long, a minute later: the recorder hears the trunk, not this call
+    script, later = _call(0, talk=30.0), _call(1, talk=40.0, start=1_800_000_000.0 + 60)
+    answered = script.start + script.ring
+    first = [p for p in capture_of([script]) if p[0] < answered + 10.0]
+    _run(vault, config, first)
+    _run(vault, config, capture_of([later]))  # its BYE came while the recorder was away
+    row = calls(vault)[script.call_id]
+    assert row["end_reason"] == "recorder_stopped" and row["disposition"] == "answered"
+    assert row["talk_s"] == pytest.approx(10.0, abs=0.1), "it ends where it was last heard"
+    assert _raw(vault, script, "gaps") == [], "no gap past its end"
+    assert calls(vault)[later.call_id]["end_reason"] == "bye"
 
 
 def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, config):
@@ -425,6 +512,8 @@ class _Sink:
 
     def call_began(self, call):
         pass
+
+    call_changed = call_suspended = call_began
 
     def call_audio(self, call, side, position, pcm):
         pass

@@ -214,3 +214,31 @@ def test_a_counter_without_calls_is_not_warned_about_calls(data_dir, vault, conf
     finally:
         server.close()
     assert 'aria-label="footage"' in page and 'aria-label="call"' not in page
+
+
+def test_a_section_head_finds_a_call_for_a_request_by_its_number_typed_any_way_but_is_not_shown_numbers(app, vault):
+    calls = calls_by_id(vault)
+    wanted, other = calls["in@x"]["recording_id"], calls["out@x"]["recording_id"]
+    client = app.test_client()
+    login(client, "suzuki")  # a section head: files requests, may not list the numbers (Art. 13)
+
+    def offered(number: str, page: str = "/requests/new", form: str = "request-form") -> str:
+        html = client.get(page, query_string={"number": number}).get_data(as_text=True)
+        return html.split(f'id="{form}"', 1)[1]
+
+    everything = offered("")
+    assert wanted in everything and other in everything
+    assert "着信" in everything and "発信" in everything, "a call says which way it went"
+    assert "0422" not in everything and "3456" not in everything.replace(wanted, ""), "no number shown"
+    for typed in ("0422-12-3456", "０４２２－１２－３４５６", "+81 422 12 3456", "(0422) 12-3456", "3456"):
+        found = offered(typed)
+        assert wanted in found and other not in found, typed
+    assert wanted not in offered("ｎｏ digits") and other not in offered("no digits"), "nothing to look for"
+    picker = [d for d in _searches(vault) if d.get("where") == "picker"]
+    assert [d["number"] for d in picker] == ["422123456"] * 4 + ["3456"], "each search is logged"
+    assert all(d["found"] == 1 for d in picker)
+    logout(client)
+
+    login(client, "yamada")  # the manager sees whom a call was with, on the provision form too
+    found = offered("0422123456", "/provisions/new", "provision-form")
+    assert wanted in found and "0422123456" in found and other not in found

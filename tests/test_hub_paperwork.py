@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from urllib.parse import quote
 
 import pytest
 
@@ -112,6 +113,18 @@ def test_a_request_for_counter_footage_and_a_call_is_filed_given_an_opinion_appr
     person(manager, "suzuki", "福祉課")  # asks; the footage is 市民課's
     person(manager, "kato", "市民課")
     suzuki, kato = signed_in(city, "suzuki"), signed_in(city, "kato")
+
+    # The call is found by its number, typed any way; only the manager is shown numbers (Art. 13).
+    shown = within(60, lambda: next((r for r in manager.api("GET", "/recordings")
+                                     if r["id"] == call and r.get("external_display")), None), "the call's numbers")
+    digits = "".join(ch for ch in shown["external_display"] if ch.isdigit())
+    typed = "".join(chr(ord(ch) + 0xFEE0) for ch in digits[:4]) + "-" + digits[4:]  # full width, a hyphen
+    found = suzuki.api("GET", "/recordings?number=" + quote(typed))
+    assert call in [r["id"] for r in found] and footage not in [r["id"] for r in found]
+    assert all(r["record_class"] == "call" and "external_display" not in r for r in found), found
+    with hub_database(hub_dsn) as db:
+        logged = db.execute("SELECT actor, detail FROM audit WHERE action = 'calls.search' ORDER BY seq").fetchall()
+    assert [(r["actor"], json.loads(r["detail"])["number"]) for r in logged] == [("suzuki", digits[1:])]
 
     filed = suzuki.api("POST", "/requests", {
         "purpose": "trouble", "reason": "窓口での口論と、その直前の電話の確認", "recording": [footage, call],

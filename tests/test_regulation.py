@@ -54,6 +54,7 @@ STORED = {
     ("recordings", "record_class"): RecordClass,
     ("holds", "reason"): HoldReason,
     ("calls", "direction"): Direction,
+    ("recordings", "direction"): Direction,  # the hub's: a call's, as published
     ("calls", "disposition"): Disposition,
 }
 

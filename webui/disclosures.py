@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from domain import disclosures
 from domain.times import local
-from webui import exports
+from webui import exports, picking
 from webui.actions import done, refusing
 from webui.parsing import ISO_TIME, Choice, Flag, Form, Number, Text, takes
 from webui.permissions import MANAGER, permission
@@ -61,7 +61,9 @@ def index():
 
 
 def _new_page(form: dict):
-    return render_template("disclosures/new.html", recordings=context().recordings.for_request(), form=form,
+    wanted = picking.wanted(request.args)
+    return render_template("disclosures/new.html", recordings=picking.recordings(context(), wanted), wanted=wanted,
+                           form=form,
                            today=disclosures.today().isoformat(), **_page_helpers())
 
 

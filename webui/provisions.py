@@ -8,7 +8,7 @@ from flask import Blueprint, g, jsonify, render_template, request, url_for
 
 from domain import provisions
 from domain.times import local
-from webui import exports, scans
+from webui import exports, picking, scans
 from webui.actions import done, refusing
 from webui.parsing import ISO_TIME, Choice, Form, Text, takes
 from webui.permissions import MANAGER, permission
@@ -50,7 +50,8 @@ def index():
 
 
 def _new_page(form: dict):
-    return render_template("provisions/new.html", recordings=context().recordings.for_request(),
+    wanted = picking.wanted(request.args)
+    return render_template("provisions/new.html", recordings=picking.recordings(context(), wanted), wanted=wanted,
                            grounds=provisions.GROUNDS, form=form)
 
 

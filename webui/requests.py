@@ -11,7 +11,7 @@ from flask import Blueprint, render_template, request, send_file, url_for
 from domain import people, requests
 from domain.times import local, reiwa
 from webui.actions import done, refusing
-from webui import scans
+from webui import picking, scans
 from webui.parsing import ISO_TIME, Choice, Flag, Form, Number, Text, Texts, takes
 from webui.permissions import MANAGER, SECTION_HEAD, permission
 from webui.services import audit, context
@@ -56,9 +56,8 @@ def index():
 
 def _new_page(form: dict, code: int = 200):
     ctx = context()
-    wanted = {"place": request.args.get("place", "")[:80], "day": request.args.get("day", "")[:10],
-              "marked": request.args.get("marked") == "1"}
-    return render_template("requests/new.html", recordings=requests.pick(ctx.recordings.for_request(), **wanted),
+    wanted = picking.wanted(request.args)
+    return render_template("requests/new.html", recordings=picking.recordings(ctx, wanted),
                            wanted=wanted, has_marks=requests.has_marks, sections=people.section_names(ctx.db), form=form,
                            purposes=requests.PURPOSES), code
 

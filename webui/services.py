@@ -23,6 +23,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 
+from domain import requests
 from domain.accounts import Guard
 from domain.context import Context
 from domain.exports import Jobs
@@ -103,17 +104,23 @@ class VaultCatalogue:
     def __init__(self, data_dir: Path, index):
         self.data_dir, self._index = Path(data_dir), index  # index(): the read-only connection, or None
 
-    def for_request(self) -> list:
+    def for_request(self, *, ids=None, since_us=None, until_us=None, number: str = "") -> list:
         vdb = self._index()
-        if vdb is None:
+        narrowed = requests.catalogue_filter(ids=ids, since_us=since_us, until_us=until_us, number=number)
+        if vdb is None or narrowed is None:
             return []
+        where, params = narrowed
         # Footage and calls alike (Art. 7–8 govern both); a call that never had audio has nothing to view.
-        return vdb.execute(
+        where.append("(r.record_class = 'footage'"
+                     " OR EXISTS (SELECT 1 FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL))")
+        cur = vdb.execute(
             "SELECT r.id, r.record_class, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us, r.section,"
-            " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks"
-            " FROM recordings r WHERE r.record_class = 'footage'"
-            " OR EXISTS (SELECT 1 FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL)"
-            " ORDER BY r.started_wall_us DESC LIMIT 200").fetchall()
+            " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks, c.direction, c.withheld,"
+            " c.external_e164, c.external_raw, c.city_e164, c.city_raw"
+            f" FROM recordings r LEFT JOIN calls c ON c.recording_id = r.id WHERE {' AND '.join(where)}"
+            f" ORDER BY r.started_wall_us DESC{'' if ids is not None else ' LIMIT 300'}", params)
+        names = [d[0] for d in cur.description]
+        return [requests.with_parties(dict(zip(names, row))) for row in cur]
 
     def segments_in(self, recording_ids: list[str], start_wall_us: int, end_wall_us: int) -> list:
         vdb = self._index()

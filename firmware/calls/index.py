@@ -22,6 +22,10 @@ def _iso(wall_us: int | None) -> str | None:
     return datetime.fromtimestamp(wall_us / 1e6).astimezone().isoformat(timespec="seconds")
 
 
+# The columns a call's numbers are found by: what the recorder normalised, and what was signalled.
+NUMBER_COLUMNS = ("external_e164", "external_raw", "city_e164", "city_raw")
+
+
 def search(conn: sqlite3.Connection, *, number: str = "", since_us: int | None = None, until_us: int | None = None,
            direction: str = "", limit: int = 200) -> list[dict]:
     where, params = ["1"], []
@@ -29,9 +33,8 @@ def search(conn: sqlite3.Connection, *, number: str = "", since_us: int | None =
         key = numbers.search_key(number)
         if not key:
             return []
-        where.append("(replace(c.external_e164, '+', '') LIKE ? OR c.external_raw LIKE ?"
-                     " OR replace(c.city_e164, '+', '') LIKE ? OR c.city_raw LIKE ?)")
-        params += [f"%{key}%"] * 4
+        where.append(number_clause("c"))
+        params += [f"%{key}%"] * len(NUMBER_COLUMNS)
     if since_us is not None:
         where.append("c.invited_wall_us >= ?")
         params.append(since_us)
@@ -52,15 +55,30 @@ def search(conn: sqlite3.Connection, *, number: str = "", since_us: int | None =
     return [present(dict(zip(names, row))) for row in cur]
 
 
+def number_clause(alias: str) -> str:
+    """SQL true when any of a call's numbers holds a search key (one ``?`` per number column,
+    each bound to ``%KEY%``): E.164 without its plus, raw as signalled."""
+    return "(" + " OR ".join(f"replace({alias}.{c}, '+', '') LIKE ?" for c in NUMBER_COLUMNS) + ")"
+
+
+def parties(row) -> dict:
+    """How a call's two numbers are shown: ``external_display`` (非通知 when the caller withheld
+    it and no number came) and ``city_display``. ``row`` has the calls table's direction,
+    withheld and number columns — the device's own, or what it published to the hub."""
+    return {"external_display": numbers.WITHHELD if row["withheld"] and not row["external_e164"]
+            and row["direction"] == "inbound" else numbers.display(row["external_e164"] or _digits(row["external_raw"])),
+            "city_display": numbers.display(row["city_e164"] or _digits(row["city_raw"]))}
+
+
 def present(row: dict) -> dict:
     """A row as people and scripts read it: times in local ISO, numbers also for display."""
     out = dict(row)
     for key in ("invited", "ringing", "answered", "ended", "audio"):
         out[f"{key}_at"] = _iso(row.get(f"{key}_wall_us"))
-    out["external_display"] = numbers.WITHHELD if row["withheld"] and not row["external_e164"] \
-        and row["direction"] == "inbound" else numbers.display(row["external_e164"] or _digits(row["external_raw"]))
-    out["city_display"] = numbers.display(row["city_e164"] or _digits(row["city_raw"]))
+    out.update(parties(row))
     out["holds"] = [[_iso(a), _iso(b)] for a, b in json.loads(row.get("holds") or "[]")]
+    # what the recorder did not hear (stopped or restarting), and why: silence in the track
+    out["gaps"] = [{"from": _iso(a), "to": _iso(b), "why": why} for a, b, why in json.loads(row.get("gaps") or "[]")]
     out["talk_s"] = None if row.get("talk_ms") is None else row["talk_ms"] / 1000
     out["ring_s"] = None if row.get("ring_ms") is None else row["ring_ms"] / 1000
     out["held"] = bool(row.get("held"))

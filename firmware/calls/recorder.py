@@ -29,7 +29,7 @@ from firmware import clock, systemd
 from firmware.calls import net
 from firmware.calls.capture import CaptureError, LiveCapture, SimulatedCapture
 from firmware.calls.render import CallWriter
-from firmware.calls.tracker import Tracker
+from firmware.calls.tracker import Call, Tracker
 from firmware.config import Config
 from firmware.control import ControlError, ControlServer, socket_path
 from firmware.daemon import DataDirError, lock_data_dir
@@ -150,6 +150,7 @@ class CallRecorder:
 
     # -- running -------------------------------------------------------------------------
     def start(self) -> "CallRecorder":
+        self._take_up_calls()
         if self._source is None:
             self._source = LiveCapture(self.interface, sip_port=self.trunk_port)
         receive = threading.Thread(target=self._receive, name="call-capture", daemon=True)
@@ -159,14 +160,37 @@ class CallRecorder:
             t.start()
         return self
 
-    def close(self) -> None:
+    def close(self, *, end_calls: bool = False) -> None:
+        """Stop. Calls in progress are sealed as far as they were heard and kept, to go on when
+        the recorder starts again (a restart, an update, a reboot); ``end_calls``: ended here
+        instead (a replayed capture, whose calls have nothing to go on with)."""
         self._stop.set()
         if self._source is not None and hasattr(self._source, "close"):
             self._source.close()
         for t in self._threads:
-            t.join(timeout=15)  # within the unit's TimeoutStopSec, with time left to end the calls
+            t.join(timeout=15)  # within the unit's TimeoutStopSec, with time left to seal the calls
         with self._lock:
-            self.tracker.close()
+            if end_calls:
+                self.tracker.close()
+            else:
+                self.tracker.suspend()
+
+    def _take_up_calls(self) -> None:
+        """The calls a previous run left in progress go on (``Vault.call_dialogs``)."""
+        try:
+            left = self.store.call_dialogs()
+        except (OSError, sqlite3.Error) as exc:
+            self._fault("resume", f"the calls in progress when the call recorder stopped cannot be read ({exc}):"
+                                  " they are closed by `kiroku vault check --repair`")
+            return
+        for rec, kept, next_seq, samples in left:
+            try:
+                call = Call.restore(kept)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("call %s: its kept state is unreadable (%s): not taken up", rec.id, exc)
+                continue
+            self.writer.resume(call, rec, next_seq, samples)
+            self.tracker.resume(call)
 
     def _receive(self) -> None:
         q, limit = self._queue, _QUEUE_MAX
@@ -375,7 +399,7 @@ def main(data_dir: Path, config: Config, *, interface: str, trunk: str, pcap: Pa
         systemd.notify("STOPPING=1")
         if server is not None:
             server.close()
-        recorder.close()
+        recorder.close(end_calls=pcap is not None)
         vault.audit("call-recorder", "recorder.stop", detail={"exit_code": code,
                                                               "calls_stored": recorder.writer.calls_stored})
         vault.close()

@@ -12,6 +12,12 @@ each sealed as it is written: a power cut loses at most the segment being writte
 Audio is encoded once both sides are known to be complete up to it: the tracker hands on
 a packet once it is older than the jitter window, so everything before ``now - 2 ×
 window`` is final. A segment is committed when it is full, or when the call ends.
+
+The call's row is written as the dialog changes and again after every sealed segment, each
+time with the dialog (``Call.snapshot``) in the same transaction: the row's packet counts are
+as durable as the audio, and a recorder that stops mid-call (``call_suspended``: what it heard
+is sealed first) or dies takes the call up again when it starts (``resume``), appending to the
+same recording after a gap of silence that the row states.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ class _Track:
         self.segment = None  # (sealed file, container, stream, first sample, samples written)
         self.written = 0  # samples handed to segments
         self.failed = ""
-        self.answer_indexed = False
+        self.kept = ""  # the dialog as last kept (less its last activity): kept again when it changes
 
 
 class CallWriter:
@@ -97,10 +103,58 @@ class CallWriter:
         call.state = track
         try:
             self.vault.begin(rec)
-            self.vault.index_call(call_row(call, rec.id))
         except (StoreError, OSError, sqlite3.Error) as exc:
             track.failed = str(exc)
             self._error(f"call {_who(call)}: cannot begin its recording: {exc}")
+            return
+        self._keep(call, track)
+
+    def call_changed(self, call: Call) -> None:
+        """A SIP message reached the call: its row and dialog are kept if what they say changed
+        (an answer, a hold, new media) — a power cut mid-call leaves an answered call answered."""
+        track: _Track = call.state
+        if track is not None and not track.failed:
+            self._keep(call, track, only_if_changed=True)
+
+    def call_suspended(self, call: Call) -> None:
+        """The recorder is stopping mid-call: everything heard is sealed, and the dialog kept
+        for the next start (the call is not ended)."""
+        track: _Track = call.state
+        if track is None or track.failed:
+            return
+        if call.origin is not None:
+            self._write(call, track, track.base + track.buf.shape[1])
+            self._finish_segment(call, track)
+        self._keep(call, track)
+
+    def resume(self, call: Call, rec: Recording, next_seq: int, samples: int, why: str = "recorder_restart") -> None:
+        """Take up a call left in progress (``Vault.call_dialogs``): its recording goes on after
+        the ``samples`` its sealed segments hold; what lies between is a gap, stated in its row
+        and in the audit log, and silence of its length in the track."""
+        track = _Track(rec)
+        track.seq, track.written, track.base = next_seq, samples, samples
+        call.state = track
+        self._ids.add(rec.id)
+        stored_until = call.origin + samples / RATE if call.origin is not None else call.last_activity
+        call.gaps.append([stored_until, None, why])
+        try:
+            self.vault.audit("call-recorder", "call.resumed", subject=rec.id, detail={
+                "from": _iso(_wall_us(stored_until)), "why": why, "segments": next_seq})
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self._error(f"call {_who(call)}: cannot log that it goes on: {exc}")
+        self._keep(call, track)
+
+    def _keep(self, call: Call, track: _Track, *, only_if_changed: bool = False) -> None:
+        dialog = call.snapshot()
+        key = json.dumps({k: v for k, v in dialog.items() if k != "last_activity"}, sort_keys=True)
+        if only_if_changed and key == track.kept:
+            return
+        try:
+            self.vault.index_call(call_row(call, track.rec.id), dialog=dialog)
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self._error(f"call {_who(call)}: cannot keep its state: {exc}")
+            return
+        track.kept = key
 
     def call_audio(self, call: Call, side: str, position: int, pcm: np.ndarray) -> None:
         track: _Track = call.state
@@ -124,14 +178,6 @@ class CallWriter:
         track: _Track = call.state
         if track is None or track.failed:
             return
-        if call.answered is not None and not track.answer_indexed:
-            # The index learns of the answer now, not at the end: a power cut mid-call must
-            # leave an answered call in it, not a ringing one.
-            track.answer_indexed = True
-            try:
-                self.vault.index_call(call_row(call, track.rec.id))
-            except (StoreError, OSError, sqlite3.Error) as exc:
-                self._error(f"call {_who(call)}: cannot index its answer: {exc}")
         if call.origin is None:
             return
         final = int((now - 2 * self.window - call.origin) * RATE)
@@ -253,6 +299,8 @@ class CallWriter:
             self._error(f"call {_who(call)}: segment {track.seq} not stored: {exc}")
             return
         track.seq += 1
+        if call.ended is None:
+            self._keep(call, track)  # its packet counts, as far as its sealed audio goes
 
     def _abandon(self, call: Call, track: _Track, exc: Exception) -> None:
         sealed, container, *_ = track.segment
@@ -307,6 +355,7 @@ def call_row(call: Call, recording_id: str) -> dict:
         "codecs": ",".join(call.codecs()),
         "packets_received": loss["received"], "packets_lost": loss["lost"],
         "packets_duplicate": loss["duplicates"], "packets_late": loss["late"], "loss_percent": loss["loss_percent"],
+        "gaps": json.dumps([[us(a), us(b), why] for a, b, why in call.gaps]),
     }
 
 

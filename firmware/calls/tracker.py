@@ -12,14 +12,20 @@ Every SDP a party sends says where that party wants its audio: RTP arriving ther
 peers reuse in both directions) and decoded by each packet's payload type.
 
 The tracker knows nothing of files: it tells its sink when a call begins, hands it each
-side's decoded audio with its place on the call's timeline, and tells it when the call
-ends, with everything the index needs.
+side's decoded audio with its place on the call's timeline, tells it when what the dialog
+says has changed (so that it is kept), and when the call ends, with everything the index needs.
+
+A call outlives its recorder: when the recorder stops (or dies) mid-call, the dialog as it
+was last kept (``Call.snapshot``) is taken up by the next run (``Tracker.resume``) as the same
+call — the same tags, media addresses, codecs and packet counts — and what was not heard in
+between is a gap (``Call.gaps``). A resumed call of which nothing more is heard within
+``RESUME_GRACE`` ended while the recorder was away: it ends where it was last heard.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -34,6 +40,8 @@ _BUSY = {486, 600}
 _NO_ANSWER = {408, 480}
 _CHALLENGE = {401, 407}
 _ENDED_MEMORY = 64.0  # seconds an ended Call-ID is remembered (retransmissions, 200 to BYE)
+RESUME_GRACE = 30.0  # seconds a resumed call may stay silent before it is taken to have ended
+_COUNTS = ("received", "duplicates", "late", "lost", "reordered")
 
 
 def _ref(call_id: str) -> str:
@@ -45,8 +53,10 @@ def _ref(call_id: str) -> str:
 
 class Sink(Protocol):
     def call_began(self, call: "Call") -> None: ...
+    def call_changed(self, call: "Call") -> None: ...
     def call_audio(self, call: "Call", side: str, position: int, pcm: np.ndarray) -> None: ...
     def call_tick(self, call: "Call", now: float) -> None: ...
+    def call_suspended(self, call: "Call") -> None: ...
     def call_ended(self, call: "Call") -> None: ...
 
 
@@ -81,6 +91,41 @@ class Call:
     decoders: dict[str, rtp.Decoder] = field(default_factory=dict)
     sdp_codecs: set[str] = field(default_factory=set)
     state: object = None  # the sink's own per-call state
+    # Before a restart of the recorder: the packets counted, the codecs heard; the stretches not
+    # heard ([from, to, why], capture times; ``to`` None until the recorder hears again).
+    prior: dict[str, int] = field(default_factory=dict)
+    heard: set[str] = field(default_factory=set)
+    gaps: list[list] = field(default_factory=list)
+    resumed: bool = False  # taken up after a restart, and nothing heard of it since
+
+    _KEPT = ("call_id", "direction", "trunk", "caller_tag", "invited", "dialog_tag", "transport", "ringing",
+             "answered", "origin", "disposition", "sip_status", "holds", "offered_hold", "cancelled", "last_activity",
+             "gaps")
+
+    def snapshot(self) -> dict:
+        """What a recorder starting again needs to go on with this call (JSON)."""
+        out = {k: getattr(self, k) for k in self._KEPT}
+        out["caller"], out["callee"] = asdict(self.caller), asdict(self.callee)
+        out["media"] = [[host, port, side] for (host, port), side in self.media.items()]
+        out["rtpmap"] = {str(pt): list(v) for pt, v in self.rtpmap.items()}
+        out["sdp_codecs"] = sorted(self.sdp_codecs)
+        out["heard"] = self.codecs()
+        out["counts"] = {k: v for k, v in self.loss().items() if k in _COUNTS}
+        return out
+
+    @classmethod
+    def restore(cls, kept: dict) -> "Call":
+        """The call a snapshot describes, as the tracker takes it up again."""
+        call = cls(**{k: kept[k] for k in cls._KEPT if k not in ("gaps",)} | {
+            "caller": numbers.Number(**kept["caller"]), "callee": numbers.Number(**kept["callee"])})
+        if call.offered_hold is not None:
+            call.offered_hold = tuple(call.offered_hold)
+        call.media = {(host, port): side for host, port, side in kept["media"]}
+        call.rtpmap = {int(pt): tuple(v) for pt, v in kept["rtpmap"].items()}
+        call.sdp_codecs, call.heard = set(kept["sdp_codecs"]), set(kept["heard"])
+        call.prior = dict(kept["counts"])
+        call.gaps = [list(g) for g in kept["gaps"]]
+        return call
 
     @property
     def external(self) -> numbers.Number:
@@ -113,10 +158,10 @@ class Call:
         return bool(self.holds) and self.holds[-1][1] is None
 
     def loss(self) -> dict:
-        """Packet counts over both directions, for the index and the page."""
-        total = rtp.StreamStats()
+        """Packet counts over both directions (and before a restart), for the index and the page."""
+        total = rtp.StreamStats(**{k: int(self.prior.get(k, 0)) for k in _COUNTS})
         for s in self.streams.values():
-            for k in ("received", "duplicates", "late", "lost", "reordered"):
+            for k in _COUNTS:
                 setattr(total, k, getattr(total, k) + getattr(s.stats, k))
         expected = total.received + total.lost
         return {"received": total.received, "lost": total.lost, "duplicates": total.duplicates,
@@ -124,7 +169,7 @@ class Call:
                 "loss_percent": round(100.0 * total.lost / expected, 2) if expected else 0.0}
 
     def codecs(self) -> list[str]:
-        used = set()
+        used = set(self.heard)
         for d in self.decoders.values():
             used |= d.codecs
         return sorted(used or self.sdp_codecs)
@@ -186,21 +231,45 @@ class Tracker:
             self.now = now
         now = self.now
         for call in list(self.calls.values()):
+            if call.gaps and call.gaps[-1][1] is None and now > 0:
+                call.gaps[-1][1] = max(now, call.gaps[-1][0])  # the recorder hears again from here
             for side, stream in call.streams.items():
                 for pos, pcm in stream.release(now):
                     self.sink.call_audio(call, side, pos, pcm)
             self.sink.call_tick(call, now)
             idle = now - call.last_activity
-            if call.answered is None and idle > self.setup_timeout:
+            # A resumed call nothing more is heard of ended while the recorder was away.
+            unheard = call.resumed and call.gaps and call.gaps[-1][1] is not None \
+                and now - call.gaps[-1][1] > RESUME_GRACE
+            why = "recorder_stopped" if call.resumed else "timeout"
+            if call.answered is None and (idle > self.setup_timeout or unheard):
                 # a CANCEL whose 487 the capture missed still ends a cancelled call
-                self._end(call, call.last_activity, "cancelled" if call.cancelled else "failed", "timeout")
-            elif call.answered is not None and idle > self.idle_timeout:
-                self._end(call, call.last_activity, call.disposition or "answered", "timeout")
+                self._end(call, call.last_activity, "cancelled" if call.cancelled else "failed", why)
+            elif call.answered is not None and (idle > self.idle_timeout or unheard):
+                self._end(call, call.last_activity, call.disposition or "answered", why)
         for cid in [c for c, t in self._ended.items() if now - t > _ENDED_MEMORY]:
             del self._ended[cid]
 
+    def resume(self, call: Call) -> None:
+        """Take up a call a previous run of the recorder left in progress (``Call.restore``,
+        its sink's state already made): its dialog and media addresses are known again."""
+        call.resumed = True
+        self.calls[call.call_id] = call
+        for key, side in call.media.items():
+            self._media[key] = (call, side)
+        log.info("call %s: taken up again after the recorder restarted", _ref(call.call_id))
+
+    def suspend(self) -> None:
+        """The recorder is stopping and will start again: each call's audio so far is handed on
+        and its dialog kept (``Sink.call_suspended``); nothing is ended."""
+        for call in list(self.calls.values()):
+            for side, stream in call.streams.items():
+                for pos, pcm in stream.flush():
+                    self.sink.call_audio(call, side, pos, pcm)
+            self.sink.call_suspended(call)
+
     def close(self, now: float | None = None) -> None:
-        """End every call in progress (the recorder is stopping): what was heard is kept."""
+        """End every call in progress (the input has ended: a replayed capture): what was heard is kept."""
         for call in list(self.calls.values()):
             disposition = call.disposition or ("cancelled" if call.cancelled else "failed")
             self._end(call, now if now is not None else self.now, disposition, "recorder_stopped")
@@ -228,7 +297,10 @@ class Tracker:
             if call is None:
                 return
         call.last_activity = d.ts
+        call.resumed = False
         self._update(call, msg, d.ts)
+        if call.ended is None:
+            self.sink.call_changed(call)
 
     def _new_call(self, msg: sip.Message, d: Datagram, transport: str) -> Call | None:
         if self._on_trunk(d.src):
@@ -370,6 +442,7 @@ class Tracker:
             return
         self.counters.rtp_packets += 1
         call.last_activity = d.ts
+        call.resumed = False
         self._set_origin(call, d.ts)
         speaker = call.other(listener)
         stream = call.streams.get(speaker)
@@ -386,6 +459,9 @@ class Tracker:
         call.ended_by = ended_by
         if call.on_hold:
             call.holds[-1][1] = call.ended
+        for gap in call.gaps:  # a gap ends where the call did, at the latest
+            gap[1] = call.ended if gap[1] is None else min(gap[1], call.ended)
+        call.gaps = [g for g in call.gaps if g[1] > g[0]]
         for side, stream in call.streams.items():
             for pos, pcm in stream.flush():
                 self.sink.call_audio(call, side, pos, pcm)

@@ -192,12 +192,14 @@ class AuditReader:
                 batch.proof = self.tree.consistency(batch.start, batch.end)
         return False
 
+    CALL_FIELDS = ("direction", "withheld", "external_e164", "external_raw", "city_e164", "city_raw")
     _RECORDING_FIELDS = ("recording", "recording_id", "recordings", "recording_ids")
 
     def recordings(self, entries: list[dict]) -> list[dict]:
         """The recordings these entries touched (their subject, or named in their detail), as
         they are now: times, record class, section, marks with their notes, segments kept, open
-        holds (what the hub copies to the evidence locker)."""
+        holds (what the hub copies to the evidence locker), and for a call its direction and
+        parties' numbers (so that a request at the hub finds it by number)."""
         ids = set()
         for entry in entries:
             if entry["subject"]:
@@ -216,12 +218,17 @@ class AuditReader:
             " r.started_by, r.end_reason, r.section, r.clock_synchronised,"
             " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL) AS segments,"
             " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments_written,"
-            " (SELECT count(*) FROM holds h WHERE h.recording_id = r.id AND h.released_at IS NULL) AS holds"
-            f" FROM recordings r WHERE r.id IN ({marks}) ORDER BY r.started_wall_us", sorted(ids))
+            " (SELECT count(*) FROM holds h WHERE h.recording_id = r.id AND h.released_at IS NULL) AS holds,"
+            " c.direction, c.withheld, c.external_e164, c.external_raw, c.city_e164, c.city_raw"
+            f" FROM recordings r LEFT JOIN calls c ON c.recording_id = r.id WHERE r.id IN ({marks})"
+            " ORDER BY r.started_wall_us", sorted(ids))
         columns = [c[0] for c in cur.description]
         for row in cur.fetchall():
             rec = dict(zip(columns, row))
             rec["clock_synchronised"] = bool(rec["clock_synchronised"])
+            if rec["direction"] is None:  # footage, or a call whose row is not written yet
+                for key in self.CALL_FIELDS:
+                    del rec[key]
             rec["marks"] = []
             found[rec["id"]] = rec
         if found:

@@ -134,6 +134,8 @@ class Checks:
             erased = [r[0] for r in self.db.execute(
                 "SELECT path FROM segments WHERE erased_at IS NOT NULL ORDER BY id DESC LIMIT ?", (4 * ERASE_BATCH,))]
             destroyed = self.db.execute("SELECT record_class, day FROM day_keys WHERE destroyed_at IS NOT NULL").fetchall()
+            # a call whose dialog is kept goes on when its recorder starts again (Vault.call_dialogs)
+            going_on = {r[0] for r in self.db.execute("SELECT recording_id FROM call_dialogs")}
         for rec_id, cls, last_end in open_recs:
             for folder in self.segments_root.glob(f"{cls}/*/{rec_id}"):
                 for part in sorted(folder.glob("*.part")):
@@ -145,6 +147,10 @@ class Checks:
                     rel = str(sealed.relative_to(self.data_dir))
                     if rel not in indexed:
                         findings.append(self._orphan(rel, repair=True))
+            if rec_id in going_on:
+                findings.append(Finding("recording", rec_id, "a call in progress when its recorder stopped: it goes on"
+                                                             " when the call recorder starts"))
+                continue
             end = self.db.execute("SELECT max(end_wall_us) FROM segments WHERE recording_id = ?", (rec_id,)).fetchone()[0]
             if not (end or last_end) and cls == "call":  # a call that never got audio ends where it began
                 end = self.db.execute("SELECT started_wall_us FROM recordings WHERE id = ?", (rec_id,)).fetchone()[0]

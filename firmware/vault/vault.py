@@ -18,6 +18,7 @@ policy and the sweep are ``retention.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -304,25 +305,53 @@ class Vault(Index, Retention, Checks):
                      "city_raw", "city_e164", "withheld", "prefix_184", "prefix_186", "outside_line",
                      "invited_wall_us", "ringing_wall_us", "answered_wall_us", "ended_wall_us", "audio_wall_us",
                      "ring_ms", "talk_ms", "disposition", "sip_status", "end_reason", "ended_by", "holds", "codecs",
-                     "packets_received", "packets_lost", "packets_duplicate", "packets_late", "loss_percent")
+                     "packets_received", "packets_lost", "packets_duplicate", "packets_late", "loss_percent",
+                     "gaps")
 
-    def index_call(self, row: dict, *, ended: Recording | None = None) -> None:
-        """A call's row in the index (the call recorder's), written when the call begins and
-        again when it ends; with ``ended``, its recording ends in the same transaction."""
-        self._write(lambda conn: self._index_call(conn, row, ended), may_use_room=True)
+    def index_call(self, row: dict, *, ended: Recording | None = None, dialog: dict | None = None) -> None:
+        """A call's row in the index (the call recorder's), written as the call changes (it
+        begins, is answered, a segment is sealed) and when it ends; ``dialog``: what a
+        recorder starting again needs to go on with it (``call_dialogs``), kept in the same
+        transaction. With ``ended``, its recording ends there too, and its dialog goes."""
+        self._write(lambda conn: self._index_call(conn, row, ended, dialog), may_use_room=True)
 
-    def _index_call(self, conn, row: dict, ended: Recording | None) -> None:
+    def _index_call(self, conn, row: dict, ended: Recording | None, dialog: dict | None) -> None:
         cols = self._CALL_COLUMNS
         conn.execute(f"INSERT OR REPLACE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(row[c] for c in cols))
         if ended is None:
+            if dialog is not None:
+                conn.execute("INSERT OR REPLACE INTO call_dialogs (recording_id, state) VALUES (?, ?)",
+                             (row["recording_id"], json.dumps(dialog, sort_keys=True)))
             return
+        conn.execute("DELETE FROM call_dialogs WHERE recording_id = ?", (ended.id,))
         conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
                      (ended.ended_wall_us, ended.ended_at, ended.end_reason, ended.id))
         segments = conn.execute("SELECT count(*) FROM segments WHERE recording_id = ?", (ended.id,)).fetchone()[0]
         self.audit_log.append(conn, actor="call-recorder", action="recording.stop", subject=ended.id, detail={
             "reason": ended.end_reason, "segments": segments, "disposition": row["disposition"],
             "talk_ms": row["talk_ms"], "packets_lost": row["packets_lost"]})
+
+    def call_dialogs(self) -> list[tuple[Recording, dict, int, int]]:
+        """Calls a call recorder left in progress (stopped, or killed): each one's recording, its
+        dialog as last kept, the next segment's number and how many samples its sealed segments
+        hold (where its audio goes on)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT d.recording_id, d.state, (SELECT coalesce(max(s.seq) + 1, 0) FROM segments s"
+                " WHERE s.recording_id = d.recording_id), (SELECT coalesce(sum(s.audio_samples), 0) FROM segments s"
+                " WHERE s.recording_id = d.recording_id) FROM call_dialogs d JOIN recordings r ON r.id = d.recording_id"
+                " WHERE r.ended_wall_us IS NULL ORDER BY d.recording_id").fetchall()
+        names = {f.name for f in dataclasses.fields(Recording)} - {"marks", "segments", "started_us"}
+        found = []
+        for rid, state, next_seq, samples in rows:
+            row = self.recording(rid)
+            # the index keeps wall time; a boottime is made from it, as the writer makes its segments'
+            boot = clock.boottime_us() - (time.time_ns() // 1000 - row["started_wall_us"])
+            rec = Recording(started_us=boot, **{k: v for k, v in row.items() if k in names})
+            rec.clock_synchronised = bool(rec.clock_synchronised)
+            found.append((rec, json.loads(state), next_seq, samples))
+        return found
 
     def sealing_problem(self, record_class: str = "footage") -> str | None:
         """What would stop a recording starting now from being sealed (a damaged key file, named

@@ -10,7 +10,7 @@ import json
 from flask import Blueprint, jsonify, request
 
 from hub import devices, enroll
-from webui import apikit, paperwork
+from webui import apikit, paperwork, picking
 from webui.permissions import AUDITOR, MANAGER, PUBLIC, SECTION_HEAD, permission
 from webui.services import context, state
 
@@ -37,10 +37,14 @@ def alerts():
 @permission(MANAGER, SECTION_HEAD)
 def recordings():
     """Every device's recordings (metadata, never footage), newest first: {id: DEVICE/ID, device, place,
-    record_class, started_at, ended_at, section, marks}. A request names them by that id."""
+    record_class, started_at, ended_at, section, marks}, and for a call {direction, external_display,
+    city_display}. A request names them by that id. ?day=YYYY-MM-DD and ?number= (a call's number,
+    typed any way) narrow them as the forms' picker does."""
+    wanted = picking.wanted(request.args)
     return jsonify([{**{k: r[k] for k in ("id", "device", "place", "record_class", "started_at", "ended_at",
-                                         "section")}, "marks": json.loads(r["marks"])}
-                    for r in context().recordings.for_request()])
+                                         "section")}, "marks": json.loads(r["marks"]),
+                     **{k: r[k] for k in ("direction", "external_display", "city_display") if k in r}}
+                    for r in picking.recordings(context(), wanted)])
 
 
 

@@ -1,0 +1,13 @@
+-- kiroku.db, version 4: a call in progress survives a restart of its recorder (issue 27).
+-- Each call's dialog as the tracker knows it (its parties, tags, answer, holds, where each side
+-- sends its audio, the codecs, the packet counts so far) is kept as it changes, in the same
+-- transaction as its row in calls; the row goes when the call ends. A call recorder that starts
+-- again takes each one up as the same call and the same recording (firmware/calls/tracker.py
+-- Call.snapshot), and what it did not hear in between is a gap, stated in calls.gaps.
+CREATE TABLE call_dialogs (
+    recording_id TEXT PRIMARY KEY REFERENCES recordings (id),
+    state        TEXT NOT NULL               -- JSON: Call.snapshot()
+);
+-- [[from_wall_us, to_wall_us, why], …]: stretches of a call its recorder did not hear (stopped
+-- or restarting); the audio there is silence of the gap's length, so the track keeps the call's time.
+ALTER TABLE calls ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]';
