@@ -126,6 +126,18 @@ class Disposition(Term):
     FAILED = "failed", "不成立", "Failed"
 
 
+class Hearing(Term):
+    """What was heard of one side of an answered call, and why not: a recording that is worse
+    than the call says so (a side's silence is never passed off as a quiet speaker, nor noise
+    as a voice)."""
+
+    HEARD = "heard", "録音あり", "Heard"
+    SILENT = "silent", "音声が届かない", "Nothing sent"
+    UNDECODABLE = "undecodable", "復号できない形式", "Undecodable"
+    ENCRYPTED = "encrypted", "暗号化（SRTP）", "Encrypted (SRTP)"
+    NO_MEDIA_ADDRESS = "no_media_address", "音声の宛先が不明", "No media address"
+
+
 # -- Art. 5 and 8: who --------------------------------------------------------------------------
 
 class Role(Term):

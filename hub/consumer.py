@@ -19,10 +19,11 @@ import time
 import psycopg
 
 from hub import broker, witness
-from firmware.regulation import Direction
+from firmware.regulation import Direction, Hearing
 from hub.db import connect
 
 DIRECTIONS = tuple(d.value for d in Direction)
+HEARINGS = tuple(h.value for h in Hearing)
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY = 7 * 86400
@@ -314,9 +315,10 @@ def log_batch(w: Writer, device: str, vkey: str, body: dict) -> None:
              int(r.get("holds") or 0), now))
         if r.get("direction") in DIRECTIONS:  # a call, once its recorder has written its row
             w.queue("UPDATE recordings SET direction = ?, withheld = ?, external_e164 = ?, external_raw = ?,"
-                    " city_e164 = ?, city_raw = ? WHERE device = ? AND id = ?",
+                    " city_e164 = ?, city_raw = ?, external_heard = ?, city_heard = ? WHERE device = ? AND id = ?",
                     (r["direction"], int(bool(r.get("withheld"))),
                      *(str(r.get(k) or "")[:64] for k in ("external_e164", "external_raw", "city_e164", "city_raw")),
+                     *(r.get(k) if r.get(k) in HEARINGS else None for k in ("external_heard", "city_heard")),
                      device, r["id"]))
 
 

@@ -43,6 +43,8 @@ def device_figures(db, device: dict, fy: int) -> documents.Figures:
         f.hours[r["record_class"]] += ((r["ended_wall_us"] or r["started_wall_us"]) - r["started_wall_us"]) / 3.6e9
         f.monthly_recordings[documents._month_of_us(r["started_wall_us"])] += 1
         f.incidents += sum(1 for m in json.loads(r["marks"] or "[]") if _in(lo, hi, m.get("at", "")))
+        if r["record_class"] == "call" and r["ended_wall_us"] is not None:
+            documents.count_not_heard(f, [(r["external_heard"], r["city_heard"])])
     requests: dict[str, dict] = {}
     disclosures: dict[str, dict] = {}
     for e in db.all("SELECT action, at, purpose, subject, detail FROM device_log WHERE device = ? ORDER BY seq",

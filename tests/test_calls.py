@@ -424,6 +424,65 @@ def test_a_resumed_call_nothing_more_is_heard_of_ended_where_it_was_last_heard(v
     assert calls(vault)[later.call_id]["end_reason"] == "bye"
 
 
+# -- what was not heard is written down (issue 27, item 3) -------------------------------------
+def _sides(vault, script) -> tuple:
+    row = calls(vault)[script.call_id]
+    return row["external_heard"], row["city_heard"], row
+
+
+def test_a_side_that_sends_nothing_is_written_down_as_silent_and_counted_in_the_report(
+        tmp_path, data_dir, vault, config):
+    from firmware.documents import report
+
+    script = _call(0, talk=4.0)
+    packets = [p for p in capture_of([script]) if (p[1], p[2]) != script.city.media]  # the city's phone is mute
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", packets))
+    external, city, row = _sides(vault, script)
+    assert (external, city) == ("heard", "silent")
+    assert row["doubts"] == [{"side": "city", "why": "silent"}] and row["packets_lost"] == 0
+    figures = report.device_figures(data_dir, 2026, "pbx")  # 2027-01-15 is in fiscal 2026
+    assert figures.calls_not_heard["silent"] == 1 and figures.calls_not_heard["encrypted"] == 0
+    text = subprocess.run([sys.executable, "-m", "kiroku", "calls", "--data", str(data_dir), "list"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "city side silent" in text
+
+
+def test_a_payload_type_nothing_maps_is_undecodable_and_stored_as_silence_not_noise(tmp_path, vault, config,
+                                                                                     recovery):
+    script = _call(0, talk=4.0, pt=96, sdp_pt=0)  # RTP says 96; the SDP maps only 0 (and 101)
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of([script])))
+    external, city, row = _sides(vault, script)
+    assert (external, city) == ("undecodable", "undecodable")
+    assert row["packets_undecodable"] == _rtp(capture_of([script]))
+    assert rms(audio(vault, recovery, row["recording_id"])) < 0.01
+
+
+def test_srtp_is_written_down_as_encrypted_and_its_ciphertext_is_never_stored_as_a_voice(tmp_path, vault, config,
+                                                                                        recovery):
+    script = _call(0, talk=4.0, srtp=True)
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of([script])))
+    external, city, row = _sides(vault, script)
+    assert (external, city) == ("encrypted", "encrypted")
+    assert row["packets_encrypted"] == _rtp(capture_of([script])) and row["packets_received"] == 0
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(4.0, abs=0.1) and rms(pcm) < 0.01, "silence, not white noise"
+
+
+def test_an_sdp_that_cannot_be_read_leaves_the_side_it_addressed_without_a_media_address(tmp_path, vault, config):
+    script = _call(0, talk=4.0)  # inbound: the external party calls, the city answers
+
+    def unreadable(p):
+        head, sep, body = p[5].partition(b"\r\n\r\n")
+        if head.startswith(b"SIP/2.0 200") and b"CSeq: 1 INVITE" in head and body:
+            return (*p[:5], head + sep + b"#" * len(body))  # the answer's SDP, mangled (same length)
+        return p
+
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", [unreadable(p) for p in capture_of([script])]))
+    external, city, row = _sides(vault, script)
+    # The city never said where its audio goes, so what the external party said is not heard.
+    assert (external, city) == ("no_media_address", "heard") and row["sdp_errors"] == 1
+
+
 def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, config):
     rec = CallRecorder(vault, config.replace(calls={"silence_minutes": 30}), trunk="192.0.2.1:5060",
                        source=type("Src", (), {"frames": lambda self: iter(()), "close": lambda self: None})())

@@ -19,6 +19,7 @@ from firmware.regulation import (
     DisclosureStatus,
     Disposition,
     Ground,
+    Hearing,
     HoldReason,
     IdentityCheck,
     Opinion,
@@ -55,6 +56,10 @@ STORED = {
     ("holds", "reason"): HoldReason,
     ("calls", "direction"): Direction,
     ("recordings", "direction"): Direction,  # the hub's: a call's, as published
+    ("calls", "external_heard"): Hearing,
+    ("calls", "city_heard"): Hearing,
+    ("recordings", "external_heard"): Hearing,  # the hub's
+    ("recordings", "city_heard"): Hearing,
     ("calls", "disposition"): Disposition,
 }
 

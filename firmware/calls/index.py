@@ -11,7 +11,7 @@ import sqlite3
 from datetime import datetime
 
 from firmware.calls import numbers
-from firmware.regulation import Direction
+from firmware.regulation import Direction, Hearing
 
 DIRECTIONS = tuple(Direction)
 
@@ -79,10 +79,19 @@ def present(row: dict) -> dict:
     out["holds"] = [[_iso(a), _iso(b)] for a, b in json.loads(row.get("holds") or "[]")]
     # what the recorder did not hear (stopped or restarting), and why: silence in the track
     out["gaps"] = [{"from": _iso(a), "to": _iso(b), "why": why} for a, b, why in json.loads(row.get("gaps") or "[]")]
+    out["doubts"] = doubts(row)
     out["talk_s"] = None if row.get("talk_ms") is None else row["talk_ms"] / 1000
     out["ring_s"] = None if row.get("ring_ms") is None else row["ring_ms"] / 1000
     out["held"] = bool(row.get("held"))
     return out
+
+
+def doubts(row) -> list[dict]:
+    """The sides of an ended call that were not heard, and why (``Hearing``): [{side, why}]."""
+    if row.get("ended_wall_us") is None:
+        return []  # in progress: a side not heard yet may still speak
+    return [{"side": side, "why": row.get(f"{side}_heard")} for side in ("external", "city")
+            if row.get(f"{side}_heard") not in (None, Hearing.HEARD)]
 
 
 def _digits(raw: str) -> str:

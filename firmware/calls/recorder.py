@@ -29,7 +29,8 @@ from firmware import clock, systemd
 from firmware.calls import net
 from firmware.calls.capture import CaptureError, LiveCapture, SimulatedCapture
 from firmware.calls.render import CallWriter
-from firmware.calls.tracker import Call, Tracker
+from firmware.calls.call import Call
+from firmware.calls.tracker import Tracker
 from firmware.config import Config
 from firmware.control import ControlError, ControlServer, socket_path
 from firmware.daemon import DataDirError, lock_data_dir

@@ -34,7 +34,7 @@ import numpy as np
 
 from firmware import clock
 from firmware.calls import rtp
-from firmware.calls.tracker import EXTERNAL, Call
+from firmware.calls.call import CITY, EXTERNAL, Call
 # the same file layout as footage (priming trimmed by an edit list)
 from firmware.media.mp4 import MOVFLAGS, close_quietly
 from firmware.store import Recording, SegmentInfo, StoreError
@@ -356,6 +356,10 @@ def call_row(call: Call, recording_id: str) -> dict:
         "packets_received": loss["received"], "packets_lost": loss["lost"],
         "packets_duplicate": loss["duplicates"], "packets_late": loss["late"], "loss_percent": loss["loss_percent"],
         "gaps": json.dumps([[us(a), us(b), why] for a, b, why in call.gaps]),
+        "external_heard": call.hearing(EXTERNAL), "city_heard": call.hearing(CITY),
+        "packets_undecodable": sum(call.side_counts(s)["undecodable"] for s in (EXTERNAL, CITY)),
+        "packets_encrypted": sum(call.side_counts(s)["encrypted"] for s in (EXTERNAL, CITY)),
+        "sdp_errors": call.sdp_errors,
     }
 
 

@@ -121,7 +121,8 @@ class Decoder:
         self._av: dict[str, object] = {}
         self._upsample = Upsampler()
         self.codecs: set[str] = set()
-        self.undecodable = 0
+        self.undecodable = 0  # packets of a codec not known here, or that its decoder refused
+        self.decoded = 0  # packets that gave sound
 
     def codec(self, pt: int) -> tuple[str, int]:
         return self.rtpmap.get(pt) or STATIC.get(pt) or ("", 8000)
@@ -135,6 +136,7 @@ class Decoder:
         if name == "PCMU" or name == "PCMA":
             self.codecs.add(name)
             pcm = (ULAW if name == "PCMU" else ALAW)[np.frombuffer(payload, dtype=np.uint8)]
+            self.decoded += 1
             return self._upsample(pcm)
         spec = _AV_DECODERS.get(name)
         if spec is None:
@@ -148,6 +150,7 @@ class Decoder:
             self.undecodable += 1
             return None
         self.codecs.add(name)
+        self.decoded += pcm is not None
         return pcm
 
     def _decode_av(self, name: str, spec: tuple[str, int], payload: bytes) -> np.ndarray | None:

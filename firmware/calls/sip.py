@@ -220,6 +220,13 @@ class Media:
     port: int
     payload_types: list[int]
     direction: str  # sendrecv, sendonly, recvonly, inactive
+    proto: str = "RTP/AVP"  # RTP/AVP; RTP/SAVP(F) or UDP/TLS/RTP/SAVP(F) is SRTP
+    crypto: bool = False  # a=crypto (SDES keys for SRTP)
+
+    @property
+    def encrypted(self) -> bool:
+        """SRTP: its payloads are ciphertext, which decoded as G.711 would be white noise."""
+        return "SAVP" in self.proto.upper() or self.crypto
 
 
 @dataclass(slots=True)
@@ -237,7 +244,7 @@ def parse_sdp(body: bytes) -> Sdp | None:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         text = body.decode("latin-1")
-    session_addr, session_dir = "", "sendrecv"
+    session_addr, session_dir, session_crypto = "", "sendrecv", False
     media: list[Media] = []
     rtpmap: dict[int, tuple[str, int]] = {}
     for raw in text.splitlines():
@@ -259,7 +266,8 @@ def parse_sdp(body: bytes) -> Sdp | None:
                 pts = [int(p) for p in parts[3:] if p.isdigit()]
             except (IndexError, ValueError):
                 continue
-            media.append(Media(parts[0].lower(), session_addr, port, pts, session_dir))
+            media.append(Media(parts[0].lower(), session_addr, port, pts, session_dir,
+                               parts[2] if len(parts) > 2 else "", session_crypto))
         elif kind == "a":
             name, _, arg = value.partition(":")
             if name in ("sendrecv", "sendonly", "recvonly", "inactive"):
@@ -269,6 +277,11 @@ def parse_sdp(body: bytes) -> Sdp | None:
                     session_dir = name
                     for m in media:
                         m.direction = name
+            elif name == "crypto":
+                if media:
+                    media[-1].crypto = True
+                else:
+                    session_crypto = True
             elif name == "rtpmap":
                 try:
                     pt_text, enc = arg.split(None, 1)

@@ -10,6 +10,7 @@ on which channel each side ended up, and where audio is missing.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -90,6 +91,7 @@ class Script:
     pt: int = 0  # what RTP carries
     sdp_pt: int | None = None  # what the SDP offers (default: pt)
     anonymous: bool = False
+    srtp: bool = False  # RTP/SAVP with SDES keys: payloads are ciphertext (random bytes here)
     ptime: float = 0.02
     packets: list = field(default_factory=list)
 
@@ -102,12 +104,14 @@ class Script:
         return self.city if self.direction == "inbound" else self.external
 
 
-def _sdp(party: Party, pt: int, direction: str = "sendrecv", session: int = 1) -> bytes:
+def _sdp(party: Party, pt: int, direction: str = "sendrecv", session: int = 1, srtp: bool = False) -> bytes:
     ip, port = party.media
     name = _PT_NAMES.get(pt, "PCMU")
+    proto, crypto = ("RTP/SAVP", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + "QUJD" * 10 + "\r\n") if srtp \
+        else ("RTP/AVP", "")
     return (f"v=0\r\no=- {session} {session} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n"
-            f"m=audio {port} RTP/AVP {pt} 101\r\na=rtpmap:{pt} {name}/8000\r\n"
-            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na={direction}\r\n").encode()
+            f"m=audio {port} {proto} {pt} 101\r\na=rtpmap:{pt} {name}/8000\r\n"
+            f"a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n{crypto}a={direction}\r\n").encode()
 
 
 class _Dialog:
@@ -170,12 +174,12 @@ def packets(s: Script) -> list[tuple[float, str, int, str, int, bytes]]:
         out.append((at, sender.sip[0], sender.sip[1], receiver.sip[0], receiver.sip[1], data))
 
     extra = "Privacy: id\r\n" if s.anonymous else ""
-    sip(t, caller, callee, d.request("INVITE", caller, callee, cseq=1, body=_sdp(caller, sdp_pt), with_to_tag=False,
-                                     extra=extra))
+    sip(t, caller, callee, d.request("INVITE", caller, callee, cseq=1, body=_sdp(caller, sdp_pt, srtp=s.srtp),
+                                     with_to_tag=False, extra=extra))
     sip(t + 0.01, callee, caller, d.response(100, "Trying", "INVITE", 1, sender=callee, to_tag=False))
     if s.early_media:
         sip(t + 0.05, callee, caller, d.response(183, "Session Progress", "INVITE", 1, sender=callee,
-                                                 body=_sdp(callee, sdp_pt)))
+                                                 body=_sdp(callee, sdp_pt, srtp=s.srtp)))
         _rtp(out, callee, caller, s, t + 0.06, t + s.ring, ssrc=0x1111, seq0=100)  # ringback from the callee
     else:
         sip(t + 0.05, callee, caller, d.response(180, "Ringing", "INVITE", 1, sender=callee))
@@ -191,7 +195,8 @@ def packets(s: Script) -> list[tuple[float, str, int, str, int, bytes]]:
         sip(t_ans + 0.02, callee, caller, d.response(487, "Request Terminated", "INVITE", 1, sender=callee))
         sip(t_ans + 0.03, caller, callee, d.request("ACK", caller, callee, cseq=1))
         return sorted(out, key=lambda p: p[0])
-    sip(t_ans, callee, caller, d.response(200, "OK", "INVITE", 1, sender=callee, body=_sdp(callee, sdp_pt)))
+    sip(t_ans, callee, caller, d.response(200, "OK", "INVITE", 1, sender=callee,
+                                          body=_sdp(callee, sdp_pt, srtp=s.srtp)))
     sip(t_ans + 0.01, caller, callee, d.request("ACK", caller, callee, cseq=1))
     t_end = t_ans + s.talk
     spans = [(t_ans + 0.02, t_end)]
@@ -200,13 +205,15 @@ def packets(s: Script) -> list[tuple[float, str, int, str, int, bytes]]:
         h0, hlen = t_ans + s.hold[0], t_ans + s.hold[0] + s.hold[1]
         other = s.external
         cseq = 2
-        sip(h0, city, other, d.request("INVITE", city, other, cseq=cseq, body=_sdp(city, sdp_pt, "sendonly", 2)))
+        sip(h0, city, other, d.request("INVITE", city, other, cseq=cseq,
+                                       body=_sdp(city, sdp_pt, "sendonly", 2, srtp=s.srtp)))
         sip(h0 + 0.01, other, city, d.response(200, "OK", "INVITE", cseq, sender=other,
-                                               body=_sdp(other, sdp_pt, "recvonly", 2)))
+                                               body=_sdp(other, sdp_pt, "recvonly", 2, srtp=s.srtp)))
         sip(h0 + 0.02, city, other, d.request("ACK", city, other, cseq=cseq))
-        sip(hlen, city, other, d.request("INVITE", city, other, cseq=cseq + 1, body=_sdp(city, sdp_pt, "sendrecv", 3)))
+        sip(hlen, city, other, d.request("INVITE", city, other, cseq=cseq + 1,
+                                         body=_sdp(city, sdp_pt, "sendrecv", 3, srtp=s.srtp)))
         sip(hlen + 0.01, other, city, d.response(200, "OK", "INVITE", cseq + 1, sender=other,
-                                                 body=_sdp(other, sdp_pt, "sendrecv", 3)))
+                                                 body=_sdp(other, sdp_pt, "sendrecv", 3, srtp=s.srtp)))
         sip(hlen + 0.02, city, other, d.request("ACK", city, other, cseq=cseq + 1))
         spans = [(t_ans + 0.02, h0), (hlen + 0.02, t_end)]
     seq = 1000
@@ -233,6 +240,8 @@ def _rtp(out: list, sender: Party, receiver: Party, s: Script, t0: float, t1: fl
             payload = wideband.encode(tone(sender.tone, 2 * k * n, 2 * n, rate=16000))
         else:
             payload = encode_g711(tone(sender.tone, k * n, n), s.pt if s.pt in (0, 8) else 0)
+        if s.srtp:  # what an SRTP packet carries: ciphertext and a 10-byte tag, noise to any decoder
+            payload = (hashlib.sha256(b"%d/%d" % (ssrc, k)).digest() * 8)[:len(payload) + 10]
         header = bytes([0x80, s.pt & 0x7F]) + ((seq0 + i) & 0xFFFF).to_bytes(2, "big") + \
             ((k * n) & 0xFFFFFFFF).to_bytes(4, "big") + ssrc.to_bytes(4, "big")
         out.append((s.start + k * s.ptime, sender.media[0], sender.media[1], receiver.media[0], receiver.media[1],

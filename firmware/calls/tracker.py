@@ -25,23 +25,22 @@ between is a gap (``Call.gaps``). A resumed call of which nothing more is heard 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from firmware.calls import numbers, rtp, sip
+from firmware.calls.call import Call
 from firmware.calls.net import TCP, UDP, Datagram
 
 log = logging.getLogger(__name__)
 
-EXTERNAL, CITY = "external", "city"
 _BUSY = {486, 600}
 _NO_ANSWER = {408, 480}
 _CHALLENGE = {401, 407}
 _ENDED_MEMORY = 64.0  # seconds an ended Call-ID is remembered (retransmissions, 200 to BYE)
 RESUME_GRACE = 30.0  # seconds a resumed call may stay silent before it is taken to have ended
-_COUNTS = ("received", "duplicates", "late", "lost", "reordered")
 
 
 def _ref(call_id: str) -> str:
@@ -58,121 +57,6 @@ class Sink(Protocol):
     def call_tick(self, call: "Call", now: float) -> None: ...
     def call_suspended(self, call: "Call") -> None: ...
     def call_ended(self, call: "Call") -> None: ...
-
-
-@dataclass
-class Call:
-    call_id: str
-    direction: str  # inbound (the external party called) or outbound
-    trunk: str
-    caller: numbers.Number
-    callee: numbers.Number
-    caller_tag: str
-    invited: float  # capture times, seconds since the epoch
-    dialog_tag: str = ""  # the callee's tag in the first 2xx: the dialog that was answered
-    transport: str = "udp"
-    ringing: float | None = None
-    answered: float | None = None
-    ended: float | None = None
-    origin: float | None = None  # where the audio starts: answer or the first media, whichever is first
-    disposition: str = ""
-    sip_status: int = 0
-    end_reason: str = ""
-    ended_by: str = ""  # external, city, or '' (a timeout, a failure)
-    holds: list[list[float | None]] = field(default_factory=list)  # [start, end] capture times
-    # The last hold or resume offered by a re-INVITE or an UPDATE, while a refusal could still
-    # take it back: (CSeq number, method, offering side, held, when offered)
-    offered_hold: tuple[int, str, str, bool, float] | None = None
-    cancelled: bool = False
-    last_activity: float = 0.0
-    media: dict[tuple[str, int], str] = field(default_factory=dict)  # SDP address -> listening side
-    rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
-    streams: dict[str, rtp.Stream] = field(default_factory=dict)  # speaking side -> its stream
-    decoders: dict[str, rtp.Decoder] = field(default_factory=dict)
-    sdp_codecs: set[str] = field(default_factory=set)
-    state: object = None  # the sink's own per-call state
-    # Before a restart of the recorder: the packets counted, the codecs heard; the stretches not
-    # heard ([from, to, why], capture times; ``to`` None until the recorder hears again).
-    prior: dict[str, int] = field(default_factory=dict)
-    heard: set[str] = field(default_factory=set)
-    gaps: list[list] = field(default_factory=list)
-    resumed: bool = False  # taken up after a restart, and nothing heard of it since
-
-    _KEPT = ("call_id", "direction", "trunk", "caller_tag", "invited", "dialog_tag", "transport", "ringing",
-             "answered", "origin", "disposition", "sip_status", "holds", "offered_hold", "cancelled", "last_activity",
-             "gaps")
-
-    def snapshot(self) -> dict:
-        """What a recorder starting again needs to go on with this call (JSON)."""
-        out = {k: getattr(self, k) for k in self._KEPT}
-        out["caller"], out["callee"] = asdict(self.caller), asdict(self.callee)
-        out["media"] = [[host, port, side] for (host, port), side in self.media.items()]
-        out["rtpmap"] = {str(pt): list(v) for pt, v in self.rtpmap.items()}
-        out["sdp_codecs"] = sorted(self.sdp_codecs)
-        out["heard"] = self.codecs()
-        out["counts"] = {k: v for k, v in self.loss().items() if k in _COUNTS}
-        return out
-
-    @classmethod
-    def restore(cls, kept: dict) -> "Call":
-        """The call a snapshot describes, as the tracker takes it up again."""
-        call = cls(**{k: kept[k] for k in cls._KEPT if k not in ("gaps",)} | {
-            "caller": numbers.Number(**kept["caller"]), "callee": numbers.Number(**kept["callee"])})
-        if call.offered_hold is not None:
-            call.offered_hold = tuple(call.offered_hold)
-        call.media = {(host, port): side for host, port, side in kept["media"]}
-        call.rtpmap = {int(pt): tuple(v) for pt, v in kept["rtpmap"].items()}
-        call.sdp_codecs, call.heard = set(kept["sdp_codecs"]), set(kept["heard"])
-        call.prior = dict(kept["counts"])
-        call.gaps = [list(g) for g in kept["gaps"]]
-        return call
-
-    @property
-    def external(self) -> numbers.Number:
-        return self.caller if self.direction == "inbound" else self.callee
-
-    @property
-    def city(self) -> numbers.Number:
-        return self.callee if self.direction == "inbound" else self.caller
-
-    def side_of_caller(self) -> str:
-        return EXTERNAL if self.direction == "inbound" else CITY
-
-    def other(self, side: str) -> str:
-        return CITY if side == EXTERNAL else EXTERNAL
-
-    @property
-    def ring_seconds(self) -> float | None:
-        until = self.answered if self.answered is not None else self.ended
-        start = self.invited
-        return None if until is None else max(0.0, until - start)
-
-    @property
-    def talk_seconds(self) -> float:
-        if self.answered is None or self.ended is None:
-            return 0.0
-        return max(0.0, self.ended - self.answered)
-
-    @property
-    def on_hold(self) -> bool:
-        return bool(self.holds) and self.holds[-1][1] is None
-
-    def loss(self) -> dict:
-        """Packet counts over both directions (and before a restart), for the index and the page."""
-        total = rtp.StreamStats(**{k: int(self.prior.get(k, 0)) for k in _COUNTS})
-        for s in self.streams.values():
-            for k in _COUNTS:
-                setattr(total, k, getattr(total, k) + getattr(s.stats, k))
-        expected = total.received + total.lost
-        return {"received": total.received, "lost": total.lost, "duplicates": total.duplicates,
-                "late": total.late, "reordered": total.reordered,
-                "loss_percent": round(100.0 * total.lost / expected, 2) if expected else 0.0}
-
-    def codecs(self) -> list[str]:
-        used = set(self.heard)
-        for d in self.decoders.values():
-            used |= d.codecs
-        return sorted(used or self.sdp_codecs)
 
 
 @dataclass
@@ -345,6 +229,8 @@ class Tracker:
         sender = self._sender(call, msg)
         seq, cseq_method = msg.cseq
         sdp = msg.sdp
+        if sdp is None and msg.body and "sdp" in msg.header("content-type").lower():
+            call.sdp_errors += 1  # an SDP that cannot be read: where its sender's audio goes is not learned
         if sdp is not None:
             audio = self._sdp(call, sender, sdp)
             if audio is not None and msg.method in ("INVITE", "UPDATE") and call.answered is not None:
@@ -396,7 +282,10 @@ class Tracker:
                 break
         for d in call.decoders.values():
             d.rtpmap.update(sdp.rtpmap)
+        if audio.encrypted:
+            call.srtp.add(sender)  # what is sent to it is ciphertext: counted, never decoded
         if audio.address not in ("0.0.0.0", "::", ""):
+            call.addressed.add(sender)
             key = (audio.address, audio.port)
             call.media[key] = sender
             self._media[key] = (call, sender)
@@ -445,6 +334,9 @@ class Tracker:
         call.resumed = False
         self._set_origin(call, d.ts)
         speaker = call.other(listener)
+        if listener in call.srtp:  # SRTP: decoded as G.711 it would be white noise stored as a voice
+            call.encrypted_packets[speaker] = call.encrypted_packets.get(speaker, 0) + 1
+            return
         stream = call.streams.get(speaker)
         if stream is None:
             decoder = call.decoders[speaker] = rtp.Decoder(call.rtpmap)

@@ -29,6 +29,7 @@ from firmware.regulation import (
     DisclosureDecision,
     DisclosureKind,
     Ground,
+    Hearing,
     RecordClass,
     RequestStatus,
 )
@@ -40,6 +41,7 @@ DISCLOSURE_KINDS = tuple(DisclosureKind)
 DISCLOSURE_OUTCOMES = (*DisclosureDecision, "withdrawn", "pending")
 MONTHS = (4, 5, 6, 7, 8, 9, 10, 11, 12, 1, 2, 3)
 RECORD_CLASSES = tuple(RecordClass)
+NOT_HEARD = tuple(h for h in Hearing if h != Hearing.HEARD)
 
 # The report's own words: its rows name each value as briefly as a table allows.
 LABELS = {
@@ -83,6 +85,8 @@ class Figures:
     monthly_requests: dict[int, int] = field(default_factory=lambda: dict.fromkeys(MONTHS, 0))
     monthly_provisions: dict[int, int] = field(default_factory=lambda: dict.fromkeys(MONTHS, 0))
     incidents: int = 0
+    # answered calls with a side not heard, by why (a call with both sides so counts once a why)
+    calls_not_heard: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOT_HEARD, 0))
     requests: dict[str, dict[str, int]] = field(
         default_factory=lambda: {p: dict.fromkeys(REQUEST_OUTCOMES, 0) for p in PURPOSES})
     viewings: int = 0  # viewing sessions opened (the keys unlocked)
@@ -163,6 +167,8 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
         f.hours[cls] += recorded / 3.6e9
         f.monthly_recordings[_month_of_us(start)] += 1
     f.incidents = conn.execute("SELECT count(*) FROM marks WHERE wall_us >= ? AND wall_us < ?", (lo, hi)).fetchone()[0]
+    count_not_heard(f, conn.execute("SELECT external_heard, city_heard FROM calls WHERE invited_wall_us >= ?"
+                                    " AND invited_wall_us < ? AND ended_wall_us IS NOT NULL", (lo, hi)))
     f.unsynced_hours = conn.execute(
         "SELECT coalesce(sum(end_wall_us - start_wall_us), 0) FROM segments WHERE clock_synchronised = 0"
         " AND start_wall_us >= ? AND start_wall_us < ?", (lo, hi)).fetchone()[0] / 3.6e9
@@ -187,6 +193,13 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
     f.viewings = counts.get("key.unlock", 0)
     last = conn.execute("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     f.checkpoint = _checkpoint(conn) if last else ""
+
+
+def count_not_heard(f: Figures, sides) -> None:
+    """Count calls by each reason a side of them was not heard: ``sides``, (external, city) pairs."""
+    for external, city in sides:
+        for why in {external, city} & set(NOT_HEARD):
+            f.calls_not_heard[why] += 1
 
 
 def _iso(wall_us: int) -> str:
@@ -256,6 +269,8 @@ def rows(report: Report) -> list[tuple[str, str, list]]:
         add("記録", f"{LABELS[cls]} 時間", lambda f, c=cls: round(f.hours[c], 2))
     add("記録", "トラブル等のマーク", lambda f: f.incidents)
     add("記録", "時刻未同期で記録した時間", lambda f: round(f.unsynced_hours, 2))
+    for why in NOT_HEARD:
+        add("記録", f"通話の片側が録音できなかった件数（{why.ja}）", lambda f, w=why: f.calls_not_heard[w])
     for p in PURPOSES:
         for o in REQUEST_OUTCOMES:
             add("視聴の請求（第7条・第8条）", f"{LABELS[p]} {LABELS[o]}", lambda f, p=p, o=o: f.requests[p][o])

@@ -192,7 +192,8 @@ class AuditReader:
                 batch.proof = self.tree.consistency(batch.start, batch.end)
         return False
 
-    CALL_FIELDS = ("direction", "withheld", "external_e164", "external_raw", "city_e164", "city_raw")
+    CALL_FIELDS = ("direction", "withheld", "external_e164", "external_raw", "city_e164", "city_raw",
+                   "external_heard", "city_heard")
     _RECORDING_FIELDS = ("recording", "recording_id", "recordings", "recording_ids")
 
     def recordings(self, entries: list[dict]) -> list[dict]:
@@ -219,7 +220,8 @@ class AuditReader:
             " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL) AS segments,"
             " (SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments_written,"
             " (SELECT count(*) FROM holds h WHERE h.recording_id = r.id AND h.released_at IS NULL) AS holds,"
-            " c.direction, c.withheld, c.external_e164, c.external_raw, c.city_e164, c.city_raw"
+            " c.direction, c.withheld, c.external_e164, c.external_raw, c.city_e164, c.city_raw,"
+            " c.external_heard, c.city_heard"
             f" FROM recordings r LEFT JOIN calls c ON c.recording_id = r.id WHERE r.id IN ({marks})"
             " ORDER BY r.started_wall_us", sorted(ids))
         columns = [c[0] for c in cur.description]

@@ -788,8 +788,10 @@ def main() -> int:
         try:
             boots_in_turn(work, pristine)
             cuts.result()
-        except BaseException:
+        except BaseException as exc:
             Boot.kill_all()
+            # the last line of the log, which the summary of `make test` shows
+            log(f"FAILED after {time.monotonic() - started:.0f} s: {type(exc).__name__}: {exc}")
             raise
 
     log(f"all passed in {time.monotonic() - started:.0f} s")

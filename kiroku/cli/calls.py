@@ -50,7 +50,8 @@ def calls(args) -> int:
         arrow = "←" if r["direction"] == "inbound" else "→"
         talk = f"{r['talk_s']:.1f} s" if r["talk_s"] is not None else "in progress"
         loss = f", {r['loss_percent']:.1f} % lost" if r["packets_lost"] else ""
-        gaps = "".join(f", not heard {g['from'][11:19]}–{(g['to'] or '?')[11:19]} ({g['why']})" for g in r["gaps"])
+        gaps = "".join(f", {d['side']} side {d['why'].replace('_', ' ')}" for d in r["doubts"])
+        gaps += "".join(f", not heard {g['from'][11:19]}–{(g['to'] or '?')[11:19]} ({g['why']})" for g in r["gaps"])
         print(f"{r['recording_id']}  {r['invited_at']}  {arrow} {r['external_display'] or '?':<16} "
               f"city {r['city_display'] or '?':<14} {r['disposition'] or 'ringing':<10} {talk}{loss}{gaps}")
     return 0

@@ -11,3 +11,14 @@ CREATE TABLE call_dialogs (
 -- [[from_wall_us, to_wall_us, why], …]: stretches of a call its recorder did not hear (stopped
 -- or restarting); the audio there is silence of the gap's length, so the track keeps the call's time.
 ALTER TABLE calls ADD COLUMN gaps TEXT NOT NULL DEFAULT '[]';
+-- What was heard of each side of an answered call, and why not (firmware.regulation.Hearing):
+-- NULL when there was nothing to hear (not answered, no early media). A side never heard is
+-- not "0 % loss". With the packets that could not be decoded, and SDP bodies that could not
+-- be read.
+ALTER TABLE calls ADD COLUMN external_heard TEXT
+    CHECK (external_heard IN ('heard', 'silent', 'undecodable', 'encrypted', 'no_media_address'));
+ALTER TABLE calls ADD COLUMN city_heard TEXT
+    CHECK (city_heard IN ('heard', 'silent', 'undecodable', 'encrypted', 'no_media_address'));
+ALTER TABLE calls ADD COLUMN packets_undecodable INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE calls ADD COLUMN packets_encrypted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE calls ADD COLUMN sdp_errors INTEGER NOT NULL DEFAULT 0;
