@@ -608,8 +608,10 @@ def _final(status, cseq, method="INVITE"):
 @pytest.mark.parametrize("extra, number, withheld", [
     ("P-Asserted-Identity: <tel:+81312340000>\nRemote-Party-ID: <sip:0399999999@c>;party=calling\n", "+81312340000",
      False),
-    ("Remote-Party-ID: \"X\" <sip:0399999999@c>;party=calling;privacy=full\n", "+81399999999", True),
-    ("Privacy: id\n", "+81312345678", True),
+    # A caller who withheld their number (非通知) has none stored, though the network carried it
+    # (docs/calls.md, "Numbers"): the city's own phone did not show it either.
+    ("Remote-Party-ID: \"X\" <sip:0399999999@c>;party=calling;privacy=full\n", "", True),
+    ("Privacy: id\nP-Asserted-Identity: <tel:+81312340000>\n", "", True),
 ])
 def test_the_callers_identity_is_taken_from_pai_then_rpid_then_from(extra, number, withheld):
     from firmware.calls.tracker import Tracker
@@ -620,6 +622,58 @@ def test_the_callers_identity_is_taken_from_pai_then_rpid_then_from(extra, numbe
     t.datagram(_sip(2.0, "198.51.100.10", "192.0.2.1", _final("486 Busy Here", 1)))
     call, = sink.ended
     assert call.caller.e164 == number and call.caller.withheld is withheld and call.disposition == "busy"
+    if withheld:
+        assert call.caller.raw == "" and call.caller.digits == "", "nothing of the number is kept"
+
+
+def test_a_withheld_callers_number_is_shown_nowhere_and_found_by_no_search(tmp_path, data_dir, vault, config):
+    script = _call(0, talk=2.0, anonymous=True)
+
+    def with_identity(p):  # the carrier passes the number on in P-Asserted-Identity all the same
+        if p[5].startswith(b"INVITE") and b"Privacy: id" in p[5]:
+            pai = b"Privacy: id\r\nP-Asserted-Identity: <tel:+81422123456>\r\n"
+            return (*p[:5], p[5].replace(b"Privacy: id\r\n", pai))
+        return p
+
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", [with_identity(p) for p in capture_of([script])]))
+    row = calls(vault)[script.call_id]
+    assert row["withheld"] == 1 and row["external_display"] == "非通知"
+    assert (row["external_e164"], row["external_raw"]) == ("", ""), "not stored"
+    assert calls(vault, number="0422-12-3456") == {}, "nor found by it"
+
+
+def test_an_outbound_call_is_outbound_when_the_pbx_shares_the_trunks_address(tmp_path, vault, config, recovery):
+    # An SBC on the PBX's host: both signal from 192.0.2.1, the carrier's side on port 5060.
+    carrier = synth.Party("0312345678", ("192.0.2.1", 5060), ("192.0.2.1", 40000), 440.0)
+    pbx = synth.Party("0586280000", ("192.0.2.1", 5070), ("192.0.2.1", 20000), 1000.0)
+    inbound = synth.Script("in@shared", "inbound", carrier, pbx, talk=2.0)
+    outbound = synth.Script("out@shared", "outbound", synth.Party("0312345679", ("192.0.2.1", 5060),
+                                                                 ("192.0.2.1", 40002), 440.0),
+                            synth.Party("0586280001", ("192.0.2.1", 5070), ("192.0.2.1", 20002), 1000.0),
+                            start=1_800_000_010.0, talk=2.0)
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", capture_of([inbound, outbound])),
+           trunk="192.0.2.1:5060")
+    got = calls(vault)
+    assert got["in@shared"]["direction"] == "inbound" and got["in@shared"]["external_e164"] == "+81312345678"
+    row = got["out@shared"]
+    assert row["direction"] == "outbound", "decided by the trunk's port, not by the address alone"
+    assert (row["external_e164"], row["city_e164"]) == ("+81312345679", "+81586280001")
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert peak_hz(pcm[0]) == pytest.approx(440, abs=5) and peak_hz(pcm[1]) == pytest.approx(1000, abs=5), \
+        "left is the external party, right the city"
+
+
+def test_a_call_to_an_extension_keeps_the_number_dialled_as_the_citys(tmp_path, vault, config):
+    script = _call(0, talk=2.0)
+
+    def to_extension(p):  # the carrier sends it to the PBX's extension 201; To has the number dialled
+        if p[5].startswith(b"INVITE sip:0586280000@"):
+            return (*p[:5], p[5].replace(b"INVITE sip:0586280000@", b"INVITE sip:201@", 1))
+        return p
+
+    replay(vault, config, write_pcap(tmp_path / "trunk.pcap", [to_extension(p) for p in capture_of([script])]))
+    row = calls(vault)[script.call_id]
+    assert row["city_e164"] == "+81586280000" and row["reached"] == "201"
 
 
 def test_an_authentication_challenge_is_not_the_end_of_the_call():

@@ -22,6 +22,7 @@ class Call:
     caller_tag: str
     invited: float  # capture times, seconds since the epoch
     dialog_tag: str = ""  # the callee's tag in the first 2xx: the dialog that was answered
+    reached: str = ""  # the Request-URI's user when it was not the number dialled (an extension, an account)
     transport: str = "udp"
     ringing: float | None = None
     answered: float | None = None
@@ -60,7 +61,7 @@ class Call:
 
     _KEPT = ("call_id", "direction", "trunk", "caller_tag", "invited", "dialog_tag", "transport", "ringing",
              "answered", "origin", "disposition", "sip_status", "holds", "offered_hold", "cancelled", "last_activity",
-             "gaps", "sdp_errors")
+             "gaps", "sdp_errors", "reached")
 
     def snapshot(self) -> dict:
         """What a recorder starting again needs to go on with this call (JSON)."""
@@ -78,7 +79,7 @@ class Call:
     @classmethod
     def restore(cls, kept: dict) -> "Call":
         """The call a snapshot describes, as the tracker takes it up again."""
-        call = cls(**{k: kept[k] for k in cls._KEPT if k not in ("gaps",)} | {
+        call = cls(**{k: kept[k] for k in cls._KEPT if k in kept and k != "gaps"} | {
             "caller": numbers.Number(**kept["caller"]), "callee": numbers.Number(**kept["callee"])})
         if call.offered_hold is not None:
             call.offered_hold = tuple(call.offered_hold)

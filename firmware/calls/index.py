@@ -62,11 +62,12 @@ def number_clause(alias: str) -> str:
 
 
 def parties(row) -> dict:
-    """How a call's two numbers are shown: ``external_display`` (非通知 when the caller withheld
-    it and no number came) and ``city_display``. ``row`` has the calls table's direction,
+    """How a call's two numbers are shown: ``external_display`` (非通知 whenever the caller asked
+    for it — a row from before the recorder stopped keeping such numbers shows it too) and
+    ``city_display``. ``row`` has the calls table's direction,
     withheld and number columns — the device's own, or what it published to the hub."""
-    return {"external_display": numbers.WITHHELD if row["withheld"] and not row["external_e164"]
-            and row["direction"] == "inbound" else numbers.display(row["external_e164"] or _digits(row["external_raw"])),
+    return {"external_display": numbers.WITHHELD if row["withheld"] and row["direction"] == "inbound"
+            else numbers.display(row["external_e164"] or _digits(row["external_raw"])),
             "city_display": numbers.display(row["city_e164"] or _digits(row["city_raw"]))}
 
 

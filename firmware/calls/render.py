@@ -359,7 +359,7 @@ def call_row(call: Call, recording_id: str) -> dict:
         "external_heard": call.hearing(EXTERNAL), "city_heard": call.hearing(CITY),
         "packets_undecodable": sum(call.side_counts(s)["undecodable"] for s in (EXTERNAL, CITY)),
         "packets_encrypted": sum(call.side_counts(s)["encrypted"] for s in (EXTERNAL, CITY)),
-        "sdp_errors": call.sdp_errors,
+        "sdp_errors": call.sdp_errors, "reached": call.reached,
     }
 
 

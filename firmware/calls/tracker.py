@@ -186,12 +186,22 @@ class Tracker:
         if call.ended is None:
             self.sink.call_changed(call)
 
+    def _direction(self, d: Datagram) -> str | None:
+        """Which way an INVITE goes: from the carrier (inbound) or to it (outbound). By address,
+        and where the PBX shares the trunk's address (an SBC on the same host), by the trunk's
+        SIP port: the side on it is the carrier's."""
+        src, dst = self._on_trunk(d.src), self._on_trunk(d.dst)
+        if src and dst:
+            if d.sport == self.trunk_port != d.dport:
+                return "inbound"
+            if d.dport == self.trunk_port != d.sport:
+                return "outbound"
+            return None  # neither side on the trunk's port: a call between two of the host's own
+        return "inbound" if src else "outbound" if dst else None
+
     def _new_call(self, msg: sip.Message, d: Datagram, transport: str) -> Call | None:
-        if self._on_trunk(d.src):
-            direction = "inbound"
-        elif self._on_trunk(d.dst):
-            direction = "outbound"
-        else:
+        direction = self._direction(d)
+        if direction is None:
             return None  # not on the trunk: an internal call is not the call recorder's to keep
         privacy = msg.header("privacy").lower()
         identity = sip.first_value(msg.headers.get("p-asserted-identity", [])) \
@@ -202,13 +212,23 @@ class Tracker:
         from_user = sip.user_of(msg.header("from"))
         if from_user.lower().startswith("anonymous") or "anonymous.invalid" in msg.header("from").lower():
             withheld = True
-        caller = numbers.parse(sip.user_of(identity) or from_user, outside_line_prefix=self.outside_line_prefix,
-                               withheld=withheld)
-        callee_raw = sip.user_of("<" + msg.uri + ">") or sip.user_of(msg.header("to"))
-        callee = numbers.parse(callee_raw, outside_line_prefix=self.outside_line_prefix)
+        if withheld and direction == "inbound":
+            # The caller asked that the city not be shown their number (非通知): it is neither
+            # stored nor shown, though a P-Asserted-Identity carries it (docs/calls.md, "Numbers").
+            caller = numbers.Number("", "", "", True)
+        else:
+            caller = numbers.parse(sip.user_of(identity) or from_user, outside_line_prefix=self.outside_line_prefix,
+                                   withheld=withheld)
+        # The number dialled: the Request-URI's, unless it is an extension or a trunk account
+        # ("201", "trunk1") and To carries a whole number — then To's, the R-URI's kept too.
+        target = numbers.parse(sip.user_of("<" + msg.uri + ">"), outside_line_prefix=self.outside_line_prefix)
+        dialled = numbers.parse(sip.user_of(msg.header("to")), outside_line_prefix=self.outside_line_prefix)
+        callee, reached = target, ""
+        if not target.raw or (not target.e164 and dialled.e164):
+            callee, reached = dialled, target.raw
         trunk = f"{self.trunk_host}:{self.trunk_port}"
         call = Call(msg.call_id, direction, trunk, caller, callee, msg.from_tag, d.ts, transport=transport,
-                    last_activity=d.ts)
+                    last_activity=d.ts, reached=reached[:64])
         self.calls[call.call_id] = call
         log.info("call %s: %s", _ref(call.call_id), direction)  # no numbers in the system log
         self.sink.call_began(call)

@@ -307,7 +307,7 @@ class Vault(Index, Retention, Checks):
                      "ring_ms", "talk_ms", "disposition", "sip_status", "end_reason", "ended_by", "holds", "codecs",
                      "packets_received", "packets_lost", "packets_duplicate", "packets_late", "loss_percent",
                      "gaps", "external_heard", "city_heard", "packets_undecodable", "packets_encrypted",
-                     "sdp_errors")
+                     "sdp_errors", "reached")
 
     def index_call(self, row: dict, *, ended: Recording | None = None, dialog: dict | None = None) -> None:
         """A call's row in the index (the call recorder's), written as the call changes (it

@@ -22,3 +22,6 @@ ALTER TABLE calls ADD COLUMN city_heard TEXT
 ALTER TABLE calls ADD COLUMN packets_undecodable INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN packets_encrypted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE calls ADD COLUMN sdp_errors INTEGER NOT NULL DEFAULT 0;
+-- The Request-URI's user when it was not the number dialled (an extension "201", a trunk
+-- account): the called number is then To's, and this is where the PBX sent the call.
+ALTER TABLE calls ADD COLUMN reached TEXT NOT NULL DEFAULT '';
