@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -98,16 +99,18 @@ def test_the_whole_voice_band_of_each_codec_is_kept(tmp_path, vault, config, rec
 
 def test_sip_compact_and_folded_headers_are_understood():
     msg = sip.parse(b"INVITE sip:0586280000@pbx SIP/2.0\r\ni: abc@host\r\nf: <sip:0422123456@carrier>;tag=x1\r\n"
-                    b"t: <sip:0586280000@pbx>\r\nCSeq: 1\r\n INVITE\r\nc: application/sdp\r\nl: 0\r\n\r\n")
+                    b"t: <sip:0586280000@pbx>\r\nv: SIP/2.0/UDP carrier\r\nCSeq: 1\r\n INVITE\r\nc: application/sdp\r\n"
+                    b"l: 0\r\n\r\n")
     assert (msg.call_id, msg.from_tag, msg.to_tag, msg.cseq) == ("abc@host", "x1", "", (1, "INVITE"))
     assert sip.user_of(msg.header("from")) == "0422123456"
 
 
 def test_sip_over_tcp_is_framed_by_content_length():
     body = b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 0\r\n"
-    one = b"INVITE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Type: application/sdp\r\nContent-Length: " + \
-        str(len(body)).encode() + b"\r\n\r\n" + body
-    two = b"BYE sip:1@b SIP/2.0\r\nCall-ID: t1\r\nContent-Length: 0\r\n\r\n"
+    common = b"Call-ID: t1\r\nFrom: <sip:a@a>;tag=1\r\nTo: <sip:1@b>\r\nVia: SIP/2.0/TCP a\r\n"
+    one = b"INVITE sip:1@b SIP/2.0\r\n" + common + b"CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\n" \
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    two = b"BYE sip:1@b SIP/2.0\r\n" + common + b"CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     framer = sip.StreamFramer()
     stream = one + two
     got = framer.feed(stream[:30]) + framer.feed(stream[30:len(one) - 5]) + framer.feed(stream[len(one) - 5:])
@@ -483,6 +486,63 @@ def test_an_sdp_that_cannot_be_read_leaves_the_side_it_addressed_without_a_media
     assert (external, city) == ("no_media_address", "heard") and row["sdp_errors"] == 1
 
 
+# -- hygiene: strict where RFC 3261 is, and a flood bounded (issue 27, item 5) ---------------
+def _invite_of(script):
+    return next(p for p in capture_of([script]) if p[5].startswith(b"INVITE"))
+
+
+@pytest.mark.parametrize("edit", [
+    lambda b: b[:60],  # cut inside the Call-ID
+    lambda b: b[:b.index(b"\r\n\r\n")],  # the header block never ends
+    lambda b: b[:-20],  # the body shorter than its Content-Length
+    lambda b: re.sub(rb"Content-Length: \d+", b"Content-Length: -5", b),
+    lambda b: re.sub(rb"Content-Length: \d+", b"Content-Length: 12x", b),
+    lambda b: re.sub(rb"Content-Length: (\d+)", rb"Content-Length: \1\r\nContent-Length: 7", b),
+    lambda b: re.sub(rb"CSeq: 1 INVITE", b"CSeq: 1 BYE", b),
+    lambda b: re.sub(rb"Via: [^\r]*\r\n", b"", b),
+], ids=["cut Call-ID", "no end of headers", "short body", "negative length", "bad length", "two lengths",
+        "CSeq method differs", "no Via"])
+def test_a_malformed_invite_makes_no_call(tmp_path, vault, config, edit):
+    script = _call(0, talk=2.0)
+    packets = [(*p[:5], edit(p[5])) if p[5].startswith(b"INVITE") else p for p in capture_of([script])]
+    rec = replay(vault, config, write_pcap(tmp_path / "trunk.pcap", packets))
+    assert calls(vault) == {}, "no row for a message that is not one"
+    assert rec.tracker.counters.sip_errors >= 1
+
+
+def test_a_tagless_200_from_the_callers_side_answers_nothing(tmp_path, vault, config):
+    script = _call(0, talk=2.0)
+    invite = _invite_of(script)
+    bare = re.sub(rb"^INVITE [^\r]*", b"SIP/2.0 200 OK", invite[5])  # same headers, To without a tag
+    rec = CallRecorder(vault, config, trunk="192.0.2.1",
+                       source=_Packets([invite, (invite[0] + 0.5, *invite[1:5], bare),
+                                        (invite[0] + 40.0, *invite[1:5], b"keep-alive")])).start()
+    assert rec.drain(60)
+    rec.close()
+    row = calls(vault)[script.call_id]
+    assert row["answered_wall_us"] is None and row["disposition"] == "failed" and row["end_reason"] == "no_response"
+    assert row["talk_s"] == 0
+
+
+def test_a_flood_of_invites_is_bounded_counted_and_a_fault_and_calls_after_it_are_recorded(tmp_path, vault, config):
+    from firmware.calls.tracker import MAX_UNANSWERED
+
+    invite = _invite_of(_call(0))
+    flood = [(invite[0] + i * 0.005, *invite[1:5], invite[5].replace(b"call-0@trunk", b"flood-%d@trunk" % i))
+             for i in range(MAX_UNANSWERED + 500)]  # 1,500 INVITEs in 7.5 s, nothing answers any
+    later = _call(1, talk=2.0, start=invite[0] + 60.0)
+    rec = CallRecorder(vault, config, trunk="192.0.2.1", source=_Packets(flood + capture_of([later]))).start()
+    assert rec.drain(120)
+    rec.watch()
+    rec.close()
+    got = calls(vault, limit=5000)
+    assert rec.tracker.counters.refused == 500, "beyond the bound: counted, not held"
+    flooded = [r for cid, r in got.items() if cid.startswith("flood-")]
+    assert len(flooded) == MAX_UNANSWERED and {r["end_reason"] for r in flooded} == {"no_response"}
+    assert got[later.call_id]["disposition"] == "answered", "the trunk is recorded again once it has passed"
+    assert "flood" in rec.faults and "500" in rec.faults["flood"]["message"]
+
+
 def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, config):
     rec = CallRecorder(vault, config.replace(calls={"silence_minutes": 30}), trunk="192.0.2.1:5060",
                        source=type("Src", (), {"frames": lambda self: iter(()), "close": lambda self: None})())
@@ -573,6 +633,9 @@ class _Sink:
         pass
 
     call_changed = call_suspended = call_began
+
+    def flush(self):
+        pass
 
     def call_audio(self, call, side, position, pcm):
         pass

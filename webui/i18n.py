@@ -93,12 +93,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "fault.device.capture": ("通話の取り込み", "Call capture"),
     "fault.device.trunk_silent": ("外線の監視ポート", "The trunk's mirror port"),
     "fault.device.processing": ("通話の処理", "Call processing"),
+    "fault.device.flood": ("外線への大量の発信（INVITE）", "A flood of INVITEs on the trunk"),
+    "fault.device.resume": ("再起動時に通話中だった通話", "Calls in progress at a restart"),
     "fault.call.capture": ("ミラーポートから取り込めません。通話は記録されていません。機器の担当者に連絡してください。",
                            "Nothing can be captured from the mirror port: calls are not being recorded. Call the"
                            " person in charge of the device."),
     "fault.call.processing": ("通話の処理に失敗しました。通話が記録されていないおそれがあります。機器の担当者に連絡してください。",
                               "Processing the traffic failed: calls may not be recorded. Call the person in charge"
                               " of the device."),
+    "fault.call.flood": ("応答を待つ通話が多すぎるため、新しい着信・発信の一部を記録していません（大量のINVITE）。"
+                         "通信事業者側と交換機のログを確かめてください。",
+                         "Too many calls were waiting for an answer at once: some new calls are not recorded (a flood"
+                         " of INVITEs). Check the carrier's side and the PBX's log."),
+    "fault.call.resume": ("再起動時に通話中だった通話を読み出せません。`kiroku vault check --repair` で閉じてください。",
+                          "The calls in progress when the recorder stopped cannot be read: close them with"
+                          " `kiroku vault check --repair`."),
     "fault.call.trunk_silent": ("業務時間中に外線のSIPが届いていません。通話が記録されていないおそれがあります。"
                                 "ミラーポートの設定と配線を確かめてください。",
                                 "No SIP on the trunk during office hours: calls may not be recorded. Check the"

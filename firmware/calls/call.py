@@ -37,6 +37,7 @@ class Call:
     # take it back: (CSeq number, method, offering side, held, when offered)
     offered_hold: tuple[int, str, str, bool, float] | None = None
     cancelled: bool = False
+    responded: bool = False  # a response to the INVITE was seen (one nobody answers ends at Timer B)
     last_activity: float = 0.0
     media: dict[tuple[str, int], str] = field(default_factory=dict)  # SDP address -> listening side
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -61,7 +62,7 @@ class Call:
 
     _KEPT = ("call_id", "direction", "trunk", "caller_tag", "invited", "dialog_tag", "transport", "ringing",
              "answered", "origin", "disposition", "sip_status", "holds", "offered_hold", "cancelled", "last_activity",
-             "gaps", "sdp_errors", "reached")
+             "gaps", "sdp_errors", "reached", "responded")
 
     def snapshot(self) -> dict:
         """What a recorder starting again needs to go on with this call (JSON)."""

@@ -30,7 +30,7 @@ from firmware.calls import net
 from firmware.calls.capture import CaptureError, LiveCapture, SimulatedCapture
 from firmware.calls.render import CallWriter
 from firmware.calls.call import Call
-from firmware.calls.tracker import Tracker
+from firmware.calls.tracker import MAX_UNANSWERED, Tracker
 from firmware.config import Config
 from firmware.control import ControlError, ControlServer, socket_path
 from firmware.daemon import DataDirError, lock_data_dir
@@ -104,6 +104,7 @@ class CallRecorder:
         self.fatal = ""
         self._started = time.time()
         self._beat = time.monotonic()
+        self._refused_seen, self._refused_at = 0, 0.0
 
     # -- what the control socket asks ----------------------------------------------------
     def status(self) -> dict:
@@ -277,8 +278,18 @@ class CallRecorder:
         return start <= when.strftime("%H:%M") < end
 
     def watch(self, now: float | None = None) -> None:
-        """A fault while no SIP has crossed the trunk for ``silence_minutes`` of office hours."""
+        """A fault while no SIP has crossed the trunk for ``silence_minutes`` of office hours,
+        and while INVITEs are refused for a flood (cleared ten quiet minutes after the last)."""
         now = time.time() if now is None else now
+        refused = self.tracker.counters.refused
+        if refused > self._refused_seen:
+            self._refused_seen, self._refused_at = refused, now
+            if "flood" not in self.faults:
+                self._fault("flood", f"INVITEs not recorded ({refused} so far): more than {MAX_UNANSWERED} calls were"
+                                     " waiting for an answer at once — a flood of INVITEs on the trunk; check the"
+                                     " carrier's side and the PBX's log")
+        elif "flood" in self.faults and now - self._refused_at > 600:
+            self._clear("flood")
         last = max(self.tracker.counters.last_sip, self._started)
         silent = now - last
         limit = self.config.calls.silence_minutes * 60

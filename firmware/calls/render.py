@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 RATE = rtp.RATE
 _FRAME = 1024  # AAC-LC's frame
+_BATCH = 64  # calls that never rang, written together
 
 
 def _who(call: Call) -> str:
@@ -75,6 +76,7 @@ class _Track:
         self.segment = None  # (sealed file, container, stream, first sample, samples written)
         self.written = 0  # samples handed to segments
         self.failed = ""
+        self.begun = False  # its recording is in the index
         self.kept = ""  # the dialog as last kept (less its last activity): kept again when it changes
 
 
@@ -90,6 +92,7 @@ class CallWriter:
         self.bitrate = bitrate
         self.on_stored = on_stored
         self._ids: set[str] = set()
+        self._unrung: list[tuple[Call, dict, Recording]] = []
         self.calls_stored = 0
         self.errors: list[str] = []
 
@@ -99,21 +102,18 @@ class CallWriter:
         rec = Recording(id=self._new_id(wall), device=self.device, mode="call", started_at=_iso(wall),
                         started_us=_boot_us(wall), started_wall_us=wall, started_by="call-recorder",
                         clock_synchronised=clock.clock_synchronised(), record_class="call")
-        track = _Track(rec)
-        call.state = track
-        try:
-            self.vault.begin(rec)
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            track.failed = str(exc)
-            self._error(f"call {_who(call)}: cannot begin its recording: {exc}")
-            return
-        self._keep(call, track)
+        call.state = _Track(rec)  # written once the call rings, is answered or is heard (_keep)
+
+    def _alive(self, call: Call) -> bool:
+        """Whether a call is more than an INVITE: it rang, was answered or carried audio. Until
+        then nothing is written (a flood of INVITEs costs no writes while it lasts)."""
+        return call.ringing is not None or call.answered is not None or call.origin is not None
 
     def call_changed(self, call: Call) -> None:
         """A SIP message reached the call: its row and dialog are kept if what they say changed
         (an answer, a hold, new media) — a power cut mid-call leaves an answered call answered."""
         track: _Track = call.state
-        if track is not None and not track.failed:
+        if track is not None and not track.failed and self._alive(call):
             self._keep(call, track, only_if_changed=True)
 
     def call_suspended(self, call: Call) -> None:
@@ -133,6 +133,7 @@ class CallWriter:
         and in the audit log, and silence of its length in the track."""
         track = _Track(rec)
         track.seq, track.written, track.base = next_seq, samples, samples
+        track.begun = True
         call.state = track
         self._ids.add(rec.id)
         stored_until = call.origin + samples / RATE if call.origin is not None else call.last_activity
@@ -149,12 +150,15 @@ class CallWriter:
         key = json.dumps({k: v for k, v in dialog.items() if k != "last_activity"}, sort_keys=True)
         if only_if_changed and key == track.kept:
             return
+        begin = None if track.begun else track.rec
         try:
-            self.vault.index_call(call_row(call, track.rec.id), dialog=dialog)
+            self.vault.index_call(call_row(call, track.rec.id), begin=begin, dialog=dialog)
         except (StoreError, OSError, sqlite3.Error) as exc:
-            self._error(f"call {_who(call)}: cannot keep its state: {exc}")
+            if begin is not None:
+                track.failed = str(exc)
+            self._error(f"call {_who(call)}: cannot {'begin its recording' if begin else 'keep its state'}: {exc}")
             return
-        track.kept = key
+        track.begun, track.kept = True, key
 
     def call_audio(self, call: Call, side: str, position: int, pcm: np.ndarray) -> None:
         track: _Track = call.state
@@ -197,11 +201,33 @@ class CallWriter:
         rec.ended_wall_us = _wall_us(call.ended)
         rec.ended_at = _iso(rec.ended_wall_us)
         rec.end_reason = call.end_reason
+        if not track.begun and not track.failed:
+            # never rang: written with the others that ended so since the last tick, in one go
+            self._unrung.append((call, call_row(call, rec.id), rec))
+            if len(self._unrung) >= _BATCH:
+                self.flush()
+            return
         try:
             self.vault.index_call(call_row(call, rec.id), ended=rec)
         except (StoreError, OSError, sqlite3.Error) as exc:
             self._error(f"call {_who(call)}: cannot index its end: {exc}")
             return
+        self._stored(call, rec)
+
+    def flush(self) -> None:
+        """Write the calls that ended without ringing (the tracker calls this every tick)."""
+        if not self._unrung:
+            return
+        batch, self._unrung = self._unrung, []
+        try:
+            self.vault.index_calls([(row, rec) for _, row, rec in batch])
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self._error(f"{len(batch)} calls that never rang: cannot index them: {exc}")
+            return
+        for call, _, rec in batch:
+            self._stored(call, rec)
+
+    def _stored(self, call: Call, rec: Recording) -> None:
         self.calls_stored += 1
         if self.on_stored:
             self.on_stored(call, rec)
@@ -232,6 +258,11 @@ class CallWriter:
 
     def _open_segment(self, call: Call, track: _Track) -> None:
         import av
+
+        if not track.begun:
+            self._keep(call, track)  # its recording and row first
+            if track.failed:
+                return
 
         start_wall = _wall_us(call.origin) + track.written * 1_000_000 // RATE
         try:

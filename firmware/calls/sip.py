@@ -61,11 +61,24 @@ class Message:
         return parse_sdp(self.body)
 
 
+# A request without these is not a SIP request (RFC 3261 §8.1.1; Max-Forwards, also a MUST
+# there, is tolerated: a recorder gains nothing by losing a call its PBX forgot it on); a
+# response needs all but Via's being checked (§8.2.6.2 copies them).
+_REQUIRED = ("call-id", "cseq", "from", "to", "via")
+_CALL_ID = re.compile(r"[\w.!%*+`'~()<>:\\\"/\[\]?{}=-]+(?:@[\w.!%*+`'~()<>:\\\"/\[\]?{}=-]+)?")
+
+
 def parse(data: bytes) -> Message:
-    """One whole SIP message (a UDP payload, or one framed out of a TCP stream)."""
+    """One whole SIP message (a UDP payload, or one framed out of a TCP stream), or SipError:
+    strict where RFC 3261 is — the header block must end (a datagram cut short is not a call),
+    Call-ID, CSeq, From, To and Via must be there and well formed, a Content-Length must be a
+    number the body holds (§18.3: a shorter body is an error, a longer one is cut) — and
+    tolerant where it allows (bare LF line ends, compact and folded headers)."""
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         head, sep, body = data.partition(b"\n\n")
+    if not sep:
+        raise SipError("the header block does not end: a message cut short")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -101,12 +114,26 @@ def parse(data: bytes) -> Message:
         # (a display name may contain a comma) and split only where the index needs it.
         headers.setdefault(name, []).append(value.strip())
         last = name
-    length = headers.get("content-length")
-    if length:
-        try:
-            body = body[:int(length[0])]
-        except ValueError:
-            pass
+    for name in _REQUIRED:
+        if name == "via" and method is None:
+            continue
+        if not headers.get(name) or not headers[name][0]:
+            raise SipError(f"no {name} header")
+    call_id = headers["call-id"][0]
+    if not _CALL_ID.fullmatch(call_id) or len(call_id) > 256:
+        raise SipError(f"a malformed Call-ID {call_id[:40]!r}")
+    cseq = headers["cseq"][0].split()
+    if len(cseq) != 2 or not cseq[0].isdigit() or len(cseq[0]) > 10 or cseq[1].upper() not in METHODS \
+            or (method is not None and cseq[1].upper() != method):
+        raise SipError(f"a malformed CSeq {headers['cseq'][0][:40]!r}")
+    lengths = {v.strip() for v in headers.get("content-length", [])}
+    if lengths:
+        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+            raise SipError(f"a bad Content-Length {sorted(lengths)!r}")
+        length = int(lengths.pop())
+        if length > len(body):
+            raise SipError(f"a body shorter ({len(body)} bytes) than its Content-Length ({length}): cut short")
+        body = body[:length]
     return Message(method, status, uri, headers, body)
 
 

@@ -41,6 +41,8 @@ _NO_ANSWER = {408, 480}
 _CHALLENGE = {401, 407}
 _ENDED_MEMORY = 64.0  # seconds an ended Call-ID is remembered (retransmissions, 200 to BYE)
 RESUME_GRACE = 30.0  # seconds a resumed call may stay silent before it is taken to have ended
+NO_RESPONSE = 32.0  # seconds an INVITE nobody answered at all is a call (RFC 3261 Timer B: 64 × T1)
+MAX_UNANSWERED = 1000  # calls waiting for an answer at once: what a flood of INVITEs can make the tracker hold
 
 
 def _ref(call_id: str) -> str:
@@ -57,6 +59,7 @@ class Sink(Protocol):
     def call_tick(self, call: "Call", now: float) -> None: ...
     def call_suspended(self, call: "Call") -> None: ...
     def call_ended(self, call: "Call") -> None: ...
+    def flush(self) -> None: ...  # every tick: what the sink holds back to write together
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Counters:
     rtp_packets: int = 0
     unmatched: int = 0  # UDP that was neither SIP nor a known media address
     last_sip: float = 0.0  # capture time of the newest SIP message on the trunk
+    refused: int = 0  # INVITEs not tracked: MAX_UNANSWERED calls were already waiting for an answer
 
 
 class Tracker:
@@ -126,13 +130,16 @@ class Tracker:
             unheard = call.resumed and call.gaps and call.gaps[-1][1] is not None \
                 and now - call.gaps[-1][1] > RESUME_GRACE
             why = "recorder_stopped" if call.resumed else "timeout"
-            if call.answered is None and (idle > self.setup_timeout or unheard):
+            if call.answered is None and not call.responded and idle > NO_RESPONSE:
+                self._end(call, call.last_activity, "failed", "no_response")  # the INVITE's transaction timed out
+            elif call.answered is None and (idle > self.setup_timeout or unheard):
                 # a CANCEL whose 487 the capture missed still ends a cancelled call
                 self._end(call, call.last_activity, "cancelled" if call.cancelled else "failed", why)
             elif call.answered is not None and (idle > self.idle_timeout or unheard):
                 self._end(call, call.last_activity, call.disposition or "answered", why)
         for cid in [c for c, t in self._ended.items() if now - t > _ENDED_MEMORY]:
             del self._ended[cid]
+        self.sink.flush()
 
     def resume(self, call: Call) -> None:
         """Take up a call a previous run of the recorder left in progress (``Call.restore``,
@@ -151,12 +158,14 @@ class Tracker:
                 for pos, pcm in stream.flush():
                     self.sink.call_audio(call, side, pos, pcm)
             self.sink.call_suspended(call)
+        self.sink.flush()
 
     def close(self, now: float | None = None) -> None:
         """End every call in progress (the input has ended: a replayed capture): what was heard is kept."""
         for call in list(self.calls.values()):
             disposition = call.disposition or ("cancelled" if call.cancelled else "failed")
             self._end(call, now if now is not None else self.now, disposition, "recorder_stopped")
+        self.sink.flush()
 
     # -- SIP -------------------------------------------------------------------------
     def _on_trunk(self, host: str) -> bool:
@@ -203,6 +212,11 @@ class Tracker:
         direction = self._direction(d)
         if direction is None:
             return None  # not on the trunk: an internal call is not the call recorder's to keep
+        if len(self.calls) >= MAX_UNANSWERED and self._waiting() >= MAX_UNANSWERED:
+            self.tick(d.ts)  # those whose time is up end first
+            if self._waiting() >= MAX_UNANSWERED:
+                self.counters.refused += 1  # a flood: counted, shown as a fault, not held
+                return None
         privacy = msg.header("privacy").lower()
         identity = sip.first_value(msg.headers.get("p-asserted-identity", [])) \
             or sip.first_value(msg.headers.get("remote-party-id", [])) or msg.header("from")
@@ -233,6 +247,9 @@ class Tracker:
         log.info("call %s: %s", _ref(call.call_id), direction)  # no numbers in the system log
         self.sink.call_began(call)
         return call
+
+    def _waiting(self) -> int:
+        return sum(c.answered is None for c in self.calls.values())
 
     def _sender(self, call: Call, msg: sip.Message) -> str:
         tag = msg.from_tag if msg.method else msg.to_tag
@@ -269,6 +286,9 @@ class Tracker:
         if msg.status is None or cseq_method != "INVITE":
             return
         status = msg.status
+        if 200 <= status < 300 and not msg.to_tag:
+            return  # a 2xx that makes no dialog (no To tag: RFC 3261 §12.1.1) answers nothing
+        call.responded = True
         if 180 <= status < 200 and call.ringing is None:
             call.ringing = ts
         elif 200 <= status < 300 and call.answered is None:

@@ -309,14 +309,33 @@ class Vault(Index, Retention, Checks):
                      "gaps", "external_heard", "city_heard", "packets_undecodable", "packets_encrypted",
                      "sdp_errors", "reached")
 
-    def index_call(self, row: dict, *, ended: Recording | None = None, dialog: dict | None = None) -> None:
+    def index_call(self, row: dict, *, begin: Recording | None = None, ended: Recording | None = None,
+                   dialog: dict | None = None) -> None:
         """A call's row in the index (the call recorder's), written as the call changes (it
-        begins, is answered, a segment is sealed) and when it ends; ``dialog``: what a
-        recorder starting again needs to go on with it (``call_dialogs``), kept in the same
-        transaction. With ``ended``, its recording ends there too, and its dialog goes."""
-        self._write(lambda conn: self._index_call(conn, row, ended, dialog), may_use_room=True)
+        rings, is answered, a segment is sealed) and when it ends; ``begin``: its recording
+        begins in the same transaction; ``dialog``: what a recorder starting again needs to go
+        on with it (``call_dialogs``), kept with it. With ``ended``, its recording ends there
+        too, and its dialog goes."""
+        if begin is not None and not self.ready:
+            raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")
+        self._write(lambda conn: self._index_call(conn, row, ended, dialog, begin), may_use_room=begin is None)
 
-    def _index_call(self, conn, row: dict, ended: Recording | None, dialog: dict | None) -> None:
+    def index_calls(self, calls: list[tuple[dict, Recording]]) -> None:
+        """Calls that ended without ever ringing (refused, unanswered, a flood of INVITEs): each
+        one's recording begun and ended with its row, all in one transaction."""
+        if not self.ready:
+            raise VaultNotReady(2, "the vault is not set up: run `kiroku init` or the web UI's first-run page")
+
+        def body(conn):
+            for row, rec in calls:
+                self._index_call(conn, row, rec, None, rec)
+
+        self._write(body)
+
+    def _index_call(self, conn, row: dict, ended: Recording | None, dialog: dict | None,
+                    begin: Recording | None = None) -> None:
+        if begin is not None:
+            self._begin(conn, begin)
         cols = self._CALL_COLUMNS
         conn.execute(f"INSERT OR REPLACE INTO calls ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                      tuple(row[c] for c in cols))
