@@ -135,6 +135,13 @@ class CallsConfig:
     office_days: str = _f("mon,tue,wed,thu,fri", pattern=r"((mon|tue|wed|thu|fri|sat|sun),?)*")
     silence_minutes: int = _f(60, lo=5, hi=1440, doc="no SIP on the trunk this long in office hours is a fault")
     idle_timeout: int = _f(900, lo=60, hi=86400, doc="an answered call with no SIP or RTP this long has ended")
+    # Art. 3: the manager decides which telephones are recorded (firmware/calls/numbers.py Lines).
+    recorded_lines: str = _f("", pattern=r"[0-9０-９+＋()（）\- ,、]{0,2000}",
+                             doc='the city\'s numbers whose calls are recorded, comma-separated; "" records every'
+                                 " line but those excluded")
+    excluded_lines: str = _f("", pattern=r"[0-9０-９+＋()（）\- ,、]{0,2000}",
+                             doc="the city's numbers never recorded (a consultation line), comma-separated: a call on"
+                                 " one leaves no audio and no numbers, only a count")
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,8 @@ def device_figures(db, device: dict, fy: int) -> documents.Figures:
             requests[e["subject"]]["outcome"] = "approved" if action == "request.approve" else "rejected"
         elif action == "key.unlock":
             f.viewings += 1
+        elif action == "call.not_recorded":
+            f.calls_not_recorded += 1
         elif action == "provision.create":
             if detail.get("ground") in f.provisions:
                 f.provisions[detail["ground"]] += 1

@@ -543,6 +543,48 @@ def test_a_flood_of_invites_is_bounded_counted_and_a_fault_and_calls_after_it_ar
     assert "flood" in rec.faults and "500" in rec.faults["flood"]["message"]
 
 
+# -- Art. 3: the manager decides which telephones are recorded (issue 27, item 6) -------------
+def test_a_call_on_a_line_the_manager_excludes_leaves_no_audio_no_numbers_only_a_count(
+        tmp_path, data_dir, vault, config):
+    from firmware.documents import report, signage
+
+    consultation, other = _call(0, talk=2.0), _call(1, talk=2.0, start=1_800_000_010.0)  # city 0586280000 / …01
+    excluding = config.replace(calls={"excluded_lines": "０５８６-２８-００００"})  # typed any way
+    replay(vault, excluding, write_pcap(tmp_path / "trunk.pcap", capture_of([consultation, other])))
+    assert list(calls(vault)) == [other.call_id], "no row for the excluded line's call"
+    assert vault.db.execute("SELECT count(*) FROM recordings").fetchone()[0] == 1
+    counted = [e for e in vault.audit_log.entries(vault.db) if e["action"] == "call.not_recorded"]
+    assert len(counted) == 1 and counted[0]["detail"]["direction"] == "inbound"
+    assert not any(n in json.dumps(counted[0]) for n in ("0586", "586280000", "0422", "422123456")), "no numbers"
+    assert report.device_figures(data_dir, 2026, "pbx").calls_not_recorded == 1
+    notice = signage.call_lines(excluding.replace(device={"kind": "calls"}))
+    assert "録音しません：０５８６-２８-００００" in notice
+
+
+def test_only_the_lines_listed_are_recorded_an_extension_among_them_and_a_change_applies_at_once(
+        tmp_path, data_dir, vault, config):
+    from firmware.calls.recorder import PcapSource
+
+    listed = _call(0, talk=2.0)
+    by_extension = _call(1, talk=2.0, start=1_800_000_010.0)
+    unlisted = _call(2, talk=2.0, start=1_800_000_020.0)
+
+    def to_extension(p):  # the carrier sends call 1 to the PBX's extension 201, the number dialled in To
+        if p[5].startswith(b"INVITE sip:0586280001@"):
+            return (*p[:5], p[5].replace(b"INVITE sip:0586280001@", b"INVITE sip:201@", 1))
+        return p
+
+    packets = [to_extension(p) for p in capture_of([listed, by_extension, unlisted])]
+    (data_dir / "kiroku.toml").write_text('[calls]\nrecorded_lines = "0586-28-0000, 201"\n')
+    rec = CallRecorder(vault, config, trunk="192.0.2.1", source=PcapSource(write_pcap(tmp_path / "t.pcap", packets)))
+    rec.reload()  # as the settings page does after writing the file
+    rec.start()
+    assert rec.drain(60)
+    rec.close()
+    assert sorted(calls(vault)) == sorted([listed.call_id, by_extension.call_id])
+    assert rec.tracker.counters.not_recorded == 1
+
+
 def test_no_sip_in_office_hours_is_a_fault_and_clears_when_calls_return(vault, config):
     rec = CallRecorder(vault, config.replace(calls={"silence_minutes": 30}), trunk="192.0.2.1:5060",
                        source=type("Src", (), {"frames": lambda self: iter(()), "close": lambda self: None})())

@@ -242,3 +242,19 @@ def test_a_section_head_finds_a_call_for_a_request_by_its_number_typed_any_way_b
     login(client, "yamada")  # the manager sees whom a call was with, on the provision form too
     found = offered("0422123456", "/provisions/new", "provision-form")
     assert wanted in found and "0422123456" in found and other not in found
+
+
+def test_the_manager_keeps_the_lines_recorded_on_the_settings_page_logged_and_in_the_notice(app, vault, data_dir):
+    from tests.webui_helpers import post
+
+    (data_dir / "kiroku.toml").write_text('[device]\nkind = "calls"\n')
+    client = app.test_client()
+    login(client, "yamada")
+    page = client.get("/admin/settings/").get_data(as_text=True)
+    assert 'name="calls.excluded_lines"' in page and 'name="calls.recorded_lines"' in page
+    r = post(client, "/admin/settings/", {"calls.excluded_lines": "0586-28-9999"}, token_from="/admin/settings/")
+    assert r.status_code in (200, 302), r.get_data(as_text=True)[:300]
+    changed = [e for e in vault.audit_log.entries(vault.db) if e["action"] == "settings.change"]
+    assert changed and changed[0]["detail"]["calls.excluded_lines"] == "0586-28-9999"
+    assert app.recorder.tracker.lines.excluded == {"586289999"}, "the recorder applied it at once"
+    assert "録音しません：0586-28-9999" in client.get("/admin/settings/notice").get_data(as_text=True)

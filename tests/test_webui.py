@@ -574,9 +574,12 @@ def test_settings_are_validated_written_logged_and_applied(server, app, client, 
     first_run(client)
     form = {f"{s}.{k}": "" for s, k, _ in __import__("webui.queries", fromlist=["FIELDS"]).FIELDS}
     page = client.get("/admin/settings/").get_data(as_text=True)
-    for name in form:
+    for name in list(form):
         m = re.search(rf'name="{re.escape(name)}" value="([^"]*)"', page)
-        form[name] = m.group(1) if m else "on_demand"
+        if m or name == "device.mode":
+            form[name] = m.group(1) if m else "on_demand"
+        else:
+            del form[name]  # a field the page does not show here (a call recorder's lines on a counter)
     too_short = dict(form, **{"retention.footage_min_days": "30"})
     r = post(client, "/admin/settings/", too_short, token_from="/admin/settings/")
     assert r.status_code == 400 and not (data_dir / "kiroku.toml").exists(), "the rule's minimum cannot be lowered"

@@ -24,6 +24,7 @@ FIELDS = [
     ("retention", "capacity_mb", int),
     ("public", "city", str), ("public", "purpose", str), ("public", "manager", str), ("public", "contact", str),
     ("public", "url", str),
+    ("calls", "recorded_lines", str), ("calls", "excluded_lines", str),  # Art. 3; a call recorder's page only
 ]
 RESTART_NEEDED = {("device", "mode"), ("notice", "announcement")}
 

@@ -100,6 +100,30 @@ def display(number: str) -> str:
     return digits
 
 
+class Lines:
+    """Art. 3: which of the city's telephones are recorded — those listed in ``recorded``
+    (every line when it is empty) less those in ``excluded``. A line is matched by the
+    number the call reached, typed any way (``search_key``), or by the extension or account
+    the PBX routed it to."""
+
+    def __init__(self, recorded: str = "", excluded: str = ""):
+        self.recorded, self.excluded = self._keys(recorded), self._keys(excluded)
+
+    @staticmethod
+    def _keys(text: str) -> frozenset[str]:
+        parts = re.split(r"[,、]", unicodedata.normalize("NFKC", text or ""))
+        return frozenset(k for k in (search_key(p) for p in parts) if k)
+
+    def records(self, city: Number, reached: str = "") -> bool:
+        keys = {k for k in (search_key(city.e164 or city.digits), search_key(reached)) if k}
+        if keys & self.excluded:
+            return False
+        return not self.recorded or bool(keys & self.recorded)
+
+    def __bool__(self) -> bool:
+        return bool(self.recorded or self.excluded)
+
+
 def search_key(text: str) -> str:
     """Digits to look for in stored E.164 numbers, from whatever a clerk types:
     full-width digits, hyphens, spaces, brackets, a leading 0, +81 or 81, a 184 prefix."""

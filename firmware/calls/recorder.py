@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from firmware import clock, systemd
-from firmware.calls import net
+from firmware.calls import net, numbers
 from firmware.calls.capture import CaptureError, LiveCapture, SimulatedCapture
 from firmware.calls.render import CallWriter
 from firmware.calls.call import Call
@@ -90,6 +90,7 @@ class CallRecorder:
         self.tracker = Tracker(self.writer, trunk_host=self.trunk_host, trunk_port=self.trunk_port,
                                outside_line_prefix=c.outside_line_prefix, window=c.jitter_window,
                                idle_timeout=c.idle_timeout)
+        self.tracker.lines = numbers.Lines(c.recorded_lines, c.excluded_lines)
         self.decoder = net.Decoder()
         self._source = source
         self._queue: collections.deque = collections.deque()
@@ -145,6 +146,17 @@ class CallRecorder:
     stop_recording = mark = start_recording
 
     def reload(self, path=None) -> dict:
+        """Re-read the configuration: the lines recorded (Art. 3) apply to the next call."""
+        from firmware import config as config_module
+        from firmware.paths import config_file
+
+        if self.store.data_dir is not None:
+            new = config_module.load(path or config_file(self.store.data_dir, None))
+            with self._lock:
+                self.config = new
+                self.tracker.lines = numbers.Lines(new.calls.recorded_lines, new.calls.excluded_lines)
+            log.info("configuration reloaded: lines recorded %r, excluded %r", new.calls.recorded_lines,
+                     new.calls.excluded_lines)
         return self.status()
 
     def alive(self) -> bool:

@@ -214,6 +214,14 @@ class CallWriter:
             return
         self._stored(call, rec)
 
+    def call_not_recorded(self, when: float, direction: str) -> None:
+        """A call on a line that is not recorded (Art. 3): only that it happened, for the report."""
+        try:
+            self.vault.audit("call-recorder", "call.not_recorded",
+                             detail={"at": _iso(_wall_us(when)), "direction": direction})
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            self._error(f"a call on a line not recorded: cannot count it: {exc}")
+
     def flush(self) -> None:
         """Write the calls that ended without ringing (the tracker calls this every tick)."""
         if not self._unrung:

@@ -60,6 +60,7 @@ class Sink(Protocol):
     def call_suspended(self, call: "Call") -> None: ...
     def call_ended(self, call: "Call") -> None: ...
     def flush(self) -> None: ...  # every tick: what the sink holds back to write together
+    def call_not_recorded(self, when: float, direction: str) -> None: ...  # a line Art. 3 leaves out
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Counters:
     unmatched: int = 0  # UDP that was neither SIP nor a known media address
     last_sip: float = 0.0  # capture time of the newest SIP message on the trunk
     refused: int = 0  # INVITEs not tracked: MAX_UNANSWERED calls were already waiting for an answer
+    not_recorded: int = 0  # calls on lines the manager does not record (Art. 3)
 
 
 class Tracker:
@@ -83,6 +85,7 @@ class Tracker:
         self.window = window
         self.idle_timeout = idle_timeout
         self.setup_timeout = setup_timeout
+        self.lines = numbers.Lines()  # Art. 3: the lines recorded (the recorder sets it from its configuration)
         self.calls: dict[str, Call] = {}
         self._ended: dict[str, float] = {}
         self._media: dict[tuple[str, int], tuple[Call, str]] = {}
@@ -240,6 +243,12 @@ class Tracker:
         callee, reached = target, ""
         if not target.raw or (not target.e164 and dialled.e164):
             callee, reached = dialled, target.raw
+        if self.lines and not self.lines.records(callee if direction == "inbound" else caller, reached):
+            # A line the manager does not record (Art. 3): no audio, no numbers, only a count.
+            self.counters.not_recorded += 1
+            self._ended[msg.call_id] = d.ts  # its retransmissions make no call either
+            self.sink.call_not_recorded(d.ts, direction)
+            return None
         trunk = f"{self.trunk_host}:{self.trunk_port}"
         call = Call(msg.call_id, direction, trunk, caller, callee, msg.from_tag, d.ts, transport=transport,
                     last_activity=d.ts, reached=reached[:64])

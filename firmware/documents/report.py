@@ -87,6 +87,7 @@ class Figures:
     incidents: int = 0
     # answered calls with a side not heard, by why (a call with both sides so counts once a why)
     calls_not_heard: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOT_HEARD, 0))
+    calls_not_recorded: int = 0  # on lines the manager does not record (Art. 3): a count, nothing else
     requests: dict[str, dict[str, int]] = field(
         default_factory=lambda: {p: dict.fromkeys(REQUEST_OUTCOMES, 0) for p in PURPOSES})
     viewings: int = 0  # viewing sessions opened (the keys unlocked)
@@ -184,13 +185,14 @@ def _vault_figures(conn: sqlite3.Connection, f: Figures, lo: int, hi: int) -> No
     counts: dict[str, int] = {}
     for action, at in conn.execute(
             "SELECT action, at FROM audit WHERE action IN ('login.failed', 'login.locked', 'key.locked', 'fault',"
-            " 'fault.raised', 'key.unlock') AND at >= ? AND at < ?", (_iso(lo - 86_400_000_000), _iso(hi + 86_400_000_000))):
+            " 'fault.raised', 'key.unlock', 'call.not_recorded') AND at >= ? AND at < ?", (_iso(lo - 86_400_000_000), _iso(hi + 86_400_000_000))):
         if lo <= _us(at) < hi:
             counts[action] = counts.get(action, 0) + 1
     f.failed_logins = counts.get("login.failed", 0)
     f.lockouts = counts.get("login.locked", 0) + counts.get("key.locked", 0)  # guessers held back, keys locked
     f.faults = counts.get("fault", 0) + counts.get("fault.raised", 0)
     f.viewings = counts.get("key.unlock", 0)
+    f.calls_not_recorded = counts.get("call.not_recorded", 0)
     last = conn.execute("SELECT seq FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     f.checkpoint = _checkpoint(conn) if last else ""
 
@@ -271,6 +273,7 @@ def rows(report: Report) -> list[tuple[str, str, list]]:
     add("記録", "時刻未同期で記録した時間", lambda f: round(f.unsynced_hours, 2))
     for why in NOT_HEARD:
         add("記録", f"通話の片側が録音できなかった件数（{why.ja}）", lambda f, w=why: f.calls_not_heard[w])
+    add("記録", "録音しない回線の通話の件数（第3条）", lambda f: f.calls_not_recorded)
     for p in PURPOSES:
         for o in REQUEST_OUTCOMES:
             add("視聴の請求（第7条・第8条）", f"{LABELS[p]} {LABELS[o]}", lambda f, p=p, o=o: f.requests[p][o])

@@ -35,6 +35,18 @@ class System:
     retention: str
 
 
+def call_lines(config: Config) -> str:
+    """Which telephones are recorded (Art. 3: the manager decides), as the public notice says it."""
+    c = config.calls
+    recorded = "、".join(p.strip() for p in c.recorded_lines.replace("、", ",").split(",") if p.strip())
+    excluded = "、".join(p.strip() for p in c.excluded_lines.replace("、", ",").split(",") if p.strip())
+    text = f"次の電話番号の外線通話を、自動的に録音します：{recorded}。" if recorded \
+        else "市の代表電話等の外線通話を、自動的に録音します。"
+    if excluded:
+        text += f"次の電話番号の通話は録音しません：{excluded}。"
+    return text
+
+
 def systems(config: Config) -> list[System]:
     """What this device runs: a counter's camera, or the call recorder (``device.kind``)."""
     p, d, r = config.public, config.device, config.retention
@@ -42,7 +54,7 @@ def systems(config: Config) -> list[System]:
         return [System(name="通話録音装置（第2条第1項第1号・第2号）",
                        place=d.location or "（設置場所：未設定）",
                        records="外線通話の音声、日時、通話時間及び双方の電話番号", purpose=p.purpose,
-                       operation="市の代表電話等の外線通話を、自動的に録音します。",
+                       operation=call_lines(config),
                        retention=f"{r.call_min_days}日間保存し、その後は上書きにより消去します（第6条第2項）。")]
     records = "画像及び音声" if config.microphone.enabled else "画像"
     if d.mode == "on_demand":
