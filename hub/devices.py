@@ -94,3 +94,34 @@ def acknowledge(ctx, alert_id: int) -> None:
     import time
 
     ctx.db.execute("UPDATE alerts SET cleared_at = ? WHERE id = ?", (time.time(), alert_id))
+
+
+LINES = "lines"  # the pushes topic: a call recorder's lines recorded and excluded (Art. 3)
+
+
+def lines_of(db, device: str) -> dict:
+    """A call recorder's lines as the hub last set them: ``{recorded_lines, excluded_lines}``
+    (empty: the hub has not set them; the device's own settings stand)."""
+    row = db.one("SELECT payload FROM pushes WHERE device = ? AND topic = ?", (device, LINES))
+    return json.loads(row["payload"]) if row else {"recorded_lines": "", "excluded_lines": ""}
+
+
+def set_lines(ctx, device: str, recorded: str, excluded: str) -> int:
+    """Art. 3: the manager decides which telephones a call recorder records. Checked as the
+    device checks its settings, logged at the hub, and pushed (its retained ``lines`` topic):
+    the device writes them into its settings, logs the change and applies it to the next call."""
+    from domain.errors import NotFound, refuse
+    from firmware.config import Config, ConfigError
+    from hub import pushes
+
+    found = ctx.db.one("SELECT kind FROM devices WHERE id = ? AND removed_at IS NULL", (device,))
+    if found is None:
+        raise NotFound(f"device {device}")
+    if found["kind"] != "calls":
+        refuse("hub.lines_not_a_call_recorder", detail=f"{device} is not a call recorder")
+    try:
+        Config().replace(calls={"recorded_lines": recorded, "excluded_lines": excluded})
+    except ConfigError as exc:
+        refuse("hub.lines_invalid", detail=str(exc))
+    ctx.log("device.lines", subject=device, detail={"recorded_lines": recorded, "excluded_lines": excluded})
+    return pushes.stage(ctx.db, device, LINES, {"recorded_lines": recorded, "excluded_lines": excluded})

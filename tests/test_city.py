@@ -416,3 +416,31 @@ def test_kiroku_city_brings_up_counters_and_a_call_recorder_enrolled_stops_them_
     finally:
         code = again.stop()
     assert code == 0, again.output()
+
+
+def test_the_lines_a_call_recorder_records_are_set_at_the_hub_logged_at_both_ends_and_applied(city, hub_dsn):
+    """Art. 3: the manager decides which telephones are recorded — at the hub, for the call
+    recorder, which writes them into its settings, logs them and applies them to its next call."""
+    pbx = city.add("pbx-1", "代表電話（交換機）", kind="calls")
+    manager = city.manager()
+    online_at_hub(manager, pbx)
+    status, _, body = manager.request("POST", f"/api/v1/devices/{pbx.id}/lines",
+                                      body={"recorded_lines": "", "excluded_lines": "not a number"})
+    assert status == 400, body
+    manager.api("POST", f"/devices/{pbx.id}/lines", {"recorded_lines": "", "excluded_lines": "0586-28-0999"})
+
+    def applied():
+        return [e["detail"] for e in pbx.audit_log() if e["action"] == "calls.lines" and e["actor"] == "hub"]
+
+    entry, = within(30, applied, "the lines in the call recorder's own log")
+    assert entry["excluded_lines"] == "0586-28-0999" and entry["rev"] == 1
+    assert 'excluded_lines = "0586-28-0999"' in (pbx.data / "kiroku.toml").read_text()
+    assert pbx.status()["kind"] == "call"
+    with hub_database(hub_dsn) as db:
+        logged = db.execute("SELECT actor, detail FROM audit WHERE action = 'device.lines'").fetchall()
+    assert [r["actor"] for r in logged] == [city.city.manager]
+    counter = city.add("counter-1", "市民課窓口 1番")
+    online_at_hub(manager, counter)
+    status, _, _ = manager.request("POST", f"/api/v1/devices/{counter.id}/lines",
+                                   body={"recorded_lines": "", "excluded_lines": ""})
+    assert status == 400, "a counter has no telephones"

@@ -228,6 +228,59 @@ def record_notices(app) -> int | None:
     return written
 
 
+LINES = "calls.lines"  # the entry of the lines the hub set (Art. 3), with the hub's revision
+
+
+def apply_lines(app) -> int | None:
+    """The telephones this call recorder records (Art. 3), as the city's manager set them at
+    the hub: written into the device's settings (``kiroku.toml``), applied by the recorder to
+    its next call, and logged (``calls.lines`` by ``hub``, with the hub's revision). Each
+    revision once: the log says which was applied last, so a crash between writing and logging
+    writes the same again, and the device's own settings page may change them afterwards.
+    Returns the revision applied, or None."""
+    from firmware.config import load
+    from firmware.fsutil import atomic_write
+    from firmware.paths import config_file
+    from firmware.uplink.messages import parse_lines
+    from webui.db import open_index
+    from webui.services import RecorderAudit, state
+    from webui.settings import dumps
+
+    data_dir = Path(app.config["KIROKU_DATA"])
+    path = data_dir / "uplink" / "lines.json"
+    try:
+        message = parse_lines(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, BadMessage) as exc:
+        _say("lines", f"the hub's lines in {path} are not usable ({exc}): the device's settings stand")
+        return None
+    index = open_index(data_dir)
+    if index is None:
+        return None
+    try:
+        done = index.execute("SELECT max(CAST(json_extract(detail, '$.rev') AS INTEGER)) FROM audit"
+                             " WHERE action = ?", (LINES,)).fetchone()[0]
+    finally:
+        index.close()
+    if done is not None and message["rev"] <= done:
+        return None
+    with _lock:
+        target = config_file(data_dir, None)
+        new = load(target).replace(calls=message["lines"])
+        atomic_write(data_dir / "kiroku.toml", dumps(new).encode())
+        st = state(app)
+        try:
+            st.control.request("reload", by=ACTOR)
+            RecorderAudit(st.control).record(ACTOR, LINES, detail={**message["lines"], "rev": message["rev"]})
+        except ControlError as exc:
+            _say("lines-recorder", f"the hub's lines (revision {message['rev']}) wait for the recorder: {exc}")
+            return None
+    log.info("the hub's lines, revision %d: recorded %r, excluded %r", message["rev"],
+             message["lines"]["recorded_lines"], message["lines"]["excluded_lines"])
+    return message["rev"]
+
+
 def start(app) -> threading.Thread:
     """The web UI's background round: the hub's list applied within :data:`EVERY` seconds of
     the uplink receiving it."""
@@ -247,6 +300,10 @@ def start(app) -> threading.Thread:
                 record_notices(app)
             except Exception:
                 log.exception("writing the hub's notices into the device's log failed")
+            try:
+                apply_lines(app)
+            except Exception:
+                log.exception("applying the hub's lines failed")
 
     thread = threading.Thread(target=loop, name="hub-operators", daemon=True)
     thread.start()

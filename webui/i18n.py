@@ -464,6 +464,17 @@ MESSAGES: dict[str, tuple[str, str]] = {
                                       "Numbers recorded (Art. 3, comma-separated; empty = all but those excluded)"),
     "settings.calls.excluded_lines": ("録音しない電話番号（相談窓口など、カンマ区切り）",
                                       "Numbers never recorded (consultation lines…, comma-separated)"),
+    "hub.lines": ("録音する電話（第3条）", "Telephones recorded (Art. 3)"),
+    "hub.lines_hint": ("管理責任者が定めます。保存すると通話録音装置に送られ、次の通話から適用され、両方の監査ログに残ります。",
+                       "The manager decides. Saved, they are sent to the call recorder, apply from its next call and"
+                       " are logged at both ends."),
+    "hub.lines_all": ("すべての外線", "every external line"),
+    "hub.lines_saved": ("録音する電話を保存し、通話録音装置に送りました。", "Saved and sent to the call recorder."),
+    "hub.lines_invalid": ("電話番号の書き方が正しくありません（数字、+、-、括弧、カンマ）。",
+                          "The numbers are not written as numbers (digits, +, -, brackets, commas)."),
+    "hub.lines_not_a_call_recorder": ("通話録音装置ではありません。", "Not a call recorder."),
+    "action.calls.lines": ("録音する電話の設定（第3条、市のハブから）", "Telephones recorded set (Art. 3, from the city hub)"),
+    "action.device.lines": ("録音する電話の設定（第3条）", "Telephones recorded set (Art. 3)"),
     "settings.public.url": ("市ウェブサイトの公表ページ（https://…、QRコード）", "City's notice page (https://…, QR code)"),
     "notice.title": ("掲示物と公表文", "Sign and public notice"),
     "notice.intro": ("窓口に掲示する表示（第4条第1項）と、市ウェブサイトで公表する文（設置場所・利用目的）です。"

@@ -55,6 +55,25 @@ def _object(payload: bytes | str | dict, what: str) -> dict:
     return payload
 
 
+def parse_lines(payload: bytes | str | dict) -> dict:
+    """``{"v": 1, "rev", "recorded_lines", "excluded_lines"}``: the telephones a call recorder
+    records (Art. 3), as the hub's manager set them; checked as the device's own settings are.
+    Returned as ``{"v", "rev", "lines": {"recorded_lines", "excluded_lines"}}`` (the shape the
+    uplink caches, which this reads back the same)."""
+    from firmware.config import Config, ConfigError
+
+    message = _object(payload, "lines")
+    given = message["lines"] if isinstance(message.get("lines"), dict) else message  # as cached, or as sent
+    lines = {k: given.get(k, "") for k in ("recorded_lines", "excluded_lines")}
+    if not all(isinstance(v, str) for v in lines.values()):
+        raise BadMessage("lines: recorded_lines and excluded_lines are text")
+    try:
+        Config().replace(calls=lines)
+    except ConfigError as exc:
+        raise BadMessage(f"lines: {exc}") from None
+    return {"v": VERSION, "rev": message["rev"], "lines": lines}
+
+
 def parse_operators(payload: bytes | str | dict) -> dict:
     """``{"v": 1, "rev", "operators": [{"username", "display_name", "section", "password_hash"}]}``,
     checked; returns it in that shape and nothing else."""

@@ -35,8 +35,8 @@ from firmware.uplink import BadMessage, UplinkError
 from firmware.uplink.files import Position, UplinkFolder
 from firmware.uplink.link import Link
 from firmware.uplink.locker import Copier
-from firmware.uplink.messages import (device_topic, hub_topic, parse_locker, parse_managers, parse_notices,
-                                      parse_operators)
+from firmware.uplink.messages import (device_topic, hub_topic, parse_lines, parse_locker, parse_managers,
+                                      parse_notices, parse_operators)
 from firmware.uplink.outbox import AuditReader, Batch
 from firmware.uplink.status import StatusSource, signature
 
@@ -93,7 +93,8 @@ class Uplink:
             self.enrollment, self.folder.ca,
             will=(device_topic(self.device, "online"), _json({"v": 1, "online": False})),
             subscriptions=[hub_topic(self.device, "operators"), hub_topic(self.device, "managers"),
-                           hub_topic(self.device, "locker"), hub_topic(self.device, "notices")],
+                           hub_topic(self.device, "locker"), hub_topic(self.device, "notices"),
+                           hub_topic(self.device, "lines")],
             on_connect=self._connected, on_message=self._message, on_published=self._published)
         self.copier = Copier(self.data_dir, self.folder.root, self.folder.ca)
 
@@ -258,7 +259,8 @@ class Uplink:
         if topic == hub_topic(self.device, "locker"):
             self._locker(payload)
             return
-        parse = {"operators": parse_operators, "managers": parse_managers, "notices": parse_notices}.get(name)
+        parse = {"operators": parse_operators, "managers": parse_managers, "notices": parse_notices,
+                 "lines": parse_lines}.get(name)
         if parse is None or topic != hub_topic(self.device, name):
             return
         if not payload:

@@ -76,6 +76,7 @@ def enroll_device():
 ACTIONS = [
     ("/enrollments", "POST", "hub.make_code"),
     ("/devices/<device_id>/remove", "POST", "hub.remove"),
+    ("/devices/<device_id>/lines", "POST", "hub.set_lines"),
     ("/alerts/<int:alert_id>/acknowledge", "POST", "hub.acknowledge"),
     ("/people", "GET", "hub_people.index"),
     ("/people", "POST", "hub_people.add_person"),

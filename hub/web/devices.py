@@ -37,7 +37,25 @@ def device(device_id: str):
         from domain.errors import NotFound
 
         raise NotFound(f"device {device_id}")
-    return render_template("hub/device.html", d=found, checkpoints=devices.checkpoints(db, device_id))
+    return render_template("hub/device.html", d=found, checkpoints=devices.checkpoints(db, device_id),
+                           lines=devices.lines_of(db, device_id) if found["kind"] == "calls" else None)
+
+
+LINES = Form(Text("recorded_lines", "the city's numbers recorded, comma-separated (\"\": every line)", max=2000),
+             Text("excluded_lines", "the city's numbers never recorded, comma-separated", max=2000))
+
+
+@bp.post("/devices/<device_id>/lines")
+@permission(MANAGER)
+@takes(LINES)
+def set_lines(device_id: str):
+    """Art. 3: which telephones a call recorder records (pushed to it, logged at both ends)."""
+    v = LINES.parse()
+    with refusing(page=lambda: device(device_id)):
+        rev = devices.set_lines(context(), device_id, v.recorded_lines, v.excluded_lines)
+    state().pusher and state().pusher.wake()
+    return done(url_for("hub.device", device_id=device_id), notice="hub.lines_saved", rev=rev,
+                **devices.lines_of(context().db, device_id))
 
 
 @bp.route("/enroll", methods=["GET", "POST"])
