@@ -30,6 +30,7 @@ OPEN = (RequestStatus.AWAITING_OPINION.value, RequestStatus.SUBMITTED.value, Req
 OPINIONS = tuple(o.value for o in Opinion)  # Art. 8(3)
 DECISIONS = tuple(d.value for d in Decision)
 MAX_REASON = 2000
+WHOLE_NUMBER = 9  # digits of the shortest whole Japanese number without its 0 (03-1234-5678)
 MAX_NOTE = 2000
 MAX_VALID_HOURS = 24 * 14
 
@@ -113,11 +114,14 @@ def pick(ctx, *, place: str = "", day: str = "", marked: bool = False, number: s
     id, at the hub) and those with an incident mark. An empty filter keeps everything.
 
     A call's numbers are personal information (Art. 13): only a manager sees them in the list; a
-    section head sees a call's direction, and finds a call by typing the number they already
-    know. Every search by number is logged first, with the digits searched for and how many
+    section head sees a call's direction, and finds a call by typing the whole number they
+    already know (a part, narrowed digit by digit, would reveal numbers). Every search by number is logged first, with the digits searched for and how many
     calls it found, as the call index's own search is (``calls.search``)."""
     place, day, number = place.strip(), day.strip(), number.strip()
     since, until = day_range(day) if day else (None, None)
+    manager = ctx.actor is not None and ctx.actor.is_manager
+    if number and not manager and len(numbers.search_key(number)) < WHOLE_NUMBER:
+        return []  # a part of a number, digit by digit, would tell a section head every caller's
 
     def keep(r) -> bool:
         where = f"{column(r, 'device')} {column(r, 'place')}"
@@ -127,7 +131,7 @@ def pick(ctx, *, place: str = "", day: str = "", marked: bool = False, number: s
     if numbers.search_key(number):
         ctx.log("calls.search", detail={"number": numbers.search_key(number), "day": day, "found": len(found),
                                         "where": "picker"})
-    if ctx.actor is None or not ctx.actor.is_manager:
+    if not manager:
         for r in found:
             r.pop("external_display", None)
             r.pop("city_display", None)

@@ -425,6 +425,65 @@ def test_a_resumed_call_nothing_more_is_heard_of_ended_where_it_was_last_heard(v
     assert row["talk_s"] == pytest.approx(10.0, abs=0.1), "it ends where it was last heard"
     assert _raw(vault, script, "gaps") == [], "no gap past its end"
     assert calls(vault)[later.call_id]["end_reason"] == "bye"
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert pcm.shape[1] / RATE == pytest.approx(10.0, abs=0.2), "no silence stored for the time it was away"
+
+
+def test_a_call_answered_while_its_recorder_was_away_is_answered_not_cancelled(vault, config):
+    script = _call(0, talk=10.0, ring=2.0)
+    packets = capture_of([script])
+    answered = script.start + script.ring
+    _run(vault, config, [p for p in packets if p[0] < answered - 0.5])  # stopped while it rang
+    _run(vault, config, [p for p in packets if p[0] >= answered + 2.0])  # back after the 200 OK and the ACK
+    row = calls(vault)[script.call_id]
+    assert row["disposition"] == "answered" and row["end_reason"] == "bye", row
+    assert row["talk_s"] == pytest.approx(8.0, abs=0.2), "talk counted from when it was heard again, at the latest"
+
+
+def test_two_restarts_in_a_row_leave_one_gap(vault, config):
+    script = _call(0, talk=30.0)
+    packets = capture_of([script])
+    answered = script.start + script.ring
+    _run(vault, config, [p for p in packets if p[0] < answered + 10.0])
+    _run(vault, config, [])  # started and stopped again before it heard anything
+    _run(vault, config, [p for p in packets if p[0] >= answered + 14.0])
+    gaps = _raw(vault, script, "gaps")
+    assert len(gaps) == 1 and (gaps[0][1] - gaps[0][0]) / 1e6 == pytest.approx(4.0, abs=0.2), gaps
+
+
+def test_calls_that_never_rang_are_not_kept_over_a_stop_and_an_unreadable_one_is_closed(vault, config):
+    invite = next(p for p in capture_of([_call(0)]) if p[5].startswith(b"INVITE"))
+    _run(vault, config, [invite])  # nothing responded before the recorder stopped
+    assert vault.db.execute("SELECT count(*) FROM call_dialogs").fetchone()[0] == 0
+    assert vault.db.execute("SELECT count(*) FROM recordings").fetchone()[0] == 0, "no writes for it"
+
+    script = _call(1, talk=30.0)
+    _run(vault, config, [p for p in capture_of([script]) if p[0] < script.start + script.ring + 5.0])
+    rid = calls(vault)[script.call_id]["recording_id"]
+    vault.db.execute("UPDATE call_dialogs SET state = '{\"broken\": 1}' WHERE recording_id = ?", (rid,))
+    _run(vault, config, [])
+    row = calls(vault)[script.call_id]
+    assert row["ended_wall_us"] is not None and row["end_reason"] == "recorder_stopped", "closed, not left open"
+    assert vault.db.execute("SELECT count(*) FROM call_dialogs").fetchone()[0] == 0
+
+
+def _with_crypto_in_the_offer(p):
+    """The INVITE's SDP offers optional SRTP: RTP/AVP with a=crypto keys (the answer has none)."""
+    if not p[5].startswith(b"INVITE"):
+        return p
+    head, _, body = p[5].partition(b"\r\n\r\n")
+    body = body.replace(b"a=ptime:20\r\n", b"a=ptime:20\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:QUJDQUJD\r\n")
+    head = re.sub(rb"Content-Length: \d+", b"Content-Length: %d" % len(body), head)
+    return (*p[:5], head + b"\r\n\r\n" + body)
+
+
+def test_an_offer_of_optional_srtp_answered_without_keys_is_plain_rtp_and_heard(tmp_path, vault, config, recovery):
+    script = _call(0, talk=3.0)
+    replay(vault, config, write_pcap(tmp_path / "t.pcap", [_with_crypto_in_the_offer(p) for p in capture_of([script])]))
+    external, city, row = _sides(vault, script)
+    assert (external, city) == ("heard", "heard") and row["packets_encrypted"] == 0
+    pcm = audio(vault, recovery, row["recording_id"])
+    assert peak_hz(pcm[0]) == pytest.approx(440, abs=5) and peak_hz(pcm[1]) == pytest.approx(1000, abs=5)
 
 
 # -- what was not heard is written down (issue 27, item 3) -------------------------------------
@@ -745,6 +804,10 @@ def test_a_withheld_callers_number_is_shown_nowhere_and_found_by_no_search(tmp_p
     assert row["withheld"] == 1 and row["external_display"] == "非通知"
     assert (row["external_e164"], row["external_raw"]) == ("", ""), "not stored"
     assert calls(vault, number="0422-12-3456") == {}, "nor found by it"
+    # a row kept from before this rule, with the number: still shown as 非通知 and found by no search
+    vault.db.execute("UPDATE calls SET external_e164 = '+81422123456', external_raw = '0422123456'")
+    assert calls(vault, number="0422-12-3456") == {}
+    assert calls(vault)[script.call_id]["external_display"] == "非通知"
 
 
 def test_an_outbound_call_is_outbound_when_the_pbx_shares_the_trunks_address(tmp_path, vault, config, recovery):

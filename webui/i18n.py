@@ -166,6 +166,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "pick.narrow": ("絞り込む", "Narrow down"),
     "calls.gap": ("録音の中断（装置の再起動）", "Not recorded (recorder restarting)"),
     "pick.number": ("通話の電話番号（一部でも、書き方は自由）", "Call's telephone number (any part, written any way)"),
+    "pick.number_whole": ("通話の電話番号（番号全体を。書き方は自由）", "Call's telephone number (the whole number, written any way)"),
     "pick.inbound": ("着信", "incoming"),
     "pick.outbound": ("発信", "outgoing"),
     "nav.requests": ("視聴請求", "Viewing requests"),

@@ -38,6 +38,7 @@ class Call:
     offered_hold: tuple[int, str, str, bool, float] | None = None
     cancelled: bool = False
     responded: bool = False  # a response to the INVITE was seen (one nobody answers ends at Timer B)
+    invite_last: float = 0.0  # the INVITE's last retransmission seen
     last_activity: float = 0.0
     media: dict[tuple[str, int], str] = field(default_factory=dict)  # SDP address -> listening side
     rtpmap: dict[int, tuple[str, int]] = field(default_factory=dict)
@@ -54,7 +55,7 @@ class Call:
     # What can be heard, and why not (Call.hearing): the listening sides whose SDP said SRTP, and
     # those that gave a media address at all; SDP bodies that could not be read; each speaking
     # side's packets not decoded because they were encrypted, and its counts before a restart.
-    srtp: set[str] = field(default_factory=set)
+    srtp: dict[str, str] = field(default_factory=dict)  # side -> "savp" or "crypto", as its latest SDP says
     addressed: set[str] = field(default_factory=set)
     sdp_errors: int = 0
     encrypted_packets: dict[str, int] = field(default_factory=dict)
@@ -62,7 +63,7 @@ class Call:
 
     _KEPT = ("call_id", "direction", "trunk", "caller_tag", "invited", "dialog_tag", "transport", "ringing",
              "answered", "origin", "disposition", "sip_status", "holds", "offered_hold", "cancelled", "last_activity",
-             "gaps", "sdp_errors", "reached", "responded")
+             "gaps", "sdp_errors", "reached", "responded", "invite_last")
 
     def snapshot(self) -> dict:
         """What a recorder starting again needs to go on with this call (JSON)."""
@@ -73,7 +74,7 @@ class Call:
         out["sdp_codecs"] = sorted(self.sdp_codecs)
         out["heard"] = self.codecs()
         out["counts"] = {k: v for k, v in self.loss().items() if k in _COUNTS}
-        out["srtp"], out["addressed"] = sorted(self.srtp), sorted(self.addressed)
+        out["srtp"], out["addressed"] = dict(self.srtp), sorted(self.addressed)
         out["sides"] = {side: self.side_counts(side) for side in (EXTERNAL, CITY)}
         return out
 
@@ -89,9 +90,16 @@ class Call:
         call.sdp_codecs, call.heard = set(kept["sdp_codecs"]), set(kept["heard"])
         call.prior = dict(kept["counts"])
         call.gaps = [list(g) for g in kept["gaps"]]
-        call.srtp, call.addressed = set(kept["srtp"]), set(kept["addressed"])
+        call.srtp, call.addressed = dict(kept["srtp"]), set(kept["addressed"])
         call.prior_sides = {side: dict(c) for side, c in kept["sides"].items()}
         return call
+
+    def encrypted(self) -> bool:
+        """Whether the media is SRTP as negotiated: a side offered or answered the SAVP profile
+        (which the other must match), or both sides sent keys (``a=crypto``) over plain AVP — an
+        offer of optional SRTP whose answer has no keys is plain RTP."""
+        said = list(self.srtp.values())
+        return "savp" in said or (len(said) == 2 and all(v == "crypto" for v in said))
 
     def side_counts(self, side: str) -> dict[str, int]:
         """One speaking side's packets: decoded to sound, not decodable, not decoded (SRTP)."""
@@ -107,7 +115,7 @@ class Call:
         if self.answered is None and self.origin is None:
             return None
         counts, listener = self.side_counts(side), self.other(side)
-        if counts["encrypted"] or listener in self.srtp:
+        if counts["encrypted"] or (self.encrypted() and not counts["decoded"]):
             return "encrypted"
         if counts["decoded"]:
             return "heard"

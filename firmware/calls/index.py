@@ -56,9 +56,12 @@ def search(conn: sqlite3.Connection, *, number: str = "", since_us: int | None =
 
 
 def number_clause(alias: str) -> str:
-    """SQL true when any of a call's numbers holds a search key (one ``?`` per number column,
-    each bound to ``%KEY%``): E.164 without its plus, raw as signalled."""
-    return "(" + " OR ".join(f"replace({alias}.{c}, '+', '') LIKE ?" for c in NUMBER_COLUMNS) + ")"
+    """SQL true when any of a call's numbers holds a search key (one ``?`` per number column, in
+    NUMBER_COLUMNS' order, each bound to ``%KEY%``): E.164 without its plus, raw as signalled."""
+    external, city = (" OR ".join(f"replace({alias}.{c}, '+', '') LIKE ?" for c in cols)
+                      for cols in (NUMBER_COLUMNS[:2], NUMBER_COLUMNS[2:]))
+    # a withheld caller's number (kept by rows from before it was not) is found by no search
+    return f"((NOT ({alias}.withheld = 1 AND {alias}.direction = 'inbound') AND ({external})) OR {city})"
 
 
 def parties(row) -> dict:

@@ -164,9 +164,10 @@ class CallRecorder:
 
     # -- running -------------------------------------------------------------------------
     def start(self) -> "CallRecorder":
-        self._take_up_calls()
         if self._source is None:
             self._source = LiveCapture(self.interface, sip_port=self.trunk_port)
+        if not isinstance(self._source, PcapSource):  # a replayed capture has no calls of the service's to go on with
+            self._take_up_calls()
         receive = threading.Thread(target=self._receive, name="call-capture", daemon=True)
         work = threading.Thread(target=self._work, name="call-tracker", daemon=True)
         self._threads = [receive, work]
@@ -201,10 +202,17 @@ class CallRecorder:
             try:
                 call = Call.restore(kept)
             except (KeyError, TypeError, ValueError) as exc:
-                log.error("call %s: its kept state is unreadable (%s): not taken up", rec.id, exc)
+                log.error("call %s: its kept state is unreadable (%s): closed at its last sealed segment", rec.id, exc)
+                try:
+                    self.store.close_left_call(rec.id)
+                except (OSError, sqlite3.Error) as err:
+                    log.error("call %s: cannot close it either (%s)", rec.id, err)
                 continue
             self.writer.resume(call, rec, next_seq, samples)
             self.tracker.resume(call)
+        if left and self._source_is_live():
+            with self._lock:
+                self.tracker.tick(time.time())  # a call silent past its timeout while the recorder was away ends now
 
     def _receive(self) -> None:
         q, limit = self._queue, _QUEUE_MAX

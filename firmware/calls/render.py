@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 RATE = rtp.RATE
 _FRAME = 1024  # AAC-LC's frame
 _BATCH = 64  # calls that never rang, written together
+_UNRUNG_MAX = 10_000  # calls that never rang waiting to be written while the index refuses
+_CATCH_UP = 30 * RATE // _FRAME * _FRAME  # at most this much of a call encoded in one tick
 
 
 def _who(call: Call) -> str:
@@ -120,9 +122,9 @@ class CallWriter:
         """The recorder is stopping mid-call: everything heard is sealed, and the dialog kept
         for the next start (the call is not ended)."""
         track: _Track = call.state
-        if track is None or track.failed:
-            return
-        if call.origin is not None:
+        if track is None or track.failed or not self._alive(call):
+            return  # one that never rang is not taken up (docs/calls.md): nothing to write
+        if call.origin is not None and not call.resumed:
             self._write(call, track, track.base + track.buf.shape[1])
             self._finish_segment(call, track)
         self._keep(call, track)
@@ -137,7 +139,9 @@ class CallWriter:
         call.state = track
         self._ids.add(rec.id)
         stored_until = call.origin + samples / RATE if call.origin is not None else call.last_activity
-        call.gaps.append([stored_until, None, why])
+        if not call.gaps or call.gaps[-1][1] is not None:
+            call.gaps.append([stored_until, None, why])
+        # else: the run before it also stopped before it heard the call again: the same gap goes on
         try:
             self.vault.audit("call-recorder", "call.resumed", subject=rec.id, detail={
                 "from": _iso(_wall_us(stored_until)), "why": why, "segments": next_seq})
@@ -182,10 +186,11 @@ class CallWriter:
         track: _Track = call.state
         if track is None or track.failed:
             return
-        if call.origin is None:
-            return
+        if call.origin is None or call.resumed:
+            return  # taken up after a restart and not heard since: it may have ended meanwhile, so no silence yet
         final = int((now - 2 * self.window - call.origin) * RATE)
         frames = (final - track.base) // _FRAME * _FRAME  # encoded as it becomes final: the end costs little
+        frames = min(frames, _CATCH_UP)  # a gap's silence a little at a time: the work thread keeps up with the rest
         if frames > 0:
             self._write(call, track, track.base + frames)
 
@@ -230,7 +235,8 @@ class CallWriter:
         try:
             self.vault.index_calls([(row, rec) for _, row, rec in batch])
         except (StoreError, OSError, sqlite3.Error) as exc:
-            self._error(f"{len(batch)} calls that never rang: cannot index them: {exc}")
+            self._error(f"{len(batch)} calls that never rang: cannot index them yet: {exc}")
+            self._unrung = (batch + self._unrung)[-_UNRUNG_MAX:]  # the next tick tries again
             return
         for call, _, rec in batch:
             self._stored(call, rec)

@@ -88,6 +88,7 @@ class Tracker:
         self.lines = numbers.Lines()  # Art. 3: the lines recorded (the recorder sets it from its configuration)
         self.calls: dict[str, Call] = {}
         self._ended: dict[str, float] = {}
+        self._pressed_at, self._waiting_now = -1e18, 0  # the flood bound's last count of calls waiting
         self._media: dict[tuple[str, int], tuple[Call, str]] = {}
         self._framers: dict[tuple, sip.StreamFramer] = {}
         self.counters = Counters()
@@ -133,14 +134,19 @@ class Tracker:
             unheard = call.resumed and call.gaps and call.gaps[-1][1] is not None \
                 and now - call.gaps[-1][1] > RESUME_GRACE
             why = "recorder_stopped" if call.resumed else "timeout"
-            if call.answered is None and not call.responded and idle > NO_RESPONSE:
+            # (retransmissions of the INVITE that stopped early mean a response was missed: not this)
+            if call.answered is None and not call.responded and idle > NO_RESPONSE \
+                    and not 0 < call.invite_last - call.invited < NO_RESPONSE / 2:
                 self._end(call, call.last_activity, "failed", "no_response")  # the INVITE's transaction timed out
             elif call.answered is None and (idle > self.setup_timeout or unheard):
                 # a CANCEL whose 487 the capture missed still ends a cancelled call
                 self._end(call, call.last_activity, "cancelled" if call.cancelled else "failed", why)
             elif call.answered is not None and (idle > self.idle_timeout or unheard):
                 self._end(call, call.last_activity, call.disposition or "answered", why)
-        for cid in [c for c, t in self._ended.items() if now - t > _ENDED_MEMORY]:
+        while self._ended:  # oldest first (insertion order): only what has expired is looked at
+            cid, at = next(iter(self._ended.items()))
+            if now - at <= _ENDED_MEMORY:
+                break
             del self._ended[cid]
         self.sink.flush()
 
@@ -192,6 +198,8 @@ class Tracker:
                 call = self._new_call(msg, d, transport)
             if call is None:
                 return
+        elif msg.method == "INVITE" and not msg.to_tag:
+            call.invite_last = d.ts  # a retransmission: no provisional response reached the caller yet
         call.last_activity = d.ts
         call.resumed = False
         self._update(call, msg, d.ts)
@@ -215,11 +223,16 @@ class Tracker:
         direction = self._direction(d)
         if direction is None:
             return None  # not on the trunk: an internal call is not the call recorder's to keep
-        if len(self.calls) >= MAX_UNANSWERED and self._waiting() >= MAX_UNANSWERED:
-            self.tick(d.ts)  # those whose time is up end first
-            if self._waiting() >= MAX_UNANSWERED:
+        if len(self.calls) >= MAX_UNANSWERED:
+            if self.now - self._pressed_at >= 1.0:  # under a flood, at most once a second:
+                self._pressed_at = self.now
+                self.tick(self.now)  # those whose time is up end first
+                self._waiting_now = self._waiting()
+            if self._waiting_now >= MAX_UNANSWERED:
                 self.counters.refused += 1  # a flood: counted, shown as a fault, not held
+                self._ended[msg.call_id] = d.ts  # and its retransmissions refused without a second look
                 return None
+            self._waiting_now += 1
         privacy = msg.header("privacy").lower()
         identity = sip.first_value(msg.headers.get("p-asserted-identity", [])) \
             or sip.first_value(msg.headers.get("remote-party-id", [])) or msg.header("from")
@@ -283,6 +296,12 @@ class Tracker:
                 self._hold_offered(call, (seq, msg.method, sender), audio, ts)
         if call.ended is not None:
             return
+        if call.answered is None and call.gaps and msg.method in ("BYE", "INVITE") and msg.to_tag:
+            # A request inside a confirmed dialog, of a call taken up after a restart: it was
+            # answered while the recorder was away (at the latest when it heard again).
+            call.answered = call.gaps[-1][1] or ts
+            call.dialog_tag, call.disposition = other, "answered"
+            self._set_origin(call, call.answered)
         if call.offered_hold is not None and msg.status is not None and msg.status >= 200:
             self._hold_answered(call, msg.status, seq, cseq_method, sender)
         if msg.method == "CANCEL":
@@ -331,8 +350,10 @@ class Tracker:
                 break
         for d in call.decoders.values():
             d.rtpmap.update(sdp.rtpmap)
-        if audio.encrypted:
-            call.srtp.add(sender)  # what is sent to it is ciphertext: counted, never decoded
+        if audio.encrypted:  # what its latest SDP says (Call.encrypted decides from both sides')
+            call.srtp[sender] = "savp" if "SAVP" in audio.proto.upper() else "crypto"
+        else:
+            call.srtp.pop(sender, None)
         if audio.address not in ("0.0.0.0", "::", ""):
             call.addressed.add(sender)
             key = (audio.address, audio.port)
@@ -383,7 +404,7 @@ class Tracker:
         call.resumed = False
         self._set_origin(call, d.ts)
         speaker = call.other(listener)
-        if listener in call.srtp:  # SRTP: decoded as G.711 it would be white noise stored as a voice
+        if call.encrypted():  # SRTP: decoded as G.711 it would be white noise stored as a voice
             call.encrypted_packets[speaker] = call.encrypted_packets.get(speaker, 0) + 1
             return
         stream = call.streams.get(speaker)

@@ -231,6 +231,8 @@ class AuditReader:
             if rec["direction"] is None:  # footage, or a call whose row is not written yet
                 for key in self.CALL_FIELDS:
                     del rec[key]
+            elif rec["withheld"] and rec["direction"] == "inbound":
+                rec["external_e164"] = rec["external_raw"] = ""  # 非通知: not the hub's to know either
             rec["marks"] = []
             found[rec["id"]] = rec
         if found:

@@ -106,16 +106,35 @@ class Checks:
             if repair:
                 end = last_end or self._now()
                 with self.transaction() as conn:
-                    conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-                                 (end, iso(end), "the recorder stopped unexpectedly", rec_id))
-                    self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
-                                          detail={"reason": "the recorder stopped unexpectedly", "repaired": True})
+                    self._close_open(conn, rec_id, end, repaired=True)
                 f.fixed = True
             findings.append(f)
         if repair and any(f.fixed for f in findings):
             self.audit("recorder", "vault.repair", detail={
                 "fixed": [{"kind": f.kind, "path": f.path} for f in findings if f.fixed]})
         return findings
+
+    def _close_open(self, conn, rec_id: str, end: int, **how) -> None:
+        """End a recording its recorder left open, at ``end``: its call (if it is one) ends
+        there too, answered or not as it was, and its kept dialog goes (nothing takes it up)."""
+        conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
+                     (end, iso(end), "the recorder stopped unexpectedly", rec_id))
+        conn.execute(
+            "UPDATE calls SET ended_wall_us = ?, end_reason = 'recorder_stopped',"
+            " talk_ms = CASE WHEN answered_wall_us IS NULL THEN 0 ELSE max(0, (? - answered_wall_us) / 1000) END,"
+            " disposition = coalesce(disposition, CASE WHEN answered_wall_us IS NULL THEN 'failed'"
+            " ELSE 'answered' END) WHERE recording_id = ? AND ended_wall_us IS NULL", (end, end, rec_id))
+        conn.execute("DELETE FROM call_dialogs WHERE recording_id = ?", (rec_id,))
+        self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
+                              detail={"reason": "the recorder stopped unexpectedly", **how})
+
+    def close_left_call(self, rec_id: str) -> None:
+        """A call whose kept dialog cannot be taken up: closed at its last sealed segment."""
+        with self._lock:
+            end = self.db.execute("SELECT coalesce(max(s.end_wall_us), r.started_wall_us) FROM recordings r"
+                                  " LEFT JOIN segments s ON s.recording_id = r.id WHERE r.id = ?", (rec_id,)).fetchone()[0]
+        with self.transaction() as conn:
+            self._close_open(conn, rec_id, end, recovered=True)
 
     def recover(self) -> list[Finding]:
         """At start-up: finish or undo what a crash can have interrupted, and only that.
@@ -156,15 +175,7 @@ class Checks:
                 end = self.db.execute("SELECT started_wall_us FROM recordings WHERE id = ?", (rec_id,)).fetchone()[0]
             end = end or last_end or self._now()
             with self.transaction() as conn:
-                conn.execute("UPDATE recordings SET ended_wall_us = ?, ended_at = ?, end_reason = ? WHERE id = ?",
-                             (end, iso(end), "the recorder stopped unexpectedly", rec_id))
-                conn.execute(  # its call (if it is one) ends there too, answered or not as it was
-                    "UPDATE calls SET ended_wall_us = ?, end_reason = 'recorder_stopped',"
-                    " talk_ms = CASE WHEN answered_wall_us IS NULL THEN 0 ELSE max(0, (? - answered_wall_us) / 1000) END,"
-                    " disposition = coalesce(disposition, CASE WHEN answered_wall_us IS NULL THEN 'failed'"
-                    " ELSE 'answered' END) WHERE recording_id = ? AND ended_wall_us IS NULL", (end, end, rec_id))
-                self.audit_log.append(conn, actor="recorder", action="recording.stop", subject=rec_id,
-                                      detail={"reason": "the recorder stopped unexpectedly", "recovered": True})
+                self._close_open(conn, rec_id, end, recovered=True)
             findings.append(Finding("unfinished", rec_id, "a recording without an end: closed", fixed=True))
         for rel in erased:
             if (self.data_dir / rel).exists():

@@ -25,3 +25,6 @@ ALTER TABLE calls ADD COLUMN sdp_errors INTEGER NOT NULL DEFAULT 0;
 -- The Request-URI's user when it was not the number dialled (an extension "201", a trunk
 -- account): the called number is then To's, and this is where the PBX sent the call.
 ALTER TABLE calls ADD COLUMN reached TEXT NOT NULL DEFAULT '';
+-- A caller who withheld their number (非通知) has none kept (docs/calls.md, "Numbers"): rows
+-- made before that rule forget it now.
+UPDATE calls SET external_e164 = '', external_raw = '' WHERE withheld = 1 AND direction = 'inbound';
