@@ -83,6 +83,20 @@ def test_the_public_notice_lists_the_system_and_escapes_what_was_typed():
     assert "窓口" in text_of(signage.notice_pdf(settings())) and "本庁舎1階" in text_of(signage.notice_pdf(settings()))
 
 
+def test_the_notice_names_the_regulation_as_the_city_enacted_it():
+    config = settings().replace(public={"city": "一宮市"})
+    assert "（一宮市業務記録システムの設置及び運用に関する要綱第4条第1項）" in signage.notice_html(config)
+    assert "一宮市業務記録システムの設置及び運用に関する要綱" in text_of(signage.notice_pdf(config)).replace("\n", "")
+
+
+def test_making_a_document_does_not_flood_the_log_with_fonttools_glyph_lists(caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        signage.notice_pdf(settings())
+    assert not [r for r in caplog.records if r.name.startswith("fontTools") and r.levelno < logging.WARNING]
+
+
 def test_kiroku_notice_writes_the_four_files_and_says_what_is_missing(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

@@ -771,3 +771,13 @@ def test_a_mark_request_that_is_not_an_object_is_refused(server, app, client):
     login(client, "sato")
     token = csrf(client, "/console")
     assert client.post("/api/v1/recorder/mark", headers={"X-CSRFToken": token}, json=[1]).status_code == 400
+
+
+def test_the_browser_finds_the_icon_instead_of_a_404(server, app, client):
+    first_run(client)
+    page = client.get("/login").get_data(as_text=True)
+    assert 'rel="icon" href="/static/favicon.svg"' in page
+    r = client.get("/favicon.ico")
+    assert r.status_code == 301 and r.headers["Location"].endswith("/static/favicon.svg")
+    icon = client.get("/static/favicon.svg")
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml" and b"<svg" in icon.data

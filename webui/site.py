@@ -138,6 +138,12 @@ def install(app: Flask, *, before_csrf=(), api_blueprint=None, brand: str = "app
             return redirect(url_for("auth.login"))
         return redirect(sessions.home_for(g.user))
 
+    @app.route("/favicon.ico")
+    @permission(PUBLIC)
+    def favicon():
+        """What a browser asks for before it reads a page's icon link (it was a 404 in every log)."""
+        return redirect(url_for("static", filename="favicon.svg"), code=301)
+
     @app.route("/lang/<code>")
     @permission(PUBLIC)
     def set_language(code: str):

@@ -6,6 +6,7 @@ embeds as a subset, so a PDF shows the same on any machine that opens it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from firmware.documents.errors import FontMissing
@@ -27,6 +28,10 @@ def japanese_font() -> Path:
 def new_document():
     """An A4 fpdf2 document with the Japanese font registered as ``gothic``."""
     from fpdf import FPDF
+
+    # fontTools says, at INFO, every glyph list of every subset it makes: dozens of lines per
+    # document, which buried `make run`'s URL and set-up code. Its warnings still show.
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
 
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_auto_page_break(True, margin=18)

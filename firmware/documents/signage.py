@@ -75,7 +75,12 @@ def intro(config: Config) -> str:
     """The notice's first sentence: who sets the systems up, and why (Art. 4(1))."""
     p = config.public
     return (f"{p.city}は、{p.purpose}、次のとおり業務記録システムを設置しています"
-            "（業務記録システムの設置及び運用に関する要綱第4条第1項）。")
+            f"（{regulation_name(config)}第4条第1項）。")
+
+
+def regulation_name(config: Config) -> str:
+    """The regulation's title as the city enacted it: its name first (一宮市業務記録システムの…)."""
+    return f"{config.public.city}業務記録システムの設置及び運用に関する要綱"
 
 
 def manager_line(config: Config) -> str:
