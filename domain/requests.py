@@ -100,11 +100,20 @@ def catalogue_filter(*, ids=None, since_us=None, until_us=None, number: str = ""
 
 
 def with_parties(row) -> dict:
-    """A catalogue row as a dict, with its call's numbers as people read them (a call's row
-    has ``direction``; a recording of footage has none)."""
+    """A catalogue row as a dict, as a picker shows it: a call's numbers as people read them (a
+    call's row has ``direction``; footage has none), its ``duration`` (m:ss) and its marks'
+    notes (``mark_notes``: the hub's rows carry its marks, a device's their notes joined)."""
     out = dict(zip(row.keys(), tuple(row))) if not isinstance(row, dict) else dict(row)
     if out.get("direction"):
         out.update(calls_index.parties(out))
+    start, end = out.get("started_wall_us"), out.get("ended_wall_us")
+    seconds = round((end - start) / 1e6) if start and end and end > start else None
+    out["duration"] = "" if seconds is None else f"{seconds // 60}:{seconds % 60:02d}"
+    marks = out.get("marks")
+    if isinstance(marks, str) and marks.startswith("["):
+        out["mark_notes"] = " / ".join(
+            f"{m.get('note') or ''}{'（' + m['section'] + '）' if m.get('section') else ''}"
+            for m in json.loads(marks) if m.get("note") or m.get("section"))
     return out
 
 

@@ -382,3 +382,32 @@ def test_the_recording_picker_narrows_to_a_day_and_to_marked_recordings_and_mark
     assert rec["id"] not in offered("?day=1999-01-01"), "another day: not offered"
     assert 'value="1999-01-01"' in client.get("/requests/new?day=1999-01-01").get_data(as_text=True), \
         "the filter says what it narrowed to"
+
+
+def test_the_picker_says_how_long_each_recording_is_what_its_star_means_and_a_refusal_keeps_the_choices(
+        office, vault):
+    client = office.test_client()
+    login(client, "suzuki")
+    rec = recording_of(vault)
+    page = client.get("/requests/new").get_data(as_text=True)
+    assert 'id="pick-legend"' in page and "★ トラブル等のマーク" in page, "the star is explained"
+    offered = page.split('id="request-form"', 1)[1]
+    assert re.search(re.escape(rec["id"]) + r" — [^<]*\(0:0[6-9]\) \(市民課\) ★", offered), "its length and section"
+    # refused for want of a reason: what was ticked is still ticked
+    refused = post(client, "/requests/new", {"recording": [rec["id"]], "purpose": "trouble", "reason": ""},
+                   token_from="/requests/new")
+    assert refused.status_code == 400
+    assert re.search(r'value="' + re.escape(rec["id"]) + r'" checked', refused.get_data(as_text=True))
+
+
+def test_the_approval_form_starts_from_the_range_requested_and_says_no_opinion_was_needed(office, vault):
+    client = office.test_client()
+    login(client, "suzuki")  # 市民課's head: the footage is 市民課's, so no other section is asked
+    request_id = file_request(client, recording_of(vault)["id"])
+    logout(client)
+    login(client, "yamada")
+    page = client.get(f"/requests/{request_id}").get_data(as_text=True)
+    asked = client.get(f"/api/v1/requests/{request_id}").get_json()
+    assert asked["start"] and f'name="scope_start" value="{asked["start"].replace(" ", "T")}"' in page
+    assert f'name="scope_end" value="{asked["end"].replace(" ", "T")}"' in page
+    assert "意見は不要です" in page and "—" not in page.split('id="opinion-state"', 1)[1][:80]

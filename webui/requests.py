@@ -71,6 +71,7 @@ def new():
         return _new_page({})
     typed = {k: (request.form.get(k) or "").strip() for k in ("purpose", "reason", "start", "end",
                                                               "responsible_section")}
+    typed["recording"] = request.form.getlist("recording")  # what was ticked stays ticked on a refusal
     with refusing(page=lambda: _new_page(typed)[0]):
         v = NEW.parse()
         request_id = requests.file(context(), requests.NewRequest(
@@ -89,7 +90,8 @@ def show(request_id: int):
                            recording_ids=json.loads(req["recording_ids"]), iso=local, reiwa=reiwa,
                            scope_ids=json.loads(decision["scope_recording_ids"]) if decision else [],
                            in_window=requests.valid_window(decision),
-                           can_give_opinion=requests.can_give_opinion(ctx, req))
+                           can_give_opinion=requests.can_give_opinion(ctx, req),
+                           opinion_needed=req["requester_section"] not in requests.responsible(req))
 
 
 @bp.post("/<int:request_id>/opinion")

@@ -115,7 +115,9 @@ class VaultCatalogue:
                      " OR EXISTS (SELECT 1 FROM segments s WHERE s.recording_id = r.id AND s.erased_at IS NULL))")
         cur = vdb.execute(
             "SELECT r.id, r.record_class, r.started_at, r.ended_at, r.started_wall_us, r.ended_wall_us, r.section,"
-            " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks, c.direction, c.withheld,"
+            " (SELECT count(*) FROM marks m WHERE m.recording_id = r.id) AS marks,"
+            " (SELECT group_concat(nullif(m.note, ''), ' / ') FROM marks m WHERE m.recording_id = r.id) AS mark_notes,"
+            " c.direction, c.withheld,"
             " c.external_e164, c.external_raw, c.city_e164, c.city_raw"
             f" FROM recordings r LEFT JOIN calls c ON c.recording_id = r.id WHERE {' AND '.join(where)}"
             f" ORDER BY r.started_wall_us DESC{'' if ids is not None else ' LIMIT 300'}", params)
