@@ -231,11 +231,14 @@ def test_a_broken_lamp_shows_as_a_fault_on_the_console(appliance, browser):
     hold(manager, "#record-button", 200)
     manager.wait_for_selector('#state[data-state="fault"]', timeout=5000)
     assert "sign fault: recording is not possible" in manager.locator("#faults").inner_text()
-    assert "lamp did not light" in manager.locator("#faults").inner_text()  # the recorder's words, for the fixer
+    assert "lamp did not light" in manager.locator("#fault-detail").inner_text()  # the recorder's words, for the fixer
     manager.goto(url + "lang/ja?next=/console")
     manager.wait_for_selector('#state[data-state="fault"]')
     manager.wait_for_function("() => document.getElementById('faults').textContent.includes('録画できません')")
-    assert "「録画中」表示灯の異常" in manager.locator("#faults").inner_text()
+    sentence = manager.locator("#faults").inner_text().split("\n")[0]
+    assert "「録画中」表示灯の異常" in sentence and not re.search(r"[A-Za-z]", sentence), \
+        "a Japanese sentence without English inside it"
+    assert manager.locator("#fault-detail").inner_text().startswith("保守担当者向けの技術情報: ")
     assert manager.get_attribute("#light", "data-pattern") == "fault"
     manager.screenshot(path=str(ARTIFACTS / "console-fault.png"))
 

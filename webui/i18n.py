@@ -80,6 +80,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "faults.caption": ("異常", "Faults"),
     "faults.none": ("なし", "none"),
     "warnings.caption": ("注意", "Warnings"),
+    "fault.detail": ("保守担当者向けの技術情報", "For maintenance"),
     "fault.device.camera": ("カメラ", "Camera"),
     "fault.device.microphone": ("マイク", "Microphone"),
     "fault.device.sign": ("「録画中」表示灯", "The 録画中 sign"),

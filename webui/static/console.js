@@ -27,11 +27,15 @@
     $("state").dataset.state = s.state;
     $("recording").textContent = describe(s.recording);
     $("last-recording").textContent = describe(s.last_recording);
-    // Each fault in the page's language (which device, whether recording can go on), the
-    // recorder's own words after it for whoever fixes it.
+    // Each fault in the page's language (which device, whether recording can go on); the
+    // recorder's own words (English) apart, labelled, for whoever fixes it — not inside the sentence.
+    const detail = $("fault-detail");
     $("faults").textContent = s.faults.length ? s.faults.map((f) =>
-      `${msg("fault.device." + f.device)}${msg(f.blocking ? "fault.blocking" : "fault.continuing")} (${f.message})`)
+      `${msg("fault.device." + f.device)}${msg(f.blocking ? "fault.blocking" : "fault.continuing")}`)
       .join(" / ") : msg("faults.none");
+    detail.textContent = s.faults.length ? `${msg("fault.detail")}: ${s.faults.map((f) => f.message).join(" / ")}` : "";
+    $("faults").appendChild(document.createElement("br"));
+    $("faults").appendChild(detail);
     const warnings = (s.capacity_warnings || []).map((w) => msg("warning.capacity")
       .replace("%s", () => w.projected_days).replace("%s", () => msg("class." + w.record_class))
       .replace("%s", () => w.min_days))
