@@ -153,6 +153,8 @@ def test_from_first_run_to_scoped_playback(appliance, browser):
     hold(operator, "#record-button", 200)
     operator.wait_for_selector('#state[data-state="idle"]', timeout=10000)
     assert operator.get_attribute("#sign", "data-lit") == "false"
+    operator.wait_for_function("() => document.getElementById('last-recording').textContent.includes('マーク')")
+    assert "マーク1件" in operator.inner_text("#last-recording"), "counted as Japanese counts, not '1 marks'"
 
     # 4. The section head files a written request.
     head = person(browser, url, "suzuki")

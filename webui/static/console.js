@@ -9,8 +9,10 @@
 
   function describe(rec) {
     if (!rec) return msg("rec.none");
-    let text = `${rec.id} — ${rec.duration_s.toFixed(1)} ${msg("rec.seconds")}, ${rec.segments} ${msg("rec.segments")}`;
-    if (rec.marks) text += `, ${rec.marks} ${msg("rec.marks")}`;
+    // counted the way each language counts (1 mark, 2 marks; マーク1件)
+    const count = (n, key) => msg(n === 1 ? key + ".one" : key + ".many").replace("%s", n);
+    let text = `${rec.id} — ${rec.duration_s.toFixed(1)} ${msg("rec.seconds")}, ${count(rec.segments, "rec.n_segments")}`;
+    if (rec.marks) text += `, ${count(rec.marks, "rec.n_marks")}`;
     return text;
   }
 
